@@ -1,0 +1,226 @@
+//! The resolved cluster: what a scenario means once every name, unit and address is checked.
+//!
+//! `scenario` parses a file into a serde mirror of its text; `scenario::resolve` turns that
+//! into a [`Cluster`], the only input the builder (`world`) accepts. Every invariant listed on
+//! these types holds by construction: later stages never re-validate and never fail on input.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+use crate::addr::Ipv4Net;
+use crate::cost::CostProfile;
+use crate::time::{Duration, Instant};
+use crate::units::{Bandwidth, ByteSize};
+
+/// Index of a node in [`Cluster::nodes`].
+pub type NodeId = usize;
+/// Index of a pod in [`Cluster::pods`].
+pub type PodId = usize;
+
+/// A validated cluster, ready to build.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    /// Scenario name; names the default output directory.
+    pub name: String,
+    /// A one-paragraph description shown at the top of the report (may be empty).
+    pub description: String,
+    pub seed: u64,
+    /// Simulated time to run; events after it are not processed.
+    pub duration: Duration,
+    pub cni: Cni,
+    pub network: Network,
+    /// Invariant: non-empty, names unique, IPs unique inside `network.node_cidr`.
+    pub nodes: Vec<NodeSpec>,
+    /// Invariant: names unique, each IP inside its node's pod subnet, none equal to the gateway.
+    pub pods: Vec<PodSpec>,
+    pub underlay: Underlay,
+    /// Invariant: every flow's endpoints are distinct pods.
+    pub workloads: Vec<Workload>,
+    pub costs: CostProfile,
+}
+
+/// Address plan of the cluster. Invariant: the three ranges do not overlap.
+#[derive(Clone, Debug, Serialize)]
+pub struct Network {
+    pub node_cidr: Ipv4Net,
+    pub pod_cidr: Ipv4Net,
+    pub service_cidr: Ipv4Net,
+    /// Prefix length of each node's pod subnet (flannel's `SubnetLen`, default 24).
+    pub node_subnet_prefix: u8,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeSpec {
+    pub name: String,
+    /// The node's address on the underlay (its `eth0`).
+    pub ip: Ipv4Addr,
+    /// Invariant: 1..=1024.
+    pub cores: u32,
+    pub nic_bandwidth: Bandwidth,
+    /// MTU of the node's `eth0`. Invariant: at least 68 (RFC 791 minimum) and <= underlay MTU
+    /// is *not* required: a mismatch is a real misconfiguration the simulation shows.
+    pub mtu: u32,
+    /// This node's pod subnet (one per node, in order, from `network.pod_cidr`).
+    pub pod_subnet: Ipv4Net,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PodSpec {
+    pub name: String,
+    pub node: NodeId,
+    pub ip: Ipv4Addr,
+    /// MTU of the pod's `eth0` (for flannel-host-gw the node MTU, as the bridge plugin sets it).
+    pub mtu: u32,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The physical network between nodes. One L2 switch for now; every node's `eth0` has a
+/// cable to one switch port.
+#[derive(Clone, Debug, Serialize)]
+pub struct Underlay {
+    /// Rate of each switch port (the switch-to-node direction).
+    pub bandwidth: Bandwidth,
+    /// Propagation delay of each cable (node to switch, switch to node).
+    pub propagation: Duration,
+    /// Largest frame payload (L3 MTU) the switch forwards; larger frames are dropped.
+    pub mtu: u32,
+    /// Drop-tail queue per egress port (switch ports and NIC transmit queues), in bytes.
+    pub queue: ByteSize,
+    /// Independent loss probability per frame per cable, in [0, 1).
+    pub loss: f64,
+}
+
+/// One traffic generator and the flows it drives.
+#[derive(Clone, Debug, Serialize)]
+pub struct Workload {
+    pub name: String,
+    pub kind: WorkloadKind,
+    /// (client, server) pod pairs; one flow each. Invariant: non-empty, client != server.
+    pub flows: Vec<(PodId, PodId)>,
+    /// Destination UDP port on the server.
+    pub port: u16,
+    pub start: Instant,
+    /// How long the generator runs from `start`.
+    pub duration: Duration,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkloadKind {
+    /// Constant bit rate UDP, one datagram of `payload` bytes every `payload * 8 / rate`.
+    /// Invariant: rate > 0, payload fits the client pod's MTU minus 28 B of IPv4+UDP unless
+    /// the scenario wants fragmentation (not modelled yet: resolve rejects it).
+    UdpCbr { rate: Bandwidth, payload: u32 },
+    /// Closed-loop UDP request/response: send `request` bytes, wait for `response` bytes back
+    /// (or `timeout`), wait `think`, repeat.
+    UdpRr { request: u32, response: u32, think: Duration, timeout: Duration },
+}
+
+/// The CNI identifiers of DESIGN.md. Parsing accepts all of them; `world` builds the ones
+/// implemented so far and `scenario::resolve` rejects the others with a clear message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Cni {
+    FlannelUdp,
+    FlannelVxlan,
+    FlannelHostGw,
+    CalicoBgp,
+    CalicoIpip,
+    CalicoIpipCrossSubnet,
+    CalicoVxlan,
+    CalicoVxlanCrossSubnet,
+    CiliumVxlan,
+    CiliumGeneve,
+    CiliumNative,
+    WeaveSleeve,
+    WeaveFastdp,
+    Macvlan,
+    IpvlanL3,
+}
+
+impl Cni {
+    pub const ALL: [Cni; 15] = [
+        Cni::FlannelUdp,
+        Cni::FlannelVxlan,
+        Cni::FlannelHostGw,
+        Cni::CalicoBgp,
+        Cni::CalicoIpip,
+        Cni::CalicoIpipCrossSubnet,
+        Cni::CalicoVxlan,
+        Cni::CalicoVxlanCrossSubnet,
+        Cni::CiliumVxlan,
+        Cni::CiliumGeneve,
+        Cni::CiliumNative,
+        Cni::WeaveSleeve,
+        Cni::WeaveFastdp,
+        Cni::Macvlan,
+        Cni::IpvlanL3,
+    ];
+
+    pub fn id(self) -> &'static str {
+        match self {
+            Cni::FlannelUdp => "flannel-udp",
+            Cni::FlannelVxlan => "flannel-vxlan",
+            Cni::FlannelHostGw => "flannel-host-gw",
+            Cni::CalicoBgp => "calico-bgp",
+            Cni::CalicoIpip => "calico-ipip",
+            Cni::CalicoIpipCrossSubnet => "calico-ipip-crosssubnet",
+            Cni::CalicoVxlan => "calico-vxlan",
+            Cni::CalicoVxlanCrossSubnet => "calico-vxlan-crosssubnet",
+            Cni::CiliumVxlan => "cilium-vxlan",
+            Cni::CiliumGeneve => "cilium-geneve",
+            Cni::CiliumNative => "cilium-native",
+            Cni::WeaveSleeve => "weave-sleeve",
+            Cni::WeaveFastdp => "weave-fastdp",
+            Cni::Macvlan => "macvlan",
+            Cni::IpvlanL3 => "ipvlan-l3",
+        }
+    }
+
+    /// Whether `world` can build this CNI yet.
+    pub fn is_implemented(self) -> bool {
+        matches!(self, Cni::FlannelHostGw)
+    }
+
+    pub fn implemented() -> impl Iterator<Item = Cni> {
+        Cni::ALL.into_iter().filter(|c| c.is_implemented())
+    }
+}
+
+impl FromStr for Cni {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Cni, String> {
+        Cni::ALL.into_iter().find(|c| c.id() == s).ok_or_else(|| {
+            let all = Cni::ALL.iter().map(|c| c.id()).collect::<Vec<_>>().join(", ");
+            format!("unknown CNI '{s}', expected one of: {all}")
+        })
+    }
+}
+
+impl fmt::Display for Cni {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.id())
+    }
+}
+
+impl Serialize for Cni {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.id())
+    }
+}
+
+impl Cluster {
+    pub fn node_by_name(&self, name: &str) -> Option<NodeId> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+    pub fn pod_by_name(&self, name: &str) -> Option<PodId> {
+        self.pods.iter().position(|p| p.name == name)
+    }
+    /// The gateway address of a node's pod subnet (the first host address, held by `cni0`).
+    pub fn pod_gateway(&self, node: NodeId) -> Ipv4Addr {
+        self.nodes[node].pod_subnet.nth(1).expect("pod subnets hold at least 2 addresses")
+    }
+}

@@ -1,0 +1,17 @@
+//! cnisim: a packet-level, discrete-event simulator of Kubernetes cluster networks.
+//!
+//! Data flows one way (see ARCHITECTURE.md):
+//! `scenario` (RON text -> [`cluster::Cluster`]) -> `world` (build devices, routes, tables)
+//! -> `sim` (run the event engine, collect `observe::Observations`) -> `summary`
+//! -> `report` (HTML, PNG, CSV) -> `output` (atomic directory write).
+
+pub mod addr;
+pub mod cluster;
+pub mod cost;
+pub mod engine;
+pub mod error;
+pub mod report;
+pub mod scenario;
+pub mod summary;
+pub mod time;
+pub mod units;
