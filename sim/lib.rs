@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod cost;
 pub mod engine;
 pub mod error;
+pub mod net;
 pub mod report;
 pub mod scenario;
 pub mod summary;

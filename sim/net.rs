@@ -1,0 +1,12 @@
+//! Linux networking building blocks, as data: packets with real bytes, routing tables,
+//! neighbour tables, bridge forwarding databases, links and pcap capture.
+//!
+//! Nothing here schedules events or knows about CNI plugins; `datapath` strings these pieces
+//! into a node's kernel pipeline and `world` builds them from the cluster.
+
+pub mod bridge;
+pub mod link;
+pub mod neigh;
+pub mod packet;
+pub mod pcap;
+pub mod route;

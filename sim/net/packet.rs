@@ -1,0 +1,257 @@
+//! Packets as byte buffers, and the few builders the data plane needs.
+//!
+//! A [`Packet`] is an Ethernet frame in a `Vec<u8>` plus simulator metadata that no device may
+//! base a forwarding decision on (flow tag for accounting, trace). Headers are emitted and
+//! parsed with `smoltcp::wire`, so sizes, checksums and pcaps are real.
+
+use std::net::Ipv4Addr;
+
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr,
+    IpProtocol, Ipv4Packet, UdpPacket,
+};
+
+use crate::addr::Mac;
+use crate::summary::Hop;
+use crate::time::Instant;
+
+pub const ETH_HEADER: usize = 14;
+pub const IPV4_HEADER: usize = 20;
+pub const UDP_HEADER: usize = 8;
+/// Linux's default TTL (`net.ipv4.ip_default_ttl`).
+pub const DEFAULT_TTL: u8 = 64;
+
+/// Direction of a datagram within a flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    /// Client to server (CBR datagrams, requests).
+    Forward,
+    /// Server to client (responses).
+    Reverse,
+}
+
+/// Accounting tag of a workload datagram. Control frames (ARP) carry none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataTag {
+    pub flow: u32,
+    pub dir: Dir,
+    pub seq: u64,
+    pub sent_at: Instant,
+    pub payload: u32,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Meta {
+    pub data: Option<DataTag>,
+    /// Hops taken so far, when this packet is traced.
+    pub trace: Option<Box<Vec<Hop>>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Packet {
+    pub frame: Vec<u8>,
+    pub meta: Meta,
+}
+
+impl Packet {
+    pub fn is_data(&self) -> bool {
+        self.meta.data.is_some()
+    }
+    pub fn len(&self) -> usize {
+        self.frame.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.frame.is_empty()
+    }
+    /// The IPv4 packet inside the frame (caller has checked the ethertype).
+    pub fn ip(&self) -> &[u8] {
+        &self.frame[ETH_HEADER..]
+    }
+    pub fn ip_mut(&mut self) -> &mut [u8] {
+        &mut self.frame[ETH_HEADER..]
+    }
+}
+
+pub fn eth_addr(m: Mac) -> EthernetAddress {
+    EthernetAddress(m.0)
+}
+pub fn mac_of(e: EthernetAddress) -> Mac {
+    Mac(e.0)
+}
+
+/// Builds an Ethernet frame holding an IPv4/UDP datagram with `payload_len` zero bytes of
+/// payload. The Ethernet header is left zero: `neigh_output` writes it once the next hop's
+/// MAC is known. IPv4 as Linux sends UDP with path MTU discovery on: DF set, TTL 64, DSCP 0.
+pub fn udp_frame(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    payload_len: usize,
+    ident: u16,
+) -> Vec<u8> {
+    let udp_len = UDP_HEADER + payload_len;
+    let ip_len = IPV4_HEADER + udp_len;
+    let mut frame = vec![0u8; ETH_HEADER + ip_len];
+    {
+        let mut ip = Ipv4Packet::new_unchecked(&mut frame[ETH_HEADER..]);
+        ip.set_version(4);
+        ip.set_header_len(IPV4_HEADER as u8);
+        ip.set_dscp(0);
+        ip.set_ecn(0);
+        ip.set_total_len(ip_len as u16);
+        ip.set_ident(ident);
+        ip.clear_flags();
+        ip.set_dont_frag(true);
+        ip.set_frag_offset(0);
+        ip.set_hop_limit(DEFAULT_TTL);
+        ip.set_next_header(IpProtocol::Udp);
+        ip.set_src_addr(src);
+        ip.set_dst_addr(dst);
+        ip.fill_checksum();
+    }
+    {
+        let mut udp = UdpPacket::new_unchecked(&mut frame[ETH_HEADER + IPV4_HEADER..]);
+        udp.set_src_port(sport);
+        udp.set_dst_port(dport);
+        udp.set_len(udp_len as u16);
+        udp.fill_checksum(&src.into(), &dst.into());
+    }
+    frame
+}
+
+/// Writes the Ethernet header of `frame`.
+pub fn set_ethernet(frame: &mut [u8], dst: Mac, src: Mac, ethertype: EthernetProtocol) {
+    let repr = EthernetRepr {
+        src_addr: eth_addr(src),
+        dst_addr: eth_addr(dst),
+        ethertype,
+    };
+    repr.emit(&mut EthernetFrame::new_unchecked(frame));
+}
+
+/// Builds an ARP request (broadcast) or reply frame. RFC 826; a request's target hardware
+/// address is zero, as Linux sends it.
+pub fn arp_frame(
+    op: ArpOperation,
+    src_mac: Mac,
+    src_ip: Ipv4Addr,
+    dst_mac: Mac,
+    target_ip: Ipv4Addr,
+) -> Vec<u8> {
+    let target_hw = if op == ArpOperation::Request {
+        Mac([0; 6])
+    } else {
+        dst_mac
+    };
+    let eth_dst = if op == ArpOperation::Request {
+        Mac::BROADCAST
+    } else {
+        dst_mac
+    };
+    let repr = ArpRepr::EthernetIpv4 {
+        operation: op,
+        source_hardware_addr: eth_addr(src_mac),
+        source_protocol_addr: src_ip,
+        target_hardware_addr: eth_addr(target_hw),
+        target_protocol_addr: target_ip,
+    };
+    let mut frame = vec![0u8; ETH_HEADER + repr.buffer_len()];
+    set_ethernet(&mut frame, eth_dst, src_mac, EthernetProtocol::Arp);
+    repr.emit(&mut ArpPacket::new_unchecked(&mut frame[ETH_HEADER..]));
+    frame
+}
+
+/// Flow hash of a frame for RSS core selection and ECMP: a fixed mix of the IPv4 addresses,
+/// protocol and ports (ARP: the two protocol addresses). Deterministic across runs.
+pub fn flow_hash(frame: &[u8]) -> u32 {
+    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+        return 0;
+    };
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut mix = |x: u64| {
+        h ^= x;
+        h = h.wrapping_mul(0x100_0000_01b3);
+    };
+    match eth.ethertype() {
+        EthernetProtocol::Ipv4 => {
+            let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+                return 0;
+            };
+            mix(u32::from(ip.src_addr()) as u64);
+            mix(u32::from(ip.dst_addr()) as u64);
+            mix(u8::from(ip.next_header()) as u64);
+            let p = ip.payload();
+            if p.len() >= 4 {
+                mix(u32::from_be_bytes([p[0], p[1], p[2], p[3]]) as u64);
+            }
+        }
+        _ => {
+            let p = eth.payload();
+            if p.len() >= 28 {
+                mix(u32::from_be_bytes([p[14], p[15], p[16], p[17]]) as u64);
+                mix(u32::from_be_bytes([p[24], p[25], p[26], p[27]]) as u64);
+            }
+        }
+    }
+    (h ^ (h >> 32)) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn udp_frame_bytes() {
+        let mut f = udp_frame(
+            Ipv4Addr::new(10, 244, 0, 2),
+            Ipv4Addr::new(10, 244, 1, 2),
+            40000,
+            5201,
+            4,
+            1,
+        );
+        set_ethernet(
+            &mut f,
+            Mac([0x0a, 0x58, 10, 244, 0, 1]),
+            Mac([0x0a, 0x58, 10, 244, 0, 2]),
+            EthernetProtocol::Ipv4,
+        );
+        #[rustfmt::skip]
+        let expected: [u8; 46] = [
+            // Ethernet: dst, src, type IPv4
+            0x0a, 0x58, 0x0a, 0xf4, 0x00, 0x01, 0x0a, 0x58, 0x0a, 0xf4, 0x00, 0x02, 0x08, 0x00,
+            // IPv4: v4 ihl5, tos 0, len 32, id 1, DF, ttl 64, udp, checksum, src, dst
+            0x45, 0x00, 0x00, 0x20, 0x00, 0x01, 0x40, 0x00, 0x40, 0x11, 0x23, 0xe1,
+            0x0a, 0xf4, 0x00, 0x02, 0x0a, 0xf4, 0x01, 0x02,
+            // UDP: 40000 -> 5201, len 12, checksum
+            0x9c, 0x40, 0x14, 0x51, 0x00, 0x0c, 0x38, 0x59,
+            // payload
+            0x00, 0x00, 0x00, 0x00,
+        ];
+        assert_eq!(f, expected);
+        let ip = Ipv4Packet::new_checked(&f[ETH_HEADER..]).unwrap();
+        assert!(ip.verify_checksum());
+        let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+        assert!(udp.verify_checksum(&ip.src_addr().into(), &ip.dst_addr().into()));
+    }
+
+    #[test]
+    fn arp_request_bytes() {
+        let f = arp_frame(
+            ArpOperation::Request,
+            Mac([0x0a, 0x58, 10, 244, 0, 2]),
+            Ipv4Addr::new(10, 244, 0, 2),
+            Mac::BROADCAST,
+            Ipv4Addr::new(10, 244, 0, 1),
+        );
+        #[rustfmt::skip]
+        let expected: [u8; 42] = [
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0a, 0x58, 0x0a, 0xf4, 0x00, 0x02, 0x08, 0x06,
+            0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01,
+            0x0a, 0x58, 0x0a, 0xf4, 0x00, 0x02, 0x0a, 0xf4, 0x00, 0x02,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0a, 0xf4, 0x00, 0x01,
+        ];
+        assert_eq!(f, expected);
+    }
+}
