@@ -7,12 +7,17 @@
 
 pub mod addr;
 pub mod cluster;
+pub mod cni;
 pub mod cost;
+pub mod datapath;
 pub mod engine;
 pub mod error;
 pub mod net;
+pub mod observe;
 pub mod report;
+pub mod run;
 pub mod scenario;
 pub mod summary;
 pub mod time;
 pub mod units;
+pub mod world;

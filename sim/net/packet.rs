@@ -45,6 +45,8 @@ pub struct Meta {
     pub data: Option<DataTag>,
     /// Hops taken so far, when this packet is traced.
     pub trace: Option<Box<Vec<Hop>>>,
+    /// Flood group of a data packet copied by a bridge or switch flood (0: not a copy).
+    pub flood: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -168,31 +170,43 @@ pub fn flow_hash(frame: &[u8]) -> u32 {
     let Ok(eth) = EthernetFrame::new_checked(frame) else {
         return 0;
     };
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut mix = |x: u64| {
-        h ^= x;
-        h = h.wrapping_mul(0x100_0000_01b3);
-    };
     match eth.ethertype() {
         EthernetProtocol::Ipv4 => {
             let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
                 return 0;
             };
-            mix(u32::from(ip.src_addr()) as u64);
-            mix(u32::from(ip.dst_addr()) as u64);
-            mix(u8::from(ip.next_header()) as u64);
             let p = ip.payload();
-            if p.len() >= 4 {
-                mix(u32::from_be_bytes([p[0], p[1], p[2], p[3]]) as u64);
-            }
+            let ports = if p.len() >= 4 {
+                u32::from_be_bytes([p[0], p[1], p[2], p[3]])
+            } else {
+                0
+            };
+            tuple_hash(ip.src_addr(), ip.dst_addr(), ip.next_header().into(), ports)
         }
         _ => {
             let p = eth.payload();
-            if p.len() >= 28 {
-                mix(u32::from_be_bytes([p[14], p[15], p[16], p[17]]) as u64);
-                mix(u32::from_be_bytes([p[24], p[25], p[26], p[27]]) as u64);
+            if p.len() < 28 {
+                return 0;
             }
+            let spa = Ipv4Addr::new(p[14], p[15], p[16], p[17]);
+            let tpa = Ipv4Addr::new(p[24], p[25], p[26], p[27]);
+            tuple_hash(spa, tpa, 0, 0)
         }
+    }
+}
+
+/// The hash `flow_hash` computes, from the header fields (FNV-1a over 64-bit words).
+/// `ports` is the source port in the high 16 bits and the destination port in the low 16.
+pub fn tuple_hash(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, ports: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for x in [
+        u32::from(src) as u64,
+        u32::from(dst) as u64,
+        proto as u64,
+        ports as u64,
+    ] {
+        h ^= x;
+        h = h.wrapping_mul(0x100_0000_01b3);
     }
     (h ^ (h >> 32)) as u32
 }

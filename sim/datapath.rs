@@ -1,0 +1,641 @@
+//! A node's kernel as a pipeline: what happens to a frame from one device to the next.
+//!
+//! Each function is one kernel step (veth transmit, bridge input, IPv4 receive, routing,
+//! neighbour output ...). A step mutates the state it owns (FDB learning, neighbour entries),
+//! adds its cost from the cost profile to the running chain in [`Ctx`], and calls the next
+//! step. Anything that must happen later or outside the node (a frame on a cable, a datagram
+//! handed to an application, a drop to account, a timer) is returned as an [`Action`]; the
+//! engine in `sim` carries it out once the chain's CPU time has been served. Steps never
+//! touch the event queue, so each is testable on literal bytes.
+//!
+//! The underlay switch is here too: it is a device, but with no CPU.
+
+use std::net::Ipv4Addr;
+
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, UdpPacket,
+};
+
+use crate::addr::Mac;
+use crate::net::neigh::{NeighState, MCAST_SOLICIT};
+use crate::net::packet::{arp_frame, mac_of, set_ethernet, Packet, ETH_HEADER};
+use crate::net::route::{DevId, RouteKind};
+use crate::observe::DropReason;
+use crate::summary::Hop;
+use crate::time::{Duration, Instant};
+use crate::world::{DeviceKind, LinkId, NsId, World};
+
+/// What a chain of kernel steps asks the engine to do once its CPU time is served.
+#[derive(Debug)]
+pub enum Action {
+    /// Put the frame on a cable.
+    Transmit { link: LinkId, pkt: Packet },
+    /// Hand the datagram to the application socket in namespace `ns`.
+    Deliver { ns: NsId, pkt: Packet },
+    /// The frame is gone, for this reason.
+    Drop { pkt: Packet, reason: DropReason },
+    /// Fire the ARP retransmit timer for `ip` in `ns` after `after`.
+    ArpTimer { ns: NsId, ip: Ipv4Addr, after: Duration },
+    /// A data frame was copied by a flood into `copies` frames (the original included), all
+    /// stamped with flood group `group` (`fresh`: the group is new, else it grows).
+    Flood { group: u64, fresh: bool, copies: u32 },
+}
+
+/// The running state of one chain of steps on one core.
+pub struct Ctx {
+    /// When the core started this chain.
+    pub start: Instant,
+    /// CPU time used so far.
+    pub cost: Duration,
+    /// Device steps taken.
+    pub hops: u64,
+    pub actions: Vec<Action>,
+}
+
+impl Ctx {
+    pub fn new(start: Instant) -> Self {
+        Ctx {
+            start,
+            cost: Duration::ZERO,
+            hops: 0,
+            actions: Vec::new(),
+        }
+    }
+    /// The time "now" inside the chain: start plus the CPU time spent so far.
+    pub fn now(&self) -> Instant {
+        self.start + self.cost
+    }
+    fn charge(&mut self, d: Duration) {
+        self.cost += d;
+        self.hops += 1;
+    }
+    fn drop(&mut self, pkt: Packet, reason: DropReason) {
+        self.actions.push(Action::Drop { pkt, reason });
+    }
+}
+
+/// Records a hop on a traced packet.
+fn hop(w: &World, cx: &Ctx, pkt: &mut Packet, dev: DevId, action: &str, why: impl FnOnce() -> String) {
+    if let Some(t) = pkt.meta.trace.as_mut() {
+        let d = &w.devices[dev];
+        t.push(Hop {
+            time_ns: cx.now().as_nanos(),
+            place: w.place(d.ns),
+            device: d.name.clone(),
+            action: action.to_string(),
+            why: why(),
+            size: pkt.frame.len(),
+        });
+    }
+}
+
+fn capture(w: &mut World, cx: &Ctx, dev: DevId, pkt: &Packet) {
+    if let Some(p) = w.pcaps[dev].as_mut() {
+        p.record(cx.now(), &pkt.frame);
+    }
+}
+
+/// A socket in namespace `ns` sends the IPv4/UDP datagram in `pkt` (Ethernet header blank).
+pub fn udp_send(w: &mut World, cx: &mut Ctx, ns: NsId, mut pkt: Packet) {
+    let payload = pkt.frame.len() - ETH_HEADER - 28;
+    cx.charge(w.costs.udp_send + w.costs.copy(payload));
+    let eth0 = w.netns[ns].devices.get(1).copied().unwrap_or(0);
+    hop(w, cx, &mut pkt, eth0, "sendmsg", || {
+        format!("UDP socket, {payload} B payload")
+    });
+    ip_output(w, cx, ns, pkt);
+}
+
+/// Routes a locally generated packet (`ip_route_output` + `ip_finish_output`).
+fn ip_output(w: &mut World, cx: &mut Ctx, ns: NsId, mut pkt: Packet) {
+    let (dst, len) = {
+        let ip = Ipv4Packet::new_unchecked(pkt.ip());
+        (ip.dst_addr(), ip.total_len() as u32)
+    };
+    cx.charge(w.costs.fib_lookup);
+    let Some(route) = w.netns[ns].main.lookup(dst).cloned() else {
+        let dev = w.netns[ns].devices[0];
+        hop(w, cx, &mut pkt, dev, "drop", || {
+            format!("no route to {dst} (ENETUNREACH)")
+        });
+        return cx.drop(pkt, DropReason::NoRoute);
+    };
+    let mtu = w.devices[route.dev].mtu;
+    if len > mtu {
+        hop(w, cx, &mut pkt, route.dev, "drop", || {
+            format!("{len} B > MTU {mtu} with DF (EMSGSIZE)")
+        });
+        return cx.drop(pkt, DropReason::MtuExceeded);
+    }
+    let nh = route.gateway.unwrap_or(dst);
+    hop(w, cx, &mut pkt, route.dev, "route", || {
+        describe_route(w, &route, dst)
+    });
+    neigh_output(w, cx, ns, route.dev, nh, pkt);
+}
+
+fn describe_route(w: &World, r: &crate::net::route::Route, dst: Ipv4Addr) -> String {
+    let dev = &w.devices[r.dev].name;
+    match r.gateway {
+        Some(gw) => format!("{dst} matches {} via {gw} dev {dev}", r.dst),
+        None => format!("{dst} matches {} dev {dev} (on-link)", r.dst),
+    }
+}
+
+/// Resolves the next hop and sends (`neigh_resolve_output`).
+fn neigh_output(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, nh: Ipv4Addr, mut pkt: Packet) {
+    cx.charge(w.costs.neigh_output);
+    if let Some(n) = w.netns[ns].neigh.lookup(nh) {
+        let src = w.devices[dev].mac;
+        set_ethernet(&mut pkt.frame, n.mac, src, EthernetProtocol::Ipv4);
+        return dev_xmit(w, cx, dev, pkt);
+    }
+    hop(w, cx, &mut pkt, dev, "queue", || {
+        format!("next hop {nh} unresolved: waiting for ARP")
+    });
+    let src_ip = Ipv4Packet::new_unchecked(pkt.ip()).src_addr();
+    let (fresh, evicted) = w.netns[ns].neigh.enqueue(nh, dev, pkt);
+    if let Some(old) = evicted {
+        cx.drop(old, DropReason::NeighbourQueueFull);
+    }
+    if fresh {
+        send_arp_request(w, cx, ns, dev, nh, Some(src_ip));
+        cx.actions.push(Action::ArpTimer {
+            ns,
+            ip: nh,
+            after: crate::net::neigh::RETRANS_TIME,
+        });
+    }
+}
+
+/// Sends a who-has for `target` out of `dev`. The sender address is the queued packet's source
+/// when it is local (arp_announce = 0), else the device's first address.
+fn send_arp_request(
+    w: &mut World,
+    cx: &mut Ctx,
+    ns: NsId,
+    dev: DevId,
+    target: Ipv4Addr,
+    hint: Option<Ipv4Addr>,
+) {
+    let is_local = |a: Ipv4Addr| {
+        w.netns[ns]
+            .local
+            .lookup(a)
+            .is_some_and(|r| r.kind == RouteKind::Local)
+    };
+    let src = hint
+        .filter(|a| is_local(*a))
+        .or_else(|| w.devices[dev].addrs.first().map(|a| a.0));
+    let Some(src) = src else { return };
+    let frame = arp_frame(
+        ArpOperation::Request,
+        w.devices[dev].mac,
+        src,
+        Mac::BROADCAST,
+        target,
+    );
+    let pkt = Packet {
+        frame,
+        meta: control_meta(w),
+    };
+    dev_xmit(w, cx, dev, pkt);
+}
+
+/// Metadata for a control frame the kernel creates: traced when tracing everything.
+fn control_meta(w: &World) -> crate::net::packet::Meta {
+    crate::net::packet::Meta {
+        trace: w.trace_control.then(Default::default),
+        ..Default::default()
+    }
+}
+
+/// A control frame reached the end of its life normally: keep its trace.
+fn consume(w: &mut World, mut pkt: Packet) {
+    if let Some(t) = pkt.meta.trace.take() {
+        w.control_hops.extend(*t);
+    }
+}
+
+/// The ARP retransmit timer for `ip` in `ns` fired.
+pub fn arp_timer(w: &mut World, cx: &mut Ctx, ns: NsId, ip: Ipv4Addr) {
+    let Some(inc) = w.netns[ns].neigh.incomplete_mut(ip) else {
+        return;
+    };
+    inc.probes += 1;
+    let dev = inc.dev;
+    if inc.probes >= MCAST_SOLICIT {
+        for mut pkt in w.netns[ns].neigh.fail(ip) {
+            hop(w, cx, &mut pkt, dev, "drop", || {
+                format!("no ARP reply from {ip} after {MCAST_SOLICIT} probes")
+            });
+            cx.drop(pkt, DropReason::UnresolvedNeighbour);
+        }
+        return;
+    }
+    send_arp_request(w, cx, ns, dev, ip, None);
+    cx.actions.push(Action::ArpTimer {
+        ns,
+        ip,
+        after: crate::net::neigh::RETRANS_TIME,
+    });
+}
+
+/// Transmits a frame on a device (`dev_queue_xmit`).
+fn dev_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
+    capture(w, cx, dev, &pkt);
+    match w.devices[dev].kind {
+        DeviceKind::Veth { peer } => {
+            cx.charge(w.costs.veth_xmit);
+            hop(w, cx, &mut pkt, dev, "xmit", || {
+                format!("veth to peer {}", w.devices[peer].name)
+            });
+            dev_rx(w, cx, peer, pkt);
+        }
+        DeviceKind::Bridge { .. } => {
+            // The host stack sends out of the bridge: forward by FDB as if from no port.
+            bridge_forward(w, cx, dev, None, pkt);
+        }
+        DeviceKind::Nic { tx } => {
+            cx.charge(w.costs.nic_xmit);
+            hop(w, cx, &mut pkt, dev, "xmit", || {
+                "NIC transmit to the underlay".into()
+            });
+            cx.actions.push(Action::Transmit { link: tx, pkt });
+        }
+        DeviceKind::Loopback => {
+            hop(w, cx, &mut pkt, dev, "xmit", || "loopback".into());
+            netif_receive(w, cx, dev, pkt);
+        }
+    }
+}
+
+/// A frame arrives on a device from its wire or peer.
+fn dev_rx(w: &mut World, cx: &mut Ctx, dev: DevId, pkt: Packet) {
+    capture(w, cx, dev, &pkt);
+    match w.devices[dev].master {
+        Some(br) => bridge_input(w, cx, br, dev, pkt),
+        None => netif_receive(w, cx, dev, pkt),
+    }
+}
+
+/// A frame from the underlay reaches a node's NIC (NAPI poll).
+pub fn nic_rx(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
+    cx.charge(w.costs.nic_rx);
+    hop(w, cx, &mut pkt, dev, "rx", || "NIC receive".into());
+    dev_rx(w, cx, dev, pkt);
+}
+
+fn eth_dst_src(frame: &[u8]) -> (Mac, Mac) {
+    let eth = EthernetFrame::new_unchecked(frame);
+    (mac_of(eth.dst_addr()), mac_of(eth.src_addr()))
+}
+
+/// `br_handle_frame`: learn the source, then deliver locally, forward or flood.
+fn bridge_input(w: &mut World, cx: &mut Ctx, br: DevId, port: DevId, mut pkt: Packet) {
+    cx.charge(w.costs.bridge_forward);
+    let (dst, src) = eth_dst_src(&pkt.frame);
+    let now = cx.now();
+    let br_mac = w.devices[br].mac;
+    if let DeviceKind::Bridge { fdb, .. } = &mut w.devices[br].kind {
+        fdb.learn(src, port, now);
+    }
+    if dst == br_mac {
+        hop(w, cx, &mut pkt, br, "local", || {
+            format!("to the bridge's own MAC {dst}: up to the host stack")
+        });
+        capture(w, cx, br, &pkt);
+        return netif_receive(w, cx, br, pkt);
+    }
+    if dst.is_multicast() {
+        // Broadcast: every other port, and the host stack through the bridge device.
+        hop(w, cx, &mut pkt, br, "flood", || {
+            format!("broadcast from {}", w.devices[port].name)
+        });
+        let copy = pkt.clone();
+        bridge_flood(w, cx, br, Some(port), copy);
+        capture(w, cx, br, &pkt);
+        return netif_receive(w, cx, br, pkt);
+    }
+    bridge_forward(w, cx, br, Some(port), pkt);
+}
+
+/// Forwards a unicast frame by FDB, flooding when the destination is unknown.
+fn bridge_forward(w: &mut World, cx: &mut Ctx, br: DevId, in_port: Option<DevId>, mut pkt: Packet) {
+    let (dst, _) = eth_dst_src(&pkt.frame);
+    let now = cx.now();
+    let entry = match &w.devices[br].kind {
+        DeviceKind::Bridge { fdb, .. } => fdb.lookup(dst, now),
+        _ => None,
+    };
+    match entry {
+        Some(e) if e.permanent && in_port.is_some() => {
+            // A port's own MAC: the frame is for this host.
+            hop(w, cx, &mut pkt, br, "local", || {
+                format!("{dst} is a local port address")
+            });
+            netif_receive(w, cx, br, pkt)
+        }
+        Some(e) if Some(e.port) == in_port => {
+            hop(w, cx, &mut pkt, br, "drop", || {
+                format!("{dst} is behind the ingress port")
+            });
+            cx.drop(pkt, DropReason::SamePort)
+        }
+        Some(e) => {
+            hop(w, cx, &mut pkt, br, "forward", || {
+                format!("FDB: {dst} on {}", w.devices[e.port].name)
+            });
+            dev_xmit(w, cx, e.port, pkt)
+        }
+        None => {
+            hop(w, cx, &mut pkt, br, "flood", || {
+                format!("{dst} not in FDB: unknown unicast")
+            });
+            bridge_flood(w, cx, br, in_port, pkt)
+        }
+    }
+}
+
+fn bridge_flood(w: &mut World, cx: &mut Ctx, br: DevId, in_port: Option<DevId>, pkt: Packet) {
+    let ports: Vec<DevId> = match &w.devices[br].kind {
+        DeviceKind::Bridge { ports, .. } => ports.iter().copied().filter(|p| Some(*p) != in_port).collect(),
+        _ => Vec::new(),
+    };
+    if ports.is_empty() {
+        return cx.drop(pkt, DropReason::NotForThisHost);
+    }
+    let mut pkt = pkt;
+    stamp_flood(w, &mut pkt, ports.len(), &mut cx.actions);
+    let last = ports.len() - 1;
+    let mut pkt = Some(pkt);
+    for (i, p) in ports.into_iter().enumerate() {
+        let copy = if i == last {
+            pkt.take().expect("moved once")
+        } else {
+            pkt.clone().expect("present")
+        };
+        dev_xmit(w, cx, p, copy);
+    }
+}
+
+/// Before a data frame is copied `copies` ways, puts it in a flood group so the copies are
+/// accounted as one packet.
+fn stamp_flood(w: &mut World, pkt: &mut Packet, copies: usize, out: &mut Vec<Action>) {
+    if !pkt.is_data() || copies < 2 {
+        return;
+    }
+    let fresh = pkt.meta.flood == 0;
+    if fresh {
+        w.next_flood += 1;
+        pkt.meta.flood = w.next_flood;
+    }
+    out.push(Action::Flood {
+        group: pkt.meta.flood,
+        fresh,
+        copies: copies as u32,
+    });
+}
+
+/// `__netif_receive_skb`: accept frames addressed to this device, hand them to ARP or IPv4.
+fn netif_receive(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
+    let Ok(eth) = EthernetFrame::new_checked(&pkt.frame[..]) else {
+        return cx.drop(pkt, DropReason::Malformed);
+    };
+    let dst = mac_of(eth.dst_addr());
+    let ethertype = eth.ethertype();
+    if dst != w.devices[dev].mac && !dst.is_multicast() {
+        hop(w, cx, &mut pkt, dev, "drop", || {
+            format!("frame for {dst}, not this device")
+        });
+        return cx.drop(pkt, DropReason::NotForThisHost);
+    }
+    match ethertype {
+        EthernetProtocol::Arp => arp_rcv(w, cx, dev, pkt),
+        EthernetProtocol::Ipv4 => ip_rcv(w, cx, dev, pkt),
+        _ => cx.drop(pkt, DropReason::UnknownProtocol),
+    }
+}
+
+/// `arp_process`: answer requests for local addresses, learn senders, release queued packets.
+fn arp_rcv(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
+    cx.charge(w.costs.arp_process);
+    hop(w, cx, &mut pkt, dev, "arp", || "ARP input".into());
+    let ns = w.devices[dev].ns;
+    let Ok(repr) = ArpPacket::new_checked(&pkt.frame[ETH_HEADER..]).and_then(|p| ArpRepr::parse(&p)) else {
+        return cx.drop(pkt, DropReason::Malformed);
+    };
+    let ArpRepr::EthernetIpv4 {
+        operation,
+        source_hardware_addr,
+        source_protocol_addr,
+        target_protocol_addr,
+        ..
+    } = repr
+    else {
+        return cx.drop(pkt, DropReason::Malformed);
+    };
+    let sender_mac = mac_of(source_hardware_addr);
+    let target_is_local = w.netns[ns]
+        .local
+        .lookup(target_protocol_addr)
+        .is_some_and(|r| r.kind == RouteKind::Local && r.dst.prefix() == 32);
+    let released = match operation {
+        ArpOperation::Request if target_is_local => {
+            // arp_ignore = 0: answer for any local address; learn the asker (neigh_event_ns).
+            let q = w.netns[ns]
+                .neigh
+                .update(source_protocol_addr, sender_mac, dev, NeighState::Reachable);
+            let reply = arp_frame(
+                ArpOperation::Reply,
+                w.devices[dev].mac,
+                target_protocol_addr,
+                sender_mac,
+                source_protocol_addr,
+            );
+            let meta = control_meta(w);
+            consume(w, pkt);
+            dev_xmit(w, cx, dev, Packet { frame: reply, meta });
+            q
+        }
+        ArpOperation::Reply => {
+            let known = w.netns[ns].neigh.lookup(source_protocol_addr).is_some()
+                || w.netns[ns].neigh.incomplete_mut(source_protocol_addr).is_some();
+            consume(w, pkt);
+            if !known {
+                return; // arp_accept = 0: unsolicited replies create no entry.
+            }
+            w.netns[ns]
+                .neigh
+                .update(source_protocol_addr, sender_mac, dev, NeighState::Reachable)
+        }
+        _ => return consume(w, pkt), // A request for someone else: ignored.
+    };
+    for mut q in released {
+        hop(w, cx, &mut q, dev, "resume", || {
+            format!("{source_protocol_addr} is at {sender_mac}")
+        });
+        cx.charge(w.costs.neigh_output);
+        set_ethernet(
+            &mut q.frame,
+            sender_mac,
+            w.devices[dev].mac,
+            EthernetProtocol::Ipv4,
+        );
+        dev_xmit(w, cx, dev, q);
+    }
+}
+
+/// `ip_rcv` + `ip_route_input`: deliver locally or forward.
+fn ip_rcv(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
+    cx.charge(w.costs.ip_rcv);
+    let ns = w.devices[dev].ns;
+    let Ok(ip) = Ipv4Packet::new_checked(pkt.ip()) else {
+        return cx.drop(pkt, DropReason::Malformed);
+    };
+    if !ip.verify_checksum() {
+        return cx.drop(pkt, DropReason::BadChecksum);
+    }
+    let (dst, ttl, len) = (ip.dst_addr(), ip.hop_limit(), ip.total_len() as u32);
+    cx.charge(w.costs.fib_lookup);
+    if w.netns[ns]
+        .local
+        .lookup(dst)
+        .is_some_and(|r| r.kind != RouteKind::Unicast)
+    {
+        return ip_local_deliver(w, cx, ns, dev, pkt);
+    }
+    if !w.netns[ns].ip_forward {
+        hop(w, cx, &mut pkt, dev, "drop", || {
+            format!("{dst} is not local and ip_forward = 0")
+        });
+        return cx.drop(pkt, DropReason::NotForwarding);
+    }
+    let Some(route) = w.netns[ns].main.lookup(dst).cloned() else {
+        hop(w, cx, &mut pkt, dev, "drop", || format!("no route to {dst}"));
+        return cx.drop(pkt, DropReason::NoRoute);
+    };
+    if ttl <= 1 {
+        hop(w, cx, &mut pkt, dev, "drop", || "TTL exceeded".into());
+        return cx.drop(pkt, DropReason::TtlExceeded);
+    }
+    let mtu = w.devices[route.dev].mtu;
+    if len > mtu {
+        hop(w, cx, &mut pkt, route.dev, "drop", || {
+            format!("{len} B > MTU {mtu} with DF")
+        });
+        return cx.drop(pkt, DropReason::MtuExceeded);
+    }
+    cx.charge(w.costs.ip_forward);
+    {
+        let mut ip = Ipv4Packet::new_unchecked(pkt.ip_mut());
+        ip.set_hop_limit(ttl - 1);
+        ip.fill_checksum();
+    }
+    hop(w, cx, &mut pkt, route.dev, "forward", || {
+        describe_route(w, &route, dst)
+    });
+    let nh = route.gateway.unwrap_or(dst);
+    neigh_output(w, cx, ns, route.dev, nh, pkt);
+}
+
+/// `ip_local_deliver` -> `udp_rcv`: checksum, socket lookup, copy to the application.
+fn ip_local_deliver(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, mut pkt: Packet) {
+    let ip = Ipv4Packet::new_unchecked(pkt.ip());
+    if ip.next_header() != IpProtocol::Udp {
+        return cx.drop(pkt, DropReason::UnknownProtocol);
+    }
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let Ok(udp) = UdpPacket::new_checked(ip.payload()) else {
+        return cx.drop(pkt, DropReason::Malformed);
+    };
+    if !udp.verify_checksum(&src.into(), &dst.into()) {
+        return cx.drop(pkt, DropReason::BadChecksum);
+    }
+    let (port, payload) = (udp.dst_port(), udp.payload().len());
+    if !w.netns[ns].udp_ports.contains(&port) {
+        hop(w, cx, &mut pkt, dev, "drop", || {
+            format!("no socket on UDP port {port}")
+        });
+        return cx.drop(pkt, DropReason::PortUnreachable);
+    }
+    cx.charge(w.costs.udp_deliver + w.costs.copy(payload));
+    hop(w, cx, &mut pkt, dev, "deliver", || {
+        format!("UDP socket on port {port}, {payload} B payload")
+    });
+    cx.actions.push(Action::Deliver { ns, pkt });
+}
+
+/// The underlay switch receives a frame on `port`: learn, then forward or flood. Returns
+/// (egress cable, frame) pairs, or the drop reason.
+pub fn switch_input(w: &mut World, port: usize, mut pkt: Packet, now: Instant, out: &mut Vec<Action>) {
+    let (dst, src) = eth_dst_src(&pkt.frame);
+    if !src.is_multicast() {
+        w.switch.mac_table.insert(src, port);
+    }
+    let push = |pkt: &mut Packet, action: &str, why: String| {
+        if let Some(t) = pkt.meta.trace.as_mut() {
+            t.push(Hop {
+                time_ns: now.as_nanos(),
+                place: "underlay".into(),
+                device: format!("switch port {port}"),
+                action: action.into(),
+                why,
+                size: pkt.frame.len(),
+            });
+        }
+    };
+    let l3 = pkt.frame.len() - ETH_HEADER;
+    if l3 > w.switch.mtu as usize {
+        push(
+            &mut pkt,
+            "drop",
+            format!("{l3} B frame payload > underlay MTU {}", w.switch.mtu),
+        );
+        return out.push(Action::Drop {
+            pkt,
+            reason: DropReason::UnderlayMtuExceeded,
+        });
+    }
+    let known = (!dst.is_multicast())
+        .then(|| w.switch.mac_table.get(&dst).copied())
+        .flatten();
+    match known {
+        Some(p) if p == port => {
+            push(&mut pkt, "drop", format!("{dst} is behind the ingress port"));
+            out.push(Action::Drop {
+                pkt,
+                reason: DropReason::SamePort,
+            })
+        }
+        Some(p) => {
+            push(&mut pkt, "forward", format!("MAC table: {dst} on port {p}"));
+            out.push(Action::Transmit {
+                link: w.switch.ports[p],
+                pkt,
+            })
+        }
+        None => {
+            push(&mut pkt, "flood", format!("{dst} unknown or broadcast"));
+            let others: Vec<usize> = (0..w.switch.ports.len()).filter(|&p| p != port).collect();
+            stamp_flood(w, &mut pkt, others.len(), out);
+            for (i, p) in others.iter().enumerate() {
+                let copy = if i + 1 == others.len() {
+                    std::mem::replace(
+                        &mut pkt,
+                        Packet {
+                            frame: Vec::new(),
+                            meta: Default::default(),
+                        },
+                    )
+                } else {
+                    pkt.clone()
+                };
+                out.push(Action::Transmit {
+                    link: w.switch.ports[*p],
+                    pkt: copy,
+                });
+            }
+        }
+    }
+}

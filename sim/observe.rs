@@ -1,0 +1,224 @@
+//! What a run observes: per-flow counters and latency histograms, drops by reason, CPU per
+//! core, traced paths. The engine feeds it; `summary` reads it. Nothing here schedules events.
+
+use std::collections::{BTreeMap, HashMap};
+
+use hdrhistogram::Histogram;
+
+use crate::net::packet::{DataTag, Dir};
+use crate::summary::Hop;
+use crate::time::{Duration, Instant};
+
+/// Why a frame was dropped. Every drop in the simulation carries one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DropReason {
+    /// No route in the namespace's MAIN table matches the destination.
+    NoRoute,
+    /// A packet to forward arrived in a namespace with `ip_forward = 0`.
+    NotForwarding,
+    /// TTL would reach zero.
+    TtlExceeded,
+    /// Larger than the egress device's MTU with DF set (or EMSGSIZE for a local sender).
+    MtuExceeded,
+    /// A frame larger than the underlay switch's MTU.
+    UnderlayMtuExceeded,
+    /// Drop-tail queue of a cable full.
+    QueueFull,
+    /// Random loss on a cable.
+    LinkLoss,
+    /// ARP got no answer after `mcast_solicit` probes.
+    UnresolvedNeighbour,
+    /// More than `unres_qlen` packets waited for one neighbour.
+    NeighbourQueueFull,
+    /// UDP datagram to a port with no socket.
+    PortUnreachable,
+    /// IPv4 or UDP checksum wrong.
+    BadChecksum,
+    /// A flooded copy reached a host it was not addressed to (PACKET_OTHERHOST).
+    NotForThisHost,
+    /// A bridge or switch would send the frame back out of the port it came in on.
+    SamePort,
+    /// Not IPv4 or ARP, or an IPv4 protocol with no handler.
+    UnknownProtocol,
+    /// Malformed header.
+    Malformed,
+}
+
+impl DropReason {
+    /// Stable key used in summary.json and CSVs.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::NoRoute => "no_route",
+            DropReason::NotForwarding => "ip_forward_disabled",
+            DropReason::TtlExceeded => "ttl_exceeded",
+            DropReason::MtuExceeded => "mtu_exceeded",
+            DropReason::UnderlayMtuExceeded => "underlay_mtu_exceeded",
+            DropReason::QueueFull => "queue_full",
+            DropReason::LinkLoss => "link_loss",
+            DropReason::UnresolvedNeighbour => "unresolved_neighbour",
+            DropReason::NeighbourQueueFull => "neighbour_queue_full",
+            DropReason::PortUnreachable => "port_unreachable",
+            DropReason::BadChecksum => "bad_checksum",
+            DropReason::NotForThisHost => "not_for_this_host",
+            DropReason::SamePort => "same_port",
+            DropReason::UnknownProtocol => "unknown_protocol",
+            DropReason::Malformed => "malformed",
+        }
+    }
+}
+
+/// Observations of one flow.
+pub struct FlowObs {
+    pub sent: u64,
+    pub delivered: u64,
+    pub drops: BTreeMap<DropReason, u64>,
+    pub latency: Histogram<u64>,
+    pub rtt: Histogram<u64>,
+    pub transactions: u64,
+    pub timeouts: u64,
+    pub payload_bytes: u64,
+    pub wire_bytes: u64,
+    /// Frame size on the sender's eth0 per direction (set on first send).
+    pub frame_len: [u32; 2],
+    pub trace: Option<Vec<Hop>>,
+}
+
+impl FlowObs {
+    fn new() -> Self {
+        FlowObs {
+            sent: 0,
+            delivered: 0,
+            drops: BTreeMap::new(),
+            latency: new_histogram(),
+            rtt: new_histogram(),
+            transactions: 0,
+            timeouts: 0,
+            payload_bytes: 0,
+            wire_bytes: 0,
+            frame_len: [0; 2],
+            trace: None,
+        }
+    }
+}
+
+/// A latency histogram: 1 ns to 1000 s, 3 significant digits.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 1_000_000_000_000, 3).expect("static bounds are valid")
+}
+
+/// Copies of one flooded data packet still travelling.
+struct FloodGroup {
+    live: u32,
+    delivered: bool,
+    reason: DropReason,
+}
+
+#[derive(Default)]
+pub struct Observations {
+    pub flows: Vec<FlowObs>,
+    pub arp_frames: u64,
+    pub arp_drops: BTreeMap<DropReason, u64>,
+    pub packet_hops: u64,
+    floods: HashMap<u64, FloodGroup>,
+}
+
+impl Observations {
+    pub fn new(flows: usize) -> Self {
+        Observations {
+            flows: (0..flows).map(|_| FlowObs::new()).collect(),
+            ..Default::default()
+        }
+    }
+
+    pub fn sent(&mut self, tag: &DataTag, frame_len: usize) {
+        let f = &mut self.flows[tag.flow as usize];
+        f.sent += 1;
+        let d = (tag.dir == Dir::Reverse) as usize;
+        if f.frame_len[d] == 0 {
+            f.frame_len[d] = frame_len as u32;
+        }
+    }
+
+    /// A data packet reached its socket at `now`. Returns false for a duplicate copy.
+    pub fn delivered(&mut self, tag: &DataTag, flood: u64, frame_len: usize, now: Instant) -> bool {
+        if flood != 0 {
+            let g = self.floods.get_mut(&flood).expect("flood group registered");
+            g.live -= 1;
+            let first = !g.delivered;
+            g.delivered = true;
+            if g.live == 0 {
+                self.floods.remove(&flood);
+            }
+            if !first {
+                return false;
+            }
+        }
+        let f = &mut self.flows[tag.flow as usize];
+        f.delivered += 1;
+        f.payload_bytes += tag.payload as u64;
+        f.wire_bytes += frame_len as u64;
+        f.latency
+            .saturating_record(now.saturating_since(tag.sent_at).as_nanos().max(1));
+        true
+    }
+
+    /// A frame was dropped. Data packets are charged to their flow; a flooded copy only counts
+    /// once every copy is gone without one being delivered.
+    pub fn dropped(&mut self, tag: Option<&DataTag>, flood: u64, reason: DropReason) {
+        let Some(tag) = tag else {
+            *self.arp_drops.entry(reason).or_default() += 1;
+            return;
+        };
+        let mut reason = reason;
+        if flood != 0 {
+            let g = self.floods.get_mut(&flood).expect("flood group registered");
+            g.live -= 1;
+            if reason != DropReason::NotForThisHost {
+                g.reason = reason;
+            }
+            if g.live > 0 {
+                return;
+            }
+            let g = self.floods.remove(&flood).expect("present");
+            if g.delivered {
+                return;
+            }
+            reason = g.reason;
+        }
+        *self.flows[tag.flow as usize].drops.entry(reason).or_default() += 1;
+    }
+
+    /// Registers `copies` travelling copies of a data packet in flood group `group` (the
+    /// original included). A packet already in the group (`fresh` false) just grows it.
+    pub fn flooded(&mut self, group: u64, fresh: bool, copies: u32) {
+        if fresh {
+            let g = FloodGroup {
+                live: copies,
+                delivered: false,
+                reason: DropReason::NotForThisHost,
+            };
+            self.floods.insert(group, g);
+        } else {
+            self.floods.get_mut(&group).expect("flood group registered").live += copies - 1;
+        }
+    }
+
+    /// Whether a flood group still counts as in flight (not yet delivered).
+    pub fn flood_in_flight(&self, group: u64) -> bool {
+        self.floods.get(&group).is_some_and(|g| !g.delivered)
+    }
+
+    pub fn rtt(&mut self, flow: u32, rtt: Duration) {
+        let f = &mut self.flows[flow as usize];
+        f.rtt.saturating_record(rtt.as_nanos().max(1));
+        f.transactions += 1;
+    }
+
+    pub fn timeout(&mut self, flow: u32) {
+        self.flows[flow as usize].timeouts += 1;
+    }
+
+    pub fn dropped_total(&self) -> u64 {
+        self.flows.iter().map(|f| f.drops.values().sum::<u64>()).sum()
+    }
+}

@@ -1,0 +1,555 @@
+//! Running a world: the event loop, the workloads that drive it, and the end-of-run checks.
+//!
+//! [`Simulation`] owns the [`World`], the event queue and the [`Observations`]. Kernel work is
+//! executed as a chain of `datapath` steps on one core of one node; the chain's [`Action`]s
+//! take effect when the core has served its CPU time (a core is a FIFO server). Frames cross
+//! cables as `Enqueue` (offered to the transmitter) and `Arrive` (last bit at the far end)
+//! events.
+
+use std::net::Ipv4Addr;
+
+use rand::Rng;
+
+use crate::cluster::{Cluster, WorkloadKind};
+use crate::datapath::{self, Action, Ctx};
+use crate::engine::{Component, EventQueue, RngFactory};
+use crate::error::Error;
+use crate::net::link::LinkDrop;
+use crate::net::packet::{flow_hash, tuple_hash, udp_frame, DataTag, Dir, Meta, Packet};
+use crate::observe::{DropReason, Observations};
+use crate::summary::Hop;
+use crate::time::{Duration, Instant};
+use crate::world::{self, LinkEnd, LinkId, NsId, NsKind, World};
+
+/// Every kind of event. Order of variants does not matter: ties break by insertion order.
+#[derive(Debug)]
+pub enum Event {
+    /// A workload's client sends its next datagram (CBR tick or new request).
+    Send { flow: u32 },
+    /// A request/response client gives up on request `seq`.
+    Timeout { flow: u32, seq: u64 },
+    /// A frame is offered to a cable's transmitter.
+    Enqueue { link: LinkId, pkt: Packet },
+    /// A frame's last bit reaches the far end of a cable.
+    Arrive { link: LinkId, pkt: Packet },
+    /// A datagram reaches the application.
+    Deliver { ns: NsId, pkt: Packet },
+    /// ARP retransmit timer.
+    ArpTimer { ns: NsId, ip: Ipv4Addr },
+}
+
+/// Per-flow runtime state.
+#[derive(Clone, Debug)]
+pub struct Flow {
+    pub workload: usize,
+    pub client: usize,
+    pub server: usize,
+    pub client_ns: NsId,
+    pub server_ns: NsId,
+    pub client_ip: Ipv4Addr,
+    pub server_ip: Ipv4Addr,
+    pub sport: u16,
+    pub dport: u16,
+    pub kind: WorkloadKind,
+    pub start: Instant,
+    pub end: Instant,
+    next_seq: u64,
+    /// Request in flight: (seq, sent at).
+    outstanding: Option<(u64, Instant)>,
+}
+
+pub struct Simulation {
+    pub world: World,
+    pub queue: EventQueue<Event>,
+    pub obs: Observations,
+    pub flows: Vec<Flow>,
+    /// Trace the first datagram of each flow.
+    pub trace_first: bool,
+    pub end: Instant,
+}
+
+impl Simulation {
+    /// Builds the world and schedules every workload.
+    pub fn new(cluster: &Cluster) -> Simulation {
+        let world = world::build(cluster);
+        let rngs = RngFactory::new(cluster.seed);
+        let mut flows = Vec::new();
+        let mut world = world;
+        for (wi, wl) in cluster.workloads.iter().enumerate() {
+            let mut rng = rngs.stream(Component::Workload, wi as u64);
+            for &(c, s) in &wl.flows {
+                let (cns, sns) = (world.pod_ns[c], world.pod_ns[s]);
+                // An ephemeral port from Linux's default ip_local_port_range, 32768-60999.
+                let sport = loop {
+                    let p = rng.random_range(32768..=60999u16);
+                    if !world.netns[cns].udp_ports.contains(&p) {
+                        break p;
+                    }
+                };
+                world.netns[cns].udp_ports.insert(sport);
+                world.netns[sns].udp_ports.insert(wl.port);
+                flows.push(Flow {
+                    workload: wi,
+                    client: c,
+                    server: s,
+                    client_ns: cns,
+                    server_ns: sns,
+                    client_ip: cluster.pods[c].ip,
+                    server_ip: cluster.pods[s].ip,
+                    sport,
+                    dport: wl.port,
+                    kind: wl.kind.clone(),
+                    start: wl.start,
+                    end: wl.start + wl.duration,
+                    next_seq: 0,
+                    outstanding: None,
+                });
+            }
+        }
+        let mut queue = EventQueue::new();
+        for (i, f) in flows.iter().enumerate() {
+            queue.schedule(f.start, Event::Send { flow: i as u32 });
+        }
+        let obs = Observations::new(flows.len());
+        Simulation {
+            world,
+            queue,
+            obs,
+            flows,
+            trace_first: true,
+            end: Instant::ZERO + cluster.duration,
+        }
+    }
+
+    /// Runs to the end of the scenario and checks packet conservation.
+    pub fn run(&mut self) -> Result<(), Error> {
+        let end = self.end;
+        self.run_until(end);
+        self.check_conservation()
+    }
+
+    pub fn run_until(&mut self, limit: Instant) {
+        while let Some((t, ev)) = self.queue.pop_until(limit) {
+            self.handle(t, ev);
+        }
+    }
+
+    fn handle(&mut self, t: Instant, ev: Event) {
+        match ev {
+            Event::Send { flow } => self.send(t, flow),
+            Event::Timeout { flow, seq } => {
+                let f = &mut self.flows[flow as usize];
+                if f.outstanding.is_some_and(|(s, _)| s == seq) {
+                    f.outstanding = None;
+                    self.obs.timeout(flow);
+                    self.schedule_next_request(t, flow);
+                }
+            }
+            Event::Enqueue { link, pkt } => self.enqueue(t, link, pkt),
+            Event::Arrive { link, pkt } => {
+                self.obs.packet_hops += 1;
+                match self.world.link_ends[link] {
+                    LinkEnd::Switch { port } => {
+                        let mut out = Vec::new();
+                        datapath::switch_input(&mut self.world, port, pkt, t, &mut out);
+                        self.apply(t, out);
+                    }
+                    LinkEnd::Device(nic) => {
+                        let node = self.world.netns[self.world.devices[nic].ns].node;
+                        let hash = flow_hash(&pkt.frame);
+                        self.chain(node, t, hash, |w, cx| datapath::nic_rx(w, cx, nic, pkt));
+                    }
+                }
+            }
+            Event::Deliver { ns, pkt } => self.deliver(t, ns, pkt),
+            Event::ArpTimer { ns, ip } => {
+                let node = self.world.netns[ns].node;
+                let hash = u32::from(ip);
+                self.chain(node, t, hash, |w, cx| datapath::arp_timer(w, cx, ns, ip));
+            }
+        }
+    }
+
+    /// Runs a chain of kernel steps on the core of `node` that `hash` selects, then applies its
+    /// actions when the core is done.
+    fn chain(&mut self, node: usize, t: Instant, hash: u32, steps: impl FnOnce(&mut World, &mut Ctx)) {
+        let n = &mut self.world.nodes[node];
+        let core = hash as usize % n.cores.len();
+        let start = n.cores[core].busy_until.max(t);
+        let mut cx = Ctx::new(start);
+        steps(&mut self.world, &mut cx);
+        let n = &mut self.world.nodes[node];
+        n.cores[core].busy_until = start + cx.cost;
+        n.cores[core].busy += cx.cost;
+        n.packets += 1;
+        self.obs.packet_hops += cx.hops;
+        let done = start + cx.cost;
+        self.apply(done, cx.actions);
+    }
+
+    fn apply(&mut self, at: Instant, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Transmit { link, pkt } => {
+                    if at == self.queue.now() {
+                        self.enqueue(at, link, pkt);
+                    } else {
+                        self.queue.schedule(at, Event::Enqueue { link, pkt });
+                    }
+                }
+                Action::Deliver { ns, pkt } => self.queue.schedule(at, Event::Deliver { ns, pkt }),
+                Action::Drop { pkt, reason } => self.drop(pkt, reason),
+                Action::ArpTimer { ns, ip, after } => {
+                    self.queue.schedule(at + after, Event::ArpTimer { ns, ip })
+                }
+                Action::Flood { group, fresh, copies } => self.obs.flooded(group, fresh, copies),
+            }
+        }
+    }
+
+    fn enqueue(&mut self, t: Instant, link: LinkId, mut pkt: Packet) {
+        match self.world.links[link].offer(t, pkt.frame.len()) {
+            Ok(arrive) => self.queue.schedule(arrive, Event::Arrive { link, pkt }),
+            Err(e) => {
+                let reason = match e {
+                    LinkDrop::QueueFull => DropReason::QueueFull,
+                    LinkDrop::Loss => DropReason::LinkLoss,
+                };
+                if let Some(tr) = pkt.meta.trace.as_mut() {
+                    tr.push(Hop {
+                        time_ns: t.as_nanos(),
+                        place: "underlay".into(),
+                        device: format!("cable {link}"),
+                        action: "drop".into(),
+                        why: reason.name().into(),
+                        size: pkt.frame.len(),
+                    });
+                }
+                self.drop(pkt, reason)
+            }
+        }
+    }
+
+    fn drop(&mut self, mut pkt: Packet, reason: DropReason) {
+        match pkt.meta.data {
+            Some(tag) => {
+                self.obs.dropped(Some(&tag), pkt.meta.flood, reason);
+                self.keep_trace(tag.flow, &mut pkt.meta);
+            }
+            None => {
+                self.obs.dropped(None, 0, reason);
+                if let Some(t) = pkt.meta.trace.take() {
+                    self.world.control_hops.extend(*t);
+                }
+            }
+        }
+    }
+
+    fn keep_trace(&mut self, flow: u32, meta: &mut Meta) {
+        if let Some(t) = meta.trace.take() {
+            let slot = &mut self.obs.flows[flow as usize].trace;
+            if slot.is_none() {
+                *slot = Some(*t);
+            }
+        }
+    }
+
+    /// The client of `flow` sends its next datagram.
+    fn send(&mut self, t: Instant, flow: u32) {
+        let f = &mut self.flows[flow as usize];
+        if t >= f.end {
+            return;
+        }
+        let seq = f.next_seq;
+        f.next_seq += 1;
+        let payload = match f.kind {
+            WorkloadKind::UdpCbr { payload, .. } => payload,
+            WorkloadKind::UdpRr { request, .. } => request,
+        };
+        match f.kind {
+            WorkloadKind::UdpCbr { rate, payload } => {
+                // Datagram k leaves at start + k * payload bits / rate, computed exactly.
+                let k = (seq + 1) as u128;
+                let ns = k * payload as u128 * 8 * 1_000_000_000 / rate.0 as u128;
+                let next = f.start + Duration::from_nanos(ns as u64);
+                if next < f.end {
+                    self.queue.schedule(next, Event::Send { flow });
+                }
+            }
+            WorkloadKind::UdpRr { timeout, .. } => {
+                f.outstanding = Some((seq, t));
+                self.queue.schedule(t + timeout, Event::Timeout { flow, seq });
+            }
+        }
+        let f = &self.flows[flow as usize];
+        let (ns, src, dst, sport, dport) = (f.client_ns, f.client_ip, f.server_ip, f.sport, f.dport);
+        self.transmit(t, flow, Dir::Forward, seq, payload, ns, (src, dst, sport, dport));
+    }
+
+    /// Builds a datagram of `flow` and runs the sender's kernel on it.
+    #[allow(clippy::too_many_arguments)]
+    fn transmit(
+        &mut self,
+        t: Instant,
+        flow: u32,
+        dir: Dir,
+        seq: u64,
+        payload: u32,
+        ns: NsId,
+        (src, dst, sport, dport): (Ipv4Addr, Ipv4Addr, u16, u16),
+    ) {
+        let netns = &mut self.world.netns[ns];
+        let ident = netns.next_ident;
+        netns.next_ident = netns.next_ident.wrapping_add(1);
+        let frame = udp_frame(src, dst, sport, dport, payload as usize, ident);
+        let tag = DataTag {
+            flow,
+            dir,
+            seq,
+            sent_at: t,
+            payload,
+        };
+        let traced = self.trace_first && seq == 0;
+        let meta = Meta {
+            data: Some(tag),
+            trace: traced.then(Default::default),
+            flood: 0,
+        };
+        let pkt = Packet { frame, meta };
+        self.obs.sent(&tag, pkt.frame.len());
+        let node = self.world.netns[ns].node;
+        let hash = tuple_hash(src, dst, 17, (sport as u32) << 16 | dport as u32);
+        self.chain(node, t, hash, |w, cx| datapath::udp_send(w, cx, ns, pkt));
+    }
+
+    fn deliver(&mut self, t: Instant, _ns: NsId, mut pkt: Packet) {
+        let Some(tag) = pkt.meta.data else { return };
+        let first = self.obs.delivered(&tag, pkt.meta.flood, pkt.frame.len(), t);
+        self.keep_trace(tag.flow, &mut pkt.meta);
+        if !first {
+            return;
+        }
+        let flow = tag.flow;
+        let f = &mut self.flows[flow as usize];
+        let WorkloadKind::UdpRr { response, .. } = f.kind else {
+            return;
+        };
+        match tag.dir {
+            Dir::Forward => {
+                // The server answers at once from its socket.
+                let (ns, src, dst, sport, dport) = (f.server_ns, f.server_ip, f.client_ip, f.dport, f.sport);
+                self.transmit(
+                    t,
+                    flow,
+                    Dir::Reverse,
+                    tag.seq,
+                    response,
+                    ns,
+                    (src, dst, sport, dport),
+                );
+            }
+            Dir::Reverse => {
+                if let Some((seq, sent)) = f.outstanding {
+                    if seq == tag.seq {
+                        f.outstanding = None;
+                        self.obs.rtt(flow, t - sent);
+                        self.schedule_next_request(t, flow);
+                    }
+                }
+            }
+        }
+    }
+
+    fn schedule_next_request(&mut self, t: Instant, flow: u32) {
+        let f = &self.flows[flow as usize];
+        if let WorkloadKind::UdpRr { think, .. } = f.kind {
+            let next = t + think;
+            if next < f.end {
+                self.queue.schedule(next, Event::Send { flow });
+            }
+        }
+    }
+
+    /// Data packets still travelling: in events or waiting for ARP. A flood group counts once.
+    pub fn in_flight(&self) -> u64 {
+        let mut groups = std::collections::BTreeSet::new();
+        let mut n = 0;
+        let mut count = |p: &Packet| {
+            if p.meta.data.is_none() {
+                return;
+            }
+            if p.meta.flood == 0 {
+                n += 1;
+            } else if self.obs.flood_in_flight(p.meta.flood) {
+                groups.insert(p.meta.flood);
+            }
+        };
+        for ev in self.queue.pending() {
+            match ev {
+                Event::Enqueue { pkt, .. } | Event::Arrive { pkt, .. } | Event::Deliver { pkt, .. } => {
+                    count(pkt)
+                }
+                _ => {}
+            }
+        }
+        for ns in &self.world.netns {
+            for (_, inc) in ns.neigh.incomplete() {
+                inc.queue.iter().for_each(&mut count);
+            }
+        }
+        n + groups.len() as u64
+    }
+
+    /// sent = delivered + dropped + in flight, or the run fails.
+    pub fn check_conservation(&self) -> Result<(), Error> {
+        let sent: u64 = self.obs.flows.iter().map(|f| f.sent).sum();
+        let delivered: u64 = self.obs.flows.iter().map(|f| f.delivered).sum();
+        let dropped = self.obs.dropped_total();
+        let in_flight = self.in_flight();
+        if sent != delivered + dropped + in_flight {
+            return Err(Error::Invariant(format!(
+                "packet conservation: sent {sent} != delivered {delivered} + dropped {dropped} + in flight {in_flight}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether `ns` is a pod namespace.
+    pub fn is_pod(&self, ns: NsId) -> bool {
+        matches!(self.world.netns[ns].kind, NsKind::Pod(_))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::addr::Ipv4Net;
+    use crate::cluster::*;
+    use crate::cost::CostProfile;
+    use crate::units::{Bandwidth, ByteSize};
+
+    /// A flannel-host-gw cluster of `nodes` nodes with `pods` pods each, and one workload per
+    /// (client, server) pair given by pod index.
+    pub(crate) fn cluster(
+        nodes: usize,
+        pods: usize,
+        kind: WorkloadKind,
+        pairs: &[(usize, usize)],
+    ) -> Cluster {
+        let node_cidr: Ipv4Net = "192.168.0.0/24".parse().unwrap();
+        let pod_cidr: Ipv4Net = "10.244.0.0/16".parse().unwrap();
+        let node_specs: Vec<NodeSpec> = (0..nodes)
+            .map(|i| NodeSpec {
+                name: format!("node-{}", i + 1),
+                ip: node_cidr.nth(i as u64 + 1).unwrap(),
+                cores: 2,
+                nic_bandwidth: Bandwidth(10_000_000_000),
+                mtu: 1500,
+                pod_subnet: pod_cidr.subnet(24, i as u64).unwrap(),
+            })
+            .collect();
+        let pod_specs: Vec<PodSpec> = (0..nodes * pods)
+            .map(|p| PodSpec {
+                name: format!("node-{}-pod-{}", p / pods + 1, p % pods + 1),
+                node: p / pods,
+                ip: node_specs[p / pods]
+                    .pod_subnet
+                    .nth((p % pods) as u64 + 2)
+                    .unwrap(),
+                mtu: 1500,
+                labels: BTreeMap::new(),
+            })
+            .collect();
+        Cluster {
+            name: "test".into(),
+            description: String::new(),
+            seed: 1,
+            duration: Duration::from_millis(10),
+            cni: Cni::FlannelHostGw,
+            network: Network {
+                node_cidr,
+                pod_cidr,
+                service_cidr: "10.96.0.0/12".parse().unwrap(),
+                node_subnet_prefix: 24,
+            },
+            nodes: node_specs,
+            pods: pod_specs,
+            underlay: Underlay {
+                bandwidth: Bandwidth(10_000_000_000),
+                propagation: Duration::from_micros(5),
+                mtu: 1500,
+                queue: ByteSize(512 * 1024),
+                loss: 0.0,
+            },
+            workloads: vec![Workload {
+                name: "w".into(),
+                kind,
+                flows: pairs.to_vec(),
+                port: 5201,
+                start: Instant::ZERO,
+                duration: Duration::from_millis(5),
+            }],
+            costs: CostProfile::default(),
+        }
+    }
+
+    fn cbr() -> WorkloadKind {
+        WorkloadKind::UdpCbr {
+            rate: Bandwidth(100_000_000),
+            payload: 1000,
+        }
+    }
+
+    #[test]
+    fn cross_node_cbr_is_delivered_and_conserved() {
+        let c = cluster(2, 1, cbr(), &[(0, 1)]);
+        let mut sim = Simulation::new(&c);
+        sim.run().unwrap();
+        let f = &sim.obs.flows[0];
+        // 100 Mbit/s of 1000 B datagrams for 5 ms = 62.5 -> 63 datagrams (k = 0..62).
+        assert_eq!(f.sent, 63);
+        assert_eq!(f.delivered, 63, "drops: {:?}", f.drops);
+        let hops = f.trace.as_ref().unwrap();
+        let path: Vec<String> = hops
+            .iter()
+            .map(|h| format!("{} {} {}", h.place, h.device, h.action))
+            .collect();
+        assert!(
+            path.iter()
+                .any(|p| p == "underlay switch port 0 forward" || p == "underlay switch port 0 flood"),
+            "{path:#?}"
+        );
+        assert_eq!(hops.last().unwrap().action, "deliver");
+    }
+
+    #[test]
+    fn same_node_is_faster_than_cross_node() {
+        let c = cluster(2, 2, cbr(), &[(0, 1), (0, 2)]);
+        let mut sim = Simulation::new(&c);
+        sim.run().unwrap();
+        let same = sim.obs.flows[0].latency.value_at_quantile(0.5);
+        let cross = sim.obs.flows[1].latency.value_at_quantile(0.5);
+        assert!(same < cross, "same {same} cross {cross}");
+        // Cross-node must include 2 x 5 us propagation and 2 x serialisation of 1042 B at 10G.
+        assert!(cross >= 2 * 5_000 + 2 * 834, "{cross}");
+    }
+
+    #[test]
+    fn request_response_completes_transactions() {
+        let kind = WorkloadKind::UdpRr {
+            request: 64,
+            response: 1024,
+            think: Duration::from_micros(100),
+            timeout: Duration::from_millis(1),
+        };
+        let c = cluster(2, 1, kind, &[(0, 1)]);
+        let mut sim = Simulation::new(&c);
+        sim.run().unwrap();
+        let f = &sim.obs.flows[0];
+        assert!(f.transactions > 20, "{}", f.transactions);
+        assert_eq!(f.timeouts, 0);
+        assert!(f.rtt.value_at_quantile(0.5) > f.latency.value_at_quantile(0.5));
+    }
+}
