@@ -454,6 +454,7 @@ fn arp_rcv(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
                 source_protocol_addr,
             );
             let meta = control_meta(w);
+            w.arp_frames += 1;
             consume(w, pkt);
             dev_xmit(w, cx, dev, Packet { frame: reply, meta });
             q

@@ -6,18 +6,22 @@
 //! -> `report` (HTML, PNG, CSV) -> `output` (atomic directory write).
 
 pub mod addr;
+pub mod app;
 pub mod cluster;
 pub mod cni;
 pub mod cost;
 pub mod datapath;
+pub mod describe;
 pub mod engine;
 pub mod error;
 pub mod net;
 pub mod observe;
+pub mod output;
 pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod summary;
 pub mod time;
+pub mod trace;
 pub mod units;
 pub mod world;

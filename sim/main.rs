@@ -1,1 +1,159 @@
-fn main() {}
+//! The `cnisim` command line. Thin: parse arguments, call `cnisim::app`, print, map errors to
+//! exit codes (2: bad input, 1: failed run or I/O).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use cnisim::app;
+use cnisim::error::Error;
+use cnisim::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "cnisim",
+    version,
+    about = "Packet-level simulator of Kubernetes cluster networks: compare CNI plugins on your cluster shape",
+    after_help = "Examples:\n  cnisim run scenarios/quickstart.ron\n  cnisim run scenarios/quickstart.ron --pcap 'node-1/*' --out /tmp/qs\n  cnisim validate scenarios/quickstart.ron\n  cnisim describe scenarios/quickstart.ron --node node-1\n  cnisim trace scenarios/quickstart.ron --from node-1-pod-1 --to node-2-pod-1"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Simulate a scenario and write report.html, PNG charts, CSVs and summary.json.
+    #[command(
+        after_help = "Examples:\n  cnisim run scenarios/quickstart.ron\n  cnisim run scenarios/quickstart.ron --seed 7 --pcap '*' --out /tmp/qs"
+    )]
+    Run {
+        /// Scenario file (RON).
+        scenario: PathBuf,
+        /// Output directory [default: reports/<scenario name>]; replaced atomically.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Capture on interfaces matching GLOB over <node or pod>/<device> (e.g. 'node-1/*',
+        /// '*/eth0', '*'); writes pcap/<node>-<interface>.pcap. Repeatable.
+        #[arg(long, value_name = "GLOB")]
+        pcap: Vec<String>,
+        /// Override the scenario's random seed.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Check scenario files and report the first problem in each as file:line:col.
+    #[command(after_help = "Example:\n  cnisim validate scenarios/*.ron")]
+    Validate {
+        #[arg(required = true)]
+        scenarios: Vec<PathBuf>,
+    },
+    /// Print a node's devices, addresses, routes, bridge FDB and neighbours like ip/bridge do.
+    #[command(after_help = "Example:\n  cnisim describe scenarios/quickstart.ron --node node-1 --at 10ms")]
+    Describe {
+        scenario: PathBuf,
+        /// Node name.
+        #[arg(long)]
+        node: String,
+        /// Simulated time at which to show the state (learned FDB and ARP entries) [default:
+        /// the end of the scenario]; "0s" shows the state as built.
+        #[arg(long, value_parser = parse_duration)]
+        at: Option<Duration>,
+    },
+    /// Send one UDP datagram between two pods and print every hop it takes and why.
+    #[command(
+        after_help = "Example:\n  cnisim trace scenarios/quickstart.ron --from node-1-pod-1 --to node-2-pod-1"
+    )]
+    Trace {
+        scenario: PathBuf,
+        /// Source pod name.
+        #[arg(long)]
+        from: String,
+        /// Destination pod name.
+        #[arg(long)]
+        to: String,
+        /// UDP payload size in bytes.
+        #[arg(long, default_value_t = 64)]
+        size: u32,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    cnisim::units::parse_duration(s)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match execute(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+fn execute(cmd: Command) -> Result<(), Error> {
+    match cmd {
+        Command::Run {
+            scenario,
+            out,
+            pcap,
+            seed,
+        } => {
+            let o = app::run(&scenario, &app::RunOptions { out, pcap, seed })?;
+            let s = &o.summary;
+            println!(
+                "simulated {} ({}, {} nodes, {} pods) for {}: {} events, {} packet hops in {:.2}s",
+                s.scenario.name,
+                s.scenario.cni,
+                s.scenario.nodes,
+                s.scenario.pods,
+                Duration::from_nanos(s.scenario.duration_ns),
+                s.totals.events,
+                s.totals.packet_hops,
+                s.run.wall_seconds
+            );
+            for f in &s.flows {
+                println!(
+                    "  flow {:>3} {:<14} {:<40} delivered {}/{}  p50 {}  p99 {}",
+                    f.id,
+                    f.workload,
+                    f.describe(),
+                    f.delivered,
+                    f.sent,
+                    Duration::from_nanos(f.latency.p50_ns),
+                    Duration::from_nanos(f.latency.p99_ns)
+                );
+            }
+            println!("report: {}", o.out_dir.join("report.html").display());
+            Ok(())
+        }
+        Command::Validate { scenarios } => {
+            let mut first_err = None;
+            for p in &scenarios {
+                match app::validate(p) {
+                    Ok(line) => println!("{line}"),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            first_err.map_or(Ok(()), Err)
+        }
+        Command::Describe { scenario, node, at } => {
+            print!("{}", app::describe(&scenario, &node, at)?);
+            Ok(())
+        }
+        Command::Trace {
+            scenario,
+            from,
+            to,
+            size,
+        } => {
+            print!("{}", app::trace(&scenario, &from, &to, size)?.render());
+            Ok(())
+        }
+    }
+}

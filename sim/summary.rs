@@ -169,3 +169,222 @@ pub struct RunInfo {
     pub wall_seconds: f64,
     pub events_per_second: f64,
 }
+
+// ---- building a summary from a finished run ----
+
+use crate::cluster::WorkloadKind;
+use crate::run::Simulation;
+use hdrhistogram::Histogram;
+
+/// Quantiles sampled for the CDF in [`LatencyStats::cdf`].
+const CDF_QUANTILES: [f64; 17] = [
+    0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.995, 0.999, 1.0,
+];
+
+impl LatencyStats {
+    pub fn from_histogram(h: &Histogram<u64>) -> LatencyStats {
+        if h.is_empty() {
+            return LatencyStats::default();
+        }
+        LatencyStats {
+            count: h.len(),
+            min_ns: h.min(),
+            mean_ns: h.mean().round() as u64,
+            p50_ns: h.value_at_quantile(0.5),
+            p90_ns: h.value_at_quantile(0.9),
+            p99_ns: h.value_at_quantile(0.99),
+            p999_ns: h.value_at_quantile(0.999),
+            max_ns: h.max(),
+            cdf: CDF_QUANTILES
+                .iter()
+                .map(|&q| (q, h.value_at_quantile(q)))
+                .collect(),
+        }
+    }
+}
+
+fn reasons(map: &BTreeMap<crate::observe::DropReason, u64>) -> BTreeMap<String, u64> {
+    map.iter().map(|(r, n)| (r.name().to_string(), *n)).collect()
+}
+
+impl Summary {
+    /// Summarises a finished (and conservation-checked) run.
+    pub fn from_run(sim: &Simulation, run: RunInfo) -> Summary {
+        let c = &sim.world.cluster;
+        let u = &c.underlay;
+        let scenario = ScenarioInfo {
+            name: c.name.clone(),
+            description: c.description.clone(),
+            cni: c.cni.id().to_string(),
+            seed: c.seed,
+            duration_ns: c.duration.as_nanos(),
+            nodes: c.nodes.len(),
+            pods: c.pods.len(),
+            node_cidr: c.network.node_cidr.to_string(),
+            pod_cidr: c.network.pod_cidr.to_string(),
+            service_cidr: c.network.service_cidr.to_string(),
+            underlay: format!(
+                "one L2 switch, {} ports, {} propagation per cable, MTU {}, {} queues, loss {}",
+                u.bandwidth, u.propagation, u.mtu, u.queue, u.loss
+            ),
+            workloads: c
+                .workloads
+                .iter()
+                .map(|w| WorkloadInfo {
+                    name: w.name.clone(),
+                    kind: kind_name(&w.kind).into(),
+                    params: match &w.kind {
+                        WorkloadKind::UdpCbr { rate, payload } => format!("{rate}, {payload} B payload"),
+                        WorkloadKind::UdpRr {
+                            request,
+                            response,
+                            think,
+                            timeout,
+                        } => format!(
+                            "{request} B request, {response} B response, think {think}, timeout {timeout}"
+                        ),
+                    },
+                    flows: w.flows.len(),
+                })
+                .collect(),
+        };
+        let flows: Vec<FlowSummary> = sim
+            .flows
+            .iter()
+            .enumerate()
+            .map(|(i, f)| flow_summary(sim, i, f))
+            .collect();
+        let mut drops_by_reason = BTreeMap::new();
+        for f in &sim.obs.flows {
+            for (r, n) in &f.drops {
+                *drops_by_reason.entry(r.name().to_string()).or_insert(0) += n;
+            }
+        }
+        let sent = sim.obs.flows.iter().map(|f| f.sent).sum();
+        let delivered = sim.obs.flows.iter().map(|f| f.delivered).sum();
+        let totals = Totals {
+            sent,
+            delivered,
+            dropped: sim.obs.dropped_total(),
+            in_flight: sim.in_flight(),
+            drops_by_reason,
+            arp_frames: sim.world.arp_frames,
+            arp_drops_by_reason: reasons(&sim.obs.arp_drops),
+            events: sim.queue.processed(),
+            packet_hops: sim.obs.packet_hops,
+            end_ns: sim.end.as_nanos(),
+        };
+        let end = sim.end.as_nanos().max(1);
+        let nodes = c
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let node = &sim.world.nodes[i];
+                let busy: Vec<u64> = node.cores.iter().map(|k| k.busy.as_nanos()).collect();
+                let total: u64 = busy.iter().sum();
+                NodeSummary {
+                    name: n.name.clone(),
+                    ip: n.ip.to_string(),
+                    pod_subnet: n.pod_subnet.to_string(),
+                    pods: c.pods.iter().filter(|p| p.node == i).count(),
+                    cpu_utilisation: busy.iter().map(|&b| b.min(end) as f64 / end as f64).collect(),
+                    cpu_busy_ns: busy,
+                    packets_processed: node.packets,
+                    cpu_ns_per_packet: if node.packets == 0 {
+                        0.0
+                    } else {
+                        total as f64 / node.packets as f64
+                    },
+                }
+            })
+            .collect();
+        let paths = sim
+            .obs
+            .flows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| {
+                let hops = f.trace.clone()?;
+                Some(PathTrace {
+                    flow: i,
+                    description: flows[i].describe(),
+                    hops,
+                })
+            })
+            .collect();
+        Summary {
+            schema_version: SCHEMA_VERSION,
+            scenario,
+            totals,
+            flows,
+            nodes,
+            paths,
+            run,
+        }
+    }
+
+    /// summary.json text: pretty-printed, keys in a fixed order.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a Summary always serialises") + "\n"
+    }
+}
+
+impl FlowSummary {
+    /// "web-0 (node-1) -> db-0 (node-2)".
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({}) -> {} ({})",
+            self.src_pod, self.src_node, self.dst_pod, self.dst_node
+        )
+    }
+}
+
+fn kind_name(k: &WorkloadKind) -> &'static str {
+    match k {
+        WorkloadKind::UdpCbr { .. } => "udp_cbr",
+        WorkloadKind::UdpRr { .. } => "udp_rr",
+    }
+}
+
+fn flow_summary(sim: &Simulation, i: usize, f: &crate::run::Flow) -> FlowSummary {
+    let c = &sim.world.cluster;
+    let o = &sim.obs.flows[i];
+    let (cp, sp) = (&c.pods[f.client], &c.pods[f.server]);
+    let active = (f.end.saturating_since(f.start)).as_secs_f64();
+    let rtt = matches!(f.kind, WorkloadKind::UdpRr { .. }).then(|| LatencyStats::from_histogram(&o.rtt));
+    FlowSummary {
+        id: i,
+        workload: c.workloads[f.workload].name.clone(),
+        kind: kind_name(&f.kind).into(),
+        src_pod: cp.name.clone(),
+        dst_pod: sp.name.clone(),
+        src_node: c.nodes[cp.node].name.clone(),
+        dst_node: c.nodes[sp.node].name.clone(),
+        same_node: cp.node == sp.node,
+        src_ip: f.client_ip.to_string(),
+        dst_ip: f.server_ip.to_string(),
+        src_port: f.sport,
+        dst_port: f.dport,
+        sent: o.sent,
+        delivered: o.delivered,
+        dropped: o.drops.values().sum(),
+        drops_by_reason: reasons(&o.drops),
+        latency: LatencyStats::from_histogram(&o.latency),
+        rtt,
+        transactions: o.transactions,
+        timeouts: o.timeouts,
+        payload_bytes: o.payload_bytes,
+        wire_bytes: o.wire_bytes,
+        throughput_bps: if active > 0.0 {
+            o.payload_bytes as f64 * 8.0 / active
+        } else {
+            0.0
+        },
+        overhead_ratio: if o.payload_bytes > 0 {
+            (o.wire_bytes - o.payload_bytes) as f64 / o.payload_bytes as f64
+        } else {
+            0.0
+        },
+    }
+}

@@ -45,6 +45,8 @@ pub struct World {
     /// Trace control frames (ARP) too, collecting their hops in `control_hops`.
     pub trace_control: bool,
     pub control_hops: Vec<crate::summary::Hop>,
+    /// ARP frames the kernels created.
+    pub arp_frames: u64,
 }
 
 /// One simulated machine: its host namespace and CPU cores.
@@ -361,6 +363,7 @@ pub fn build(cluster: &Cluster) -> World {
         next_flood: 0,
         trace_control: false,
         control_hops: Vec::new(),
+        arp_frames: 0,
     };
     let u = &cluster.underlay;
     for (i, spec) in cluster.nodes.iter().enumerate() {

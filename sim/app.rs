@@ -1,0 +1,142 @@
+//! The commands behind the CLI, as library functions: `main` parses arguments and prints;
+//! integration tests call these directly. This is the only module besides `scenario` and
+//! `output` that touches files.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant as WallClock;
+
+use crate::cluster::Cluster;
+use crate::error::Error;
+use crate::output::{write_dir_atomically, OutputFile};
+use crate::run::Simulation;
+use crate::summary::{RunInfo, Summary};
+use crate::time::{Duration, Instant};
+use crate::{describe, report, scenario, trace};
+
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Output directory; default `reports/<scenario name>`.
+    pub out: Option<PathBuf>,
+    /// Capture globs over `<namespace>/<device>`.
+    pub pcap: Vec<String>,
+    /// Overrides the scenario's seed.
+    pub seed: Option<u64>,
+}
+
+pub struct RunOutcome {
+    pub out_dir: PathBuf,
+    pub summary: Summary,
+    pub files: Vec<String>,
+}
+
+/// Loads and resolves a scenario, applying command-line overrides.
+pub fn load(path: &Path, seed: Option<u64>) -> Result<Cluster, Error> {
+    let mut c = scenario::load(path)?;
+    if let Some(s) = seed {
+        c.seed = s;
+    }
+    Ok(c)
+}
+
+/// `cnisim run`: simulate, summarise, render, write the output directory atomically.
+pub fn run(path: &Path, opts: &RunOptions) -> Result<RunOutcome, Error> {
+    let cluster = load(path, opts.seed)?;
+    let mut sim = Simulation::new(&cluster);
+    for glob in &opts.pcap {
+        if sim.world.enable_capture(glob) == 0 {
+            return Err(Error::Usage(format!(
+                "--pcap '{glob}' matches no interface; interfaces are named <node or pod>/<device>, e.g. 'node-1/eth0', 'node-1/*' or '*'"
+            )));
+        }
+    }
+    let wall = WallClock::now();
+    sim.run()?;
+    let secs = wall.elapsed().as_secs_f64();
+    let run = RunInfo {
+        cnisim_version: env!("CARGO_PKG_VERSION").into(),
+        wall_seconds: secs,
+        events_per_second: if secs > 0.0 {
+            sim.queue.processed() as f64 / secs
+        } else {
+            0.0
+        },
+    };
+    let summary = Summary::from_run(&sim, run);
+    let mut files =
+        report::render(&summary).map_err(|e| Error::Invariant(format!("rendering the report: {e}")))?;
+    files.push(OutputFile::new("summary.json", summary.to_json()));
+    for (d, p) in sim.world.pcaps.iter().enumerate() {
+        if let Some(p) = p {
+            let dev = &sim.world.devices[d];
+            let ns = &sim.world.netns[dev.ns].name;
+            files.push(OutputFile::new(
+                format!("pcap/{ns}-{}.pcap", dev.name),
+                p.bytes().to_vec(),
+            ));
+        }
+    }
+    let out_dir = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| Path::new("reports").join(&cluster.name));
+    write_dir_atomically(&out_dir, &files)?;
+    Ok(RunOutcome {
+        out_dir,
+        summary,
+        files: files.into_iter().map(|f| f.name).collect(),
+    })
+}
+
+/// `cnisim validate`: a one-line description of a valid scenario.
+pub fn validate(path: &Path) -> Result<String, Error> {
+    let c = load(path, None)?;
+    let flows: usize = c.workloads.iter().map(|w| w.flows.len()).sum();
+    Ok(format!(
+        "{}: ok: {} nodes, {} pods, {} workloads ({flows} flows), CNI {}, {} simulated",
+        path.display(),
+        c.nodes.len(),
+        c.pods.len(),
+        c.workloads.len(),
+        c.cni,
+        c.duration
+    ))
+}
+
+/// `cnisim describe`: run the scenario up to `at` (default: its end) and print a node's state.
+pub fn describe(path: &Path, node: &str, at: Option<Duration>) -> Result<String, Error> {
+    let c = load(path, None)?;
+    let n = c.node_by_name(node).ok_or_else(|| {
+        let names: Vec<&str> = c.nodes.iter().map(|n| n.name.as_str()).collect();
+        Error::Usage(format!(
+            "no node '{node}' in {}; nodes: {}",
+            path.display(),
+            names.join(", ")
+        ))
+    })?;
+    let until = Instant::ZERO + at.unwrap_or(c.duration);
+    let mut sim = Simulation::new(&c);
+    sim.run_until(until);
+    Ok(describe::describe_node(&sim.world, n, until))
+}
+
+/// `cnisim trace`: one datagram from pod to pod, hop by hop.
+pub fn trace(path: &Path, from: &str, to: &str, payload: u32) -> Result<trace::Trace, Error> {
+    let c = load(path, None)?;
+    let pod = |name: &str| {
+        c.pod_by_name(name).ok_or_else(|| {
+            let names: Vec<&str> = c.pods.iter().map(|p| p.name.as_str()).take(20).collect();
+            Error::Usage(format!(
+                "no pod '{name}' in {}; pods include: {}",
+                path.display(),
+                names.join(", ")
+            ))
+        })
+    };
+    let (a, b) = (pod(from)?, pod(to)?);
+    if a == b {
+        return Err(Error::Usage(
+            "--from and --to name the same pod; pick two different pods".into(),
+        ));
+    }
+    trace::trace(&c, a, b, payload)
+}

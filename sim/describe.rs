@@ -1,0 +1,190 @@
+//! `cnisim describe`: a node's simulated kernel state, printed the way `ip -d link`,
+//! `ip addr`, `ip route`, `bridge fdb` and `ip neigh` print a real one.
+
+use std::fmt::Write;
+
+use crate::cluster::NodeId;
+use crate::net::neigh::NeighState;
+use crate::net::route::{Proto, Route, RouteKind, RouteTable};
+use crate::time::Instant;
+use crate::world::{DeviceKind, NsId, World};
+
+/// The node's host namespace, then each pod namespace on it, at simulated time `now`.
+pub fn describe_node(w: &World, node: NodeId, now: Instant) -> String {
+    let mut s = String::new();
+    let spec = &w.cluster.nodes[node];
+    let _ = writeln!(
+        s,
+        "# node {} ({}), {} cores, CNI {}, state at t = {}",
+        spec.name,
+        spec.ip,
+        spec.cores,
+        w.cluster.cni,
+        crate::time::Duration::from_nanos(now.as_nanos())
+    );
+    describe_ns(w, w.nodes[node].ns, now, &mut s);
+    for ns in 0..w.netns.len() {
+        if w.netns[ns].node == node && ns != w.nodes[node].ns {
+            let _ = writeln!(
+                s,
+                "\n# pod {} (network namespace on {})",
+                w.netns[ns].name, spec.name
+            );
+            describe_ns(w, ns, now, &mut s);
+        }
+    }
+    s
+}
+
+fn describe_ns(w: &World, ns: NsId, now: Instant, s: &mut String) {
+    let n = &w.netns[ns];
+    let _ = writeln!(s, "$ ip -d link");
+    for &d in &n.devices {
+        link_line(w, d, s);
+    }
+    let _ = writeln!(s, "$ ip addr");
+    for &d in &n.devices {
+        let dev = &w.devices[d];
+        if dev.addrs.is_empty() {
+            continue;
+        }
+        let _ = writeln!(s, "{}: {}: mtu {}", dev.ifindex, dev.name, dev.mtu);
+        for &(a, p) in &dev.addrs {
+            let scope = if a.is_loopback() { "host" } else { "global" };
+            let brd = if p < 31 && !a.is_loopback() {
+                let b = std::net::Ipv4Addr::from(u32::from(a) | (u32::MAX >> p));
+                format!(" brd {b}")
+            } else {
+                String::new()
+            };
+            let _ = writeln!(s, "    inet {a}/{p}{brd} scope {scope} {}", dev.name);
+        }
+    }
+    let _ = writeln!(s, "$ ip route");
+    routes(w, &n.main, false, s);
+    let _ = writeln!(s, "$ ip route show table local");
+    routes(w, &n.local, true, s);
+    let _ = writeln!(
+        s,
+        "$ sysctl net.ipv4.ip_forward\nnet.ipv4.ip_forward = {}",
+        n.ip_forward as u8
+    );
+    for &d in &n.devices {
+        if let DeviceKind::Bridge { fdb, .. } = &w.devices[d].kind {
+            let _ = writeln!(s, "$ bridge fdb show br {}", w.devices[d].name);
+            for (mac, e) in fdb.entries(now) {
+                let flags = if e.permanent { " permanent" } else { "" };
+                let _ = writeln!(
+                    s,
+                    "{mac} dev {} master {}{flags}",
+                    w.devices[e.port].name, w.devices[d].name
+                );
+            }
+        }
+    }
+    let _ = writeln!(s, "$ ip neigh");
+    for (ip, e) in n.neigh.entries() {
+        let state = match e.state {
+            NeighState::Reachable => "REACHABLE",
+            NeighState::Permanent => "PERMANENT",
+        };
+        let _ = writeln!(s, "{ip} dev {} lladdr {} {state}", w.devices[e.dev].name, e.mac);
+    }
+    for (ip, inc) in n.neigh.incomplete() {
+        let _ = writeln!(s, "{ip} dev {}  INCOMPLETE", w.devices[inc.dev].name);
+    }
+}
+
+fn link_line(w: &World, d: usize, s: &mut String) {
+    let dev = &w.devices[d];
+    let (flags, qdisc) = match dev.kind {
+        DeviceKind::Loopback => ("LOOPBACK,UP,LOWER_UP", "noqueue"),
+        DeviceKind::Nic { .. } => ("BROADCAST,MULTICAST,UP,LOWER_UP", "mq"),
+        _ => ("BROADCAST,MULTICAST,UP,LOWER_UP", "noqueue"),
+    };
+    let name = match dev.kind {
+        DeviceKind::Veth { peer } => format!("{}@if{}", dev.name, w.devices[peer].ifindex),
+        _ => dev.name.clone(),
+    };
+    let master = dev
+        .master
+        .map(|m| format!(" master {}", w.devices[m].name))
+        .unwrap_or_default();
+    let _ = writeln!(
+        s,
+        "{}: {name}: <{flags}> mtu {} qdisc {qdisc}{master} state UP",
+        dev.ifindex, dev.mtu
+    );
+    match &dev.kind {
+        DeviceKind::Loopback => {
+            let _ = writeln!(s, "    link/loopback 00:00:00:00:00:00 brd 00:00:00:00:00:00");
+        }
+        DeviceKind::Veth { peer } => {
+            let _ = writeln!(
+                s,
+                "    link/ether {} brd ff:ff:ff:ff:ff:ff link-netns {}",
+                dev.mac, w.netns[w.devices[*peer].ns].name
+            );
+            let _ = writeln!(s, "    veth");
+        }
+        DeviceKind::Bridge { ports, .. } => {
+            let _ = writeln!(s, "    link/ether {} brd ff:ff:ff:ff:ff:ff", dev.mac);
+            let _ = writeln!(
+                s,
+                "    bridge forward_delay 1500 hello_time 200 max_age 2000 ageing_time 30000 stp_state 0 priority 32768 ({} ports)",
+                ports.len()
+            );
+        }
+        DeviceKind::Nic { tx } => {
+            let l = &w.links[*tx];
+            let _ = writeln!(s, "    link/ether {} brd ff:ff:ff:ff:ff:ff", dev.mac);
+            let _ = writeln!(
+                s,
+                "    # physical NIC: {} to the underlay switch",
+                crate::units::Bandwidth(l.bandwidth_bps)
+            );
+        }
+    }
+    if dev.master.is_some() {
+        let _ = writeln!(
+            s,
+            "    bridge_slave state forwarding priority 32 cost 2 hairpin off learning on flood on"
+        );
+    }
+}
+
+fn routes(w: &World, t: &RouteTable, local: bool, s: &mut String) {
+    let mut rs: Vec<&Route> = t.routes().iter().collect();
+    rs.sort_by_key(|r| (r.dst.network(), r.dst.prefix()));
+    for r in rs {
+        let mut line = String::new();
+        if local {
+            line.push_str(match r.kind {
+                RouteKind::Local => "local ",
+                RouteKind::Broadcast => "broadcast ",
+                RouteKind::Unicast => "",
+            });
+        }
+        if r.dst.prefix() == 0 {
+            line.push_str("default");
+        } else if r.dst.prefix() == 32 {
+            let _ = write!(line, "{}", r.dst.network());
+        } else {
+            let _ = write!(line, "{}", r.dst);
+        }
+        if let Some(gw) = r.gateway {
+            let _ = write!(line, " via {gw}");
+        }
+        let _ = write!(line, " dev {}", w.devices[r.dev].name);
+        if r.proto != Proto::Boot {
+            let _ = write!(line, " proto {}", r.proto);
+        }
+        if r.scope != crate::net::route::Scope::Global {
+            let _ = write!(line, " scope {}", r.scope);
+        }
+        if let Some(src) = r.src {
+            let _ = write!(line, " src {src}");
+        }
+        let _ = writeln!(s, "{line}");
+    }
+}

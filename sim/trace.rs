@@ -1,0 +1,109 @@
+//! `cnisim trace`: send one datagram from a pod to a pod and record every hop it takes, with
+//! the ARP exchanges it triggers.
+
+use std::fmt::Write;
+
+use crate::cluster::{Cluster, PodId, Workload, WorkloadKind};
+use crate::error::Error;
+use crate::run::Simulation;
+use crate::summary::Hop;
+use crate::time::{Duration, Instant};
+use crate::units::Bandwidth;
+
+/// Which packet a hop belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HopOf {
+    Data,
+    Arp,
+}
+
+pub struct Trace {
+    pub header: String,
+    /// Every hop, in time order (data and ARP interleaved).
+    pub hops: Vec<(HopOf, Hop)>,
+    /// "delivered after 23.4us" or "dropped: no_route".
+    pub outcome: String,
+    pub delivered: bool,
+}
+
+/// Runs `cluster` with no workload but one `payload`-byte UDP datagram from `from` to `to`
+/// at t = 0, for up to 10 simulated seconds (long enough for ARP to give up).
+pub fn trace(cluster: &Cluster, from: PodId, to: PodId, payload: u32) -> Result<Trace, Error> {
+    let mut c = cluster.clone();
+    c.duration = Duration::from_secs(10);
+    c.workloads = vec![Workload {
+        name: "trace".into(),
+        // One datagram: the next would leave after payload * 8 seconds.
+        kind: WorkloadKind::UdpCbr {
+            rate: Bandwidth(1),
+            payload,
+        },
+        flows: vec![(from, to)],
+        port: 5201,
+        start: Instant::ZERO,
+        duration: Duration::from_nanos(1),
+    }];
+    let mut sim = Simulation::new(&c);
+    sim.world.trace_control = true;
+    sim.run()?;
+    let f = &sim.obs.flows[0];
+    let (delivered, outcome) = if f.delivered == 1 {
+        (
+            true,
+            format!(
+                "delivered after {} one-way",
+                Duration::from_nanos(f.latency.max())
+            ),
+        )
+    } else if let Some((r, _)) = f.drops.iter().next() {
+        (false, format!("dropped: {}", r.name()))
+    } else {
+        (false, "still in flight after 10s".into())
+    };
+    let mut hops: Vec<(HopOf, Hop)> = f
+        .trace
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|h| (HopOf::Data, h))
+        .collect();
+    hops.extend(sim.world.control_hops.iter().cloned().map(|h| (HopOf::Arp, h)));
+    hops.sort_by_key(|(_, h)| h.time_ns); // stable: keeps each packet's own order
+    let (p, q) = (&c.pods[from], &c.pods[to]);
+    let header = format!(
+        "trace: {} {} ({}) -> {} {} ({}), UDP {payload} B payload, CNI {}",
+        p.name, p.ip, c.nodes[p.node].name, q.name, q.ip, c.nodes[q.node].name, c.cni
+    );
+    Ok(Trace {
+        header,
+        hops,
+        outcome,
+        delivered,
+    })
+}
+
+impl Trace {
+    /// A table: time, packet, place, device, action, size, why.
+    pub fn render(&self) -> String {
+        let mut s = format!("{}\n", self.header);
+        let _ = writeln!(
+            s,
+            "{:>12}  {:<4}  {:<22} {:<14} {:<8} {:>5}  why",
+            "time", "pkt", "place", "device", "action", "size"
+        );
+        for (of, h) in &self.hops {
+            let pkt = match of {
+                HopOf::Data => "udp",
+                HopOf::Arp => "arp",
+            };
+            let t = format!("{:.3}us", h.time_ns as f64 / 1e3);
+            let _ = writeln!(
+                s,
+                "{t:>12}  {pkt:<4}  {:<22} {:<14} {:<8} {:>5}  {}",
+                h.place, h.device, h.action, h.size, h.why
+            );
+        }
+        let _ = writeln!(s, "result: {}", self.outcome);
+        s
+    }
+}
