@@ -21,6 +21,8 @@ pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod summary;
+#[doc(hidden)]
+pub mod testkit;
 pub mod time;
 pub mod trace;
 pub mod units;

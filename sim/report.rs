@@ -1,9 +1,498 @@
-//! placeholder until the report module lands
-use crate::output::OutputFile;
-use crate::summary::Summary;
-pub fn render(summary: &Summary) -> Result<Vec<OutputFile>, String> {
-    Ok(vec![OutputFile::new(
-        "report.html",
-        format!("{}", summary.scenario.name),
-    )])
+//! The human-facing outputs of one run: `report.html`, PNG charts and the CSV behind each chart.
+//!
+//! [`render`] turns a [`Summary`] into named files in memory; it does no file I/O (the `output`
+//! module writes the directory atomically). Output is deterministic: the same summary renders
+//! to the same bytes. Only the HTML footer shows [`Summary::run`] (wall-clock facts).
+//!
+//! Files, in order: `report.html`, then for each chart its PNG and CSV (`latency_cdf`,
+//! `latency_percentiles`, `cpu`, `drops`), then `flows.csv`.
+//!
+//! **Architecture Invariant:** this module reads only the [`Summary`]; it knows nothing about
+//! the engine, devices or CNI plugins.
+
+mod charts;
+mod csv;
+mod html;
+
+use crate::summary::{FlowSummary, Summary};
+
+pub use crate::output::OutputFile;
+
+/// A chart could not be rendered. Each is a bug in cnisim or its bundled font, not a user
+/// error: please report it with the scenario that produced it.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// The bundled DejaVu font was rejected by the font engine.
+    #[error("cannot load the bundled chart font: {0}")]
+    Font(String),
+    /// plotters failed while drawing a chart.
+    #[error("cannot draw chart {chart}: {message}")]
+    Chart { chart: &'static str, message: String },
+    /// PNG encoding of a rendered chart failed.
+    #[error("cannot encode chart {chart} as PNG: {source}")]
+    Png {
+        chart: &'static str,
+        source: png::EncodingError,
+    },
+}
+
+/// A chart as PNG bytes plus the CSV of exactly the data it shows.
+struct Chart {
+    stem: &'static str,
+    title: &'static str,
+    png: Vec<u8>,
+    csv: String,
+}
+
+/// Renders every report file for `summary`, in a fixed order.
+pub fn render(summary: &Summary) -> Result<Vec<OutputFile>, RenderError> {
+    let charts = [
+        Chart {
+            stem: "latency_cdf",
+            title: "One-way latency CDF per flow",
+            png: charts::latency_cdf(summary)?,
+            csv: csv::latency_cdf(summary),
+        },
+        Chart {
+            stem: "latency_percentiles",
+            title: "One-way latency p50 / p99 / max per flow",
+            png: charts::latency_percentiles(summary)?,
+            csv: csv::latency_percentiles(summary),
+        },
+        Chart {
+            stem: "cpu",
+            title: "CPU utilisation per core, per node",
+            png: charts::cpu(summary)?,
+            csv: csv::cpu(summary),
+        },
+        Chart {
+            stem: "drops",
+            title: "Drops by reason",
+            png: charts::drops(summary)?,
+            csv: csv::drops(summary),
+        },
+    ];
+    let mut files = vec![OutputFile {
+        name: "report.html".into(),
+        bytes: html::page(summary, &charts).into_bytes(),
+    }];
+    for chart in charts {
+        files.push(OutputFile {
+            name: format!("{}.png", chart.stem),
+            bytes: chart.png,
+        });
+        files.push(OutputFile {
+            name: format!("{}.csv", chart.stem),
+            bytes: chart.csv.into_bytes(),
+        });
+    }
+    files.push(OutputFile {
+        name: "flows.csv".into(),
+        bytes: csv::flows(summary).into_bytes(),
+    });
+    Ok(files)
+}
+
+/// Short name of a flow for legends: "3 web client-0->server-1".
+fn flow_label(flow: &FlowSummary) -> String {
+    format!("{} {} {}->{}", flow.id, flow.workload, flow.src_pod, flow.dst_pod)
+}
+
+/// Data and ARP drops as (scope, reason, count) rows, data first, reasons sorted.
+fn drop_rows(summary: &Summary) -> Vec<(&'static str, &str, u64)> {
+    let data = summary
+        .totals
+        .drops_by_reason
+        .iter()
+        .map(|(r, n)| ("data", r.as_str(), *n));
+    let arp = summary
+        .totals
+        .arp_drops_by_reason
+        .iter()
+        .map(|(r, n)| ("arp", r.as_str(), *n));
+    data.chain(arp).collect()
+}
+
+/// Formats a duration in ns with three significant digits: "850 ns", "12.3 µs", "1.50 ms".
+fn fmt_ns(ns: u64) -> String {
+    let (value, unit) = match ns {
+        0..1_000 => return format!("{ns} ns"),
+        1_000..1_000_000 => (ns as f64 / 1e3, "µs"),
+        1_000_000..1_000_000_000 => (ns as f64 / 1e6, "ms"),
+        _ => (ns as f64 / 1e9, "s"),
+    };
+    format!("{} {unit}", sig3(value))
+}
+
+/// Formats a rate as "950 bit/s", "12.5 Mbit/s", "9.87 Gbit/s".
+fn fmt_bps(bps: f64) -> String {
+    const UNITS: [(f64, &str); 4] = [
+        (1e12, "Tbit/s"),
+        (1e9, "Gbit/s"),
+        (1e6, "Mbit/s"),
+        (1e3, "Kbit/s"),
+    ];
+    match UNITS.iter().find(|(scale, _)| bps >= *scale) {
+        Some((scale, unit)) => format!("{} {unit}", sig3(bps / scale)),
+        None => format!("{} bit/s", sig3(bps)),
+    }
+}
+
+/// A count with thousands separators: 1234567 -> "1,234,567".
+fn fmt_count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Three significant digits for values >= 1, e.g. 1.23, 12.3, 123; fewer decimals never hurt.
+fn sig3(value: f64) -> String {
+    match value {
+        v if v >= 100.0 || v == 0.0 => format!("{v:.0}"),
+        v if v >= 10.0 => format!("{v:.1}"),
+        v if v >= 1.0 => format!("{v:.2}"),
+        v => format!("{v:.3}"),
+    }
+}
+
+/// Standard base64 (RFC 4648 section 4) with `=` padding.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::summary::*;
+
+    const EVIL_POD: &str = "<script>alert(1)</script>";
+
+    fn stats(base: u64) -> LatencyStats {
+        let cdf = (0..=10u32)
+            .map(|i| (f64::from(i) / 10.0, base + u64::from(i * i) * 300))
+            .collect();
+        LatencyStats {
+            count: 100,
+            min_ns: base,
+            mean_ns: base + 4_000,
+            p50_ns: base + 7_500,
+            p90_ns: base + 24_300,
+            p99_ns: base + 29_400,
+            p999_ns: base + 29_900,
+            max_ns: base + 30_000,
+            cdf,
+        }
+    }
+
+    fn flow(id: usize, src_pod: &str, same_node: bool, rtt: bool) -> FlowSummary {
+        let drops = if id == 1 {
+            BTreeMap::from([("queue_full".to_string(), 3)])
+        } else {
+            BTreeMap::new()
+        };
+        FlowSummary {
+            id,
+            workload: if rtt { "rr, ping".into() } else { "bulk".into() },
+            kind: if rtt { "udp_rr".into() } else { "udp_cbr".into() },
+            src_pod: src_pod.into(),
+            dst_pod: format!("server-{id}"),
+            src_node: "node-1".into(),
+            dst_node: if same_node {
+                "node-1".into()
+            } else {
+                "node-2".into()
+            },
+            same_node,
+            src_ip: format!("10.244.1.{}", id + 2),
+            dst_ip: "10.244.2.2".into(),
+            src_port: 40000 + id as u16,
+            dst_port: 5201,
+            sent: 103,
+            delivered: 100,
+            dropped: if id == 1 { 3 } else { 0 },
+            drops_by_reason: drops,
+            latency: stats(20_000 * (id as u64 + 1)),
+            rtt: rtt.then(|| stats(60_000)),
+            transactions: if rtt { 50 } else { 0 },
+            timeouts: 0,
+            payload_bytes: 140_000,
+            wire_bytes: 147_000,
+            throughput_bps: 1.12e9,
+            overhead_ratio: 0.05,
+        }
+    }
+
+    fn node(name: &str, util: [f64; 2]) -> NodeSummary {
+        NodeSummary {
+            name: name.into(),
+            ip: "192.168.0.1".into(),
+            pod_subnet: "10.244.1.0/24".into(),
+            pods: 2,
+            cpu_utilisation: util.to_vec(),
+            cpu_busy_ns: util.map(|u| (u * 1e9) as u64).to_vec(),
+            packets_processed: 1234,
+            cpu_ns_per_packet: 812.5,
+        }
+    }
+
+    fn hop(time_ns: u64, place: &str, device: &str, action: &str, why: &str) -> Hop {
+        Hop {
+            time_ns,
+            place: place.into(),
+            device: device.into(),
+            action: action.into(),
+            why: why.into(),
+            size: 1450,
+        }
+    }
+
+    fn sample() -> Summary {
+        let flows = vec![
+            flow(0, "client-0", false, false),
+            flow(1, EVIL_POD, false, false),
+            flow(2, "client-2", true, true),
+        ];
+        let sent = flows.iter().map(|f| f.sent).sum();
+        let hops = vec![
+            hop(
+                1_000_000,
+                "pod client-0",
+                "eth0",
+                "xmit",
+                "default via 10.244.1.1",
+            ),
+            hop(
+                1_000_900,
+                "node-1",
+                "cni0",
+                "forward",
+                "route 10.244.2.0/24 via flannel.1",
+            ),
+            hop(
+                1_002_100,
+                "node-1",
+                "flannel.1",
+                "encap",
+                "FDB entry -> 192.168.0.2 \"vxlan\"",
+            ),
+            hop(1_007_400, "underlay", "switch", "forward", "MAC table port 2"),
+            hop(
+                1_012_000,
+                "pod server-0",
+                "eth0",
+                "deliver",
+                "socket 10.244.2.2:5201",
+            ),
+        ];
+        Summary {
+            schema_version: SCHEMA_VERSION,
+            scenario: ScenarioInfo {
+                name: "flannel & friends".into(),
+                description: "Two nodes, flannel VXLAN, three UDP flows <one same-node>.".into(),
+                cni: "flannel (vxlan)".into(),
+                seed: 42,
+                duration_ns: 2_000_000_000,
+                nodes: 2,
+                pods: 6,
+                node_cidr: "192.168.0.0/24".into(),
+                pod_cidr: "10.244.0.0/16".into(),
+                service_cidr: "10.96.0.0/12".into(),
+                underlay: "one L2 switch, 10Gbit ports, 5us propagation, MTU 1500".into(),
+                workloads: vec![WorkloadInfo {
+                    name: "bulk".into(),
+                    kind: "udp_cbr".into(),
+                    params: "100Mbit, 1400B payload".into(),
+                    flows: 2,
+                }],
+            },
+            totals: Totals {
+                sent,
+                delivered: 300,
+                dropped: 3,
+                in_flight: sent - 303,
+                drops_by_reason: BTreeMap::from([("queue_full".to_string(), 3)]),
+                arp_frames: 8,
+                arp_drops_by_reason: BTreeMap::new(),
+                events: 123_456,
+                packet_hops: 45_678,
+                end_ns: 2_000_000_000,
+            },
+            flows,
+            nodes: vec![node("node-1", [0.423, 0.051]), node("node-2", [0.325, 0.0])],
+            paths: vec![PathTrace {
+                flow: 0,
+                description: "cross-node via VXLAN".into(),
+                hops,
+            }],
+            run: RunInfo {
+                cnisim_version: "0.1.0".into(),
+                wall_seconds: 0.5,
+                events_per_second: 246_912.0,
+            },
+        }
+    }
+
+    fn file<'a>(files: &'a [OutputFile], name: &str) -> &'a [u8] {
+        &files
+            .iter()
+            .find(|f| f.name == name)
+            .unwrap_or_else(|| panic!("{name} missing"))
+            .bytes
+    }
+
+    fn csv_rows(files: &[OutputFile], name: &str) -> usize {
+        std::str::from_utf8(file(files, name)).unwrap().lines().count() - 1
+    }
+
+    #[test]
+    fn renders_every_file() {
+        let files = render(&sample()).unwrap();
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        let expected = [
+            "report.html",
+            "latency_cdf.png",
+            "latency_cdf.csv",
+            "latency_percentiles.png",
+            "latency_percentiles.csv",
+            "cpu.png",
+            "cpu.csv",
+            "drops.png",
+            "drops.csv",
+            "flows.csv",
+        ];
+        assert_eq!(names, expected);
+    }
+
+    #[test]
+    fn html_is_self_contained_and_escaped() {
+        let files = render(&sample()).unwrap();
+        let html = std::str::from_utf8(file(&files, "report.html")).unwrap();
+        for attr in [
+            "src=\"http",
+            "href=\"http",
+            "src='http",
+            "href='http",
+            "url(http",
+            "<link",
+            "@import",
+        ] {
+            assert!(!html.contains(attr), "external fetch via {attr}");
+        }
+        assert!(!html.contains("<script"), "unescaped script tag");
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(html.contains("flannel &amp; friends"));
+        assert!(html.contains("FDB entry -&gt; 192.168.0.2 &quot;vxlan&quot;"));
+        assert!(html.contains("0 bulk client-0-&gt;server-0"));
+        assert!(html.contains("rr, ping"));
+        assert_eq!(html.matches("src=\"data:image/png;base64,iVBORw0KGgo").count(), 4);
+        assert!(html.contains("sent 309 = delivered 300 + dropped 3 + in flight at the end 6"));
+        assert!(html.contains("queue_full"));
+    }
+
+    #[test]
+    fn pngs_decode_to_chart_size() {
+        let files = render(&sample()).unwrap();
+        for name in [
+            "latency_cdf.png",
+            "latency_percentiles.png",
+            "cpu.png",
+            "drops.png",
+        ] {
+            let bytes = file(&files, name);
+            assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "{name} signature");
+            let info = png::Decoder::new(bytes).read_info().unwrap().info().clone();
+            assert_eq!((info.width, info.height), charts::SIZE, "{name} size");
+        }
+    }
+
+    #[test]
+    fn csv_rows_match_data() {
+        let files = render(&sample()).unwrap();
+        assert_eq!(csv_rows(&files, "latency_cdf.csv"), 33);
+        assert_eq!(csv_rows(&files, "latency_percentiles.csv"), 3);
+        assert_eq!(csv_rows(&files, "cpu.csv"), 4);
+        assert_eq!(csv_rows(&files, "drops.csv"), 1);
+        assert_eq!(csv_rows(&files, "flows.csv"), 3);
+        let flows = std::str::from_utf8(file(&files, "flows.csv")).unwrap();
+        assert!(flows.contains(",\"rr, ping\",udp_rr,"));
+        assert!(flows.contains(",queue_full=3,"));
+        let header_fields = flows.lines().next().unwrap().split(',').count();
+        assert_eq!(header_fields, 38);
+    }
+
+    #[test]
+    fn no_drops_still_renders_drops_chart() {
+        let mut summary = sample();
+        summary.totals.drops_by_reason.clear();
+        let files = render(&summary).unwrap();
+        let html = std::str::from_utf8(file(&files, "report.html")).unwrap();
+        assert!(html.contains("No drops"));
+        assert!(file(&files, "drops.png").starts_with(b"\x89PNG"));
+        assert_eq!(csv_rows(&files, "drops.csv"), 0);
+    }
+
+    #[test]
+    fn empty_run_renders_every_chart() {
+        let mut summary = sample();
+        summary.flows.clear();
+        summary.nodes.clear();
+        summary.paths.clear();
+        summary.totals.drops_by_reason.clear();
+        let files = render(&summary).unwrap();
+        assert_eq!(files.len(), 10);
+        assert_eq!(csv_rows(&files, "flows.csv"), 0);
+        let html = std::str::from_utf8(file(&files, "report.html")).unwrap();
+        assert!(html.contains("No packet was traced"));
+    }
+
+    #[test]
+    fn rendering_is_deterministic() {
+        assert_eq!(render(&sample()).unwrap(), render(&sample()).unwrap());
+    }
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        let cases = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("foobar", "Zm9vYmFy"),
+        ];
+        for (plain, encoded) in cases {
+            assert_eq!(base64(plain.as_bytes()), encoded);
+        }
+    }
+
+    #[test]
+    fn human_units() {
+        assert_eq!(fmt_ns(850), "850 ns");
+        assert_eq!(fmt_ns(12_345), "12.3 µs");
+        assert_eq!(fmt_ns(1_500_000), "1.50 ms");
+        assert_eq!(fmt_bps(950.0), "950 bit/s");
+        assert_eq!(fmt_bps(12.5e6), "12.5 Mbit/s");
+        assert_eq!(fmt_count(1_234_567), "1,234,567");
+    }
 }

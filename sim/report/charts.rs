@@ -1,0 +1,429 @@
+//! PNG charts drawn with plotters into an in-memory RGB buffer, then PNG-encoded.
+//!
+//! Text uses the bundled DejaVu Sans (registered once as "sans-serif"), so charts render the
+//! same on every machine, with no system fonts. Every chart is 900x500 px; a chart with no
+//! data still renders (titled, with a sentence saying why it is empty) so the file set is fixed.
+
+use std::error::Error;
+use std::sync::OnceLock;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use plotters::style::{register_font, FontStyle};
+
+use super::{drop_rows, flow_label, fmt_count, RenderError};
+use crate::summary::{FlowSummary, Summary};
+
+/// Width and height of every chart, px.
+pub(super) const SIZE: (u32, u32) = (900, 500);
+const FONT: &str = "sans-serif";
+/// Most legend entries shown; further series are summarised in one entry.
+const LEGEND_MAX: usize = 10;
+/// Most bars annotated with their value; denser charts are left unlabelled.
+const ANNOTATE_MAX: usize = 24;
+/// Width of the legend column right of a bar chart, px.
+const LEGEND_WIDTH: u32 = 130;
+/// Width of one bar group in x-axis units (bar positions are integers).
+const GROUP: i64 = 1000;
+/// Tableau 10: distinct, colour-blind friendly enough, readable on white.
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
+type DrawResult = Result<(), Box<dyn Error>>;
+
+/// `latency_cdf.png`: one line per flow, x = one-way latency (µs), y = quantile.
+pub(super) fn latency_cdf(summary: &Summary) -> Result<Vec<u8>, RenderError> {
+    let title = "One-way latency CDF per flow";
+    let flows: Vec<&FlowSummary> = summary
+        .flows
+        .iter()
+        .filter(|f| !f.latency.cdf.is_empty())
+        .collect();
+    render_png("latency_cdf", |root| {
+        if flows.is_empty() {
+            return message(root, title, "no latency samples: no datagram was delivered");
+        }
+        let points = flows
+            .iter()
+            .flat_map(|f| f.latency.cdf.iter().map(|(_, ns)| *ns as f64 / 1e3));
+        let (lo, hi) = padded_range(points);
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, (FONT, 22))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d(lo..hi, 0f64..1f64)?;
+        chart
+            .configure_mesh()
+            .light_line_style(BLACK.mix(0.03))
+            .bold_line_style(BLACK.mix(0.12))
+            .x_desc("one-way latency (µs)")
+            .y_desc("quantile")
+            .x_label_formatter(&|v| tick(*v))
+            .y_label_formatter(&|v| tick(*v))
+            .axis_desc_style((FONT, 15))
+            .label_style((FONT, 13))
+            .draw()?;
+        for (i, flow) in flows.iter().enumerate() {
+            let style = PALETTE[i % PALETTE.len()].stroke_width(2);
+            let line = flow.latency.cdf.iter().map(|(q, ns)| (*ns as f64 / 1e3, *q));
+            let series = chart.draw_series(LineSeries::new(line, style))?;
+            if i < LEGEND_MAX {
+                series
+                    .label(flow_label(flow))
+                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], style));
+            }
+        }
+        if flows.len() > LEGEND_MAX {
+            let more = format!("... and {} more flows", flows.len() - LEGEND_MAX);
+            chart
+                .draw_series(LineSeries::new(std::iter::empty(), WHITE))?
+                .label(more);
+        }
+        legend(&mut chart, SeriesLabelPosition::LowerRight)
+    })
+}
+
+/// `latency_percentiles.png`: p50 / p99 / max one-way latency per flow, grouped bars (µs).
+pub(super) fn latency_percentiles(summary: &Summary) -> Result<Vec<u8>, RenderError> {
+    let delivered: Vec<&FlowSummary> = summary.flows.iter().filter(|f| f.latency.count > 0).collect();
+    let bars = Bars {
+        title: "One-way latency per flow: p50 / p99 / max",
+        x_desc: "flow (id and workload, see the flows table)",
+        y_desc: "one-way latency (µs)",
+        groups: delivered
+            .iter()
+            .map(|f| format!("#{} {}", f.id, f.workload))
+            .collect(),
+        series: ["p50", "p99", "max"].map(String::from).to_vec(),
+        values: delivered
+            .iter()
+            .map(|f| {
+                [f.latency.p50_ns, f.latency.p99_ns, f.latency.max_ns]
+                    .map(|ns| Some(ns as f64 / 1e3))
+                    .to_vec()
+            })
+            .collect(),
+        y_max: None,
+        value_text: |us| super::sig3(us),
+        empty: "no latency samples: no datagram was delivered",
+    };
+    render_png("latency_percentiles", |root| bars.draw(root))
+}
+
+/// `cpu.png`: busy percentage of each core, grouped by node.
+pub(super) fn cpu(summary: &Summary) -> Result<Vec<u8>, RenderError> {
+    let cores = summary
+        .nodes
+        .iter()
+        .map(|n| n.cpu_utilisation.len())
+        .max()
+        .unwrap_or(0);
+    let bars = Bars {
+        title: "CPU utilisation per core, per node",
+        x_desc: "node (one bar per core, core 0 first)",
+        y_desc: "busy (% of simulated time)",
+        groups: summary.nodes.iter().map(|n| n.name.clone()).collect(),
+        series: (0..cores).map(|c| format!("core {c}")).collect(),
+        values: summary
+            .nodes
+            .iter()
+            .map(|n| {
+                (0..cores)
+                    .map(|c| n.cpu_utilisation.get(c).map(|u| u * 100.0))
+                    .collect()
+            })
+            .collect(),
+        y_max: Some(100.0),
+        value_text: |pct| format!("{pct:.1}%"),
+        empty: "no nodes",
+    };
+    render_png("cpu", |root| bars.draw(root))
+}
+
+/// `drops.png`: dropped data packets and ARP frames by reason; says "no drops" when empty.
+pub(super) fn drops(summary: &Summary) -> Result<Vec<u8>, RenderError> {
+    let rows = drop_rows(summary);
+    let mut reasons: Vec<&str> = rows.iter().map(|(_, reason, _)| *reason).collect();
+    reasons.sort_unstable();
+    reasons.dedup();
+    let scopes: Vec<(&str, &str)> = [("data", "data packets"), ("arp", "ARP frames")]
+        .into_iter()
+        .filter(|(scope, _)| rows.iter().any(|(s, _, _)| s == scope))
+        .collect();
+    let count = |scope: &str, reason: &str| {
+        rows.iter()
+            .find(|(s, r, _)| *s == scope && *r == reason)
+            .map(|(_, _, n)| *n as f64)
+    };
+    let bars = Bars {
+        title: "Drops by reason",
+        x_desc: "reason",
+        y_desc: "dropped (packets / frames)",
+        groups: reasons.iter().map(|r| r.to_string()).collect(),
+        series: scopes.iter().map(|(_, name)| name.to_string()).collect(),
+        values: reasons
+            .iter()
+            .map(|r| scopes.iter().map(|(s, _)| count(s, r)).collect())
+            .collect(),
+        y_max: None,
+        value_text: |n| fmt_count(n as u64),
+        empty: "no drops: every datagram and ARP frame sent was delivered or is still in flight",
+    };
+    render_png("drops", |root| bars.draw(root))
+}
+
+/// A grouped bar chart: one group per x label, one coloured bar per series within a group.
+struct Bars {
+    title: &'static str,
+    x_desc: &'static str,
+    y_desc: &'static str,
+    groups: Vec<String>,
+    series: Vec<String>,
+    /// `values[group][series]`; `None` draws no bar.
+    values: Vec<Vec<Option<f64>>>,
+    /// Fixed top of the y axis; `None` fits the data.
+    y_max: Option<f64>,
+    /// Text written above each bar when there are few bars.
+    value_text: fn(f64) -> String,
+    /// Sentence shown instead of axes when there are no groups or no series.
+    empty: &'static str,
+}
+
+impl Bars {
+    fn draw(&self, root: &Area) -> DrawResult {
+        if self.groups.is_empty() || self.series.is_empty() {
+            return message(root, self.title, self.empty);
+        }
+        let area = root.margin(10, 0, 0, 0).titled(self.title, (FONT, 22))?;
+        let with_legend = self.series.len() > 1 && self.series.len() <= LEGEND_MAX;
+        let (plot, side) = area.split_horizontally(SIZE.0 - if with_legend { LEGEND_WIDTH } else { 0 });
+        let data_max = self
+            .values
+            .iter()
+            .flatten()
+            .flatten()
+            .fold(0.0, |a: f64, b| a.max(*b));
+        let y_top = self
+            .y_max
+            .unwrap_or(if data_max > 0.0 { data_max * 1.15 } else { 1.0 });
+        let (x_range, ticks) = self.x_axis();
+        let max_chars = (plot.dim_in_pixel().0 as usize / ticks.len() / 8).max(4);
+        let label = |x: &i64| {
+            self.groups
+                .get((x / GROUP) as usize)
+                .map(|l| truncate(l, max_chars))
+                .unwrap_or_default()
+        };
+        let mut chart = ChartBuilder::on(&plot)
+            .margin(15)
+            .x_label_area_size(50)
+            .y_label_area_size(65)
+            .build_cartesian_2d(x_range.with_key_points(ticks), 0f64..y_top)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .light_line_style(TRANSPARENT)
+            .bold_line_style(BLACK.mix(0.12))
+            .y_labels(y_label_count(y_top))
+            .x_desc(self.x_desc)
+            .y_desc(self.y_desc)
+            .x_label_formatter(&label)
+            .y_label_formatter(&|v| tick(*v))
+            .axis_desc_style((FONT, 15))
+            .label_style((FONT, 13))
+            .draw()?;
+        self.draw_bars(&mut chart, y_top)?;
+        if with_legend {
+            self.side_legend(&side)?;
+        }
+        Ok(())
+    }
+
+    /// The x range (at least three groups wide, so one or two groups are not giant bars) and
+    /// the tick at the centre of each labelled group (at most 25 labels).
+    fn x_axis(&self) -> (std::ops::Range<i64>, Vec<i64>) {
+        let n = self.groups.len() as i64;
+        let lo = -(3 - n).max(0) * GROUP / 2;
+        let step = (n as usize).div_ceil(25);
+        let ticks = (0..n).step_by(step).map(|i| i * GROUP + GROUP / 2).collect();
+        (lo..lo + n.max(3) * GROUP, ticks)
+    }
+
+    fn draw_bars<C: CoordTranslate<From = (i64, f64)>>(
+        &self,
+        chart: &mut ChartContext<BitMapBackend, C>,
+        y_top: f64,
+    ) -> DrawResult {
+        let width = (GROUP * 8 / 10 / self.series.len() as i64).max(1);
+        let annotate = self.values.iter().flatten().flatten().count() <= ANNOTATE_MAX;
+        for s in 0..self.series.len() {
+            let color = PALETTE[s % PALETTE.len()];
+            let bars: Vec<(i64, i64, f64)> = self
+                .values
+                .iter()
+                .enumerate()
+                .filter_map(|(g, row)| {
+                    let x0 = g as i64 * GROUP + GROUP / 10 + s as i64 * width;
+                    row.get(s).copied().flatten().map(|v| (x0, x0 + width, v))
+                })
+                .collect();
+            chart.draw_series(
+                bars.iter()
+                    .map(|&(x0, x1, v)| Rectangle::new([(x0, 0.0), (x1, v)], color.filled())),
+            )?;
+            if annotate {
+                chart.draw_series(
+                    bars.iter()
+                        .map(|&(x0, x1, v)| self.bar_text(((x0 + x1) / 2, v), y_top)),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The value above its bar, or just inside its top (in white) when the bar nearly fills
+    /// the plot, so the text is never clipped.
+    fn bar_text(&self, (x, v): (i64, f64), y_top: f64) -> Text<'static, (i64, f64), String> {
+        let inside = v > y_top * 0.93;
+        let (color, vpos): (&'static RGBColor, _) = if inside {
+            (&WHITE, VPos::Top)
+        } else {
+            (&BLACK, VPos::Bottom)
+        };
+        let style = TextStyle::from((FONT, 12).into_font())
+            .color(color)
+            .pos(Pos::new(HPos::Center, vpos));
+        Text::new((self.value_text)(v), (x, v), style)
+    }
+
+    /// Legend to the right of the plot: a colour swatch and the series name per line.
+    fn side_legend(&self, side: &Area) -> DrawResult {
+        let style = TextStyle::from((FONT, 13).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+        for (s, name) in self.series.iter().enumerate() {
+            let y = 30 + 22 * s as i32;
+            side.draw(&Rectangle::new(
+                [(4, y - 7), (18, y + 7)],
+                PALETTE[s % PALETTE.len()].filled(),
+            ))?;
+            side.draw(&Text::new(name.as_str(), (24, y), style.clone()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Enough y labels for integer steps on small count axes, at most 11.
+fn y_label_count(y_top: f64) -> usize {
+    (y_top.ceil() as usize + 1).clamp(2, 11)
+}
+
+/// An axis tick without float noise: "100", "2.5", "0.25".
+fn tick(v: f64) -> String {
+    let text = format!("{v:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+fn legend<'a, C: CoordTranslate>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, C>,
+    position: SeriesLabelPosition,
+) -> DrawResult {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .label_font((FONT, 13))
+        .draw()?;
+    Ok(())
+}
+
+/// A chart with no axes: the title and one centred sentence.
+fn message(root: &Area, title: &str, text: &str) -> DrawResult {
+    let area = root.margin(10, 0, 0, 0).titled(title, (FONT, 22))?;
+    let (w, h) = area.dim_in_pixel();
+    let grey = BLACK.mix(0.6);
+    let style = TextStyle::from((FONT, 20).into_font())
+        .color(&grey)
+        .pos(Pos::new(HPos::Center, VPos::Center));
+    area.draw(&Text::new(text, (w as i32 / 2, h as i32 / 2), style))?;
+    Ok(())
+}
+
+/// An x range around `values` with 5% padding each side, never below zero.
+fn padded_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = values.fold((f64::INFINITY, 0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let pad = if hi > lo { (hi - lo) * 0.05 } else { hi * 0.1 + 1.0 };
+    ((lo - pad).max(0.0), hi + pad)
+}
+
+/// Shortens a label to `max_chars` by eliding its middle ("worker-node-11" -> "work…de-11"),
+/// keeping both the prefix and the distinguishing suffix.
+fn truncate(label: &str, max_chars: usize) -> String {
+    let chars: Vec<char> = label.chars().collect();
+    if chars.len() <= max_chars {
+        return label.to_string();
+    }
+    let keep = max_chars.saturating_sub(1);
+    let head = keep / 2;
+    let tail = keep - head;
+    let mut short: String = chars[..head].iter().collect();
+    short.push('…');
+    short.extend(&chars[chars.len() - tail..]);
+    short
+}
+
+/// Registers the bundled DejaVu Sans as "sans-serif" (once per process).
+fn ensure_fonts() -> Result<(), RenderError> {
+    static FONTS: OnceLock<Result<(), String>> = OnceLock::new();
+    let register = || {
+        let failed = |style: &str| format!("DejaVu Sans {style} is not a valid font");
+        register_font(FONT, FontStyle::Normal, dejavu::sans::regular()).map_err(|_| failed("regular"))?;
+        register_font(FONT, FontStyle::Bold, dejavu::sans::bold()).map_err(|_| failed("bold"))
+    };
+    FONTS.get_or_init(register).clone().map_err(RenderError::Font)
+}
+
+/// Draws into a white 900x500 RGB buffer with `draw`, then encodes it as PNG.
+fn render_png(chart: &'static str, draw: impl FnOnce(&Area) -> DrawResult) -> Result<Vec<u8>, RenderError> {
+    ensure_fonts()?;
+    let mut rgb = vec![0u8; (SIZE.0 * SIZE.1 * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, SIZE).into_drawing_area();
+        let drawn = || -> DrawResult {
+            root.fill(&WHITE)?;
+            draw(&root)?;
+            root.present()?;
+            Ok(())
+        };
+        drawn().map_err(|e| RenderError::Chart {
+            chart,
+            message: e.to_string(),
+        })?;
+    }
+    encode_png(chart, &rgb)
+}
+
+fn encode_png(chart: &'static str, rgb: &[u8]) -> Result<Vec<u8>, RenderError> {
+    let failed = |source| RenderError::Png { chart, source };
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, SIZE.0, SIZE.1);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.set_compression(png::Compression::Best);
+    let mut writer = encoder.write_header().map_err(failed)?;
+    writer.write_image_data(rgb).map_err(failed)?;
+    writer.finish().map_err(failed)?;
+    Ok(out)
+}

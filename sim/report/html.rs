@@ -1,0 +1,407 @@
+//! `report.html`: one self-contained page (inline CSS, charts as base64 PNG, no scripts, no
+//! network fetches) that explains a run to someone who has not read its scenario.
+//!
+//! Every string taken from the summary goes through [`esc`]; numbers are shown in human units.
+
+use std::fmt::Write;
+
+use super::{base64, drop_rows, fmt_bps, fmt_count, fmt_ns, Chart};
+use crate::summary::{FlowSummary, Hop, LatencyStats, NodeSummary, PathTrace, Summary};
+
+const CSS: &str = r#"
+:root { color-scheme: light; }
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
+  margin: 0 auto; max-width: 1280px; padding: 1.5rem 2rem 3rem; color: #1f2328; line-height: 1.45; }
+h1 { font-size: 1.7rem; margin-bottom: .2rem; }
+h2 { font-size: 1.25rem; margin-top: 2.2rem; border-bottom: 1px solid #d0d7de; padding-bottom: .3rem; }
+h3 { font-size: 1.02rem; margin: 1.4rem 0 .4rem; }
+p.lead { font-size: 1.05rem; color: #414a53; margin-top: 0; }
+nav { font-size: .9rem; margin: .8rem 0 1rem; }
+nav a { margin-right: 1rem; color: #0969da; text-decoration: none; }
+table { border-collapse: collapse; font-size: .86rem; margin: .5rem 0 1rem; }
+th, td { padding: .3rem .6rem; text-align: left; vertical-align: top; border-bottom: 1px solid #e4e8ec; }
+th { background: #f0f3f6; font-weight: 600; white-space: nowrap; }
+tbody tr:nth-child(even) { background: #f8f9fb; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+table.kv th { text-align: left; width: 12rem; background: none; }
+tr.drop td { background: #fde8e8; }
+.ok { color: #1a7f37; }
+.bad { color: #cf222e; font-weight: 600; }
+.conservation { font-size: 1rem; padding: .6rem .8rem; background: #f6f8fa; border-left: 4px solid #1a7f37; }
+.conservation.broken { border-left-color: #cf222e; }
+figure { margin: 1rem 0 1.6rem; }
+figure img { max-width: 100%; height: auto; border: 1px solid #e4e8ec; }
+figcaption { font-size: .85rem; color: #57606a; }
+footer { margin-top: 3rem; font-size: .8rem; color: #57606a; border-top: 1px solid #d0d7de; padding-top: .6rem; }
+.muted { color: #8c959f; }
+"#;
+
+/// Renders the whole page.
+pub(super) fn page(summary: &Summary, charts: &[Chart]) -> String {
+    let mut out =
+        String::with_capacity(64 * 1024 + charts.iter().map(|c| c.png.len() * 4 / 3).sum::<usize>());
+    let title = format!("cnisim report: {}", summary.scenario.name);
+    let _ = write!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+    );
+    let _ = write!(
+        out,
+        "<title>{}</title>\n<style>{CSS}</style>\n</head>\n<body>\n",
+        esc(&title)
+    );
+    scenario(&mut out, summary);
+    flows(&mut out, summary);
+    figures(&mut out, charts);
+    drops(&mut out, summary);
+    nodes(&mut out, &summary.nodes);
+    paths(&mut out, summary);
+    footer(&mut out, summary);
+    out.push_str("</body>\n</html>\n");
+    out
+}
+
+fn scenario(out: &mut String, s: &Summary) {
+    let sc = &s.scenario;
+    let t = &s.totals;
+    let _ = writeln!(out, "<header>\n<h1>cnisim report: {}</h1>", esc(&sc.name));
+    let _ = writeln!(out, "<p class=\"lead\">{}</p>\n</header>", esc(&sc.description));
+    out.push_str(
+        "<nav><a href=\"#flows\">Flows</a><a href=\"#charts\">Charts</a><a href=\"#drops\">Drops</a>\
+         <a href=\"#cpu\">CPU</a><a href=\"#paths\">Packet paths</a></nav>\n",
+    );
+    out.push_str("<h2 id=\"simulated\">What was simulated</h2>\n<table class=\"kv\"><tbody>\n");
+    let facts = [
+        ("CNI", sc.cni.clone()),
+        ("Nodes", fmt_count(sc.nodes as u64)),
+        ("Pods", fmt_count(sc.pods as u64)),
+        (
+            "Node / pod / service CIDRs",
+            format!("{} / {} / {}", sc.node_cidr, sc.pod_cidr, sc.service_cidr),
+        ),
+        ("Underlay", sc.underlay.clone()),
+        ("Seed", sc.seed.to_string()),
+        ("Simulated duration", fmt_ns(sc.duration_ns)),
+        ("Run ended at (simulated)", fmt_ns(t.end_ns)),
+        (
+            "Events / packet hops",
+            format!("{} / {}", fmt_count(t.events), fmt_count(t.packet_hops)),
+        ),
+    ];
+    for (key, value) in facts {
+        let _ = writeln!(out, "<tr><th>{key}</th><td>{}</td></tr>", esc(&value));
+    }
+    out.push_str("</tbody></table>\n<h3>Workloads</h3>\n");
+    let rows = sc.workloads.iter().map(|w| {
+        vec![
+            w.name.clone(),
+            w.kind.clone(),
+            w.params.clone(),
+            w.flows.to_string(),
+        ]
+    });
+    table(
+        out,
+        &[
+            ("Workload", false),
+            ("Kind", false),
+            ("Parameters", false),
+            ("Flows", true),
+        ],
+        rows,
+    );
+    conservation(out, s);
+}
+
+fn conservation(out: &mut String, s: &Summary) {
+    let t = &s.totals;
+    let holds = t
+        .delivered
+        .checked_add(t.dropped)
+        .and_then(|n| n.checked_add(t.in_flight))
+        == Some(t.sent);
+    let (class, verdict) = if holds {
+        ("", "<span class=\"ok\">holds</span>")
+    } else {
+        (" broken", "<span class=\"bad\">DOES NOT HOLD</span>")
+    };
+    let _ = writeln!(
+        out,
+        "<p class=\"conservation{class}\">Packet conservation (data datagrams): sent {} = delivered {} + dropped {} \
+         + in flight at the end {}: {verdict}. ARP frames sent: {}.</p>",
+        fmt_count(t.sent),
+        fmt_count(t.delivered),
+        fmt_count(t.dropped),
+        fmt_count(t.in_flight),
+        fmt_count(t.arp_frames),
+    );
+}
+
+fn flows(out: &mut String, s: &Summary) {
+    out.push_str("<h2 id=\"flows\">Flows</h2>\n");
+    out.push_str(
+        "<p>One row per flow. Latency is one way, from the send call to delivery on the receiving socket; \
+         RTT is per completed request/response exchange. Overhead is the extra bytes on the sender's \
+         <code>eth0</code> (headers, encapsulation) relative to the UDP payload.</p>\n",
+    );
+    let cols = [
+        ("#", true),
+        ("Workload", false),
+        ("Source → destination", false),
+        ("Placement", false),
+        ("Sent", true),
+        ("Delivered", true),
+        ("Dropped", true),
+        ("p50", true),
+        ("p99", true),
+        ("Max", true),
+        ("RTT p50", true),
+        ("RTT p99", true),
+        ("Throughput", true),
+        ("Overhead", true),
+    ];
+    table(out, &cols, s.flows.iter().map(flow_row));
+}
+
+fn flow_row(f: &FlowSummary) -> Vec<String> {
+    let route = format!("{}@{} → {}@{}", f.src_pod, f.src_node, f.dst_pod, f.dst_node);
+    let placement = if f.same_node { "same node" } else { "cross node" };
+    let lat = |stats: Option<&LatencyStats>, pick: fn(&LatencyStats) -> u64| match stats {
+        Some(l) if l.count > 0 => fmt_ns(pick(l)),
+        _ => "–".to_string(),
+    };
+    vec![
+        f.id.to_string(),
+        f.workload.clone(),
+        route,
+        placement.to_string(),
+        fmt_count(f.sent),
+        fmt_count(f.delivered),
+        fmt_count(f.dropped),
+        lat(Some(&f.latency), |l| l.p50_ns),
+        lat(Some(&f.latency), |l| l.p99_ns),
+        lat(Some(&f.latency), |l| l.max_ns),
+        lat(f.rtt.as_ref(), |l| l.p50_ns),
+        lat(f.rtt.as_ref(), |l| l.p99_ns),
+        fmt_bps(f.throughput_bps),
+        format!("{:.2} %", f.overhead_ratio * 100.0),
+    ]
+}
+
+fn figures(out: &mut String, charts: &[Chart]) {
+    out.push_str("<h2 id=\"charts\">Charts</h2>\n");
+    let (w, h) = super::charts::SIZE;
+    for c in charts {
+        let _ = writeln!(
+            out,
+            "<figure><img width=\"{w}\" height=\"{h}\" alt=\"{title}\" src=\"data:image/png;base64,{}\">\
+             <figcaption>{title}. Data: <a href=\"{stem}.csv\">{stem}.csv</a>, image: \
+             <a href=\"{stem}.png\">{stem}.png</a>.</figcaption></figure>",
+            base64(&c.png),
+            title = esc(c.title),
+            stem = c.stem,
+        );
+    }
+}
+
+fn drops(out: &mut String, s: &Summary) {
+    out.push_str("<h2 id=\"drops\">Drops by reason</h2>\n");
+    let rows = drop_rows(s);
+    if rows.is_empty() {
+        out.push_str(
+            "<p class=\"ok\">No drops: every datagram and ARP frame sent was delivered or is still in flight.</p>\n",
+        );
+        return;
+    }
+    let share = |scope: &str, n: u64| match (scope, s.totals.sent) {
+        ("data", sent) if sent > 0 => format!("{:.2} % of sent", n as f64 * 100.0 / sent as f64),
+        _ => String::new(),
+    };
+    let cols = [
+        ("Scope", false),
+        ("Reason", false),
+        ("Count", true),
+        ("Share", true),
+    ];
+    let table_rows = rows.iter().map(|(scope, reason, n)| {
+        let scope_name = if *scope == "data" {
+            "data datagrams"
+        } else {
+            "ARP frames"
+        };
+        vec![
+            scope_name.to_string(),
+            reason.to_string(),
+            fmt_count(*n),
+            share(scope, *n),
+        ]
+    });
+    table(out, &cols, table_rows);
+    let per_flow: Vec<Vec<String>> = s
+        .flows
+        .iter()
+        .flat_map(|f| {
+            f.drops_by_reason
+                .iter()
+                .map(move |(r, n)| vec![f.id.to_string(), f.workload.clone(), r.clone(), fmt_count(*n)])
+        })
+        .collect();
+    if !per_flow.is_empty() {
+        out.push_str("<h3>Data drops by flow</h3>\n");
+        table(
+            out,
+            &[
+                ("Flow", true),
+                ("Workload", false),
+                ("Reason", false),
+                ("Count", true),
+            ],
+            per_flow.into_iter(),
+        );
+    }
+}
+
+fn nodes(out: &mut String, nodes: &[NodeSummary]) {
+    out.push_str("<h2 id=\"cpu\">CPU per node</h2>\n");
+    out.push_str("<p>Busy share of each simulated core over the run, and the kernel work per packet.</p>\n");
+    let cols = [
+        ("Node", false),
+        ("IP", false),
+        ("Pod subnet", false),
+        ("Pods", true),
+        ("Packets processed", true),
+        ("CPU per packet", true),
+        ("Busy per core", false),
+        ("Total busy", true),
+    ];
+    let rows = nodes.iter().map(|n| {
+        let cores: Vec<String> = n
+            .cpu_utilisation
+            .iter()
+            .map(|u| format!("{:.1} %", u * 100.0))
+            .collect();
+        vec![
+            n.name.clone(),
+            n.ip.clone(),
+            n.pod_subnet.clone(),
+            fmt_count(n.pods as u64),
+            fmt_count(n.packets_processed),
+            fmt_ns(n.cpu_ns_per_packet.round() as u64),
+            cores.join(" · "),
+            fmt_ns(n.cpu_busy_ns.iter().sum()),
+        ]
+    });
+    table(out, &cols, rows);
+}
+
+fn paths(out: &mut String, s: &Summary) {
+    out.push_str("<h2 id=\"paths\">Packet paths</h2>\n");
+    if s.paths.is_empty() {
+        out.push_str("<p class=\"muted\">No packet was traced.</p>\n");
+        return;
+    }
+    out.push_str("<p>Every device the first packet of each flow passed through, in order.</p>\n");
+    for trace in &s.paths {
+        path(out, s, trace);
+    }
+}
+
+fn path(out: &mut String, s: &Summary, trace: &PathTrace) {
+    let name = s.flows.iter().find(|f| f.id == trace.flow).map(super::flow_label);
+    let name = name.unwrap_or_else(|| format!("flow {}", trace.flow));
+    let _ = writeln!(out, "<h3>Flow {}: {}</h3>", esc(&name), esc(&trace.description));
+    let start = trace.hops.first().map_or(0, |h| h.time_ns);
+    let cols = [
+        ("Simulated time", true),
+        ("Since first hop", true),
+        ("Place", false),
+        ("Device", false),
+        ("Action", false),
+        ("Why", false),
+        ("Size (B)", true),
+    ];
+    let rows = trace.hops.iter().map(|h| hop_row(h, start));
+    let _ = writeln!(out, "<table>{}<tbody>", head(&cols));
+    for (hop, row) in trace.hops.iter().zip(rows) {
+        let class = if hop.action.contains("drop") {
+            " class=\"drop\""
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "<tr{class}>{}</tr>", cells(&cols, &row));
+    }
+    out.push_str("</tbody></table>\n");
+}
+
+fn hop_row(h: &Hop, start: u64) -> Vec<String> {
+    vec![
+        format!("{}.{:06} ms", h.time_ns / 1_000_000, h.time_ns % 1_000_000),
+        format!("+{}", fmt_ns(h.time_ns.saturating_sub(start))),
+        h.place.clone(),
+        h.device.clone(),
+        h.action.clone(),
+        h.why.clone(),
+        fmt_count(h.size as u64),
+    ]
+}
+
+fn footer(out: &mut String, s: &Summary) {
+    let r = &s.run;
+    let _ = writeln!(
+        out,
+        "<footer>summary schema version {} · cnisim {} · this run took {:.2} s of wall-clock time \
+         ({} events/s)</footer>",
+        s.schema_version,
+        esc(&r.cnisim_version),
+        r.wall_seconds,
+        fmt_count(r.events_per_second.round() as u64),
+    );
+}
+
+/// A table with a header row; columns flagged `true` are numeric (right-aligned).
+fn table(out: &mut String, cols: &[(&str, bool)], rows: impl Iterator<Item = Vec<String>>) {
+    let _ = writeln!(out, "<table>{}<tbody>", head(cols));
+    for row in rows {
+        let _ = writeln!(out, "<tr>{}</tr>", cells(cols, &row));
+    }
+    out.push_str("</tbody></table>\n");
+}
+
+fn head(cols: &[(&str, bool)]) -> String {
+    let ths: String = cols
+        .iter()
+        .map(|(name, num)| format!("<th{}>{}</th>", num_class(*num), esc(name)))
+        .collect();
+    format!("<thead><tr>{ths}</tr></thead>")
+}
+
+fn cells(cols: &[(&str, bool)], row: &[String]) -> String {
+    row.iter()
+        .zip(cols)
+        .map(|(cell, (_, num))| format!("<td{}>{}</td>", num_class(*num), esc(cell)))
+        .collect()
+}
+
+fn num_class(num: bool) -> &'static str {
+    if num {
+        " class=\"num\""
+    } else {
+        ""
+    }
+}
+
+/// Escapes text for HTML element content and quoted attribute values.
+fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
