@@ -1,0 +1,696 @@
+//! Second step of loading: checks what a parsed [`Scenario`] means as a whole and turns it into
+//! a [`Cluster`] (names, address plan, pod placement and IPAM, selectors into flows).
+//!
+//! Each check reports the first problem at the position of the value that causes it, found in
+//! the text by `locate`. Nothing is clamped or corrected silently.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use super::locate::{self, Seg};
+use super::{Nodes, Scenario, Selector};
+use crate::cluster::{
+    Cluster, Cni, Network, NodeId, NodeSpec, PodId, PodSpec, Underlay, Workload, WorkloadKind,
+};
+use crate::error::ScenarioError;
+use crate::time::{Duration, Instant};
+use crate::units::Bandwidth;
+
+/// Longest run a scenario may ask for.
+const MAX_DURATION: Duration = Duration::from_secs(3600);
+/// Most flows all workloads together may define.
+const MAX_FLOWS: u64 = 100_000;
+/// Limits that keep a typo (`count: 4000000000`) from exhausting memory.
+const MAX_NODES: u64 = 100_000;
+const MAX_PODS: u64 = 2_000_000;
+/// Fastest CBR rate accepted; anything above is surely a unit mistake.
+const MAX_RATE: Bandwidth = Bandwidth(1_000_000_000_000);
+/// IPv4 (20 B) + UDP (8 B) headers in front of a UDP payload.
+const UDP_IP_HEADERS: u32 = 28;
+const MAX_NAME_LEN: usize = 63;
+
+/// Where errors point: the text being resolved and the name it is reported under.
+pub(crate) struct Locator<'a> {
+    pub text: &'a str,
+    pub path: &'a str,
+}
+
+impl Locator<'_> {
+    fn err(&self, at: &[Seg], message: impl Into<String>) -> ScenarioError {
+        let (line, col) = locate::find(self.text, at);
+        ScenarioError {
+            path: self.path.to_string(),
+            line,
+            col,
+            message: message.into(),
+        }
+    }
+}
+
+/// `at!["workloads", i, "to"]`: a key path for [`Locator::err`].
+macro_rules! at {
+    ($($seg:expr),* $(,)?) => { &[$(Seg::from($seg)),*] };
+}
+
+type Res<T> = Result<T, ScenarioError>;
+
+pub(crate) fn resolve(s: Scenario, loc: &Locator) -> Res<Cluster> {
+    check_name(loc, &s.name, "scenario name", at!["name"])?;
+    if s.duration == Duration::ZERO {
+        return Err(loc.err(
+            at!["duration"],
+            "duration is zero; give the simulated time to run, e.g. \"1s\"",
+        ));
+    }
+    if s.duration > MAX_DURATION {
+        return Err(loc.err(
+            at!["duration"],
+            format!(
+                "duration {} is longer than the limit of 1h; shorten it",
+                s.duration
+            ),
+        ));
+    }
+    let cni = resolve_cni(loc, &s.cni)?;
+    let network = resolve_network(loc, &s.network)?;
+    let underlay = resolve_underlay(loc, &s.underlay)?;
+    let nodes = resolve_nodes(loc, &s.nodes, &network)?;
+    let pods = resolve_pods(loc, &s, &nodes, &network)?;
+    let workloads = resolve_workloads(loc, &s, &nodes, &pods)?;
+    Ok(Cluster {
+        name: s.name,
+        description: s.description,
+        seed: s.seed,
+        duration: s.duration,
+        cni,
+        network,
+        nodes,
+        pods,
+        underlay,
+        workloads,
+        costs: s.costs,
+    })
+}
+
+/// Names become directory and file names: lowercase letters, digits, `-`, `_`.
+fn check_name(loc: &Locator, name: &str, what: &str, at: &[Seg]) -> Res<()> {
+    if name.is_empty() {
+        return Err(loc.err(
+            at,
+            format!("{what} is empty; use lowercase letters, digits, '-' and '_'"),
+        ));
+    }
+    if name.chars().count() > MAX_NAME_LEN {
+        return Err(loc.err(
+            at,
+            format!("{what} '{name}' is longer than {MAX_NAME_LEN} characters; shorten it"),
+        ));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-' | '_'))
+    {
+        return Err(loc.err(
+            at,
+            format!("{what} '{name}' contains '{bad}'; use only lowercase letters, digits, '-' and '_'"),
+        ));
+    }
+    Ok(())
+}
+
+fn resolve_cni(loc: &Locator, id: &str) -> Res<Cni> {
+    let cni: Cni = id.parse().map_err(|e: String| loc.err(at!["cni"], e))?;
+    if !cni.is_implemented() {
+        let implemented = Cni::implemented().map(|c| c.id()).collect::<Vec<_>>().join(", ");
+        return Err(loc.err(
+            at!["cni"],
+            format!("CNI '{cni}' is not implemented yet; implemented: {implemented}"),
+        ));
+    }
+    Ok(cni)
+}
+
+fn resolve_network(loc: &Locator, n: &super::Network) -> Res<Network> {
+    let ranges = [
+        ("node_cidr", n.node_cidr),
+        ("pod_cidr", n.pod_cidr),
+        ("service_cidr", n.service_cidr),
+    ];
+    for (i, (a_name, a)) in ranges.iter().enumerate() {
+        for (b_name, b) in &ranges[i + 1..] {
+            if a.overlaps(b) {
+                return Err(loc.err(
+                    at!["network", *b_name],
+                    format!("{b_name} {b} overlaps {a_name} {a}; pick disjoint ranges"),
+                ));
+            }
+        }
+    }
+    let p = n.node_subnet_prefix;
+    if p <= n.pod_cidr.prefix() {
+        return Err(loc.err(
+            at!["network", "node_subnet_prefix"],
+            format!(
+                "node_subnet_prefix {p} must be longer than pod_cidr's /{} so each node gets a part of \
+                 pod_cidr {}; use e.g. {}",
+                n.pod_cidr.prefix(),
+                n.pod_cidr,
+                (n.pod_cidr.prefix() + 8).min(30)
+            ),
+        ));
+    }
+    if p > 30 {
+        return Err(loc.err(
+            at!["network", "node_subnet_prefix"],
+            format!(
+                "node_subnet_prefix {p} leaves no room for a gateway and a pod; use at most 30 (e.g. 24)"
+            ),
+        ));
+    }
+    Ok(Network {
+        node_cidr: n.node_cidr,
+        pod_cidr: n.pod_cidr,
+        service_cidr: n.service_cidr,
+        node_subnet_prefix: p,
+    })
+}
+
+fn check_mtu(loc: &Locator, mtu: u32, what: &str, at: &[Seg]) -> Res<()> {
+    if !(68..=65535).contains(&mtu) {
+        return Err(loc.err(
+            at,
+            format!("{what} {mtu} is outside 68..=65535 (68 is the IPv4 minimum, RFC 791); use e.g. 1500"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_bandwidth(loc: &Locator, b: Bandwidth, what: &str, at: &[Seg]) -> Res<()> {
+    if b.0 == 0 {
+        return Err(loc.err(at, format!("{what} is zero; give a rate such as \"10Gbit\"")));
+    }
+    Ok(())
+}
+
+fn resolve_underlay(loc: &Locator, u: &super::Underlay) -> Res<Underlay> {
+    check_bandwidth(
+        loc,
+        u.bandwidth,
+        "underlay bandwidth",
+        at!["underlay", "bandwidth"],
+    )?;
+    check_mtu(loc, u.mtu, "underlay mtu", at!["underlay", "mtu"])?;
+    if u.queue.0 == 0 {
+        return Err(loc.err(
+            at!["underlay", "queue"],
+            "underlay queue is zero, so every frame would be dropped; give a size such as \"512KiB\"",
+        ));
+    }
+    if !(0.0..1.0).contains(&u.loss) {
+        return Err(loc.err(
+            at!["underlay", "loss"],
+            format!(
+                "underlay loss {} is not in the range [0, 1); use e.g. 0.001 for 0.1% loss",
+                u.loss
+            ),
+        ));
+    }
+    Ok(Underlay {
+        bandwidth: u.bandwidth,
+        propagation: u.propagation,
+        mtu: u.mtu,
+        queue: u.queue,
+        loss: u.loss,
+    })
+}
+
+fn resolve_nodes(loc: &Locator, nodes: &Nodes, net: &Network) -> Res<Vec<NodeSpec>> {
+    // (name, cores, nic, mtu, key path of the entry); a Count entry's fields sit under `nodes`.
+    let entries: Vec<(String, u32, Bandwidth, u32, Option<usize>)> = match nodes {
+        Nodes::Count {
+            count,
+            name_prefix,
+            cores,
+            nic,
+            mtu,
+        } => {
+            if *count == 0 {
+                return Err(loc.err(
+                    at!["nodes", "count"],
+                    "count is 0: a cluster needs at least one node; set count to 1 or more",
+                ));
+            }
+            if u64::from(*count) > MAX_NODES {
+                return Err(loc.err(
+                    at!["nodes", "count"],
+                    format!("count {count} is more than the {MAX_NODES} nodes cnisim supports"),
+                ));
+            }
+            // The longest generated name stands for all of them.
+            check_name(
+                loc,
+                &format!("{name_prefix}{count}"),
+                "node name",
+                at!["nodes", "name_prefix"],
+            )?;
+            (1..=*count)
+                .map(|i| (format!("{name_prefix}{i}"), *cores, *nic, *mtu, None))
+                .collect()
+        }
+        Nodes::List(list) => {
+            if list.is_empty() {
+                return Err(loc.err(
+                    at!["nodes"],
+                    "the node list is empty: a cluster needs at least one node",
+                ));
+            }
+            if list.len() as u64 > MAX_NODES {
+                return Err(loc.err(
+                    at!["nodes"],
+                    format!(
+                        "{} nodes are more than the {MAX_NODES} cnisim supports",
+                        list.len()
+                    ),
+                ));
+            }
+            list.iter()
+                .enumerate()
+                .map(|(i, n)| (n.name.clone(), n.cores, n.nic, n.mtu, Some(i)))
+                .collect()
+        }
+    };
+    // Key path of a node's field: `nodes.<i>.<field>` for a list, `nodes.<field>` for a count.
+    let field_at = |i: Option<usize>, field: &'static str| -> Vec<Seg<'static>> {
+        match i {
+            Some(i) => vec![Seg::Key("nodes"), Seg::Idx(i), Seg::Key(field)],
+            None => vec![Seg::Key("nodes"), Seg::Key(field)],
+        }
+    };
+    let count_at: &[Seg] = match nodes {
+        Nodes::Count { .. } => at!["nodes", "count"],
+        Nodes::List(_) => at!["nodes"],
+    };
+    let n = entries.len() as u64;
+    let node_capacity = net.node_cidr.size().saturating_sub(2);
+    if n > node_capacity {
+        return Err(loc.err(
+            count_at,
+            format!(
+                "{n} nodes do not fit node_cidr {}, which holds {node_capacity} node addresses; use a larger \
+                 node_cidr",
+                net.node_cidr
+            ),
+        ));
+    }
+    let subnets = 1u64 << (net.node_subnet_prefix - net.pod_cidr.prefix());
+    if n > subnets {
+        return Err(loc.err(
+            count_at,
+            format!(
+                "{n} nodes need {n} pod subnets of /{} but pod_cidr {} holds only {subnets}; \
+                 shorten pod_cidr's prefix or lengthen node_subnet_prefix",
+                net.node_subnet_prefix, net.pod_cidr
+            ),
+        ));
+    }
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut out = Vec::with_capacity(entries.len());
+    for (idx, (name, cores, nic, mtu, i)) in entries.iter().enumerate() {
+        if i.is_some() {
+            check_name(loc, name, "node name", &field_at(*i, "name"))?;
+            if !seen.insert(name) {
+                return Err(loc.err(
+                    &field_at(*i, "name"),
+                    format!("node name '{name}' is used twice; node names must be unique"),
+                ));
+            }
+        }
+        if !(1..=1024).contains(cores) {
+            return Err(loc.err(
+                &field_at(*i, "cores"),
+                format!("cores {cores} is outside 1..=1024; use e.g. 4"),
+            ));
+        }
+        check_bandwidth(loc, *nic, "nic bandwidth", &field_at(*i, "nic"))?;
+        check_mtu(loc, *mtu, "node mtu", &field_at(*i, "mtu"))?;
+        let ip = net.node_cidr.nth(idx as u64 + 1);
+        let subnet = net.pod_cidr.subnet(net.node_subnet_prefix, idx as u64);
+        let (Some(ip), Some(pod_subnet)) = (ip, subnet) else {
+            return Err(loc.err(count_at, "too many nodes for the address plan"));
+        };
+        out.push(NodeSpec {
+            name: name.clone(),
+            ip,
+            cores: *cores,
+            nic_bandwidth: *nic,
+            mtu: *mtu,
+            pod_subnet,
+        });
+    }
+    Ok(out)
+}
+
+fn resolve_pods(loc: &Locator, s: &Scenario, nodes: &[NodeSpec], net: &Network) -> Res<Vec<PodSpec>> {
+    // Host addresses of a pod subnet, minus the gateway (cni0).
+    let per_node = (1u64 << (32 - net.node_subnet_prefix)) - 3;
+    let ppn = u64::from(s.pods_per_node);
+    if ppn > per_node {
+        return Err(loc.err(
+            at!["pods_per_node"],
+            format!(
+                "pods_per_node {ppn} does not fit a /{} pod subnet, which holds {per_node} pods \
+                 (its hosts minus the gateway); lower pods_per_node or lower node_subnet_prefix",
+                net.node_subnet_prefix
+            ),
+        ));
+    }
+    let total = ppn * nodes.len() as u64 + s.pods.len() as u64;
+    if total > MAX_PODS {
+        return Err(loc.err(
+            at!["pods_per_node"],
+            format!("{total} pods are more than the {MAX_PODS} cnisim supports; lower pods_per_node"),
+        ));
+    }
+    let node_ids: HashMap<&str, NodeId> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.as_str(), i))
+        .collect();
+    let mut used = vec![0u64; nodes.len()];
+    let mut names: HashSet<String> = HashSet::new();
+    let mut pods = Vec::with_capacity(total as usize);
+    let mut place = |node: NodeId, name: String, labels: BTreeMap<String, String>, used: &mut [u64]| {
+        used[node] += 1;
+        // .1 is the gateway; pods take .2, .3, ... (fits: checked against `per_node`).
+        let ip = nodes[node].pod_subnet.nth(used[node] + 1);
+        ip.map(|ip| {
+            pods.push(PodSpec {
+                name,
+                node,
+                ip,
+                mtu: nodes[node].mtu,
+                labels,
+            })
+        })
+    };
+    for (ni, node) in nodes.iter().enumerate() {
+        for k in 1..=s.pods_per_node {
+            let name = format!("{}-pod-{k}", node.name);
+            names.insert(name.clone());
+            let labels = BTreeMap::from([("node".to_string(), node.name.clone())]);
+            if place(ni, name, labels, &mut used).is_none() {
+                return Err(loc.err(at!["pods_per_node"], "pods_per_node does not fit the pod subnet"));
+            }
+        }
+    }
+    for (i, p) in s.pods.iter().enumerate() {
+        check_name(loc, &p.name, "pod name", at!["pods", i, "name"])?;
+        if !names.insert(p.name.clone()) {
+            return Err(loc.err(
+                at!["pods", i, "name"],
+                format!(
+                    "pod name '{}' is used twice (generated pods are named <node>-pod-<i>); pod \
+                     names must be unique",
+                    p.name
+                ),
+            ));
+        }
+        let Some(&node) = node_ids.get(p.node.as_str()) else {
+            return Err(loc.err(
+                at!["pods", i, "node"],
+                format!(
+                    "pod '{}' is on unknown node '{}'; nodes are: {}",
+                    p.name,
+                    p.node,
+                    list_names(nodes)
+                ),
+            ));
+        };
+        if used[node] >= per_node {
+            return Err(loc.err(
+                at!["pods", i],
+                format!(
+                    "pod '{}' does not fit node '{}': its pod subnet {} already holds {per_node} \
+                     pods; place it on another node or lower node_subnet_prefix",
+                    p.name, p.node, nodes[node].pod_subnet
+                ),
+            ));
+        }
+        if place(node, p.name.clone(), p.labels.clone(), &mut used).is_none() {
+            return Err(loc.err(at!["pods", i], "pod does not fit its node's pod subnet"));
+        }
+    }
+    Ok(pods)
+}
+
+fn list_names(nodes: &[NodeSpec]) -> String {
+    let mut s = nodes
+        .iter()
+        .take(10)
+        .map(|n| n.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if nodes.len() > 10 {
+        s.push_str(&format!(", ... ({} in all)", nodes.len()));
+    }
+    s
+}
+
+/// The pods a selector matches, in pod order; an error if none.
+fn select(
+    loc: &Locator,
+    sel: &Selector,
+    at: &[Seg],
+    nodes: &[NodeSpec],
+    pods: &[PodSpec],
+) -> Res<Vec<PodId>> {
+    let found: Vec<PodId> = match sel {
+        Selector::Pod(name) => pods.iter().position(|p| &p.name == name).into_iter().collect(),
+        Selector::Node(name) => {
+            let Some(node) = nodes.iter().position(|n| &n.name == name) else {
+                return Err(loc.err(
+                    at,
+                    format!(
+                        "selector Node(\"{name}\") names no node; nodes are: {}",
+                        list_names(nodes)
+                    ),
+                ));
+            };
+            pods.iter()
+                .enumerate()
+                .filter(|(_, p)| p.node == node)
+                .map(|(i, _)| i)
+                .collect()
+        }
+        Selector::Labels(want) => pods
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| want.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
+            .map(|(i, _)| i)
+            .collect(),
+    };
+    if found.is_empty() {
+        let what = match sel {
+            Selector::Pod(name) => format!("Pod(\"{name}\") matches no pod; check the name against `pods:`"),
+            Selector::Node(name) => {
+                format!("Node(\"{name}\") matches no pod: the node has none; raise pods_per_node or add pods")
+            }
+            Selector::Labels(l) => {
+                format!("Labels({l:?}) matches no pod; no pod has all of these labels")
+            }
+        };
+        return Err(loc.err(at, format!("dangling selector: {what}")));
+    }
+    Ok(found)
+}
+
+fn resolve_workloads(
+    loc: &Locator,
+    s: &Scenario,
+    nodes: &[NodeSpec],
+    pods: &[PodSpec],
+) -> Res<Vec<Workload>> {
+    let mut out: Vec<Workload> = Vec::with_capacity(s.workloads.len());
+    let mut total_flows = 0u64;
+    for (i, w) in s.workloads.iter().enumerate() {
+        check_name(loc, &w.name, "workload name", at!["workloads", i, "name"])?;
+        if out.iter().any(|o| o.name == w.name) {
+            return Err(loc.err(
+                at!["workloads", i, "name"],
+                format!(
+                    "workload name '{}' is used twice; workload names must be unique",
+                    w.name
+                ),
+            ));
+        }
+        let kind = resolve_kind(loc, i, &w.kind)?;
+        let from = select(loc, &w.from, at!["workloads", i, "from"], nodes, pods)?;
+        let to = select(loc, &w.to, at!["workloads", i, "to"], nodes, pods)?;
+        let both = from.iter().filter(|p| to.binary_search(p).is_ok()).count() as u64;
+        let n = from.len() as u64 * to.len() as u64 - both;
+        if n == 0 {
+            return Err(loc.err(
+                at!["workloads", i, "to"],
+                format!(
+                    "workload '{}' has no flow: `from` and `to` select only the same pod '{}', and \
+                     a pod does not send to itself; select another pod",
+                    w.name, pods[from[0]].name
+                ),
+            ));
+        }
+        total_flows += n;
+        if total_flows > MAX_FLOWS {
+            return Err(loc.err(
+                at!["workloads", i],
+                format!(
+                    "workload '{}' brings the number of flows to {total_flows}, over the limit of \
+                     {MAX_FLOWS} (each (client, server) pair is one flow); narrow its `from`/`to` selectors",
+                    w.name
+                ),
+            ));
+        }
+        let flows: Vec<(PodId, PodId)> = from
+            .iter()
+            .flat_map(|&c| to.iter().filter(move |&&s| s != c).map(move |&s| (c, s)))
+            .collect();
+        check_sizes(loc, i, &kind, &flows, pods)?;
+        if w.port == 0 {
+            return Err(loc.err(
+                at!["workloads", i, "port"],
+                "port 0 is not a valid UDP port; use 1..=65535",
+            ));
+        }
+        if w.start >= s.duration {
+            return Err(loc.err(
+                at!["workloads", i, "start"],
+                format!(
+                    "workload '{}' starts at {}, not before the end of the scenario at {}; start it earlier",
+                    w.name, w.start, s.duration
+                ),
+            ));
+        }
+        let rest = Duration::from_nanos(s.duration.as_nanos() - w.start.as_nanos());
+        let duration = match w.duration {
+            None => rest,
+            Some(d) if d == Duration::ZERO => {
+                return Err(loc.err(
+                    at!["workloads", i, "duration"],
+                    format!(
+                        "workload '{}' has duration zero; remove `duration` to run to the end",
+                        w.name
+                    ),
+                ));
+            }
+            Some(d) if d > rest => {
+                return Err(loc.err(
+                    at!["workloads", i, "duration"],
+                    format!(
+                        "workload '{}' runs from {} to {}, past the end of the scenario at {}; shorten its \
+                         duration to at most {rest} or lengthen the scenario",
+                        w.name,
+                        w.start,
+                        w.start + d,
+                        s.duration
+                    ),
+                ));
+            }
+            Some(d) => d,
+        };
+        out.push(Workload {
+            name: w.name.clone(),
+            kind,
+            flows,
+            port: w.port,
+            start: Instant::from_nanos(w.start.as_nanos()),
+            duration,
+        });
+    }
+    Ok(out)
+}
+
+fn resolve_kind(loc: &Locator, i: usize, kind: &super::WorkloadKind) -> Res<WorkloadKind> {
+    let field = |f: &'static str| [Seg::Key("workloads"), Seg::Idx(i), Seg::Key("kind"), Seg::Key(f)];
+    match *kind {
+        super::WorkloadKind::UdpCbr { rate, payload } => {
+            if rate.0 == 0 {
+                return Err(loc.err(&field("rate"), "rate is zero; give a rate such as \"100Mbit\""));
+            }
+            if rate > MAX_RATE {
+                return Err(loc.err(
+                    &field("rate"),
+                    format!("rate {rate} is absurd (more than 1Tbit); check the unit, e.g. \"100Mbit\""),
+                ));
+            }
+            if payload == 0 {
+                return Err(loc.err(&field("payload"), "payload is 0 bytes; send at least 1 byte"));
+            }
+            Ok(WorkloadKind::UdpCbr { rate, payload })
+        }
+        super::WorkloadKind::UdpRr {
+            request,
+            response,
+            think,
+            timeout,
+        } => {
+            if request == 0 {
+                return Err(loc.err(&field("request"), "request is 0 bytes; send at least 1 byte"));
+            }
+            if response == 0 {
+                return Err(loc.err(&field("response"), "response is 0 bytes; send at least 1 byte"));
+            }
+            if timeout == Duration::ZERO {
+                return Err(loc.err(
+                    &field("timeout"),
+                    "timeout is zero, so every request would time out; give e.g. \"100ms\"",
+                ));
+            }
+            Ok(WorkloadKind::UdpRr {
+                request,
+                response,
+                think,
+                timeout,
+            })
+        }
+    }
+}
+
+/// Datagrams must fit the pod MTU: fragmentation is not modelled.
+fn check_sizes(
+    loc: &Locator,
+    i: usize,
+    kind: &WorkloadKind,
+    flows: &[(PodId, PodId)],
+    pods: &[PodSpec],
+) -> Res<()> {
+    let check = |bytes: u32, pod: PodId, field: &'static str, side: &str| -> Res<()> {
+        let mtu = pods[pod].mtu;
+        if u64::from(bytes) + u64::from(UDP_IP_HEADERS) > u64::from(mtu) {
+            return Err(loc.err(
+                &[
+                    Seg::Key("workloads"),
+                    Seg::Idx(i),
+                    Seg::Key("kind"),
+                    Seg::Key(field),
+                ],
+                format!(
+                    "{field} {bytes} B + 28 B of IPv4/UDP headers exceeds the MTU {mtu} of {side} pod '{}'; \
+                     fragmentation not modelled yet; lower {field} to ≤ MTU-28 = {}",
+                    pods[pod].name,
+                    mtu.saturating_sub(UDP_IP_HEADERS)
+                ),
+            ));
+        }
+        Ok(())
+    };
+    for &(c, s) in flows {
+        match *kind {
+            WorkloadKind::UdpCbr { payload, .. } => check(payload, c, "payload", "client")?,
+            WorkloadKind::UdpRr {
+                request, response, ..
+            } => {
+                check(request, c, "request", "client")?;
+                check(response, s, "response", "server")?;
+            }
+        }
+    }
+    Ok(())
+}

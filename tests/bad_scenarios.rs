@@ -1,0 +1,680 @@
+//! Broken scenarios: each case edits one spot of a valid scenario and checks that loading it
+//! fails at the exact `line:col` with a message saying what is wrong.
+
+use cnisim::scenario::load_str;
+
+/// A valid scenario; every case below breaks it in one place (line numbers refer to this text).
+const BASE: &str = r#"Scenario(
+    name: "bad",
+    duration: "2s",
+    cni: "flannel-host-gw",
+    network: (
+        node_cidr: "192.168.0.0/24",
+        pod_cidr: "10.244.0.0/16",
+        service_cidr: "10.96.0.0/12",
+        node_subnet_prefix: 24,
+    ),
+    nodes: Count(count: 2, mtu: 1500),
+    pods_per_node: 2,
+    pods: [
+        (name: "srv", node: "node-2", labels: {"app": "srv"}), // the server
+    ],
+    underlay: (bandwidth: "10Gbit", queue: "512KiB", loss: 0.0),
+    workloads: [
+        (name: "cbr", kind: UdpCbr(rate: "100Mbit", payload: 1400), from: Pod("node-1-pod-1"), to: Pod("srv")),
+        (name: "rr", kind: UdpRr(request: 64, response: 1024), from: Node("node-1"), to: Labels({"app": "srv"})),
+    ],
+)
+"#;
+
+/// BASE with each `(from, to)` applied once, in order.
+fn edit(edits: &[(&str, &str)]) -> String {
+    let mut text = BASE.to_string();
+    for (from, to) in edits {
+        assert!(text.contains(from), "edit target {from:?} not in the scenario");
+        text = text.replacen(from, to, 1);
+    }
+    text
+}
+
+fn check(text: &str, line: usize, col: usize, substring: &str) {
+    match load_str(text, "bad.ron") {
+        Ok(_) => panic!("scenario loaded, expected an error containing {substring:?}:\n{text}"),
+        Err(e) => {
+            assert!(
+                e.message.contains(substring),
+                "message {:?} lacks {substring:?}",
+                e.message
+            );
+            assert_eq!((e.line, e.col), (line, col), "wrong position for: {e}");
+            assert_eq!(e.to_string(), format!("bad.ron:{line}:{col}: {}", e.message));
+        }
+    }
+}
+
+#[test]
+fn base_is_valid() {
+    if let Err(e) = load_str(BASE, "bad.ron") {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn syntax_missing_comma() {
+    check(&edit(&[("\"bad\",", "\"bad\"")]), 3, 5, "expected a comma");
+}
+
+#[test]
+fn unclosed_paren() {
+    check(
+        &edit(&[("    ],\n)\n", "    ],\n")]),
+        21,
+        1,
+        "unexpected end of file",
+    );
+}
+
+#[test]
+fn trailing_text() {
+    check(
+        &edit(&[("    ],\n)\n", "    ],\n) )\n")]),
+        21,
+        3,
+        "unexpected text after",
+    );
+}
+
+#[test]
+fn wrong_top_level_name() {
+    check(
+        &edit(&[("Scenario(", "Senario(")]),
+        1,
+        1,
+        "must start with `Scenario(`",
+    );
+}
+
+#[test]
+fn unknown_field_lists_expected() {
+    check(&edit(&[("pod_cidr:", "podz:")]), 7, 9, "unknown field 'podz' in network, expected one of: node_cidr, pod_cidr, service_cidr, node_subnet_prefix");
+}
+
+#[test]
+fn unknown_top_level_field() {
+    check(
+        &edit(&[("pods_per_node: 2", "pods_per_nod: 2")]),
+        12,
+        5,
+        "unknown field 'pods_per_nod' in Scenario, expected one of: name, description, seed",
+    );
+}
+
+#[test]
+fn unknown_cost_field() {
+    check(
+        &edit(&[("underlay:", "costs: (vethxmit: \"1ns\"), underlay:")]),
+        16,
+        13,
+        "unknown field 'vethxmit' in costs",
+    );
+}
+
+#[test]
+fn missing_required_field() {
+    check(
+        &edit(&[("    cni: \"flannel-host-gw\",\n", "")]),
+        20,
+        1,
+        "missing field 'cni'",
+    );
+}
+
+#[test]
+fn duplicate_field() {
+    check(
+        &edit(&[("payload: 1400", "payload: 1400, payload: 2")]),
+        18,
+        68,
+        "field 'payload' is given twice",
+    );
+}
+
+#[test]
+fn unknown_workload_kind() {
+    check(
+        &edit(&[("UdpRr(", "UdpRR(")]),
+        19,
+        28,
+        "unknown workload kind 'UdpRR', expected one of: UdpCbr, UdpRr",
+    );
+}
+
+#[test]
+fn unknown_selector() {
+    check(
+        &edit(&[("Node(\"node-1\")", "Nod(\"node-1\")")]),
+        19,
+        70,
+        "unknown selector 'Nod', expected one of: Pod, Node, Labels",
+    );
+}
+
+#[test]
+fn number_in_quotes() {
+    check(
+        &edit(&[("pods_per_node: 2", "pods_per_node: \"2\"")]),
+        12,
+        20,
+        "expected a number here",
+    );
+}
+
+#[test]
+fn unit_without_quotes() {
+    check(&edit(&[("\"2s\"", "2")]), 3, 15, "expected a quoted string");
+}
+
+#[test]
+fn fractional_integer() {
+    check(
+        &edit(&[("payload: 1400", "payload: 1400.5")]),
+        18,
+        66,
+        "expected a whole number",
+    );
+}
+
+#[test]
+fn negative_count() {
+    check(&edit(&[("count: 2", "count: -2")]), 11, 25, "number out of range");
+}
+
+#[test]
+fn unit_typo() {
+    check(
+        &edit(&[("\"10Gbit\"", "\"10Gbits\"")]),
+        16,
+        27,
+        "unknown bandwidth unit 'Gbits' in '10Gbits', expected one of 'bit'",
+    );
+}
+
+#[test]
+fn duration_without_unit() {
+    check(&edit(&[("\"2s\"", "\"2\"")]), 3, 15, "has no unit");
+}
+
+#[test]
+fn negative_duration() {
+    check(&edit(&[("\"2s\"", "\"-2s\"")]), 3, 15, "is negative");
+}
+
+#[test]
+fn zero_duration() {
+    check(&edit(&[("\"2s\"", "\"0s\"")]), 3, 15, "duration is zero");
+}
+
+#[test]
+fn duration_over_an_hour() {
+    check(&edit(&[("\"2s\"", "\"2h\"")]), 3, 15, "unknown duration unit 'h'");
+}
+
+#[test]
+fn duration_too_long() {
+    check(
+        &edit(&[("\"2s\"", "\"61min\"")]),
+        3,
+        15,
+        "longer than the limit of 1h",
+    );
+}
+
+#[test]
+fn bad_name() {
+    check(
+        &edit(&[("\"bad\"", "\"Bad Name\"")]),
+        2,
+        11,
+        "contains 'B'; use only lowercase",
+    );
+}
+
+#[test]
+fn unknown_cni() {
+    check(
+        &edit(&[("\"flannel-host-gw\"", "\"flanel\"")]),
+        4,
+        10,
+        "unknown CNI 'flanel', expected one of: flannel-udp",
+    );
+}
+
+#[test]
+fn unimplemented_cni() {
+    check(
+        &edit(&[("\"flannel-host-gw\"", "\"calico-ipip\"")]),
+        4,
+        10,
+        "CNI 'calico-ipip' is not implemented yet; implemented: flannel-host-gw",
+    );
+}
+
+#[test]
+fn cidr_host_bits() {
+    check(
+        &edit(&[("\"10.244.0.0/16\"", "\"10.244.1.0/16\"")]),
+        7,
+        19,
+        "has host bits set; did you mean \"10.244.0.0/16\"?",
+    );
+}
+
+#[test]
+fn cidr_not_an_address() {
+    check(
+        &edit(&[("\"10.244.0.0/16\"", "\"10.244.0/16\"")]),
+        7,
+        19,
+        "is not an IPv4 address",
+    );
+}
+
+#[test]
+fn cidr_prefix_too_long() {
+    check(
+        &edit(&[("\"10.244.0.0/16\"", "\"10.244.0.0/33\"")]),
+        7,
+        19,
+        "must be a whole number from 0 to 32",
+    );
+}
+
+#[test]
+fn overlapping_pod_and_service_cidr() {
+    check(
+        &edit(&[("\"10.96.0.0/12\"", "\"10.0.0.0/8\"")]),
+        8,
+        23,
+        "service_cidr 10.0.0.0/8 overlaps pod_cidr 10.244.0.0/16; pick disjoint ranges",
+    );
+}
+
+#[test]
+fn overlapping_node_and_pod_cidr() {
+    check(
+        &edit(&[("\"10.244.0.0/16\"", "\"192.168.0.0/16\"")]),
+        7,
+        19,
+        "pod_cidr 192.168.0.0/16 overlaps node_cidr 192.168.0.0/24",
+    );
+}
+
+#[test]
+fn subnet_prefix_not_longer() {
+    check(
+        &edit(&[("node_subnet_prefix: 24", "node_subnet_prefix: 16")]),
+        9,
+        29,
+        "must be longer than pod_cidr's /16",
+    );
+}
+
+#[test]
+fn subnet_prefix_too_long() {
+    check(
+        &edit(&[("node_subnet_prefix: 24", "node_subnet_prefix: 31")]),
+        9,
+        29,
+        "use at most 30",
+    );
+}
+
+#[test]
+fn zero_nodes() {
+    check(
+        &edit(&[("count: 2", "count: 0")]),
+        11,
+        25,
+        "a cluster needs at least one node",
+    );
+}
+
+#[test]
+fn empty_node_list() {
+    check(
+        &edit(&[("Count(count: 2, mtu: 1500)", "List([])")]),
+        11,
+        12,
+        "the node list is empty",
+    );
+}
+
+#[test]
+fn more_nodes_than_node_cidr() {
+    check(
+        &edit(&[("\"192.168.0.0/24\"", "\"192.168.0.0/31\"")]),
+        11,
+        25,
+        "2 nodes do not fit node_cidr 192.168.0.0/31",
+    );
+}
+
+#[test]
+fn more_nodes_than_pod_subnets() {
+    check(
+        &edit(&[
+            ("node_subnet_prefix: 24", "node_subnet_prefix: 17"),
+            ("count: 2", "count: 3"),
+        ]),
+        11,
+        25,
+        "3 nodes need 3 pod subnets of /17 but pod_cidr 10.244.0.0/16 holds only 2",
+    );
+}
+
+#[test]
+fn more_pods_than_subnet() {
+    check(
+        &edit(&[("pods_per_node: 2", "pods_per_node: 254")]),
+        12,
+        20,
+        "pods_per_node 254 does not fit a /24 pod subnet, which holds 253 pods",
+    );
+}
+
+#[test]
+fn listed_pod_does_not_fit() {
+    check(
+        &edit(&[("pods_per_node: 2", "pods_per_node: 253")]),
+        14,
+        9,
+        "pod 'srv' does not fit node 'node-2'",
+    );
+}
+
+#[test]
+fn duplicate_listed_node() {
+    check(
+        &edit(&[(
+            "Count(count: 2, mtu: 1500)",
+            "List([(name: \"a\"), (name: \"a\")])",
+        )]),
+        11,
+        38,
+        "node name 'a' is used twice",
+    );
+}
+
+#[test]
+fn zero_cores() {
+    check(
+        &edit(&[("Count(count: 2, mtu: 1500)", "List([(name: \"a\", cores: 0)])")]),
+        11,
+        37,
+        "cores 0 is outside 1..=1024",
+    );
+}
+
+#[test]
+fn node_mtu_too_small() {
+    check(
+        &edit(&[("mtu: 1500)", "mtu: 60)")]),
+        11,
+        33,
+        "node mtu 60 is outside 68..=65535",
+    );
+}
+
+#[test]
+fn zero_nic() {
+    check(
+        &edit(&[("count: 2,", "count: 2, nic: \"0Gbit\",")]),
+        11,
+        33,
+        "nic bandwidth is zero",
+    );
+}
+
+#[test]
+fn pod_on_unknown_node() {
+    check(
+        &edit(&[("\"node-2\"", "\"node-9\"")]),
+        14,
+        29,
+        "pod 'srv' is on unknown node 'node-9'; nodes are: node-1, node-2",
+    );
+}
+
+#[test]
+fn duplicate_pod_name() {
+    check(
+        &edit(&[("(name: \"srv\"", "(name: \"node-1-pod-1\"")]),
+        14,
+        16,
+        "pod name 'node-1-pod-1' is used twice",
+    );
+}
+
+#[test]
+fn loss_one() {
+    check(
+        &edit(&[("loss: 0.0", "loss: 1.0")]),
+        16,
+        60,
+        "underlay loss 1 is not in the range [0, 1)",
+    );
+}
+
+#[test]
+fn loss_negative() {
+    check(
+        &edit(&[("loss: 0.0", "loss: -0.5")]),
+        16,
+        60,
+        "not in the range [0, 1)",
+    );
+}
+
+#[test]
+fn queue_zero() {
+    check(
+        &edit(&[("\"512KiB\"", "\"0B\"")]),
+        16,
+        44,
+        "underlay queue is zero",
+    );
+}
+
+#[test]
+fn underlay_bandwidth_zero() {
+    check(
+        &edit(&[("\"10Gbit\"", "\"0bit\"")]),
+        16,
+        27,
+        "underlay bandwidth is zero",
+    );
+}
+
+#[test]
+fn underlay_mtu_too_big() {
+    check(
+        &edit(&[("loss: 0.0", "loss: 0.0, mtu: 70000")]),
+        16,
+        70,
+        "underlay mtu 70000 is outside 68..=65535",
+    );
+}
+
+#[test]
+fn payload_exceeds_mtu() {
+    check(
+        &edit(&[("payload: 1400", "payload: 1473")]),
+        18,
+        62,
+        "fragmentation not modelled yet; lower payload to ≤ MTU-28 = 1472",
+    );
+}
+
+#[test]
+fn payload_zero() {
+    check(
+        &edit(&[("payload: 1400", "payload: 0")]),
+        18,
+        62,
+        "payload is 0 bytes",
+    );
+}
+
+#[test]
+fn response_exceeds_server_mtu() {
+    check(
+        &edit(&[("response: 1024", "response: 9000")]),
+        19,
+        57,
+        "response 9000 B + 28 B of IPv4/UDP headers exceeds the MTU 1500 of server pod 'srv'",
+    );
+}
+
+#[test]
+fn zero_rate() {
+    check(&edit(&[("\"100Mbit\"", "\"0Mbit\"")]), 18, 42, "rate is zero");
+}
+
+#[test]
+fn absurd_rate() {
+    check(
+        &edit(&[("\"100Mbit\"", "\"100Tbit\"")]),
+        18,
+        42,
+        "rate 100Tbit is absurd",
+    );
+}
+
+#[test]
+fn zero_timeout() {
+    check(
+        &edit(&[("response: 1024", "response: 1024, timeout: \"0s\"")]),
+        19,
+        72,
+        "timeout is zero",
+    );
+}
+
+#[test]
+fn dangling_pod_selector() {
+    check(
+        &edit(&[("Pod(\"srv\")", "Pod(\"server\")")]),
+        18,
+        100,
+        "dangling selector: Pod(\"server\") matches no pod",
+    );
+}
+
+#[test]
+fn dangling_node_selector() {
+    check(
+        &edit(&[("Node(\"node-1\")", "Node(\"node-7\")")]),
+        19,
+        70,
+        "selector Node(\"node-7\") names no node",
+    );
+}
+
+#[test]
+fn dangling_label_selector() {
+    check(
+        &edit(&[("{\"app\": \"srv\"})),", "{\"app\": \"web\"})),")]),
+        19,
+        90,
+        "dangling selector: Labels({\"app\": \"web\"}) matches no pod",
+    );
+}
+
+#[test]
+fn no_flow_left() {
+    check(
+        &edit(&[("to: Pod(\"srv\")", "to: Pod(\"node-1-pod-1\")")]),
+        18,
+        100,
+        "has no flow",
+    );
+}
+
+#[test]
+fn duplicate_workload_name() {
+    check(
+        &edit(&[("(name: \"rr\"", "(name: \"cbr\"")]),
+        19,
+        16,
+        "workload name 'cbr' is used twice",
+    );
+}
+
+#[test]
+fn workload_starts_after_end() {
+    check(
+        &edit(&[("to: Pod(\"srv\")", "to: Pod(\"srv\"), start: \"2s\"")]),
+        18,
+        119,
+        "starts at 2s, not before the end of the scenario at 2s",
+    );
+}
+
+#[test]
+fn workload_past_the_end() {
+    check(
+        &edit(&[(
+            "to: Pod(\"srv\")",
+            "to: Pod(\"srv\"), start: \"1s\", duration: \"1.5s\"",
+        )]),
+        18,
+        135,
+        "runs from 1s to 2.5s, past the end of the scenario at 2s; shorten its duration to at most 1s",
+    );
+}
+
+#[test]
+fn workload_zero_duration() {
+    check(
+        &edit(&[("to: Pod(\"srv\")", "to: Pod(\"srv\"), duration: \"0s\"")]),
+        18,
+        122,
+        "has duration zero",
+    );
+}
+
+#[test]
+fn port_zero() {
+    check(
+        &edit(&[("to: Pod(\"srv\")", "to: Pod(\"srv\"), port: 0")]),
+        18,
+        118,
+        "port 0 is not a valid UDP port",
+    );
+}
+
+#[test]
+fn port_too_big() {
+    check(
+        &edit(&[("to: Pod(\"srv\")", "to: Pod(\"srv\"), port: 70000")]),
+        18,
+        118,
+        "number out of range",
+    );
+}
+
+#[test]
+fn too_many_flows() {
+    check(
+        &edit(&[
+            ("pods_per_node: 2", "pods_per_node: 200"),
+            (
+                "from: Node(\"node-1\"), to: Labels({\"app\": \"srv\"})",
+                "from: Labels({}), to: Labels({})",
+            ),
+        ]),
+        19,
+        9,
+        "over the limit of 100000",
+    );
+}
