@@ -12,10 +12,7 @@ use cnisim::time::Duration;
 use cnisim::units::Bandwidth;
 
 fn star() -> cnisim::cluster::Cluster {
-    let kind = WorkloadKind::UdpCbr {
-        rate: Bandwidth(500_000_000),
-        payload: 1400,
-    };
+    let kind = WorkloadKind::UdpCbr { rate: Bandwidth(500_000_000), payload: 1400 };
     let pairs: Vec<(usize, usize)> = (1..16).map(|c| (c, 0)).collect();
     let mut c = cluster(16, 1, kind, &pairs);
     c.duration = Duration::from_millis(20);

@@ -57,10 +57,7 @@ impl Ipv4Net {
         if prefix < self.prefix || prefix > 32 || i >= 1u64 << (prefix - self.prefix) {
             return None;
         }
-        Some(Ipv4Net {
-            network: self.network + (i << (32 - prefix)) as u32,
-            prefix,
-        })
+        Some(Ipv4Net { network: self.network + (i << (32 - prefix)) as u32, prefix })
     }
     pub fn mask(&self) -> u32 {
         mask(self.prefix)
@@ -81,9 +78,7 @@ impl FromStr for Ipv4Net {
         let (a, p) = s.split_once('/').ok_or_else(|| {
             format!("'{s}' is not a CIDR: write an address and a prefix length, e.g. \"10.244.0.0/16\"")
         })?;
-        let addr: Ipv4Addr = a
-            .parse()
-            .map_err(|_| format!("'{a}' in '{s}' is not an IPv4 address"))?;
+        let addr: Ipv4Addr = a.parse().map_err(|_| format!("'{a}' in '{s}' is not an IPv4 address"))?;
         let prefix: u8 = p
             .parse()
             .ok()
@@ -143,11 +138,7 @@ impl Mac {
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
     }
 }
 
@@ -170,29 +161,14 @@ mod tests {
 
     #[test]
     fn parse_errors() {
-        assert!("10.244.1.0/16"
-            .parse::<Ipv4Net>()
-            .unwrap_err()
-            .contains("did you mean \"10.244.0.0/16\""));
-        assert!("10.244.0.0/33"
-            .parse::<Ipv4Net>()
-            .unwrap_err()
-            .contains("0 to 32"));
-        assert!("10.244.0.0"
-            .parse::<Ipv4Net>()
-            .unwrap_err()
-            .contains("not a CIDR"));
-        assert!("10.244.0.300/24"
-            .parse::<Ipv4Net>()
-            .unwrap_err()
-            .contains("not an IPv4 address"));
+        assert!("10.244.1.0/16".parse::<Ipv4Net>().unwrap_err().contains("did you mean \"10.244.0.0/16\""));
+        assert!("10.244.0.0/33".parse::<Ipv4Net>().unwrap_err().contains("0 to 32"));
+        assert!("10.244.0.0".parse::<Ipv4Net>().unwrap_err().contains("not a CIDR"));
+        assert!("10.244.0.300/24".parse::<Ipv4Net>().unwrap_err().contains("not an IPv4 address"));
     }
 
     #[test]
     fn pod_mac_follows_bridge_plugin() {
-        assert_eq!(
-            Mac::from_ip(Ipv4Addr::new(10, 244, 1, 2)).to_string(),
-            "0a:58:0a:f4:01:02"
-        );
+        assert_eq!(Mac::from_ip(Ipv4Addr::new(10, 244, 1, 2)).to_string(), "0a:58:0a:f4:01:02");
     }
 }

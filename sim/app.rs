@@ -55,11 +55,7 @@ pub fn run(path: &Path, opts: &RunOptions) -> Result<RunOutcome, Error> {
     let run = RunInfo {
         cnisim_version: env!("CARGO_PKG_VERSION").into(),
         wall_seconds: secs,
-        events_per_second: if secs > 0.0 {
-            sim.queue.processed() as f64 / secs
-        } else {
-            0.0
-        },
+        events_per_second: if secs > 0.0 { sim.queue.processed() as f64 / secs } else { 0.0 },
     };
     let summary = Summary::from_run(&sim, run);
     let mut files =
@@ -69,22 +65,12 @@ pub fn run(path: &Path, opts: &RunOptions) -> Result<RunOutcome, Error> {
         if let Some(p) = p {
             let dev = &sim.world.devices[d];
             let ns = &sim.world.netns[dev.ns].name;
-            files.push(OutputFile::new(
-                format!("pcap/{ns}-{}.pcap", dev.name),
-                p.bytes().to_vec(),
-            ));
+            files.push(OutputFile::new(format!("pcap/{ns}-{}.pcap", dev.name), p.bytes().to_vec()));
         }
     }
-    let out_dir = opts
-        .out
-        .clone()
-        .unwrap_or_else(|| Path::new("reports").join(&cluster.name));
+    let out_dir = opts.out.clone().unwrap_or_else(|| Path::new("reports").join(&cluster.name));
     write_dir_atomically(&out_dir, &files)?;
-    Ok(RunOutcome {
-        out_dir,
-        summary,
-        files: files.into_iter().map(|f| f.name).collect(),
-    })
+    Ok(RunOutcome { out_dir, summary, files: files.into_iter().map(|f| f.name).collect() })
 }
 
 /// `cnisim validate`: a one-line description of a valid scenario.
@@ -107,11 +93,7 @@ pub fn describe(path: &Path, node: &str, at: Option<Duration>) -> Result<String,
     let c = load(path, None)?;
     let n = c.node_by_name(node).ok_or_else(|| {
         let names: Vec<&str> = c.nodes.iter().map(|n| n.name.as_str()).collect();
-        Error::Usage(format!(
-            "no node '{node}' in {}; nodes: {}",
-            path.display(),
-            names.join(", ")
-        ))
+        Error::Usage(format!("no node '{node}' in {}; nodes: {}", path.display(), names.join(", ")))
     })?;
     let until = Instant::ZERO + at.unwrap_or(c.duration);
     let mut sim = Simulation::new(&c);
@@ -125,18 +107,12 @@ pub fn trace(path: &Path, from: &str, to: &str, payload: u32) -> Result<trace::T
     let pod = |name: &str| {
         c.pod_by_name(name).ok_or_else(|| {
             let names: Vec<&str> = c.pods.iter().map(|p| p.name.as_str()).take(20).collect();
-            Error::Usage(format!(
-                "no pod '{name}' in {}; pods include: {}",
-                path.display(),
-                names.join(", ")
-            ))
+            Error::Usage(format!("no pod '{name}' in {}; pods include: {}", path.display(), names.join(", ")))
         })
     };
     let (a, b) = (pod(from)?, pod(to)?);
     if a == b {
-        return Err(Error::Usage(
-            "--from and --to name the same pod; pick two different pods".into(),
-        ));
+        return Err(Error::Usage("--from and --to name the same pod; pick two different pods".into()));
     }
     trace::trace(&c, a, b, payload)
 }

@@ -117,12 +117,7 @@ pub enum WorkloadKind {
     UdpCbr { rate: Bandwidth, payload: u32 },
     /// Closed-loop UDP request/response: send `request` bytes, wait for `response` bytes back
     /// (or `timeout`), wait `think`, repeat.
-    UdpRr {
-        request: u32,
-        response: u32,
-        think: Duration,
-        timeout: Duration,
-    },
+    UdpRr { request: u32, response: u32, think: Duration, timeout: Duration },
 }
 
 /// The CNI identifiers of DESIGN.md. Parsing accepts all of them; `world` builds the ones
@@ -226,9 +221,6 @@ impl Cluster {
     }
     /// The gateway address of a node's pod subnet (the first host address, held by `cni0`).
     pub fn pod_gateway(&self, node: NodeId) -> Ipv4Addr {
-        self.nodes[node]
-            .pod_subnet
-            .nth(1)
-            .expect("pod subnets hold at least 2 addresses")
+        self.nodes[node].pod_subnet.nth(1).expect("pod subnets hold at least 2 addresses")
     }
 }

@@ -33,15 +33,8 @@ fn flannel_host_gw(w: &mut World) {
     for (n, node) in cluster.nodes.iter().enumerate() {
         let host = w.nodes[n].ns;
         let gw = cluster.pod_gateway(n);
-        let pod_mtu = cluster
-            .pods
-            .iter()
-            .find(|p| p.node == n)
-            .map_or(node.mtu, |p| p.mtu);
-        let bridge_kind = DeviceKind::Bridge {
-            fdb: Fdb::default(),
-            ports: Vec::new(),
-        };
+        let pod_mtu = cluster.pods.iter().find(|p| p.node == n).map_or(node.mtu, |p| p.mtu);
+        let bridge_kind = DeviceKind::Bridge { fdb: Fdb::default(), ports: Vec::new() };
         let cni0 = w.add_device(host, "cni0".into(), Mac::from_ip(gw), pod_mtu, bridge_kind);
         w.add_addr(cni0, gw, subnet_prefix);
         let eth0 = w.dev_by_name(host, "eth0").expect("build() created eth0");
@@ -57,15 +50,8 @@ fn flannel_host_gw(w: &mut World) {
         w.pod_ns[p] = ns;
         let host_name = format!("veth{:08x}", fnv32(pod.name.as_bytes()));
         let host_mac = Mac::local(0xee, p as u32 + 1);
-        let (eth0, peer) = w.add_veth(
-            ns,
-            "eth0".into(),
-            Mac::from_ip(pod.ip),
-            host,
-            host_name,
-            host_mac,
-            pod.mtu,
-        );
+        let (eth0, peer) =
+            w.add_veth(ns, "eth0".into(), Mac::from_ip(pod.ip), host, host_name, host_mac, pod.mtu);
         let cni0 = w.dev_by_name(host, "cni0").expect("node bridge built above");
         w.enslave(cni0, peer);
         w.add_addr(eth0, pod.ip, subnet_prefix);
@@ -76,7 +62,5 @@ fn flannel_host_gw(w: &mut World) {
 
 /// FNV-1a, for stable interface names (the bridge plugin uses random ones).
 fn fnv32(bytes: &[u8]) -> u32 {
-    bytes
-        .iter()
-        .fold(0x811c_9dc5u32, |h, b| (h ^ *b as u32).wrapping_mul(0x0100_0193))
+    bytes.iter().fold(0x811c_9dc5u32, |h, b| (h ^ *b as u32).wrapping_mul(0x0100_0193))
 }

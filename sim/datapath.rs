@@ -54,12 +54,7 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn new(start: Instant) -> Self {
-        Ctx {
-            start,
-            cost: Duration::ZERO,
-            hops: 0,
-            actions: Vec::new(),
-        }
+        Ctx { start, cost: Duration::ZERO, hops: 0, actions: Vec::new() }
     }
     /// The time "now" inside the chain: start plus the CPU time spent so far.
     pub fn now(&self) -> Instant {
@@ -100,9 +95,7 @@ pub fn udp_send(w: &mut World, cx: &mut Ctx, ns: NsId, mut pkt: Packet) {
     let payload = pkt.frame.len() - ETH_HEADER - 28;
     cx.charge(w.costs.udp_send + w.costs.copy(payload));
     let eth0 = w.netns[ns].devices.get(1).copied().unwrap_or(0);
-    hop(w, cx, &mut pkt, eth0, "sendmsg", || {
-        format!("UDP socket, {payload} B payload")
-    });
+    hop(w, cx, &mut pkt, eth0, "sendmsg", || format!("UDP socket, {payload} B payload"));
     ip_output(w, cx, ns, pkt);
 }
 
@@ -115,22 +108,16 @@ fn ip_output(w: &mut World, cx: &mut Ctx, ns: NsId, mut pkt: Packet) {
     cx.charge(w.costs.fib_lookup);
     let Some(route) = w.netns[ns].main.lookup(dst).cloned() else {
         let dev = w.netns[ns].devices[0];
-        hop(w, cx, &mut pkt, dev, "drop", || {
-            format!("no route to {dst} (ENETUNREACH)")
-        });
+        hop(w, cx, &mut pkt, dev, "drop", || format!("no route to {dst} (ENETUNREACH)"));
         return cx.drop(pkt, DropReason::NoRoute);
     };
     let mtu = w.devices[route.dev].mtu;
     if len > mtu {
-        hop(w, cx, &mut pkt, route.dev, "drop", || {
-            format!("{len} B > MTU {mtu} with DF (EMSGSIZE)")
-        });
+        hop(w, cx, &mut pkt, route.dev, "drop", || format!("{len} B > MTU {mtu} with DF (EMSGSIZE)"));
         return cx.drop(pkt, DropReason::MtuExceeded);
     }
     let nh = route.gateway.unwrap_or(dst);
-    hop(w, cx, &mut pkt, route.dev, "route", || {
-        describe_route(w, &route, dst)
-    });
+    hop(w, cx, &mut pkt, route.dev, "route", || describe_route(w, &route, dst));
     neigh_output(w, cx, ns, route.dev, nh, pkt);
 }
 
@@ -150,9 +137,7 @@ fn neigh_output(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, nh: Ipv4Addr,
         set_ethernet(&mut pkt.frame, n.mac, src, EthernetProtocol::Ipv4);
         return dev_xmit(w, cx, dev, pkt);
     }
-    hop(w, cx, &mut pkt, dev, "queue", || {
-        format!("next hop {nh} unresolved: waiting for ARP")
-    });
+    hop(w, cx, &mut pkt, dev, "queue", || format!("next hop {nh} unresolved: waiting for ARP"));
     let src_ip = Ipv4Packet::new_unchecked(pkt.ip()).src_addr();
     let (fresh, evicted) = w.netns[ns].neigh.enqueue(nh, dev, pkt);
     if let Some(old) = evicted {
@@ -160,11 +145,7 @@ fn neigh_output(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, nh: Ipv4Addr,
     }
     if fresh {
         send_arp_request(w, cx, ns, dev, nh, Some(src_ip));
-        cx.actions.push(Action::ArpTimer {
-            ns,
-            ip: nh,
-            after: crate::net::neigh::RETRANS_TIME,
-        });
+        cx.actions.push(Action::ArpTimer { ns, ip: nh, after: crate::net::neigh::RETRANS_TIME });
     }
 }
 
@@ -178,36 +159,17 @@ fn send_arp_request(
     target: Ipv4Addr,
     hint: Option<Ipv4Addr>,
 ) {
-    let is_local = |a: Ipv4Addr| {
-        w.netns[ns]
-            .local
-            .lookup(a)
-            .is_some_and(|r| r.kind == RouteKind::Local)
-    };
-    let src = hint
-        .filter(|a| is_local(*a))
-        .or_else(|| w.devices[dev].addrs.first().map(|a| a.0));
+    let is_local = |a: Ipv4Addr| w.netns[ns].local.lookup(a).is_some_and(|r| r.kind == RouteKind::Local);
+    let src = hint.filter(|a| is_local(*a)).or_else(|| w.devices[dev].addrs.first().map(|a| a.0));
     let Some(src) = src else { return };
-    let frame = arp_frame(
-        ArpOperation::Request,
-        w.devices[dev].mac,
-        src,
-        Mac::BROADCAST,
-        target,
-    );
-    let pkt = Packet {
-        frame,
-        meta: control_meta(w),
-    };
+    let frame = arp_frame(ArpOperation::Request, w.devices[dev].mac, src, Mac::BROADCAST, target);
+    let pkt = Packet { frame, meta: control_meta(w) };
     dev_xmit(w, cx, dev, pkt);
 }
 
 /// Metadata for a control frame the kernel creates: traced when tracing everything.
 fn control_meta(w: &World) -> crate::net::packet::Meta {
-    crate::net::packet::Meta {
-        trace: w.trace_control.then(Default::default),
-        ..Default::default()
-    }
+    crate::net::packet::Meta { trace: w.trace_control.then(Default::default), ..Default::default() }
 }
 
 /// A control frame reached the end of its life normally: keep its trace.
@@ -234,11 +196,7 @@ pub fn arp_timer(w: &mut World, cx: &mut Ctx, ns: NsId, ip: Ipv4Addr) {
         return;
     }
     send_arp_request(w, cx, ns, dev, ip, None);
-    cx.actions.push(Action::ArpTimer {
-        ns,
-        ip,
-        after: crate::net::neigh::RETRANS_TIME,
-    });
+    cx.actions.push(Action::ArpTimer { ns, ip, after: crate::net::neigh::RETRANS_TIME });
 }
 
 /// Transmits a frame on a device (`dev_queue_xmit`).
@@ -247,9 +205,7 @@ fn dev_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
     match w.devices[dev].kind {
         DeviceKind::Veth { peer } => {
             cx.charge(w.costs.veth_xmit);
-            hop(w, cx, &mut pkt, dev, "xmit", || {
-                format!("veth to peer {}", w.devices[peer].name)
-            });
+            hop(w, cx, &mut pkt, dev, "xmit", || format!("veth to peer {}", w.devices[peer].name));
             dev_rx(w, cx, peer, pkt);
         }
         DeviceKind::Bridge { .. } => {
@@ -258,9 +214,7 @@ fn dev_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
         }
         DeviceKind::Nic { tx } => {
             cx.charge(w.costs.nic_xmit);
-            hop(w, cx, &mut pkt, dev, "xmit", || {
-                "NIC transmit to the underlay".into()
-            });
+            hop(w, cx, &mut pkt, dev, "xmit", || "NIC transmit to the underlay".into());
             cx.actions.push(Action::Transmit { link: tx, pkt });
         }
         DeviceKind::Loopback => {
@@ -301,18 +255,14 @@ fn bridge_input(w: &mut World, cx: &mut Ctx, br: DevId, port: DevId, mut pkt: Pa
         fdb.learn(src, port, now);
     }
     if dst == br_mac {
-        hop(w, cx, &mut pkt, br, "local", || {
-            format!("to the bridge's own MAC {dst}: up to the host stack")
-        });
+        hop(w, cx, &mut pkt, br, "local", || format!("to the bridge's own MAC {dst}: up to the host stack"));
         capture(w, cx, br, &pkt);
         return netif_receive(w, cx, br, pkt);
     }
     if dst.is_multicast() {
         // Broadcast: every other port, and the host stack through the bridge device.
-        hop(w, cx, &mut pkt, br, "flood", || {
-            format!("broadcast from {}", w.devices[port].name)
-        });
-        let copy = pkt.clone();
+        hop(w, cx, &mut pkt, br, "flood", || format!("broadcast from {}", w.devices[port].name));
+        let copy = pkt.flood_copy();
         bridge_flood(w, cx, br, Some(port), copy);
         capture(w, cx, br, &pkt);
         return netif_receive(w, cx, br, pkt);
@@ -328,30 +278,26 @@ fn bridge_forward(w: &mut World, cx: &mut Ctx, br: DevId, in_port: Option<DevId>
         DeviceKind::Bridge { fdb, .. } => fdb.lookup(dst, now),
         _ => None,
     };
+    if dst.is_multicast() {
+        hop(w, cx, &mut pkt, br, "flood", || format!("broadcast {dst} from the host stack"));
+        return bridge_flood(w, cx, br, in_port, pkt);
+    }
     match entry {
         Some(e) if e.permanent && in_port.is_some() => {
             // A port's own MAC: the frame is for this host.
-            hop(w, cx, &mut pkt, br, "local", || {
-                format!("{dst} is a local port address")
-            });
+            hop(w, cx, &mut pkt, br, "local", || format!("{dst} is a local port address"));
             netif_receive(w, cx, br, pkt)
         }
         Some(e) if Some(e.port) == in_port => {
-            hop(w, cx, &mut pkt, br, "drop", || {
-                format!("{dst} is behind the ingress port")
-            });
+            hop(w, cx, &mut pkt, br, "drop", || format!("{dst} is behind the ingress port"));
             cx.drop(pkt, DropReason::SamePort)
         }
         Some(e) => {
-            hop(w, cx, &mut pkt, br, "forward", || {
-                format!("FDB: {dst} on {}", w.devices[e.port].name)
-            });
+            hop(w, cx, &mut pkt, br, "forward", || format!("FDB: {dst} on {}", w.devices[e.port].name));
             dev_xmit(w, cx, e.port, pkt)
         }
         None => {
-            hop(w, cx, &mut pkt, br, "flood", || {
-                format!("{dst} not in FDB: unknown unicast")
-            });
+            hop(w, cx, &mut pkt, br, "flood", || format!("{dst} not in FDB: unknown unicast"));
             bridge_flood(w, cx, br, in_port, pkt)
         }
     }
@@ -367,16 +313,12 @@ fn bridge_flood(w: &mut World, cx: &mut Ctx, br: DevId, in_port: Option<DevId>, 
     }
     let mut pkt = pkt;
     stamp_flood(w, &mut pkt, ports.len(), &mut cx.actions);
-    let last = ports.len() - 1;
-    let mut pkt = Some(pkt);
-    for (i, p) in ports.into_iter().enumerate() {
-        let copy = if i == last {
-            pkt.take().expect("moved once")
-        } else {
-            pkt.clone().expect("present")
-        };
+    let (last, others) = ports.split_last().expect("checked non-empty");
+    for &p in others {
+        let copy = pkt.flood_copy();
         dev_xmit(w, cx, p, copy);
     }
+    dev_xmit(w, cx, *last, pkt);
 }
 
 /// Before a data frame is copied `copies` ways, puts it in a flood group so the copies are
@@ -390,11 +332,7 @@ fn stamp_flood(w: &mut World, pkt: &mut Packet, copies: usize, out: &mut Vec<Act
         w.next_flood += 1;
         pkt.meta.flood = w.next_flood;
     }
-    out.push(Action::Flood {
-        group: pkt.meta.flood,
-        fresh,
-        copies: copies as u32,
-    });
+    out.push(Action::Flood { group: pkt.meta.flood, fresh, copies: copies as u32 });
 }
 
 /// `__netif_receive_skb`: accept frames addressed to this device, hand them to ARP or IPv4.
@@ -405,9 +343,7 @@ fn netif_receive(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
     let dst = mac_of(eth.dst_addr());
     let ethertype = eth.ethertype();
     if dst != w.devices[dev].mac && !dst.is_multicast() {
-        hop(w, cx, &mut pkt, dev, "drop", || {
-            format!("frame for {dst}, not this device")
-        });
+        hop(w, cx, &mut pkt, dev, "drop", || format!("frame for {dst}, not this device"));
         return cx.drop(pkt, DropReason::NotForThisHost);
     }
     match ethertype {
@@ -443,9 +379,7 @@ fn arp_rcv(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
     let released = match operation {
         ArpOperation::Request if target_is_local => {
             // arp_ignore = 0: answer for any local address; learn the asker (neigh_event_ns).
-            let q = w.netns[ns]
-                .neigh
-                .update(source_protocol_addr, sender_mac, dev, NeighState::Reachable);
+            let q = w.netns[ns].neigh.update(source_protocol_addr, sender_mac, dev, NeighState::Reachable);
             let reply = arp_frame(
                 ArpOperation::Reply,
                 w.devices[dev].mac,
@@ -466,23 +400,14 @@ fn arp_rcv(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
             if !known {
                 return; // arp_accept = 0: unsolicited replies create no entry.
             }
-            w.netns[ns]
-                .neigh
-                .update(source_protocol_addr, sender_mac, dev, NeighState::Reachable)
+            w.netns[ns].neigh.update(source_protocol_addr, sender_mac, dev, NeighState::Reachable)
         }
         _ => return consume(w, pkt), // A request for someone else: ignored.
     };
     for mut q in released {
-        hop(w, cx, &mut q, dev, "resume", || {
-            format!("{source_protocol_addr} is at {sender_mac}")
-        });
+        hop(w, cx, &mut q, dev, "resume", || format!("{source_protocol_addr} is at {sender_mac}"));
         cx.charge(w.costs.neigh_output);
-        set_ethernet(
-            &mut q.frame,
-            sender_mac,
-            w.devices[dev].mac,
-            EthernetProtocol::Ipv4,
-        );
+        set_ethernet(&mut q.frame, sender_mac, w.devices[dev].mac, EthernetProtocol::Ipv4);
         dev_xmit(w, cx, dev, q);
     }
 }
@@ -499,17 +424,11 @@ fn ip_rcv(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
     }
     let (dst, ttl, len) = (ip.dst_addr(), ip.hop_limit(), ip.total_len() as u32);
     cx.charge(w.costs.fib_lookup);
-    if w.netns[ns]
-        .local
-        .lookup(dst)
-        .is_some_and(|r| r.kind != RouteKind::Unicast)
-    {
+    if w.netns[ns].local.lookup(dst).is_some_and(|r| r.kind != RouteKind::Unicast) {
         return ip_local_deliver(w, cx, ns, dev, pkt);
     }
     if !w.netns[ns].ip_forward {
-        hop(w, cx, &mut pkt, dev, "drop", || {
-            format!("{dst} is not local and ip_forward = 0")
-        });
+        hop(w, cx, &mut pkt, dev, "drop", || format!("{dst} is not local and ip_forward = 0"));
         return cx.drop(pkt, DropReason::NotForwarding);
     }
     let Some(route) = w.netns[ns].main.lookup(dst).cloned() else {
@@ -522,9 +441,7 @@ fn ip_rcv(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
     }
     let mtu = w.devices[route.dev].mtu;
     if len > mtu {
-        hop(w, cx, &mut pkt, route.dev, "drop", || {
-            format!("{len} B > MTU {mtu} with DF")
-        });
+        hop(w, cx, &mut pkt, route.dev, "drop", || format!("{len} B > MTU {mtu} with DF"));
         return cx.drop(pkt, DropReason::MtuExceeded);
     }
     cx.charge(w.costs.ip_forward);
@@ -533,9 +450,7 @@ fn ip_rcv(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
         ip.set_hop_limit(ttl - 1);
         ip.fill_checksum();
     }
-    hop(w, cx, &mut pkt, route.dev, "forward", || {
-        describe_route(w, &route, dst)
-    });
+    hop(w, cx, &mut pkt, route.dev, "forward", || describe_route(w, &route, dst));
     let nh = route.gateway.unwrap_or(dst);
     neigh_output(w, cx, ns, route.dev, nh, pkt);
 }
@@ -555,15 +470,11 @@ fn ip_local_deliver(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, mut pkt: 
     }
     let (port, payload) = (udp.dst_port(), udp.payload().len());
     if !w.netns[ns].udp_ports.contains(&port) {
-        hop(w, cx, &mut pkt, dev, "drop", || {
-            format!("no socket on UDP port {port}")
-        });
+        hop(w, cx, &mut pkt, dev, "drop", || format!("no socket on UDP port {port}"));
         return cx.drop(pkt, DropReason::PortUnreachable);
     }
     cx.charge(w.costs.udp_deliver + w.costs.copy(payload));
-    hop(w, cx, &mut pkt, dev, "deliver", || {
-        format!("UDP socket on port {port}, {payload} B payload")
-    });
+    hop(w, cx, &mut pkt, dev, "deliver", || format!("UDP socket on port {port}, {payload} B payload"));
     cx.actions.push(Action::Deliver { ns, pkt });
 }
 
@@ -588,55 +499,30 @@ pub fn switch_input(w: &mut World, port: usize, mut pkt: Packet, now: Instant, o
     };
     let l3 = pkt.frame.len() - ETH_HEADER;
     if l3 > w.switch.mtu as usize {
-        push(
-            &mut pkt,
-            "drop",
-            format!("{l3} B frame payload > underlay MTU {}", w.switch.mtu),
-        );
-        return out.push(Action::Drop {
-            pkt,
-            reason: DropReason::UnderlayMtuExceeded,
-        });
+        push(&mut pkt, "drop", format!("{l3} B frame payload > underlay MTU {}", w.switch.mtu));
+        return out.push(Action::Drop { pkt, reason: DropReason::UnderlayMtuExceeded });
     }
-    let known = (!dst.is_multicast())
-        .then(|| w.switch.mac_table.get(&dst).copied())
-        .flatten();
+    let known = (!dst.is_multicast()).then(|| w.switch.mac_table.get(&dst).copied()).flatten();
     match known {
         Some(p) if p == port => {
             push(&mut pkt, "drop", format!("{dst} is behind the ingress port"));
-            out.push(Action::Drop {
-                pkt,
-                reason: DropReason::SamePort,
-            })
+            out.push(Action::Drop { pkt, reason: DropReason::SamePort })
         }
         Some(p) => {
             push(&mut pkt, "forward", format!("MAC table: {dst} on port {p}"));
-            out.push(Action::Transmit {
-                link: w.switch.ports[p],
-                pkt,
-            })
+            out.push(Action::Transmit { link: w.switch.ports[p], pkt })
         }
         None => {
             push(&mut pkt, "flood", format!("{dst} unknown or broadcast"));
             let others: Vec<usize> = (0..w.switch.ports.len()).filter(|&p| p != port).collect();
+            let Some((&last, rest)) = others.split_last() else {
+                return out.push(Action::Drop { pkt, reason: DropReason::NotForThisHost });
+            };
             stamp_flood(w, &mut pkt, others.len(), out);
-            for (i, p) in others.iter().enumerate() {
-                let copy = if i + 1 == others.len() {
-                    std::mem::replace(
-                        &mut pkt,
-                        Packet {
-                            frame: Vec::new(),
-                            meta: Default::default(),
-                        },
-                    )
-                } else {
-                    pkt.clone()
-                };
-                out.push(Action::Transmit {
-                    link: w.switch.ports[*p],
-                    pkt: copy,
-                });
+            for &p in rest {
+                out.push(Action::Transmit { link: w.switch.ports[p], pkt: pkt.flood_copy() });
             }
+            out.push(Action::Transmit { link: w.switch.ports[last], pkt });
         }
     }
 }

@@ -25,11 +25,7 @@ pub fn describe_node(w: &World, node: NodeId, now: Instant) -> String {
     describe_ns(w, w.nodes[node].ns, now, &mut s);
     for ns in 0..w.netns.len() {
         if w.netns[ns].node == node && ns != w.nodes[node].ns {
-            let _ = writeln!(
-                s,
-                "\n# pod {} (network namespace on {})",
-                w.netns[ns].name, spec.name
-            );
+            let _ = writeln!(s, "\n# pod {} (network namespace on {})", w.netns[ns].name, spec.name);
             describe_ns(w, ns, now, &mut s);
         }
     }
@@ -64,21 +60,14 @@ fn describe_ns(w: &World, ns: NsId, now: Instant, s: &mut String) {
     routes(w, &n.main, false, s);
     let _ = writeln!(s, "$ ip route show table local");
     routes(w, &n.local, true, s);
-    let _ = writeln!(
-        s,
-        "$ sysctl net.ipv4.ip_forward\nnet.ipv4.ip_forward = {}",
-        n.ip_forward as u8
-    );
+    let _ = writeln!(s, "$ sysctl net.ipv4.ip_forward\nnet.ipv4.ip_forward = {}", n.ip_forward as u8);
     for &d in &n.devices {
         if let DeviceKind::Bridge { fdb, .. } = &w.devices[d].kind {
             let _ = writeln!(s, "$ bridge fdb show br {}", w.devices[d].name);
             for (mac, e) in fdb.entries(now) {
                 let flags = if e.permanent { " permanent" } else { "" };
-                let _ = writeln!(
-                    s,
-                    "{mac} dev {} master {}{flags}",
-                    w.devices[e.port].name, w.devices[d].name
-                );
+                let _ =
+                    writeln!(s, "{mac} dev {} master {}{flags}", w.devices[e.port].name, w.devices[d].name);
             }
         }
     }
@@ -106,15 +95,8 @@ fn link_line(w: &World, d: usize, s: &mut String) {
         DeviceKind::Veth { peer } => format!("{}@if{}", dev.name, w.devices[peer].ifindex),
         _ => dev.name.clone(),
     };
-    let master = dev
-        .master
-        .map(|m| format!(" master {}", w.devices[m].name))
-        .unwrap_or_default();
-    let _ = writeln!(
-        s,
-        "{}: {name}: <{flags}> mtu {} qdisc {qdisc}{master} state UP",
-        dev.ifindex, dev.mtu
-    );
+    let master = dev.master.map(|m| format!(" master {}", w.devices[m].name)).unwrap_or_default();
+    let _ = writeln!(s, "{}: {name}: <{flags}> mtu {} qdisc {qdisc}{master} state UP", dev.ifindex, dev.mtu);
     match &dev.kind {
         DeviceKind::Loopback => {
             let _ = writeln!(s, "    link/loopback 00:00:00:00:00:00 brd 00:00:00:00:00:00");

@@ -53,12 +53,7 @@ impl<E> Default for EventQueue<E> {
 
 impl<E> EventQueue<E> {
     pub fn new() -> Self {
-        EventQueue {
-            heap: BinaryHeap::new(),
-            next_seq: 0,
-            now: Instant::ZERO,
-            processed: 0,
-        }
+        EventQueue { heap: BinaryHeap::new(), next_seq: 0, now: Instant::ZERO, processed: 0 }
     }
 
     /// The time of the event being processed (or of the last one processed).
@@ -81,16 +76,8 @@ impl<E> EventQueue<E> {
 
     /// Schedules `event` at `time`. Panics if `time` is before `now`: time never goes back.
     pub fn schedule(&mut self, time: Instant, event: E) {
-        assert!(
-            time >= self.now,
-            "event scheduled at {time} before now ({})",
-            self.now
-        );
-        self.heap.push(Entry {
-            time,
-            seq: self.next_seq,
-            event,
-        });
+        assert!(time >= self.now, "event scheduled at {time} before now ({})", self.now);
+        self.heap.push(Entry { time, seq: self.next_seq, event });
         self.next_seq += 1;
     }
 

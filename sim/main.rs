@@ -95,12 +95,7 @@ fn main() -> ExitCode {
 
 fn execute(cmd: Command) -> Result<(), Error> {
     match cmd {
-        Command::Run {
-            scenario,
-            out,
-            pcap,
-            seed,
-        } => {
+        Command::Run { scenario, out, pcap, seed } => {
             let o = app::run(&scenario, &app::RunOptions { out, pcap, seed })?;
             let s = &o.summary;
             println!(
@@ -146,12 +141,7 @@ fn execute(cmd: Command) -> Result<(), Error> {
             print!("{}", app::describe(&scenario, &node, at)?);
             Ok(())
         }
-        Command::Trace {
-            scenario,
-            from,
-            to,
-            size,
-        } => {
+        Command::Trace { scenario, from, to, size } => {
             print!("{}", app::trace(&scenario, &from, &to, size)?.render());
             Ok(())
         }

@@ -81,6 +81,8 @@ pub struct FlowObs {
     /// Frame size on the sender's eth0 per direction (set on first send).
     pub frame_len: [u32; 2],
     pub trace: Option<Vec<Hop>>,
+    /// Whether `trace` is the path of a delivered copy (preferred over a dropped one).
+    pub trace_delivered: bool,
 }
 
 impl FlowObs {
@@ -97,6 +99,7 @@ impl FlowObs {
             wire_bytes: 0,
             frame_len: [0; 2],
             trace: None,
+            trace_delivered: false,
         }
     }
 }
@@ -124,10 +127,7 @@ pub struct Observations {
 
 impl Observations {
     pub fn new(flows: usize) -> Self {
-        Observations {
-            flows: (0..flows).map(|_| FlowObs::new()).collect(),
-            ..Default::default()
-        }
+        Observations { flows: (0..flows).map(|_| FlowObs::new()).collect(), ..Default::default() }
     }
 
     pub fn sent(&mut self, tag: &DataTag, frame_len: usize) {
@@ -157,8 +157,7 @@ impl Observations {
         f.delivered += 1;
         f.payload_bytes += tag.payload as u64;
         f.wire_bytes += frame_len as u64;
-        f.latency
-            .saturating_record(now.saturating_since(tag.sent_at).as_nanos().max(1));
+        f.latency.saturating_record(now.saturating_since(tag.sent_at).as_nanos().max(1));
         true
     }
 
@@ -192,11 +191,7 @@ impl Observations {
     /// original included). A packet already in the group (`fresh` false) just grows it.
     pub fn flooded(&mut self, group: u64, fresh: bool, copies: u32) {
         if fresh {
-            let g = FloodGroup {
-                live: copies,
-                delivered: false,
-                reason: DropReason::NotForThisHost,
-            };
+            let g = FloodGroup { live: copies, delivered: false, reason: DropReason::NotForThisHost };
             self.floods.insert(group, g);
         } else {
             self.floods.get_mut(&group).expect("flood group registered").live += copies - 1;

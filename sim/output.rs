@@ -18,10 +18,7 @@ pub struct OutputFile {
 
 impl OutputFile {
     pub fn new(name: impl Into<String>, bytes: impl Into<Vec<u8>>) -> Self {
-        OutputFile {
-            name: name.into(),
-            bytes: bytes.into(),
-        }
+        OutputFile { name: name.into(), bytes: bytes.into() }
     }
 }
 
@@ -32,10 +29,7 @@ pub fn write_dir_atomically(out: &Path, files: &[OutputFile]) -> Result<(), Erro
         _ => PathBuf::from("."),
     };
     fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-    let base = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".into());
+    let base = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
     let tmp = parent.join(format!(".{base}.tmp-{}", std::process::id()));
     let old = parent.join(format!(".{base}.old-{}", std::process::id()));
     let _ = fs::remove_dir_all(&tmp);
@@ -80,22 +74,13 @@ mod tests {
         let root = std::env::temp_dir().join(format!("cnisim-output-test-{}", std::process::id()));
         let _ = fs::remove_dir_all(&root);
         let out = root.join("report");
-        write_dir_atomically(
-            &out,
-            &[
-                OutputFile::new("a.txt", "one"),
-                OutputFile::new("pcap/x.pcap", "p"),
-            ],
-        )
-        .unwrap();
+        write_dir_atomically(&out, &[OutputFile::new("a.txt", "one"), OutputFile::new("pcap/x.pcap", "p")])
+            .unwrap();
         assert_eq!(fs::read_to_string(out.join("a.txt")).unwrap(), "one");
         write_dir_atomically(&out, &[OutputFile::new("b.txt", "two")]).unwrap();
         assert!(!out.join("a.txt").exists(), "old files do not linger");
         assert_eq!(fs::read_to_string(out.join("b.txt")).unwrap(), "two");
-        let leftovers: Vec<_> = fs::read_dir(&root)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let leftovers: Vec<_> = fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(leftovers.len(), 1, "{leftovers:?}");
         fs::remove_dir_all(&root).unwrap();
     }

@@ -30,10 +30,7 @@ pub enum RenderError {
     Chart { chart: &'static str, message: String },
     /// PNG encoding of a rendered chart failed.
     #[error("cannot encode chart {chart} as PNG: {source}")]
-    Png {
-        chart: &'static str,
-        source: png::EncodingError,
-    },
+    Png { chart: &'static str, source: png::EncodingError },
 }
 
 /// A chart as PNG bytes plus the CSV of exactly the data it shows.
@@ -72,24 +69,13 @@ pub fn render(summary: &Summary) -> Result<Vec<OutputFile>, RenderError> {
             csv: csv::drops(summary),
         },
     ];
-    let mut files = vec![OutputFile {
-        name: "report.html".into(),
-        bytes: html::page(summary, &charts).into_bytes(),
-    }];
+    let mut files =
+        vec![OutputFile { name: "report.html".into(), bytes: html::page(summary, &charts).into_bytes() }];
     for chart in charts {
-        files.push(OutputFile {
-            name: format!("{}.png", chart.stem),
-            bytes: chart.png,
-        });
-        files.push(OutputFile {
-            name: format!("{}.csv", chart.stem),
-            bytes: chart.csv.into_bytes(),
-        });
+        files.push(OutputFile { name: format!("{}.png", chart.stem), bytes: chart.png });
+        files.push(OutputFile { name: format!("{}.csv", chart.stem), bytes: chart.csv.into_bytes() });
     }
-    files.push(OutputFile {
-        name: "flows.csv".into(),
-        bytes: csv::flows(summary).into_bytes(),
-    });
+    files.push(OutputFile { name: "flows.csv".into(), bytes: csv::flows(summary).into_bytes() });
     Ok(files)
 }
 
@@ -100,16 +86,8 @@ fn flow_label(flow: &FlowSummary) -> String {
 
 /// Data and ARP drops as (scope, reason, count) rows, data first, reasons sorted.
 fn drop_rows(summary: &Summary) -> Vec<(&'static str, &str, u64)> {
-    let data = summary
-        .totals
-        .drops_by_reason
-        .iter()
-        .map(|(r, n)| ("data", r.as_str(), *n));
-    let arp = summary
-        .totals
-        .arp_drops_by_reason
-        .iter()
-        .map(|(r, n)| ("arp", r.as_str(), *n));
+    let data = summary.totals.drops_by_reason.iter().map(|(r, n)| ("data", r.as_str(), *n));
+    let arp = summary.totals.arp_drops_by_reason.iter().map(|(r, n)| ("arp", r.as_str(), *n));
     data.chain(arp).collect()
 }
 
@@ -126,12 +104,7 @@ fn fmt_ns(ns: u64) -> String {
 
 /// Formats a rate as "950 bit/s", "12.5 Mbit/s", "9.87 Gbit/s".
 fn fmt_bps(bps: f64) -> String {
-    const UNITS: [(f64, &str); 4] = [
-        (1e12, "Tbit/s"),
-        (1e9, "Gbit/s"),
-        (1e6, "Mbit/s"),
-        (1e3, "Kbit/s"),
-    ];
+    const UNITS: [(f64, &str); 4] = [(1e12, "Tbit/s"), (1e9, "Gbit/s"), (1e6, "Mbit/s"), (1e3, "Kbit/s")];
     match UNITS.iter().find(|(scale, _)| bps >= *scale) {
         Some((scale, unit)) => format!("{} {unit}", sig3(bps / scale)),
         None => format!("{} bit/s", sig3(bps)),
@@ -189,9 +162,7 @@ mod tests {
     const EVIL_POD: &str = "<script>alert(1)</script>";
 
     fn stats(base: u64) -> LatencyStats {
-        let cdf = (0..=10u32)
-            .map(|i| (f64::from(i) / 10.0, base + u64::from(i * i) * 300))
-            .collect();
+        let cdf = (0..=10u32).map(|i| (f64::from(i) / 10.0, base + u64::from(i * i) * 300)).collect();
         LatencyStats {
             count: 100,
             min_ns: base,
@@ -206,11 +177,7 @@ mod tests {
     }
 
     fn flow(id: usize, src_pod: &str, same_node: bool, rtt: bool) -> FlowSummary {
-        let drops = if id == 1 {
-            BTreeMap::from([("queue_full".to_string(), 3)])
-        } else {
-            BTreeMap::new()
-        };
+        let drops = if id == 1 { BTreeMap::from([("queue_full".to_string(), 3)]) } else { BTreeMap::new() };
         FlowSummary {
             id,
             workload: if rtt { "rr, ping".into() } else { "bulk".into() },
@@ -218,11 +185,7 @@ mod tests {
             src_pod: src_pod.into(),
             dst_pod: format!("server-{id}"),
             src_node: "node-1".into(),
-            dst_node: if same_node {
-                "node-1".into()
-            } else {
-                "node-2".into()
-            },
+            dst_node: if same_node { "node-1".into() } else { "node-2".into() },
             same_node,
             src_ip: format!("10.244.1.{}", id + 2),
             dst_ip: "10.244.2.2".into(),
@@ -275,35 +238,11 @@ mod tests {
         ];
         let sent = flows.iter().map(|f| f.sent).sum();
         let hops = vec![
-            hop(
-                1_000_000,
-                "pod client-0",
-                "eth0",
-                "xmit",
-                "default via 10.244.1.1",
-            ),
-            hop(
-                1_000_900,
-                "node-1",
-                "cni0",
-                "forward",
-                "route 10.244.2.0/24 via flannel.1",
-            ),
-            hop(
-                1_002_100,
-                "node-1",
-                "flannel.1",
-                "encap",
-                "FDB entry -> 192.168.0.2 \"vxlan\"",
-            ),
+            hop(1_000_000, "pod client-0", "eth0", "xmit", "default via 10.244.1.1"),
+            hop(1_000_900, "node-1", "cni0", "forward", "route 10.244.2.0/24 via flannel.1"),
+            hop(1_002_100, "node-1", "flannel.1", "encap", "FDB entry -> 192.168.0.2 \"vxlan\""),
             hop(1_007_400, "underlay", "switch", "forward", "MAC table port 2"),
-            hop(
-                1_012_000,
-                "pod server-0",
-                "eth0",
-                "deliver",
-                "socket 10.244.2.2:5201",
-            ),
+            hop(1_012_000, "pod server-0", "eth0", "deliver", "socket 10.244.2.2:5201"),
         ];
         Summary {
             schema_version: SCHEMA_VERSION,
@@ -340,25 +279,13 @@ mod tests {
             },
             flows,
             nodes: vec![node("node-1", [0.423, 0.051]), node("node-2", [0.325, 0.0])],
-            paths: vec![PathTrace {
-                flow: 0,
-                description: "cross-node via VXLAN".into(),
-                hops,
-            }],
-            run: RunInfo {
-                cnisim_version: "0.1.0".into(),
-                wall_seconds: 0.5,
-                events_per_second: 246_912.0,
-            },
+            paths: vec![PathTrace { flow: 0, description: "cross-node via VXLAN".into(), hops }],
+            run: RunInfo { cnisim_version: "0.1.0".into(), wall_seconds: 0.5, events_per_second: 246_912.0 },
         }
     }
 
     fn file<'a>(files: &'a [OutputFile], name: &str) -> &'a [u8] {
-        &files
-            .iter()
-            .find(|f| f.name == name)
-            .unwrap_or_else(|| panic!("{name} missing"))
-            .bytes
+        &files.iter().find(|f| f.name == name).unwrap_or_else(|| panic!("{name} missing")).bytes
     }
 
     fn csv_rows(files: &[OutputFile], name: &str) -> usize {
@@ -388,15 +315,7 @@ mod tests {
     fn html_is_self_contained_and_escaped() {
         let files = render(&sample()).unwrap();
         let html = std::str::from_utf8(file(&files, "report.html")).unwrap();
-        for attr in [
-            "src=\"http",
-            "href=\"http",
-            "src='http",
-            "href='http",
-            "url(http",
-            "<link",
-            "@import",
-        ] {
+        for attr in ["src=\"http", "href=\"http", "src='http", "href='http", "url(http", "<link", "@import"] {
             assert!(!html.contains(attr), "external fetch via {attr}");
         }
         assert!(!html.contains("<script"), "unescaped script tag");
@@ -413,12 +332,7 @@ mod tests {
     #[test]
     fn pngs_decode_to_chart_size() {
         let files = render(&sample()).unwrap();
-        for name in [
-            "latency_cdf.png",
-            "latency_percentiles.png",
-            "cpu.png",
-            "drops.png",
-        ] {
+        for name in ["latency_cdf.png", "latency_percentiles.png", "cpu.png", "drops.png"] {
             let bytes = file(&files, name);
             assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "{name} signature");
             let info = png::Decoder::new(bytes).read_info().unwrap().info().clone();

@@ -111,14 +111,7 @@ impl Simulation {
             queue.schedule(f.start, Event::Send { flow: i as u32 });
         }
         let obs = Observations::new(flows.len());
-        Simulation {
-            world,
-            queue,
-            obs,
-            flows,
-            trace_first: true,
-            end: Instant::ZERO + cluster.duration,
-        }
+        Simulation { world, queue, obs, flows, trace_first: true, end: Instant::ZERO + cluster.duration }
     }
 
     /// Runs to the end of the scenario and checks packet conservation.
@@ -234,7 +227,7 @@ impl Simulation {
         match pkt.meta.data {
             Some(tag) => {
                 self.obs.dropped(Some(&tag), pkt.meta.flood, reason);
-                self.keep_trace(tag.flow, &mut pkt.meta);
+                self.keep_trace(tag.flow, &mut pkt.meta, false);
             }
             None => {
                 self.obs.dropped(None, 0, reason);
@@ -245,11 +238,13 @@ impl Simulation {
         }
     }
 
-    fn keep_trace(&mut self, flow: u32, meta: &mut Meta) {
+    /// Keeps the first finished trace of a flow, preferring a delivered copy's path.
+    fn keep_trace(&mut self, flow: u32, meta: &mut Meta, delivered: bool) {
         if let Some(t) = meta.trace.take() {
-            let slot = &mut self.obs.flows[flow as usize].trace;
-            if slot.is_none() {
-                *slot = Some(*t);
+            let f = &mut self.obs.flows[flow as usize];
+            if f.trace.is_none() || (delivered && !f.trace_delivered) {
+                f.trace = Some(*t);
+                f.trace_delivered = delivered;
             }
         }
     }
@@ -302,19 +297,9 @@ impl Simulation {
         let ident = netns.next_ident;
         netns.next_ident = netns.next_ident.wrapping_add(1);
         let frame = udp_frame(src, dst, sport, dport, payload as usize, ident);
-        let tag = DataTag {
-            flow,
-            dir,
-            seq,
-            sent_at: t,
-            payload,
-        };
+        let tag = DataTag { flow, dir, seq, sent_at: t, payload };
         let traced = self.trace_first && seq == 0;
-        let meta = Meta {
-            data: Some(tag),
-            trace: traced.then(Default::default),
-            flood: 0,
-        };
+        let meta = Meta { data: Some(tag), trace: traced.then(Default::default), flood: 0 };
         let pkt = Packet { frame, meta };
         self.obs.sent(&tag, pkt.frame.len());
         let node = self.world.netns[ns].node;
@@ -325,7 +310,7 @@ impl Simulation {
     fn deliver(&mut self, t: Instant, _ns: NsId, mut pkt: Packet) {
         let Some(tag) = pkt.meta.data else { return };
         let first = self.obs.delivered(&tag, pkt.meta.flood, pkt.frame.len(), t);
-        self.keep_trace(tag.flow, &mut pkt.meta);
+        self.keep_trace(tag.flow, &mut pkt.meta, true);
         if !first {
             return;
         }
@@ -338,15 +323,7 @@ impl Simulation {
             Dir::Forward => {
                 // The server answers at once from its socket.
                 let (ns, src, dst, sport, dport) = (f.server_ns, f.server_ip, f.client_ip, f.dport, f.sport);
-                self.transmit(
-                    t,
-                    flow,
-                    Dir::Reverse,
-                    tag.seq,
-                    response,
-                    ns,
-                    (src, dst, sport, dport),
-                );
+                self.transmit(t, flow, Dir::Reverse, tag.seq, response, ns, (src, dst, sport, dport));
             }
             Dir::Reverse => {
                 if let Some((seq, sent)) = f.outstanding {
@@ -427,10 +404,7 @@ mod tests {
     use crate::units::Bandwidth;
 
     fn cbr() -> WorkloadKind {
-        WorkloadKind::UdpCbr {
-            rate: Bandwidth(100_000_000),
-            payload: 1000,
-        }
+        WorkloadKind::UdpCbr { rate: Bandwidth(100_000_000), payload: 1000 }
     }
 
     #[test]
@@ -443,13 +417,10 @@ mod tests {
         assert_eq!(f.sent, 63);
         assert_eq!(f.delivered, 63, "drops: {:?}", f.drops);
         let hops = f.trace.as_ref().unwrap();
-        let path: Vec<String> = hops
-            .iter()
-            .map(|h| format!("{} {} {}", h.place, h.device, h.action))
-            .collect();
+        let path: Vec<String> =
+            hops.iter().map(|h| format!("{} {} {}", h.place, h.device, h.action)).collect();
         assert!(
-            path.iter()
-                .any(|p| p == "underlay switch port 0 forward" || p == "underlay switch port 0 flood"),
+            path.iter().any(|p| p == "underlay switch port 0 forward" || p == "underlay switch port 0 flood"),
             "{path:#?}"
         );
         assert_eq!(hops.last().unwrap().action, "deliver");

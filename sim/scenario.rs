@@ -33,16 +33,9 @@ pub fn load(path: &Path) -> Result<Cluster, Error> {
 
 /// Parses and resolves scenario text; `path_for_messages` is the file name errors start with.
 pub fn load_str(text: &str, path_for_messages: &str) -> Result<Cluster, ScenarioError> {
-    let scenario: Scenario = ron::Options::default()
-        .from_str(text)
-        .map_err(|e| ron_error(&e, text, path_for_messages))?;
-    resolve::resolve(
-        scenario,
-        &resolve::Locator {
-            text,
-            path: path_for_messages,
-        },
-    )
+    let scenario: Scenario =
+        ron::Options::default().from_str(text).map_err(|e| ron_error(&e, text, path_for_messages))?;
+    resolve::resolve(scenario, &resolve::Locator { text, path: path_for_messages })
 }
 
 /// The whole file: `Scenario( ... )`. See `docs/scenario.md` for every field.
@@ -260,38 +253,20 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error
 fn ron_error(e: &ron::error::SpannedError, text: &str, path: &str) -> ScenarioError {
     use ron::error::Error as R;
     let list = |xs: &[&str]| xs.join(", ");
-    let in_outer = |o: &Option<String>| {
-        o.as_deref()
-            .map(|o| format!(" in {}", outer_name(o)))
-            .unwrap_or_default()
-    };
+    let in_outer =
+        |o: &Option<String>| o.as_deref().map(|o| format!(" in {}", outer_name(o))).unwrap_or_default();
     let mut pos = snap(text, (e.span.start.line, e.span.start.col), &e.code);
     let message = match &e.code {
-        R::NoSuchStructField {
-            expected,
-            found,
-            outer,
-        } => {
-            format!(
-                "unknown field '{found}'{}, expected one of: {}",
-                in_outer(outer),
-                list(expected)
-            )
+        R::NoSuchStructField { expected, found, outer } => {
+            format!("unknown field '{found}'{}, expected one of: {}", in_outer(outer), list(expected))
         }
         R::MissingStructField { field, outer } => {
-            format!(
-                "missing field '{field}'{}; add `{field}: ...` (see docs/scenario.md)",
-                in_outer(outer)
-            )
+            format!("missing field '{field}'{}; add `{field}: ...` (see docs/scenario.md)", in_outer(outer))
         }
         R::DuplicateStructField { field, .. } => {
             format!("field '{field}' is given twice; keep one")
         }
-        R::NoSuchEnumVariant {
-            expected,
-            found,
-            outer,
-        } => format!(
+        R::NoSuchEnumVariant { expected, found, outer } => format!(
             "unknown {} '{found}', expected one of: {}",
             outer.as_deref().map(variant_kind).unwrap_or("variant"),
             list(expected)
@@ -336,12 +311,7 @@ fn ron_error(e: &ron::error::SpannedError, text: &str, path: &str) -> ScenarioEr
         R::Message(m) => m.clone(),
         other => lower_first(&other.to_string()),
     };
-    ScenarioError {
-        path: path.to_string(),
-        line: pos.0,
-        col: pos.1,
-        message,
-    }
+    ScenarioError { path: path.to_string(), line: pos.0, col: pos.1, message }
 }
 
 /// The file's word for a struct `ron` names by its Rust type.
@@ -443,11 +413,7 @@ mod tests {
         };
         assert_eq!(c.name, "quickstart");
         assert_eq!(c.cni, crate::cluster::Cni::FlannelHostGw);
-        let nodes: Vec<_> = c
-            .nodes
-            .iter()
-            .map(|n| (n.name.as_str(), n.ip.to_string()))
-            .collect();
+        let nodes: Vec<_> = c.nodes.iter().map(|n| (n.name.as_str(), n.ip.to_string())).collect();
         assert_eq!(
             nodes,
             [
@@ -459,11 +425,8 @@ mod tests {
         let subnets: Vec<_> = c.nodes.iter().map(|n| n.pod_subnet.to_string()).collect();
         assert_eq!(subnets, ["10.244.0.0/24", "10.244.1.0/24", "10.244.2.0/24"]);
         assert_eq!(c.pod_gateway(1).to_string(), "10.244.1.1");
-        let pods: Vec<_> = c
-            .pods
-            .iter()
-            .map(|p| (p.name.as_str(), p.node, p.ip.to_string(), p.mtu))
-            .collect();
+        let pods: Vec<_> =
+            c.pods.iter().map(|p| (p.name.as_str(), p.node, p.ip.to_string(), p.mtu)).collect();
         assert_eq!(
             pods,
             [
@@ -478,18 +441,10 @@ mod tests {
         );
         assert_eq!(c.pods[6].labels.get("app").map(String::as_str), Some("server"));
         assert_eq!(c.pods[0].labels.get("node").map(String::as_str), Some("node-1"));
-        let w: Vec<_> = c
-            .workloads
-            .iter()
-            .map(|w| (w.name.as_str(), w.flows.clone()))
-            .collect();
+        let w: Vec<_> = c.workloads.iter().map(|w| (w.name.as_str(), w.flows.clone())).collect();
         assert_eq!(
             w,
-            [
-                ("same-node", vec![(0, 1)]),
-                ("cross-node", vec![(0, 2)]),
-                ("rr", vec![(4, 6), (5, 6)])
-            ]
+            [("same-node", vec![(0, 1)]), ("cross-node", vec![(0, 2)]), ("rr", vec![(4, 6), (5, 6)])]
         );
         assert_eq!(c.workloads[0].port, 5201);
         assert_eq!(c.workloads[2].start.as_nanos(), 100_000_000);
@@ -521,10 +476,7 @@ mod tests {
             (4, 1500, Bandwidth(10_000_000_000))
         );
         assert_eq!((c.nodes[1].cores, c.nodes[1].mtu), (8, 9000));
-        assert_eq!(
-            (c.pods[0].ip.to_string(), c.pods[0].mtu),
-            ("10.244.1.2".to_string(), 9000)
-        );
+        assert_eq!((c.pods[0].ip.to_string(), c.pods[0].mtu), ("10.244.1.2".to_string(), 9000));
         assert_eq!(c.pods[1].ip.to_string(), "10.244.0.2");
         assert_eq!(c.workloads[0].flows, [(1, 0)]);
         assert_eq!(c.seed, 1);

@@ -177,9 +177,8 @@ use crate::run::Simulation;
 use hdrhistogram::Histogram;
 
 /// Quantiles sampled for the CDF in [`LatencyStats::cdf`].
-const CDF_QUANTILES: [f64; 17] = [
-    0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.995, 0.999, 1.0,
-];
+const CDF_QUANTILES: [f64; 17] =
+    [0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.995, 0.999, 1.0];
 
 impl LatencyStats {
     pub fn from_histogram(h: &Histogram<u64>) -> LatencyStats {
@@ -195,10 +194,7 @@ impl LatencyStats {
             p99_ns: h.value_at_quantile(0.99),
             p999_ns: h.value_at_quantile(0.999),
             max_ns: h.max(),
-            cdf: CDF_QUANTILES
-                .iter()
-                .map(|&q| (q, h.value_at_quantile(q)))
-                .collect(),
+            cdf: CDF_QUANTILES.iter().map(|&q| (q, h.value_at_quantile(q))).collect(),
         }
     }
 }
@@ -235,12 +231,7 @@ impl Summary {
                     kind: kind_name(&w.kind).into(),
                     params: match &w.kind {
                         WorkloadKind::UdpCbr { rate, payload } => format!("{rate}, {payload} B payload"),
-                        WorkloadKind::UdpRr {
-                            request,
-                            response,
-                            think,
-                            timeout,
-                        } => format!(
+                        WorkloadKind::UdpRr { request, response, think, timeout } => format!(
                             "{request} B request, {response} B response, think {think}, timeout {timeout}"
                         ),
                     },
@@ -248,12 +239,8 @@ impl Summary {
                 })
                 .collect(),
         };
-        let flows: Vec<FlowSummary> = sim
-            .flows
-            .iter()
-            .enumerate()
-            .map(|(i, f)| flow_summary(sim, i, f))
-            .collect();
+        let flows: Vec<FlowSummary> =
+            sim.flows.iter().enumerate().map(|(i, f)| flow_summary(sim, i, f)).collect();
         let mut drops_by_reason = BTreeMap::new();
         for f in &sim.obs.flows {
             for (r, n) in &f.drops {
@@ -306,22 +293,10 @@ impl Summary {
             .enumerate()
             .filter_map(|(i, f)| {
                 let hops = f.trace.clone()?;
-                Some(PathTrace {
-                    flow: i,
-                    description: flows[i].describe(),
-                    hops,
-                })
+                Some(PathTrace { flow: i, description: flows[i].describe(), hops })
             })
             .collect();
-        Summary {
-            schema_version: SCHEMA_VERSION,
-            scenario,
-            totals,
-            flows,
-            nodes,
-            paths,
-            run,
-        }
+        Summary { schema_version: SCHEMA_VERSION, scenario, totals, flows, nodes, paths, run }
     }
 
     /// summary.json text: pretty-printed, keys in a fixed order.
@@ -333,10 +308,7 @@ impl Summary {
 impl FlowSummary {
     /// "web-0 (node-1) -> db-0 (node-2)".
     pub fn describe(&self) -> String {
-        format!(
-            "{} ({}) -> {} ({})",
-            self.src_pod, self.src_node, self.dst_pod, self.dst_node
-        )
+        format!("{} ({}) -> {} ({})", self.src_pod, self.src_node, self.dst_pod, self.dst_node)
     }
 }
 
@@ -376,11 +348,7 @@ fn flow_summary(sim: &Simulation, i: usize, f: &crate::run::Flow) -> FlowSummary
         timeouts: o.timeouts,
         payload_bytes: o.payload_bytes,
         wire_bytes: o.wire_bytes,
-        throughput_bps: if active > 0.0 {
-            o.payload_bytes as f64 * 8.0 / active
-        } else {
-            0.0
-        },
+        throughput_bps: if active > 0.0 { o.payload_bytes as f64 * 8.0 / active } else { 0.0 },
         overhead_ratio: if o.payload_bytes > 0 {
             (o.wire_bytes - o.payload_bytes) as f64 / o.payload_bytes as f64
         } else {

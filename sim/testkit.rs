@@ -27,10 +27,7 @@ pub fn cluster(nodes: usize, pods: usize, kind: WorkloadKind, pairs: &[(usize, u
         .map(|p| PodSpec {
             name: format!("node-{}-pod-{}", p / pods + 1, p % pods + 1),
             node: p / pods,
-            ip: node_specs[p / pods]
-                .pod_subnet
-                .nth((p % pods) as u64 + 2)
-                .unwrap(),
+            ip: node_specs[p / pods].pod_subnet.nth((p % pods) as u64 + 2).unwrap(),
             mtu: 1500,
             labels: BTreeMap::new(),
         })

@@ -69,11 +69,7 @@ impl Duration {
 impl Add<Duration> for Instant {
     type Output = Instant;
     fn add(self, d: Duration) -> Instant {
-        Instant(
-            self.0
-                .checked_add(d.0)
-                .expect("simulated time overflowed u64 nanoseconds"),
-        )
+        Instant(self.0.checked_add(d.0).expect("simulated time overflowed u64 nanoseconds"))
     }
 }
 impl AddAssign<Duration> for Instant {

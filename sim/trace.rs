@@ -34,10 +34,7 @@ pub fn trace(cluster: &Cluster, from: PodId, to: PodId, payload: u32) -> Result<
     c.workloads = vec![Workload {
         name: "trace".into(),
         // One datagram: the next would leave after payload * 8 seconds.
-        kind: WorkloadKind::UdpCbr {
-            rate: Bandwidth(1),
-            payload,
-        },
+        kind: WorkloadKind::UdpCbr { rate: Bandwidth(1), payload },
         flows: vec![(from, to)],
         port: 5201,
         start: Instant::ZERO,
@@ -48,25 +45,14 @@ pub fn trace(cluster: &Cluster, from: PodId, to: PodId, payload: u32) -> Result<
     sim.run()?;
     let f = &sim.obs.flows[0];
     let (delivered, outcome) = if f.delivered == 1 {
-        (
-            true,
-            format!(
-                "delivered after {} one-way",
-                Duration::from_nanos(f.latency.max())
-            ),
-        )
+        (true, format!("delivered after {} one-way", Duration::from_nanos(f.latency.max())))
     } else if let Some((r, _)) = f.drops.iter().next() {
         (false, format!("dropped: {}", r.name()))
     } else {
         (false, "still in flight after 10s".into())
     };
-    let mut hops: Vec<(HopOf, Hop)> = f
-        .trace
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|h| (HopOf::Data, h))
-        .collect();
+    let mut hops: Vec<(HopOf, Hop)> =
+        f.trace.clone().unwrap_or_default().into_iter().map(|h| (HopOf::Data, h)).collect();
     hops.extend(sim.world.control_hops.iter().cloned().map(|h| (HopOf::Arp, h)));
     hops.sort_by_key(|(_, h)| h.time_ns); // stable: keeps each packet's own order
     let (p, q) = (&c.pods[from], &c.pods[to]);
@@ -74,12 +60,7 @@ pub fn trace(cluster: &Cluster, from: PodId, to: PodId, payload: u32) -> Result<
         "trace: {} {} ({}) -> {} {} ({}), UDP {payload} B payload, CNI {}",
         p.name, p.ip, c.nodes[p.node].name, q.name, q.ip, c.nodes[q.node].name, c.cni
     );
-    Ok(Trace {
-        header,
-        hops,
-        outcome,
-        delivered,
-    })
+    Ok(Trace { header, hops, outcome, delivered })
 }
 
 impl Trace {

@@ -19,14 +19,8 @@ pub struct Bandwidth(pub u64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ByteSize(pub u64);
 
-const DURATION_UNITS: &[(&str, f64)] = &[
-    ("ns", 1.0),
-    ("us", 1e3),
-    ("µs", 1e3),
-    ("ms", 1e6),
-    ("s", 1e9),
-    ("min", 60e9),
-];
+const DURATION_UNITS: &[(&str, f64)] =
+    &[("ns", 1.0), ("us", 1e3), ("µs", 1e3), ("ms", 1e6), ("s", 1e9), ("min", 60e9)];
 const BANDWIDTH_UNITS: &[(&str, f64)] = &[
     ("bit", 1.0),
     ("Kbit", 1e3),
@@ -58,17 +52,9 @@ fn parse_quantity(text: &str, what: &str, units: &[(&str, f64)], example: &str) 
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+' || c == '_'))
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let names = || {
-        units
-            .iter()
-            .map(|(u, _)| format!("'{u}'"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let names = || units.iter().map(|(u, _)| format!("'{u}'")).collect::<Vec<_>>().join(", ");
     if num.is_empty() {
-        return Err(format!(
-            "'{text}' is not a {what}: expected a number then a unit, e.g. \"{example}\""
-        ));
+        return Err(format!("'{text}' is not a {what}: expected a number then a unit, e.g. \"{example}\""));
     }
     let value: f64 = num
         .replace('_', "")
@@ -82,20 +68,11 @@ fn parse_quantity(text: &str, what: &str, units: &[(&str, f64)], example: &str) 
     }
     let unit = unit.trim();
     if unit.is_empty() {
-        return Err(format!(
-            "{what} '{text}' has no unit: write e.g. \"{example}\" (units: {})",
-            names()
-        ));
+        return Err(format!("{what} '{text}' has no unit: write e.g. \"{example}\" (units: {})", names()));
     }
-    let factor = units
-        .iter()
-        .find(|(u, _)| *u == unit)
-        .map(|(_, f)| *f)
-        .ok_or_else(|| {
-            format!(
-                "unknown {what} unit '{unit}' in '{text}', expected one of {}",
-                names()
-            )
+    let factor =
+        units.iter().find(|(u, _)| *u == unit).map(|(_, f)| *f).ok_or_else(|| {
+            format!("unknown {what} unit '{unit}' in '{text}', expected one of {}", names())
         })?;
     let scaled = value * factor;
     if scaled > u64::MAX as f64 / 2.0 {
@@ -108,9 +85,7 @@ fn parse_quantity(text: &str, what: &str, units: &[(&str, f64)], example: &str) 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let ns = parse_quantity(text, "duration", DURATION_UNITS, "5us")?;
     if ns.fract() != 0.0 {
-        return Err(format!(
-            "duration '{text}' is finer than one nanosecond, the simulator's resolution"
-        ));
+        return Err(format!("duration '{text}' is finer than one nanosecond, the simulator's resolution"));
     }
     Ok(Duration::from_nanos(ns as u64))
 }
@@ -119,9 +94,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 pub fn parse_bandwidth(text: &str) -> Result<Bandwidth, String> {
     let bps = parse_quantity(text, "bandwidth", BANDWIDTH_UNITS, "10Gbit")?;
     if bps.fract() != 0.0 {
-        return Err(format!(
-            "bandwidth '{text}' is not a whole number of bits per second"
-        ));
+        return Err(format!("bandwidth '{text}' is not a whole number of bits per second"));
     }
     Ok(Bandwidth(bps as u64))
 }
@@ -138,12 +111,9 @@ pub fn parse_size(text: &str) -> Result<ByteSize, String> {
 impl fmt::Display for Bandwidth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        for (div, unit) in [
-            (1_000_000_000_000, "Tbit"),
-            (1_000_000_000, "Gbit"),
-            (1_000_000, "Mbit"),
-            (1_000, "Kbit"),
-        ] {
+        for (div, unit) in
+            [(1_000_000_000_000, "Tbit"), (1_000_000_000, "Gbit"), (1_000_000, "Mbit"), (1_000, "Kbit")]
+        {
             if b >= div {
                 let v = b as f64 / div as f64;
                 let s = format!("{v:.3}");
@@ -245,10 +215,7 @@ mod tests {
     #[test]
     fn errors_say_what_is_wrong() {
         let e = parse_bandwidth("10Gbits").unwrap_err();
-        assert!(
-            e.contains("unknown bandwidth unit 'Gbits'") && e.contains("'Gbit'"),
-            "{e}"
-        );
+        assert!(e.contains("unknown bandwidth unit 'Gbits'") && e.contains("'Gbit'"), "{e}");
         let e = parse_duration("5").unwrap_err();
         assert!(e.contains("has no unit"), "{e}");
         let e = parse_duration("-5us").unwrap_err();

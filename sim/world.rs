@@ -149,11 +149,7 @@ impl World {
 
     /// Device named `name` in namespace `ns`.
     pub fn dev_by_name(&self, ns: NsId, name: &str) -> Option<DevId> {
-        self.netns[ns]
-            .devices
-            .iter()
-            .copied()
-            .find(|&d| self.devices[d].name == name)
+        self.netns[ns].devices.iter().copied().find(|&d| self.devices[d].name == name)
     }
 
     /// Turns on capture for every device whose `<namespace>/<device>` matches `glob`
@@ -194,16 +190,7 @@ impl World {
     pub fn add_device(&mut self, ns: NsId, name: String, mac: Mac, mtu: u32, kind: DeviceKind) -> DevId {
         let id = self.devices.len();
         let ifindex = self.netns[ns].devices.len() as u32 + 1;
-        self.devices.push(Device {
-            name,
-            ns,
-            ifindex,
-            mac,
-            mtu,
-            addrs: Vec::new(),
-            master: None,
-            kind,
-        });
+        self.devices.push(Device { name, ns, ifindex, mac, mtu, addrs: Vec::new(), master: None, kind });
         self.pcaps.push(None);
         self.netns[ns].devices.push(id);
         id
@@ -296,11 +283,7 @@ impl World {
     /// `ip route replace DST [via GW] dev DEV` in MAIN.
     pub fn add_route(&mut self, dev: DevId, dst: Ipv4Net, gateway: Option<Ipv4Addr>, proto: Proto) {
         let ns = self.devices[dev].ns;
-        let scope = if gateway.is_some() {
-            Scope::Global
-        } else {
-            Scope::Link
-        };
+        let scope = if gateway.is_some() { Scope::Global } else { Scope::Link };
         self.netns[ns].main.insert(Route {
             kind: RouteKind::Unicast,
             dst,
@@ -353,11 +336,7 @@ pub fn build(cluster: &Cluster) -> World {
         devices: Vec::new(),
         links: Vec::new(),
         link_ends: Vec::new(),
-        switch: Switch {
-            ports: Vec::new(),
-            mac_table: HashMap::new(),
-            mtu: cluster.underlay.mtu,
-        },
+        switch: Switch { ports: Vec::new(), mac_table: HashMap::new(), mtu: cluster.underlay.mtu },
         pcaps: Vec::new(),
         pod_ns: vec![usize::MAX; cluster.pods.len()],
         next_flood: 0,
@@ -397,11 +376,7 @@ pub fn build(cluster: &Cluster) -> World {
         w.link_ends.push(LinkEnd::Device(nic));
         w.switch.ports.push(down);
         let cores = vec![Core::default(); spec.cores as usize];
-        w.nodes.push(Node {
-            ns,
-            cores,
-            packets: 0,
-        });
+        w.nodes.push(Node { ns, cores, packets: 0 });
     }
     cni::build(&mut w);
     w

@@ -41,11 +41,7 @@ fn check(text: &str, line: usize, col: usize, substring: &str) {
     match load_str(text, "bad.ron") {
         Ok(_) => panic!("scenario loaded, expected an error containing {substring:?}:\n{text}"),
         Err(e) => {
-            assert!(
-                e.message.contains(substring),
-                "message {:?} lacks {substring:?}",
-                e.message
-            );
+            assert!(e.message.contains(substring), "message {:?} lacks {substring:?}", e.message);
             assert_eq!((e.line, e.col), (line, col), "wrong position for: {e}");
             assert_eq!(e.to_string(), format!("bad.ron:{line}:{col}: {}", e.message));
         }
@@ -66,32 +62,17 @@ fn syntax_missing_comma() {
 
 #[test]
 fn unclosed_paren() {
-    check(
-        &edit(&[("    ],\n)\n", "    ],\n")]),
-        21,
-        1,
-        "unexpected end of file",
-    );
+    check(&edit(&[("    ],\n)\n", "    ],\n")]), 21, 1, "unexpected end of file");
 }
 
 #[test]
 fn trailing_text() {
-    check(
-        &edit(&[("    ],\n)\n", "    ],\n) )\n")]),
-        21,
-        3,
-        "unexpected text after",
-    );
+    check(&edit(&[("    ],\n)\n", "    ],\n) )\n")]), 21, 3, "unexpected text after");
 }
 
 #[test]
 fn wrong_top_level_name() {
-    check(
-        &edit(&[("Scenario(", "Senario(")]),
-        1,
-        1,
-        "must start with `Scenario(`",
-    );
+    check(&edit(&[("Scenario(", "Senario(")]), 1, 1, "must start with `Scenario(`");
 }
 
 #[test]
@@ -121,22 +102,12 @@ fn unknown_cost_field() {
 
 #[test]
 fn missing_required_field() {
-    check(
-        &edit(&[("    cni: \"flannel-host-gw\",\n", "")]),
-        20,
-        1,
-        "missing field 'cni'",
-    );
+    check(&edit(&[("    cni: \"flannel-host-gw\",\n", "")]), 20, 1, "missing field 'cni'");
 }
 
 #[test]
 fn duplicate_field() {
-    check(
-        &edit(&[("payload: 1400", "payload: 1400, payload: 2")]),
-        18,
-        68,
-        "field 'payload' is given twice",
-    );
+    check(&edit(&[("payload: 1400", "payload: 1400, payload: 2")]), 18, 68, "field 'payload' is given twice");
 }
 
 #[test]
@@ -161,12 +132,7 @@ fn unknown_selector() {
 
 #[test]
 fn number_in_quotes() {
-    check(
-        &edit(&[("pods_per_node: 2", "pods_per_node: \"2\"")]),
-        12,
-        20,
-        "expected a number here",
-    );
+    check(&edit(&[("pods_per_node: 2", "pods_per_node: \"2\"")]), 12, 20, "expected a number here");
 }
 
 #[test]
@@ -176,12 +142,7 @@ fn unit_without_quotes() {
 
 #[test]
 fn fractional_integer() {
-    check(
-        &edit(&[("payload: 1400", "payload: 1400.5")]),
-        18,
-        66,
-        "expected a whole number",
-    );
+    check(&edit(&[("payload: 1400", "payload: 1400.5")]), 18, 66, "expected a whole number");
 }
 
 #[test]
@@ -221,22 +182,12 @@ fn duration_over_an_hour() {
 
 #[test]
 fn duration_too_long() {
-    check(
-        &edit(&[("\"2s\"", "\"61min\"")]),
-        3,
-        15,
-        "longer than the limit of 1h",
-    );
+    check(&edit(&[("\"2s\"", "\"61min\"")]), 3, 15, "longer than the limit of 1h");
 }
 
 #[test]
 fn bad_name() {
-    check(
-        &edit(&[("\"bad\"", "\"Bad Name\"")]),
-        2,
-        11,
-        "contains 'B'; use only lowercase",
-    );
+    check(&edit(&[("\"bad\"", "\"Bad Name\"")]), 2, 11, "contains 'B'; use only lowercase");
 }
 
 #[test]
@@ -271,22 +222,12 @@ fn cidr_host_bits() {
 
 #[test]
 fn cidr_not_an_address() {
-    check(
-        &edit(&[("\"10.244.0.0/16\"", "\"10.244.0/16\"")]),
-        7,
-        19,
-        "is not an IPv4 address",
-    );
+    check(&edit(&[("\"10.244.0.0/16\"", "\"10.244.0/16\"")]), 7, 19, "is not an IPv4 address");
 }
 
 #[test]
 fn cidr_prefix_too_long() {
-    check(
-        &edit(&[("\"10.244.0.0/16\"", "\"10.244.0.0/33\"")]),
-        7,
-        19,
-        "must be a whole number from 0 to 32",
-    );
+    check(&edit(&[("\"10.244.0.0/16\"", "\"10.244.0.0/33\"")]), 7, 19, "must be a whole number from 0 to 32");
 }
 
 #[test]
@@ -321,32 +262,17 @@ fn subnet_prefix_not_longer() {
 
 #[test]
 fn subnet_prefix_too_long() {
-    check(
-        &edit(&[("node_subnet_prefix: 24", "node_subnet_prefix: 31")]),
-        9,
-        29,
-        "use at most 30",
-    );
+    check(&edit(&[("node_subnet_prefix: 24", "node_subnet_prefix: 31")]), 9, 29, "use at most 30");
 }
 
 #[test]
 fn zero_nodes() {
-    check(
-        &edit(&[("count: 2", "count: 0")]),
-        11,
-        25,
-        "a cluster needs at least one node",
-    );
+    check(&edit(&[("count: 2", "count: 0")]), 11, 25, "a cluster needs at least one node");
 }
 
 #[test]
 fn empty_node_list() {
-    check(
-        &edit(&[("Count(count: 2, mtu: 1500)", "List([])")]),
-        11,
-        12,
-        "the node list is empty",
-    );
+    check(&edit(&[("Count(count: 2, mtu: 1500)", "List([])")]), 11, 12, "the node list is empty");
 }
 
 #[test]
@@ -362,10 +288,7 @@ fn more_nodes_than_node_cidr() {
 #[test]
 fn more_nodes_than_pod_subnets() {
     check(
-        &edit(&[
-            ("node_subnet_prefix: 24", "node_subnet_prefix: 17"),
-            ("count: 2", "count: 3"),
-        ]),
+        &edit(&[("node_subnet_prefix: 24", "node_subnet_prefix: 17"), ("count: 2", "count: 3")]),
         11,
         25,
         "3 nodes need 3 pod subnets of /17 but pod_cidr 10.244.0.0/16 holds only 2",
@@ -395,10 +318,7 @@ fn listed_pod_does_not_fit() {
 #[test]
 fn duplicate_listed_node() {
     check(
-        &edit(&[(
-            "Count(count: 2, mtu: 1500)",
-            "List([(name: \"a\"), (name: \"a\")])",
-        )]),
+        &edit(&[("Count(count: 2, mtu: 1500)", "List([(name: \"a\"), (name: \"a\")])")]),
         11,
         38,
         "node name 'a' is used twice",
@@ -417,22 +337,12 @@ fn zero_cores() {
 
 #[test]
 fn node_mtu_too_small() {
-    check(
-        &edit(&[("mtu: 1500)", "mtu: 60)")]),
-        11,
-        33,
-        "node mtu 60 is outside 68..=65535",
-    );
+    check(&edit(&[("mtu: 1500)", "mtu: 60)")]), 11, 33, "node mtu 60 is outside 68..=65535");
 }
 
 #[test]
 fn zero_nic() {
-    check(
-        &edit(&[("count: 2,", "count: 2, nic: \"0Gbit\",")]),
-        11,
-        33,
-        "nic bandwidth is zero",
-    );
+    check(&edit(&[("count: 2,", "count: 2, nic: \"0Gbit\",")]), 11, 33, "nic bandwidth is zero");
 }
 
 #[test]
@@ -457,42 +367,22 @@ fn duplicate_pod_name() {
 
 #[test]
 fn loss_one() {
-    check(
-        &edit(&[("loss: 0.0", "loss: 1.0")]),
-        16,
-        60,
-        "underlay loss 1 is not in the range [0, 1)",
-    );
+    check(&edit(&[("loss: 0.0", "loss: 1.0")]), 16, 60, "underlay loss 1 is not in the range [0, 1)");
 }
 
 #[test]
 fn loss_negative() {
-    check(
-        &edit(&[("loss: 0.0", "loss: -0.5")]),
-        16,
-        60,
-        "not in the range [0, 1)",
-    );
+    check(&edit(&[("loss: 0.0", "loss: -0.5")]), 16, 60, "not in the range [0, 1)");
 }
 
 #[test]
 fn queue_zero() {
-    check(
-        &edit(&[("\"512KiB\"", "\"0B\"")]),
-        16,
-        44,
-        "underlay queue is zero",
-    );
+    check(&edit(&[("\"512KiB\"", "\"0B\"")]), 16, 44, "underlay queue is zero");
 }
 
 #[test]
 fn underlay_bandwidth_zero() {
-    check(
-        &edit(&[("\"10Gbit\"", "\"0bit\"")]),
-        16,
-        27,
-        "underlay bandwidth is zero",
-    );
+    check(&edit(&[("\"10Gbit\"", "\"0bit\"")]), 16, 27, "underlay bandwidth is zero");
 }
 
 #[test]
@@ -517,12 +407,7 @@ fn payload_exceeds_mtu() {
 
 #[test]
 fn payload_zero() {
-    check(
-        &edit(&[("payload: 1400", "payload: 0")]),
-        18,
-        62,
-        "payload is 0 bytes",
-    );
+    check(&edit(&[("payload: 1400", "payload: 0")]), 18, 62, "payload is 0 bytes");
 }
 
 #[test]
@@ -542,22 +427,12 @@ fn zero_rate() {
 
 #[test]
 fn absurd_rate() {
-    check(
-        &edit(&[("\"100Mbit\"", "\"100Tbit\"")]),
-        18,
-        42,
-        "rate 100Tbit is absurd",
-    );
+    check(&edit(&[("\"100Mbit\"", "\"100Tbit\"")]), 18, 42, "rate 100Tbit is absurd");
 }
 
 #[test]
 fn zero_timeout() {
-    check(
-        &edit(&[("response: 1024", "response: 1024, timeout: \"0s\"")]),
-        19,
-        72,
-        "timeout is zero",
-    );
+    check(&edit(&[("response: 1024", "response: 1024, timeout: \"0s\"")]), 19, 72, "timeout is zero");
 }
 
 #[test]
@@ -592,22 +467,12 @@ fn dangling_label_selector() {
 
 #[test]
 fn no_flow_left() {
-    check(
-        &edit(&[("to: Pod(\"srv\")", "to: Pod(\"node-1-pod-1\")")]),
-        18,
-        100,
-        "has no flow",
-    );
+    check(&edit(&[("to: Pod(\"srv\")", "to: Pod(\"node-1-pod-1\")")]), 18, 100, "has no flow");
 }
 
 #[test]
 fn duplicate_workload_name() {
-    check(
-        &edit(&[("(name: \"rr\"", "(name: \"cbr\"")]),
-        19,
-        16,
-        "workload name 'cbr' is used twice",
-    );
+    check(&edit(&[("(name: \"rr\"", "(name: \"cbr\"")]), 19, 16, "workload name 'cbr' is used twice");
 }
 
 #[test]
@@ -623,10 +488,7 @@ fn workload_starts_after_end() {
 #[test]
 fn workload_past_the_end() {
     check(
-        &edit(&[(
-            "to: Pod(\"srv\")",
-            "to: Pod(\"srv\"), start: \"1s\", duration: \"1.5s\"",
-        )]),
+        &edit(&[("to: Pod(\"srv\")", "to: Pod(\"srv\"), start: \"1s\", duration: \"1.5s\"")]),
         18,
         135,
         "runs from 1s to 2.5s, past the end of the scenario at 2s; shorten its duration to at most 1s",
@@ -635,12 +497,7 @@ fn workload_past_the_end() {
 
 #[test]
 fn workload_zero_duration() {
-    check(
-        &edit(&[("to: Pod(\"srv\")", "to: Pod(\"srv\"), duration: \"0s\"")]),
-        18,
-        122,
-        "has duration zero",
-    );
+    check(&edit(&[("to: Pod(\"srv\")", "to: Pod(\"srv\"), duration: \"0s\"")]), 18, 122, "has duration zero");
 }
 
 #[test]
@@ -655,12 +512,7 @@ fn port_zero() {
 
 #[test]
 fn port_too_big() {
-    check(
-        &edit(&[("to: Pod(\"srv\")", "to: Pod(\"srv\"), port: 70000")]),
-        18,
-        118,
-        "number out of range",
-    );
+    check(&edit(&[("to: Pod(\"srv\")", "to: Pod(\"srv\"), port: 70000")]), 18, 118, "number out of range");
 }
 
 #[test]
@@ -668,10 +520,7 @@ fn too_many_flows() {
     check(
         &edit(&[
             ("pods_per_node: 2", "pods_per_node: 200"),
-            (
-                "from: Node(\"node-1\"), to: Labels({\"app\": \"srv\"})",
-                "from: Labels({}), to: Labels({})",
-            ),
+            ("from: Node(\"node-1\"), to: Labels({\"app\": \"srv\"})", "from: Labels({}), to: Labels({})"),
         ]),
         19,
         9,

@@ -29,10 +29,7 @@ pub struct Fdb {
 
 impl Default for Fdb {
     fn default() -> Self {
-        Fdb {
-            entries: HashMap::new(),
-            ageing: DEFAULT_AGEING,
-        }
+        Fdb { entries: HashMap::new(), ageing: DEFAULT_AGEING }
     }
 }
 
@@ -42,11 +39,7 @@ impl Fdb {
         if mac.is_multicast() {
             return;
         }
-        let e = self.entries.entry(mac).or_insert(FdbEntry {
-            port,
-            updated: now,
-            permanent: false,
-        });
+        let e = self.entries.entry(mac).or_insert(FdbEntry { port, updated: now, permanent: false });
         if !e.permanent {
             e.port = port;
             e.updated = now;
@@ -54,14 +47,7 @@ impl Fdb {
     }
 
     pub fn add_permanent(&mut self, mac: Mac, port: DevId) {
-        self.entries.insert(
-            mac,
-            FdbEntry {
-                port,
-                updated: Instant::ZERO,
-                permanent: true,
-            },
-        );
+        self.entries.insert(mac, FdbEntry { port, updated: Instant::ZERO, permanent: true });
     }
 
     /// The port for `mac`, if known and not aged out at `now`.
@@ -98,13 +84,8 @@ mod tests {
         let later = Instant::from_nanos(10) + DEFAULT_AGEING;
         assert!(f.lookup(m, later).is_none(), "aged out after 300 s");
         f.learn(Mac::BROADCAST, 1, Instant::ZERO);
-        assert!(
-            f.lookup(Mac::BROADCAST, Instant::ZERO).is_none(),
-            "never learns group addresses"
-        );
+        assert!(f.lookup(Mac::BROADCAST, Instant::ZERO).is_none(), "never learns group addresses");
         f.add_permanent(Mac([2, 0, 0, 0, 0, 9]), 7);
-        assert!(f
-            .lookup(Mac([2, 0, 0, 0, 0, 9]), later + DEFAULT_AGEING)
-            .is_some());
+        assert!(f.lookup(Mac([2, 0, 0, 0, 0, 9]), later + DEFAULT_AGEING).is_some());
     }
 }

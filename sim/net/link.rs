@@ -20,6 +20,13 @@ pub enum LinkDrop {
     Loss,
 }
 
+/// Bytes a frame of `len` bytes (Ethernet header + payload, as captured) occupies on the wire:
+/// padded to the 60-byte minimum, plus FCS (4), preamble and start delimiter (8) and the
+/// inter-frame gap (12) (IEEE 802.3 clauses 3 and 4).
+pub fn wire_len(len: usize) -> usize {
+    len.max(60) + 4 + 8 + 12
+}
+
 #[derive(Debug)]
 pub struct Link {
     pub bandwidth_bps: u64,
@@ -81,7 +88,7 @@ impl Link {
             return Err(LinkDrop::QueueFull);
         }
         let start = self.busy_until.max(now);
-        let done = start + Duration::serialisation(len, self.bandwidth_bps);
+        let done = start + Duration::serialisation(wire_len(len), self.bandwidth_bps);
         self.busy_until = done;
         self.in_queue.push_back((done, len as u32));
         self.queued_bytes += len as u64;
@@ -110,34 +117,29 @@ mod tests {
     #[test]
     fn serialisation_queueing_and_propagation() {
         let mut l = link(10_000, 0.0);
-        // 1000 B at 8 Gbit/s = 1 us on the wire, + 5 us propagation.
-        assert_eq!(l.offer(Instant::ZERO, 1000), Ok(Instant::from_nanos(6_000)));
+        // A 976 B frame is 1000 B on the wire: 1 us at 8 Gbit/s, + 5 us propagation.
+        assert_eq!(l.offer(Instant::ZERO, 976), Ok(Instant::from_nanos(6_000)));
         // Second frame waits for the first.
-        assert_eq!(l.offer(Instant::ZERO, 1000), Ok(Instant::from_nanos(7_000)));
-        // Idle link later: no waiting.
-        assert_eq!(
-            l.offer(Instant::from_nanos(100_000), 500),
-            Ok(Instant::from_nanos(105_500))
-        );
+        assert_eq!(l.offer(Instant::ZERO, 976), Ok(Instant::from_nanos(7_000)));
+        // Idle link later: no waiting. A 42 B ARP frame is padded to 60 B: 84 B on the wire.
+        assert_eq!(l.offer(Instant::from_nanos(100_000), 42), Ok(Instant::from_nanos(105_084)));
     }
 
     #[test]
     fn drop_tail_in_bytes() {
         let mut l = link(2_500, 0.0);
-        assert!(l.offer(Instant::ZERO, 1000).is_ok());
-        assert!(l.offer(Instant::ZERO, 1000).is_ok());
-        assert_eq!(l.offer(Instant::ZERO, 1000), Err(LinkDrop::QueueFull));
+        assert!(l.offer(Instant::ZERO, 976).is_ok());
+        assert!(l.offer(Instant::ZERO, 976).is_ok());
+        assert_eq!(l.offer(Instant::ZERO, 976), Err(LinkDrop::QueueFull));
         // After the first frame has left (1 us), there is room again.
-        assert!(l.offer(Instant::from_nanos(1_000), 1000).is_ok());
+        assert!(l.offer(Instant::from_nanos(1_000), 976).is_ok());
         assert_eq!(l.drops_queue, 1);
     }
 
     #[test]
     fn loss_rate_is_roughly_honoured() {
         let mut l = link(u64::MAX, 0.1);
-        let lost = (0..10_000)
-            .filter(|i| l.offer(Instant::from_nanos(i * 10_000), 100).is_err())
-            .count();
+        let lost = (0..10_000).filter(|i| l.offer(Instant::from_nanos(i * 10_000), 100).is_err()).count();
         assert!((800..1200).contains(&lost), "{lost}");
     }
 }

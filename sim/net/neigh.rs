@@ -76,16 +76,10 @@ impl NeighTable {
         let mut fresh = false;
         let inc = self.incomplete.entry(ip).or_insert_with(|| {
             fresh = true;
-            Incomplete {
-                dev,
-                queue: VecDeque::new(),
-                probes: 0,
-            }
+            Incomplete { dev, queue: VecDeque::new(), probes: 0 }
         });
         inc.queue.push_back(pkt);
-        let evicted = (inc.queue.len() > UNRES_QLEN)
-            .then(|| inc.queue.pop_front())
-            .flatten();
+        let evicted = (inc.queue.len() > UNRES_QLEN).then(|| inc.queue.pop_front()).flatten();
         (fresh, evicted)
     }
 

@@ -56,6 +56,19 @@ pub struct Packet {
 }
 
 impl Packet {
+    /// A copy made by a flood (bridge or switch). A traced data packet's copy keeps the history
+    /// so far (each copy is the packet, as far as its receiver knows); a traced control frame's
+    /// copy starts an empty trace, so the shared history is reported once.
+    pub fn flood_copy(&self) -> Packet {
+        let mut meta = self.meta.clone();
+        if meta.data.is_none() {
+            if let Some(t) = meta.trace.as_mut() {
+                t.clear();
+            }
+        }
+        Packet { frame: self.frame.clone(), meta }
+    }
+
     pub fn is_data(&self) -> bool {
         self.meta.data.is_some()
     }
@@ -124,11 +137,7 @@ pub fn udp_frame(
 
 /// Writes the Ethernet header of `frame`.
 pub fn set_ethernet(frame: &mut [u8], dst: Mac, src: Mac, ethertype: EthernetProtocol) {
-    let repr = EthernetRepr {
-        src_addr: eth_addr(src),
-        dst_addr: eth_addr(dst),
-        ethertype,
-    };
+    let repr = EthernetRepr { src_addr: eth_addr(src), dst_addr: eth_addr(dst), ethertype };
     repr.emit(&mut EthernetFrame::new_unchecked(frame));
 }
 
@@ -141,16 +150,8 @@ pub fn arp_frame(
     dst_mac: Mac,
     target_ip: Ipv4Addr,
 ) -> Vec<u8> {
-    let target_hw = if op == ArpOperation::Request {
-        Mac([0; 6])
-    } else {
-        dst_mac
-    };
-    let eth_dst = if op == ArpOperation::Request {
-        Mac::BROADCAST
-    } else {
-        dst_mac
-    };
+    let target_hw = if op == ArpOperation::Request { Mac([0; 6]) } else { dst_mac };
+    let eth_dst = if op == ArpOperation::Request { Mac::BROADCAST } else { dst_mac };
     let repr = ArpRepr::EthernetIpv4 {
         operation: op,
         source_hardware_addr: eth_addr(src_mac),
@@ -176,11 +177,7 @@ pub fn flow_hash(frame: &[u8]) -> u32 {
                 return 0;
             };
             let p = ip.payload();
-            let ports = if p.len() >= 4 {
-                u32::from_be_bytes([p[0], p[1], p[2], p[3]])
-            } else {
-                0
-            };
+            let ports = if p.len() >= 4 { u32::from_be_bytes([p[0], p[1], p[2], p[3]]) } else { 0 };
             tuple_hash(ip.src_addr(), ip.dst_addr(), ip.next_header().into(), ports)
         }
         _ => {
@@ -199,12 +196,7 @@ pub fn flow_hash(frame: &[u8]) -> u32 {
 /// `ports` is the source port in the high 16 bits and the destination port in the low 16.
 pub fn tuple_hash(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, ports: u32) -> u32 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for x in [
-        u32::from(src) as u64,
-        u32::from(dst) as u64,
-        proto as u64,
-        ports as u64,
-    ] {
+    for x in [u32::from(src) as u64, u32::from(dst) as u64, proto as u64, ports as u64] {
         h ^= x;
         h = h.wrapping_mul(0x100_0000_01b3);
     }
@@ -217,14 +209,7 @@ mod tests {
 
     #[test]
     fn udp_frame_bytes() {
-        let mut f = udp_frame(
-            Ipv4Addr::new(10, 244, 0, 2),
-            Ipv4Addr::new(10, 244, 1, 2),
-            40000,
-            5201,
-            4,
-            1,
-        );
+        let mut f = udp_frame(Ipv4Addr::new(10, 244, 0, 2), Ipv4Addr::new(10, 244, 1, 2), 40000, 5201, 4, 1);
         set_ethernet(
             &mut f,
             Mac([0x0a, 0x58, 10, 244, 0, 1]),

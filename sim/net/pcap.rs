@@ -39,10 +39,8 @@ impl PcapWriter {
     pub fn record(&mut self, time: Instant, frame: &[u8]) {
         let ns = time.as_nanos();
         let caplen = frame.len().min(SNAPLEN as usize);
-        self.buf
-            .extend_from_slice(&((ns / 1_000_000_000) as u32).to_le_bytes());
-        self.buf
-            .extend_from_slice(&((ns % 1_000_000_000) as u32).to_le_bytes());
+        self.buf.extend_from_slice(&((ns / 1_000_000_000) as u32).to_le_bytes());
+        self.buf.extend_from_slice(&((ns % 1_000_000_000) as u32).to_le_bytes());
         self.buf.extend_from_slice(&(caplen as u32).to_le_bytes());
         self.buf.extend_from_slice(&(frame.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(&frame[..caplen]);

@@ -46,18 +46,12 @@ type DrawResult = Result<(), Box<dyn Error>>;
 /// `latency_cdf.png`: one line per flow, x = one-way latency (µs), y = quantile.
 pub(super) fn latency_cdf(summary: &Summary) -> Result<Vec<u8>, RenderError> {
     let title = "One-way latency CDF per flow";
-    let flows: Vec<&FlowSummary> = summary
-        .flows
-        .iter()
-        .filter(|f| !f.latency.cdf.is_empty())
-        .collect();
+    let flows: Vec<&FlowSummary> = summary.flows.iter().filter(|f| !f.latency.cdf.is_empty()).collect();
     render_png("latency_cdf", |root| {
         if flows.is_empty() {
             return message(root, title, "no latency samples: no datagram was delivered");
         }
-        let points = flows
-            .iter()
-            .flat_map(|f| f.latency.cdf.iter().map(|(_, ns)| *ns as f64 / 1e3));
+        let points = flows.iter().flat_map(|f| f.latency.cdf.iter().map(|(_, ns)| *ns as f64 / 1e3));
         let (lo, hi) = padded_range(points);
         let mut chart = ChartBuilder::on(root)
             .caption(title, (FONT, 22))
@@ -88,9 +82,7 @@ pub(super) fn latency_cdf(summary: &Summary) -> Result<Vec<u8>, RenderError> {
         }
         if flows.len() > LEGEND_MAX {
             let more = format!("... and {} more flows", flows.len() - LEGEND_MAX);
-            chart
-                .draw_series(LineSeries::new(std::iter::empty(), WHITE))?
-                .label(more);
+            chart.draw_series(LineSeries::new(std::iter::empty(), WHITE))?.label(more);
         }
         legend(&mut chart, SeriesLabelPosition::LowerRight)
     })
@@ -103,10 +95,7 @@ pub(super) fn latency_percentiles(summary: &Summary) -> Result<Vec<u8>, RenderEr
         title: "One-way latency per flow: p50 / p99 / max",
         x_desc: "flow (id and workload, see the flows table)",
         y_desc: "one-way latency (µs)",
-        groups: delivered
-            .iter()
-            .map(|f| format!("#{} {}", f.id, f.workload))
-            .collect(),
+        groups: delivered.iter().map(|f| format!("#{} {}", f.id, f.workload)).collect(),
         series: ["p50", "p99", "max"].map(String::from).to_vec(),
         values: delivered
             .iter()
@@ -125,12 +114,7 @@ pub(super) fn latency_percentiles(summary: &Summary) -> Result<Vec<u8>, RenderEr
 
 /// `cpu.png`: busy percentage of each core, grouped by node.
 pub(super) fn cpu(summary: &Summary) -> Result<Vec<u8>, RenderError> {
-    let cores = summary
-        .nodes
-        .iter()
-        .map(|n| n.cpu_utilisation.len())
-        .max()
-        .unwrap_or(0);
+    let cores = summary.nodes.iter().map(|n| n.cpu_utilisation.len()).max().unwrap_or(0);
     let bars = Bars {
         title: "CPU utilisation per core, per node",
         x_desc: "node (one bar per core, core 0 first)",
@@ -140,11 +124,7 @@ pub(super) fn cpu(summary: &Summary) -> Result<Vec<u8>, RenderError> {
         values: summary
             .nodes
             .iter()
-            .map(|n| {
-                (0..cores)
-                    .map(|c| n.cpu_utilisation.get(c).map(|u| u * 100.0))
-                    .collect()
-            })
+            .map(|n| (0..cores).map(|c| n.cpu_utilisation.get(c).map(|u| u * 100.0)).collect())
             .collect(),
         y_max: Some(100.0),
         value_text: |pct| format!("{pct:.1}%"),
@@ -164,9 +144,7 @@ pub(super) fn drops(summary: &Summary) -> Result<Vec<u8>, RenderError> {
         .filter(|(scope, _)| rows.iter().any(|(s, _, _)| s == scope))
         .collect();
     let count = |scope: &str, reason: &str| {
-        rows.iter()
-            .find(|(s, r, _)| *s == scope && *r == reason)
-            .map(|(_, _, n)| *n as f64)
+        rows.iter().find(|(s, r, _)| *s == scope && *r == reason).map(|(_, _, n)| *n as f64)
     };
     let bars = Bars {
         title: "Drops by reason",
@@ -174,10 +152,7 @@ pub(super) fn drops(summary: &Summary) -> Result<Vec<u8>, RenderError> {
         y_desc: "dropped (packets / frames)",
         groups: reasons.iter().map(|r| r.to_string()).collect(),
         series: scopes.iter().map(|(_, name)| name.to_string()).collect(),
-        values: reasons
-            .iter()
-            .map(|r| scopes.iter().map(|(s, _)| count(s, r)).collect())
-            .collect(),
+        values: reasons.iter().map(|r| scopes.iter().map(|(s, _)| count(s, r)).collect()).collect(),
         y_max: None,
         value_text: |n| fmt_count(n as u64),
         empty: "no drops: every datagram and ARP frame sent was delivered or is still in flight",
@@ -210,22 +185,12 @@ impl Bars {
         let area = root.margin(10, 0, 0, 0).titled(self.title, (FONT, 22))?;
         let with_legend = self.series.len() > 1 && self.series.len() <= LEGEND_MAX;
         let (plot, side) = area.split_horizontally(SIZE.0 - if with_legend { LEGEND_WIDTH } else { 0 });
-        let data_max = self
-            .values
-            .iter()
-            .flatten()
-            .flatten()
-            .fold(0.0, |a: f64, b| a.max(*b));
-        let y_top = self
-            .y_max
-            .unwrap_or(if data_max > 0.0 { data_max * 1.15 } else { 1.0 });
+        let data_max = self.values.iter().flatten().flatten().fold(0.0, |a: f64, b| a.max(*b));
+        let y_top = self.y_max.unwrap_or(if data_max > 0.0 { data_max * 1.15 } else { 1.0 });
         let (x_range, ticks) = self.x_axis();
         let max_chars = (plot.dim_in_pixel().0 as usize / ticks.len() / 8).max(4);
         let label = |x: &i64| {
-            self.groups
-                .get((x / GROUP) as usize)
-                .map(|l| truncate(l, max_chars))
-                .unwrap_or_default()
+            self.groups.get((x / GROUP) as usize).map(|l| truncate(l, max_chars)).unwrap_or_default()
         };
         let mut chart = ChartBuilder::on(&plot)
             .margin(15)
@@ -281,14 +246,11 @@ impl Bars {
                 })
                 .collect();
             chart.draw_series(
-                bars.iter()
-                    .map(|&(x0, x1, v)| Rectangle::new([(x0, 0.0), (x1, v)], color.filled())),
+                bars.iter().map(|&(x0, x1, v)| Rectangle::new([(x0, 0.0), (x1, v)], color.filled())),
             )?;
             if annotate {
-                chart.draw_series(
-                    bars.iter()
-                        .map(|&(x0, x1, v)| self.bar_text(((x0 + x1) / 2, v), y_top)),
-                )?;
+                chart
+                    .draw_series(bars.iter().map(|&(x0, x1, v)| self.bar_text(((x0 + x1) / 2, v), y_top)))?;
             }
         }
         Ok(())
@@ -298,14 +260,9 @@ impl Bars {
     /// the plot, so the text is never clipped.
     fn bar_text(&self, (x, v): (i64, f64), y_top: f64) -> Text<'static, (i64, f64), String> {
         let inside = v > y_top * 0.93;
-        let (color, vpos): (&'static RGBColor, _) = if inside {
-            (&WHITE, VPos::Top)
-        } else {
-            (&BLACK, VPos::Bottom)
-        };
-        let style = TextStyle::from((FONT, 12).into_font())
-            .color(color)
-            .pos(Pos::new(HPos::Center, vpos));
+        let (color, vpos): (&'static RGBColor, _) =
+            if inside { (&WHITE, VPos::Top) } else { (&BLACK, VPos::Bottom) };
+        let style = TextStyle::from((FONT, 12).into_font()).color(color).pos(Pos::new(HPos::Center, vpos));
         Text::new((self.value_text)(v), (x, v), style)
     }
 
@@ -314,10 +271,7 @@ impl Bars {
         let style = TextStyle::from((FONT, 13).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
         for (s, name) in self.series.iter().enumerate() {
             let y = 30 + 22 * s as i32;
-            side.draw(&Rectangle::new(
-                [(4, y - 7), (18, y + 7)],
-                PALETTE[s % PALETTE.len()].filled(),
-            ))?;
+            side.draw(&Rectangle::new([(4, y - 7), (18, y + 7)], PALETTE[s % PALETTE.len()].filled()))?;
             side.draw(&Text::new(name.as_str(), (24, y), style.clone()))?;
         }
         Ok(())
@@ -354,9 +308,8 @@ fn message(root: &Area, title: &str, text: &str) -> DrawResult {
     let area = root.margin(10, 0, 0, 0).titled(title, (FONT, 22))?;
     let (w, h) = area.dim_in_pixel();
     let grey = BLACK.mix(0.6);
-    let style = TextStyle::from((FONT, 20).into_font())
-        .color(&grey)
-        .pos(Pos::new(HPos::Center, VPos::Center));
+    let style =
+        TextStyle::from((FONT, 20).into_font()).color(&grey).pos(Pos::new(HPos::Center, VPos::Center));
     area.draw(&Text::new(text, (w as i32 / 2, h as i32 / 2), style))?;
     Ok(())
 }
@@ -407,10 +360,7 @@ fn render_png(chart: &'static str, draw: impl FnOnce(&Area) -> DrawResult) -> Re
             root.present()?;
             Ok(())
         };
-        drawn().map_err(|e| RenderError::Chart {
-            chart,
-            message: e.to_string(),
-        })?;
+        drawn().map_err(|e| RenderError::Chart { chart, message: e.to_string() })?;
     }
     encode_png(chart, &rgb)
 }

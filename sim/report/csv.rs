@@ -22,10 +22,7 @@ pub(super) fn latency_percentiles(summary: &Summary) -> String {
     for flow in summary.flows.iter().filter(|f| f.latency.count > 0) {
         let l = &flow.latency;
         let times = [l.p50_ns, l.p99_ns, l.max_ns].map(|ns| ns.to_string());
-        row(
-            &mut out,
-            &[[flow.id.to_string(), super::flow_label(flow)].as_slice(), &times].concat(),
-        );
+        row(&mut out, &[[flow.id.to_string(), super::flow_label(flow)].as_slice(), &times].concat());
     }
     out
 }
@@ -36,10 +33,7 @@ pub(super) fn cpu(summary: &Summary) -> String {
     for node in &summary.nodes {
         for (core, util) in node.cpu_utilisation.iter().enumerate() {
             let busy = node.cpu_busy_ns.get(core).map(u64::to_string).unwrap_or_default();
-            row(
-                &mut out,
-                &[node.name.clone(), core.to_string(), util.to_string(), busy],
-            );
+            row(&mut out, &[node.name.clone(), core.to_string(), util.to_string(), busy]);
         }
     }
     out
@@ -49,10 +43,7 @@ pub(super) fn cpu(summary: &Summary) -> String {
 pub(super) fn drops(summary: &Summary) -> String {
     let mut out = header(&["scope", "reason", "count"]);
     for (scope, reason, count) in super::drop_rows(summary) {
-        row(
-            &mut out,
-            &[scope.to_string(), reason.to_string(), count.to_string()],
-        );
+        row(&mut out, &[scope.to_string(), reason.to_string(), count.to_string()]);
     }
     out
 }
@@ -81,14 +72,8 @@ pub(super) fn flows(summary: &Summary) -> String {
     .to_vec();
     names.extend(stats_names("latency"));
     names.extend(stats_names("rtt"));
-    let tail = [
-        "transactions",
-        "timeouts",
-        "payload_bytes",
-        "wire_bytes",
-        "throughput_bps",
-        "overhead_ratio",
-    ];
+    let tail =
+        ["transactions", "timeouts", "payload_bytes", "wire_bytes", "throughput_bps", "overhead_ratio"];
     names.extend(tail.map(String::from));
     let mut out = String::new();
     row(&mut out, &names);
@@ -99,11 +84,7 @@ pub(super) fn flows(summary: &Summary) -> String {
 }
 
 fn flow_fields(f: &FlowSummary) -> Vec<String> {
-    let drops: Vec<String> = f
-        .drops_by_reason
-        .iter()
-        .map(|(r, n)| format!("{r}={n}"))
-        .collect();
+    let drops: Vec<String> = f.drops_by_reason.iter().map(|(r, n)| format!("{r}={n}")).collect();
     let mut v = vec![
         f.id.to_string(),
         f.workload.clone(),
@@ -129,9 +110,7 @@ fn flow_fields(f: &FlowSummary) -> Vec<String> {
     v
 }
 
-const STATS: [&str; 8] = [
-    "count", "min_ns", "mean_ns", "p50_ns", "p90_ns", "p99_ns", "p999_ns", "max_ns",
-];
+const STATS: [&str; 8] = ["count", "min_ns", "mean_ns", "p50_ns", "p90_ns", "p99_ns", "p999_ns", "max_ns"];
 
 fn stats_names(prefix: &str) -> Vec<String> {
     STATS.iter().map(|s| format!("{prefix}_{s}")).collect()
@@ -141,11 +120,9 @@ fn stats_fields(stats: Option<&LatencyStats>) -> Vec<String> {
     let Some(s) = stats else {
         return vec![String::new(); STATS.len()];
     };
-    [
-        s.count, s.min_ns, s.mean_ns, s.p50_ns, s.p90_ns, s.p99_ns, s.p999_ns, s.max_ns,
-    ]
-    .map(|n| n.to_string())
-    .to_vec()
+    [s.count, s.min_ns, s.mean_ns, s.p50_ns, s.p90_ns, s.p99_ns, s.p999_ns, s.max_ns]
+        .map(|n| n.to_string())
+        .to_vec()
 }
 
 fn header(names: &[&str]) -> String {

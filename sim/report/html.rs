@@ -41,15 +41,8 @@ pub(super) fn page(summary: &Summary, charts: &[Chart]) -> String {
     let mut out =
         String::with_capacity(64 * 1024 + charts.iter().map(|c| c.png.len() * 4 / 3).sum::<usize>());
     let title = format!("cnisim report: {}", summary.scenario.name);
-    let _ = write!(
-        out,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-    );
-    let _ = write!(
-        out,
-        "<title>{}</title>\n<style>{CSS}</style>\n</head>\n<body>\n",
-        esc(&title)
-    );
+    let _ = write!(out, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
+    let _ = write!(out, "<title>{}</title>\n<style>{CSS}</style>\n</head>\n<body>\n", esc(&title));
     scenario(&mut out, summary);
     flows(&mut out, summary);
     figures(&mut out, charts);
@@ -75,51 +68,28 @@ fn scenario(out: &mut String, s: &Summary) {
         ("CNI", sc.cni.clone()),
         ("Nodes", fmt_count(sc.nodes as u64)),
         ("Pods", fmt_count(sc.pods as u64)),
-        (
-            "Node / pod / service CIDRs",
-            format!("{} / {} / {}", sc.node_cidr, sc.pod_cidr, sc.service_cidr),
-        ),
+        ("Node / pod / service CIDRs", format!("{} / {} / {}", sc.node_cidr, sc.pod_cidr, sc.service_cidr)),
         ("Underlay", sc.underlay.clone()),
         ("Seed", sc.seed.to_string()),
         ("Simulated duration", fmt_ns(sc.duration_ns)),
         ("Run ended at (simulated)", fmt_ns(t.end_ns)),
-        (
-            "Events / packet hops",
-            format!("{} / {}", fmt_count(t.events), fmt_count(t.packet_hops)),
-        ),
+        ("Events / packet hops", format!("{} / {}", fmt_count(t.events), fmt_count(t.packet_hops))),
     ];
     for (key, value) in facts {
         let _ = writeln!(out, "<tr><th>{key}</th><td>{}</td></tr>", esc(&value));
     }
     out.push_str("</tbody></table>\n<h3>Workloads</h3>\n");
-    let rows = sc.workloads.iter().map(|w| {
-        vec![
-            w.name.clone(),
-            w.kind.clone(),
-            w.params.clone(),
-            w.flows.to_string(),
-        ]
-    });
-    table(
-        out,
-        &[
-            ("Workload", false),
-            ("Kind", false),
-            ("Parameters", false),
-            ("Flows", true),
-        ],
-        rows,
-    );
+    let rows = sc
+        .workloads
+        .iter()
+        .map(|w| vec![w.name.clone(), w.kind.clone(), w.params.clone(), w.flows.to_string()]);
+    table(out, &[("Workload", false), ("Kind", false), ("Parameters", false), ("Flows", true)], rows);
     conservation(out, s);
 }
 
 fn conservation(out: &mut String, s: &Summary) {
     let t = &s.totals;
-    let holds = t
-        .delivered
-        .checked_add(t.dropped)
-        .and_then(|n| n.checked_add(t.in_flight))
-        == Some(t.sent);
+    let holds = t.delivered.checked_add(t.dropped).and_then(|n| n.checked_add(t.in_flight)) == Some(t.sent);
     let (class, verdict) = if holds {
         ("", "<span class=\"ok\">holds</span>")
     } else {
@@ -217,24 +187,10 @@ fn drops(out: &mut String, s: &Summary) {
         ("data", sent) if sent > 0 => format!("{:.2} % of sent", n as f64 * 100.0 / sent as f64),
         _ => String::new(),
     };
-    let cols = [
-        ("Scope", false),
-        ("Reason", false),
-        ("Count", true),
-        ("Share", true),
-    ];
+    let cols = [("Scope", false), ("Reason", false), ("Count", true), ("Share", true)];
     let table_rows = rows.iter().map(|(scope, reason, n)| {
-        let scope_name = if *scope == "data" {
-            "data datagrams"
-        } else {
-            "ARP frames"
-        };
-        vec![
-            scope_name.to_string(),
-            reason.to_string(),
-            fmt_count(*n),
-            share(scope, *n),
-        ]
+        let scope_name = if *scope == "data" { "data datagrams" } else { "ARP frames" };
+        vec![scope_name.to_string(), reason.to_string(), fmt_count(*n), share(scope, *n)]
     });
     table(out, &cols, table_rows);
     let per_flow: Vec<Vec<String>> = s
@@ -250,12 +206,7 @@ fn drops(out: &mut String, s: &Summary) {
         out.push_str("<h3>Data drops by flow</h3>\n");
         table(
             out,
-            &[
-                ("Flow", true),
-                ("Workload", false),
-                ("Reason", false),
-                ("Count", true),
-            ],
+            &[("Flow", true), ("Workload", false), ("Reason", false), ("Count", true)],
             per_flow.into_iter(),
         );
     }
@@ -275,11 +226,7 @@ fn nodes(out: &mut String, nodes: &[NodeSummary]) {
         ("Total busy", true),
     ];
     let rows = nodes.iter().map(|n| {
-        let cores: Vec<String> = n
-            .cpu_utilisation
-            .iter()
-            .map(|u| format!("{:.1} %", u * 100.0))
-            .collect();
+        let cores: Vec<String> = n.cpu_utilisation.iter().map(|u| format!("{:.1} %", u * 100.0)).collect();
         vec![
             n.name.clone(),
             n.ip.clone(),
@@ -323,11 +270,7 @@ fn path(out: &mut String, s: &Summary, trace: &PathTrace) {
     let rows = trace.hops.iter().map(|h| hop_row(h, start));
     let _ = writeln!(out, "<table>{}<tbody>", head(&cols));
     for (hop, row) in trace.hops.iter().zip(rows) {
-        let class = if hop.action.contains("drop") {
-            " class=\"drop\""
-        } else {
-            ""
-        };
+        let class = if hop.action.contains("drop") { " class=\"drop\"" } else { "" };
         let _ = writeln!(out, "<tr{class}>{}</tr>", cells(&cols, &row));
     }
     out.push_str("</tbody></table>\n");
@@ -368,10 +311,8 @@ fn table(out: &mut String, cols: &[(&str, bool)], rows: impl Iterator<Item = Vec
 }
 
 fn head(cols: &[(&str, bool)]) -> String {
-    let ths: String = cols
-        .iter()
-        .map(|(name, num)| format!("<th{}>{}</th>", num_class(*num), esc(name)))
-        .collect();
+    let ths: String =
+        cols.iter().map(|(name, num)| format!("<th{}>{}</th>", num_class(*num), esc(name))).collect();
     format!("<thead><tr>{ths}</tr></thead>")
 }
 

@@ -229,10 +229,7 @@ fn parse_value(toks: &[(Tok, Pos)], i: &mut usize, depth: usize) -> Option<Val> 
         Tok::Punct('(') => parse_group(toks, i, pos, depth),
         Tok::Punct('[') => {
             let items = parse_items(toks, i, ']', depth)?;
-            Some(Val {
-                pos,
-                kind: Kind::Seq(items),
-            })
+            Some(Val { pos, kind: Kind::Seq(items) })
         }
         Tok::Punct('{') => {
             let mut entries = Vec::new();
@@ -249,30 +246,18 @@ fn parse_value(toks: &[(Tok, Pos)], i: &mut usize, depth: usize) -> Option<Val> 
                 }
             }
             *i += 1;
-            Some(Val {
-                pos,
-                kind: Kind::Map(entries),
-            })
+            Some(Val { pos, kind: Kind::Map(entries) })
         }
         Tok::Ident(name) => {
             if punct(toks, *i, '(') {
                 *i += 1;
                 parse_group(toks, i, pos, depth)
             } else {
-                Some(Val {
-                    pos,
-                    kind: Kind::Atom(Some(name.clone())),
-                })
+                Some(Val { pos, kind: Kind::Atom(Some(name.clone())) })
             }
         }
-        Tok::Str(s) => Some(Val {
-            pos,
-            kind: Kind::Atom(Some(s.clone())),
-        }),
-        Tok::Other => Some(Val {
-            pos,
-            kind: Kind::Atom(None),
-        }),
+        Tok::Str(s) => Some(Val { pos, kind: Kind::Atom(Some(s.clone())) }),
+        Tok::Other => Some(Val { pos, kind: Kind::Atom(None) }),
         Tok::Punct(_) => None,
     }
 }
@@ -282,10 +267,7 @@ fn parse_group(toks: &[(Tok, Pos)], i: &mut usize, pos: Pos, depth: usize) -> Op
     let is_struct = matches!(toks.get(*i), Some((Tok::Ident(_), _))) && punct(toks, *i + 1, ':');
     if !is_struct {
         let items = parse_items(toks, i, ')', depth)?;
-        return Some(Val {
-            pos,
-            kind: Kind::Tuple(items),
-        });
+        return Some(Val { pos, kind: Kind::Tuple(items) });
     }
     let mut fields = Vec::new();
     while !punct(toks, *i, ')') {
@@ -303,10 +285,7 @@ fn parse_group(toks: &[(Tok, Pos)], i: &mut usize, pos: Pos, depth: usize) -> Op
         }
     }
     *i += 1;
-    Some(Val {
-        pos,
-        kind: Kind::Fields(fields),
-    })
+    Some(Val { pos, kind: Kind::Fields(fields) })
 }
 
 fn parse_items(toks: &[(Tok, Pos)], i: &mut usize, close: char, depth: usize) -> Option<Vec<Val>> {
@@ -333,10 +312,9 @@ fn lookup(root: &Val, path: &[Seg]) -> Pos {
         }
         let next = match (&v.kind, *seg) {
             (Kind::Fields(fs), Seg::Key(k)) => fs.iter().find(|(n, _)| n == k).map(|(_, x)| x),
-            (Kind::Map(es), Seg::Key(k)) => es
-                .iter()
-                .find(|(key, _)| matches!(&key.kind, Kind::Atom(Some(s)) if s == k))
-                .map(|(_, x)| x),
+            (Kind::Map(es), Seg::Key(k)) => {
+                es.iter().find(|(key, _)| matches!(&key.kind, Kind::Atom(Some(s)) if s == k)).map(|(_, x)| x)
+            }
             (Kind::Seq(xs) | Kind::Tuple(xs), Seg::Idx(n)) => xs.get(n),
             _ => None,
         };
@@ -368,10 +346,7 @@ Scenario(
         assert_eq!(find(TEXT, &["network".into(), "pod_cidr".into()]), (4, 25));
         assert_eq!(find(TEXT, &["nodes".into(), 1.into(), "mtu".into()]), (5, 48));
         assert_eq!(find(TEXT, &["workloads".into(), 0.into(), "to".into()]), (7, 41));
-        assert_eq!(
-            find(TEXT, &["workloads".into(), 0.into(), "to".into(), "app".into()]),
-            (7, 56)
-        );
+        assert_eq!(find(TEXT, &["workloads".into(), 0.into(), "to".into(), "app".into()]), (7, 56));
         // Missing leaf: the deepest existing ancestor.
         assert_eq!(find(TEXT, &["nodes".into(), 0.into(), "cores".into()]), (5, 18));
         assert_eq!(find(TEXT, &[]), (2, 1));
@@ -379,16 +354,7 @@ Scenario(
 
     #[test]
     fn never_panics_on_garbage() {
-        for t in [
-            "",
-            "(",
-            "[(]",
-            "\"unterminated",
-            "/* open",
-            "r#\"x",
-            "Scenario(a: ",
-            "'",
-        ] {
+        for t in ["", "(", "[(]", "\"unterminated", "/* open", "r#\"x", "Scenario(a: ", "'"] {
             let _ = find(t, &["a".into(), 3.into()]);
         }
     }

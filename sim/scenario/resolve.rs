@@ -37,12 +37,7 @@ pub(crate) struct Locator<'a> {
 impl Locator<'_> {
     fn err(&self, at: &[Seg], message: impl Into<String>) -> ScenarioError {
         let (line, col) = locate::find(self.text, at);
-        ScenarioError {
-            path: self.path.to_string(),
-            line,
-            col,
-            message: message.into(),
-        }
+        ScenarioError { path: self.path.to_string(), line, col, message: message.into() }
     }
 }
 
@@ -56,18 +51,12 @@ type Res<T> = Result<T, ScenarioError>;
 pub(crate) fn resolve(s: Scenario, loc: &Locator) -> Res<Cluster> {
     check_name(loc, &s.name, "scenario name", at!["name"])?;
     if s.duration == Duration::ZERO {
-        return Err(loc.err(
-            at!["duration"],
-            "duration is zero; give the simulated time to run, e.g. \"1s\"",
-        ));
+        return Err(loc.err(at!["duration"], "duration is zero; give the simulated time to run, e.g. \"1s\""));
     }
     if s.duration > MAX_DURATION {
         return Err(loc.err(
             at!["duration"],
-            format!(
-                "duration {} is longer than the limit of 1h; shorten it",
-                s.duration
-            ),
+            format!("duration {} is longer than the limit of 1h; shorten it", s.duration),
         ));
     }
     let cni = resolve_cni(loc, &s.cni)?;
@@ -94,21 +83,14 @@ pub(crate) fn resolve(s: Scenario, loc: &Locator) -> Res<Cluster> {
 /// Names become directory and file names: lowercase letters, digits, `-`, `_`.
 fn check_name(loc: &Locator, name: &str, what: &str, at: &[Seg]) -> Res<()> {
     if name.is_empty() {
-        return Err(loc.err(
-            at,
-            format!("{what} is empty; use lowercase letters, digits, '-' and '_'"),
-        ));
+        return Err(loc.err(at, format!("{what} is empty; use lowercase letters, digits, '-' and '_'")));
     }
     if name.chars().count() > MAX_NAME_LEN {
-        return Err(loc.err(
-            at,
-            format!("{what} '{name}' is longer than {MAX_NAME_LEN} characters; shorten it"),
-        ));
+        return Err(
+            loc.err(at, format!("{what} '{name}' is longer than {MAX_NAME_LEN} characters; shorten it"))
+        );
     }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-' | '_'))
-    {
+    if let Some(bad) = name.chars().find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-' | '_')) {
         return Err(loc.err(
             at,
             format!("{what} '{name}' contains '{bad}'; use only lowercase letters, digits, '-' and '_'"),
@@ -121,20 +103,15 @@ fn resolve_cni(loc: &Locator, id: &str) -> Res<Cni> {
     let cni: Cni = id.parse().map_err(|e: String| loc.err(at!["cni"], e))?;
     if !cni.is_implemented() {
         let implemented = Cni::implemented().map(|c| c.id()).collect::<Vec<_>>().join(", ");
-        return Err(loc.err(
-            at!["cni"],
-            format!("CNI '{cni}' is not implemented yet; implemented: {implemented}"),
-        ));
+        return Err(
+            loc.err(at!["cni"], format!("CNI '{cni}' is not implemented yet; implemented: {implemented}"))
+        );
     }
     Ok(cni)
 }
 
 fn resolve_network(loc: &Locator, n: &super::Network) -> Res<Network> {
-    let ranges = [
-        ("node_cidr", n.node_cidr),
-        ("pod_cidr", n.pod_cidr),
-        ("service_cidr", n.service_cidr),
-    ];
+    let ranges = [("node_cidr", n.node_cidr), ("pod_cidr", n.pod_cidr), ("service_cidr", n.service_cidr)];
     for (i, (a_name, a)) in ranges.iter().enumerate() {
         for (b_name, b) in &ranges[i + 1..] {
             if a.overlaps(b) {
@@ -192,12 +169,7 @@ fn check_bandwidth(loc: &Locator, b: Bandwidth, what: &str, at: &[Seg]) -> Res<(
 }
 
 fn resolve_underlay(loc: &Locator, u: &super::Underlay) -> Res<Underlay> {
-    check_bandwidth(
-        loc,
-        u.bandwidth,
-        "underlay bandwidth",
-        at!["underlay", "bandwidth"],
-    )?;
+    check_bandwidth(loc, u.bandwidth, "underlay bandwidth", at!["underlay", "bandwidth"])?;
     check_mtu(loc, u.mtu, "underlay mtu", at!["underlay", "mtu"])?;
     if u.queue.0 == 0 {
         return Err(loc.err(
@@ -208,10 +180,7 @@ fn resolve_underlay(loc: &Locator, u: &super::Underlay) -> Res<Underlay> {
     if !(0.0..1.0).contains(&u.loss) {
         return Err(loc.err(
             at!["underlay", "loss"],
-            format!(
-                "underlay loss {} is not in the range [0, 1); use e.g. 0.001 for 0.1% loss",
-                u.loss
-            ),
+            format!("underlay loss {} is not in the range [0, 1); use e.g. 0.001 for 0.1% loss", u.loss),
         ));
     }
     Ok(Underlay {
@@ -226,13 +195,7 @@ fn resolve_underlay(loc: &Locator, u: &super::Underlay) -> Res<Underlay> {
 fn resolve_nodes(loc: &Locator, nodes: &Nodes, net: &Network) -> Res<Vec<NodeSpec>> {
     // (name, cores, nic, mtu, key path of the entry); a Count entry's fields sit under `nodes`.
     let entries: Vec<(String, u32, Bandwidth, u32, Option<usize>)> = match nodes {
-        Nodes::Count {
-            count,
-            name_prefix,
-            cores,
-            nic,
-            mtu,
-        } => {
+        Nodes::Count { count, name_prefix, cores, nic, mtu } => {
             if *count == 0 {
                 return Err(loc.err(
                     at!["nodes", "count"],
@@ -246,36 +209,22 @@ fn resolve_nodes(loc: &Locator, nodes: &Nodes, net: &Network) -> Res<Vec<NodeSpe
                 ));
             }
             // The longest generated name stands for all of them.
-            check_name(
-                loc,
-                &format!("{name_prefix}{count}"),
-                "node name",
-                at!["nodes", "name_prefix"],
-            )?;
-            (1..=*count)
-                .map(|i| (format!("{name_prefix}{i}"), *cores, *nic, *mtu, None))
-                .collect()
+            check_name(loc, &format!("{name_prefix}{count}"), "node name", at!["nodes", "name_prefix"])?;
+            (1..=*count).map(|i| (format!("{name_prefix}{i}"), *cores, *nic, *mtu, None)).collect()
         }
         Nodes::List(list) => {
             if list.is_empty() {
-                return Err(loc.err(
-                    at!["nodes"],
-                    "the node list is empty: a cluster needs at least one node",
-                ));
+                return Err(
+                    loc.err(at!["nodes"], "the node list is empty: a cluster needs at least one node")
+                );
             }
             if list.len() as u64 > MAX_NODES {
                 return Err(loc.err(
                     at!["nodes"],
-                    format!(
-                        "{} nodes are more than the {MAX_NODES} cnisim supports",
-                        list.len()
-                    ),
+                    format!("{} nodes are more than the {MAX_NODES} cnisim supports", list.len()),
                 ));
             }
-            list.iter()
-                .enumerate()
-                .map(|(i, n)| (n.name.clone(), n.cores, n.nic, n.mtu, Some(i)))
-                .collect()
+            list.iter().enumerate().map(|(i, n)| (n.name.clone(), n.cores, n.nic, n.mtu, Some(i))).collect()
         }
     };
     // Key path of a node's field: `nodes.<i>.<field>` for a list, `nodes.<field>` for a count.
@@ -325,10 +274,9 @@ fn resolve_nodes(loc: &Locator, nodes: &Nodes, net: &Network) -> Res<Vec<NodeSpe
             }
         }
         if !(1..=1024).contains(cores) {
-            return Err(loc.err(
-                &field_at(*i, "cores"),
-                format!("cores {cores} is outside 1..=1024; use e.g. 4"),
-            ));
+            return Err(
+                loc.err(&field_at(*i, "cores"), format!("cores {cores} is outside 1..=1024; use e.g. 4"))
+            );
         }
         check_bandwidth(loc, *nic, "nic bandwidth", &field_at(*i, "nic"))?;
         check_mtu(loc, *mtu, "node mtu", &field_at(*i, "mtu"))?;
@@ -370,11 +318,8 @@ fn resolve_pods(loc: &Locator, s: &Scenario, nodes: &[NodeSpec], net: &Network) 
             format!("{total} pods are more than the {MAX_PODS} cnisim supports; lower pods_per_node"),
         ));
     }
-    let node_ids: HashMap<&str, NodeId> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.name.as_str(), i))
-        .collect();
+    let node_ids: HashMap<&str, NodeId> =
+        nodes.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
     let mut used = vec![0u64; nodes.len()];
     let mut names: HashSet<String> = HashSet::new();
     let mut pods = Vec::with_capacity(total as usize);
@@ -382,15 +327,7 @@ fn resolve_pods(loc: &Locator, s: &Scenario, nodes: &[NodeSpec], net: &Network) 
         used[node] += 1;
         // .1 is the gateway; pods take .2, .3, ... (fits: checked against `per_node`).
         let ip = nodes[node].pod_subnet.nth(used[node] + 1);
-        ip.map(|ip| {
-            pods.push(PodSpec {
-                name,
-                node,
-                ip,
-                mtu: nodes[node].mtu,
-                labels,
-            })
-        })
+        ip.map(|ip| pods.push(PodSpec { name, node, ip, mtu: nodes[node].mtu, labels }))
     };
     for (ni, node) in nodes.iter().enumerate() {
         for k in 1..=s.pods_per_node {
@@ -417,12 +354,7 @@ fn resolve_pods(loc: &Locator, s: &Scenario, nodes: &[NodeSpec], net: &Network) 
         let Some(&node) = node_ids.get(p.node.as_str()) else {
             return Err(loc.err(
                 at!["pods", i, "node"],
-                format!(
-                    "pod '{}' is on unknown node '{}'; nodes are: {}",
-                    p.name,
-                    p.node,
-                    list_names(nodes)
-                ),
+                format!("pod '{}' is on unknown node '{}'; nodes are: {}", p.name, p.node, list_names(nodes)),
             ));
         };
         if used[node] >= per_node {
@@ -443,12 +375,7 @@ fn resolve_pods(loc: &Locator, s: &Scenario, nodes: &[NodeSpec], net: &Network) 
 }
 
 fn list_names(nodes: &[NodeSpec]) -> String {
-    let mut s = nodes
-        .iter()
-        .take(10)
-        .map(|n| n.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
+    let mut s = nodes.iter().take(10).map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ");
     if nodes.len() > 10 {
         s.push_str(&format!(", ... ({} in all)", nodes.len()));
     }
@@ -469,17 +396,10 @@ fn select(
             let Some(node) = nodes.iter().position(|n| &n.name == name) else {
                 return Err(loc.err(
                     at,
-                    format!(
-                        "selector Node(\"{name}\") names no node; nodes are: {}",
-                        list_names(nodes)
-                    ),
+                    format!("selector Node(\"{name}\") names no node; nodes are: {}", list_names(nodes)),
                 ));
             };
-            pods.iter()
-                .enumerate()
-                .filter(|(_, p)| p.node == node)
-                .map(|(i, _)| i)
-                .collect()
+            pods.iter().enumerate().filter(|(_, p)| p.node == node).map(|(i, _)| i).collect()
         }
         Selector::Labels(want) => pods
             .iter()
@@ -516,10 +436,7 @@ fn resolve_workloads(
         if out.iter().any(|o| o.name == w.name) {
             return Err(loc.err(
                 at!["workloads", i, "name"],
-                format!(
-                    "workload name '{}' is used twice; workload names must be unique",
-                    w.name
-                ),
+                format!("workload name '{}' is used twice; workload names must be unique", w.name),
             ));
         }
         let kind = resolve_kind(loc, i, &w.kind)?;
@@ -548,16 +465,11 @@ fn resolve_workloads(
                 ),
             ));
         }
-        let flows: Vec<(PodId, PodId)> = from
-            .iter()
-            .flat_map(|&c| to.iter().filter(move |&&s| s != c).map(move |&s| (c, s)))
-            .collect();
+        let flows: Vec<(PodId, PodId)> =
+            from.iter().flat_map(|&c| to.iter().filter(move |&&s| s != c).map(move |&s| (c, s))).collect();
         check_sizes(loc, i, &kind, &flows, pods)?;
         if w.port == 0 {
-            return Err(loc.err(
-                at!["workloads", i, "port"],
-                "port 0 is not a valid UDP port; use 1..=65535",
-            ));
+            return Err(loc.err(at!["workloads", i, "port"], "port 0 is not a valid UDP port; use 1..=65535"));
         }
         if w.start >= s.duration {
             return Err(loc.err(
@@ -574,10 +486,7 @@ fn resolve_workloads(
             Some(d) if d == Duration::ZERO => {
                 return Err(loc.err(
                     at!["workloads", i, "duration"],
-                    format!(
-                        "workload '{}' has duration zero; remove `duration` to run to the end",
-                        w.name
-                    ),
+                    format!("workload '{}' has duration zero; remove `duration` to run to the end", w.name),
                 ));
             }
             Some(d) if d > rest => {
@@ -625,12 +534,7 @@ fn resolve_kind(loc: &Locator, i: usize, kind: &super::WorkloadKind) -> Res<Work
             }
             Ok(WorkloadKind::UdpCbr { rate, payload })
         }
-        super::WorkloadKind::UdpRr {
-            request,
-            response,
-            think,
-            timeout,
-        } => {
+        super::WorkloadKind::UdpRr { request, response, think, timeout } => {
             if request == 0 {
                 return Err(loc.err(&field("request"), "request is 0 bytes; send at least 1 byte"));
             }
@@ -643,12 +547,7 @@ fn resolve_kind(loc: &Locator, i: usize, kind: &super::WorkloadKind) -> Res<Work
                     "timeout is zero, so every request would time out; give e.g. \"100ms\"",
                 ));
             }
-            Ok(WorkloadKind::UdpRr {
-                request,
-                response,
-                think,
-                timeout,
-            })
+            Ok(WorkloadKind::UdpRr { request, response, think, timeout })
         }
     }
 }
@@ -665,12 +564,7 @@ fn check_sizes(
         let mtu = pods[pod].mtu;
         if u64::from(bytes) + u64::from(UDP_IP_HEADERS) > u64::from(mtu) {
             return Err(loc.err(
-                &[
-                    Seg::Key("workloads"),
-                    Seg::Idx(i),
-                    Seg::Key("kind"),
-                    Seg::Key(field),
-                ],
+                &[Seg::Key("workloads"), Seg::Idx(i), Seg::Key("kind"), Seg::Key(field)],
                 format!(
                     "{field} {bytes} B + 28 B of IPv4/UDP headers exceeds the MTU {mtu} of {side} pod '{}'; \
                      fragmentation not modelled yet; lower {field} to ≤ MTU-28 = {}",
@@ -684,9 +578,7 @@ fn check_sizes(
     for &(c, s) in flows {
         match *kind {
             WorkloadKind::UdpCbr { payload, .. } => check(payload, c, "payload", "client")?,
-            WorkloadKind::UdpRr {
-                request, response, ..
-            } => {
+            WorkloadKind::UdpRr { request, response, .. } => {
                 check(request, c, "request", "client")?;
                 check(response, s, "response", "server")?;
             }
