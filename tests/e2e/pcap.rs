@@ -1,0 +1,62 @@
+//! tshark reads every pcap: ARP, IPv4 and UDP decoded, checksums valid, nothing malformed.
+//!
+//! Needs tshark (`.ci/run` installs it). Set CNISIM_SKIP_TSHARK=1 to skip on a machine
+//! without it; the test fails otherwise, so a missing tool is never a silent pass.
+
+use std::process::Command;
+
+use cnisim::app::{self, RunOptions};
+
+use crate::{repo, scratch};
+
+fn tshark(args: &[&str]) -> String {
+    let o = Command::new("tshark").args(args).output().expect("tshark runs");
+    assert!(o.status.success(), "tshark {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn every_pcap_decodes_cleanly() {
+    if std::env::var_os("CNISIM_SKIP_TSHARK").is_some() {
+        eprintln!("CNISIM_SKIP_TSHARK set: pcap decoding not checked");
+        return;
+    }
+    assert!(
+        Command::new("tshark").arg("-v").output().is_ok(),
+        "tshark is not installed: apt-get install tshark (or set CNISIM_SKIP_TSHARK=1)"
+    );
+    let out = scratch("pcap").join("r");
+    let opts = RunOptions { out: Some(out.clone()), pcap: vec!["*".into()], seed: None };
+    let o = app::run(&repo("scenarios/quickstart.ron"), &opts).unwrap();
+    let pcaps: Vec<_> = o.files.iter().filter(|f| f.starts_with("pcap/")).collect();
+    assert!(pcaps.len() >= 20, "{pcaps:?}");
+    let checks = ["-o", "ip.check_checksum:TRUE", "-o", "udp.check_checksum:TRUE"];
+    let mut protocols = std::collections::BTreeSet::new();
+    for p in pcaps {
+        let path = out.join(p);
+        let path = path.to_str().unwrap();
+        let bad = tshark(&[&["-r", path], &checks[..], &["-Y", "_ws.malformed || _ws.expert.severity >= warning || ip.checksum.status == 0 || udp.checksum.status == 0"]].concat());
+        assert!(bad.trim().is_empty(), "{p}: problems:\n{bad}");
+        let fields = tshark(&["-r", path, "-T", "fields", "-e", "frame.protocols"]);
+        protocols.extend(fields.lines().map(str::to_owned));
+    }
+    assert!(protocols.contains("eth:ethertype:arp"), "{protocols:?}");
+    assert!(protocols.contains("eth:ethertype:ip:udp:data"), "{protocols:?}");
+    // The cross-node flow's frames on node-1's NIC: checksums verified good, 1442 B each.
+    let good = tshark(
+        &[
+            &["-r", out.join("pcap/node-1-eth0.pcap").to_str().unwrap()],
+            &checks[..],
+            &[
+                "-Y",
+                "udp.checksum.status == 1 && ip.checksum.status == 1 && frame.len == 1442",
+                "-T",
+                "fields",
+                "-e",
+                "frame.number",
+            ],
+        ]
+        .concat(),
+    );
+    assert!(good.lines().count() > 8000, "{}", good.lines().count());
+}
