@@ -15,7 +15,11 @@ fn bad_scenarios_exit_2_with_position_and_write_nothing() {
     let cases = [
         ("syntax", good.replacen("seed: 42,", "seed: 42", 1), "bad.ron:17:5: expected a comma"),
         ("unknown-field", good.replacen("pods_per_node", "podz_per_node", 1), "bad.ron:43:5: unknown field"),
-        ("unit", good.replacen("\"10Gbit\"", "\"10Gbits\"", 1), "bad.ron:37:14: unknown bandwidth unit 'Gbits'"),
+        (
+            "unit",
+            good.replacen("\"10Gbit\"", "\"10Gbits\"", 1),
+            "bad.ron:37:14: unknown bandwidth unit 'Gbits'",
+        ),
         ("cni", good.replacen("flannel-host-gw\"", "flannel-hostgw\"", 1), "bad.ron:19:10: unknown CNI"),
     ];
     for (name, text, want) in cases {
