@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use hdrhistogram::Histogram;
 
-use crate::net::packet::{DataTag, Dir};
+use crate::net::packet::DataTag;
 use crate::summary::Hop;
 use crate::time::{Duration, Instant};
 
@@ -78,8 +78,6 @@ pub struct FlowObs {
     pub timeouts: u64,
     pub payload_bytes: u64,
     pub wire_bytes: u64,
-    /// Frame size on the sender's eth0 per direction (set on first send).
-    pub frame_len: [u32; 2],
     pub trace: Option<Vec<Hop>>,
     /// Whether `trace` is the path of a delivered copy (preferred over a dropped one).
     pub trace_delivered: bool,
@@ -97,7 +95,6 @@ impl FlowObs {
             timeouts: 0,
             payload_bytes: 0,
             wire_bytes: 0,
-            frame_len: [0; 2],
             trace: None,
             trace_delivered: false,
         }
@@ -130,13 +127,8 @@ impl Observations {
         Observations { flows: (0..flows).map(|_| FlowObs::new()).collect(), ..Default::default() }
     }
 
-    pub fn sent(&mut self, tag: &DataTag, frame_len: usize) {
-        let f = &mut self.flows[tag.flow as usize];
-        f.sent += 1;
-        let d = (tag.dir == Dir::Reverse) as usize;
-        if f.frame_len[d] == 0 {
-            f.frame_len[d] = frame_len as u32;
-        }
+    pub fn sent(&mut self, tag: &DataTag) {
+        self.flows[tag.flow as usize].sent += 1;
     }
 
     /// A data packet reached its socket at `now`. Returns false for a duplicate copy.

@@ -301,7 +301,7 @@ impl Simulation {
         let traced = self.trace_first && seq == 0;
         let meta = Meta { data: Some(tag), trace: traced.then(Default::default), flood: 0 };
         let pkt = Packet { frame, meta };
-        self.obs.sent(&tag, pkt.frame.len());
+        self.obs.sent(&tag);
         let node = self.world.netns[ns].node;
         let hash = tuple_hash(src, dst, 17, (sport as u32) << 16 | dport as u32);
         self.chain(node, t, hash, |w, cx| datapath::udp_send(w, cx, ns, pkt));

@@ -102,7 +102,7 @@ pub struct FlowSummary {
     pub timeouts: u64,
     /// UDP payload bytes delivered.
     pub payload_bytes: u64,
-    /// Bytes of the Ethernet frames that carried them, as seen on the sender's `eth0`.
+    /// Bytes of the Ethernet frames that carried them, as received on the pod's `eth0`.
     pub wire_bytes: u64,
     /// Payload bits delivered per second of the workload's active time.
     pub throughput_bps: f64,
