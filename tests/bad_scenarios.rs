@@ -1,6 +1,9 @@
 //! Broken scenarios: each case edits one spot of a valid scenario and checks that loading it
 //! fails at the exact `line:col` with a message saying what is wrong.
 
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use cnisim::scenario::load_str;
 
 /// A valid scenario; every case below breaks it in one place (line numbers refer to this text).
@@ -37,15 +40,38 @@ fn edit(edits: &[(&str, &str)]) -> String {
     text
 }
 
+/// Loads `text` as the library does, then runs `cnisim run` on it as a user would: the same
+/// message on stderr, exit code 2, and no output directory.
 fn check(text: &str, line: usize, col: usize, substring: &str) {
-    match load_str(text, "bad.ron") {
+    let e = match load_str(text, "bad.ron") {
         Ok(_) => panic!("scenario loaded, expected an error containing {substring:?}:\n{text}"),
-        Err(e) => {
-            assert!(e.message.contains(substring), "message {:?} lacks {substring:?}", e.message);
-            assert_eq!((e.line, e.col), (line, col), "wrong position for: {e}");
-            assert_eq!(e.to_string(), format!("bad.ron:{line}:{col}: {}", e.message));
-        }
-    }
+        Err(e) => e,
+    };
+    assert!(e.message.contains(substring), "message {:?} lacks {substring:?}", e.message);
+    assert_eq!((e.line, e.col), (line, col), "wrong position for: {e}");
+    assert_eq!(e.to_string(), format!("bad.ron:{line}:{col}: {}", e.message));
+
+    static CASE: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "cnisim-bad-{}-{}",
+        std::process::id(),
+        CASE.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (file, out) = (dir.join("bad.ron"), dir.join("out"));
+    std::fs::write(&file, text).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_cnisim"))
+        .args(["run", file.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    let want = format!("bad.ron:{line}:{col}: {}", e.message);
+    assert!(stderr.contains(&want), "stderr {stderr:?} lacks {want:?}");
+    assert!(!out.exists(), "output written for a bad scenario");
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, ["bad.ron"], "temporary files left behind");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
