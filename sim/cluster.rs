@@ -32,6 +32,8 @@ pub struct Cluster {
     /// Simulated time to run; events after it are not processed.
     pub duration: Duration,
     pub cni: Cni,
+    /// Plugin options; the resulting pod MTU is already in each [`PodSpec::mtu`].
+    pub cni_options: CniOptions,
     pub network: Network,
     /// Invariant: non-empty, names unique, IPs unique inside `network.node_cidr`.
     pub nodes: Vec<NodeSpec>,
@@ -66,6 +68,13 @@ pub struct NodeSpec {
     pub mtu: u32,
     /// This node's pod subnet (one per node, in order, from `network.pod_cidr`).
     pub pod_subnet: Ipv4Net,
+    /// Prefix length of the subnet `ip` is on (node_cidr's for one L2 switch, the rack's
+    /// subnet in a leaf-spine fabric).
+    pub prefix: u8,
+    /// Index of the node's rack in [`Fabric::LeafSpine`] (0 with one L2 switch).
+    pub rack: usize,
+    /// Default gateway (the rack's ToR) in a leaf-spine fabric; none on one L2 switch.
+    pub gateway: Option<Ipv4Addr>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -78,10 +87,21 @@ pub struct PodSpec {
     pub labels: BTreeMap<String, String>,
 }
 
-/// The physical network between nodes. One L2 switch for now; every node's `eth0` has a
-/// cable to one switch port.
+/// Options of the CNI plugin.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CniOptions {
+    /// Pod MTU asked for in the scenario; `None` means the backend's default
+    /// ([`Cni::default_pod_mtu`]).
+    pub mtu: Option<u32>,
+    /// flannel-vxlan `DirectRouting`: skip encapsulation towards nodes on the same subnet.
+    pub direct_routing: bool,
+}
+
+/// The physical network between nodes: its shape ([`Fabric`]) and the properties every cable
+/// shares.
 #[derive(Clone, Debug, Serialize)]
 pub struct Underlay {
+    pub fabric: Fabric,
     /// Rate of each switch port (the switch-to-node direction).
     pub bandwidth: Bandwidth,
     /// Propagation delay of each cable (node to switch, switch to node).
@@ -92,6 +112,37 @@ pub struct Underlay {
     pub queue: ByteSize,
     /// Independent loss probability per frame per cable, in [0, 1).
     pub loss: f64,
+}
+
+/// The shape of the underlay.
+#[derive(Clone, Debug, Serialize)]
+pub enum Fabric {
+    /// One learning L2 switch; every node's `eth0` on `network.node_cidr`, one cable each.
+    L2Switch,
+    /// A routed leaf-spine fabric: each rack is an L2 segment (a switch) whose ToR router is
+    /// the nodes' gateway; every ToR has one cable to every spine; ToRs reach other racks
+    /// through the spines with ECMP by flow hash.
+    LeafSpine {
+        /// Invariant: non-empty; nodes refer to racks by index.
+        racks: Vec<Rack>,
+        /// Invariant: >= 1.
+        spines: u32,
+        /// Rate of each ToR-spine cable.
+        uplink: Bandwidth,
+        /// Addresses for the ToR-spine point-to-point /31s. Invariant: holds 2 * racks *
+        /// spines addresses and overlaps no other range of the cluster.
+        fabric_cidr: Ipv4Net,
+    },
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Rack {
+    /// "rack-1", "rack-2", ...
+    pub name: String,
+    /// The rack's node subnet, carved from `network.node_cidr`.
+    pub subnet: Ipv4Net,
+    /// The ToR's address on the rack subnet (its first host address); nodes route via it.
+    pub gateway: Ipv4Addr,
 }
 
 /// One traffic generator and the flows it drives.
@@ -183,6 +234,26 @@ impl Cni {
     /// Whether `world` can build this CNI yet.
     pub fn is_implemented(self) -> bool {
         matches!(self, Cni::FlannelHostGw)
+    }
+
+    /// The pod MTU the plugin configures by default on a node whose `eth0` has `node_mtu`.
+    /// Overlays subtract their per-packet overhead (flannel Documentation/backends.md, Calico
+    /// docs "Configure MTU"); Cilium keeps the link MTU on the pod device and lowers the route
+    /// MTU instead (cilium pkg/mtu); Weave uses a fixed 1376 (weave docs, fastdp.md).
+    pub fn default_pod_mtu(self, node_mtu: u32) -> u32 {
+        match self {
+            Cni::FlannelUdp => node_mtu.saturating_sub(28),
+            Cni::FlannelVxlan | Cni::CalicoVxlan | Cni::CalicoVxlanCrossSubnet => node_mtu.saturating_sub(50),
+            Cni::CalicoIpip | Cni::CalicoIpipCrossSubnet => node_mtu.saturating_sub(20),
+            Cni::WeaveSleeve | Cni::WeaveFastdp => 1376,
+            Cni::FlannelHostGw
+            | Cni::CalicoBgp
+            | Cni::CiliumVxlan
+            | Cni::CiliumGeneve
+            | Cni::CiliumNative
+            | Cni::Macvlan
+            | Cni::IpvlanL3 => node_mtu,
+        }
     }
 
     pub fn implemented() -> impl Iterator<Item = Cni> {
