@@ -21,6 +21,9 @@ pub fn cluster(nodes: usize, pods: usize, kind: WorkloadKind, pairs: &[(usize, u
             nic_bandwidth: Bandwidth(10_000_000_000),
             mtu: 1500,
             pod_subnet: pod_cidr.subnet(24, i as u64).unwrap(),
+            prefix: 24,
+            rack: 0,
+            gateway: None,
         })
         .collect();
     let pod_specs: Vec<PodSpec> = (0..nodes * pods)
@@ -46,7 +49,9 @@ pub fn cluster(nodes: usize, pods: usize, kind: WorkloadKind, pairs: &[(usize, u
         },
         nodes: node_specs,
         pods: pod_specs,
+        cni_options: CniOptions::default(),
         underlay: Underlay {
+            fabric: Fabric::L2Switch,
             bandwidth: Bandwidth(10_000_000_000),
             propagation: Duration::from_micros(5),
             mtu: 1500,

@@ -66,6 +66,7 @@ pub(crate) fn resolve(s: Scenario, loc: &Locator) -> Res<Cluster> {
     let pods = resolve_pods(loc, &s, &nodes, &network)?;
     let workloads = resolve_workloads(loc, &s, &nodes, &pods)?;
     Ok(Cluster {
+        cni_options: crate::cluster::CniOptions::default(),
         name: s.name,
         description: s.description,
         seed: s.seed,
@@ -184,6 +185,7 @@ fn resolve_underlay(loc: &Locator, u: &super::Underlay) -> Res<Underlay> {
         ));
     }
     Ok(Underlay {
+        fabric: crate::cluster::Fabric::L2Switch,
         bandwidth: u.bandwidth,
         propagation: u.propagation,
         mtu: u.mtu,
@@ -292,6 +294,9 @@ fn resolve_nodes(loc: &Locator, nodes: &Nodes, net: &Network) -> Res<Vec<NodeSpe
             nic_bandwidth: *nic,
             mtu: *mtu,
             pod_subnet,
+            prefix: net.node_cidr.prefix(),
+            rack: 0,
+            gateway: None,
         });
     }
     Ok(out)
