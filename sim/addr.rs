@@ -15,6 +15,9 @@ pub struct Ipv4Net {
 }
 
 impl Ipv4Net {
+    /// `0.0.0.0/0`.
+    pub const DEFAULT: Ipv4Net = Ipv4Net { network: 0, prefix: 0 };
+
     /// Builds a network; `None` if `prefix > 32` or host bits of `addr` are set.
     pub fn new(addr: Ipv4Addr, prefix: u8) -> Option<Ipv4Net> {
         if prefix > 32 {

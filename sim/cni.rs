@@ -6,7 +6,7 @@
 use crate::addr::Mac;
 use crate::cluster::Cni;
 use crate::net::bridge::Fdb;
-use crate::net::route::Proto;
+use crate::net::route::{Proto, Route};
 use crate::world::{DeviceKind, NsKind, World};
 
 /// Builds the CNI's devices, addresses and routes on every node and pod of `w`.
@@ -40,7 +40,10 @@ fn flannel_host_gw(w: &mut World) {
         let eth0 = w.dev_by_name(host, "eth0").expect("build() created eth0");
         for (m, other) in cluster.nodes.iter().enumerate() {
             if m != n {
-                w.add_route(eth0, other.pod_subnet, Some(other.ip), Proto::Boot);
+                let route = Route::new(other.pod_subnet, Some(other.ip), eth0, Proto::Boot);
+                if let Err(e) = w.add_route(route) {
+                    w.warnings.push(format!("flanneld on {}: {e}", node.name));
+                }
             }
         }
     }
@@ -56,9 +59,12 @@ fn flannel_host_gw(w: &mut World) {
         w.enslave(cni0, peer);
         w.add_addr(eth0, pod.ip, subnet_prefix);
         let gw = cluster.pod_gateway(pod.node);
-        w.add_route(eth0, "0.0.0.0/0".parse().expect("valid"), Some(gw), Proto::Boot);
+        w.add_route(Route::new(DEFAULT, Some(gw), eth0, Proto::Boot)).expect("the gateway is on the pod subnet");
     }
 }
+
+/// `0.0.0.0/0`.
+const DEFAULT: crate::addr::Ipv4Net = crate::addr::Ipv4Net::DEFAULT;
 
 /// FNV-1a, for stable interface names (the bridge plugin uses random ones).
 fn fnv32(bytes: &[u8]) -> u32 {

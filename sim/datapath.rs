@@ -18,8 +18,8 @@ use smoltcp::wire::{
 
 use crate::addr::Mac;
 use crate::net::neigh::{NeighState, MCAST_SOLICIT};
-use crate::net::packet::{arp_frame, mac_of, set_ethernet, Packet, ETH_HEADER};
-use crate::net::route::{DevId, RouteKind};
+use crate::net::packet::{arp_frame, flow_hash, mac_of, set_ethernet, Packet, ETH_HEADER};
+use crate::net::route::{DevId, Route, RouteKind};
 use crate::observe::DropReason;
 use crate::summary::Hop;
 use crate::time::{Duration, Instant};
@@ -50,18 +50,26 @@ pub struct Ctx {
     /// Device steps taken.
     pub hops: u64,
     pub actions: Vec<Action>,
+    /// Forwarding in hardware (a fabric router): steps cost no CPU time.
+    hardware: bool,
 }
 
 impl Ctx {
     pub fn new(start: Instant) -> Self {
-        Ctx { start, cost: Duration::ZERO, hops: 0, actions: Vec::new() }
+        Ctx { start, cost: Duration::ZERO, hops: 0, actions: Vec::new(), hardware: false }
+    }
+    /// A chain on a hardware forwarder: steps are counted but cost nothing.
+    pub fn hardware(start: Instant) -> Self {
+        Ctx { hardware: true, ..Ctx::new(start) }
     }
     /// The time "now" inside the chain: start plus the CPU time spent so far.
     pub fn now(&self) -> Instant {
         self.start + self.cost
     }
     fn charge(&mut self, d: Duration) {
-        self.cost += d;
+        if !self.hardware {
+            self.cost += d;
+        }
         self.hops += 1;
     }
     fn drop(&mut self, pkt: Packet, reason: DropReason) {
@@ -99,33 +107,58 @@ pub fn udp_send(w: &mut World, cx: &mut Ctx, ns: NsId, mut pkt: Packet) {
     ip_output(w, cx, ns, pkt);
 }
 
-/// Routes a locally generated packet (`ip_route_output` + `ip_finish_output`).
+/// Routes a locally generated packet (`ip_route_output_key`, then [`ip_finish_output`]).
 fn ip_output(w: &mut World, cx: &mut Ctx, ns: NsId, mut pkt: Packet) {
-    let (dst, len) = {
-        let ip = Ipv4Packet::new_unchecked(pkt.ip());
-        (ip.dst_addr(), ip.total_len() as u32)
-    };
+    let dst = Ipv4Packet::new_unchecked(pkt.ip()).dst_addr();
     cx.charge(w.costs.fib_lookup);
     let Some(route) = w.netns[ns].main.lookup(dst).cloned() else {
         let dev = w.netns[ns].devices[0];
         hop(w, cx, &mut pkt, dev, "drop", || format!("no route to {dst} (ENETUNREACH)"));
         return cx.drop(pkt, DropReason::NoRoute);
     };
-    let mtu = w.devices[route.dev].mtu;
-    if len > mtu {
-        hop(w, cx, &mut pkt, route.dev, "drop", || format!("{len} B > MTU {mtu} with DF (EMSGSIZE)"));
-        return cx.drop(pkt, DropReason::MtuExceeded);
-    }
-    let nh = route.gateway.unwrap_or(dst);
-    hop(w, cx, &mut pkt, route.dev, "route", || describe_route(w, &route, dst));
-    neigh_output(w, cx, ns, route.dev, nh, pkt);
+    ip_finish_output(w, cx, ns, &route, dst, pkt, None);
 }
 
-fn describe_route(w: &World, r: &crate::net::route::Route, dst: Ipv4Addr) -> String {
-    let dev = &w.devices[r.dev].name;
-    match r.gateway {
-        Some(gw) => format!("{dst} matches {} via {gw} dev {dev}", r.dst),
-        None => format!("{dst} matches {} dev {dev} (on-link)", r.dst),
+/// After routing: pick the next hop (ECMP by flow hash), check the MTU (the route's, else the
+/// device's), and hand the packet to the device's output path. `in_dev` is the ingress device
+/// of a forwarded packet (`None` for a local one).
+fn ip_finish_output(
+    w: &mut World,
+    cx: &mut Ctx,
+    ns: NsId,
+    route: &Route,
+    dst: Ipv4Addr,
+    mut pkt: Packet,
+    in_dev: Option<DevId>,
+) {
+    let hash = if route.ecmp.is_empty() { 0 } else { flow_hash(&pkt.frame) };
+    let (dev, gw) = route.nexthop(hash);
+    let len = Ipv4Packet::new_unchecked(pkt.ip()).total_len() as u32;
+    let mtu = route.mtu.unwrap_or(w.devices[dev].mtu);
+    if len > mtu {
+        let what = if in_dev.is_some() { "with DF" } else { "(EMSGSIZE)" };
+        hop(w, cx, &mut pkt, dev, "drop", || format!("{len} B > MTU {mtu} {what}"));
+        return cx.drop(pkt, DropReason::MtuExceeded);
+    }
+    let action = if in_dev.is_some() { "forward" } else { "route" };
+    hop(w, cx, &mut pkt, dev, action, || describe_route(w, route, dev, gw, dst));
+    let nh = gw.unwrap_or(dst);
+    dev_output(w, cx, ns, dev, nh, pkt);
+}
+
+/// Sends an IPv4 packet out of `dev` towards next hop `nh`: L2 devices resolve the neighbour,
+/// L3 tunnels encapsulate straight away.
+fn dev_output(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, nh: Ipv4Addr, pkt: Packet) {
+    neigh_output(w, cx, ns, dev, nh, pkt)
+}
+
+fn describe_route(w: &World, r: &Route, dev: DevId, gw: Option<Ipv4Addr>, dst: Ipv4Addr) -> String {
+    let name = &w.devices[dev].name;
+    let ecmp = if r.ecmp.len() > 1 { format!(" (ECMP, {} paths)", r.ecmp.len()) } else { String::new() };
+    let dst_net = if r.dst.prefix() == 0 { "default".to_string() } else { r.dst.to_string() };
+    match gw {
+        Some(gw) => format!("{dst} matches {dst_net} via {gw} dev {name}{ecmp}"),
+        None => format!("{dst} matches {dst_net} dev {name} (on-link)"),
     }
 }
 
@@ -422,7 +455,7 @@ fn ip_rcv(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
     if !ip.verify_checksum() {
         return cx.drop(pkt, DropReason::BadChecksum);
     }
-    let (dst, ttl, len) = (ip.dst_addr(), ip.hop_limit(), ip.total_len() as u32);
+    let (dst, ttl) = (ip.dst_addr(), ip.hop_limit());
     cx.charge(w.costs.fib_lookup);
     if w.netns[ns].local.lookup(dst).is_some_and(|r| r.kind != RouteKind::Unicast) {
         return ip_local_deliver(w, cx, ns, dev, pkt);
@@ -439,20 +472,13 @@ fn ip_rcv(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
         hop(w, cx, &mut pkt, dev, "drop", || "TTL exceeded".into());
         return cx.drop(pkt, DropReason::TtlExceeded);
     }
-    let mtu = w.devices[route.dev].mtu;
-    if len > mtu {
-        hop(w, cx, &mut pkt, route.dev, "drop", || format!("{len} B > MTU {mtu} with DF"));
-        return cx.drop(pkt, DropReason::MtuExceeded);
-    }
     cx.charge(w.costs.ip_forward);
     {
         let mut ip = Ipv4Packet::new_unchecked(pkt.ip_mut());
         ip.set_hop_limit(ttl - 1);
         ip.fill_checksum();
     }
-    hop(w, cx, &mut pkt, route.dev, "forward", || describe_route(w, &route, dst));
-    let nh = route.gateway.unwrap_or(dst);
-    neigh_output(w, cx, ns, route.dev, nh, pkt);
+    ip_finish_output(w, cx, ns, &route, dst, pkt, Some(dev));
 }
 
 /// `ip_local_deliver` -> `udp_rcv`: checksum, socket lookup, copy to the application.
@@ -478,19 +504,21 @@ fn ip_local_deliver(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, mut pkt: 
     cx.actions.push(Action::Deliver { ns, pkt });
 }
 
-/// The underlay switch receives a frame on `port`: learn, then forward or flood. Returns
-/// (egress cable, frame) pairs, or the drop reason.
-pub fn switch_input(w: &mut World, port: usize, mut pkt: Packet, now: Instant, out: &mut Vec<Action>) {
+/// Underlay switch `sw` receives a frame on `port`: learn, then forward or flood. Pushes the
+/// resulting transmissions or drop.
+pub fn switch_input(w: &mut World, sw: usize, port: usize, mut pkt: Packet, now: Instant, out: &mut Vec<Action>) {
     let (dst, src) = eth_dst_src(&pkt.frame);
+    let switch = &mut w.switches[sw];
     if !src.is_multicast() {
-        w.switch.mac_table.insert(src, port);
+        switch.mac_table.insert(src, port);
     }
+    let name = &switch.name;
     let push = |pkt: &mut Packet, action: &str, why: String| {
         if let Some(t) = pkt.meta.trace.as_mut() {
             t.push(Hop {
                 time_ns: now.as_nanos(),
                 place: "underlay".into(),
-                device: format!("switch port {port}"),
+                device: format!("{name} port {port}"),
                 action: action.into(),
                 why,
                 size: pkt.frame.len(),
@@ -498,11 +526,11 @@ pub fn switch_input(w: &mut World, port: usize, mut pkt: Packet, now: Instant, o
         }
     };
     let l3 = pkt.frame.len() - ETH_HEADER;
-    if l3 > w.switch.mtu as usize {
-        push(&mut pkt, "drop", format!("{l3} B frame payload > underlay MTU {}", w.switch.mtu));
+    if l3 > switch.mtu as usize {
+        push(&mut pkt, "drop", format!("{l3} B frame payload > underlay MTU {}", switch.mtu));
         return out.push(Action::Drop { pkt, reason: DropReason::UnderlayMtuExceeded });
     }
-    let known = (!dst.is_multicast()).then(|| w.switch.mac_table.get(&dst).copied()).flatten();
+    let known = (!dst.is_multicast()).then(|| switch.mac_table.get(&dst).copied()).flatten();
     match known {
         Some(p) if p == port => {
             push(&mut pkt, "drop", format!("{dst} is behind the ingress port"));
@@ -510,19 +538,20 @@ pub fn switch_input(w: &mut World, port: usize, mut pkt: Packet, now: Instant, o
         }
         Some(p) => {
             push(&mut pkt, "forward", format!("MAC table: {dst} on port {p}"));
-            out.push(Action::Transmit { link: w.switch.ports[p], pkt })
+            out.push(Action::Transmit { link: switch.ports[p], pkt })
         }
         None => {
             push(&mut pkt, "flood", format!("{dst} unknown or broadcast"));
-            let others: Vec<usize> = (0..w.switch.ports.len()).filter(|&p| p != port).collect();
-            let Some((&last, rest)) = others.split_last() else {
+            let links: Vec<LinkId> =
+                switch.ports.iter().enumerate().filter(|&(p, _)| p != port).map(|(_, l)| *l).collect();
+            let Some((&last, rest)) = links.split_last() else {
                 return out.push(Action::Drop { pkt, reason: DropReason::NotForThisHost });
             };
-            stamp_flood(w, &mut pkt, others.len(), out);
-            for &p in rest {
-                out.push(Action::Transmit { link: w.switch.ports[p], pkt: pkt.flood_copy() });
+            stamp_flood(w, &mut pkt, links.len(), out);
+            for &l in rest {
+                out.push(Action::Transmit { link: l, pkt: pkt.flood_copy() });
             }
-            out.push(Action::Transmit { link: w.switch.ports[last], pkt });
+            out.push(Action::Transmit { link: last, pkt });
         }
     }
 }

@@ -142,23 +142,37 @@ impl Simulation {
             Event::Arrive { link, pkt } => {
                 self.obs.packet_hops += 1;
                 match self.world.link_ends[link] {
-                    LinkEnd::Switch { port } => {
+                    LinkEnd::Switch { switch, port } => {
                         let mut out = Vec::new();
-                        datapath::switch_input(&mut self.world, port, pkt, t, &mut out);
+                        datapath::switch_input(&mut self.world, switch, port, pkt, t, &mut out);
                         self.apply(t, out);
                     }
                     LinkEnd::Device(nic) => {
-                        let node = self.world.netns[self.world.devices[nic].ns].node;
-                        let hash = flow_hash(&pkt.frame);
-                        self.chain(node, t, hash, |w, cx| datapath::nic_rx(w, cx, nic, pkt));
+                        let ns = &self.world.netns[self.world.devices[nic].ns];
+                        if let NsKind::Router(_) = ns.kind {
+                            // A fabric router forwards in hardware: no CPU queue, no cost.
+                            let mut cx = Ctx::hardware(t);
+                            datapath::nic_rx(&mut self.world, &mut cx, nic, pkt);
+                            self.obs.packet_hops += cx.hops;
+                            self.apply(t, cx.actions);
+                        } else {
+                            let node = ns.node;
+                            let hash = flow_hash(&pkt.frame);
+                            self.chain(node, t, hash, |w, cx| datapath::nic_rx(w, cx, nic, pkt));
+                        }
                     }
                 }
             }
             Event::Deliver { ns, pkt } => self.deliver(t, ns, pkt),
             Event::ArpTimer { ns, ip } => {
-                let node = self.world.netns[ns].node;
-                let hash = u32::from(ip);
-                self.chain(node, t, hash, |w, cx| datapath::arp_timer(w, cx, ns, ip));
+                if let NsKind::Router(_) = self.world.netns[ns].kind {
+                    let mut cx = Ctx::hardware(t);
+                    datapath::arp_timer(&mut self.world, &mut cx, ns, ip);
+                    self.apply(t, cx.actions);
+                } else {
+                    let node = self.world.netns[ns].node;
+                    self.chain(node, t, u32::from(ip), |w, cx| datapath::arp_timer(w, cx, ns, ip));
+                }
             }
         }
     }

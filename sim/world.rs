@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 
 use crate::addr::{Ipv4Net, Mac};
-use crate::cluster::{Cluster, NodeId, PodId};
+use crate::cluster::{Cluster, Fabric, NodeId, PodId, Rack};
 use crate::cni;
 use crate::cost::CostProfile;
 use crate::engine::{Component, RngFactory};
@@ -35,7 +35,10 @@ pub struct World {
     pub links: Vec<Link>,
     /// Where each link delivers.
     pub link_ends: Vec<LinkEnd>,
-    pub switch: Switch,
+    /// L2 segments of the underlay: one switch, or one per rack.
+    pub switches: Vec<Switch>,
+    /// Router namespaces of the fabric (ToRs, spines), by [`NsKind::Router`] index.
+    pub routers: Vec<NsId>,
     /// Capture buffer per device, where capture is on.
     pub pcaps: Vec<Option<PcapWriter>>,
     /// Namespace of each pod, by `PodId`.
@@ -47,6 +50,10 @@ pub struct World {
     pub control_hops: Vec<crate::summary::Hop>,
     /// ARP frames the kernels created.
     pub arp_frames: u64,
+    /// What failed while building, as the agent or tool would log it (a route the kernel
+    /// refused ...). Shown in the report.
+    pub warnings: Vec<String>,
+    rngs: RngFactory,
 }
 
 /// One simulated machine: its host namespace and CPU cores.
@@ -68,6 +75,8 @@ pub struct Core {
 pub enum NsKind {
     Host(NodeId),
     Pod(PodId),
+    /// A fabric router (ToR or spine): forwards in hardware, no CPU cost.
+    Router(usize),
 }
 
 pub struct Netns {
@@ -120,13 +129,15 @@ pub enum DeviceKind {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LinkEnd {
-    Switch { port: usize },
+    Switch { switch: usize, port: usize },
     Device(DevId),
 }
 
-/// The underlay: one learning L2 switch. Store-and-forward with no processing delay: its cost
-/// is the serialisation on each egress port.
+/// An L2 segment of the underlay: a learning switch, store-and-forward with no processing
+/// delay (its cost is the serialisation on each egress port).
 pub struct Switch {
+    /// "switch", or "rack-1-switch" in a leaf-spine fabric.
+    pub name: String,
     /// Egress cable of each port.
     pub ports: Vec<LinkId>,
     pub mac_table: HashMap<Mac, usize>,
@@ -142,7 +153,7 @@ impl World {
     /// The "place" shown in traces: `node-1` or `pod/web-0`.
     pub fn place(&self, ns: NsId) -> String {
         match self.netns[ns].kind {
-            NsKind::Host(_) => self.netns[ns].name.clone(),
+            NsKind::Host(_) | NsKind::Router(_) => self.netns[ns].name.clone(),
             NsKind::Pod(_) => format!("pod/{}", self.netns[ns].name),
         }
     }
@@ -167,6 +178,41 @@ impl World {
     }
 
     // ---- construction, used by `build` and the CNI builders ----
+
+    /// A directed cable into `to`, with its own loss stream.
+    fn link(&mut self, rate: u64, propagation: Duration, to: LinkEnd) -> LinkId {
+        let u = &self.cluster.underlay;
+        let id = self.links.len();
+        let rng = self.rngs.stream(Component::Link, id as u64);
+        self.links.push(Link::new(rate, propagation, u.queue.0, u.loss, rng));
+        self.link_ends.push(to);
+        id
+    }
+
+    /// Cables NIC `nic` to a new port of switch `sw`: `up` is the NIC's rate, `down` the
+    /// switch port's.
+    fn attach_to_switch(&mut self, sw: usize, nic: DevId, up: u64, down: u64, propagation: Duration) {
+        let port = self.switches[sw].ports.len();
+        let tx = self.link(up, propagation, LinkEnd::Switch { switch: sw, port });
+        self.devices[nic].kind = DeviceKind::Nic { tx };
+        let rx = self.link(down, propagation, LinkEnd::Device(nic));
+        self.switches[sw].ports.push(rx);
+    }
+
+    /// A point-to-point cable between two NICs.
+    fn cable(&mut self, a: DevId, b: DevId, rate: u64, propagation: Duration) {
+        let ab = self.link(rate, propagation, LinkEnd::Device(b));
+        let ba = self.link(rate, propagation, LinkEnd::Device(a));
+        self.devices[a].kind = DeviceKind::Nic { tx: ab };
+        self.devices[b].kind = DeviceKind::Nic { tx: ba };
+    }
+
+    fn add_router(&mut self, name: String) -> NsId {
+        let idx = self.routers.len();
+        let ns = self.add_netns(name, usize::MAX, NsKind::Router(idx), true);
+        self.routers.push(ns);
+        ns
+    }
 
     pub fn add_netns(&mut self, name: String, node: NodeId, kind: NsKind, ip_forward: bool) -> NsId {
         let id = self.netns.len();
@@ -224,75 +270,56 @@ impl World {
         }
     }
 
-    /// `ip addr add ADDR/PREFIX dev DEV`, with the routes the kernel adds for it: `local` and
-    /// `broadcast` in LOCAL, the subnet route (`proto kernel scope link`) in MAIN.
+    /// `ip addr add ADDR/PREFIX dev DEV`, with the routes the kernel adds for it
+    /// (`fib_add_ifaddr`): `local` and (below /31) `broadcast` in LOCAL, and (below /32) the
+    /// subnet route `proto kernel scope link` in MAIN.
     pub fn add_addr(&mut self, dev: DevId, addr: Ipv4Addr, prefix: u8) {
         self.devices[dev].addrs.push((addr, prefix));
         let ns = self.devices[dev].ns;
         let host = Ipv4Net::new(addr, 32).expect("a /32 is always valid");
-        let t = &mut self.netns[ns];
-        t.local.insert(Route {
-            kind: RouteKind::Local,
-            dst: host,
-            gateway: None,
-            dev,
-            proto: Proto::Kernel,
-            scope: Scope::Host,
-            src: Some(addr),
-        });
-        let net =
-            Ipv4Net::new(Ipv4Addr::from(u32::from(addr) & prefix_mask(prefix)), prefix).expect("masked");
-        if prefix < 31 {
-            let bcast = Ipv4Addr::from(u32::from(addr) | !prefix_mask(prefix));
-            t.local.insert(Route {
-                kind: RouteKind::Broadcast,
-                dst: Ipv4Net::new(bcast, 32).expect("a /32 is always valid"),
-                gateway: None,
-                dev,
-                proto: Proto::Kernel,
-                scope: Scope::Link,
-                src: Some(addr),
-            });
-        }
+        let net = Ipv4Net::new(Ipv4Addr::from(u32::from(addr) & prefix_mask(prefix)), prefix).expect("masked");
         let is_lo = matches!(self.devices[dev].kind, DeviceKind::Loopback);
+        let local = |dst| Route {
+            kind: RouteKind::Local,
+            scope: Scope::Host,
+            ..Route::new(dst, None, dev, Proto::Kernel).with_src(addr)
+        };
         let t = &mut self.netns[ns];
+        t.local.insert(local(host));
+        if prefix < 31 && !is_lo {
+            let bcast = Ipv4Net::new(Ipv4Addr::from(u32::from(addr) | !prefix_mask(prefix)), 32).expect("/32");
+            t.local.insert(Route { kind: RouteKind::Broadcast, ..Route::new(bcast, None, dev, Proto::Kernel).with_src(addr) });
+        }
         if is_lo {
-            // Loopback: the whole 127/8 is local.
-            t.local.insert(Route {
-                kind: RouteKind::Local,
-                dst: net,
-                gateway: None,
-                dev,
-                proto: Proto::Kernel,
-                scope: Scope::Host,
-                src: Some(addr),
-            });
-        } else {
-            t.main.insert(Route {
-                kind: RouteKind::Unicast,
-                dst: net,
-                gateway: None,
-                dev,
-                proto: Proto::Kernel,
-                scope: Scope::Link,
-                src: Some(addr),
-            });
+            t.local.insert(local(net)); // the whole 127/8 is local
+        } else if prefix < 32 {
+            t.main.insert(Route::new(net, None, dev, Proto::Kernel).with_src(addr));
         }
     }
 
-    /// `ip route replace DST [via GW] dev DEV` in MAIN.
-    pub fn add_route(&mut self, dev: DevId, dst: Ipv4Net, gateway: Option<Ipv4Addr>, proto: Proto) {
-        let ns = self.devices[dev].ns;
-        let scope = if gateway.is_some() { Scope::Global } else { Scope::Link };
-        self.netns[ns].main.insert(Route {
-            kind: RouteKind::Unicast,
-            dst,
-            gateway,
-            dev,
-            proto,
-            scope,
-            src: None,
-        });
+    /// `ip route replace ...` in MAIN. As the kernel does (`fib_check_nh`), a gateway must be
+    /// reachable through a connected route on the same device unless the route is `onlink`;
+    /// otherwise the route is refused with the kernel's message.
+    pub fn add_route(&mut self, route: Route) -> Result<(), String> {
+        let ns = self.devices[route.dev].ns;
+        let hops: Vec<(Ipv4Addr, DevId)> =
+            if route.ecmp.is_empty() { route.gateway.map(|g| (g, route.dev)).into_iter().collect() } else { route.ecmp.clone() };
+        if !route.onlink {
+            for (gw, dev) in hops {
+                let connected = self.netns[ns]
+                    .main
+                    .lookup(gw)
+                    .is_some_and(|r| r.gateway.is_none() && r.dev == dev && r.kind == RouteKind::Unicast);
+                if !connected {
+                    return Err(format!(
+                        "ip route replace {} via {gw} dev {}: Error: Nexthop has invalid gateway.",
+                        route.dst, self.devices[dev].name
+                    ));
+                }
+            }
+        }
+        self.netns[ns].main.insert(route);
+        Ok(())
     }
 }
 
@@ -325,9 +352,8 @@ pub fn glob_match(glob: &str, text: &str) -> bool {
 }
 
 /// Builds the world for `cluster`: nodes with their host namespaces and NICs, the underlay
-/// switch and cables, then whatever the CNI plugin creates.
+/// (switches, routers and cables), then whatever the CNI plugin creates.
 pub fn build(cluster: &Cluster) -> World {
-    let rngs = RngFactory::new(cluster.seed);
     let mut w = World {
         cluster: cluster.clone(),
         costs: cluster.costs.clone(),
@@ -336,50 +362,90 @@ pub fn build(cluster: &Cluster) -> World {
         devices: Vec::new(),
         links: Vec::new(),
         link_ends: Vec::new(),
-        switch: Switch { ports: Vec::new(), mac_table: HashMap::new(), mtu: cluster.underlay.mtu },
+        switches: Vec::new(),
+        routers: Vec::new(),
         pcaps: Vec::new(),
         pod_ns: vec![usize::MAX; cluster.pods.len()],
         next_flood: 0,
         trace_control: false,
         control_hops: Vec::new(),
         arp_frames: 0,
+        warnings: Vec::new(),
+        rngs: RngFactory::new(cluster.seed),
     };
-    let u = &cluster.underlay;
+    let u = cluster.underlay.clone();
+    let segments = match &u.fabric {
+        Fabric::L2Switch => 1,
+        Fabric::LeafSpine { racks, .. } => racks.len(),
+    };
+    for r in 0..segments {
+        let name = match &u.fabric {
+            Fabric::L2Switch => "switch".to_string(),
+            Fabric::LeafSpine { racks, .. } => format!("{}-switch", racks[r].name),
+        };
+        w.switches.push(Switch { name, ports: Vec::new(), mac_table: HashMap::new(), mtu: u.mtu });
+    }
     for (i, spec) in cluster.nodes.iter().enumerate() {
         let ns = w.add_netns(spec.name.clone(), i, NsKind::Host(i), true);
-        // Node eth0 -> switch port i, and switch port i -> node eth0.
-        let up = w.links.len();
-        w.links.push(Link::new(
-            spec.nic_bandwidth.0,
-            u.propagation,
-            u.queue.0,
-            u.loss,
-            rngs.stream(Component::Link, up as u64),
-        ));
-        w.link_ends.push(LinkEnd::Switch { port: i });
-        let nic = w.add_device(
-            ns,
-            "eth0".into(),
-            Mac::local(0x00, i as u32 + 1),
-            spec.mtu,
-            DeviceKind::Nic { tx: up },
-        );
-        w.add_addr(nic, spec.ip, cluster.network.node_cidr.prefix());
-        let down = w.links.len();
-        w.links.push(Link::new(
-            u.bandwidth.0,
-            u.propagation,
-            u.queue.0,
-            u.loss,
-            rngs.stream(Component::Link, down as u64),
-        ));
-        w.link_ends.push(LinkEnd::Device(nic));
-        w.switch.ports.push(down);
+        let nic = w.add_device(ns, "eth0".into(), Mac::local(0x00, i as u32 + 1), spec.mtu, DeviceKind::Nic { tx: 0 });
+        w.add_addr(nic, spec.ip, spec.prefix);
+        w.attach_to_switch(spec.rack, nic, spec.nic_bandwidth.0, u.bandwidth.0, u.propagation);
+        if let Some(gw) = spec.gateway {
+            w.add_route(Route::new(Ipv4Net::DEFAULT, Some(gw), nic, Proto::Boot)).expect("the ToR is on the rack subnet");
+        }
         let cores = vec![Core::default(); spec.cores as usize];
         w.nodes.push(Node { ns, cores, packets: 0 });
     }
+    if let Fabric::LeafSpine { racks, spines, uplink, fabric_cidr } = &u.fabric {
+        build_leaf_spine(&mut w, racks, *spines, uplink.0, *fabric_cidr);
+    }
     cni::build(&mut w);
     w
+}
+
+/// The routers of a leaf-spine fabric. Each ToR is a router with `eth0` on its rack's switch
+/// (holding the rack gateway address) and `swpN` towards spine N over a /31 from
+/// `fabric_cidr`; its default route spreads over the spines by ECMP. Each spine has `swpN`
+/// towards ToR N and one route per rack subnet. The ToR-to-rack-switch hop stands for the
+/// ToR's own switching ASIC: a cable with no propagation delay at the uplink rate times the
+/// spine count, so it adds serialisation but never becomes the bottleneck.
+fn build_leaf_spine(w: &mut World, racks: &[Rack], spines: u32, uplink: u64, fabric_cidr: Ipv4Net) {
+    let u = w.cluster.underlay.clone();
+    let mut tor_uplinks = Vec::new();
+    let tors: Vec<NsId> = racks
+        .iter()
+        .enumerate()
+        .map(|(r, rack)| {
+            let ns = w.add_router(format!("{}-tor", rack.name));
+            let port = w.add_device(ns, "eth0".into(), Mac::local(0x10, r as u32 + 1), u.mtu, DeviceKind::Nic { tx: 0 });
+            w.add_addr(port, rack.gateway, rack.subnet.prefix());
+            let asic = uplink.saturating_mul(spines as u64);
+            w.attach_to_switch(r, port, asic, asic, Duration::ZERO);
+            ns
+        })
+        .collect();
+    for s in 0..spines as usize {
+        let spine = w.add_router(format!("spine-{}", s + 1));
+        for (r, rack) in racks.iter().enumerate() {
+            let p2p = fabric_cidr.subnet(31, (r * spines as usize + s) as u64).expect("validated: fabric_cidr holds the /31s");
+            let (tor_ip, spine_ip) = (p2p.network(), p2p.nth(1).expect("a /31 has 2 addresses"));
+            let tor_if = w.add_device(tors[r], format!("swp{}", s + 1), Mac::local(0x20, (r * 256 + s) as u32 + 1), u.mtu, DeviceKind::Nic { tx: 0 });
+            let spine_if = w.add_device(spine, format!("swp{}", r + 1), Mac::local(0x30, (s * 4096 + r) as u32 + 1), u.mtu, DeviceKind::Nic { tx: 0 });
+            w.add_addr(tor_if, tor_ip, 31);
+            w.add_addr(spine_if, spine_ip, 31);
+            w.cable(tor_if, spine_if, uplink, u.propagation);
+            tor_uplinks.push((r, spine_ip, tor_if));
+            w.add_route(Route::new(rack.subnet, Some(tor_ip), spine_if, Proto::Static)).expect("connected /31");
+        }
+    }
+    for (r, &tor) in tors.iter().enumerate() {
+        let ecmp: Vec<(Ipv4Addr, DevId)> =
+            tor_uplinks.iter().filter(|(rr, ..)| *rr == r).map(|&(_, ip, dev)| (ip, dev)).collect();
+        let (gw, dev) = ecmp[0];
+        debug_assert_eq!(w.devices[dev].ns, tor);
+        let route = Route { ecmp, ..Route::new(Ipv4Net::DEFAULT, Some(gw), dev, Proto::Static) };
+        w.add_route(route).expect("connected /31s");
+    }
 }
 
 #[cfg(test)]

@@ -49,6 +49,53 @@ pub struct Route {
     pub proto: Proto,
     pub scope: Scope,
     pub src: Option<Ipv4Addr>,
+    /// `onlink`: the gateway is reachable on `dev` without a connected route to it.
+    pub onlink: bool,
+    /// Route MTU (`ip route ... mtu N`); the device MTU applies when absent.
+    pub mtu: Option<u32>,
+    /// Equal-cost next hops (`nexthop via A dev X nexthop via B dev Y`); when non-empty,
+    /// `gateway`/`dev` are the first one and a flow hash picks among them.
+    pub ecmp: Vec<(Ipv4Addr, DevId)>,
+}
+
+impl Route {
+    /// A unicast MAIN-table route `dst [via gateway] dev dev`, scope chosen as `ip route` does.
+    pub fn new(dst: Ipv4Net, gateway: Option<Ipv4Addr>, dev: DevId, proto: Proto) -> Route {
+        let scope = if gateway.is_some() { Scope::Global } else { Scope::Link };
+        Route {
+            kind: RouteKind::Unicast,
+            dst,
+            gateway,
+            dev,
+            proto,
+            scope,
+            src: None,
+            onlink: false,
+            mtu: None,
+            ecmp: Vec::new(),
+        }
+    }
+    pub fn onlink(mut self) -> Route {
+        self.onlink = true;
+        self
+    }
+    pub fn with_mtu(mut self, mtu: u32) -> Route {
+        self.mtu = Some(mtu);
+        self
+    }
+    pub fn with_src(mut self, src: Ipv4Addr) -> Route {
+        self.src = Some(src);
+        self
+    }
+    /// The next hop for a flow with hash `hash`: (device, gateway).
+    pub fn nexthop(&self, hash: u32) -> (DevId, Option<Ipv4Addr>) {
+        if self.ecmp.is_empty() {
+            (self.dev, self.gateway)
+        } else {
+            let (gw, dev) = self.ecmp[hash as usize % self.ecmp.len()];
+            (dev, Some(gw))
+        }
+    }
 }
 
 /// One routing table.
@@ -127,15 +174,7 @@ mod tests {
     use super::*;
 
     fn r(dst: &str, dev: DevId) -> Route {
-        Route {
-            kind: RouteKind::Unicast,
-            dst: dst.parse().unwrap(),
-            gateway: None,
-            dev,
-            proto: Proto::Static,
-            scope: Scope::Global,
-            src: None,
-        }
+        Route::new(dst.parse().unwrap(), None, dev, Proto::Static)
     }
 
     #[test]
