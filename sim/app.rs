@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant as WallClock;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Cni};
 use crate::error::Error;
 use crate::output::{write_dir_atomically, OutputFile};
 use crate::run::Simulation;
@@ -21,6 +21,8 @@ pub struct RunOptions {
     pub pcap: Vec<String>,
     /// Overrides the scenario's seed.
     pub seed: Option<u64>,
+    /// Overrides the scenario's CNI (before resolution: MTU defaults follow it).
+    pub cni: Option<Cni>,
 }
 
 pub struct RunOutcome {
@@ -30,8 +32,8 @@ pub struct RunOutcome {
 }
 
 /// Loads and resolves a scenario, applying command-line overrides.
-pub fn load(path: &Path, seed: Option<u64>) -> Result<Cluster, Error> {
-    let mut c = scenario::load(path)?;
+pub fn load(path: &Path, seed: Option<u64>, cni: Option<Cni>) -> Result<Cluster, Error> {
+    let mut c = scenario::load_with(path, &scenario::Overrides { cni })?;
     if let Some(s) = seed {
         c.seed = s;
     }
@@ -40,7 +42,7 @@ pub fn load(path: &Path, seed: Option<u64>) -> Result<Cluster, Error> {
 
 /// `cnisim run`: simulate, summarise, render, write the output directory atomically.
 pub fn run(path: &Path, opts: &RunOptions) -> Result<RunOutcome, Error> {
-    let cluster = load(path, opts.seed)?;
+    let cluster = load(path, opts.seed, opts.cni)?;
     let mut sim = Simulation::new(&cluster);
     for glob in &opts.pcap {
         if sim.world.enable_capture(glob) == 0 {
@@ -74,8 +76,8 @@ pub fn run(path: &Path, opts: &RunOptions) -> Result<RunOutcome, Error> {
 }
 
 /// `cnisim validate`: a one-line description of a valid scenario.
-pub fn validate(path: &Path) -> Result<String, Error> {
-    let c = load(path, None)?;
+pub fn validate(path: &Path, cni: Option<Cni>) -> Result<String, Error> {
+    let c = load(path, None, cni)?;
     let flows: usize = c.workloads.iter().map(|w| w.flows.len()).sum();
     Ok(format!(
         "{}: ok: {} nodes, {} pods, {} workloads ({flows} flows), CNI {}, {} simulated",
@@ -89,8 +91,8 @@ pub fn validate(path: &Path) -> Result<String, Error> {
 }
 
 /// `cnisim describe`: run the scenario up to `at` (default: its end) and print a node's state.
-pub fn describe(path: &Path, node: &str, at: Option<Duration>) -> Result<String, Error> {
-    let c = load(path, None)?;
+pub fn describe(path: &Path, node: &str, at: Option<Duration>, cni: Option<Cni>) -> Result<String, Error> {
+    let c = load(path, None, cni)?;
     let n = c.node_by_name(node).ok_or_else(|| {
         let names: Vec<&str> = c.nodes.iter().map(|n| n.name.as_str()).collect();
         Error::Usage(format!("no node '{node}' in {}; nodes: {}", path.display(), names.join(", ")))
@@ -102,8 +104,14 @@ pub fn describe(path: &Path, node: &str, at: Option<Duration>) -> Result<String,
 }
 
 /// `cnisim trace`: one datagram from pod to pod, hop by hop.
-pub fn trace(path: &Path, from: &str, to: &str, payload: u32) -> Result<trace::Trace, Error> {
-    let c = load(path, None)?;
+pub fn trace(
+    path: &Path,
+    from: &str,
+    to: &str,
+    payload: u32,
+    cni: Option<Cni>,
+) -> Result<trace::Trace, Error> {
+    let c = load(path, None, cni)?;
     let pod = |name: &str| {
         c.pod_by_name(name).ok_or_else(|| {
             let names: Vec<&str> = c.pods.iter().map(|p| p.name.as_str()).take(20).collect();

@@ -59,7 +59,8 @@ fn flannel_host_gw(w: &mut World) {
         w.enslave(cni0, peer);
         w.add_addr(eth0, pod.ip, subnet_prefix);
         let gw = cluster.pod_gateway(pod.node);
-        w.add_route(Route::new(DEFAULT, Some(gw), eth0, Proto::Boot)).expect("the gateway is on the pod subnet");
+        w.add_route(Route::new(DEFAULT, Some(gw), eth0, Proto::Boot))
+            .expect("the gateway is on the pod subnet");
     }
 }
 

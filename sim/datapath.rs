@@ -18,12 +18,15 @@ use smoltcp::wire::{
 
 use crate::addr::Mac;
 use crate::net::neigh::{NeighState, MCAST_SOLICIT};
-use crate::net::packet::{arp_frame, flow_hash, mac_of, set_ethernet, Packet, ETH_HEADER};
+use crate::net::packet::{arp_frame, flow_hash, mac_of, set_ethernet, Packet, ETH_HEADER, IPV4_HEADER};
 use crate::net::route::{DevId, Route, RouteKind};
 use crate::observe::DropReason;
 use crate::summary::Hop;
 use crate::time::{Duration, Instant};
 use crate::world::{DeviceKind, LinkId, NsId, World};
+
+/// IP protocol number 4, IPv4 encapsulation (RFC 2003); smoltcp has no name for it.
+const IPPROTO_IPIP: IpProtocol = IpProtocol::Unknown(4);
 
 /// What a chain of kernel steps asks the engine to do once its CPU time is served.
 #[derive(Debug)]
@@ -94,7 +97,8 @@ fn hop(w: &World, cx: &Ctx, pkt: &mut Packet, dev: DevId, action: &str, why: imp
 
 fn capture(w: &mut World, cx: &Ctx, dev: DevId, pkt: &Packet) {
     if let Some(p) = w.pcaps[dev].as_mut() {
-        p.record(cx.now(), &pkt.frame);
+        let bytes = if p.is_raw() { &pkt.frame[ETH_HEADER..] } else { &pkt.frame[..] };
+        p.record(cx.now(), bytes);
     }
 }
 
@@ -149,7 +153,93 @@ fn ip_finish_output(
 /// Sends an IPv4 packet out of `dev` towards next hop `nh`: L2 devices resolve the neighbour,
 /// L3 tunnels encapsulate straight away.
 fn dev_output(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, nh: Ipv4Addr, pkt: Packet) {
-    neigh_output(w, cx, ns, dev, nh, pkt)
+    match w.devices[dev].kind {
+        DeviceKind::Ipip => ipip_xmit(w, cx, ns, dev, nh, pkt),
+        _ => neigh_output(w, cx, ns, dev, nh, pkt),
+    }
+}
+
+/// `ip_tunnel_xmit` on a `remote any` IPIP device: wrap the packet in an outer IPv4 header to
+/// the next hop, then route the result as a locally generated packet. As the fallback
+/// `tunl0` does (parameters all zero, net/ipv4/ip_tunnel.c): TTL inherited from the inner
+/// packet, DSCP 0 with the inner ECN bits, DF copied from the inner packet, protocol 4.
+fn ipip_xmit(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, nh: Ipv4Addr, mut pkt: Packet) {
+    capture(w, cx, dev, &pkt);
+    cx.charge(w.costs.ipip_encap);
+    let Some(src) = source_for(w, ns, nh) else {
+        hop(w, cx, &mut pkt, dev, "drop", || format!("no route to tunnel endpoint {nh}"));
+        return cx.drop(pkt, DropReason::NoRoute);
+    };
+    let ident = next_ident(w, ns);
+    let outer = encap_ipv4(&pkt.frame[ETH_HEADER..], src, nh, IPPROTO_IPIP, ident, None);
+    pkt.frame = outer;
+    hop(w, cx, &mut pkt, dev, "encap", || format!("IPIP {src} -> {nh}"));
+    ip_output(w, cx, ns, pkt);
+}
+
+/// Builds `[blank Ethernet][outer IPv4][payload]`. The outer header takes DSCP 0 with the
+/// inner ECN bits, and TTL and DF from the inner header unless `ttl_df` fixes them.
+fn encap_ipv4(
+    inner: &[u8],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: IpProtocol,
+    ident: u16,
+    ttl_df: Option<(u8, bool)>,
+) -> Vec<u8> {
+    let inner_ip = Ipv4Packet::new_unchecked(inner);
+    let (ttl, df) = ttl_df.unwrap_or((inner_ip.hop_limit(), inner_ip.dont_frag()));
+    let ecn = inner_ip.ecn();
+    let total = IPV4_HEADER + inner.len();
+    let mut frame = vec![0u8; ETH_HEADER + total];
+    frame[ETH_HEADER + IPV4_HEADER..].copy_from_slice(inner);
+    let mut ip = Ipv4Packet::new_unchecked(&mut frame[ETH_HEADER..]);
+    ip.set_version(4);
+    ip.set_header_len(IPV4_HEADER as u8);
+    ip.set_dscp(0);
+    ip.set_ecn(ecn);
+    ip.set_total_len(total as u16);
+    ip.set_ident(ident);
+    ip.clear_flags();
+    ip.set_dont_frag(df);
+    ip.set_frag_offset(0);
+    ip.set_hop_limit(ttl);
+    ip.set_next_header(proto);
+    ip.set_src_addr(src);
+    ip.set_dst_addr(dst);
+    ip.fill_checksum();
+    set_ethernet(&mut frame, Mac([0; 6]), Mac([0; 6]), EthernetProtocol::Ipv4);
+    frame
+}
+
+/// The source address the kernel picks to reach `dst` from `ns`: the route's `src`, else the
+/// first address of the route's device.
+fn source_for(w: &World, ns: NsId, dst: Ipv4Addr) -> Option<Ipv4Addr> {
+    let r = w.netns[ns].main.lookup(dst)?;
+    r.src.or_else(|| w.devices[r.dev].addrs.first().map(|a| a.0))
+}
+
+fn next_ident(w: &mut World, ns: NsId) -> u16 {
+    let n = &mut w.netns[ns];
+    let id = n.next_ident;
+    n.next_ident = n.next_ident.wrapping_add(1);
+    id
+}
+
+/// An IPIP packet arrived for this host: strip the outer header and receive the inner packet
+/// on the namespace's IPIP device (`ipip_rcv`).
+fn ipip_rcv(w: &mut World, cx: &mut Ctx, ns: NsId, mut pkt: Packet) {
+    let Some(tunl) =
+        w.netns[ns].devices.iter().copied().find(|&d| matches!(w.devices[d].kind, DeviceKind::Ipip))
+    else {
+        return cx.drop(pkt, DropReason::UnknownProtocol);
+    };
+    cx.charge(w.costs.ipip_decap);
+    let hl = Ipv4Packet::new_unchecked(pkt.ip()).header_len() as usize;
+    pkt.frame.drain(ETH_HEADER..ETH_HEADER + hl);
+    hop(w, cx, &mut pkt, tunl, "decap", || "IPIP: outer header removed".into());
+    capture(w, cx, tunl, &pkt);
+    ip_rcv(w, cx, tunl, pkt);
 }
 
 fn describe_route(w: &World, r: &Route, dev: DevId, gw: Option<Ipv4Addr>, dst: Ipv4Addr) -> String {
@@ -254,6 +344,7 @@ fn dev_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
             hop(w, cx, &mut pkt, dev, "xmit", || "loopback".into());
             netif_receive(w, cx, dev, pkt);
         }
+        DeviceKind::Ipip => unreachable!("L3 tunnels are entered through dev_output, never with a frame"),
     }
 }
 
@@ -435,6 +526,22 @@ fn arp_rcv(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
             }
             w.netns[ns].neigh.update(source_protocol_addr, sender_mac, dev, NeighState::Reachable)
         }
+        ArpOperation::Request if proxy_arp_target(w, dev, target_protocol_addr) => {
+            // proxy_arp: the target is routed out of another device, so answer with our MAC
+            // (arp_process -> arp_fwd_proxy; Calico's cali* devices answer for 169.254.1.1).
+            let reply = arp_frame(
+                ArpOperation::Reply,
+                w.devices[dev].mac,
+                target_protocol_addr,
+                sender_mac,
+                source_protocol_addr,
+            );
+            let meta = control_meta(w);
+            w.arp_frames += 1;
+            consume(w, pkt);
+            dev_xmit(w, cx, dev, Packet { frame: reply, meta });
+            return;
+        }
         _ => return consume(w, pkt), // A request for someone else: ignored.
     };
     for mut q in released {
@@ -443,6 +550,14 @@ fn arp_rcv(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
         set_ethernet(&mut q.frame, sender_mac, w.devices[dev].mac, EthernetProtocol::Ipv4);
         dev_xmit(w, cx, dev, q);
     }
+}
+
+/// Whether `dev` answers ARP for `target` by proxy: proxy_arp on, and the target routed out of
+/// a different device.
+fn proxy_arp_target(w: &World, dev: DevId, target: Ipv4Addr) -> bool {
+    let d = &w.devices[dev];
+    d.proxy_arp
+        && w.netns[d.ns].main.lookup(target).is_some_and(|r| r.kind == RouteKind::Unicast && r.dev != dev)
 }
 
 /// `ip_rcv` + `ip_route_input`: deliver locally or forward.
@@ -484,9 +599,12 @@ fn ip_rcv(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
 /// `ip_local_deliver` -> `udp_rcv`: checksum, socket lookup, copy to the application.
 fn ip_local_deliver(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, mut pkt: Packet) {
     let ip = Ipv4Packet::new_unchecked(pkt.ip());
-    if ip.next_header() != IpProtocol::Udp {
-        return cx.drop(pkt, DropReason::UnknownProtocol);
+    match ip.next_header() {
+        IpProtocol::Udp => {}
+        IpProtocol::Unknown(4) => return ipip_rcv(w, cx, ns, pkt),
+        _ => return cx.drop(pkt, DropReason::UnknownProtocol),
     }
+    let ip = Ipv4Packet::new_unchecked(pkt.ip());
     let (src, dst) = (ip.src_addr(), ip.dst_addr());
     let Ok(udp) = UdpPacket::new_checked(ip.payload()) else {
         return cx.drop(pkt, DropReason::Malformed);
@@ -506,7 +624,14 @@ fn ip_local_deliver(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, mut pkt: 
 
 /// Underlay switch `sw` receives a frame on `port`: learn, then forward or flood. Pushes the
 /// resulting transmissions or drop.
-pub fn switch_input(w: &mut World, sw: usize, port: usize, mut pkt: Packet, now: Instant, out: &mut Vec<Action>) {
+pub fn switch_input(
+    w: &mut World,
+    sw: usize,
+    port: usize,
+    mut pkt: Packet,
+    now: Instant,
+    out: &mut Vec<Action>,
+) {
     let (dst, src) = eth_dst_src(&pkt.frame);
     let switch = &mut w.switches[sw];
     if !src.is_multicast() {

@@ -7,7 +7,7 @@ use crate::cluster::NodeId;
 use crate::net::neigh::NeighState;
 use crate::net::route::{Proto, Route, RouteKind, RouteTable};
 use crate::time::Instant;
-use crate::world::{DeviceKind, NsId, World};
+use crate::world::{DeviceKind, LinkEnd, NsId, World};
 
 /// The node's host namespace, then each pod namespace on it, at simulated time `now`.
 pub fn describe_node(w: &World, node: NodeId, now: Instant) -> String {
@@ -89,6 +89,7 @@ fn link_line(w: &World, d: usize, s: &mut String) {
     let (flags, qdisc) = match dev.kind {
         DeviceKind::Loopback => ("LOOPBACK,UP,LOWER_UP", "noqueue"),
         DeviceKind::Nic { .. } => ("BROADCAST,MULTICAST,UP,LOWER_UP", "mq"),
+        DeviceKind::Ipip => ("NOARP,UP,LOWER_UP", "noqueue"),
         _ => ("BROADCAST,MULTICAST,UP,LOWER_UP", "noqueue"),
     };
     let name = match dev.kind {
@@ -119,12 +120,17 @@ fn link_line(w: &World, d: usize, s: &mut String) {
         }
         DeviceKind::Nic { tx } => {
             let l = &w.links[*tx];
+            let to = match w.link_ends[*tx] {
+                LinkEnd::Switch { switch, .. } => w.switches[switch].name.clone(),
+                LinkEnd::Device(d) => format!("{} {}", w.netns[w.devices[d].ns].name, w.devices[d].name),
+            };
             let _ = writeln!(s, "    link/ether {} brd ff:ff:ff:ff:ff:ff", dev.mac);
-            let _ = writeln!(
-                s,
-                "    # physical NIC: {} to the underlay switch",
-                crate::units::Bandwidth(l.bandwidth_bps)
-            );
+            let _ =
+                writeln!(s, "    # physical NIC: {} cable to {to}", crate::units::Bandwidth(l.bandwidth_bps));
+        }
+        DeviceKind::Ipip => {
+            let _ = writeln!(s, "    link/ipip 0.0.0.0 brd 0.0.0.0");
+            let _ = writeln!(s, "    ipip any remote any local any ttl inherit nopmtudisc");
         }
     }
     if dev.master.is_some() {
@@ -154,10 +160,16 @@ fn routes(w: &World, t: &RouteTable, local: bool, s: &mut String) {
         } else {
             let _ = write!(line, "{}", r.dst);
         }
-        if let Some(gw) = r.gateway {
-            let _ = write!(line, " via {gw}");
+        if r.ecmp.len() > 1 {
+            for (gw, dev) in &r.ecmp {
+                let _ = write!(line, " nexthop via {gw} dev {} weight 1", w.devices[*dev].name);
+            }
+        } else {
+            if let Some(gw) = r.gateway {
+                let _ = write!(line, " via {gw}");
+            }
+            let _ = write!(line, " dev {}", w.devices[r.dev].name);
         }
-        let _ = write!(line, " dev {}", w.devices[r.dev].name);
         if r.proto != Proto::Boot {
             let _ = write!(line, " proto {}", r.proto);
         }
@@ -166,6 +178,12 @@ fn routes(w: &World, t: &RouteTable, local: bool, s: &mut String) {
         }
         if let Some(src) = r.src {
             let _ = write!(line, " src {src}");
+        }
+        if let Some(mtu) = r.mtu {
+            let _ = write!(line, " mtu {mtu}");
+        }
+        if r.onlink {
+            line.push_str(" onlink");
         }
         let _ = writeln!(s, "{line}");
     }

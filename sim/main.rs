@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use cnisim::app;
+use cnisim::cluster::Cni;
 use cnisim::error::Error;
 use cnisim::time::Duration;
 
@@ -15,7 +16,7 @@ use cnisim::time::Duration;
     name = "cnisim",
     version,
     about = "Packet-level simulator of Kubernetes cluster networks: compare CNI plugins on your cluster shape",
-    after_help = "Examples:\n  cnisim run scenarios/quickstart.ron\n  cnisim run scenarios/quickstart.ron --pcap 'node-1/*' --out /tmp/qs\n  cnisim validate scenarios/quickstart.ron\n  cnisim describe scenarios/quickstart.ron --node node-1\n  cnisim trace scenarios/quickstart.ron --from node-1-pod-1 --to node-2-pod-1"
+    after_help = "Examples:\n  cnisim run scenarios/quickstart.ron\n  cnisim run scenarios/quickstart.ron --pcap 'node-1/*' --out /tmp/qs\n  cnisim run scenarios/quickstart.ron --cni calico-ipip\n  cnisim validate scenarios/quickstart.ron\n  cnisim describe scenarios/quickstart.ron --node node-1\n  cnisim trace scenarios/quickstart.ron --from node-1-pod-1 --to node-2-pod-1"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -41,12 +42,18 @@ enum Command {
         /// Override the scenario's random seed.
         #[arg(long)]
         seed: Option<u64>,
+        /// Simulate under another CNI than the scenario's (e.g. calico-ipip).
+        #[arg(long, value_parser = parse_cni)]
+        cni: Option<Cni>,
     },
     /// Check scenario files and report the first problem in each as file:line:col.
     #[command(after_help = "Example:\n  cnisim validate scenarios/*.ron")]
     Validate {
         #[arg(required = true)]
         scenarios: Vec<PathBuf>,
+        /// Validate as if the scenario used this CNI.
+        #[arg(long, value_parser = parse_cni)]
+        cni: Option<Cni>,
     },
     /// Print a node's devices, addresses, routes, bridge FDB and neighbours like ip/bridge do.
     #[command(after_help = "Example:\n  cnisim describe scenarios/quickstart.ron --node node-1 --at 10ms")]
@@ -59,6 +66,9 @@ enum Command {
         /// the end of the scenario]; "0s" shows the state as built.
         #[arg(long, value_parser = parse_duration)]
         at: Option<Duration>,
+        /// Describe the node under another CNI than the scenario's.
+        #[arg(long, value_parser = parse_cni)]
+        cni: Option<Cni>,
     },
     /// Send one UDP datagram between two pods and print every hop it takes and why.
     #[command(
@@ -75,7 +85,14 @@ enum Command {
         /// UDP payload size in bytes.
         #[arg(long, default_value_t = 64)]
         size: u32,
+        /// Trace under another CNI than the scenario's.
+        #[arg(long, value_parser = parse_cni)]
+        cni: Option<Cni>,
     },
+}
+
+fn parse_cni(s: &str) -> Result<Cni, String> {
+    s.parse()
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -95,8 +112,8 @@ fn main() -> ExitCode {
 
 fn execute(cmd: Command) -> Result<(), Error> {
     match cmd {
-        Command::Run { scenario, out, pcap, seed } => {
-            let o = app::run(&scenario, &app::RunOptions { out, pcap, seed })?;
+        Command::Run { scenario, out, pcap, seed, cni } => {
+            let o = app::run(&scenario, &app::RunOptions { out, pcap, seed, cni })?;
             let s = &o.summary;
             println!(
                 "simulated {} ({}, {} nodes, {} pods) for {}: {} events, {} packet hops in {:.2}s",
@@ -124,10 +141,10 @@ fn execute(cmd: Command) -> Result<(), Error> {
             println!("report: {}", o.out_dir.join("report.html").display());
             Ok(())
         }
-        Command::Validate { scenarios } => {
+        Command::Validate { scenarios, cni } => {
             let mut first_err = None;
             for p in &scenarios {
-                match app::validate(p) {
+                match app::validate(p, cni) {
                     Ok(line) => println!("{line}"),
                     Err(e) => {
                         eprintln!("error: {e}");
@@ -137,12 +154,12 @@ fn execute(cmd: Command) -> Result<(), Error> {
             }
             first_err.map_or(Ok(()), Err)
         }
-        Command::Describe { scenario, node, at } => {
-            print!("{}", app::describe(&scenario, &node, at)?);
+        Command::Describe { scenario, node, at, cni } => {
+            print!("{}", app::describe(&scenario, &node, at, cni)?);
             Ok(())
         }
-        Command::Trace { scenario, from, to, size } => {
-            print!("{}", app::trace(&scenario, &from, &to, size)?.render());
+        Command::Trace { scenario, from, to, size, cni } => {
+            print!("{}", app::trace(&scenario, &from, &to, size, cni)?.render());
             Ok(())
         }
     }

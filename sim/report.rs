@@ -258,6 +258,7 @@ mod tests {
                 pod_cidr: "10.244.0.0/16".into(),
                 service_cidr: "10.96.0.0/12".into(),
                 underlay: "one L2 switch, 10Gbit ports, 5us propagation, MTU 1500".into(),
+                warnings: vec!["flanneld on node-1: route <refused>".into()],
                 workloads: vec![WorkloadInfo {
                     name: "bulk".into(),
                     kind: "udp_cbr".into(),

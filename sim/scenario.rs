@@ -7,7 +7,8 @@
 //! how to fix the file. `docs/scenario.md` is the user's reference for the format.
 //!
 //! Not handled here: building devices and routes (`world`), or anything that needs a CNI's
-//! data path; a scenario is resolved the same way whichever CNI it names.
+//! data path. The CNI a scenario names (or `--cni`, through [`Overrides`]) matters here only
+//! for the pod MTU it defaults to and the options it accepts.
 
 mod locate;
 mod resolve;
@@ -19,23 +20,51 @@ use std::path::Path;
 use serde::{Deserialize, Deserializer};
 
 use crate::addr::Ipv4Net;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Cni};
 use crate::cost::CostProfile;
 use crate::error::{Error, ScenarioError};
 use crate::time::Duration;
 use crate::units::{Bandwidth, ByteSize};
 
+/// Command-line choices that replace what the scenario file says, applied before resolution so
+/// that everything derived from them (pod MTU defaults, size checks) follows the override.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--cni`: replaces the file's `cni`.
+    pub cni: Option<Cni>,
+}
+
 /// Reads and resolves a scenario file.
 pub fn load(path: &Path) -> Result<Cluster, Error> {
+    load_with(path, &Overrides::default())
+}
+
+/// Reads and resolves a scenario file with command-line overrides.
+pub fn load_with(path: &Path, overrides: &Overrides) -> Result<Cluster, Error> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    Ok(load_str(&text, &path.display().to_string())?)
+    Ok(load_str_with(&text, &path.display().to_string(), overrides)?)
 }
 
 /// Parses and resolves scenario text; `path_for_messages` is the file name errors start with.
 pub fn load_str(text: &str, path_for_messages: &str) -> Result<Cluster, ScenarioError> {
+    load_str_with(text, path_for_messages, &Overrides::default())
+}
+
+/// [`load_str`] with command-line overrides.
+pub fn load_str_with(
+    text: &str,
+    path_for_messages: &str,
+    overrides: &Overrides,
+) -> Result<Cluster, ScenarioError> {
     let scenario: Scenario =
         ron::Options::default().from_str(text).map_err(|e| ron_error(&e, text, path_for_messages))?;
-    resolve::resolve(scenario, &resolve::Locator { text, path: path_for_messages })
+    resolve::resolve(scenario, &resolve::Locator { text, path: path_for_messages }, overrides)
+}
+
+/// The MTU a pod's `eth0` gets: the scenario's `cni_options.mtu` if given, else the CNI's
+/// default for the node's MTU ([`Cni::default_pod_mtu`]).
+pub fn pod_mtu(cni: Cni, options: &crate::cluster::CniOptions, node_mtu: u32) -> u32 {
+    options.mtu.unwrap_or_else(|| cni.default_pod_mtu(node_mtu))
 }
 
 /// The whole file: `Scenario( ... )`. See `docs/scenario.md` for every field.
@@ -54,6 +83,9 @@ pub struct Scenario {
     pub duration: Duration,
     /// A CNI identifier such as `"flannel-host-gw"`.
     pub cni: String,
+    /// Options of the CNI plugin (pod MTU, flannel-vxlan direct routing).
+    #[serde(default)]
+    pub cni_options: CniOptions,
     #[serde(default)]
     pub network: Network,
     pub nodes: Nodes,
@@ -72,11 +104,23 @@ pub struct Scenario {
     pub costs: CostProfile,
 }
 
+/// `cni_options: (mtu: 1450, direct_routing: true)`; every field is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CniOptions {
+    /// Pod MTU, 68..=65535; left out, the CNI's default for each node's MTU.
+    #[serde(deserialize_with = "present")]
+    pub mtu: Option<u32>,
+    /// flannel-vxlan `DirectRouting` (default false); an error with any other CNI.
+    pub direct_routing: bool,
+}
+
 /// The address plan: `network: (node_cidr: "192.168.0.0/24", ...)`.
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Network {
-    /// Node (underlay) addresses: node i gets host address i+1.
+    /// Node (underlay) addresses: node i gets host address i+1 on one L2 switch; a leaf-spine
+    /// fabric cuts it into one subnet per rack.
     pub node_cidr: Ipv4Net,
     /// Cut into one subnet of `node_subnet_prefix` per node.
     pub pod_cidr: Ipv4Net,
@@ -127,9 +171,12 @@ pub struct Node {
     /// NIC rate (default `"10Gbit"`).
     #[serde(default = "default_bandwidth")]
     pub nic: Bandwidth,
-    /// MTU of the node's `eth0`, 68..=65535 (default 1500); pods on the node inherit it.
+    /// MTU of the node's `eth0`, 68..=65535 (default 1500); the pod MTU derives from it.
     #[serde(default = "default_mtu")]
     pub mtu: u32,
+    /// Rack of a leaf-spine fabric, from 1; left out, the node's block by position.
+    #[serde(default, deserialize_with = "present")]
+    pub rack: Option<u32>,
 }
 
 /// One named pod: `(name: "client", node: "node-1", labels: {"app": "client"})`.
@@ -142,10 +189,12 @@ pub struct Pod {
     pub labels: BTreeMap<String, String>,
 }
 
-/// The physical network between the nodes (one L2 switch).
+/// The physical network between the nodes: its shape, and what every cable shares.
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Underlay {
+    /// One L2 switch (the default) or a leaf-spine fabric.
+    pub fabric: Fabric,
     /// Rate of each switch port.
     pub bandwidth: Bandwidth,
     /// Propagation delay of each cable.
@@ -161,6 +210,7 @@ pub struct Underlay {
 impl Default for Underlay {
     fn default() -> Self {
         Underlay {
+            fabric: Fabric::L2Switch,
             bandwidth: default_bandwidth(),
             propagation: Duration::from_micros(5),
             mtu: default_mtu(),
@@ -168,6 +218,31 @@ impl Default for Underlay {
             loss: 0.0,
         }
     }
+}
+
+/// The shape of the underlay: `L2Switch` or `LeafSpine(racks: 3, ...)`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum Fabric {
+    /// One learning switch; every node on `node_cidr`.
+    L2Switch,
+    /// Racks of nodes, each rack a switch behind a ToR router with one uplink to every spine.
+    LeafSpine {
+        /// Number of racks, 1..=1000.
+        racks: u32,
+        /// Number of spine routers, 1..=64 (default 2).
+        #[serde(default = "default_spines")]
+        spines: u32,
+        /// Rate of each ToR-spine cable (default `"40Gbit"`).
+        #[serde(default = "default_uplink")]
+        uplink: Bandwidth,
+        /// Prefix length of each rack's subnet of `node_cidr`, at most 30 (default 24).
+        #[serde(default = "default_rack_prefix")]
+        rack_prefix: u8,
+        /// Addresses of the ToR-spine /31 links (default `"172.31.0.0/16"`).
+        #[serde(default = "default_fabric_cidr")]
+        fabric_cidr: Ipv4Net,
+    },
 }
 
 /// A traffic generator: one flow per (client in `from`, server in `to`) pair, client != server.
@@ -234,6 +309,18 @@ fn default_bandwidth() -> Bandwidth {
 fn default_mtu() -> u32 {
     1500
 }
+fn default_spines() -> u32 {
+    2
+}
+fn default_uplink() -> Bandwidth {
+    Bandwidth(40_000_000_000)
+}
+fn default_rack_prefix() -> u8 {
+    24
+}
+fn default_fabric_cidr() -> Ipv4Net {
+    Ipv4Net::new(Ipv4Addr::new(172, 31, 0, 0), 16).expect("valid default CIDR")
+}
 fn default_port() -> u16 {
     5201
 }
@@ -245,8 +332,8 @@ fn default_timeout() -> Duration {
 }
 
 /// Lets an `Option` field be written without `Some(...)`: present means `Some`.
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    Duration::deserialize(d).map(Some)
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 /// Turns a `ron` error into a located message, rewording the ones that would puzzle a user.
@@ -285,7 +372,8 @@ fn ron_error(e: &ron::error::SpannedError, text: &str, path: &str) -> ScenarioEr
         }
         R::ExpectedComma => "expected a comma (or a closing bracket) after the previous item".to_string(),
         R::ExpectedIdentifier => "expected a name here, such as Count(...) or List([...]) for nodes, \
-                                  UdpCbr(...) or UdpRr(...) for a kind, Pod(\"x\") for a selector"
+                                  UdpCbr(...) or UdpRr(...) for a kind, Pod(\"x\") for a selector, \
+                                  L2Switch or LeafSpine(...) for a fabric"
             .to_string(),
         R::ExpectedMapColon => "expected ':' between a key and its value".to_string(),
         R::ExpectedStructLike | R::ExpectedNamedStructLike(_) => {
@@ -319,6 +407,8 @@ fn outer_name(outer: &str) -> &str {
     match outer {
         "Network" => "network",
         "Underlay" => "underlay",
+        "CniOptions" => "cni_options",
+        "LeafSpine" => "LeafSpine(...)",
         "CostProfile" => "costs",
         "Node" => "a node",
         "Pod" => "a pod",
@@ -384,6 +474,7 @@ fn variant_kind(outer: &str) -> &'static str {
         "Nodes" => "nodes form (Count or List)",
         "WorkloadKind" => "workload kind",
         "Selector" => "selector",
+        "Fabric" => "fabric (L2Switch or LeafSpine)",
         _ => "variant",
     }
 }
@@ -403,6 +494,7 @@ fn end_position(text: &str) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::{CniOptions, Fabric, PodId};
 
     #[test]
     fn quickstart_resolves() {
@@ -485,16 +577,251 @@ mod tests {
         assert_eq!(c.underlay.queue, ByteSize(512 * 1024));
     }
 
+    /// Resolves like [`load_str`] but lets unimplemented CNIs through, to check what
+    /// resolution does for them.
+    fn resolve_any_cni(text: &str, overrides: &Overrides) -> Result<Cluster, ScenarioError> {
+        let scenario: Scenario =
+            ron::Options::default().from_str(text).map_err(|e| ron_error(&e, text, "t.ron"))?;
+        resolve::resolve_for(
+            scenario,
+            &resolve::Locator { text, path: "t.ron" },
+            overrides,
+            resolve::Cnis::Any,
+        )
+    }
+
+    fn ok(r: Result<Cluster, ScenarioError>) -> Cluster {
+        r.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A scenario with `cni`, `extra` top-level fields, and a workload sending `payload` bytes.
+    fn with_cni(cni: &str, extra: &str, payload: u32) -> String {
+        format!(
+            r#"Scenario(name: "m", duration: "10ms", cni: "{cni}", {extra}
+                nodes: List([(name: "a"), (name: "b", mtu: 9000)]), pods_per_node: 1,
+                workloads: [(name: "w", kind: UdpCbr(rate: "1Mbit", payload: {payload}),
+                             from: Pod("a-pod-1"), to: Pod("b-pod-1"))])"#
+        )
+    }
+
+    #[test]
+    fn leaf_spine_racks_addresses_and_blocks() {
+        let text = r#"Scenario(name: "ls", duration: "10ms", cni: "flannel-host-gw",
+            network: (node_cidr: "10.0.0.0/16"),
+            nodes: Count(count: 7),
+            underlay: (fabric: LeafSpine(racks: 3, spines: 4, uplink: "100Gbit", fabric_cidr: "172.16.0.0/24")))"#;
+        let c = ok(load_str(text, "ls.ron"));
+        let Fabric::LeafSpine { racks, spines, uplink, fabric_cidr } = &c.underlay.fabric else {
+            panic!("expected a leaf-spine fabric, got {:?}", c.underlay.fabric);
+        };
+        let racks: Vec<_> =
+            racks.iter().map(|r| (r.name.as_str(), r.subnet.to_string(), r.gateway.to_string())).collect();
+        assert_eq!(
+            racks,
+            [
+                ("rack-1", "10.0.0.0/24".into(), "10.0.0.1".into()),
+                ("rack-2", "10.0.1.0/24".into(), "10.0.1.1".into()),
+                ("rack-3", "10.0.2.0/24".into(), "10.0.2.1".into()),
+            ]
+        );
+        assert_eq!(
+            (*spines, *uplink, fabric_cidr.to_string()),
+            (4, Bandwidth(100_000_000_000), "172.16.0.0/24".into())
+        );
+        // 7 nodes in 3 racks: i * 3 / 7 gives blocks of 3, 2, 2.
+        let nodes: Vec<_> = c
+            .nodes
+            .iter()
+            .map(|n| (n.rack, n.ip.to_string(), n.prefix, n.gateway.map(|g| g.to_string())))
+            .collect();
+        let gw = |r: u8| Some(format!("10.0.{r}.1"));
+        assert_eq!(
+            nodes,
+            [
+                (0, "10.0.0.2".into(), 24, gw(0)),
+                (0, "10.0.0.3".into(), 24, gw(0)),
+                (0, "10.0.0.4".into(), 24, gw(0)),
+                (1, "10.0.1.2".into(), 24, gw(1)),
+                (1, "10.0.1.3".into(), 24, gw(1)),
+                (2, "10.0.2.2".into(), 24, gw(2)),
+                (2, "10.0.2.3".into(), 24, gw(2)),
+            ]
+        );
+        // Pod subnets do not depend on the fabric.
+        assert_eq!(c.nodes[6].pod_subnet.to_string(), "10.244.6.0/24");
+    }
+
+    #[test]
+    fn leaf_spine_defaults_and_listed_racks() {
+        let text = r#"Scenario(name: "ls", duration: "10ms", cni: "flannel-host-gw",
+            network: (node_cidr: "192.168.0.0/22"),
+            nodes: List([(name: "a", rack: 2), (name: "b"), (name: "c"), (name: "d", rack: 2)]),
+            underlay: (fabric: LeafSpine(racks: 2)))"#;
+        let c = ok(load_str(text, "ls.ron"));
+        let Fabric::LeafSpine { racks, spines, uplink, fabric_cidr } = &c.underlay.fabric else {
+            panic!("expected a leaf-spine fabric");
+        };
+        assert_eq!(racks.len(), 2);
+        assert_eq!(
+            (*spines, *uplink, fabric_cidr.to_string()),
+            (2, Bandwidth(40_000_000_000), "172.31.0.0/16".into())
+        );
+        // a and d by `rack:`; b and c by position (1 * 2 / 4 = 0, 2 * 2 / 4 = 1).
+        let nodes: Vec<_> = c.nodes.iter().map(|n| (n.name.as_str(), n.rack, n.ip.to_string())).collect();
+        assert_eq!(
+            nodes,
+            [
+                ("a", 1, "192.168.1.2".into()),
+                ("b", 0, "192.168.0.2".into()),
+                ("c", 1, "192.168.1.3".into()),
+                ("d", 1, "192.168.1.4".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn l2_switch_is_the_default_fabric() {
+        let c = ok(load_str(&with_cni("flannel-host-gw", "", 100), "m.ron"));
+        assert!(matches!(c.underlay.fabric, Fabric::L2Switch));
+        let nodes: Vec<_> = c.nodes.iter().map(|n| (n.ip.to_string(), n.prefix, n.rack, n.gateway)).collect();
+        assert_eq!(nodes, [("192.168.0.1".into(), 24, 0, None), ("192.168.0.2".into(), 24, 0, None)]);
+        assert_eq!((c.cni_options.mtu, c.cni_options.direct_routing), (None, false));
+    }
+
+    #[test]
+    fn pod_mtu_defaults_follow_the_cni() {
+        let none = CniOptions::default();
+        let cases = [
+            (Cni::FlannelHostGw, 1500, 1500),
+            (Cni::FlannelVxlan, 1500, 1450),
+            (Cni::FlannelUdp, 1500, 1472),
+            (Cni::CalicoIpip, 9000, 8980),
+            (Cni::CiliumVxlan, 1500, 1500),
+            (Cni::WeaveFastdp, 9000, 1376),
+        ];
+        for (cni, node, pod) in cases {
+            assert_eq!(pod_mtu(cni, &none, node), pod, "{cni} on a {node} B node");
+        }
+        let set = CniOptions { mtu: Some(1400), direct_routing: false };
+        assert_eq!(pod_mtu(Cni::FlannelVxlan, &set, 9000), 1400);
+
+        // Through resolution, per node: a is 1500, b is 9000.
+        let mtus = |cni: &str, extra: &str| -> Vec<u32> {
+            ok(resolve_any_cni(&with_cni(cni, extra, 100), &Overrides::default()))
+                .pods
+                .iter()
+                .map(|p| p.mtu)
+                .collect()
+        };
+        assert_eq!(mtus("flannel-vxlan", ""), [1450, 8950]);
+        assert_eq!(mtus("calico-ipip", ""), [1480, 8980]);
+        assert_eq!(mtus("weave-sleeve", ""), [1376, 1376]);
+        assert_eq!(mtus("flannel-vxlan", "cni_options: (mtu: 1600),"), [1600, 1600]);
+        let c = ok(resolve_any_cni(
+            &with_cni("flannel-vxlan", "cni_options: (direct_routing: true),", 100),
+            &Overrides::default(),
+        ));
+        assert!(c.cni_options.direct_routing);
+    }
+
+    #[test]
+    fn payload_checked_against_the_final_pod_mtu() {
+        let e = resolve_any_cni(&with_cni("flannel-vxlan", "", 1440), &Overrides::default()).err();
+        let msg = e.map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            msg.contains(
+                "payload 1440 B + 28 B of IPv4/UDP headers exceeds the MTU 1450 of client pod 'a-pod-1' (the \
+                 default pod MTU of flannel-vxlan on a node with MTU 1500; cni_options.mtu sets another); \
+                 fragmentation not modelled yet; lower payload to ≤ MTU-28 = 1422"
+            ),
+            "{msg}"
+        );
+        assert!(msg.starts_with("t.ron:3:78: "), "{msg}");
+        // The same payload fits host-gw's 1500.
+        ok(resolve_any_cni(&with_cni("flannel-host-gw", "", 1440), &Overrides::default()));
+    }
+
+    #[test]
+    fn cni_override_replaces_the_file() {
+        let vxlan = Overrides { cni: Some(Cni::FlannelVxlan) };
+        let hostgw = Overrides { cni: Some(Cni::FlannelHostGw) };
+        // A file naming an unimplemented CNI loads under an implemented override ...
+        let c = ok(load_str_with(&with_cni("calico-ipip", "", 1440), "m.ron", &hostgw));
+        assert_eq!((c.cni, c.pods[0].mtu), (Cni::FlannelHostGw, 1500));
+        // ... and the MTU default and size checks follow the override.
+        let e = resolve_any_cni(&with_cni("flannel-host-gw", "", 1440), &vxlan).err();
+        let msg = e.map(|e| e.message).unwrap_or_default();
+        assert!(
+            msg.contains("exceeds the MTU 1450") && msg.contains("flannel-vxlan (--cni flannel-vxlan)"),
+            "{msg}"
+        );
+        let c = ok(resolve_any_cni(&with_cni("flannel-host-gw", "", 100), &vxlan));
+        assert_eq!((c.cni, c.pods[0].mtu), (Cni::FlannelVxlan, 1450));
+        // An unimplemented override is an error at the file's `cni`, naming the flag.
+        let e = load_str_with(
+            &with_cni("flannel-host-gw", "", 100),
+            "m.ron",
+            &Overrides { cni: Some(Cni::FlannelUdp) },
+        );
+        let msg = e.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            msg.starts_with(
+                "m.ron:1:44: CNI 'flannel-udp' (--cni flannel-udp) is not implemented yet; implemented:"
+            ),
+            "{msg}"
+        );
+        // direct_routing follows the override too.
+        let e = load_str_with(
+            &with_cni("flannel-vxlan", "cni_options: (direct_routing: true),", 100),
+            "m.ron",
+            &hostgw,
+        );
+        let msg = e.err().map(|e| e.message).unwrap_or_default();
+        assert!(msg.contains("but the CNI is flannel-host-gw (--cni flannel-host-gw)"), "{msg}");
+    }
+
+    #[test]
+    fn pod_mtu_below_ipv4_minimum_is_an_error() {
+        let text = with_cni("flannel-vxlan", "", 10).replace("(name: \"a\")", "(name: \"a\", mtu: 100)");
+        let e = resolve_any_cni(&text, &Overrides::default()).err().map(|e| e.message).unwrap_or_default();
+        assert!(e.contains("node mtu 100 leaves flannel-vxlan pods an MTU of 50, below the IPv4 minimum of 68; raise the node mtu to at least 118"), "{e}");
+        // A pod MTU above the node's is allowed: that is the misconfiguration to simulate.
+        ok(resolve_any_cni(
+            &with_cni("flannel-vxlan", "cni_options: (mtu: 9000),", 100),
+            &Overrides::default(),
+        ));
+    }
+
+    #[test]
+    fn leaf_spine_example_resolves() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/leaf-spine.ron");
+        let c = match load(&path) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        let Fabric::LeafSpine { racks, spines, .. } = &c.underlay.fabric else {
+            panic!("expected a leaf-spine fabric");
+        };
+        assert_eq!((racks.len(), *spines, c.nodes.len()), (3, 2, 6));
+        let rack_of = |pod: PodId| c.nodes[c.pods[pod].node].rack;
+        let flows: Vec<_> =
+            c.workloads.iter().map(|w| (rack_of(w.flows[0].0), rack_of(w.flows[0].1))).collect();
+        assert_eq!(flows, [(0, 0), (0, 2)]);
+    }
+
     /// Truncated or mangled files give errors, never panics.
     #[test]
     fn never_panics_on_damaged_input() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/quickstart.ron");
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let bounds: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
-        for (k, &i) in bounds.iter().enumerate() {
-            assert!(i >= text.trim_end().len() || load_str(&text[..i], "q.ron").is_err());
-            let next = bounds.get(k + 1).copied().unwrap_or(text.len());
-            let _ = load_str(&format!("{}{}", &text[..i], &text[next..]), "q.ron");
+        for file in ["scenarios/quickstart.ron", "scenarios/leaf-spine.ron"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            assert!(!text.is_empty(), "{file} missing");
+            let bounds: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
+            for (k, &i) in bounds.iter().enumerate() {
+                assert!(i >= text.trim_end().len() || load_str(&text[..i], "q.ron").is_err());
+                let next = bounds.get(k + 1).copied().unwrap_or(text.len());
+                let _ = load_str(&format!("{}{}", &text[..i], &text[next..]), "q.ron");
+            }
         }
     }
 }

@@ -41,6 +41,9 @@ pub struct ScenarioInfo {
     /// e.g. "one L2 switch, 10Gbit ports, 5us propagation, MTU 1500, 512KiB queues, loss 0".
     pub underlay: String,
     pub workloads: Vec<WorkloadInfo>,
+    /// What failed while the CNI set the nodes up, as its agent would log it (e.g. flanneld
+    /// unable to add a host-gw route across racks). Empty when everything was installed.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -219,10 +222,23 @@ impl Summary {
             node_cidr: c.network.node_cidr.to_string(),
             pod_cidr: c.network.pod_cidr.to_string(),
             service_cidr: c.network.service_cidr.to_string(),
-            underlay: format!(
-                "one L2 switch, {} ports, {} propagation per cable, MTU {}, {} queues, loss {}",
-                u.bandwidth, u.propagation, u.mtu, u.queue, u.loss
-            ),
+            underlay: match &u.fabric {
+                crate::cluster::Fabric::L2Switch => format!(
+                    "one L2 switch, {} ports, {} propagation per cable, MTU {}, {} queues, loss {}",
+                    u.bandwidth, u.propagation, u.mtu, u.queue, u.loss
+                ),
+                crate::cluster::Fabric::LeafSpine { racks, spines, uplink, .. } => format!(
+                    "leaf-spine: {} racks (one ToR router each), {spines} spines, {uplink} ToR-spine cables, \
+                     ECMP by flow hash; {} rack ports, {} propagation per cable, MTU {}, {} queues, loss {}",
+                    racks.len(),
+                    u.bandwidth,
+                    u.propagation,
+                    u.mtu,
+                    u.queue,
+                    u.loss
+                ),
+            },
+            warnings: sim.world.warnings.clone(),
             workloads: c
                 .workloads
                 .iter()

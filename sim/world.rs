@@ -107,7 +107,16 @@ pub struct Device {
     pub addrs: Vec<(Ipv4Addr, u8)>,
     /// The bridge this device is a port of.
     pub master: Option<DevId>,
+    /// `net.ipv4.conf.<dev>.proxy_arp`: answer ARP for addresses routed out of another device.
+    pub proxy_arp: bool,
     pub kind: DeviceKind,
+}
+
+impl Device {
+    /// An L3 device: no Ethernet header, no neighbours (IP tunnels, tun).
+    pub fn is_l3(&self) -> bool {
+        matches!(self.kind, DeviceKind::Ipip)
+    }
 }
 
 pub enum DeviceKind {
@@ -125,6 +134,9 @@ pub enum DeviceKind {
     Nic {
         tx: LinkId,
     },
+    /// An IPv4-in-IPv4 tunnel with `remote any` (the `tunl0` fallback device): the outer
+    /// destination is the route's next hop; TTL and DF are inherited from the inner packet.
+    Ipip,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -170,7 +182,9 @@ impl World {
         for d in 0..self.devices.len() {
             let key = format!("{}/{}", self.netns[self.devices[d].ns].name, self.devices[d].name);
             if glob_match(glob, &key) {
-                self.pcaps[d].get_or_insert_with(PcapWriter::new);
+                let raw = self.devices[d].is_l3();
+                self.pcaps[d]
+                    .get_or_insert_with(|| if raw { PcapWriter::new_raw() } else { PcapWriter::new() });
                 n += 1;
             }
         }
@@ -236,7 +250,17 @@ impl World {
     pub fn add_device(&mut self, ns: NsId, name: String, mac: Mac, mtu: u32, kind: DeviceKind) -> DevId {
         let id = self.devices.len();
         let ifindex = self.netns[ns].devices.len() as u32 + 1;
-        self.devices.push(Device { name, ns, ifindex, mac, mtu, addrs: Vec::new(), master: None, kind });
+        self.devices.push(Device {
+            name,
+            ns,
+            ifindex,
+            mac,
+            mtu,
+            addrs: Vec::new(),
+            master: None,
+            proxy_arp: false,
+            kind,
+        });
         self.pcaps.push(None);
         self.netns[ns].devices.push(id);
         id
@@ -277,7 +301,8 @@ impl World {
         self.devices[dev].addrs.push((addr, prefix));
         let ns = self.devices[dev].ns;
         let host = Ipv4Net::new(addr, 32).expect("a /32 is always valid");
-        let net = Ipv4Net::new(Ipv4Addr::from(u32::from(addr) & prefix_mask(prefix)), prefix).expect("masked");
+        let net =
+            Ipv4Net::new(Ipv4Addr::from(u32::from(addr) & prefix_mask(prefix)), prefix).expect("masked");
         let is_lo = matches!(self.devices[dev].kind, DeviceKind::Loopback);
         let local = |dst| Route {
             kind: RouteKind::Local,
@@ -287,8 +312,12 @@ impl World {
         let t = &mut self.netns[ns];
         t.local.insert(local(host));
         if prefix < 31 && !is_lo {
-            let bcast = Ipv4Net::new(Ipv4Addr::from(u32::from(addr) | !prefix_mask(prefix)), 32).expect("/32");
-            t.local.insert(Route { kind: RouteKind::Broadcast, ..Route::new(bcast, None, dev, Proto::Kernel).with_src(addr) });
+            let bcast =
+                Ipv4Net::new(Ipv4Addr::from(u32::from(addr) | !prefix_mask(prefix)), 32).expect("/32");
+            t.local.insert(Route {
+                kind: RouteKind::Broadcast,
+                ..Route::new(bcast, None, dev, Proto::Kernel).with_src(addr)
+            });
         }
         if is_lo {
             t.local.insert(local(net)); // the whole 127/8 is local
@@ -302,8 +331,11 @@ impl World {
     /// otherwise the route is refused with the kernel's message.
     pub fn add_route(&mut self, route: Route) -> Result<(), String> {
         let ns = self.devices[route.dev].ns;
-        let hops: Vec<(Ipv4Addr, DevId)> =
-            if route.ecmp.is_empty() { route.gateway.map(|g| (g, route.dev)).into_iter().collect() } else { route.ecmp.clone() };
+        let hops: Vec<(Ipv4Addr, DevId)> = if route.ecmp.is_empty() {
+            route.gateway.map(|g| (g, route.dev)).into_iter().collect()
+        } else {
+            route.ecmp.clone()
+        };
         if !route.onlink {
             for (gw, dev) in hops {
                 let connected = self.netns[ns]
@@ -387,11 +419,18 @@ pub fn build(cluster: &Cluster) -> World {
     }
     for (i, spec) in cluster.nodes.iter().enumerate() {
         let ns = w.add_netns(spec.name.clone(), i, NsKind::Host(i), true);
-        let nic = w.add_device(ns, "eth0".into(), Mac::local(0x00, i as u32 + 1), spec.mtu, DeviceKind::Nic { tx: 0 });
+        let nic = w.add_device(
+            ns,
+            "eth0".into(),
+            Mac::local(0x00, i as u32 + 1),
+            spec.mtu,
+            DeviceKind::Nic { tx: 0 },
+        );
         w.add_addr(nic, spec.ip, spec.prefix);
         w.attach_to_switch(spec.rack, nic, spec.nic_bandwidth.0, u.bandwidth.0, u.propagation);
         if let Some(gw) = spec.gateway {
-            w.add_route(Route::new(Ipv4Net::DEFAULT, Some(gw), nic, Proto::Boot)).expect("the ToR is on the rack subnet");
+            w.add_route(Route::new(Ipv4Net::DEFAULT, Some(gw), nic, Proto::Boot))
+                .expect("the ToR is on the rack subnet");
         }
         let cores = vec![Core::default(); spec.cores as usize];
         w.nodes.push(Node { ns, cores, packets: 0 });
@@ -417,7 +456,13 @@ fn build_leaf_spine(w: &mut World, racks: &[Rack], spines: u32, uplink: u64, fab
         .enumerate()
         .map(|(r, rack)| {
             let ns = w.add_router(format!("{}-tor", rack.name));
-            let port = w.add_device(ns, "eth0".into(), Mac::local(0x10, r as u32 + 1), u.mtu, DeviceKind::Nic { tx: 0 });
+            let port = w.add_device(
+                ns,
+                "eth0".into(),
+                Mac::local(0x10, r as u32 + 1),
+                u.mtu,
+                DeviceKind::Nic { tx: 0 },
+            );
             w.add_addr(port, rack.gateway, rack.subnet.prefix());
             let asic = uplink.saturating_mul(spines as u64);
             w.attach_to_switch(r, port, asic, asic, Duration::ZERO);
@@ -427,15 +472,30 @@ fn build_leaf_spine(w: &mut World, racks: &[Rack], spines: u32, uplink: u64, fab
     for s in 0..spines as usize {
         let spine = w.add_router(format!("spine-{}", s + 1));
         for (r, rack) in racks.iter().enumerate() {
-            let p2p = fabric_cidr.subnet(31, (r * spines as usize + s) as u64).expect("validated: fabric_cidr holds the /31s");
+            let p2p = fabric_cidr
+                .subnet(31, (r * spines as usize + s) as u64)
+                .expect("validated: fabric_cidr holds the /31s");
             let (tor_ip, spine_ip) = (p2p.network(), p2p.nth(1).expect("a /31 has 2 addresses"));
-            let tor_if = w.add_device(tors[r], format!("swp{}", s + 1), Mac::local(0x20, (r * 256 + s) as u32 + 1), u.mtu, DeviceKind::Nic { tx: 0 });
-            let spine_if = w.add_device(spine, format!("swp{}", r + 1), Mac::local(0x30, (s * 4096 + r) as u32 + 1), u.mtu, DeviceKind::Nic { tx: 0 });
+            let tor_if = w.add_device(
+                tors[r],
+                format!("swp{}", s + 1),
+                Mac::local(0x20, (r * 256 + s) as u32 + 1),
+                u.mtu,
+                DeviceKind::Nic { tx: 0 },
+            );
+            let spine_if = w.add_device(
+                spine,
+                format!("swp{}", r + 1),
+                Mac::local(0x30, (s * 4096 + r) as u32 + 1),
+                u.mtu,
+                DeviceKind::Nic { tx: 0 },
+            );
             w.add_addr(tor_if, tor_ip, 31);
             w.add_addr(spine_if, spine_ip, 31);
             w.cable(tor_if, spine_if, uplink, u.propagation);
             tor_uplinks.push((r, spine_ip, tor_if));
-            w.add_route(Route::new(rack.subnet, Some(tor_ip), spine_if, Proto::Static)).expect("connected /31");
+            w.add_route(Route::new(rack.subnet, Some(tor_ip), spine_if, Proto::Static))
+                .expect("connected /31");
         }
     }
     for (r, &tor) in tors.iter().enumerate() {

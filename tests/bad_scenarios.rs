@@ -553,3 +553,175 @@ fn too_many_flows() {
         "over the limit of 100000",
     );
 }
+
+/// The underlay of BASE turned into a valid leaf-spine fabric: 3 racks of /26 in node_cidr's /24.
+const LEAF_SPINE: (&str, &str) = (
+    "underlay: (",
+    "underlay: (fabric: LeafSpine(racks: 3, spines: 2, rack_prefix: 26, fabric_cidr: \"172.31.0.0/16\"), ",
+);
+
+/// `LEAF_SPINE` with one of its texts replaced.
+fn leaf_spine(from: &str, to: &str) -> String {
+    edit(&[(LEAF_SPINE.0, &LEAF_SPINE.1.replacen(from, to, 1))])
+}
+
+#[test]
+fn leaf_spine_base_is_valid() {
+    if let Err(e) = load_str(&edit(&[LEAF_SPINE]), "bad.ron") {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn unknown_fabric() {
+    check(
+        &leaf_spine("LeafSpine(", "LeafSpin("),
+        16,
+        24,
+        "unknown fabric (L2Switch or LeafSpine) 'LeafSpin', expected one of: L2Switch, LeafSpine",
+    );
+}
+
+#[test]
+fn unknown_leaf_spine_field() {
+    check(
+        &leaf_spine("spines:", "spine:"),
+        16,
+        44,
+        "unknown field 'spine' in LeafSpine(...), expected one of: racks, spines",
+    );
+}
+
+#[test]
+fn zero_racks() {
+    check(&leaf_spine("racks: 3", "racks: 0"), 16, 41, "racks 0 is outside 1..=1000");
+}
+
+#[test]
+fn zero_spines() {
+    check(&leaf_spine("spines: 2", "spines: 0"), 16, 52, "spines 0 is outside 1..=64");
+}
+
+#[test]
+fn zero_uplink() {
+    check(&leaf_spine("spines: 2,", "spines: 2, uplink: \"0Gbit\","), 16, 63, "uplink bandwidth is zero");
+}
+
+#[test]
+fn rack_prefix_not_longer() {
+    check(
+        &leaf_spine("rack_prefix: 26", "rack_prefix: 24"),
+        16,
+        68,
+        "rack_prefix 24 must be longer than node_cidr's /24",
+    );
+}
+
+#[test]
+fn rack_prefix_too_long() {
+    check(&leaf_spine("rack_prefix: 26", "rack_prefix: 31"), 16, 68, "rack_prefix 31 leaves no room");
+}
+
+#[test]
+fn node_cidr_too_small_for_racks() {
+    check(
+        &leaf_spine("racks: 3", "racks: 5"),
+        16,
+        41,
+        "5 racks need 5 subnets of /26 but node_cidr 192.168.0.0/24 holds only 4",
+    );
+}
+
+#[test]
+fn rack_too_small_for_its_nodes() {
+    check(
+        &leaf_spine("racks: 3, spines: 2, rack_prefix: 26", "racks: 1, spines: 2, rack_prefix: 30"),
+        11,
+        25,
+        "2 nodes are in rack-1 but its subnet 192.168.0.0/30 holds 1 (its hosts minus the ToR gateway)",
+    );
+}
+
+#[test]
+fn listed_rack_does_not_exist() {
+    let text = edit(&[
+        LEAF_SPINE,
+        ("Count(count: 2, mtu: 1500)", "List([(name: \"node-1\"), (name: \"node-2\", rack: 4)])"),
+    ]);
+    check(&text, 11, 59, "rack 4 does not exist: racks are numbered 1 to 3");
+}
+
+#[test]
+fn rack_without_leaf_spine() {
+    check(
+        &edit(&[("Count(count: 2, mtu: 1500)", "List([(name: \"node-1\", rack: 1), (name: \"node-2\")])")]),
+        11,
+        41,
+        "rack is only meaningful in a leaf-spine fabric",
+    );
+}
+
+#[test]
+fn fabric_cidr_overlaps_pod_cidr() {
+    check(
+        &leaf_spine("\"172.31.0.0/16\"", "\"10.244.0.0/24\""),
+        16,
+        85,
+        "fabric_cidr 10.244.0.0/24 overlaps pod_cidr 10.244.0.0/16",
+    );
+}
+
+#[test]
+fn fabric_cidr_too_small() {
+    check(
+        &leaf_spine("\"172.31.0.0/16\"", "\"172.31.0.0/30\""),
+        16,
+        85,
+        "fabric_cidr 172.31.0.0/30 holds 4 addresses but 3 racks x 2 spines need 12 (one /31 per ToR-spine \
+         cable); use a /28 or larger",
+    );
+}
+
+#[test]
+fn cni_mtu_too_small() {
+    check(
+        &edit(&[("\"flannel-host-gw\",", "\"flannel-host-gw\", cni_options: (mtu: 40),")]),
+        4,
+        48,
+        "cni_options.mtu 40 is outside 68..=65535",
+    );
+}
+
+#[test]
+fn direct_routing_needs_flannel_vxlan() {
+    check(
+        &edit(&[("\"flannel-host-gw\",", "\"flannel-host-gw\", cni_options: (direct_routing: true),")]),
+        4,
+        59,
+        "direct_routing is a flannel-vxlan option, but the CNI is flannel-host-gw",
+    );
+}
+
+#[test]
+fn unknown_cni_option() {
+    check(
+        &edit(&[(
+            "\"flannel-host-gw\",",
+            "\"flannel-host-gw\", cni_options: (mtu: 1400, directrouting: true),",
+        )]),
+        4,
+        54,
+        "unknown field 'directrouting' in cni_options, expected one of: mtu, direct_routing",
+    );
+}
+
+#[test]
+fn payload_exceeds_cni_options_mtu() {
+    check(
+        &edit(&[("\"flannel-host-gw\",", "\"flannel-host-gw\", cni_options: (mtu: 1400),")]),
+        18,
+        62,
+        "payload 1400 B + 28 B of IPv4/UDP headers exceeds the MTU 1400 of client pod 'node-1-pod-1' (set by \
+         cni_options.mtu); fragmentation not modelled yet; lower payload to ≤ MTU-28 = 1372",
+    );
+}

@@ -7,6 +7,8 @@ use crate::time::Instant;
 
 const MAGIC_NANOS: u32 = 0xa1b2_3c4d;
 const LINKTYPE_ETHERNET: u32 = 1;
+/// Raw IPv4/IPv6 packets with no link-layer header (L3 devices such as `tunl0`).
+const LINKTYPE_RAW: u32 = 101;
 const SNAPLEN: u32 = 262_144;
 
 /// An in-memory pcap file; `bytes()` is the complete file at any point.
@@ -23,7 +25,22 @@ impl Default for PcapWriter {
 }
 
 impl PcapWriter {
+    /// A capture of Ethernet frames.
     pub fn new() -> Self {
+        Self::with_linktype(LINKTYPE_ETHERNET)
+    }
+
+    /// A capture of raw IP packets (records must then start at the IP header).
+    pub fn new_raw() -> Self {
+        Self::with_linktype(LINKTYPE_RAW)
+    }
+
+    /// Whether records are raw IP packets rather than Ethernet frames.
+    pub fn is_raw(&self) -> bool {
+        self.buf[20..24] == LINKTYPE_RAW.to_le_bytes()
+    }
+
+    fn with_linktype(linktype: u32) -> Self {
         let mut buf = Vec::with_capacity(4096);
         buf.extend_from_slice(&MAGIC_NANOS.to_le_bytes());
         buf.extend_from_slice(&2u16.to_le_bytes()); // version major
@@ -31,7 +48,7 @@ impl PcapWriter {
         buf.extend_from_slice(&0i32.to_le_bytes()); // thiszone
         buf.extend_from_slice(&0u32.to_le_bytes()); // sigfigs
         buf.extend_from_slice(&SNAPLEN.to_le_bytes());
-        buf.extend_from_slice(&LINKTYPE_ETHERNET.to_le_bytes());
+        buf.extend_from_slice(&linktype.to_le_bytes());
         PcapWriter { buf, packets: 0 }
     }
 

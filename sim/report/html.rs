@@ -85,6 +85,21 @@ fn scenario(out: &mut String, s: &Summary) {
         .map(|w| vec![w.name.clone(), w.kind.clone(), w.params.clone(), w.flows.to_string()]);
     table(out, &[("Workload", false), ("Kind", false), ("Parameters", false), ("Flows", true)], rows);
     conservation(out, s);
+    warnings(out, s);
+}
+
+fn warnings(out: &mut String, s: &Summary) {
+    if s.scenario.warnings.is_empty() {
+        return;
+    }
+    out.push_str(
+        "<div class=\"conservation broken\"><strong>The CNI could not set everything up</strong> \
+         (as its agent would log it):<ul>",
+    );
+    for w in &s.scenario.warnings {
+        let _ = writeln!(out, "<li><code>{}</code></li>", esc(w));
+    }
+    out.push_str("</ul></div>\n");
 }
 
 fn conservation(out: &mut String, s: &Summary) {

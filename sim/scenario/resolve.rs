@@ -7,9 +7,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::locate::{self, Seg};
-use super::{Nodes, Scenario, Selector};
+use super::{Nodes, Overrides, Scenario, Selector};
+use crate::addr::Ipv4Net;
 use crate::cluster::{
-    Cluster, Cni, Network, NodeId, NodeSpec, PodId, PodSpec, Underlay, Workload, WorkloadKind,
+    Cluster, Cni, CniOptions, Fabric, Network, NodeId, NodeSpec, PodId, PodSpec, Rack, Underlay, Workload,
+    WorkloadKind,
 };
 use crate::error::ScenarioError;
 use crate::time::{Duration, Instant};
@@ -27,6 +29,9 @@ const MAX_RATE: Bandwidth = Bandwidth(1_000_000_000_000);
 /// IPv4 (20 B) + UDP (8 B) headers in front of a UDP payload.
 const UDP_IP_HEADERS: u32 = 28;
 const MAX_NAME_LEN: usize = 63;
+/// Largest leaf-spine fabric accepted.
+const MAX_RACKS: u32 = 1000;
+const MAX_SPINES: u32 = 64;
 
 /// Where errors point: the text being resolved and the name it is reported under.
 pub(crate) struct Locator<'a> {
@@ -48,7 +53,39 @@ macro_rules! at {
 
 type Res<T> = Result<T, ScenarioError>;
 
-pub(crate) fn resolve(s: Scenario, loc: &Locator) -> Res<Cluster> {
+/// The CNI a scenario runs with, and where it came from (for messages).
+#[derive(Clone, Copy)]
+struct ChosenCni {
+    cni: Cni,
+    /// Chosen with `--cni` rather than by the file's `cni` field.
+    from_flag: bool,
+}
+
+impl ChosenCni {
+    /// `flannel-vxlan`, or `flannel-vxlan (--cni flannel-vxlan)` when the flag chose it.
+    fn describe(self) -> String {
+        if self.from_flag {
+            format!("{} (--cni {})", self.cni, self.cni)
+        } else {
+            self.cni.to_string()
+        }
+    }
+}
+
+/// Whether resolution rejects CNIs that `world` cannot build yet. Only tests resolve with
+/// `Any`, to check what resolution does for the CNIs to come.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cnis {
+    Implemented,
+    #[cfg_attr(not(test), allow(dead_code))]
+    Any,
+}
+
+pub(crate) fn resolve(s: Scenario, loc: &Locator, overrides: &Overrides) -> Res<Cluster> {
+    resolve_for(s, loc, overrides, Cnis::Implemented)
+}
+
+pub(crate) fn resolve_for(s: Scenario, loc: &Locator, overrides: &Overrides, cnis: Cnis) -> Res<Cluster> {
     check_name(loc, &s.name, "scenario name", at!["name"])?;
     if s.duration == Duration::ZERO {
         return Err(loc.err(at!["duration"], "duration is zero; give the simulated time to run, e.g. \"1s\""));
@@ -59,19 +96,20 @@ pub(crate) fn resolve(s: Scenario, loc: &Locator) -> Res<Cluster> {
             format!("duration {} is longer than the limit of 1h; shorten it", s.duration),
         ));
     }
-    let cni = resolve_cni(loc, &s.cni)?;
+    let chosen = resolve_cni(loc, &s.cni, overrides, cnis)?;
+    let cni_options = resolve_cni_options(loc, &s.cni_options, chosen)?;
     let network = resolve_network(loc, &s.network)?;
-    let underlay = resolve_underlay(loc, &s.underlay)?;
-    let nodes = resolve_nodes(loc, &s.nodes, &network)?;
-    let pods = resolve_pods(loc, &s, &nodes, &network)?;
-    let workloads = resolve_workloads(loc, &s, &nodes, &pods)?;
+    let underlay = resolve_underlay(loc, &s.underlay, &network)?;
+    let nodes = resolve_nodes(loc, &s.nodes, &network, &underlay.fabric, chosen, &cni_options)?;
+    let pods = resolve_pods(loc, &s, &nodes, &network, chosen.cni, &cni_options)?;
+    let workloads = resolve_workloads(loc, &s, &nodes, &pods, chosen, &cni_options)?;
     Ok(Cluster {
-        cni_options: crate::cluster::CniOptions::default(),
+        cni: chosen.cni,
+        cni_options,
         name: s.name,
         description: s.description,
         seed: s.seed,
         duration: s.duration,
-        cni,
         network,
         nodes,
         pods,
@@ -100,15 +138,39 @@ fn check_name(loc: &Locator, name: &str, what: &str, at: &[Seg]) -> Res<()> {
     Ok(())
 }
 
-fn resolve_cni(loc: &Locator, id: &str) -> Res<Cni> {
-    let cni: Cni = id.parse().map_err(|e: String| loc.err(at!["cni"], e))?;
-    if !cni.is_implemented() {
+/// The file's `cni`, or the `--cni` override that replaces it (the file's value is then not
+/// even parsed).
+fn resolve_cni(loc: &Locator, id: &str, overrides: &Overrides, cnis: Cnis) -> Res<ChosenCni> {
+    let chosen = match overrides.cni {
+        Some(cni) => ChosenCni { cni, from_flag: true },
+        None => ChosenCni { cni: id.parse().map_err(|e: String| loc.err(at!["cni"], e))?, from_flag: false },
+    };
+    if cnis == Cnis::Implemented && !chosen.cni.is_implemented() {
         let implemented = Cni::implemented().map(|c| c.id()).collect::<Vec<_>>().join(", ");
-        return Err(
-            loc.err(at!["cni"], format!("CNI '{cni}' is not implemented yet; implemented: {implemented}"))
-        );
+        let flag = if chosen.from_flag { format!(" (--cni {})", chosen.cni) } else { String::new() };
+        return Err(loc.err(
+            at!["cni"],
+            format!("CNI '{}'{flag} is not implemented yet; implemented: {implemented}", chosen.cni),
+        ));
     }
-    Ok(cni)
+    Ok(chosen)
+}
+
+fn resolve_cni_options(loc: &Locator, o: &super::CniOptions, chosen: ChosenCni) -> Res<CniOptions> {
+    if let Some(mtu) = o.mtu {
+        check_mtu(loc, mtu, "cni_options.mtu", at!["cni_options", "mtu"])?;
+    }
+    if o.direct_routing && chosen.cni != Cni::FlannelVxlan {
+        return Err(loc.err(
+            at!["cni_options", "direct_routing"],
+            format!(
+                "direct_routing is a flannel-vxlan option, but the CNI is {}; remove it or use \
+                 flannel-vxlan",
+                chosen.describe()
+            ),
+        ));
+    }
+    Ok(CniOptions { mtu: o.mtu, direct_routing: o.direct_routing })
 }
 
 fn resolve_network(loc: &Locator, n: &super::Network) -> Res<Network> {
@@ -169,7 +231,7 @@ fn check_bandwidth(loc: &Locator, b: Bandwidth, what: &str, at: &[Seg]) -> Res<(
     Ok(())
 }
 
-fn resolve_underlay(loc: &Locator, u: &super::Underlay) -> Res<Underlay> {
+fn resolve_underlay(loc: &Locator, u: &super::Underlay, net: &Network) -> Res<Underlay> {
     check_bandwidth(loc, u.bandwidth, "underlay bandwidth", at!["underlay", "bandwidth"])?;
     check_mtu(loc, u.mtu, "underlay mtu", at!["underlay", "mtu"])?;
     if u.queue.0 == 0 {
@@ -184,8 +246,14 @@ fn resolve_underlay(loc: &Locator, u: &super::Underlay) -> Res<Underlay> {
             format!("underlay loss {} is not in the range [0, 1); use e.g. 0.001 for 0.1% loss", u.loss),
         ));
     }
+    let fabric = match u.fabric {
+        super::Fabric::L2Switch => Fabric::L2Switch,
+        super::Fabric::LeafSpine { racks, spines, uplink, rack_prefix, fabric_cidr } => {
+            resolve_leaf_spine(loc, net, racks, spines, uplink, rack_prefix, fabric_cidr)?
+        }
+    };
     Ok(Underlay {
-        fabric: crate::cluster::Fabric::L2Switch,
+        fabric,
         bandwidth: u.bandwidth,
         propagation: u.propagation,
         mtu: u.mtu,
@@ -194,9 +262,108 @@ fn resolve_underlay(loc: &Locator, u: &super::Underlay) -> Res<Underlay> {
     })
 }
 
-fn resolve_nodes(loc: &Locator, nodes: &Nodes, net: &Network) -> Res<Vec<NodeSpec>> {
-    // (name, cores, nic, mtu, key path of the entry); a Count entry's fields sit under `nodes`.
-    let entries: Vec<(String, u32, Bandwidth, u32, Option<usize>)> = match nodes {
+/// Checks a leaf-spine fabric against the address plan and carves the rack subnets.
+fn resolve_leaf_spine(
+    loc: &Locator,
+    net: &Network,
+    racks: u32,
+    spines: u32,
+    uplink: Bandwidth,
+    rack_prefix: u8,
+    fabric_cidr: Ipv4Net,
+) -> Res<Fabric> {
+    let field = |f: &'static str| [Seg::Key("underlay"), Seg::Key("fabric"), Seg::Key(f)];
+    if !(1..=MAX_RACKS).contains(&racks) {
+        return Err(loc.err(
+            &field("racks"),
+            format!("racks {racks} is outside 1..={MAX_RACKS}; a leaf-spine fabric needs at least one rack"),
+        ));
+    }
+    if !(1..=MAX_SPINES).contains(&spines) {
+        return Err(loc.err(
+            &field("spines"),
+            format!("spines {spines} is outside 1..={MAX_SPINES}; racks reach each other through the spines, use e.g. 2"),
+        ));
+    }
+    check_bandwidth(loc, uplink, "uplink bandwidth", &field("uplink"))?;
+    let node_prefix = net.node_cidr.prefix();
+    if rack_prefix <= node_prefix {
+        return Err(loc.err(
+            &field("rack_prefix"),
+            format!(
+                "rack_prefix {rack_prefix} must be longer than node_cidr's /{node_prefix} so each rack gets a \
+                 part of node_cidr {}; use e.g. {}, or widen node_cidr (e.g. \"{}/16\")",
+                net.node_cidr,
+                (node_prefix + 2).min(30),
+                net.node_cidr.network()
+            ),
+        ));
+    }
+    if rack_prefix > 30 {
+        return Err(loc.err(
+            &field("rack_prefix"),
+            format!(
+                "rack_prefix {rack_prefix} leaves no room for a gateway and a node; use at most 30 (e.g. 24)"
+            ),
+        ));
+    }
+    let subnets = 1u64 << (rack_prefix - node_prefix);
+    if u64::from(racks) > subnets {
+        return Err(loc.err(
+            &field("racks"),
+            format!(
+                "{racks} racks need {racks} subnets of /{rack_prefix} but node_cidr {} holds only {subnets}; \
+                 widen node_cidr, lengthen rack_prefix or use fewer racks",
+                net.node_cidr
+            ),
+        ));
+    }
+    // One /31 per ToR-spine cable.
+    let needed = 2 * u64::from(racks) * u64::from(spines);
+    if fabric_cidr.size() < needed {
+        let fits = (0..=31u8).rev().find(|p| 1u64 << (32 - p) >= needed).unwrap_or(0);
+        return Err(loc.err(
+            &field("fabric_cidr"),
+            format!(
+                "fabric_cidr {fabric_cidr} holds {} addresses but {racks} racks x {spines} spines need {needed} \
+                 (one /31 per ToR-spine cable); use a /{fits} or larger",
+                fabric_cidr.size()
+            ),
+        ));
+    }
+    let ranges =
+        [("node_cidr", net.node_cidr), ("pod_cidr", net.pod_cidr), ("service_cidr", net.service_cidr)];
+    if let Some((name, range)) = ranges.iter().find(|(_, r)| r.overlaps(&fabric_cidr)) {
+        return Err(loc.err(
+            &field("fabric_cidr"),
+            format!(
+                "fabric_cidr {fabric_cidr} overlaps {name} {range}; pick a range disjoint from the network's"
+            ),
+        ));
+    }
+    let mut out = Vec::with_capacity(racks as usize);
+    for i in 0..racks {
+        let subnet = net.node_cidr.subnet(rack_prefix, u64::from(i));
+        let Some((subnet, gateway)) = subnet.and_then(|s| Some((s, s.nth(1)?))) else {
+            return Err(loc.err(&field("racks"), "too many racks for node_cidr"));
+        };
+        out.push(Rack { name: format!("rack-{}", i + 1), subnet, gateway });
+    }
+    Ok(Fabric::LeafSpine { racks: out, spines, uplink, fabric_cidr })
+}
+
+fn resolve_nodes(
+    loc: &Locator,
+    nodes: &Nodes,
+    net: &Network,
+    fabric: &Fabric,
+    chosen: ChosenCni,
+    options: &CniOptions,
+) -> Res<Vec<NodeSpec>> {
+    // (name, cores, nic, mtu, rack from 1, key path of the entry); a Count entry's fields sit
+    // under `nodes`.
+    type Entry = (String, u32, Bandwidth, u32, Option<u32>, Option<usize>);
+    let entries: Vec<Entry> = match nodes {
         Nodes::Count { count, name_prefix, cores, nic, mtu } => {
             if *count == 0 {
                 return Err(loc.err(
@@ -212,7 +379,7 @@ fn resolve_nodes(loc: &Locator, nodes: &Nodes, net: &Network) -> Res<Vec<NodeSpe
             }
             // The longest generated name stands for all of them.
             check_name(loc, &format!("{name_prefix}{count}"), "node name", at!["nodes", "name_prefix"])?;
-            (1..=*count).map(|i| (format!("{name_prefix}{i}"), *cores, *nic, *mtu, None)).collect()
+            (1..=*count).map(|i| (format!("{name_prefix}{i}"), *cores, *nic, *mtu, None, None)).collect()
         }
         Nodes::List(list) => {
             if list.is_empty() {
@@ -226,7 +393,10 @@ fn resolve_nodes(loc: &Locator, nodes: &Nodes, net: &Network) -> Res<Vec<NodeSpe
                     format!("{} nodes are more than the {MAX_NODES} cnisim supports", list.len()),
                 ));
             }
-            list.iter().enumerate().map(|(i, n)| (n.name.clone(), n.cores, n.nic, n.mtu, Some(i))).collect()
+            list.iter()
+                .enumerate()
+                .map(|(i, n)| (n.name.clone(), n.cores, n.nic, n.mtu, n.rack, Some(i)))
+                .collect()
         }
     };
     // Key path of a node's field: `nodes.<i>.<field>` for a list, `nodes.<field>` for a count.
@@ -242,7 +412,7 @@ fn resolve_nodes(loc: &Locator, nodes: &Nodes, net: &Network) -> Res<Vec<NodeSpe
     };
     let n = entries.len() as u64;
     let node_capacity = net.node_cidr.size().saturating_sub(2);
-    if n > node_capacity {
+    if matches!(fabric, Fabric::L2Switch) && n > node_capacity {
         return Err(loc.err(
             count_at,
             format!(
@@ -263,9 +433,11 @@ fn resolve_nodes(loc: &Locator, nodes: &Nodes, net: &Network) -> Res<Vec<NodeSpe
             ),
         ));
     }
+    let racks = assign_racks(loc, &entries.iter().map(|e| (e.4, e.5)).collect::<Vec<_>>(), fabric, count_at)?;
     let mut seen: HashSet<&str> = HashSet::new();
+    let mut in_rack = vec![0u64; racks.len().max(1)];
     let mut out = Vec::with_capacity(entries.len());
-    for (idx, (name, cores, nic, mtu, i)) in entries.iter().enumerate() {
+    for (idx, (name, cores, nic, mtu, _, i)) in entries.iter().enumerate() {
         if i.is_some() {
             check_name(loc, name, "node name", &field_at(*i, "name"))?;
             if !seen.insert(name) {
@@ -282,9 +454,34 @@ fn resolve_nodes(loc: &Locator, nodes: &Nodes, net: &Network) -> Res<Vec<NodeSpe
         }
         check_bandwidth(loc, *nic, "nic bandwidth", &field_at(*i, "nic"))?;
         check_mtu(loc, *mtu, "node mtu", &field_at(*i, "mtu"))?;
-        let ip = net.node_cidr.nth(idx as u64 + 1);
-        let subnet = net.pod_cidr.subnet(net.node_subnet_prefix, idx as u64);
-        let (Some(ip), Some(pod_subnet)) = (ip, subnet) else {
+        let pod_mtu = super::pod_mtu(chosen.cni, options, *mtu);
+        if pod_mtu < 68 {
+            return Err(loc.err(
+                &field_at(*i, "mtu"),
+                format!(
+                    "node mtu {mtu} leaves {} pods an MTU of {pod_mtu}, below the IPv4 minimum of 68; raise \
+                     the node mtu to at least {} or set cni_options.mtu",
+                    chosen.describe(),
+                    mtu + (68 - pod_mtu)
+                ),
+            ));
+        }
+        let Some(pod_subnet) = net.pod_cidr.subnet(net.node_subnet_prefix, idx as u64) else {
+            return Err(loc.err(count_at, "too many nodes for the address plan"));
+        };
+        let (ip, prefix, rack, gateway) = match fabric {
+            Fabric::L2Switch => (net.node_cidr.nth(idx as u64 + 1), net.node_cidr.prefix(), 0, None),
+            Fabric::LeafSpine { racks: specs, .. } => {
+                let r = racks.get(idx).copied().unwrap_or(0);
+                let (Some(spec), Some(k)) = (specs.get(r), in_rack.get_mut(r)) else {
+                    return Err(loc.err(count_at, "node assigned to a rack that does not exist"));
+                };
+                *k += 1;
+                // .1 is the ToR; nodes take .2, .3, ... (fits: checked by `assign_racks`).
+                (spec.subnet.nth(*k + 1), spec.subnet.prefix(), r, Some(spec.gateway))
+            }
+        };
+        let Some(ip) = ip else {
             return Err(loc.err(count_at, "too many nodes for the address plan"));
         };
         out.push(NodeSpec {
@@ -294,15 +491,90 @@ fn resolve_nodes(loc: &Locator, nodes: &Nodes, net: &Network) -> Res<Vec<NodeSpe
             nic_bandwidth: *nic,
             mtu: *mtu,
             pod_subnet,
-            prefix: net.node_cidr.prefix(),
-            rack: 0,
-            gateway: None,
+            prefix,
+            rack,
+            gateway,
         });
     }
     Ok(out)
 }
 
-fn resolve_pods(loc: &Locator, s: &Scenario, nodes: &[NodeSpec], net: &Network) -> Res<Vec<PodSpec>> {
+/// The rack (from 0) of each node, given as (`rack:` from 1 if written, index in a `List`):
+/// the written rack, else the node's contiguous block by position (`i * racks / nodes`).
+/// Checks that every rack holds its nodes. Empty for one L2 switch.
+fn assign_racks(
+    loc: &Locator,
+    nodes: &[(Option<u32>, Option<usize>)],
+    fabric: &Fabric,
+    count_at: &[Seg],
+) -> Res<Vec<usize>> {
+    let rack_at = |i: usize| [Seg::Key("nodes"), Seg::Idx(i), Seg::Key("rack")];
+    let Fabric::LeafSpine { racks, .. } = fabric else {
+        if let Some((_, Some(i))) = nodes.iter().find(|(r, _)| r.is_some()) {
+            return Err(loc.err(
+                &rack_at(*i),
+                "rack is only meaningful in a leaf-spine fabric (underlay: (fabric: LeafSpine(...))); \
+                 remove it",
+            ));
+        }
+        return Ok(Vec::new());
+    };
+    let n = nodes.len() as u64;
+    let mut out = Vec::with_capacity(nodes.len());
+    for (pos, (rack, i)) in nodes.iter().enumerate() {
+        let r = match (rack, i) {
+            (Some(r), Some(i)) => {
+                if *r == 0 || *r as usize > racks.len() {
+                    return Err(loc.err(
+                        &rack_at(*i),
+                        format!(
+                            "rack {r} does not exist: racks are numbered 1 to {}; use one of those or add racks",
+                            racks.len()
+                        ),
+                    ));
+                }
+                *r as usize - 1
+            }
+            _ => (pos as u64 * racks.len() as u64 / n.max(1)) as usize,
+        };
+        out.push(r);
+    }
+    let mut counts = vec![0u64; racks.len()];
+    for (pos, &r) in out.iter().enumerate() {
+        let (Some(count), Some(spec)) = (counts.get_mut(r), racks.get(r)) else {
+            return Err(loc.err(count_at, "node assigned to a rack that does not exist"));
+        };
+        *count += 1;
+        // Host addresses of the rack subnet, minus the ToR gateway.
+        let capacity = spec.subnet.hosts().saturating_sub(1);
+        if *count > capacity {
+            let total = out.iter().filter(|&&x| x == r).count();
+            let at: Vec<Seg> = match nodes.get(pos) {
+                Some((Some(_), Some(i))) => rack_at(*i).to_vec(),
+                Some((None, Some(i))) => vec![Seg::Key("nodes"), Seg::Idx(*i)],
+                _ => count_at.to_vec(),
+            };
+            return Err(loc.err(
+                &at,
+                format!(
+                    "{total} nodes are in {} but its subnet {} holds {capacity} (its hosts minus the ToR \
+                     gateway); shorten rack_prefix, add racks, or move nodes with `rack:`",
+                    spec.name, spec.subnet
+                ),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn resolve_pods(
+    loc: &Locator,
+    s: &Scenario,
+    nodes: &[NodeSpec],
+    net: &Network,
+    cni: Cni,
+    options: &CniOptions,
+) -> Res<Vec<PodSpec>> {
     // Host addresses of a pod subnet, minus the gateway (cni0).
     let per_node = (1u64 << (32 - net.node_subnet_prefix)) - 3;
     let ppn = u64::from(s.pods_per_node);
@@ -332,7 +604,8 @@ fn resolve_pods(loc: &Locator, s: &Scenario, nodes: &[NodeSpec], net: &Network) 
         used[node] += 1;
         // .1 is the gateway; pods take .2, .3, ... (fits: checked against `per_node`).
         let ip = nodes[node].pod_subnet.nth(used[node] + 1);
-        ip.map(|ip| pods.push(PodSpec { name, node, ip, mtu: nodes[node].mtu, labels }))
+        let mtu = super::pod_mtu(cni, options, nodes[node].mtu);
+        ip.map(|ip| pods.push(PodSpec { name, node, ip, mtu, labels }))
     };
     for (ni, node) in nodes.iter().enumerate() {
         for k in 1..=s.pods_per_node {
@@ -433,6 +706,8 @@ fn resolve_workloads(
     s: &Scenario,
     nodes: &[NodeSpec],
     pods: &[PodSpec],
+    chosen: ChosenCni,
+    options: &CniOptions,
 ) -> Res<Vec<Workload>> {
     let mut out: Vec<Workload> = Vec::with_capacity(s.workloads.len());
     let mut total_flows = 0u64;
@@ -472,7 +747,7 @@ fn resolve_workloads(
         }
         let flows: Vec<(PodId, PodId)> =
             from.iter().flat_map(|&c| to.iter().filter(move |&&s| s != c).map(move |&s| (c, s))).collect();
-        check_sizes(loc, i, &kind, &flows, pods)?;
+        check_sizes(loc, i, &kind, &flows, nodes, pods, chosen, options)?;
         if w.port == 0 {
             return Err(loc.err(at!["workloads", i, "port"], "port 0 is not a valid UDP port; use 1..=65535"));
         }
@@ -558,21 +833,34 @@ fn resolve_kind(loc: &Locator, i: usize, kind: &super::WorkloadKind) -> Res<Work
 }
 
 /// Datagrams must fit the pod MTU: fragmentation is not modelled.
+#[allow(clippy::too_many_arguments)]
 fn check_sizes(
     loc: &Locator,
     i: usize,
     kind: &WorkloadKind,
     flows: &[(PodId, PodId)],
+    nodes: &[NodeSpec],
     pods: &[PodSpec],
+    chosen: ChosenCni,
+    options: &CniOptions,
 ) -> Res<()> {
     let check = |bytes: u32, pod: PodId, field: &'static str, side: &str| -> Res<()> {
         let mtu = pods[pod].mtu;
         if u64::from(bytes) + u64::from(UDP_IP_HEADERS) > u64::from(mtu) {
+            // Where the MTU comes from, so the user knows what to change.
+            let origin = match options.mtu {
+                Some(_) => "set by cni_options.mtu".to_string(),
+                None => format!(
+                    "the default pod MTU of {} on a node with MTU {}; cni_options.mtu sets another",
+                    chosen.describe(),
+                    nodes.get(pods[pod].node).map_or(0, |n| n.mtu)
+                ),
+            };
             return Err(loc.err(
                 &[Seg::Key("workloads"), Seg::Idx(i), Seg::Key("kind"), Seg::Key(field)],
                 format!(
-                    "{field} {bytes} B + 28 B of IPv4/UDP headers exceeds the MTU {mtu} of {side} pod '{}'; \
-                     fragmentation not modelled yet; lower {field} to ≤ MTU-28 = {}",
+                    "{field} {bytes} B + 28 B of IPv4/UDP headers exceeds the MTU {mtu} of {side} pod '{}' \
+                     ({origin}); fragmentation not modelled yet; lower {field} to ≤ MTU-28 = {}",
                     pods[pod].name,
                     mtu.saturating_sub(UDP_IP_HEADERS)
                 ),
