@@ -233,7 +233,16 @@ impl Cni {
 
     /// Whether `world` can build this CNI yet.
     pub fn is_implemented(self) -> bool {
-        matches!(self, Cni::FlannelHostGw)
+        matches!(
+            self,
+            Cni::FlannelHostGw
+                | Cni::FlannelVxlan
+                | Cni::CalicoBgp
+                | Cni::CalicoIpip
+                | Cni::CalicoIpipCrossSubnet
+                | Cni::CalicoVxlan
+                | Cni::CalicoVxlanCrossSubnet
+        )
     }
 
     /// The pod MTU the plugin configures by default on a node whose `eth0` has `node_mtu`.

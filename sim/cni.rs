@@ -1,73 +1,94 @@
-//! What each CNI plugin creates on a node. One builder per plugin; each reads like the
-//! plugin's own netlink calls and cites where the behaviour comes from.
+//! What each CNI plugin creates on a node. One builder per plugin family, each reading like the
+//! plugin's own netlink calls and citing where the behaviour comes from.
 //!
-//! Implemented so far: `flannel-host-gw`.
+//! Builders run after `world::build` has made every node's host namespace, `eth0` and the
+//! underlay. They add pod namespaces, devices, addresses, routes, neighbour and FDB entries.
+//! A route the kernel would refuse is not installed; the refusal goes to `World::warnings`, as
+//! the plugin's agent would log it.
 
-use crate::addr::Mac;
-use crate::cluster::Cni;
+mod calico;
+mod flannel;
+
+use std::net::Ipv4Addr;
+
+use crate::addr::{Ipv4Net, Mac};
+use crate::cluster::{Cni, NodeId, NodeSpec, PodId};
 use crate::net::bridge::Fdb;
-use crate::net::route::{Proto, Route};
-use crate::world::{DeviceKind, NsKind, World};
+use crate::net::route::{DevId, Proto, Route};
+use crate::world::{DeviceKind, NsId, NsKind, World};
 
 /// Builds the CNI's devices, addresses and routes on every node and pod of `w`.
 pub fn build(w: &mut World) {
     match w.cluster.cni {
-        Cni::FlannelHostGw => flannel_host_gw(w),
+        Cni::FlannelHostGw | Cni::FlannelVxlan => flannel::build(w),
+        Cni::CalicoBgp
+        | Cni::CalicoIpip
+        | Cni::CalicoIpipCrossSubnet
+        | Cni::CalicoVxlan
+        | Cni::CalicoVxlanCrossSubnet => calico::build(w),
         other => unreachable!("scenario::resolve admits only implemented CNIs, got {other}"),
     }
 }
 
-/// flannel with the `host-gw` backend (flannel Documentation/backends.md; flannel's CNI
-/// config delegates to the `bridge` plugin with `isDefaultGateway: true`):
-/// - `cni0`: a Linux bridge holding the first address of the node's pod subnet;
-/// - per pod, a veth pair: `eth0` in the pod (MAC `0a:58:<ip>`, the pod subnet route and
-///   `default via <cni0 address>`), `vethXXXXXXXX` on the host, enslaved to `cni0`;
-/// - per remote node, `ip route replace <its pod subnet> via <its node IP> dev eth0`, written
-///   by flanneld from the subnet leases (no `proto`, so `ip route` shows none);
-/// - `net.ipv4.ip_forward = 1`.
-///
-/// The routes need every node on one L2 segment: the next hop is the remote node itself.
-fn flannel_host_gw(w: &mut World) {
+/// Whether node `b`'s address is inside node `a`'s own subnet (its `eth0` address and prefix):
+/// how Calico's CrossSubnet (`nodeInOurSubnet`) and flannel's DirectRouting decide.
+fn same_subnet(a: &NodeSpec, b: &NodeSpec) -> bool {
+    Ipv4Net::new(Ipv4Addr::from(u32::from(a.ip) & (u32::MAX << (32 - a.prefix))), a.prefix)
+        .is_some_and(|net| net.contains(b.ip))
+}
+
+/// Installs `route`, or records the kernel's refusal as the agent `who` would log it.
+fn install(w: &mut World, who: &str, route: Route) {
+    if let Err(e) = w.add_route(route) {
+        w.warnings.push(format!("{who}: {e}"));
+    }
+}
+
+fn eth0(w: &World, node: NodeId) -> DevId {
+    w.dev_by_name(w.nodes[node].ns, "eth0").expect("world::build creates eth0 on every node")
+}
+
+/// The bridge plugin's pod plumbing (containernetworking/plugins `bridge`, as flannel's CNI
+/// config delegates to it with `isDefaultGateway: true`): a bridge `name` on each node holding
+/// the first address of the node's pod subnet; per pod a veth pair, `eth0` in the pod (MAC
+/// `0a:58:<ip>`, the pod subnet route and `default via <bridge address>`), `vethXXXXXXXX` on
+/// the host, enslaved to the bridge.
+fn bridge_pods(w: &mut World, name: &str) {
     let cluster = w.cluster.clone();
-    let subnet_prefix = cluster.network.node_subnet_prefix;
+    let prefix = cluster.network.node_subnet_prefix;
     for (n, node) in cluster.nodes.iter().enumerate() {
-        let host = w.nodes[n].ns;
         let gw = cluster.pod_gateway(n);
         let pod_mtu = cluster.pods.iter().find(|p| p.node == n).map_or(node.mtu, |p| p.mtu);
-        let bridge_kind = DeviceKind::Bridge { fdb: Fdb::default(), ports: Vec::new() };
-        let cni0 = w.add_device(host, "cni0".into(), Mac::from_ip(gw), pod_mtu, bridge_kind);
-        w.add_addr(cni0, gw, subnet_prefix);
-        let eth0 = w.dev_by_name(host, "eth0").expect("build() created eth0");
-        for (m, other) in cluster.nodes.iter().enumerate() {
-            if m != n {
-                let route = Route::new(other.pod_subnet, Some(other.ip), eth0, Proto::Boot);
-                if let Err(e) = w.add_route(route) {
-                    w.warnings.push(format!("flanneld on {}: {e}", node.name));
-                }
-            }
-        }
+        let kind = DeviceKind::Bridge { fdb: Fdb::default(), ports: Vec::new() };
+        let br = w.add_device(w.nodes[n].ns, name.into(), Mac::from_ip(gw), pod_mtu, kind);
+        w.add_addr(br, gw, prefix);
     }
     for (p, pod) in cluster.pods.iter().enumerate() {
         let host = w.nodes[pod.node].ns;
-        let ns = w.add_netns(pod.name.clone(), pod.node, NsKind::Pod(p), false);
-        w.pod_ns[p] = ns;
+        let ns = pod_netns(w, p);
         let host_name = format!("veth{:08x}", fnv32(pod.name.as_bytes()));
         let host_mac = Mac::local(0xee, p as u32 + 1);
         let (eth0, peer) =
             w.add_veth(ns, "eth0".into(), Mac::from_ip(pod.ip), host, host_name, host_mac, pod.mtu);
-        let cni0 = w.dev_by_name(host, "cni0").expect("node bridge built above");
-        w.enslave(cni0, peer);
-        w.add_addr(eth0, pod.ip, subnet_prefix);
+        let br = w.dev_by_name(host, name).expect("bridge built above");
+        w.enslave(br, peer);
+        w.add_addr(eth0, pod.ip, prefix);
         let gw = cluster.pod_gateway(pod.node);
-        w.add_route(Route::new(DEFAULT, Some(gw), eth0, Proto::Boot))
-            .expect("the gateway is on the pod subnet");
+        w.add_route(Route::new(Ipv4Net::DEFAULT, Some(gw), eth0, Proto::Boot))
+            .expect("the gateway is on-link");
     }
 }
 
-/// `0.0.0.0/0`.
-const DEFAULT: crate::addr::Ipv4Net = crate::addr::Ipv4Net::DEFAULT;
+/// Creates pod `p`'s network namespace (the pause container's).
+fn pod_netns(w: &mut World, p: PodId) -> NsId {
+    let pod = &w.cluster.pods[p];
+    let (name, node) = (pod.name.clone(), pod.node);
+    let ns = w.add_netns(name, node, NsKind::Pod(p), false);
+    w.pod_ns[p] = ns;
+    ns
+}
 
-/// FNV-1a, for stable interface names (the bridge plugin uses random ones).
+/// FNV-1a, for stable interface names (the plugins use random ones).
 fn fnv32(bytes: &[u8]) -> u32 {
     bytes.iter().fold(0x811c_9dc5u32, |h, b| (h ^ *b as u32).wrapping_mul(0x0100_0193))
 }

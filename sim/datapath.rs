@@ -18,12 +18,14 @@ use smoltcp::wire::{
 
 use crate::addr::Mac;
 use crate::net::neigh::{NeighState, MCAST_SOLICIT};
-use crate::net::packet::{arp_frame, flow_hash, mac_of, set_ethernet, Packet, ETH_HEADER, IPV4_HEADER};
+use crate::net::packet::{
+    arp_frame, flow_hash, mac_of, set_ethernet, Packet, ETH_HEADER, IPV4_HEADER, UDP_HEADER,
+};
 use crate::net::route::{DevId, Route, RouteKind};
 use crate::observe::DropReason;
 use crate::summary::Hop;
 use crate::time::{Duration, Instant};
-use crate::world::{DeviceKind, LinkId, NsId, World};
+use crate::world::{DeviceKind, LinkId, NsId, TunnelProto, World};
 
 /// IP protocol number 4, IPv4 encapsulation (RFC 2003); smoltcp has no name for it.
 const IPPROTO_IPIP: IpProtocol = IpProtocol::Unknown(4);
@@ -273,7 +275,7 @@ fn neigh_output(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, nh: Ipv4Addr,
 }
 
 /// Sends a who-has for `target` out of `dev`. The sender address is the queued packet's source
-/// when it is local (arp_announce = 0), else the device's first address.
+/// when it is local (arp_announce = 0), else an address of the device or the namespace.
 fn send_arp_request(
     w: &mut World,
     cx: &mut Ctx,
@@ -283,7 +285,18 @@ fn send_arp_request(
     hint: Option<Ipv4Addr>,
 ) {
     let is_local = |a: Ipv4Addr| w.netns[ns].local.lookup(a).is_some_and(|r| r.kind == RouteKind::Local);
-    let src = hint.filter(|a| is_local(*a)).or_else(|| w.devices[dev].addrs.first().map(|a| a.0));
+    // inet_select_addr: the device's own address, else any non-loopback address of the
+    // namespace (a Calico cali* device has none of its own).
+    let any_addr = || {
+        w.netns[ns]
+            .devices
+            .iter()
+            .flat_map(|&d| w.devices[d].addrs.iter())
+            .map(|a| a.0)
+            .find(|a| !a.is_loopback())
+    };
+    let src =
+        hint.filter(|a| is_local(*a)).or_else(|| w.devices[dev].addrs.first().map(|a| a.0)).or_else(any_addr);
     let Some(src) = src else { return };
     let frame = arp_frame(ArpOperation::Request, w.devices[dev].mac, src, Mac::BROADCAST, target);
     let pkt = Packet { frame, meta: control_meta(w) };
@@ -345,7 +358,114 @@ fn dev_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
             netif_receive(w, cx, dev, pkt);
         }
         DeviceKind::Ipip => unreachable!("L3 tunnels are entered through dev_output, never with a frame"),
+        DeviceKind::UdpTunnel(_) => udp_tunnel_xmit(w, cx, dev, pkt),
     }
+}
+
+/// `vxlan_xmit_one` / `geneve_xmit`: find the remote endpoint (FDB, or the eBPF tunnel key in
+/// `collect_md` mode), wrap the frame in outer Ethernet/IPv4/UDP/VXLAN-or-Geneve headers and
+/// route the result from the device's namespace.
+///
+/// Outer header as Linux builds it (drivers/net/vxlan/vxlan_core.c, geneve.c): TTL 64 (ttl 0
+/// = ip4_dst_hoplimit), DSCP 0 with the inner ECN bits, DF only when configured, UDP source
+/// port from the inner flow hash scaled into 32768-60999 (`udp_flow_src_port`), UDP checksum
+/// computed unless zero-checksum mode is configured.
+fn udp_tunnel_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
+    cx.charge(w.costs.vxlan_encap);
+    let ns = w.devices[dev].ns;
+    let t = w.devices[dev].tunnel().expect("caller matched UdpTunnel");
+    let (inner_dst, _) = eth_dst_src(&pkt.frame);
+    let remote = if t.metadata { pkt.meta.tunnel_key } else { t.fdb.get(&inner_dst).map(|ip| (*ip, t.vni)) };
+    let Some((remote, vni)) = remote else {
+        hop(w, cx, &mut pkt, dev, "drop", || format!("no FDB entry for {inner_dst}"));
+        return cx.drop(pkt, DropReason::NoTunnelEndpoint);
+    };
+    let (proto, port, local, csum, df) = (t.proto, t.port, t.local, t.udp_csum, t.df);
+    let hash = flow_hash(&pkt.frame) ^ (flow_hash(&pkt.frame) << 16);
+    let sport = ((hash as u64 * (61000 - 32768)) >> 32) as u16 + 32768;
+    let tun_hdr = match proto {
+        TunnelProto::Vxlan => crate::wire::vxlan::HEADER_LEN,
+        TunnelProto::Geneve => crate::wire::geneve::HEADER_LEN,
+    };
+    let udp_len = UDP_HEADER + tun_hdr + pkt.frame.len();
+    let mut payload = vec![0u8; udp_len];
+    match proto {
+        TunnelProto::Vxlan => crate::wire::vxlan::Repr { vni }
+            .emit(&mut crate::wire::vxlan::Packet::new_unchecked(&mut payload[UDP_HEADER..])),
+        TunnelProto::Geneve => crate::wire::geneve::Repr {
+            vni,
+            protocol: crate::wire::geneve::ETHERNET_BRIDGING,
+            options_len: 0,
+            oam: false,
+            critical: false,
+        }
+        .emit(&mut crate::wire::geneve::Packet::new_unchecked(&mut payload[UDP_HEADER..])),
+    }
+    payload[UDP_HEADER + tun_hdr..].copy_from_slice(&pkt.frame);
+    {
+        let mut udp = UdpPacket::new_unchecked(&mut payload[..]);
+        udp.set_src_port(sport);
+        udp.set_dst_port(port);
+        udp.set_len(udp_len as u16);
+        udp.set_checksum(0);
+        if csum {
+            udp.fill_checksum(&local.into(), &remote.into());
+        }
+    }
+    let ecn = Ipv4Packet::new_unchecked(&pkt.frame[ETH_HEADER..]).ecn();
+    let ident = next_ident(w, ns);
+    let mut outer = encap_ipv4(&payload, local, remote, IpProtocol::Udp, ident, Some((64, df)));
+    {
+        let mut ip = Ipv4Packet::new_unchecked(&mut outer[ETH_HEADER..]);
+        ip.set_ecn(ecn);
+        ip.fill_checksum();
+    }
+    pkt.frame = outer;
+    let name = if proto == TunnelProto::Vxlan { "VXLAN" } else { "Geneve" };
+    hop(w, cx, &mut pkt, dev, "encap", || {
+        format!("{name} VNI {vni} to {remote}:{port}, UDP source port {sport}")
+    });
+    ip_output(w, cx, ns, pkt);
+}
+
+/// A UDP datagram for a tunnel device's port: check the outer UDP checksum, strip the
+/// outer headers, check the VNI, learn the remote if learning, receive the inner frame on the
+/// device (`vxlan_rcv`, `geneve_rx`).
+fn udp_tunnel_rcv(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
+    cx.charge(w.costs.vxlan_decap);
+    let (outer_src, udp_off) = {
+        let ip = Ipv4Packet::new_unchecked(pkt.ip());
+        (ip.src_addr(), ETH_HEADER + ip.header_len() as usize)
+    };
+    let t = w.devices[dev].tunnel().expect("tunnel_ports maps to tunnel devices");
+    let (proto, vni_ok, metadata) = (t.proto, t.vni, t.metadata);
+    let parsed = match proto {
+        TunnelProto::Vxlan => crate::wire::vxlan::Packet::new_checked(&pkt.frame[udp_off + UDP_HEADER..])
+            .and_then(|p| {
+                crate::wire::vxlan::Repr::parse(&p).map(|r| (r.vni, crate::wire::vxlan::HEADER_LEN))
+            }),
+        TunnelProto::Geneve => crate::wire::geneve::Packet::new_checked(&pkt.frame[udp_off + UDP_HEADER..])
+            .and_then(|p| crate::wire::geneve::Repr::parse(&p).map(|r| (r.vni, r.buffer_len()))),
+    };
+    let Ok((vni, hdr)) = parsed else {
+        return cx.drop(pkt, DropReason::Malformed);
+    };
+    if !metadata && vni != vni_ok {
+        hop(w, cx, &mut pkt, dev, "drop", || format!("VNI {vni}, device serves {vni_ok}"));
+        return cx.drop(pkt, DropReason::WrongVni);
+    }
+    pkt.frame.drain(..udp_off + UDP_HEADER + hdr);
+    if pkt.frame.len() < ETH_HEADER {
+        return cx.drop(pkt, DropReason::Malformed);
+    }
+    let (_, inner_src) = eth_dst_src(&pkt.frame);
+    if let Some(t) = w.devices[dev].tunnel_mut() {
+        if t.learning {
+            t.fdb.insert(inner_src, outer_src);
+        }
+    }
+    hop(w, cx, &mut pkt, dev, "decap", || format!("VNI {vni} from {outer_src}"));
+    dev_rx(w, cx, dev, pkt);
 }
 
 /// A frame arrives on a device from its wire or peer.
@@ -613,6 +733,9 @@ fn ip_local_deliver(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, mut pkt: 
         return cx.drop(pkt, DropReason::BadChecksum);
     }
     let (port, payload) = (udp.dst_port(), udp.payload().len());
+    if let Some(&tun) = w.netns[ns].tunnel_ports.get(&port) {
+        return udp_tunnel_rcv(w, cx, tun, pkt);
+    }
     if !w.netns[ns].udp_ports.contains(&port) {
         hop(w, cx, &mut pkt, dev, "drop", || format!("no socket on UDP port {port}"));
         return cx.drop(pkt, DropReason::PortUnreachable);

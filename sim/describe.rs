@@ -7,7 +7,7 @@ use crate::cluster::NodeId;
 use crate::net::neigh::NeighState;
 use crate::net::route::{Proto, Route, RouteKind, RouteTable};
 use crate::time::Instant;
-use crate::world::{DeviceKind, LinkEnd, NsId, World};
+use crate::world::{DeviceKind, LinkEnd, NsId, TunnelProto, World};
 
 /// The node's host namespace, then each pod namespace on it, at simulated time `now`.
 pub fn describe_node(w: &World, node: NodeId, now: Instant) -> String {
@@ -71,6 +71,19 @@ fn describe_ns(w: &World, ns: NsId, now: Instant, s: &mut String) {
             }
         }
     }
+    for &d in &n.devices {
+        if let Some(t) = w.devices[d].tunnel() {
+            if t.metadata {
+                continue;
+            }
+            let _ = writeln!(s, "$ bridge fdb show dev {}", w.devices[d].name);
+            let mut fdb: Vec<_> = t.fdb.iter().collect();
+            fdb.sort();
+            for (mac, ip) in fdb {
+                let _ = writeln!(s, "{mac} dev {} dst {ip} self permanent", w.devices[d].name);
+            }
+        }
+    }
     let _ = writeln!(s, "$ ip neigh");
     for (ip, e) in n.neigh.entries() {
         let state = match e.state {
@@ -90,6 +103,7 @@ fn link_line(w: &World, d: usize, s: &mut String) {
         DeviceKind::Loopback => ("LOOPBACK,UP,LOWER_UP", "noqueue"),
         DeviceKind::Nic { .. } => ("BROADCAST,MULTICAST,UP,LOWER_UP", "mq"),
         DeviceKind::Ipip => ("NOARP,UP,LOWER_UP", "noqueue"),
+        DeviceKind::UdpTunnel(_) => ("BROADCAST,MULTICAST,UP,LOWER_UP", "noqueue"),
         _ => ("BROADCAST,MULTICAST,UP,LOWER_UP", "noqueue"),
     };
     let name = match dev.kind {
@@ -127,6 +141,35 @@ fn link_line(w: &World, d: usize, s: &mut String) {
             let _ = writeln!(s, "    link/ether {} brd ff:ff:ff:ff:ff:ff", dev.mac);
             let _ =
                 writeln!(s, "    # physical NIC: {} cable to {to}", crate::units::Bandwidth(l.bandwidth_bps));
+        }
+        DeviceKind::UdpTunnel(t) => {
+            let _ = writeln!(s, "    link/ether {} brd ff:ff:ff:ff:ff:ff", dev.mac);
+            let dev_part = t.underlay.map(|d| format!(" dev {}", w.devices[d].name)).unwrap_or_default();
+            let csum = if t.udp_csum { "udpcsum" } else { "noudpcsum" };
+            let df = if t.df { " df set" } else { "" };
+            match (t.proto, t.metadata) {
+                (TunnelProto::Vxlan, false) => {
+                    let learning = if t.learning { "" } else { " nolearning" };
+                    let _ = writeln!(
+                        s,
+                        "    vxlan id {} local {}{dev_part} srcport 0 0 dstport {}{learning} ttl auto{df} ageing 300 {csum}",
+                        t.vni, t.local, t.port
+                    );
+                }
+                (TunnelProto::Vxlan, true) => {
+                    let _ = writeln!(
+                        s,
+                        "    vxlan external id 0 srcport 0 0 dstport {} nolearning ttl auto{df} {csum}",
+                        t.port
+                    );
+                }
+                (TunnelProto::Geneve, true) => {
+                    let _ = writeln!(s, "    geneve external id 0 ttl auto{df} dstport {} {csum}", t.port);
+                }
+                (TunnelProto::Geneve, false) => {
+                    let _ = writeln!(s, "    geneve id {} ttl auto{df} dstport {} {csum}", t.vni, t.port);
+                }
+            }
         }
         DeviceKind::Ipip => {
             let _ = writeln!(s, "    link/ipip 0.0.0.0 brd 0.0.0.0");

@@ -26,5 +26,5 @@ pub mod testkit;
 pub mod time;
 pub mod trace;
 pub mod units;
-pub mod world;
 pub mod wire;
+pub mod world;

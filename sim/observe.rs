@@ -42,6 +42,10 @@ pub enum DropReason {
     UnknownProtocol,
     /// Malformed header.
     Malformed,
+    /// A VXLAN/Geneve device had no FDB entry (or tunnel key) for the inner destination.
+    NoTunnelEndpoint,
+    /// A VXLAN/Geneve packet with a VNI the receiving device does not serve.
+    WrongVni,
 }
 
 impl DropReason {
@@ -63,6 +67,8 @@ impl DropReason {
             DropReason::SamePort => "same_port",
             DropReason::UnknownProtocol => "unknown_protocol",
             DropReason::Malformed => "malformed",
+            DropReason::NoTunnelEndpoint => "no_tunnel_endpoint",
+            DropReason::WrongVni => "wrong_vni",
         }
     }
 }

@@ -313,7 +313,7 @@ impl Simulation {
         let frame = udp_frame(src, dst, sport, dport, payload as usize, ident);
         let tag = DataTag { flow, dir, seq, sent_at: t, payload };
         let traced = self.trace_first && seq == 0;
-        let meta = Meta { data: Some(tag), trace: traced.then(Default::default), flood: 0 };
+        let meta = Meta { data: Some(tag), trace: traced.then(Default::default), ..Default::default() };
         let pkt = Packet { frame, meta };
         self.obs.sent(&tag);
         let node = self.world.netns[ns].node;

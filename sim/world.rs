@@ -93,6 +93,8 @@ pub struct Netns {
     pub ip_forward: bool,
     /// UDP ports with a bound socket.
     pub udp_ports: HashSet<u16>,
+    /// UDP ports bound by tunnel devices, and the device that decapsulates them.
+    pub tunnel_ports: HashMap<u16, DevId>,
     /// Next IPv4 identification value for locally generated packets.
     pub next_ident: u16,
 }
@@ -117,6 +119,20 @@ impl Device {
     pub fn is_l3(&self) -> bool {
         matches!(self.kind, DeviceKind::Ipip)
     }
+
+    pub fn tunnel(&self) -> Option<&UdpTunnel> {
+        match &self.kind {
+            DeviceKind::UdpTunnel(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    pub fn tunnel_mut(&mut self) -> Option<&mut UdpTunnel> {
+        match &mut self.kind {
+            DeviceKind::UdpTunnel(t) => Some(t),
+            _ => None,
+        }
+    }
 }
 
 pub enum DeviceKind {
@@ -137,6 +153,38 @@ pub enum DeviceKind {
     /// An IPv4-in-IPv4 tunnel with `remote any` (the `tunl0` fallback device): the outer
     /// destination is the route's next hop; TTL and DF are inherited from the inner packet.
     Ipip,
+    /// A MAC-in-UDP tunnel endpoint (VXLAN or Geneve device).
+    UdpTunnel(Box<UdpTunnel>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TunnelProto {
+    Vxlan,
+    Geneve,
+}
+
+/// A VXLAN (RFC 7348) or Geneve (RFC 8926) device over IPv4, as `ip link add ... type vxlan`
+/// or `type geneve` creates it.
+pub struct UdpTunnel {
+    pub proto: TunnelProto,
+    pub vni: u32,
+    /// Destination UDP port (8472, 4789, 6081 ...). Receiving binds the same port.
+    pub port: u16,
+    /// Outer source address.
+    pub local: Ipv4Addr,
+    /// Remote VTEP per inner destination MAC (`bridge fdb ... dst IP self permanent`).
+    pub fdb: HashMap<Mac, Ipv4Addr>,
+    /// Learn remote VTEPs from received packets (`learning`); CNIs turn it off.
+    pub learning: bool,
+    /// Compute the outer UDP checksum (`udpcsum`); zero otherwise.
+    pub udp_csum: bool,
+    /// Set DF on the outer header.
+    pub df: bool,
+    /// `external`/`collect_md` mode (Cilium): the remote and VNI come with each packet from
+    /// the eBPF program instead of the FDB, and any VNI is accepted.
+    pub metadata: bool,
+    /// Underlay device of the tunnel (`dev eth0`), for `ip -d link`.
+    pub underlay: Option<DevId>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -221,6 +269,14 @@ impl World {
         self.devices[b].kind = DeviceKind::Nic { tx: ba };
     }
 
+    /// Creates a VXLAN/Geneve device and binds its UDP port in the namespace.
+    pub fn add_udp_tunnel(&mut self, ns: NsId, name: String, mac: Mac, mtu: u32, t: UdpTunnel) -> DevId {
+        let port = t.port;
+        let dev = self.add_device(ns, name, mac, mtu, DeviceKind::UdpTunnel(Box::new(t)));
+        self.netns[ns].tunnel_ports.insert(port, dev);
+        dev
+    }
+
     fn add_router(&mut self, name: String) -> NsId {
         let idx = self.routers.len();
         let ns = self.add_netns(name, usize::MAX, NsKind::Router(idx), true);
@@ -240,6 +296,7 @@ impl World {
             neigh: NeighTable::default(),
             ip_forward,
             udp_ports: HashSet::new(),
+            tunnel_ports: HashMap::new(),
             next_ident: 1,
         });
         let lo = self.add_device(id, "lo".into(), Mac([0; 6]), 65536, DeviceKind::Loopback);
@@ -428,7 +485,7 @@ pub fn build(cluster: &Cluster) -> World {
         );
         w.add_addr(nic, spec.ip, spec.prefix);
         w.attach_to_switch(spec.rack, nic, spec.nic_bandwidth.0, u.bandwidth.0, u.propagation);
-        if let Some(gw) = spec.gateway {
+        if let Some(gw) = spec.gateway.or_else(|| upstream_gateway(cluster)) {
             w.add_route(Route::new(Ipv4Net::DEFAULT, Some(gw), nic, Proto::Boot))
                 .expect("the ToR is on the rack subnet");
         }
@@ -440,6 +497,16 @@ pub fn build(cluster: &Cluster) -> World {
     }
     cni::build(&mut w);
     w
+}
+
+/// On one L2 switch, the nodes' default gateway: the last host address of `node_cidr` when no
+/// node holds it. It stands for the site's upstream router, which is not simulated (traffic to
+/// it finds no neighbour); Linux hosts always have one, and Calico's proxy ARP for
+/// 169.254.1.1 relies on the host having a route to it.
+fn upstream_gateway(c: &Cluster) -> Option<Ipv4Addr> {
+    let net = c.network.node_cidr;
+    let gw = net.nth(net.size().checked_sub(2)?)?;
+    (net.hosts() >= 2 && c.nodes.iter().all(|n| n.ip != gw)).then_some(gw)
 }
 
 /// The routers of a leaf-spine fabric. Each ToR is a router with `eth0` on its rack's switch

@@ -229,10 +229,10 @@ fn unknown_cni() {
 #[test]
 fn unimplemented_cni() {
     check(
-        &edit(&[("\"flannel-host-gw\"", "\"calico-ipip\"")]),
+        &edit(&[("\"flannel-host-gw\"", "\"weave-sleeve\"")]),
         4,
         10,
-        "CNI 'calico-ipip' is not implemented yet; implemented: flannel-host-gw",
+        "CNI 'weave-sleeve' is not implemented yet; implemented: flannel-vxlan, flannel-host-gw",
     );
 }
 

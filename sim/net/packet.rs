@@ -47,6 +47,9 @@ pub struct Meta {
     pub trace: Option<Box<Vec<Hop>>>,
     /// Flood group of a data packet copied by a bridge or switch flood (0: not a copy).
     pub flood: u64,
+    /// Tunnel metadata set by an eBPF program for a `collect_md` tunnel device (the
+    /// `bpf_skb_set_tunnel_key` call): remote endpoint and VNI.
+    pub tunnel_key: Option<(Ipv4Addr, u32)>,
 }
 
 #[derive(Clone, Debug)]

@@ -29,8 +29,10 @@ pub enum Proto {
     Kernel,
     /// Installed at boot or by a CNI plugin binary (the CNI bridge plugin's default route).
     Boot,
-    /// Installed by an agent; `ip` shows unknown numbers, flannel uses none: static.
+    /// Installed by an agent that names no protocol number of its own.
     Static,
+    /// Installed by the BIRD routing daemon (Calico), `proto bird` (RTPROT_BIRD = 12).
+    Bird,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,6 +157,7 @@ impl fmt::Display for Proto {
             Proto::Kernel => "kernel",
             Proto::Boot => "boot",
             Proto::Static => "static",
+            Proto::Bird => "bird",
         })
     }
 }
