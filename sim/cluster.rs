@@ -242,6 +242,9 @@ impl Cni {
                 | Cni::CalicoIpipCrossSubnet
                 | Cni::CalicoVxlan
                 | Cni::CalicoVxlanCrossSubnet
+                | Cni::CiliumVxlan
+                | Cni::CiliumGeneve
+                | Cni::CiliumNative
         )
     }
 

@@ -7,6 +7,7 @@
 //! the plugin's agent would log it.
 
 mod calico;
+mod cilium;
 mod flannel;
 
 use std::net::Ipv4Addr;
@@ -26,6 +27,7 @@ pub fn build(w: &mut World) {
         | Cni::CalicoIpipCrossSubnet
         | Cni::CalicoVxlan
         | Cni::CalicoVxlanCrossSubnet => calico::build(w),
+        Cni::CiliumVxlan | Cni::CiliumGeneve | Cni::CiliumNative => cilium::build(w),
         other => unreachable!("scenario::resolve admits only implemented CNIs, got {other}"),
     }
 }

@@ -10,6 +10,8 @@
 //!
 //! The underlay switch is here too: it is a device, but with no CPU.
 
+mod ebpf;
+
 use std::net::Ipv4Addr;
 
 use smoltcp::wire::{
@@ -471,6 +473,9 @@ fn udp_tunnel_rcv(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
 /// A frame arrives on a device from its wire or peer.
 fn dev_rx(w: &mut World, cx: &mut Ctx, dev: DevId, pkt: Packet) {
     capture(w, cx, dev, &pkt);
+    if let Some(hook) = w.devices[dev].ebpf {
+        return ebpf::ingress(w, cx, dev, hook, pkt);
+    }
     match w.devices[dev].master {
         Some(br) => bridge_input(w, cx, br, dev, pkt),
         None => netif_receive(w, cx, dev, pkt),

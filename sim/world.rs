@@ -95,6 +95,8 @@ pub struct Netns {
     pub udp_ports: HashSet<u16>,
     /// UDP ports bound by tunnel devices, and the device that decapsulates them.
     pub tunnel_ports: HashMap<u16, DevId>,
+    /// Cilium's BPF maps (host namespaces of Cilium nodes only).
+    pub cilium: Option<Box<CiliumMaps>>,
     /// Next IPv4 identification value for locally generated packets.
     pub next_ident: u16,
 }
@@ -111,6 +113,8 @@ pub struct Device {
     pub master: Option<DevId>,
     /// `net.ipv4.conf.<dev>.proxy_arp`: answer ARP for addresses routed out of another device.
     pub proxy_arp: bool,
+    /// eBPF program on the device's tc ingress hook (Cilium).
+    pub ebpf: Option<EbpfHook>,
     pub kind: DeviceKind,
 }
 
@@ -155,6 +159,28 @@ pub enum DeviceKind {
     Ipip,
     /// A MAC-in-UDP tunnel endpoint (VXLAN or Geneve device).
     UdpTunnel(Box<UdpTunnel>),
+}
+
+/// Cilium's programs on tc ingress (pkg/datapath/loader: `cil_from_container` on `lxc*`,
+/// `cil_from_overlay` on the tunnel device, `cil_from_netdev` on the native device).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EbpfHook {
+    FromContainer,
+    FromOverlay,
+    FromNetdev,
+}
+
+/// Cilium's per-node BPF maps, in the host namespace.
+#[derive(Default)]
+pub struct CiliumMaps {
+    /// Local endpoints: pod IP -> (host-side `lxc` device, security identity).
+    pub endpoints: HashMap<Ipv4Addr, (DevId, u32)>,
+    /// ipcache: remote pod CIDRs -> tunnel endpoint (as routes: `dst via <node IP>`).
+    pub ipcache: RouteTable,
+    /// The tunnel device in tunnel mode; native routing otherwise.
+    pub tunnel: Option<DevId>,
+    /// The node's router address (on `cilium_host`), the pods' gateway.
+    pub router_ip: Option<Ipv4Addr>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -297,6 +323,7 @@ impl World {
             ip_forward,
             udp_ports: HashSet::new(),
             tunnel_ports: HashMap::new(),
+            cilium: None,
             next_ident: 1,
         });
         let lo = self.add_device(id, "lo".into(), Mac([0; 6]), 65536, DeviceKind::Loopback);
@@ -316,6 +343,7 @@ impl World {
             addrs: Vec::new(),
             master: None,
             proxy_arp: false,
+            ebpf: None,
             kind,
         });
         self.pcaps.push(None);
