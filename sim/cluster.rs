@@ -245,6 +245,8 @@ impl Cni {
                 | Cni::CiliumVxlan
                 | Cni::CiliumGeneve
                 | Cni::CiliumNative
+                | Cni::Macvlan
+                | Cni::IpvlanL3
         )
     }
 

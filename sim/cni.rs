@@ -9,6 +9,7 @@
 mod calico;
 mod cilium;
 mod flannel;
+mod underlay;
 
 use std::net::Ipv4Addr;
 
@@ -28,6 +29,7 @@ pub fn build(w: &mut World) {
         | Cni::CalicoVxlan
         | Cni::CalicoVxlanCrossSubnet => calico::build(w),
         Cni::CiliumVxlan | Cni::CiliumGeneve | Cni::CiliumNative => cilium::build(w),
+        Cni::Macvlan | Cni::IpvlanL3 => underlay::build(w),
         other => unreachable!("scenario::resolve admits only implemented CNIs, got {other}"),
     }
 }

@@ -159,6 +159,7 @@ fn ip_finish_output(
 fn dev_output(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, nh: Ipv4Addr, pkt: Packet) {
     match w.devices[dev].kind {
         DeviceKind::Ipip => ipip_xmit(w, cx, ns, dev, nh, pkt),
+        DeviceKind::IpvlanL3 { lower } => ipvlan_xmit(w, cx, dev, lower, pkt),
         _ => neigh_output(w, cx, ns, dev, nh, pkt),
     }
 }
@@ -361,7 +362,83 @@ fn dev_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
         }
         DeviceKind::Ipip => unreachable!("L3 tunnels are entered through dev_output, never with a frame"),
         DeviceKind::UdpTunnel(_) => udp_tunnel_xmit(w, cx, dev, pkt),
+        DeviceKind::Macvlan { lower } => macvlan_xmit(w, cx, dev, lower, pkt),
+        DeviceKind::IpvlanL3 { .. } => {
+            unreachable!("L3 devices are entered through dev_output, never with a frame")
+        }
     }
+}
+
+/// `macvlan_queue_xmit` in bridge mode: a destination that is a sibling on the same lower
+/// device is delivered inside it; broadcasts go to every sibling and out of the lower device;
+/// anything else leaves through the lower device.
+fn macvlan_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, lower: DevId, mut pkt: Packet) {
+    cx.charge(w.costs.macvlan_forward);
+    let (dst, _) = eth_dst_src(&pkt.frame);
+    let siblings: Vec<DevId> = w.devices[lower].uppers.iter().copied().filter(|&d| d != dev).collect();
+    if dst.is_multicast() {
+        hop(w, cx, &mut pkt, dev, "flood", || "broadcast: to sibling macvlans and the wire".into());
+        stamp_flood(w, &mut pkt, siblings.len() + 1, &mut cx.actions);
+        for &s in &siblings {
+            dev_rx(w, cx, s, pkt.flood_copy());
+        }
+        return dev_xmit_lower(w, cx, lower, pkt);
+    }
+    if let Some(&s) = siblings.iter().find(|&&s| w.devices[s].mac == dst) {
+        hop(w, cx, &mut pkt, dev, "forward", || {
+            format!("bridge mode: {dst} is sibling {}", w.devices[s].name)
+        });
+        return dev_rx(w, cx, s, pkt);
+    }
+    hop(w, cx, &mut pkt, dev, "forward", || format!("out of lower device {}", w.devices[lower].name));
+    dev_xmit_lower(w, cx, lower, pkt)
+}
+
+/// Transmits on a lower device without its own stack seeing the frame.
+fn dev_xmit_lower(w: &mut World, cx: &mut Ctx, lower: DevId, pkt: Packet) {
+    dev_xmit(w, cx, lower, pkt)
+}
+
+/// ipvlan L3 egress (`ipvlan_xmit_mode_l3`): a destination that is another slave of the same
+/// lower device is received by it directly; anything else is routed in the lower device's
+/// namespace as a locally generated packet.
+fn ipvlan_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, lower: DevId, mut pkt: Packet) {
+    cx.charge(w.costs.macvlan_forward);
+    capture(w, cx, dev, &pkt);
+    let dst = Ipv4Packet::new_unchecked(pkt.ip()).dst_addr();
+    let target =
+        w.devices[lower].uppers.iter().copied().find(|&u| w.devices[u].addrs.iter().any(|a| a.0 == dst));
+    if let Some(t) = target {
+        hop(w, cx, &mut pkt, dev, "forward", || {
+            format!("ipvlan L3: {dst} is slave {} on this node", w.netns[w.devices[t].ns].name)
+        });
+        capture(w, cx, t, &pkt);
+        return ip_rcv(w, cx, t, pkt);
+    }
+    let host = w.devices[lower].ns;
+    hop(w, cx, &mut pkt, dev, "forward", || {
+        format!("ipvlan L3: routed in {}'s namespace", w.netns[host].name)
+    });
+    ip_output(w, cx, host, pkt)
+}
+
+/// A frame on a device with macvlan/ipvlan uppers: the upper it belongs to, if any.
+fn upper_for(w: &World, dev: DevId, frame: &[u8]) -> Option<DevId> {
+    let uppers = &w.devices[dev].uppers;
+    if uppers.is_empty() {
+        return None;
+    }
+    let (dst, _) = eth_dst_src(frame);
+    uppers.iter().copied().find(|&u| match w.devices[u].kind {
+        DeviceKind::Macvlan { .. } => w.devices[u].mac == dst,
+        DeviceKind::IpvlanL3 { .. } => {
+            let eth = EthernetFrame::new_unchecked(frame);
+            eth.ethertype() == EthernetProtocol::Ipv4
+                && Ipv4Packet::new_checked(&frame[ETH_HEADER..])
+                    .is_ok_and(|ip| w.devices[u].addrs.iter().any(|a| a.0 == ip.dst_addr()))
+        }
+        _ => false,
+    })
 }
 
 /// `vxlan_xmit_one` / `geneve_xmit`: find the remote endpoint (FDB, or the eBPF tunnel key in
@@ -475,6 +552,34 @@ fn dev_rx(w: &mut World, cx: &mut Ctx, dev: DevId, pkt: Packet) {
     capture(w, cx, dev, &pkt);
     if let Some(hook) = w.devices[dev].ebpf {
         return ebpf::ingress(w, cx, dev, hook, pkt);
+    }
+    if let Some(upper) = upper_for(w, dev, &pkt.frame) {
+        cx.charge(w.costs.macvlan_forward);
+        let mut pkt = pkt;
+        hop(w, cx, &mut pkt, upper, "rx", || {
+            format!("demultiplexed to {} in {}", w.devices[upper].name, w.netns[w.devices[upper].ns].name)
+        });
+        capture(w, cx, upper, &pkt);
+        return match w.devices[upper].kind {
+            DeviceKind::IpvlanL3 { .. } => ip_rcv(w, cx, upper, pkt),
+            _ => netif_receive(w, cx, upper, pkt),
+        };
+    }
+    if !w.devices[dev].uppers.is_empty() {
+        let (dst, _) = eth_dst_src(&pkt.frame);
+        if dst.is_multicast() && !pkt.is_data() {
+            // Broadcasts (ARP) reach every macvlan, and the lower device's own stack.
+            let ups: Vec<DevId> = w.devices[dev]
+                .uppers
+                .iter()
+                .copied()
+                .filter(|&u| matches!(w.devices[u].kind, DeviceKind::Macvlan { .. }))
+                .collect();
+            for u in ups {
+                capture(w, cx, u, &pkt);
+                netif_receive(w, cx, u, pkt.flood_copy());
+            }
+        }
     }
     match w.devices[dev].master {
         Some(br) => bridge_input(w, cx, br, dev, pkt),

@@ -108,6 +108,9 @@ fn link_line(w: &World, d: usize, s: &mut String) {
     };
     let name = match dev.kind {
         DeviceKind::Veth { peer } => format!("{}@if{}", dev.name, w.devices[peer].ifindex),
+        DeviceKind::Macvlan { lower } | DeviceKind::IpvlanL3 { lower } => {
+            format!("{}@if{}", dev.name, w.devices[lower].ifindex)
+        }
         _ => dev.name.clone(),
     };
     let master = dev.master.map(|m| format!(" master {}", w.devices[m].name)).unwrap_or_default();
@@ -170,6 +173,22 @@ fn link_line(w: &World, d: usize, s: &mut String) {
                     let _ = writeln!(s, "    geneve id {} ttl auto{df} dstport {} {csum}", t.vni, t.port);
                 }
             }
+        }
+        DeviceKind::Macvlan { lower } => {
+            let _ = writeln!(
+                s,
+                "    link/ether {} brd ff:ff:ff:ff:ff:ff link-netns {}",
+                dev.mac, w.netns[w.devices[*lower].ns].name
+            );
+            let _ = writeln!(s, "    macvlan mode bridge bcqueuelen 1000 usedbcqueuelen 1000");
+        }
+        DeviceKind::IpvlanL3 { lower } => {
+            let _ = writeln!(
+                s,
+                "    link/ether {} brd ff:ff:ff:ff:ff:ff link-netns {}",
+                w.devices[*lower].mac, w.netns[w.devices[*lower].ns].name
+            );
+            let _ = writeln!(s, "    ipvlan  mode l3 bridge");
         }
         DeviceKind::Ipip => {
             let _ = writeln!(s, "    link/ipip 0.0.0.0 brd 0.0.0.0");

@@ -115,13 +115,15 @@ pub struct Device {
     pub proxy_arp: bool,
     /// eBPF program on the device's tc ingress hook (Cilium).
     pub ebpf: Option<EbpfHook>,
+    /// macvlan/ipvlan devices stacked on this one.
+    pub uppers: Vec<DevId>,
     pub kind: DeviceKind,
 }
 
 impl Device {
     /// An L3 device: no Ethernet header, no neighbours (IP tunnels, tun).
     pub fn is_l3(&self) -> bool {
-        matches!(self.kind, DeviceKind::Ipip)
+        matches!(self.kind, DeviceKind::Ipip | DeviceKind::IpvlanL3 { .. })
     }
 
     pub fn tunnel(&self) -> Option<&UdpTunnel> {
@@ -159,6 +161,17 @@ pub enum DeviceKind {
     Ipip,
     /// A MAC-in-UDP tunnel endpoint (VXLAN or Geneve device).
     UdpTunnel(Box<UdpTunnel>),
+    /// A macvlan sub-interface of `lower` in bridge mode: its own MAC on the lower device's
+    /// wire; siblings reach each other inside the lower device; the lower device's own stack is
+    /// unreachable from it.
+    Macvlan {
+        lower: DevId,
+    },
+    /// An ipvlan L3-mode slave of `lower`: shares its MAC, no ARP; egress is routed in the
+    /// lower device's namespace, ingress is demultiplexed by destination IP.
+    IpvlanL3 {
+        lower: DevId,
+    },
 }
 
 /// Cilium's programs on tc ingress (pkg/datapath/loader: `cil_from_container` on `lxc*`,
@@ -295,6 +308,21 @@ impl World {
         self.devices[b].kind = DeviceKind::Nic { tx: ba };
     }
 
+    /// Creates a macvlan (bridge mode) or ipvlan (L3 mode) device on `lower` in namespace `ns`.
+    pub fn add_upper(
+        &mut self,
+        lower: DevId,
+        ns: NsId,
+        name: String,
+        mac: Mac,
+        mtu: u32,
+        kind: DeviceKind,
+    ) -> DevId {
+        let d = self.add_device(ns, name, mac, mtu, kind);
+        self.devices[lower].uppers.push(d);
+        d
+    }
+
     /// Creates a VXLAN/Geneve device and binds its UDP port in the namespace.
     pub fn add_udp_tunnel(&mut self, ns: NsId, name: String, mac: Mac, mtu: u32, t: UdpTunnel) -> DevId {
         let port = t.port;
@@ -344,6 +372,7 @@ impl World {
             master: None,
             proxy_arp: false,
             ebpf: None,
+            uppers: Vec::new(),
             kind,
         });
         self.pcaps.push(None);
