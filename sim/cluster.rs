@@ -236,6 +236,7 @@ impl Cni {
         matches!(
             self,
             Cni::FlannelHostGw
+                | Cni::FlannelUdp
                 | Cni::FlannelVxlan
                 | Cni::CalicoBgp
                 | Cni::CalicoIpip

@@ -22,7 +22,7 @@ use crate::world::{DeviceKind, NsId, NsKind, World};
 /// Builds the CNI's devices, addresses and routes on every node and pod of `w`.
 pub fn build(w: &mut World) {
     match w.cluster.cni {
-        Cni::FlannelHostGw | Cni::FlannelVxlan => flannel::build(w),
+        Cni::FlannelHostGw | Cni::FlannelVxlan | Cni::FlannelUdp => flannel::build(w),
         Cni::CalicoBgp
         | Cni::CalicoIpip
         | Cni::CalicoIpipCrossSubnet

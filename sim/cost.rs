@@ -71,6 +71,13 @@ pub struct CostProfile {
     /// macvlan/ipvlan forwarding between a sub-interface and its lower device (a hash lookup
     /// of the destination MAC or IP; no bridge, no netfilter). ~150 ns.
     pub macvlan_forward: Duration,
+    /// Waking a userspace process and switching to it (scheduler wake-up, context switch,
+    /// cache and TLB effects): ~2 us (Li, Ding and Shen, "Quantifying the cost of context
+    /// switch", ExpCS 2007: 1.2-3 us direct plus indirect cost).
+    pub context_switch: Duration,
+    /// One syscall moving a packet between kernel and a userspace process (`read`/`write` on a
+    /// tun, `recvfrom`/`sendto`), entry and exit plus fd lookup, excluding the copy. ~500 ns.
+    pub syscall: Duration,
 }
 
 impl Default for CostProfile {
@@ -94,6 +101,8 @@ impl Default for CostProfile {
             vxlan_decap: Duration::from_nanos(450),
             ebpf_prog: Duration::from_nanos(150),
             macvlan_forward: Duration::from_nanos(150),
+            context_switch: Duration::from_nanos(2_000),
+            syscall: Duration::from_nanos(500),
         }
     }
 }

@@ -43,6 +43,9 @@ pub enum Action {
     Drop { pkt: Packet, reason: DropReason },
     /// Fire the ARP retransmit timer for `ip` in `ns` after `after`.
     ArpTimer { ns: NsId, ip: Ipv4Addr, after: Duration },
+    /// Hand the packet to userspace process `proc` (`World::procs`), read from its device or
+    /// its socket.
+    ToUser { proc: usize, input: crate::userspace::Input, pkt: Packet },
     /// A data frame was copied by a flood into `copies` frames (the original included), all
     /// stamped with flood group `group` (`fresh`: the group is new, else it grows).
     Flood { group: u64, fresh: bool, copies: u32 },
@@ -160,6 +163,12 @@ fn dev_output(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, nh: Ipv4Addr, p
     match w.devices[dev].kind {
         DeviceKind::Ipip => ipip_xmit(w, cx, ns, dev, nh, pkt),
         DeviceKind::IpvlanL3 { lower } => ipvlan_xmit(w, cx, dev, lower, pkt),
+        DeviceKind::Tun { proc } => {
+            let mut pkt = pkt;
+            capture(w, cx, dev, &pkt);
+            hop(w, cx, &mut pkt, dev, "to user", || format!("tun: queued for {}", w.procs[proc].name));
+            cx.actions.push(Action::ToUser { proc, input: crate::userspace::Input::Device, pkt });
+        }
         _ => neigh_output(w, cx, ns, dev, nh, pkt),
     }
 }
@@ -363,8 +372,12 @@ fn dev_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
         DeviceKind::Ipip => unreachable!("L3 tunnels are entered through dev_output, never with a frame"),
         DeviceKind::UdpTunnel(_) => udp_tunnel_xmit(w, cx, dev, pkt),
         DeviceKind::Macvlan { lower } => macvlan_xmit(w, cx, dev, lower, pkt),
-        DeviceKind::IpvlanL3 { .. } => {
+        DeviceKind::IpvlanL3 { .. } | DeviceKind::Tun { .. } => {
             unreachable!("L3 devices are entered through dev_output, never with a frame")
+        }
+        DeviceKind::UserPort { proc } => {
+            hop(w, cx, &mut pkt, dev, "to user", || format!("captured by {}", w.procs[proc].name));
+            cx.actions.push(Action::ToUser { proc, input: crate::userspace::Input::Device, pkt });
         }
     }
 }
@@ -585,6 +598,39 @@ fn dev_rx(w: &mut World, cx: &mut Ctx, dev: DevId, pkt: Packet) {
         Some(br) => bridge_input(w, cx, br, dev, pkt),
         None => netif_receive(w, cx, dev, pkt),
     }
+}
+
+/// A userspace process in `ns` sends `payload` to `dst:port` from its socket bound to `port`.
+pub fn user_send_udp(
+    w: &mut World,
+    cx: &mut Ctx,
+    ns: NsId,
+    dst: Ipv4Addr,
+    port: u16,
+    payload: &[u8],
+    mut pkt: Packet,
+    df: bool,
+) {
+    cx.charge(w.costs.udp_send);
+    let Some(src) = source_for(w, ns, dst) else {
+        return cx.drop(pkt, DropReason::NoRoute);
+    };
+    let ident = next_ident(w, ns);
+    pkt.frame = crate::net::packet::udp_frame_with(src, dst, port, port, payload, ident, df);
+    ip_output(w, cx, ns, pkt);
+}
+
+/// A userspace process writes an IP packet into its tun device: it is received there.
+pub fn tun_write(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
+    hop(w, cx, &mut pkt, dev, "rx", || "written to the tun by its process".into());
+    capture(w, cx, dev, &pkt);
+    ip_rcv(w, cx, dev, pkt);
+}
+
+/// A userspace process injects a frame through its capture port into the bridge.
+pub fn user_inject(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
+    hop(w, cx, &mut pkt, dev, "inject", || "frame injected by its process".into());
+    dev_rx(w, cx, dev, pkt);
 }
 
 /// A frame from the underlay reaches a node's NIC (NAPI poll).
@@ -845,6 +891,11 @@ fn ip_local_deliver(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, mut pkt: 
     let (port, payload) = (udp.dst_port(), udp.payload().len());
     if let Some(&tun) = w.netns[ns].tunnel_ports.get(&port) {
         return udp_tunnel_rcv(w, cx, tun, pkt);
+    }
+    if let Some(&proc) = w.netns[ns].user_ports.get(&port) {
+        cx.charge(w.costs.udp_deliver);
+        hop(w, cx, &mut pkt, dev, "to user", || format!("UDP port {port}: socket of {}", w.procs[proc].name));
+        return cx.actions.push(Action::ToUser { proc, input: crate::userspace::Input::Socket, pkt });
     }
     if !w.netns[ns].udp_ports.contains(&port) {
         hop(w, cx, &mut pkt, dev, "drop", || format!("no socket on UDP port {port}"));

@@ -103,6 +103,7 @@ fn link_line(w: &World, d: usize, s: &mut String) {
         DeviceKind::Loopback => ("LOOPBACK,UP,LOWER_UP", "noqueue"),
         DeviceKind::Nic { .. } => ("BROADCAST,MULTICAST,UP,LOWER_UP", "mq"),
         DeviceKind::Ipip => ("NOARP,UP,LOWER_UP", "noqueue"),
+        DeviceKind::Tun { .. } => ("POINTOPOINT,MULTICAST,NOARP,UP,LOWER_UP", "fq_codel"),
         DeviceKind::UdpTunnel(_) => ("BROADCAST,MULTICAST,UP,LOWER_UP", "noqueue"),
         _ => ("BROADCAST,MULTICAST,UP,LOWER_UP", "noqueue"),
     };
@@ -189,6 +190,18 @@ fn link_line(w: &World, d: usize, s: &mut String) {
                 w.devices[*lower].mac, w.netns[w.devices[*lower].ns].name
             );
             let _ = writeln!(s, "    ipvlan  mode l3 bridge");
+        }
+        DeviceKind::Tun { proc } => {
+            let _ = writeln!(s, "    link/none");
+            let _ = writeln!(
+                s,
+                "    tun type tun pi off vnet_hdr off persist off ({} holds it)",
+                w.procs[*proc].name
+            );
+        }
+        DeviceKind::UserPort { proc } => {
+            let _ = writeln!(s, "    link/ether {} brd ff:ff:ff:ff:ff:ff", dev.mac);
+            let _ = writeln!(s, "    # captured and injected by {}", w.procs[*proc].name);
         }
         DeviceKind::Ipip => {
             let _ = writeln!(s, "    link/ipip 0.0.0.0 brd 0.0.0.0");

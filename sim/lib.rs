@@ -26,5 +26,6 @@ pub mod testkit;
 pub mod time;
 pub mod trace;
 pub mod units;
+pub mod userspace;
 pub mod wire;
 pub mod world;

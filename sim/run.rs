@@ -19,6 +19,7 @@ use crate::net::packet::{flow_hash, tuple_hash, udp_frame, DataTag, Dir, Meta, P
 use crate::observe::{DropReason, Observations};
 use crate::summary::Hop;
 use crate::time::{Duration, Instant};
+use crate::userspace::{Input, Output};
 use crate::world::{self, LinkEnd, LinkId, NsId, NsKind, World};
 
 /// Every kind of event. Order of variants does not matter: ties break by insertion order.
@@ -36,6 +37,10 @@ pub enum Event {
     Deliver { ns: NsId, pkt: Packet },
     /// ARP retransmit timer.
     ArpTimer { ns: NsId, ip: Ipv4Addr },
+    /// A userspace process reads a packet (it queues behind the process's earlier work).
+    User { proc: usize, input: Input, pkt: Packet },
+    /// A userspace process has finished with a packet: the kernel takes its writes.
+    UserDone { proc: usize, outputs: Vec<Output> },
 }
 
 /// Per-flow runtime state.
@@ -164,6 +169,8 @@ impl Simulation {
                 }
             }
             Event::Deliver { ns, pkt } => self.deliver(t, ns, pkt),
+            Event::User { proc, input, pkt } => self.user(t, proc, input, pkt),
+            Event::UserDone { proc, outputs } => self.user_done(t, proc, outputs),
             Event::ArpTimer { ns, ip } => {
                 if let NsKind::Router(_) = self.world.netns[ns].kind {
                     let mut cx = Ctx::hardware(t);
@@ -210,6 +217,67 @@ impl Simulation {
                     self.queue.schedule(at + after, Event::ArpTimer { ns, ip })
                 }
                 Action::Flood { group, fresh, copies } => self.obs.flooded(group, fresh, copies),
+                Action::ToUser { proc, input, pkt } => {
+                    self.queue.schedule(at, Event::User { proc, input, pkt })
+                }
+            }
+        }
+    }
+
+    /// A userspace process handles a packet: it is a FIFO server of its own.
+    fn user(&mut self, t: Instant, proc: usize, input: Input, mut pkt: Packet) {
+        let costs = &self.world.costs;
+        let p = &mut self.world.procs[proc];
+        if let Some(tr) = pkt.meta.trace.as_mut() {
+            let what = if input == Input::Device { "read from its device" } else { "recvfrom on its socket" };
+            tr.push(Hop {
+                time_ns: t.as_nanos(),
+                place: self.world.netns[p.ns].name.clone(),
+                device: p.name.clone(),
+                action: "userspace".into(),
+                why: format!("{} {what}", p.name),
+                size: pkt.frame.len(),
+            });
+        }
+        let (mut outputs, cost) = p.handle(costs, input, pkt);
+        let start = p.busy_until.max(t);
+        p.busy_until = start + cost;
+        p.busy += cost;
+        // A data packet sent to several peers (broadcast, unknown MAC) is one flood group.
+        let data_copies =
+            outputs.iter().filter(|o| matches!(o, Output::Udp { pkt, .. } if pkt.is_data())).count();
+        if data_copies > 1 {
+            self.world.next_flood += 1;
+            let group = self.world.next_flood;
+            for o in &mut outputs {
+                if let Output::Udp { pkt, .. } = o {
+                    pkt.meta.flood = group;
+                }
+            }
+            self.obs.flooded(group, true, data_copies as u32);
+        }
+        self.queue.schedule(start + cost, Event::UserDone { proc, outputs });
+    }
+
+    fn user_done(&mut self, t: Instant, proc: usize, outputs: Vec<Output>) {
+        let (node, ns) = (self.world.procs[proc].node, self.world.procs[proc].ns);
+        for out in outputs {
+            match out {
+                Output::Udp { dst, port, payload, df, pkt } => {
+                    let hash = flow_hash(&pkt.frame);
+                    self.chain(node, t, hash, |w, cx| {
+                        datapath::user_send_udp(w, cx, ns, dst, port, &payload, pkt, df)
+                    });
+                }
+                Output::Tun { dev, pkt } => {
+                    let hash = flow_hash(&pkt.frame);
+                    self.chain(node, t, hash, |w, cx| datapath::tun_write(w, cx, dev, pkt));
+                }
+                Output::Inject { dev, pkt } => {
+                    let hash = flow_hash(&pkt.frame);
+                    self.chain(node, t, hash, |w, cx| datapath::user_inject(w, cx, dev, pkt));
+                }
+                Output::Drop { pkt, reason } => self.drop(pkt, reason),
             }
         }
     }

@@ -53,6 +53,8 @@ pub struct World {
     /// What failed while building, as the agent or tool would log it (a route the kernel
     /// refused ...). Shown in the report.
     pub warnings: Vec<String>,
+    /// Userspace data-plane processes (flanneld udp, weave sleeve).
+    pub procs: Vec<crate::userspace::UserProc>,
     rngs: RngFactory,
 }
 
@@ -95,6 +97,8 @@ pub struct Netns {
     pub udp_ports: HashSet<u16>,
     /// UDP ports bound by tunnel devices, and the device that decapsulates them.
     pub tunnel_ports: HashMap<u16, DevId>,
+    /// UDP ports whose socket belongs to a userspace process (`World::procs`).
+    pub user_ports: HashMap<u16, usize>,
     /// Cilium's BPF maps (host namespaces of Cilium nodes only).
     pub cilium: Option<Box<CiliumMaps>>,
     /// Next IPv4 identification value for locally generated packets.
@@ -123,7 +127,7 @@ pub struct Device {
 impl Device {
     /// An L3 device: no Ethernet header, no neighbours (IP tunnels, tun).
     pub fn is_l3(&self) -> bool {
-        matches!(self.kind, DeviceKind::Ipip | DeviceKind::IpvlanL3 { .. })
+        matches!(self.kind, DeviceKind::Ipip | DeviceKind::IpvlanL3 { .. } | DeviceKind::Tun { .. })
     }
 
     pub fn tunnel(&self) -> Option<&UdpTunnel> {
@@ -166,6 +170,14 @@ pub enum DeviceKind {
     /// unreachable from it.
     Macvlan {
         lower: DevId,
+    },
+    /// A tun device (L3) whose other end is userspace process `proc` (`World::procs`).
+    Tun {
+        proc: usize,
+    },
+    /// A bridge port whose frames a userspace process captures and injects (Weave's pcap port).
+    UserPort {
+        proc: usize,
     },
     /// An ipvlan L3-mode slave of `lower`: shares its MAC, no ARP; egress is routed in the
     /// lower device's namespace, ingress is demultiplexed by destination IP.
@@ -351,6 +363,7 @@ impl World {
             ip_forward,
             udp_ports: HashSet::new(),
             tunnel_ports: HashMap::new(),
+            user_ports: HashMap::new(),
             cilium: None,
             next_ident: 1,
         });
@@ -517,6 +530,7 @@ pub fn build(cluster: &Cluster) -> World {
         control_hops: Vec::new(),
         arp_frames: 0,
         warnings: Vec::new(),
+        procs: Vec::new(),
         rngs: RngFactory::new(cluster.seed),
     };
     let u = cluster.underlay.clone();

@@ -5,8 +5,10 @@
 use crate::addr::Mac;
 use crate::cluster::Cni;
 use crate::net::neigh::NeighState;
-use crate::net::route::{Proto, Route};
-use crate::world::{TunnelProto, UdpTunnel, World};
+use crate::net::route::{Proto, Route, RouteTable};
+use crate::time::{Duration, Instant};
+use crate::userspace::{ProcKind, UserProc, FLANNEL_UDP_PORT};
+use crate::world::{DeviceKind, TunnelProto, UdpTunnel, World};
 
 use super::{bridge_pods, eth0, install, same_subnet};
 
@@ -20,6 +22,7 @@ pub(super) fn build(w: &mut World) {
     match w.cluster.cni {
         Cni::FlannelHostGw => host_gw(w),
         Cni::FlannelVxlan => vxlan(w),
+        Cni::FlannelUdp => udp(w),
         other => unreachable!("not a flannel backend: {other}"),
     }
 }
@@ -37,6 +40,40 @@ fn host_gw(w: &mut World) {
                 install(w, &format!("flanneld on {}", node.name), route);
             }
         }
+    }
+}
+
+/// udp: `flannel0`, a tun (no packet-info header) with `<subnet>.0/<cluster prefix>` and MTU
+/// of `eth0` minus 28, so the kernel's connected route sends the whole pod network into it;
+/// flanneld reads each packet, finds the lease holding the destination and sends the packet
+/// as the payload of a UDP datagram from port 8285 to that node's port 8285 (backend/udp).
+fn udp(w: &mut World) {
+    let c = w.cluster.clone();
+    let mut leases = RouteTable::default();
+    for node in &c.nodes {
+        leases.insert(Route::new(node.pod_subnet, Some(node.ip), 0, Proto::Static));
+    }
+    for (n, node) in c.nodes.iter().enumerate() {
+        let ns = w.nodes[n].ns;
+        let proc = w.procs.len();
+        let tun = w.add_device(
+            ns,
+            "flannel0".into(),
+            Mac([0; 6]),
+            node.mtu.saturating_sub(28),
+            DeviceKind::Tun { proc },
+        );
+        w.add_addr(tun, node.pod_subnet.network(), c.network.pod_cidr.prefix());
+        w.procs.push(UserProc {
+            name: "flanneld".into(),
+            node: n,
+            ns,
+            kind: ProcKind::FlannelUdp { tun, leases: leases.clone() },
+            busy_until: Instant::ZERO,
+            busy: Duration::ZERO,
+            packets: 0,
+        });
+        w.netns[ns].user_ports.insert(FLANNEL_UDP_PORT, proc);
     }
 }
 

@@ -138,6 +138,27 @@ pub fn udp_frame(
     frame
 }
 
+/// Builds an Ethernet frame (header blank) holding a UDP datagram that carries `payload`, as a
+/// userspace process's `sendto()` produces it: TTL 64, DF as given, checksum computed.
+pub fn udp_frame_with(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    payload: &[u8],
+    ident: u16,
+    df: bool,
+) -> Vec<u8> {
+    let mut frame = udp_frame(src, dst, sport, dport, payload.len(), ident);
+    frame[ETH_HEADER + IPV4_HEADER + UDP_HEADER..].copy_from_slice(payload);
+    let mut ip = Ipv4Packet::new_unchecked(&mut frame[ETH_HEADER..]);
+    ip.set_dont_frag(df);
+    ip.fill_checksum();
+    let mut udp = UdpPacket::new_unchecked(&mut frame[ETH_HEADER + IPV4_HEADER..]);
+    udp.fill_checksum(&src.into(), &dst.into());
+    frame
+}
+
 /// Writes the Ethernet header of `frame`.
 pub fn set_ethernet(frame: &mut [u8], dst: Mac, src: Mac, ethertype: EthernetProtocol) {
     let repr = EthernetRepr { src_addr: eth_addr(src), dst_addr: eth_addr(dst), ethertype };

@@ -1,0 +1,219 @@
+//! Userspace data-plane processes: flanneld's UDP proxy and Weave's sleeve router.
+//!
+//! A process is a single-threaded FIFO server of its own (both are one event loop). Each
+//! packet it handles costs a wake-up (context switch), a read syscall and a copy in, a write
+//! syscall and a copy out; then the kernel does the rest of the path on a core. `handle` is
+//! the process logic: given the packet it read, what it writes, and where.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use smoltcp::wire::Ipv4Packet;
+
+use crate::addr::Mac;
+use crate::cluster::NodeId;
+use crate::cost::CostProfile;
+use crate::net::packet::{Packet, ETH_HEADER, UDP_HEADER};
+use crate::net::route::{DevId, RouteTable};
+use crate::observe::DropReason;
+use crate::time::{Duration, Instant};
+use crate::world::NsId;
+
+/// flanneld's UDP backend port (backend/udp `defaultPort`).
+pub const FLANNEL_UDP_PORT: u16 = 8285;
+/// Weave's router port, used by sleeve (weaver `--port=6783`).
+pub const WEAVE_SLEEVE_PORT: u16 = 6783;
+/// Weave peer names are MACs, 6 bytes (router/peer_name_mac.go `NameSize`).
+pub const WEAVE_NAME: usize = 6;
+
+pub struct UserProc {
+    pub name: String,
+    pub node: NodeId,
+    pub ns: NsId,
+    pub kind: ProcKind,
+    pub busy_until: Instant,
+    pub busy: Duration,
+    pub packets: u64,
+}
+
+pub enum ProcKind {
+    /// flanneld `udp` backend: reads IP packets from the `flannel0` tun, sends each raw as the
+    /// payload of a UDP datagram to the owning node's flanneld (port 8285), and writes
+    /// received payloads back into the tun (proxy_amd64.c `tun_to_udp`, `udp_to_tun`).
+    FlannelUdp {
+        tun: DevId,
+        /// Subnet leases: pod subnet -> node IP (as routes `subnet via node`).
+        leases: RouteTable,
+    },
+    /// Weave's router in sleeve mode: captures frames from the `weave` bridge through a pcap
+    /// port, sends them to the peer owning the destination MAC (or every peer for broadcasts
+    /// and unknown MACs) over UDP 6783 as `[sender name][src name][dst name][len][frame]`
+    /// (router/sleeve.go, crypto.go `NonEncryptor`), injects received frames into the bridge.
+    WeaveSleeve {
+        port_dev: DevId,
+        name: Mac,
+        /// Every other peer: (node IP, peer name).
+        peers: Vec<(Ipv4Addr, Mac)>,
+        /// MAC -> peer that owns it, learned from received frames.
+        macs: HashMap<Mac, (Ipv4Addr, Mac)>,
+    },
+}
+
+/// Where the process read the packet from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// Its device (tun, pcap port): a packet leaving this node.
+    Device,
+    /// Its UDP socket: a datagram from a peer.
+    Socket,
+}
+
+/// What the process writes.
+#[derive(Debug)]
+pub enum Output {
+    /// `sendto()` on its UDP socket, with DF on the outer header or not.
+    Udp {
+        dst: Ipv4Addr,
+        port: u16,
+        payload: Vec<u8>,
+        df: bool,
+        pkt: Packet,
+    },
+    /// `write()` to the tun: an IP packet enters the kernel on `dev`.
+    Tun {
+        dev: DevId,
+        pkt: Packet,
+    },
+    /// Frame injected into the bridge through the pcap port `dev`.
+    Inject {
+        dev: DevId,
+        pkt: Packet,
+    },
+    Drop {
+        pkt: Packet,
+        reason: DropReason,
+    },
+}
+
+impl UserProc {
+    /// Handles one packet; returns what to write and the CPU time the process spent.
+    pub fn handle(&mut self, costs: &CostProfile, input: Input, pkt: Packet) -> (Vec<Output>, Duration) {
+        self.packets += 1;
+        let len_in = pkt.frame.len();
+        let out = match (&mut self.kind, input) {
+            (ProcKind::FlannelUdp { leases, .. }, Input::Device) => flannel_out(leases, pkt),
+            (ProcKind::FlannelUdp { tun, .. }, Input::Socket) => flannel_in(*tun, pkt),
+            (ProcKind::WeaveSleeve { name, peers, macs, .. }, Input::Device) => {
+                sleeve_out(*name, peers, macs, pkt)
+            }
+            (ProcKind::WeaveSleeve { port_dev, macs, .. }, Input::Socket) => sleeve_in(*port_dev, macs, pkt),
+        };
+        let len_out: usize = out
+            .iter()
+            .map(|o| match o {
+                Output::Udp { payload, .. } => payload.len(),
+                Output::Tun { pkt, .. } | Output::Inject { pkt, .. } => pkt.frame.len(),
+                Output::Drop { .. } => 0,
+            })
+            .sum();
+        let writes = out.iter().filter(|o| !matches!(o, Output::Drop { .. })).count() as u64;
+        let cost = costs.context_switch
+            + costs.syscall
+            + costs.copy(len_in)
+            + costs.syscall.saturating_mul(writes)
+            + costs.copy(len_out);
+        (out, cost)
+    }
+}
+
+/// Decrements the TTL of the IP packet at `ip` with an incremental checksum update, as
+/// flanneld's `decrement_ttl` does; false when it reaches zero.
+fn decrement_ttl(ip: &mut [u8]) -> bool {
+    let mut p = Ipv4Packet::new_unchecked(ip);
+    let ttl = p.hop_limit();
+    if ttl <= 1 {
+        return false;
+    }
+    p.set_hop_limit(ttl - 1);
+    p.fill_checksum();
+    true
+}
+
+fn flannel_out(leases: &RouteTable, mut pkt: Packet) -> Vec<Output> {
+    let dst = Ipv4Packet::new_unchecked(&pkt.frame[ETH_HEADER..]).dst_addr();
+    let Some(node) = leases.lookup(dst).and_then(|r| r.gateway) else {
+        return vec![Output::Drop { pkt, reason: DropReason::NoRoute }];
+    };
+    if !decrement_ttl(&mut pkt.frame[ETH_HEADER..]) {
+        return vec![Output::Drop { pkt, reason: DropReason::TtlExceeded }];
+    }
+    let payload = pkt.frame[ETH_HEADER..].to_vec();
+    // An ordinary UDP socket: path MTU discovery on (IP_PMTUDISC_WANT), so DF is set.
+    vec![Output::Udp { dst: node, port: FLANNEL_UDP_PORT, payload, df: true, pkt }]
+}
+
+fn flannel_in(tun: DevId, mut pkt: Packet) -> Vec<Output> {
+    // The datagram's payload is the inner IP packet: keep a blank Ethernet header before it.
+    let ip_hl = Ipv4Packet::new_unchecked(&pkt.frame[ETH_HEADER..]).header_len() as usize;
+    pkt.frame.drain(ETH_HEADER..ETH_HEADER + ip_hl + UDP_HEADER);
+    if !decrement_ttl(&mut pkt.frame[ETH_HEADER..]) {
+        return vec![Output::Drop { pkt, reason: DropReason::TtlExceeded }];
+    }
+    vec![Output::Tun { dev: tun, pkt }]
+}
+
+fn sleeve_header(sender: Mac, src: Mac, dst: Mac, frame: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(3 * WEAVE_NAME + 2 + frame.len());
+    b.extend_from_slice(&sender.0);
+    b.extend_from_slice(&src.0);
+    b.extend_from_slice(&dst.0);
+    b.extend_from_slice(&(frame.len() as u16).to_be_bytes());
+    b.extend_from_slice(frame);
+    b
+}
+
+fn sleeve_out(
+    name: Mac,
+    peers: &[(Ipv4Addr, Mac)],
+    macs: &HashMap<Mac, (Ipv4Addr, Mac)>,
+    pkt: Packet,
+) -> Vec<Output> {
+    let dst = Mac([pkt.frame[0], pkt.frame[1], pkt.frame[2], pkt.frame[3], pkt.frame[4], pkt.frame[5]]);
+    let targets: Vec<(Ipv4Addr, Mac)> = match macs.get(&dst) {
+        Some(&p) if !dst.is_multicast() => vec![p],
+        _ => peers.to_vec(),
+    };
+    // Frames without DF go through a socket with IP_PMTUDISC_DONT; DF frames through the DF
+    // sender (router/sleeve.go), so the outer DF follows the inner one.
+    let df = u16::from_be_bytes([pkt.frame[12], pkt.frame[13]]) == 0x0800
+        && Ipv4Packet::new_checked(&pkt.frame[ETH_HEADER..]).is_ok_and(|ip| ip.dont_frag());
+    let mut out = Vec::with_capacity(targets.len());
+    for (i, (ip, peer)) in targets.iter().enumerate() {
+        let payload =
+            sleeve_header(name, name, if targets.len() == 1 { *peer } else { Mac::BROADCAST }, &pkt.frame);
+        let copy = if i + 1 == targets.len() { pkt.clone() } else { pkt.flood_copy() };
+        out.push(Output::Udp { dst: *ip, port: WEAVE_SLEEVE_PORT, payload, df, pkt: copy });
+    }
+    out
+}
+
+fn sleeve_in(port_dev: DevId, macs: &mut HashMap<Mac, (Ipv4Addr, Mac)>, mut pkt: Packet) -> Vec<Output> {
+    let outer_src = Ipv4Packet::new_unchecked(&pkt.frame[ETH_HEADER..]).src_addr();
+    let ip_hl = Ipv4Packet::new_unchecked(&pkt.frame[ETH_HEADER..]).header_len() as usize;
+    let start = ETH_HEADER + ip_hl + UDP_HEADER;
+    let body = &pkt.frame[start..];
+    if body.len() < 3 * WEAVE_NAME + 2 + ETH_HEADER {
+        return vec![Output::Drop { pkt, reason: DropReason::Malformed }];
+    }
+    let mut sender = [0u8; 6];
+    sender.copy_from_slice(&body[..WEAVE_NAME]);
+    let len = u16::from_be_bytes([body[3 * WEAVE_NAME], body[3 * WEAVE_NAME + 1]]) as usize;
+    let frame_at = start + 3 * WEAVE_NAME + 2;
+    if pkt.frame.len() < frame_at + len {
+        return vec![Output::Drop { pkt, reason: DropReason::Malformed }];
+    }
+    pkt.frame = pkt.frame[frame_at..frame_at + len].to_vec();
+    let src = Mac([pkt.frame[6], pkt.frame[7], pkt.frame[8], pkt.frame[9], pkt.frame[10], pkt.frame[11]]);
+    macs.insert(src, (outer_src, Mac(sender)));
+    vec![Output::Inject { dev: port_dev, pkt }]
+}
