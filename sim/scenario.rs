@@ -761,12 +761,12 @@ mod tests {
         let e = load_str_with(
             &with_cni("flannel-host-gw", "", 100),
             "m.ron",
-            &Overrides { cni: Some(Cni::FlannelUdp) },
+            &Overrides { cni: Some(Cni::WeaveFastdp) },
         );
         let msg = e.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(
             msg.starts_with(
-                "m.ron:1:44: CNI 'flannel-udp' (--cni flannel-udp) is not implemented yet; implemented:"
+                "m.ron:1:44: CNI 'weave-fastdp' (--cni weave-fastdp) is not implemented yet; implemented:"
             ),
             "{msg}"
         );
