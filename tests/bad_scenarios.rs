@@ -232,7 +232,7 @@ fn unimplemented_cni() {
         &edit(&[("\"flannel-host-gw\"", "\"weave-sleeve\"")]),
         4,
         10,
-        "CNI 'weave-sleeve' is not implemented yet; implemented: flannel-vxlan, flannel-host-gw",
+        "CNI 'weave-sleeve' is not implemented yet; implemented: ",
     );
 }
 
