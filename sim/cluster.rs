@@ -171,8 +171,7 @@ pub enum WorkloadKind {
     UdpRr { request: u32, response: u32, think: Duration, timeout: Duration },
 }
 
-/// The CNI identifiers of DESIGN.md. Parsing accepts all of them; `world` builds the ones
-/// implemented so far and `scenario::resolve` rejects the others with a clear message.
+/// The CNI identifiers of DESIGN.md; `cni::build` builds each of them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Cni {
     FlannelUdp,
@@ -231,26 +230,6 @@ impl Cni {
         }
     }
 
-    /// Whether `world` can build this CNI yet.
-    pub fn is_implemented(self) -> bool {
-        matches!(
-            self,
-            Cni::FlannelHostGw
-                | Cni::FlannelUdp
-                | Cni::FlannelVxlan
-                | Cni::CalicoBgp
-                | Cni::CalicoIpip
-                | Cni::CalicoIpipCrossSubnet
-                | Cni::CalicoVxlan
-                | Cni::CalicoVxlanCrossSubnet
-                | Cni::CiliumVxlan
-                | Cni::CiliumGeneve
-                | Cni::CiliumNative
-                | Cni::Macvlan
-                | Cni::IpvlanL3
-        )
-    }
-
     /// The pod MTU the plugin configures by default on a node whose `eth0` has `node_mtu`.
     /// Overlays subtract their per-packet overhead (flannel Documentation/backends.md, Calico
     /// docs "Configure MTU"); Cilium keeps the link MTU on the pod device and lowers the route
@@ -269,10 +248,6 @@ impl Cni {
             | Cni::Macvlan
             | Cni::IpvlanL3 => node_mtu,
         }
-    }
-
-    pub fn implemented() -> impl Iterator<Item = Cni> {
-        Cni::ALL.into_iter().filter(|c| c.is_implemented())
     }
 }
 

@@ -10,6 +10,7 @@ mod calico;
 mod cilium;
 mod flannel;
 mod underlay;
+mod weave;
 
 use std::net::Ipv4Addr;
 
@@ -30,7 +31,7 @@ pub fn build(w: &mut World) {
         | Cni::CalicoVxlanCrossSubnet => calico::build(w),
         Cni::CiliumVxlan | Cni::CiliumGeneve | Cni::CiliumNative => cilium::build(w),
         Cni::Macvlan | Cni::IpvlanL3 => underlay::build(w),
-        other => unreachable!("scenario::resolve admits only implemented CNIs, got {other}"),
+        Cni::WeaveSleeve | Cni::WeaveFastdp => weave::build(w),
     }
 }
 

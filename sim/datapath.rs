@@ -375,6 +375,7 @@ fn dev_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
         DeviceKind::IpvlanL3 { .. } | DeviceKind::Tun { .. } => {
             unreachable!("L3 devices are entered through dev_output, never with a frame")
         }
+        DeviceKind::Ovs(_) => unreachable!("the OVS datapath is only entered through its ports"),
         DeviceKind::UserPort { proc } => {
             hop(w, cx, &mut pkt, dev, "to user", || format!("captured by {}", w.procs[proc].name));
             cx.actions.push(Action::ToUser { proc, input: crate::userspace::Input::Device, pkt });
@@ -557,6 +558,9 @@ fn udp_tunnel_rcv(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
         }
     }
     hop(w, cx, &mut pkt, dev, "decap", || format!("VNI {vni} from {outer_src}"));
+    if metadata {
+        pkt.meta.tunnel_key = Some((outer_src, vni)); // bpf_skb_get_tunnel_key / OVS tun_key
+    }
     dev_rx(w, cx, dev, pkt);
 }
 
@@ -595,8 +599,55 @@ fn dev_rx(w: &mut World, cx: &mut Ctx, dev: DevId, pkt: Packet) {
         }
     }
     match w.devices[dev].master {
+        Some(m) if matches!(w.devices[m].kind, DeviceKind::Ovs(_)) => ovs_input(w, cx, m, dev, pkt),
         Some(br) => bridge_input(w, cx, br, dev, pkt),
         None => netif_receive(w, cx, dev, pkt),
+    }
+}
+
+/// Weave fastdp's OVS datapath receives a frame on `port`: learn the source, then send to the
+/// local port, to the peer owning the destination (VXLAN with tunnel id src | dst << 12), or
+/// for broadcasts and unknown MACs from the local port to every peer.
+fn ovs_input(w: &mut World, cx: &mut Ctx, dp: DevId, port: DevId, mut pkt: Packet) {
+    cx.charge(w.costs.ovs_flow);
+    let (dst, src) = eth_dst_src(&pkt.frame);
+    let DeviceKind::Ovs(o) = &mut w.devices[dp].kind else { unreachable!("caller matched Ovs") };
+    let from_tunnel = port == o.tunnel;
+    let learned = if from_tunnel { pkt.meta.tunnel_key.map(|(ip, vni)| (ip, vni & 0xfff)) } else { None };
+    if !src.is_multicast() {
+        o.macs.insert(src, learned);
+    }
+    let (local, tunnel, me) = (o.local_port, o.tunnel, o.short_id);
+    let known = if dst.is_multicast() { None } else { o.macs.get(&dst).copied() };
+    let targets: Vec<Option<(Ipv4Addr, u32)>> = match known {
+        Some(t) => vec![t],
+        None if from_tunnel => vec![None],
+        None => o.peers.iter().map(|p| Some(*p)).collect(),
+    };
+    if targets.is_empty() {
+        return cx.drop(pkt, DropReason::NotForThisHost);
+    }
+    hop(w, cx, &mut pkt, dp, "flow", || match known {
+        Some(None) => format!("{dst} is behind the local port"),
+        Some(Some((ip, sid))) => format!("{dst} is behind peer {sid} at {ip}"),
+        None => format!("{dst} unknown or broadcast: {} copies", targets.len()),
+    });
+    stamp_flood(w, &mut pkt, targets.len(), &mut cx.actions);
+    let last = targets.len() - 1;
+    for (i, t) in targets.into_iter().enumerate() {
+        let mut copy = if i == last {
+            std::mem::replace(&mut pkt, Packet { frame: Vec::new(), meta: Default::default() })
+        } else {
+            pkt.flood_copy()
+        };
+        match t {
+            None if from_tunnel || port != local => dev_xmit(w, cx, local, copy),
+            None => cx.drop(copy, DropReason::SamePort),
+            Some((ip, sid)) => {
+                copy.meta.tunnel_key = Some((ip, me | sid << 12));
+                dev_xmit(w, cx, tunnel, copy)
+            }
+        }
     }
 }
 

@@ -191,6 +191,16 @@ fn link_line(w: &World, d: usize, s: &mut String) {
             );
             let _ = writeln!(s, "    ipvlan  mode l3 bridge");
         }
+        DeviceKind::Ovs(o) => {
+            let _ = writeln!(s, "    link/ether {} brd ff:ff:ff:ff:ff:ff", dev.mac);
+            let _ = writeln!(
+                s,
+                "    openvswitch datapath: vports {} (netdev), {} (vxlan); {} MACs learned",
+                w.devices[o.local_port].name,
+                w.devices[o.tunnel].name,
+                o.macs.len()
+            );
+        }
         DeviceKind::Tun { proc } => {
             let _ = writeln!(s, "    link/none");
             let _ = writeln!(

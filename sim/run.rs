@@ -247,14 +247,21 @@ impl Simulation {
         let data_copies =
             outputs.iter().filter(|o| matches!(o, Output::Udp { pkt, .. } if pkt.is_data())).count();
         if data_copies > 1 {
-            self.world.next_flood += 1;
-            let group = self.world.next_flood;
+            // Join the packet's flood group if it already is a flooded copy, else start one.
+            let existing = outputs.iter().find_map(|o| match o {
+                Output::Udp { pkt, .. } if pkt.meta.flood != 0 => Some(pkt.meta.flood),
+                _ => None,
+            });
+            let group = existing.unwrap_or_else(|| {
+                self.world.next_flood += 1;
+                self.world.next_flood
+            });
             for o in &mut outputs {
                 if let Output::Udp { pkt, .. } = o {
                     pkt.meta.flood = group;
                 }
             }
-            self.obs.flooded(group, true, data_copies as u32);
+            self.obs.flooded(group, existing.is_none(), data_copies as u32);
         }
         self.queue.schedule(start + cost, Event::UserDone { proc, outputs });
     }
@@ -445,10 +452,21 @@ impl Simulation {
         };
         for ev in self.queue.pending() {
             match ev {
-                Event::Enqueue { pkt, .. } | Event::Arrive { pkt, .. } | Event::Deliver { pkt, .. } => {
-                    count(pkt)
+                Event::Enqueue { pkt, .. }
+                | Event::Arrive { pkt, .. }
+                | Event::Deliver { pkt, .. }
+                | Event::User { pkt, .. } => count(pkt),
+                Event::UserDone { outputs, .. } => {
+                    for o in outputs {
+                        match o {
+                            Output::Udp { pkt, .. }
+                            | Output::Tun { pkt, .. }
+                            | Output::Inject { pkt, .. } => count(pkt),
+                            Output::Drop { .. } => {}
+                        }
+                    }
                 }
-                _ => {}
+                Event::Send { .. } | Event::Timeout { .. } | Event::ArpTimer { .. } => {}
             }
         }
         for ns in &self.world.netns {
@@ -466,8 +484,18 @@ impl Simulation {
         let dropped = self.obs.dropped_total();
         let in_flight = self.in_flight();
         if sent != delivered + dropped + in_flight {
+            let per_flow: Vec<String> = self
+                .obs
+                .flows
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    format!("flow {i}: sent {} delivered {} dropped {:?}", f.sent, f.delivered, f.drops)
+                })
+                .collect();
             return Err(Error::Invariant(format!(
-                "packet conservation: sent {sent} != delivered {delivered} + dropped {dropped} + in flight {in_flight}"
+                "packet conservation: sent {sent} != delivered {delivered} + dropped {dropped} + in flight {in_flight} ({})",
+                per_flow.join("; ")
             )));
         }
         Ok(())

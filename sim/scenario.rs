@@ -579,15 +579,10 @@ mod tests {
 
     /// Resolves like [`load_str`] but lets unimplemented CNIs through, to check what
     /// resolution does for them.
-    fn resolve_any_cni(text: &str, overrides: &Overrides) -> Result<Cluster, ScenarioError> {
+    fn resolve_text(text: &str, overrides: &Overrides) -> Result<Cluster, ScenarioError> {
         let scenario: Scenario =
             ron::Options::default().from_str(text).map_err(|e| ron_error(&e, text, "t.ron"))?;
-        resolve::resolve_for(
-            scenario,
-            &resolve::Locator { text, path: "t.ron" },
-            overrides,
-            resolve::Cnis::Any,
-        )
+        resolve::resolve(scenario, &resolve::Locator { text, path: "t.ron" }, overrides)
     }
 
     fn ok(r: Result<Cluster, ScenarioError>) -> Cluster {
@@ -707,7 +702,7 @@ mod tests {
 
         // Through resolution, per node: a is 1500, b is 9000.
         let mtus = |cni: &str, extra: &str| -> Vec<u32> {
-            ok(resolve_any_cni(&with_cni(cni, extra, 100), &Overrides::default()))
+            ok(resolve_text(&with_cni(cni, extra, 100), &Overrides::default()))
                 .pods
                 .iter()
                 .map(|p| p.mtu)
@@ -717,7 +712,7 @@ mod tests {
         assert_eq!(mtus("calico-ipip", ""), [1480, 8980]);
         assert_eq!(mtus("weave-sleeve", ""), [1376, 1376]);
         assert_eq!(mtus("flannel-vxlan", "cni_options: (mtu: 1600),"), [1600, 1600]);
-        let c = ok(resolve_any_cni(
+        let c = ok(resolve_text(
             &with_cni("flannel-vxlan", "cni_options: (direct_routing: true),", 100),
             &Overrides::default(),
         ));
@@ -726,7 +721,7 @@ mod tests {
 
     #[test]
     fn payload_checked_against_the_final_pod_mtu() {
-        let e = resolve_any_cni(&with_cni("flannel-vxlan", "", 1440), &Overrides::default()).err();
+        let e = resolve_text(&with_cni("flannel-vxlan", "", 1440), &Overrides::default()).err();
         let msg = e.map(|e| e.to_string()).unwrap_or_default();
         assert!(
             msg.contains(
@@ -738,7 +733,7 @@ mod tests {
         );
         assert!(msg.starts_with("t.ron:3:78: "), "{msg}");
         // The same payload fits host-gw's 1500.
-        ok(resolve_any_cni(&with_cni("flannel-host-gw", "", 1440), &Overrides::default()));
+        ok(resolve_text(&with_cni("flannel-host-gw", "", 1440), &Overrides::default()));
     }
 
     #[test]
@@ -749,27 +744,14 @@ mod tests {
         let c = ok(load_str_with(&with_cni("calico-ipip", "", 1440), "m.ron", &hostgw));
         assert_eq!((c.cni, c.pods[0].mtu), (Cni::FlannelHostGw, 1500));
         // ... and the MTU default and size checks follow the override.
-        let e = resolve_any_cni(&with_cni("flannel-host-gw", "", 1440), &vxlan).err();
+        let e = resolve_text(&with_cni("flannel-host-gw", "", 1440), &vxlan).err();
         let msg = e.map(|e| e.message).unwrap_or_default();
         assert!(
             msg.contains("exceeds the MTU 1450") && msg.contains("flannel-vxlan (--cni flannel-vxlan)"),
             "{msg}"
         );
-        let c = ok(resolve_any_cni(&with_cni("flannel-host-gw", "", 100), &vxlan));
+        let c = ok(resolve_text(&with_cni("flannel-host-gw", "", 100), &vxlan));
         assert_eq!((c.cni, c.pods[0].mtu), (Cni::FlannelVxlan, 1450));
-        // An unimplemented override is an error at the file's `cni`, naming the flag.
-        let e = load_str_with(
-            &with_cni("flannel-host-gw", "", 100),
-            "m.ron",
-            &Overrides { cni: Some(Cni::WeaveFastdp) },
-        );
-        let msg = e.err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(
-            msg.starts_with(
-                "m.ron:1:44: CNI 'weave-fastdp' (--cni weave-fastdp) is not implemented yet; implemented:"
-            ),
-            "{msg}"
-        );
         // direct_routing follows the override too.
         let e = load_str_with(
             &with_cni("flannel-vxlan", "cni_options: (direct_routing: true),", 100),
@@ -783,13 +765,10 @@ mod tests {
     #[test]
     fn pod_mtu_below_ipv4_minimum_is_an_error() {
         let text = with_cni("flannel-vxlan", "", 10).replace("(name: \"a\")", "(name: \"a\", mtu: 100)");
-        let e = resolve_any_cni(&text, &Overrides::default()).err().map(|e| e.message).unwrap_or_default();
+        let e = resolve_text(&text, &Overrides::default()).err().map(|e| e.message).unwrap_or_default();
         assert!(e.contains("node mtu 100 leaves flannel-vxlan pods an MTU of 50, below the IPv4 minimum of 68; raise the node mtu to at least 118"), "{e}");
         // A pod MTU above the node's is allowed: that is the misconfiguration to simulate.
-        ok(resolve_any_cni(
-            &with_cni("flannel-vxlan", "cni_options: (mtu: 9000),", 100),
-            &Overrides::default(),
-        ));
+        ok(resolve_text(&with_cni("flannel-vxlan", "cni_options: (mtu: 9000),", 100), &Overrides::default()));
     }
 
     #[test]

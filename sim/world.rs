@@ -171,6 +171,9 @@ pub enum DeviceKind {
     Macvlan {
         lower: DevId,
     },
+    /// An Open vSwitch kernel datapath (Weave fastdp): a learning switch between its local
+    /// port and its VXLAN vport.
+    Ovs(Box<OvsDatapath>),
     /// A tun device (L3) whose other end is userspace process `proc` (`World::procs`).
     Tun {
         proc: usize,
@@ -184,6 +187,21 @@ pub enum DeviceKind {
     IpvlanL3 {
         lower: DevId,
     },
+}
+
+/// Weave fastdp's OVS datapath, as the weave router programs its flows (router/fastdp.go):
+/// frames for a MAC behind a peer go out of the VXLAN vport with tunnel id
+/// `src short ID | dst short ID << 12`; broadcasts and unknown MACs go to every peer.
+pub struct OvsDatapath {
+    /// The vport towards the `weave` bridge (`vethwe-datapath`).
+    pub local_port: DevId,
+    /// The VXLAN vport (`vxlan-6784`), collect_md.
+    pub tunnel: DevId,
+    pub short_id: u32,
+    /// Every other peer: (node IP, short ID).
+    pub peers: Vec<(Ipv4Addr, u32)>,
+    /// Learned MACs: `None` behind the local port, else the peer.
+    pub macs: HashMap<Mac, Option<(Ipv4Addr, u32)>>,
 }
 
 /// Cilium's programs on tc ingress (pkg/datapath/loader: `cil_from_container` on `lxc*`,

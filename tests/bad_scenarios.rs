@@ -227,16 +227,6 @@ fn unknown_cni() {
 }
 
 #[test]
-fn unimplemented_cni() {
-    check(
-        &edit(&[("\"flannel-host-gw\"", "\"weave-sleeve\"")]),
-        4,
-        10,
-        "CNI 'weave-sleeve' is not implemented yet; implemented: ",
-    );
-}
-
-#[test]
 fn cidr_host_bits() {
     check(
         &edit(&[("\"10.244.0.0/16\"", "\"10.244.1.0/16\"")]),

@@ -72,20 +72,7 @@ impl ChosenCni {
     }
 }
 
-/// Whether resolution rejects CNIs that `world` cannot build yet. Only tests resolve with
-/// `Any`, to check what resolution does for the CNIs to come.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Cnis {
-    Implemented,
-    #[cfg_attr(not(test), allow(dead_code))]
-    Any,
-}
-
 pub(crate) fn resolve(s: Scenario, loc: &Locator, overrides: &Overrides) -> Res<Cluster> {
-    resolve_for(s, loc, overrides, Cnis::Implemented)
-}
-
-pub(crate) fn resolve_for(s: Scenario, loc: &Locator, overrides: &Overrides, cnis: Cnis) -> Res<Cluster> {
     check_name(loc, &s.name, "scenario name", at!["name"])?;
     if s.duration == Duration::ZERO {
         return Err(loc.err(at!["duration"], "duration is zero; give the simulated time to run, e.g. \"1s\""));
@@ -96,7 +83,7 @@ pub(crate) fn resolve_for(s: Scenario, loc: &Locator, overrides: &Overrides, cni
             format!("duration {} is longer than the limit of 1h; shorten it", s.duration),
         ));
     }
-    let chosen = resolve_cni(loc, &s.cni, overrides, cnis)?;
+    let chosen = resolve_cni(loc, &s.cni, overrides)?;
     let cni_options = resolve_cni_options(loc, &s.cni_options, chosen)?;
     let network = resolve_network(loc, &s.network)?;
     let underlay = resolve_underlay(loc, &s.underlay, &network)?;
@@ -140,19 +127,11 @@ fn check_name(loc: &Locator, name: &str, what: &str, at: &[Seg]) -> Res<()> {
 
 /// The file's `cni`, or the `--cni` override that replaces it (the file's value is then not
 /// even parsed).
-fn resolve_cni(loc: &Locator, id: &str, overrides: &Overrides, cnis: Cnis) -> Res<ChosenCni> {
+fn resolve_cni(loc: &Locator, id: &str, overrides: &Overrides) -> Res<ChosenCni> {
     let chosen = match overrides.cni {
         Some(cni) => ChosenCni { cni, from_flag: true },
         None => ChosenCni { cni: id.parse().map_err(|e: String| loc.err(at!["cni"], e))?, from_flag: false },
     };
-    if cnis == Cnis::Implemented && !chosen.cni.is_implemented() {
-        let implemented = Cni::implemented().map(|c| c.id()).collect::<Vec<_>>().join(", ");
-        let flag = if chosen.from_flag { format!(" (--cni {})", chosen.cni) } else { String::new() };
-        return Err(loc.err(
-            at!["cni"],
-            format!("CNI '{}'{flag} is not implemented yet; implemented: {implemented}", chosen.cni),
-        ));
-    }
     Ok(chosen)
 }
 

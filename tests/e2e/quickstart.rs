@@ -33,12 +33,12 @@ fn run_writes_a_complete_report() {
     assert!(t.sent > 0);
     assert_eq!(t.sent, t.delivered + t.dropped + t.in_flight);
     assert_eq!(t.dropped, 0, "{:?}", t.drops_by_reason);
-    // 100 Mbit/s of 1400 B datagrams for 1 s: one every 112 us, 8929 in all (k = 0..8928).
+    // 100 Mbit/s of 1200 B datagrams for 1 s: one every 96 us, 10417 in all (k = 0..10416).
     let same = &s.flows[0];
-    assert_eq!((same.workload.as_str(), same.sent, same.delivered), ("same-node", 8929, 8929));
-    // 1400 B payload in a 1442 B frame (14 Ethernet + 20 IPv4 + 8 UDP).
-    assert_eq!(same.wire_bytes, 8929 * 1442);
-    assert!((same.overhead_ratio - 42.0 / 1400.0).abs() < 1e-12);
+    assert_eq!((same.workload.as_str(), same.sent, same.delivered), ("same-node", 10417, 10417));
+    // 1200 B payload in a 1242 B frame (14 Ethernet + 20 IPv4 + 8 UDP).
+    assert_eq!(same.wire_bytes, 10417 * 1242);
+    assert!((same.overhead_ratio - 42.0 / 1200.0).abs() < 1e-12);
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains("node-1-pod-1") && html.contains("flannel-host-gw"));
 }
@@ -60,8 +60,8 @@ fn same_node_is_faster_than_cross_node_which_pays_the_wire() {
         same.latency.p50_ns,
         cross.latency.p50_ns
     );
-    // Cross-node: two cables of 5 us, each serialising 1442 + 24 B at 10 Gbit/s (1172.8 ns).
-    let wire = 2 * 5_000 + 2 * 1_173;
+    // Cross-node: two cables of 5 us, each serialising 1242 + 24 B at 10 Gbit/s (1012.8 ns).
+    let wire = 2 * 5_000 + 2 * 1_013;
     assert!(cross.latency.min_ns >= wire, "{} < {wire}", cross.latency.min_ns);
 }
 
