@@ -59,7 +59,8 @@ pub fn run(path: &Path, opts: &RunOptions) -> Result<RunOutcome, Error> {
         wall_seconds: secs,
         events_per_second: if secs > 0.0 { sim.queue.processed() as f64 / secs } else { 0.0 },
     };
-    let summary = Summary::from_run(&sim, run);
+    let overhead = trace::overhead_probe(&cluster)?;
+    let summary = Summary::from_run(&sim, overhead, run);
     let mut files =
         report::render(&summary).map_err(|e| Error::Invariant(format!("rendering the report: {e}")))?;
     files.push(OutputFile::new("summary.json", summary.to_json()));

@@ -214,6 +214,7 @@ mod tests {
             pods: 2,
             cpu_utilisation: util.to_vec(),
             cpu_busy_ns: util.map(|u| (u * 1e9) as u64).to_vec(),
+            userspace_busy_ns: 0,
             packets_processed: 1234,
             cpu_ns_per_packet: 812.5,
         }
@@ -277,10 +278,21 @@ mod tests {
                 events: 123_456,
                 packet_hops: 45_678,
                 end_ns: 2_000_000_000,
+                cpu_ns_per_datagram: 4_321.5,
             },
             flows,
             nodes: vec![node("node-1", [0.423, 0.051]), node("node-2", [0.325, 0.0])],
             paths: vec![PathTrace { flow: 0, description: "cross-node via VXLAN".into(), hops }],
+            overhead: [64u32, 512, 1400]
+                .iter()
+                .map(|&p| OverheadPoint {
+                    payload: p,
+                    pod_frame: p as usize + 42,
+                    underlay_frame: p as usize + 92,
+                    overhead_bytes: 50,
+                    overhead_pct: 92.0 / p as f64 * 100.0,
+                })
+                .collect(),
             run: RunInfo { cnisim_version: "0.1.0".into(), wall_seconds: 0.5, events_per_second: 246_912.0 },
         }
     }

@@ -22,6 +22,10 @@ pub struct Summary {
     pub nodes: Vec<NodeSummary>,
     /// Hop-by-hop path of the first packet of each flow.
     pub paths: Vec<PathTrace>,
+    /// Encapsulation overhead measured by sending one datagram of each payload size between
+    /// two pods on different nodes and comparing its frame on the sender pod's `eth0` with
+    /// its frame on the sender node's NIC. Empty when the cluster has one node.
+    pub overhead: Vec<OverheadPoint>,
     /// Wall-clock facts about this run (the only non-deterministic part).
     pub run: RunInfo,
 }
@@ -75,6 +79,9 @@ pub struct Totals {
     pub packet_hops: u64,
     /// Simulated time at which the run ended, ns.
     pub end_ns: u64,
+    /// CPU time of every node (kernel cores and userspace data-plane processes) per datagram
+    /// delivered, ns: the per-packet cost of the CNI's data path.
+    pub cpu_ns_per_datagram: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -138,10 +145,27 @@ pub struct NodeSummary {
     pub cpu_utilisation: Vec<f64>,
     /// Simulated CPU time spent per core, ns.
     pub cpu_busy_ns: Vec<u64>,
+    /// CPU time of userspace data-plane processes on the node (flanneld udp, weave sleeve), ns.
+    pub userspace_busy_ns: u64,
     /// Packets (frames) this node's kernel processed.
     pub packets_processed: u64,
-    /// Mean CPU cost per processed packet, ns.
+    /// Mean CPU cost (kernel and userspace) per processed packet, ns.
     pub cpu_ns_per_packet: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct OverheadPoint {
+    /// UDP payload, bytes.
+    pub payload: u32,
+    /// The datagram's Ethernet frame on the sending pod's `eth0`.
+    pub pod_frame: usize,
+    /// The frame that carried it on the sending node's NIC (0 if it never got there).
+    pub underlay_frame: usize,
+    /// underlay_frame - pod_frame.
+    pub overhead_bytes: i64,
+    /// Bytes on the underlay beyond the payload, as a percentage of the payload:
+    /// (underlay_frame - payload) / payload * 100.
+    pub overhead_pct: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -208,7 +232,7 @@ fn reasons(map: &BTreeMap<crate::observe::DropReason, u64>) -> BTreeMap<String, 
 
 impl Summary {
     /// Summarises a finished (and conservation-checked) run.
-    pub fn from_run(sim: &Simulation, run: RunInfo) -> Summary {
+    pub fn from_run(sim: &Simulation, overhead: Vec<OverheadPoint>, run: RunInfo) -> Summary {
         let c = &sim.world.cluster;
         let u = &c.underlay;
         let scenario = ScenarioInfo {
@@ -276,6 +300,19 @@ impl Summary {
             events: sim.queue.processed(),
             packet_hops: sim.obs.packet_hops,
             end_ns: sim.end.as_nanos(),
+            cpu_ns_per_datagram: {
+                let cpu: u64 = (0..c.nodes.len())
+                    .map(|i| {
+                        sim.world.nodes[i].cores.iter().map(|k| k.busy.as_nanos()).sum::<u64>()
+                            + user_busy(sim, i)
+                    })
+                    .sum();
+                if delivered == 0 {
+                    0.0
+                } else {
+                    cpu as f64 / delivered as f64
+                }
+            },
         };
         let end = sim.end.as_nanos().max(1);
         let nodes = c
@@ -285,7 +322,8 @@ impl Summary {
             .map(|(i, n)| {
                 let node = &sim.world.nodes[i];
                 let busy: Vec<u64> = node.cores.iter().map(|k| k.busy.as_nanos()).collect();
-                let total: u64 = busy.iter().sum();
+                let user = user_busy(sim, i);
+                let total: u64 = busy.iter().sum::<u64>() + user;
                 NodeSummary {
                     name: n.name.clone(),
                     ip: n.ip.to_string(),
@@ -293,6 +331,7 @@ impl Summary {
                     pods: c.pods.iter().filter(|p| p.node == i).count(),
                     cpu_utilisation: busy.iter().map(|&b| b.min(end) as f64 / end as f64).collect(),
                     cpu_busy_ns: busy,
+                    userspace_busy_ns: user,
                     packets_processed: node.packets,
                     cpu_ns_per_packet: if node.packets == 0 {
                         0.0
@@ -312,7 +351,7 @@ impl Summary {
                 Some(PathTrace { flow: i, description: flows[i].describe(), hops })
             })
             .collect();
-        Summary { schema_version: SCHEMA_VERSION, scenario, totals, flows, nodes, paths, run }
+        Summary { schema_version: SCHEMA_VERSION, scenario, totals, flows, nodes, paths, overhead, run }
     }
 
     /// summary.json text: pretty-printed, keys in a fixed order.
@@ -326,6 +365,11 @@ impl FlowSummary {
     pub fn describe(&self) -> String {
         format!("{} ({}) -> {} ({})", self.src_pod, self.src_node, self.dst_pod, self.dst_node)
     }
+}
+
+/// CPU time of the userspace data-plane processes on node `node`.
+fn user_busy(sim: &Simulation, node: usize) -> u64 {
+    sim.world.procs.iter().filter(|p| p.node == node).map(|p| p.busy.as_nanos()).sum()
 }
 
 fn kind_name(k: &WorkloadKind) -> &'static str {

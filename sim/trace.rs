@@ -88,3 +88,61 @@ impl Trace {
         s
     }
 }
+
+/// Payload sizes the overhead probe sends.
+pub const PROBE_PAYLOADS: [u32; 7] = [64, 128, 256, 512, 1024, 1200, 1400];
+
+/// Measures encapsulation overhead from the bytes: for each payload size that fits the client
+/// pod's MTU, one traced datagram between two pods on different nodes (the first cross-node
+/// flow's, else the first such pair); the frame on the client's `eth0` against the frame on
+/// its node's NIC. Empty when no two pods sit on different nodes.
+pub fn overhead_probe(cluster: &Cluster) -> Result<Vec<crate::summary::OverheadPoint>, Error> {
+    let pods = &cluster.pods;
+    let from_flows = cluster
+        .workloads
+        .iter()
+        .flat_map(|w| w.flows.iter().copied())
+        .find(|&(a, b)| pods[a].node != pods[b].node);
+    let any_pair = || {
+        let a = pods.first()?;
+        let b = pods.iter().position(|p| p.node != a.node)?;
+        Some((0, b))
+    };
+    let Some((from, to)) = from_flows.or_else(any_pair) else { return Ok(Vec::new()) };
+    let (client, node) = (&pods[from].name, &cluster.nodes[pods[from].node].name);
+    let mut points = Vec::new();
+    for payload in PROBE_PAYLOADS {
+        if payload + 28 > pods[from].mtu {
+            continue;
+        }
+        let t = trace(cluster, from, to, payload)?;
+        let data = t.hops.iter().filter(|(of, _)| *of == HopOf::Data).map(|(_, h)| h);
+        let mut pod_frame = 0;
+        let mut underlay_frame = 0;
+        for h in data {
+            if pod_frame == 0 && h.place == format!("pod/{client}") && h.action == "xmit" {
+                pod_frame = h.size;
+            }
+            if underlay_frame == 0 && &h.place == node && h.device == "eth0" && h.action == "xmit" {
+                underlay_frame = h.size;
+            }
+        }
+        if pod_frame == 0 {
+            // L3 pod devices (ipvlan) transmit without an xmit step: the datagram as sent.
+            pod_frame = payload as usize + 42;
+        }
+        let overhead_pct = if underlay_frame == 0 {
+            0.0
+        } else {
+            (underlay_frame as f64 - payload as f64) / payload as f64 * 100.0
+        };
+        points.push(crate::summary::OverheadPoint {
+            payload,
+            pod_frame,
+            underlay_frame,
+            overhead_bytes: underlay_frame as i64 - pod_frame as i64,
+            overhead_pct,
+        });
+    }
+    Ok(points)
+}

@@ -50,6 +50,7 @@ fn same_node_is_faster_than_cross_node_which_pays_the_wire() {
     sim.run().unwrap();
     let s = Summary::from_run(
         &sim,
+        Vec::new(),
         cnisim::summary::RunInfo { cnisim_version: String::new(), wall_seconds: 0.0, events_per_second: 0.0 },
     );
     let (same, cross) = (&s.flows[0], &s.flows[1]);
