@@ -157,6 +157,9 @@ pub struct Workload {
     pub start: Instant,
     /// How long the generator runs from `start`.
     pub duration: Duration,
+    /// Sockets use IP_PMTUDISC_DO (EMSGSIZE above the path MTU) instead of the default
+    /// IP_PMTUDISC_WANT (fragment locally).
+    pub dont_fragment: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -82,6 +82,11 @@ pub struct CostProfile {
     /// ~250 ns (OVS datapath papers: Pfaff et al., "The Design and Implementation of Open
     /// vSwitch", NSDI 2015, hundreds of ns per packet on a cache hit).
     pub ovs_flow: Duration,
+    /// Producing one IPv4 fragment (`ip_do_fragment`: header copy, checksum, skb split). ~200 ns.
+    pub ip_fragment: Duration,
+    /// Queueing one fragment for reassembly (`ip_defrag`: hash lookup, rbtree insert, the final
+    /// coalesce amortised). ~300 ns.
+    pub ip_reassemble: Duration,
 }
 
 impl Default for CostProfile {
@@ -108,6 +113,8 @@ impl Default for CostProfile {
             context_switch: Duration::from_nanos(2_000),
             syscall: Duration::from_nanos(500),
             ovs_flow: Duration::from_nanos(250),
+            ip_fragment: Duration::from_nanos(200),
+            ip_reassemble: Duration::from_nanos(300),
         }
     }
 }

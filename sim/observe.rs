@@ -46,6 +46,9 @@ pub enum DropReason {
     NoTunnelEndpoint,
     /// A VXLAN/Geneve packet with a VNI the receiving device does not serve.
     WrongVni,
+    /// A datagram's fragments were not all received within `ipfrag_time` (30 s), or the
+    /// reassembly queue refused them.
+    Reassembly,
 }
 
 impl DropReason {
@@ -69,6 +72,7 @@ impl DropReason {
             DropReason::Malformed => "malformed",
             DropReason::NoTunnelEndpoint => "no_tunnel_endpoint",
             DropReason::WrongVni => "wrong_vni",
+            DropReason::Reassembly => "reassembly_failed",
         }
     }
 }

@@ -388,7 +388,9 @@ impl Simulation {
         let frame = udp_frame(src, dst, sport, dport, payload as usize, ident);
         let tag = DataTag { flow, dir, seq, sent_at: t, payload };
         let traced = self.trace_first && seq == 0;
-        let meta = Meta { data: Some(tag), trace: traced.then(Default::default), ..Default::default() };
+        let pmtudisc_do = self.world.cluster.workloads[self.flows[flow as usize].workload].dont_fragment;
+        let meta =
+            Meta { data: Some(tag), trace: traced.then(Default::default), pmtudisc_do, ..Default::default() };
         let pkt = Packet { frame, meta };
         self.obs.sent(&tag);
         let node = self.world.netns[ns].node;
@@ -440,16 +442,21 @@ impl Simulation {
     pub fn in_flight(&self) -> u64 {
         let mut groups = std::collections::BTreeSet::new();
         let mut n = 0;
-        let mut count = |p: &Packet| {
-            if p.meta.data.is_none() {
+        let mut count_meta = |m: &Meta| {
+            if m.data.is_none() {
                 return;
             }
-            if p.meta.flood == 0 {
+            if m.flood == 0 {
                 n += 1;
-            } else if self.obs.flood_in_flight(p.meta.flood) {
-                groups.insert(p.meta.flood);
+            } else if self.obs.flood_in_flight(m.flood) {
+                groups.insert(m.flood);
             }
         };
+        // Datagrams whose first fragment waits for the rest in a reassembly queue.
+        for ns in &self.world.netns {
+            ns.frag_meta.values().for_each(|(m, _)| count_meta(m));
+        }
+        let mut count = |p: &Packet| count_meta(&p.meta);
         for ev in self.queue.pending() {
             match ev {
                 Event::Enqueue { pkt, .. }

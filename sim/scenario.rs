@@ -262,6 +262,11 @@ pub struct Workload {
     /// How long it runs (default: to the end of the scenario).
     #[serde(default, deserialize_with = "present")]
     pub duration: Option<Duration>,
+    /// The sockets set IP_PMTUDISC_DO: DF always, and a datagram above a learned path MTU
+    /// fails with EMSGSIZE instead of being fragmented (default false: Linux's
+    /// IP_PMTUDISC_WANT, which fragments locally).
+    #[serde(default)]
+    pub dont_fragment: bool,
 }
 
 /// What a workload sends.
@@ -727,7 +732,7 @@ mod tests {
             msg.contains(
                 "payload 1440 B + 28 B of IPv4/UDP headers exceeds the MTU 1450 of client pod 'a-pod-1' (the \
                  default pod MTU of flannel-vxlan on a node with MTU 1500; cni_options.mtu sets another); \
-                 fragmentation not modelled yet; lower payload to ≤ MTU-28 = 1422"
+                 a pod sends datagrams of at most its MTU; lower payload to ≤ MTU-28 = 1422"
             ),
             "{msg}"
         );

@@ -65,6 +65,7 @@ pub fn cluster(nodes: usize, pods: usize, kind: WorkloadKind, pairs: &[(usize, u
             port: 5201,
             start: Instant::ZERO,
             duration: Duration::from_millis(5),
+            dont_fragment: false,
         }],
         costs: CostProfile::default(),
     }

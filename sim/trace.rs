@@ -39,6 +39,7 @@ pub fn trace(cluster: &Cluster, from: PodId, to: PodId, payload: u32) -> Result<
         port: 5201,
         start: Instant::ZERO,
         duration: Duration::from_nanos(1),
+        dont_fragment: false,
     }];
     let mut sim = Simulation::new(&c);
     sim.world.trace_control = true;

@@ -50,6 +50,8 @@ pub struct World {
     pub control_hops: Vec<crate::summary::Hop>,
     /// ARP frames the kernels created.
     pub arp_frames: u64,
+    /// ICMP errors the kernels sent (fragmentation needed).
+    pub icmp_sent: u64,
     /// What failed while building, as the agent or tool would log it (a route the kernel
     /// refused ...). Shown in the report.
     pub warnings: Vec<String>,
@@ -97,6 +99,12 @@ pub struct Netns {
     pub udp_ports: HashSet<u16>,
     /// UDP ports bound by tunnel devices, and the device that decapsulates them.
     pub tunnel_ports: HashMap<u16, DevId>,
+    /// Path MTU exceptions learned from ICMP "fragmentation needed" (destination -> MTU).
+    pub pmtu: HashMap<Ipv4Addr, u32>,
+    /// IPv4 reassembly queue, and the metadata of each datagram's first fragment waiting in it
+    /// (with its arrival time, for the 30 s `ipfrag_time`).
+    pub reasm: crate::wire::ipv4frag::Reassembler,
+    pub frag_meta: HashMap<crate::wire::ipv4frag::FragKey, (crate::net::packet::Meta, Instant)>,
     /// UDP ports whose socket belongs to a userspace process (`World::procs`).
     pub user_ports: HashMap<u16, usize>,
     /// Cilium's BPF maps (host namespaces of Cilium nodes only).
@@ -382,6 +390,9 @@ impl World {
             udp_ports: HashSet::new(),
             tunnel_ports: HashMap::new(),
             user_ports: HashMap::new(),
+            pmtu: HashMap::new(),
+            reasm: crate::wire::ipv4frag::Reassembler::new(crate::wire::ipv4frag::LINUX_HIGH_THRESH),
+            frag_meta: HashMap::new(),
             cilium: None,
             next_ident: 1,
         });
@@ -547,6 +558,7 @@ pub fn build(cluster: &Cluster) -> World {
         trace_control: false,
         control_hops: Vec::new(),
         arp_frames: 0,
+        icmp_sent: 0,
         warnings: Vec::new(),
         procs: Vec::new(),
         rngs: RngFactory::new(cluster.seed),

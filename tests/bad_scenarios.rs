@@ -417,7 +417,7 @@ fn payload_exceeds_mtu() {
         &edit(&[("payload: 1400", "payload: 1473")]),
         18,
         62,
-        "fragmentation not modelled yet; lower payload to ≤ MTU-28 = 1472",
+        "a pod sends datagrams of at most its MTU; lower payload to ≤ MTU-28 = 1472",
     );
 }
 
@@ -712,6 +712,6 @@ fn payload_exceeds_cni_options_mtu() {
         18,
         62,
         "payload 1400 B + 28 B of IPv4/UDP headers exceeds the MTU 1400 of client pod 'node-1-pod-1' (set by \
-         cni_options.mtu); fragmentation not modelled yet; lower payload to ≤ MTU-28 = 1372",
+         cni_options.mtu); a pod sends datagrams of at most its MTU; lower payload to ≤ MTU-28 = 1372",
     );
 }

@@ -50,6 +50,9 @@ pub struct Meta {
     /// Tunnel metadata set by an eBPF program for a `collect_md` tunnel device (the
     /// `bpf_skb_set_tunnel_key` call): remote endpoint and VNI.
     pub tunnel_key: Option<(Ipv4Addr, u32)>,
+    /// The sending socket uses IP_PMTUDISC_DO (never fragment locally: EMSGSIZE instead);
+    /// otherwise IP_PMTUDISC_WANT, Linux's default for UDP.
+    pub pmtudisc_do: bool,
 }
 
 #[derive(Clone, Debug)]

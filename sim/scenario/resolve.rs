@@ -770,6 +770,7 @@ fn resolve_workloads(
             port: w.port,
             start: Instant::from_nanos(w.start.as_nanos()),
             duration,
+            dont_fragment: w.dont_fragment,
         });
     }
     Ok(out)
@@ -839,7 +840,7 @@ fn check_sizes(
                 &[Seg::Key("workloads"), Seg::Idx(i), Seg::Key("kind"), Seg::Key(field)],
                 format!(
                     "{field} {bytes} B + 28 B of IPv4/UDP headers exceeds the MTU {mtu} of {side} pod '{}' \
-                     ({origin}); fragmentation not modelled yet; lower {field} to ≤ MTU-28 = {}",
+                     ({origin}); a pod sends datagrams of at most its MTU; lower {field} to ≤ MTU-28 = {}",
                     pods[pod].name,
                     mtu.saturating_sub(UDP_IP_HEADERS)
                 ),

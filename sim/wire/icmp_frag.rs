@@ -34,7 +34,19 @@ const QUOTED_PAYLOAD: usize = 8;
 /// and the first 8 bytes of its payload, or less if the packet is shorter, verbatim.
 pub fn frag_needed(orig_ip_packet: &[u8], next_hop_mtu: u16) -> Vec<u8> {
     let ihl = orig_ip_packet.first().map_or(0, |b| (b & 0x0f) as usize * 4);
-    let quote_len = (ihl + QUOTED_PAYLOAD).min(orig_ip_packet.len());
+    frag_needed_quoting(orig_ip_packet, next_hop_mtu, (ihl + QUOTED_PAYLOAD).min(orig_ip_packet.len()))
+}
+
+/// Most of the original datagram Linux quotes: "as much as we can without exceeding 576
+/// bytes" (net/ipv4/icmp.c `__icmp_send`): 576 - 20 (IPv4) - 8 (ICMP).
+pub const LINUX_MAX_QUOTE: usize = 548;
+
+/// The message as Linux sends it: quoting up to [`LINUX_MAX_QUOTE`] bytes of the original.
+pub fn frag_needed_linux(orig_ip_packet: &[u8], next_hop_mtu: u16) -> Vec<u8> {
+    frag_needed_quoting(orig_ip_packet, next_hop_mtu, orig_ip_packet.len().min(LINUX_MAX_QUOTE))
+}
+
+fn frag_needed_quoting(orig_ip_packet: &[u8], next_hop_mtu: u16, quote_len: usize) -> Vec<u8> {
     let mut bytes = vec![0u8; HEADER_LEN + quote_len];
     bytes[MTU].copy_from_slice(&next_hop_mtu.to_be_bytes());
     let mut icmp = Icmpv4Packet::new_unchecked(&mut bytes[..]);
