@@ -5,7 +5,8 @@
 //! to the same bytes. Only the HTML footer shows [`Summary::run`] (wall-clock facts).
 //!
 //! Files, in order: `report.html`, then for each chart its PNG and CSV (`latency_cdf`,
-//! `latency_percentiles`, `cpu`, `drops`), then `flows.csv`.
+//! `latency_percentiles`, `cpu`, `drops`, `overhead`), then `flows.csv`. The set never depends
+//! on the data: a chart with nothing to show says why, and its CSV is a header line.
 //!
 //! **Architecture Invariant:** this module reads only the [`Summary`]; it knows nothing about
 //! the engine, devices or CNI plugins.
@@ -36,9 +37,20 @@ pub enum RenderError {
 /// A chart as PNG bytes plus the CSV of exactly the data it shows.
 struct Chart {
     stem: &'static str,
-    title: &'static str,
+    title: String,
+    /// Where report.html shows it.
+    section: Section,
     png: Vec<u8>,
     csv: String,
+}
+
+/// The part of report.html a chart is embedded in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Section {
+    /// The "Charts" section, after the flows table.
+    Charts,
+    /// The "Encapsulation overhead" section, with the table of the same data.
+    Overhead,
 }
 
 /// Renders every report file for `summary`, in a fixed order.
@@ -46,27 +58,38 @@ pub fn render(summary: &Summary) -> Result<Vec<OutputFile>, RenderError> {
     let charts = [
         Chart {
             stem: "latency_cdf",
-            title: "One-way latency CDF per flow",
+            section: Section::Charts,
+            title: "One-way latency CDF per flow".into(),
             png: charts::latency_cdf(summary)?,
             csv: csv::latency_cdf(summary),
         },
         Chart {
             stem: "latency_percentiles",
-            title: "One-way latency p50 / p99 / max per flow",
+            section: Section::Charts,
+            title: "One-way latency p50 / p99 / max per flow".into(),
             png: charts::latency_percentiles(summary)?,
             csv: csv::latency_percentiles(summary),
         },
         Chart {
             stem: "cpu",
-            title: "CPU utilisation per core, per node",
+            section: Section::Charts,
+            title: "CPU utilisation per core, per node".into(),
             png: charts::cpu(summary)?,
             csv: csv::cpu(summary),
         },
         Chart {
             stem: "drops",
-            title: "Drops by reason",
+            section: Section::Charts,
+            title: "Drops by reason".into(),
             png: charts::drops(summary)?,
             csv: csv::drops(summary),
+        },
+        Chart {
+            stem: "overhead",
+            section: Section::Overhead,
+            title: overhead_title(summary),
+            png: charts::overhead(summary)?,
+            csv: csv::overhead(summary),
         },
     ];
     let mut files =
@@ -82,6 +105,11 @@ pub fn render(summary: &Summary) -> Result<Vec<OutputFile>, RenderError> {
 /// Short name of a flow for legends: "3 web client-0->server-1".
 fn flow_label(flow: &FlowSummary) -> String {
     format!("{} {} {}->{}", flow.id, flow.workload, flow.src_pod, flow.dst_pod)
+}
+
+/// Title of the overhead chart and figure, naming the CNI.
+fn overhead_title(summary: &Summary) -> String {
+    format!("Overhead on the underlay vs payload size: {}", summary.scenario.cni)
 }
 
 /// Data and ARP drops as (scope, reason, count) rows, data first, reasons sorted.
@@ -319,6 +347,8 @@ mod tests {
             "cpu.csv",
             "drops.png",
             "drops.csv",
+            "overhead.png",
+            "overhead.csv",
             "flows.csv",
         ];
         assert_eq!(names, expected);
@@ -337,7 +367,7 @@ mod tests {
         assert!(html.contains("FDB entry -&gt; 192.168.0.2 &quot;vxlan&quot;"));
         assert!(html.contains("0 bulk client-0-&gt;server-0"));
         assert!(html.contains("rr, ping"));
-        assert_eq!(html.matches("src=\"data:image/png;base64,iVBORw0KGgo").count(), 4);
+        assert_eq!(html.matches("src=\"data:image/png;base64,iVBORw0KGgo").count(), 5);
         assert!(html.contains("sent 309 = delivered 300 + dropped 3 + in flight at the end 6"));
         assert!(html.contains("queue_full"));
     }
@@ -345,7 +375,7 @@ mod tests {
     #[test]
     fn pngs_decode_to_chart_size() {
         let files = render(&sample()).unwrap();
-        for name in ["latency_cdf.png", "latency_percentiles.png", "cpu.png", "drops.png"] {
+        for name in ["latency_cdf.png", "latency_percentiles.png", "cpu.png", "drops.png", "overhead.png"] {
             let bytes = file(&files, name);
             assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "{name} signature");
             let info = png::Decoder::new(bytes).read_info().unwrap().info().clone();
@@ -361,6 +391,13 @@ mod tests {
         assert_eq!(csv_rows(&files, "cpu.csv"), 4);
         assert_eq!(csv_rows(&files, "drops.csv"), 1);
         assert_eq!(csv_rows(&files, "flows.csv"), 3);
+        assert_eq!(csv_rows(&files, "overhead.csv"), 3);
+        let overhead = std::str::from_utf8(file(&files, "overhead.csv")).unwrap();
+        assert_eq!(
+            overhead.lines().next(),
+            Some("payload,pod_frame,underlay_frame,overhead_bytes,overhead_pct")
+        );
+        assert!(overhead.contains("\n64,106,156,50,143.75\n"));
         let flows = std::str::from_utf8(file(&files, "flows.csv")).unwrap();
         assert!(flows.contains(",\"rr, ping\",udp_rr,"));
         assert!(flows.contains(",queue_full=3,"));
@@ -386,16 +423,106 @@ mod tests {
         summary.nodes.clear();
         summary.paths.clear();
         summary.totals.drops_by_reason.clear();
+        summary.overhead.clear();
         let files = render(&summary).unwrap();
-        assert_eq!(files.len(), 10);
+        assert_eq!(files.len(), 12);
+        assert_eq!(csv_rows(&files, "overhead.csv"), 0);
         assert_eq!(csv_rows(&files, "flows.csv"), 0);
         let html = std::str::from_utf8(file(&files, "report.html")).unwrap();
         assert!(html.contains("No packet was traced"));
     }
 
     #[test]
+    fn overhead_section_states_the_measured_bytes() {
+        let files = render(&sample()).unwrap();
+        let html = std::str::from_utf8(file(&files, "report.html")).unwrap();
+        let section = &html[html.find("id=\"overhead\"").unwrap()..html.find("id=\"charts\"").unwrap()];
+        assert!(section
+            .contains("flannel (vxlan) adds 50 B per packet on the underlay (outer Ethernet, IPv4, UDP"));
+        assert!(section.contains("On the node NIC, a 64 B payload travels in a 156 B frame, 92 B (143.8 % of the payload) beyond it; \
+             a 1400 B payload travels in a 1492 B frame, 92 B (6.6 % of the payload) beyond it."));
+        assert!(section
+            .contains("<td class=\"num\">1,492</td><td class=\"num\">50</td><td class=\"num\">6.6 %</td>"));
+        assert!(section.contains("src=\"data:image/png;base64,"));
+        assert!(html.find("id=\"flows\"").unwrap() < html.find("id=\"overhead\"").unwrap());
+    }
+
+    #[test]
+    fn overhead_sentence_lists_differing_bytes_and_unreached_sizes() {
+        let mut summary = sample();
+        summary.overhead[2].underlay_frame += 20;
+        summary.overhead[2].overhead_bytes += 20;
+        let mut lost = summary.overhead[0].clone();
+        lost.payload = 2000;
+        lost.underlay_frame = 0;
+        lost.overhead_bytes = -(lost.pod_frame as i64);
+        summary.overhead.push(lost);
+        let files = render(&summary).unwrap();
+        let html = std::str::from_utf8(file(&files, "report.html")).unwrap();
+        assert!(html.contains("50 B at 64–512 B payloads, 70 B at 1400 B payload."));
+        assert!(html.contains("The datagram with 2000 B payload never reached the node NIC."));
+        assert_eq!(csv_rows(&files, "overhead.csv"), 4);
+    }
+
+    #[test]
+    fn no_encapsulation_says_so() {
+        let mut summary = sample();
+        for p in &mut summary.overhead {
+            p.underlay_frame = p.pod_frame;
+            p.overhead_bytes = 0;
+        }
+        let files = render(&summary).unwrap();
+        let html = std::str::from_utf8(file(&files, "report.html")).unwrap();
+        assert!(html.contains("adds no bytes per packet on the underlay"));
+    }
+
+    #[test]
+    fn empty_overhead_still_renders_its_files() {
+        let mut summary = sample();
+        summary.overhead.clear();
+        let files = render(&summary).unwrap();
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, render(&sample()).unwrap().iter().map(|f| f.name.as_str()).collect::<Vec<_>>());
+        let png = file(&files, "overhead.png");
+        let info = png::Decoder::new(png).read_info().unwrap().info().clone();
+        assert_eq!((info.width, info.height), charts::SIZE);
+        assert_eq!(
+            std::str::from_utf8(file(&files, "overhead.csv")).unwrap(),
+            "payload,pod_frame,underlay_frame,overhead_bytes,overhead_pct\n"
+        );
+        let html = std::str::from_utf8(file(&files, "report.html")).unwrap();
+        assert!(html.contains("Encapsulation overhead"));
+        assert!(html.contains("Not measured: no two pods sit on different nodes"));
+        assert_eq!(render(&summary).unwrap(), files);
+    }
+
+    #[test]
+    fn cpu_section_shows_per_datagram_and_userspace() {
+        let files = render(&sample()).unwrap();
+        let html = std::str::from_utf8(file(&files, "report.html")).unwrap();
+        assert!(html
+            .contains("CPU per delivered datagram, all nodes, kernel + userspace: <strong>4.32 µs</strong>"));
+        assert!(!html.contains("moves packets through a userspace process"));
+        assert_eq!(html.matches("<td class=\"num\">–</td></tr>").count(), 2);
+
+        let mut summary = sample();
+        summary.nodes[1].userspace_busy_ns = 12_345_678;
+        let files = render(&summary).unwrap();
+        let html = std::str::from_utf8(file(&files, "report.html")).unwrap();
+        assert!(html.contains("<td class=\"num\">12.3 ms</td></tr>"));
+        assert!(html.contains(
+            "flannel (vxlan) moves packets through a userspace process: each packet costs it a wake-up, \
+             two system calls and two copies"
+        ));
+    }
+
+    #[test]
     fn rendering_is_deterministic() {
         assert_eq!(render(&sample()).unwrap(), render(&sample()).unwrap());
+        let mut summary = sample();
+        summary.overhead.clear();
+        summary.nodes[0].userspace_busy_ns = 5_000;
+        assert_eq!(render(&summary).unwrap(), render(&summary).unwrap());
     }
 
     #[test]

@@ -273,7 +273,7 @@ impl Simulation {
                 Output::Udp { dst, port, payload, df, pkt } => {
                     let hash = flow_hash(&pkt.frame);
                     self.chain(node, t, hash, |w, cx| {
-                        datapath::user_send_udp(w, cx, ns, dst, port, &payload, pkt, df)
+                        datapath::user_send_udp(w, cx, ns, (dst, port), &payload, pkt, df)
                     });
                 }
                 Output::Tun { dev, pkt } => {

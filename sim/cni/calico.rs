@@ -13,7 +13,7 @@ use crate::net::neigh::NeighState;
 use crate::net::route::{Proto, Route};
 use crate::world::{DeviceKind, TunnelProto, UdpTunnel, World};
 
-use super::{eth0, install, pod_netns, same_subnet};
+use super::{eth0, fnv64, install, pod_netns, same_subnet};
 
 /// Calico's IPv4 IPAM block size (IPPool `blockSize` default 26).
 const BLOCK_PREFIX: u8 = 26;
@@ -215,10 +215,6 @@ fn fabric_routes(w: &mut World, blocks: &[Vec<Ipv4Net>]) {
 fn vtep_mac(node: &str) -> Mac {
     let sha = sha1_smol::Sha1::from(node.as_bytes()).digest().bytes();
     Mac([0x66, sha[0], sha[1], sha[2], sha[3], sha[4]])
-}
-
-fn fnv64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100_0000_01b3))
 }
 
 #[cfg(test)]

@@ -97,8 +97,7 @@ pub(super) fn build(w: &mut World) {
     for (p, pod) in c.pods.iter().enumerate() {
         let host = w.nodes[pod.node].ns;
         let ns = pod_netns(w, p);
-        let name =
-            format!("lxc{:012x}", super::fnv32(pod.name.as_bytes()) as u64 * 0x1_0000 & 0xffff_ffff_ffff);
+        let name = format!("lxc{:012x}", super::fnv64(pod.name.as_bytes()) & 0xffff_ffff_ffff);
         let (eth0, lxc) = w.add_veth(
             ns,
             "eth0".into(),

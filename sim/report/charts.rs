@@ -160,6 +160,61 @@ pub(super) fn drops(summary: &Summary) -> Result<Vec<u8>, RenderError> {
     render_png("drops", |root| bars.draw(root))
 }
 
+/// `overhead.png`: bytes on the node NIC beyond the UDP payload, as % of the payload, against
+/// the payload size: one line with a point (and its value) per probed size.
+pub(super) fn overhead(summary: &Summary) -> Result<Vec<u8>, RenderError> {
+    let title = super::overhead_title(summary);
+    let points: Vec<(f64, f64)> = summary
+        .overhead
+        .iter()
+        .filter(|p| p.underlay_frame > 0)
+        .map(|p| (f64::from(p.payload), p.overhead_pct))
+        .collect();
+    render_png("overhead", |root| {
+        if summary.overhead.is_empty() {
+            return message(
+                root,
+                &title,
+                "no cross-node pair: every pod is on one node, nothing is encapsulated",
+            );
+        }
+        if points.is_empty() {
+            return message(root, &title, "the probe datagram never reached the sending node's NIC");
+        }
+        let (lo, hi) = padded_range(points.iter().map(|(x, _)| *x));
+        let y_max = points.iter().fold(0f64, |a, (_, y)| a.max(*y));
+        let y_top = if y_max > 0.0 { y_max * 1.15 } else { 1.0 };
+        let mut chart = ChartBuilder::on(root)
+            .caption(&title, (FONT, 22))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(65)
+            .build_cartesian_2d(lo..hi, 0f64..y_top)?;
+        chart
+            .configure_mesh()
+            .light_line_style(BLACK.mix(0.03))
+            .bold_line_style(BLACK.mix(0.12))
+            .x_desc("UDP payload (B)")
+            .y_desc("bytes on the node NIC beyond the payload (% of payload)")
+            .x_label_formatter(&|v| tick(*v))
+            .y_label_formatter(&|v| tick(*v))
+            .axis_desc_style((FONT, 15))
+            .label_style((FONT, 13))
+            .draw()?;
+        let color = PALETTE[0];
+        chart.draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))?;
+        let annotate = points.len() <= ANNOTATE_MAX;
+        let style = TextStyle::from((FONT, 12).into_font()).pos(Pos::new(HPos::Left, VPos::Bottom));
+        chart.draw_series(points.iter().map(|&(x, y)| {
+            let text = if annotate { format!("{}%", super::sig3(y)) } else { String::new() };
+            EmptyElement::at((x, y))
+                + Circle::new((0, 0), 4, color.filled())
+                + Text::new(text, (6, -4), style.clone())
+        }))?;
+        Ok(())
+    })
+}
+
 /// A grouped bar chart: one group per x label, one coloured bar per series within a group.
 struct Bars {
     title: &'static str,

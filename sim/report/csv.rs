@@ -48,6 +48,21 @@ pub(super) fn drops(summary: &Summary) -> String {
     out
 }
 
+/// `payload,pod_frame,underlay_frame,overhead_bytes,overhead_pct`: one row per probed payload
+/// size, in bytes (`underlay_frame` 0: the datagram never reached the node NIC). Only the
+/// header when the cluster has no cross-node pod pair.
+pub(super) fn overhead(summary: &Summary) -> String {
+    let mut out = header(&["payload", "pod_frame", "underlay_frame", "overhead_bytes", "overhead_pct"]);
+    for p in &summary.overhead {
+        let sizes = [p.payload.to_string(), p.pod_frame.to_string(), p.underlay_frame.to_string()];
+        row(
+            &mut out,
+            &[sizes.as_slice(), &[p.overhead_bytes.to_string(), p.overhead_pct.to_string()]].concat(),
+        );
+    }
+    out
+}
+
 /// One row per flow with every scalar field of `FlowSummary`; `rtt_*` are empty without RTT.
 pub(super) fn flows(summary: &Summary) -> String {
     let mut names: Vec<String> = [

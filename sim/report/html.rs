@@ -5,8 +5,8 @@
 
 use std::fmt::Write;
 
-use super::{base64, drop_rows, fmt_bps, fmt_count, fmt_ns, Chart};
-use crate::summary::{FlowSummary, Hop, LatencyStats, NodeSummary, PathTrace, Summary};
+use super::{base64, drop_rows, fmt_bps, fmt_count, fmt_ns, Chart, Section};
+use crate::summary::{FlowSummary, Hop, LatencyStats, OverheadPoint, PathTrace, Summary};
 
 const CSS: &str = r#"
 :root { color-scheme: light; }
@@ -45,9 +45,10 @@ pub(super) fn page(summary: &Summary, charts: &[Chart]) -> String {
     let _ = write!(out, "<title>{}</title>\n<style>{CSS}</style>\n</head>\n<body>\n", esc(&title));
     scenario(&mut out, summary);
     flows(&mut out, summary);
-    figures(&mut out, charts);
+    overhead(&mut out, summary, charts.iter().filter(|c| c.section == Section::Overhead));
+    figures(&mut out, charts.iter().filter(|c| c.section == Section::Charts));
     drops(&mut out, summary);
-    nodes(&mut out, &summary.nodes);
+    nodes(&mut out, summary);
     paths(&mut out, summary);
     footer(&mut out, summary);
     out.push_str("</body>\n</html>\n");
@@ -60,7 +61,8 @@ fn scenario(out: &mut String, s: &Summary) {
     let _ = writeln!(out, "<header>\n<h1>cnisim report: {}</h1>", esc(&sc.name));
     let _ = writeln!(out, "<p class=\"lead\">{}</p>\n</header>", esc(&sc.description));
     out.push_str(
-        "<nav><a href=\"#flows\">Flows</a><a href=\"#charts\">Charts</a><a href=\"#drops\">Drops</a>\
+        "<nav><a href=\"#flows\">Flows</a><a href=\"#overhead\">Encapsulation overhead</a>\
+         <a href=\"#charts\">Charts</a><a href=\"#drops\">Drops</a>\
          <a href=\"#cpu\">CPU</a><a href=\"#paths\">Packet paths</a></nav>\n",
     );
     out.push_str("<h2 id=\"simulated\">What was simulated</h2>\n<table class=\"kv\"><tbody>\n");
@@ -173,19 +175,133 @@ fn flow_row(f: &FlowSummary) -> Vec<String> {
     ]
 }
 
-fn figures(out: &mut String, charts: &[Chart]) {
+fn figures<'a>(out: &mut String, charts: impl Iterator<Item = &'a Chart>) {
     out.push_str("<h2 id=\"charts\">Charts</h2>\n");
-    let (w, h) = super::charts::SIZE;
     for c in charts {
-        let _ = writeln!(
-            out,
-            "<figure><img width=\"{w}\" height=\"{h}\" alt=\"{title}\" src=\"data:image/png;base64,{}\">\
-             <figcaption>{title}. Data: <a href=\"{stem}.csv\">{stem}.csv</a>, image: \
-             <a href=\"{stem}.png\">{stem}.png</a>.</figcaption></figure>",
-            base64(&c.png),
-            title = esc(c.title),
-            stem = c.stem,
+        figure(out, c);
+    }
+}
+
+fn figure(out: &mut String, c: &Chart) {
+    let (w, h) = super::charts::SIZE;
+    let _ = writeln!(
+        out,
+        "<figure><img width=\"{w}\" height=\"{h}\" alt=\"{title}\" src=\"data:image/png;base64,{}\">\
+         <figcaption>{title}. Data: <a href=\"{stem}.csv\">{stem}.csv</a>, image: \
+         <a href=\"{stem}.png\">{stem}.png</a>.</figcaption></figure>",
+        base64(&c.png),
+        title = esc(&c.title),
+        stem = c.stem,
+    );
+}
+
+fn overhead<'a>(out: &mut String, s: &Summary, charts: impl Iterator<Item = &'a Chart>) {
+    out.push_str("<h2 id=\"overhead\">Encapsulation overhead</h2>\n");
+    if s.overhead.is_empty() {
+        out.push_str(
+            "<p class=\"muted\">Not measured: no two pods sit on different nodes, so no packet crosses \
+             the underlay between pods and nothing is encapsulated.</p>\n",
         );
+        return;
+    }
+    let _ = writeln!(out, "<p>{}</p>", esc(&overhead_sentence(&s.scenario.cni, &s.overhead)));
+    out.push_str(
+        "<p>Measured with one datagram per payload size from a pod to a pod on another node: its frame \
+         on the sending pod's <code>eth0</code> against the frame that carried it on the sending node's \
+         NIC. The percentage counts every byte on the NIC beyond the UDP payload (inner and outer \
+         headers).</p>\n",
+    );
+    let cols = [
+        ("Payload (B)", true),
+        ("Frame on pod eth0 (B)", true),
+        ("Frame on node NIC (B)", true),
+        ("Overhead (B)", true),
+        ("Overhead (% of payload)", true),
+    ];
+    let rows = s.overhead.iter().map(|p| {
+        let reached = p.underlay_frame > 0;
+        let on_nic = |text: String| if reached { text } else { "–".to_string() };
+        vec![
+            fmt_count(u64::from(p.payload)),
+            fmt_count(p.pod_frame as u64),
+            on_nic(fmt_count(p.underlay_frame as u64)),
+            on_nic(p.overhead_bytes.to_string()),
+            on_nic(format!("{:.1} %", p.overhead_pct)),
+        ]
+    });
+    table(out, &cols, rows);
+    for c in charts {
+        figure(out, c);
+    }
+}
+
+/// What the CNI adds per packet, in words derived from the measured bytes only.
+fn overhead_sentence(cni: &str, points: &[OverheadPoint]) -> String {
+    let reached: Vec<&OverheadPoint> = points.iter().filter(|p| p.underlay_frame > 0).collect();
+    let (Some(first), Some(last)) = (reached.first(), reached.last()) else {
+        return format!(
+            "With {cni}, the probe datagram never reached the sending node's NIC, so the overhead \
+             could not be measured."
+        );
+    };
+    let mut text = if reached.iter().all(|p| p.overhead_bytes == first.overhead_bytes) {
+        match (first.overhead_bytes, headers(first.overhead_bytes)) {
+            (0, _) => format!(
+                "{cni} adds no bytes per packet on the underlay: the frame on the node NIC is the frame \
+                 the pod sent (no encapsulation)."
+            ),
+            (n, Some(what)) => format!("{cni} adds {n} B per packet on the underlay ({what})."),
+            (n, None) => format!("{cni} adds {n} B per packet on the underlay."),
+        }
+    } else {
+        let mut groups: Vec<(i64, Vec<u32>)> = Vec::new();
+        for p in &reached {
+            match groups.last_mut() {
+                Some((n, payloads)) if *n == p.overhead_bytes => payloads.push(p.payload),
+                _ => groups.push((p.overhead_bytes, vec![p.payload])),
+            }
+        }
+        let parts: Vec<String> = groups
+            .iter()
+            .map(|(n, payloads)| match payloads.as_slice() {
+                [one] => format!("{n} B at {one} B payload"),
+                [lo, .., hi] => format!("{n} B at {lo}–{hi} B payloads"),
+                [] => unreachable!("a group holds at least one payload"),
+            })
+            .collect();
+        format!(
+            "{cni} adds a different number of bytes per packet on the underlay by payload size: {}.",
+            parts.join(", ")
+        )
+    };
+    let share = |p: &OverheadPoint| {
+        let beyond = (p.underlay_frame as u64).saturating_sub(u64::from(p.payload));
+        format!(
+            "a {} B payload travels in a {} B frame, {} B ({:.1} % of the payload) beyond it",
+            p.payload, p.underlay_frame, beyond, p.overhead_pct
+        )
+    };
+    if reached.len() > 1 {
+        let _ = write!(text, " On the node NIC, {}; {}.", share(first), share(last));
+    } else {
+        let _ = write!(text, " On the node NIC, {}.", share(first));
+    }
+    let lost: Vec<String> =
+        points.iter().filter(|p| p.underlay_frame == 0).map(|p| p.payload.to_string()).collect();
+    if !lost.is_empty() {
+        let _ = write!(text, " The datagram with {} B payload never reached the node NIC.", lost.join(", "));
+    }
+    text
+}
+
+/// The headers that make up `bytes` of per-packet encapsulation, for the sizes real CNIs add.
+fn headers(bytes: i64) -> Option<&'static str> {
+    match bytes {
+        20 => Some("an outer IPv4 header: IP-in-IP"),
+        28 => Some("outer IPv4 and UDP headers around the pod's IP packet"),
+        50 => Some("outer Ethernet, IPv4, UDP and VXLAN or Geneve headers: 14 + 20 + 8 + 8 B"),
+        62 => Some("outer Ethernet, IPv4 and UDP headers and a Weave sleeve header: 14 + 20 + 8 + 20 B"),
+        _ => None,
     }
 }
 
@@ -227,9 +343,32 @@ fn drops(out: &mut String, s: &Summary) {
     }
 }
 
-fn nodes(out: &mut String, nodes: &[NodeSummary]) {
+fn nodes(out: &mut String, s: &Summary) {
+    let nodes = &s.nodes;
     out.push_str("<h2 id=\"cpu\">CPU per node</h2>\n");
-    out.push_str("<p>Busy share of each simulated core over the run, and the kernel work per packet.</p>\n");
+    let per_datagram = if s.totals.delivered > 0 {
+        fmt_ns(s.totals.cpu_ns_per_datagram.round() as u64)
+    } else {
+        "– (no datagram was delivered)".to_string()
+    };
+    let _ = writeln!(
+        out,
+        "<p>CPU per delivered datagram, all nodes, kernel + userspace: <strong>{}</strong>.</p>",
+        esc(&per_datagram)
+    );
+    out.push_str(
+        "<p>Busy share of each simulated kernel core over the run, the CPU time of userspace data-plane \
+         processes, and the CPU (kernel and userspace) per packet the node processed.</p>\n",
+    );
+    if nodes.iter().any(|n| n.userspace_busy_ns > 0) {
+        let _ = writeln!(
+            out,
+            "<p>{} moves packets through a userspace process: each packet costs it a wake-up, two system \
+             calls and two copies between kernel and userspace, and the process works through its packets \
+             one at a time from a single queue.</p>",
+            esc(&s.scenario.cni)
+        );
+    }
     let cols = [
         ("Node", false),
         ("IP", false),
@@ -238,7 +377,8 @@ fn nodes(out: &mut String, nodes: &[NodeSummary]) {
         ("Packets processed", true),
         ("CPU per packet", true),
         ("Busy per core", false),
-        ("Total busy", true),
+        ("Kernel busy", true),
+        ("Userspace", true),
     ];
     let rows = nodes.iter().map(|n| {
         let cores: Vec<String> = n.cpu_utilisation.iter().map(|u| format!("{:.1} %", u * 100.0)).collect();
@@ -251,6 +391,7 @@ fn nodes(out: &mut String, nodes: &[NodeSummary]) {
             fmt_ns(n.cpu_ns_per_packet.round() as u64),
             cores.join(" · "),
             fmt_ns(n.cpu_busy_ns.iter().sum()),
+            if n.userspace_busy_ns > 0 { fmt_ns(n.userspace_busy_ns) } else { "–".to_string() },
         ]
     });
     table(out, &cols, rows);
