@@ -148,6 +148,7 @@ fn ipip_crosssubnet_encapsulates_only_across_racks() {
     let nic = |t: &cnisim::trace::Trace| {
         t.hops
             .iter()
+            .filter(|(of, _)| *of == cnisim::trace::HopOf::Data)
             .find(|(_, h)| h.place == "node-1" && h.device == "eth0" && h.action == "xmit")
             .map(|(_, h)| h.size)
     };
