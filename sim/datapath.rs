@@ -1177,3 +1177,31 @@ pub fn switch_input(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipip_outer_header_bytes() {
+        // Inner: 10.244.0.2 -> 10.244.1.2, UDP, 4 B payload, TTL 64, DF, ident 1.
+        let inner =
+            crate::net::packet::udp_frame([10, 244, 0, 2].into(), [10, 244, 1, 2].into(), 40000, 5201, 4, 1);
+        let outer = encap_ipv4(
+            &inner[ETH_HEADER..],
+            [192, 168, 0, 1].into(),
+            [192, 168, 0, 2].into(),
+            IPPROTO_IPIP,
+            9,
+            None,
+        );
+        // Checksum computed independently: python3 RFC 1071 over the 20 header bytes -> 0xb969.
+        #[rustfmt::skip]
+        let expected_header = [
+            0x45, 0x00, 0x00, 0x34, 0x00, 0x09, 0x40, 0x00, 0x40, 0x04, 0xb9, 0x69,
+            0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8, 0x00, 0x02,
+        ];
+        assert_eq!(outer[ETH_HEADER..ETH_HEADER + 20], expected_header);
+        assert_eq!(outer[ETH_HEADER + 20..], inner[ETH_HEADER..]);
+    }
+}

@@ -230,6 +230,7 @@ mod tests {
             payload_bytes: 140_000,
             wire_bytes: 147_000,
             throughput_bps: 1.12e9,
+            encap_overhead_bytes: None,
             overhead_ratio: 0.05,
         }
     }

@@ -118,6 +118,10 @@ pub struct FlowSummary {
     pub throughput_bps: f64,
     /// (wire_bytes - payload_bytes) / payload_bytes.
     pub overhead_ratio: f64,
+    /// Bytes the CNI adds on the underlay to this flow's packets: the traced first datagram's
+    /// frame on the client node's NIC minus its frame on the client pod's `eth0`. `None` for
+    /// same-node flows and untraced or undelivered ones.
+    pub encap_overhead_bytes: Option<i64>,
 }
 
 /// Latency distribution, in nanoseconds. All zero when `count` is 0.
@@ -367,6 +371,22 @@ impl FlowSummary {
     }
 }
 
+/// From a flow's traced first datagram: its frame size leaving the client pod against its size
+/// on the client node's NIC.
+fn encap_overhead(sim: &Simulation, i: usize, f: &crate::run::Flow) -> Option<i64> {
+    let c = &sim.world.cluster;
+    let (client, server) = (&c.pods[f.client], &c.pods[f.server]);
+    if client.node == server.node {
+        return None;
+    }
+    let hops = sim.obs.flows[i].trace.as_ref()?;
+    let pod_place = format!("pod/{}", client.name);
+    let node = &c.nodes[client.node].name;
+    let pod = hops.iter().find(|h| h.place == pod_place && h.action == "sendmsg")?.size;
+    let nic = hops.iter().find(|h| &h.place == node && h.device == "eth0" && h.action == "xmit")?.size;
+    Some(nic as i64 - pod as i64)
+}
+
 /// CPU time of the userspace data-plane processes on node `node`.
 fn user_busy(sim: &Simulation, node: usize) -> u64 {
     sim.world.procs.iter().filter(|p| p.node == node).map(|p| p.busy.as_nanos()).sum()
@@ -409,6 +429,7 @@ fn flow_summary(sim: &Simulation, i: usize, f: &crate::run::Flow) -> FlowSummary
         payload_bytes: o.payload_bytes,
         wire_bytes: o.wire_bytes,
         throughput_bps: if active > 0.0 { o.payload_bytes as f64 * 8.0 / active } else { 0.0 },
+        encap_overhead_bytes: encap_overhead(sim, i, f),
         overhead_ratio: if o.payload_bytes > 0 {
             (o.wire_bytes - o.payload_bytes) as f64 / o.payload_bytes as f64
         } else {

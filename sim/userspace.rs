@@ -217,3 +217,34 @@ fn sleeve_in(port_dev: DevId, macs: &mut HashMap<Mac, (Ipv4Addr, Mac)>, mut pkt:
     macs.insert(src, (outer_src, Mac(sender)));
     vec![Output::Inject { dev: port_dev, pkt }]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sleeve_frame_bytes() {
+        // [sender name][src peer][dst peer][length, big-endian][frame] (router/crypto.go).
+        let frame = [0xaa, 0xbb, 0xcc];
+        let b =
+            sleeve_header(Mac([2, 0, 0, 0, 0, 1]), Mac([2, 0, 0, 0, 0, 1]), Mac([2, 0, 0, 0, 0, 2]), &frame);
+        #[rustfmt::skip]
+        let expected = [
+            0x02, 0x00, 0x00, 0x00, 0x00, 0x01,
+            0x02, 0x00, 0x00, 0x00, 0x00, 0x01,
+            0x02, 0x00, 0x00, 0x00, 0x00, 0x02,
+            0x00, 0x03,
+            0xaa, 0xbb, 0xcc,
+        ];
+        assert_eq!(b, expected);
+    }
+
+    #[test]
+    fn flannel_ttl_decrement_keeps_checksum_valid() {
+        let mut f = crate::net::packet::udp_frame([10, 244, 0, 2].into(), [10, 244, 1, 2].into(), 1, 2, 0, 7);
+        assert!(decrement_ttl(&mut f[ETH_HEADER..]));
+        let ip = Ipv4Packet::new_checked(&f[ETH_HEADER..]).unwrap();
+        assert_eq!(ip.hop_limit(), 63);
+        assert!(ip.verify_checksum());
+    }
+}

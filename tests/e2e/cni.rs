@@ -71,6 +71,8 @@ fn every_cni_delivers_with_its_exact_overhead() {
             assert_eq!(p.overhead_bytes, overhead, "{cni} at {} B payload: {p:?}", p.payload);
             assert_eq!(p.pod_frame, p.payload as usize + 42, "{cni}");
         }
+        let cross = s.flows.iter().find(|f| f.workload == "cross-node").expect("quickstart has it");
+        assert_eq!(cross.encap_overhead_bytes, Some(overhead), "{cni}: per-flow overhead in summary.json");
         cpu.insert(cni, t.cpu_ns_per_datagram);
         if !tshark_ok {
             continue;
@@ -174,5 +176,47 @@ fn mtu_blackhole_drops_with_icmp_and_dont_fragment() {
             "icmp.type == 3 && icmp.code == 4 && icmp.mtu == 1450",
         ]);
         assert!(!icmp.trim().is_empty(), "no ICMP fragmentation-needed reached the pod");
+    }
+}
+
+#[test]
+fn describe_shows_what_each_plugin_programs() {
+    let d =
+        |id: &str| app::describe(&repo(&format!("scenarios/cni/{id}.ron")), "node-1", None, None).unwrap();
+    let checks: [(&str, &[&str]); 4] = [
+        (
+            "flannel-vxlan",
+            &[
+                "vxlan id 1 local 192.168.0.1 dev eth0 srcport 0 0 dstport 8472 nolearning ttl auto ageing 300 udpcsum",
+                "10.244.1.0/24 via 10.244.1.0 dev flannel.1 onlink",
+                "02:f1:00:00:00:02 dev flannel.1 dst 192.168.0.2 self permanent",
+                "10.244.1.0 dev flannel.1 lladdr 02:f1:00:00:00:02 PERMANENT",
+            ],
+        ),
+        (
+            "calico-ipip",
+            &[
+                "tunl0: <NOARP,UP,LOWER_UP> mtu 1480",
+                "ipip any remote any local any ttl inherit nopmtudisc",
+                "10.244.1.0/26 via 192.168.0.2 dev tunl0 proto bird onlink",
+                "default via 169.254.1.1 dev eth0",
+                "link/ether ee:ee:ee:ee:ee:ee",
+            ],
+        ),
+        (
+            "cilium-vxlan",
+            &[
+                "vxlan external id 0 srcport 0 0 dstport 8472 nolearning ttl auto noudpcsum",
+                "default via 10.244.0.1 dev eth0 mtu 1450",
+                "cilium_host",
+            ],
+        ),
+        ("weave-fastdp", &["vxlan-6784", "openvswitch datapath", "master weave"]),
+    ];
+    for (id, wants) in checks {
+        let s = d(id);
+        for want in wants {
+            assert!(s.contains(want), "{id}: missing {want:?} in:\n{s}");
+        }
     }
 }
