@@ -986,17 +986,7 @@ fn arp_rcv(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
         ArpOperation::Request if target_is_local => {
             // arp_ignore = 0: answer for any local address; learn the asker (neigh_event_ns).
             let q = w.netns[ns].neigh.update(source_protocol_addr, sender_mac, dev, NeighState::Reachable);
-            let reply = arp_frame(
-                ArpOperation::Reply,
-                w.devices[dev].mac,
-                target_protocol_addr,
-                sender_mac,
-                source_protocol_addr,
-            );
-            let meta = control_meta(w);
-            w.arp_frames += 1;
-            consume(w, pkt);
-            dev_xmit(w, cx, dev, Packet { frame: reply, meta });
+            arp_reply(w, cx, dev, pkt, target_protocol_addr, (sender_mac, source_protocol_addr));
             q
         }
         ArpOperation::Reply => {
@@ -1011,18 +1001,7 @@ fn arp_rcv(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
         ArpOperation::Request if proxy_arp_target(w, dev, target_protocol_addr) => {
             // proxy_arp: the target is routed out of another device, so answer with our MAC
             // (arp_process -> arp_fwd_proxy; Calico's cali* devices answer for 169.254.1.1).
-            let reply = arp_frame(
-                ArpOperation::Reply,
-                w.devices[dev].mac,
-                target_protocol_addr,
-                sender_mac,
-                source_protocol_addr,
-            );
-            let meta = control_meta(w);
-            w.arp_frames += 1;
-            consume(w, pkt);
-            dev_xmit(w, cx, dev, Packet { frame: reply, meta });
-            return;
+            return arp_reply(w, cx, dev, pkt, target_protocol_addr, (sender_mac, source_protocol_addr));
         }
         _ => return consume(w, pkt), // A request for someone else: ignored.
     };
@@ -1032,6 +1011,22 @@ fn arp_rcv(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
         set_ethernet(&mut q.frame, sender_mac, w.devices[dev].mac, EthernetProtocol::Ipv4);
         dev_xmit(w, cx, dev, q);
     }
+}
+
+/// Answers the ARP request `request` on `dev`: "`target` is at `dev`'s MAC", to the asker.
+fn arp_reply(
+    w: &mut World,
+    cx: &mut Ctx,
+    dev: DevId,
+    request: Packet,
+    target: Ipv4Addr,
+    asker: (Mac, Ipv4Addr),
+) {
+    let reply = arp_frame(ArpOperation::Reply, w.devices[dev].mac, target, asker.0, asker.1);
+    let meta = control_meta(w);
+    w.arp_frames += 1;
+    consume(w, request);
+    dev_xmit(w, cx, dev, Packet { frame: reply, meta });
 }
 
 /// Whether `dev` answers ARP for `target` by proxy: proxy_arp on, and the target routed out of

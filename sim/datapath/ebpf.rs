@@ -13,7 +13,7 @@
 use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, Ipv4Packet};
 
 use super::{dev_xmit, hop, mac_of, neigh_output, netif_receive, Ctx};
-use crate::net::packet::{arp_frame, set_ethernet, Packet, ETH_HEADER};
+use crate::net::packet::{set_ethernet, Packet, ETH_HEADER};
 use crate::net::route::DevId;
 use crate::observe::DropReason;
 use crate::world::{EbpfHook, World};
@@ -100,16 +100,6 @@ fn arp_responder(w: &mut World, cx: &mut Ctx, dev: DevId, pkt: Packet) {
     else {
         return super::consume(w, pkt);
     };
-    super::consume(w, pkt);
-    let mac = w.devices[dev].mac;
-    let reply = arp_frame(
-        ArpOperation::Reply,
-        mac,
-        target_protocol_addr,
-        mac_of(source_hardware_addr),
-        source_protocol_addr,
-    );
-    let meta = super::control_meta(w);
-    w.arp_frames += 1;
-    dev_xmit(w, cx, dev, Packet { frame: reply, meta });
+    let asker = (mac_of(source_hardware_addr), source_protocol_addr);
+    super::arp_reply(w, cx, dev, pkt, target_protocol_addr, asker);
 }
