@@ -95,8 +95,8 @@ pub const PROBE_PAYLOADS: [u32; 7] = [64, 128, 256, 512, 1024, 1200, 1400];
 
 /// Measures encapsulation overhead from the bytes: for each payload size that fits the client
 /// pod's MTU, one traced datagram between two pods on different nodes (the first cross-node
-/// flow's, else the first such pair); the frame on the client's `eth0` against the frame on
-/// its node's NIC. Empty when no two pods sit on different nodes.
+/// flow's, else the first such pair), all in one run, 1 ms apart; the frame leaving the client
+/// pod against the frame on its node's NIC. Empty when no two pods sit on different nodes.
 pub fn overhead_probe(cluster: &Cluster) -> Result<Vec<crate::summary::OverheadPoint>, Error> {
     let pods = &cluster.pods;
     let from_flows = cluster
@@ -110,40 +110,47 @@ pub fn overhead_probe(cluster: &Cluster) -> Result<Vec<crate::summary::OverheadP
         Some((0, b))
     };
     let Some((from, to)) = from_flows.or_else(any_pair) else { return Ok(Vec::new()) };
-    let (client, node) = (&pods[from].name, &cluster.nodes[pods[from].node].name);
-    let mut points = Vec::new();
-    for payload in PROBE_PAYLOADS {
-        if payload + 28 > pods[from].mtu {
-            continue;
-        }
-        let t = trace(cluster, from, to, payload)?;
-        let data = t.hops.iter().filter(|(of, _)| *of == HopOf::Data).map(|(_, h)| h);
-        let mut pod_frame = 0;
-        let mut underlay_frame = 0;
-        for h in data {
-            if pod_frame == 0 && h.place == format!("pod/{client}") && h.action == "xmit" {
-                pod_frame = h.size;
+    let sizes: Vec<u32> = PROBE_PAYLOADS.into_iter().filter(|p| p + 28 <= pods[from].mtu).collect();
+    let mut c = cluster.clone();
+    c.duration = Duration::from_secs(10);
+    c.workloads = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &payload)| Workload {
+            name: format!("probe-{payload}"),
+            // One datagram: the next would leave after payload * 8 seconds.
+            kind: WorkloadKind::UdpCbr { rate: Bandwidth(1), payload },
+            flows: vec![(from, to)],
+            port: 5201 + i as u16,
+            start: Instant::ZERO + Duration::from_millis(i as u64),
+            duration: Duration::from_nanos(1),
+            dont_fragment: false,
+        })
+        .collect();
+    let mut sim = Simulation::new(&c);
+    sim.run()?;
+    let (client, node) = (format!("pod/{}", pods[from].name), &cluster.nodes[pods[from].node].name);
+    let points = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &payload)| {
+            let hops = sim.obs.flows[i].trace.as_deref().unwrap_or_default();
+            let pod_frame = hops.iter().find(|h| h.place == client && h.action == "sendmsg").map_or(0, |h| h.size);
+            let underlay_frame =
+                hops.iter().find(|h| &h.place == node && h.device == "eth0" && h.action == "xmit").map_or(0, |h| h.size);
+            let overhead_pct = if underlay_frame == 0 {
+                0.0
+            } else {
+                (underlay_frame as f64 - payload as f64) / payload as f64 * 100.0
+            };
+            crate::summary::OverheadPoint {
+                payload,
+                pod_frame,
+                underlay_frame,
+                overhead_bytes: underlay_frame as i64 - pod_frame as i64,
+                overhead_pct,
             }
-            if underlay_frame == 0 && &h.place == node && h.device == "eth0" && h.action == "xmit" {
-                underlay_frame = h.size;
-            }
-        }
-        if pod_frame == 0 {
-            // L3 pod devices (ipvlan) transmit without an xmit step: the datagram as sent.
-            pod_frame = payload as usize + 42;
-        }
-        let overhead_pct = if underlay_frame == 0 {
-            0.0
-        } else {
-            (underlay_frame as f64 - payload as f64) / payload as f64 * 100.0
-        };
-        points.push(crate::summary::OverheadPoint {
-            payload,
-            pod_frame,
-            underlay_frame,
-            overhead_bytes: underlay_frame as i64 - pod_frame as i64,
-            overhead_pct,
-        });
-    }
+        })
+        .collect();
     Ok(points)
 }
