@@ -43,6 +43,8 @@ pub fn load(path: &Path, seed: Option<u64>, cni: Option<Cni>) -> Result<Cluster,
 /// `cnisim run`: simulate, summarise, render, write the output directory atomically.
 pub fn run(path: &Path, opts: &RunOptions) -> Result<RunOutcome, Error> {
     let cluster = load(path, opts.seed, opts.cni)?;
+    // Probe first: its world is dropped before the main run builds its own.
+    let overhead = trace::overhead_probe(&cluster)?;
     let mut sim = Simulation::new(&cluster);
     for glob in &opts.pcap {
         if sim.world.enable_capture(glob) == 0 {
@@ -59,7 +61,6 @@ pub fn run(path: &Path, opts: &RunOptions) -> Result<RunOutcome, Error> {
         wall_seconds: secs,
         events_per_second: if secs > 0.0 { sim.queue.processed() as f64 / secs } else { 0.0 },
     };
-    let overhead = trace::overhead_probe(&cluster)?;
     let summary = Summary::from_run(&sim, overhead, run);
     let mut files =
         report::render(&summary).map_err(|e| Error::Invariant(format!("rendering the report: {e}")))?;
