@@ -631,7 +631,13 @@ fn udp_tunnel_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
     };
     let (proto, port, local, csum, df) = (t.proto, t.port, t.local, t.udp_csum, t.df);
     let hash = flow_hash(&pkt.frame) ^ (flow_hash(&pkt.frame) << 16);
-    let sport = ((hash as u64 * (61000 - 32768)) >> 32) as u16 + 32768;
+    // udp_flow_src_port(min, max): VXLAN uses the ephemeral range 32768-60999 (port_min/max
+    // unset), Geneve passes 1..USHRT_MAX (drivers/net/geneve.c).
+    let (min, max) = match proto {
+        TunnelProto::Vxlan => (32768u64, 61000u64),
+        TunnelProto::Geneve => (1, 65535),
+    };
+    let sport = (((hash as u64 * (max - min)) >> 32) + min) as u16;
     let tun_hdr = match proto {
         TunnelProto::Vxlan => crate::wire::vxlan::HEADER_LEN,
         TunnelProto::Geneve => crate::wire::geneve::HEADER_LEN,

@@ -403,7 +403,7 @@ mod tests {
         assert!(flows.contains(",\"rr, ping\",udp_rr,"));
         assert!(flows.contains(",queue_full=3,"));
         let header_fields = flows.lines().next().unwrap().split(',').count();
-        assert_eq!(header_fields, 38);
+        assert_eq!(header_fields, 39);
     }
 
     #[test]

@@ -135,9 +135,12 @@ pub fn overhead_probe(cluster: &Cluster) -> Result<Vec<crate::summary::OverheadP
         .enumerate()
         .map(|(i, &payload)| {
             let hops = sim.obs.flows[i].trace.as_deref().unwrap_or_default();
-            let pod_frame = hops.iter().find(|h| h.place == client && h.action == "sendmsg").map_or(0, |h| h.size);
-            let underlay_frame =
-                hops.iter().find(|h| &h.place == node && h.device == "eth0" && h.action == "xmit").map_or(0, |h| h.size);
+            let pod_frame =
+                hops.iter().find(|h| h.place == client && h.action == "sendmsg").map_or(0, |h| h.size);
+            let underlay_frame = hops
+                .iter()
+                .find(|h| &h.place == node && h.device == "eth0" && h.action == "xmit")
+                .map_or(0, |h| h.size);
             let overhead_pct = if underlay_frame == 0 {
                 0.0
             } else {

@@ -105,14 +105,11 @@ pub(super) fn build(w: &mut World) {
                 let route = match (direct, encap) {
                     // BGP-learned next hop: the peer itself on a shared subnet, else the ToR
                     // that re-advertised it (eBGP next-hop-self).
-                    (true, _) if same_subnet(node, other) => {
-                        let r = Route::new(block, Some(other.ip), eth, Proto::Bird);
-                        if encap == Encap::Vxlan {
-                            r.onlink()
-                        } else {
-                            r
-                        }
-                    }
+                    // VXLAN pools' routes come from Felix (BIRD rejects them), with onlink.
+                    (true, _) if same_subnet(node, other) => match encap {
+                        Encap::Vxlan => Route::new(block, Some(other.ip), eth, Proto::Static).onlink(),
+                        _ => Route::new(block, Some(other.ip), eth, Proto::Bird),
+                    },
                     (true, _) => match node.gateway {
                         Some(gw) => Route::new(block, Some(gw), eth, Proto::Bird),
                         None => Route::new(block, Some(other.ip), eth, Proto::Bird),

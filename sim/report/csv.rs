@@ -87,8 +87,15 @@ pub(super) fn flows(summary: &Summary) -> String {
     .to_vec();
     names.extend(stats_names("latency"));
     names.extend(stats_names("rtt"));
-    let tail =
-        ["transactions", "timeouts", "payload_bytes", "wire_bytes", "throughput_bps", "overhead_ratio"];
+    let tail = [
+        "transactions",
+        "timeouts",
+        "payload_bytes",
+        "wire_bytes",
+        "throughput_bps",
+        "overhead_ratio",
+        "encap_overhead_bytes",
+    ];
     names.extend(tail.map(String::from));
     let mut out = String::new();
     row(&mut out, &names);
@@ -122,6 +129,7 @@ fn flow_fields(f: &FlowSummary) -> Vec<String> {
     v.extend(stats_fields(f.rtt.as_ref()));
     v.extend([f.transactions, f.timeouts, f.payload_bytes, f.wire_bytes].map(|n| n.to_string()));
     v.extend([f.throughput_bps, f.overhead_ratio].map(|x| x.to_string()));
+    v.push(f.encap_overhead_bytes.map(|b| b.to_string()).unwrap_or_default());
     v
 }
 
