@@ -220,3 +220,24 @@ fn describe_shows_what_each_plugin_programs() {
         }
     }
 }
+
+/// flannel-vxlan's DirectRouting: nodes on one subnet get host-gw routes, no encapsulation.
+#[test]
+fn flannel_direct_routing_skips_vxlan_on_one_subnet() {
+    let dir = scratch("direct");
+    let text = std::fs::read_to_string(short_quickstart(&dir)).unwrap();
+    let direct = text.replacen(
+        "cni: \"flannel-host-gw\",",
+        "cni: \"flannel-vxlan\",\n    cni_options: (direct_routing: true),",
+        1,
+    );
+    assert_ne!(direct, text);
+    let path = dir.join("direct.ron");
+    std::fs::write(&path, direct).unwrap();
+    let s =
+        app::run(&path, &RunOptions { out: Some(dir.join("out")), ..Default::default() }).unwrap().summary;
+    assert!(s.overhead.iter().all(|p| p.overhead_bytes == 0), "{:?}", s.overhead);
+    let d = app::describe(&path, "node-1", None, None).unwrap();
+    assert!(d.contains("10.244.1.0/24 via 192.168.0.2 dev eth0\n"), "{d}");
+    assert!(!d.contains("dev flannel.1 onlink"), "{d}");
+}
