@@ -11,8 +11,15 @@
 //! The underlay switch is here too: it is a device, but with no CPU.
 
 mod ebpf;
+mod mtu;
+mod stacked;
+mod tunnel;
 
 use std::net::Ipv4Addr;
+
+use mtu::{fragment_and_send, icmp_rcv, reassemble, send_frag_needed};
+use stacked::{ipvlan_xmit, macvlan_xmit, upper_for};
+use tunnel::{ipip_rcv, ipip_xmit, ovs_input, udp_tunnel_rcv, udp_tunnel_xmit};
 
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, UdpPacket,
@@ -181,138 +188,6 @@ fn ip_finish_output(
     }
 }
 
-/// `ip_do_fragment`: splits the packet into fragments that fit `mtu` (DF cleared) and sends
-/// each. The first fragment carries the datagram's accounting tag; the others are plain bytes
-/// on the wire, and the datagram is delivered when the receiver reassembles it.
-#[allow(clippy::too_many_arguments)]
-fn fragment_and_send(
-    w: &mut World,
-    cx: &mut Ctx,
-    ns: NsId,
-    dev: DevId,
-    nh: Ipv4Addr,
-    mut pkt: Packet,
-    mtu: u32,
-) {
-    {
-        let mut ip = Ipv4Packet::new_unchecked(pkt.ip_mut());
-        ip.set_dont_frag(false);
-        ip.fill_checksum();
-    }
-    let frags = match crate::wire::ipv4frag::fragment(pkt.ip(), mtu as usize) {
-        Ok(f) => f,
-        Err(_) => return cx.drop(pkt, DropReason::MtuExceeded),
-    };
-    let n = frags.len();
-    let len = pkt.frame.len() - ETH_HEADER;
-    hop(w, cx, &mut pkt, dev, "fragment", || format!("{len} B > MTU {mtu}: {n} fragments"));
-    for (i, f) in frags.into_iter().enumerate() {
-        cx.charge(w.costs.ip_fragment);
-        let mut frame = vec![0u8; ETH_HEADER];
-        frame[12] = 0x08; // ethertype IPv4
-        frame.extend_from_slice(&f);
-        let meta = if i == 0 {
-            std::mem::take(&mut pkt.meta)
-        } else {
-            crate::net::packet::Meta { trace: None, ..Default::default() }
-        };
-        dev_output(w, cx, ns, dev, nh, Packet { frame, meta });
-    }
-}
-
-/// `icmp_send(ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, mtu)` for an oversized DF packet: quotes up
-/// to 548 bytes of it, from this node's address towards the sender.
-fn send_frag_needed(w: &mut World, cx: &mut Ctx, ns: NsId, pkt: &Packet, mtu: u32) {
-    let orig_src = Ipv4Packet::new_unchecked(pkt.ip()).src_addr();
-    let Some(src) = source_for(w, ns, orig_src) else { return };
-    let icmp = crate::wire::icmp_frag::frag_needed_linux(pkt.ip(), mtu.min(u16::MAX as u32) as u16);
-    let ident = next_ident(w, ns);
-    let total = IPV4_HEADER + icmp.len();
-    let mut frame = vec![0u8; ETH_HEADER + total];
-    frame[12] = 0x08; // ethertype IPv4; the addresses are written by neigh_output
-    frame[ETH_HEADER + IPV4_HEADER..].copy_from_slice(&icmp);
-    {
-        let mut ip = Ipv4Packet::new_unchecked(&mut frame[ETH_HEADER..]);
-        ip.set_version(4);
-        ip.set_header_len(IPV4_HEADER as u8);
-        ip.set_dscp(0x30); // precedence "internetwork control" (IPTOS_PREC_INTERNETCONTROL)
-        ip.set_total_len(total as u16);
-        ip.set_ident(ident);
-        ip.clear_flags();
-        ip.set_dont_frag(true);
-        ip.set_hop_limit(64);
-        ip.set_next_header(IpProtocol::Icmp);
-        ip.set_src_addr(src);
-        ip.set_dst_addr(orig_src);
-        ip.fill_checksum();
-    }
-    w.icmp_sent += 1;
-    ip_output(w, cx, ns, Packet { frame, meta: control_meta(w) });
-}
-
-/// An ICMP message for this host: "fragmentation needed" records a path MTU exception for the
-/// quoted destination (`ipv4_sk_update_pmtu`); others are ignored.
-fn icmp_rcv(w: &mut World, ns: NsId, pkt: Packet) {
-    let ip = Ipv4Packet::new_unchecked(pkt.ip());
-    if let Some((mtu, quoted)) = crate::wire::icmp_frag::parse_frag_needed(ip.payload()) {
-        // The quote is truncated (548 B at most): read the destination from the header bytes.
-        let dst = Ipv4Addr::new(quoted[16], quoted[17], quoted[18], quoted[19]);
-        let e = w.netns[ns].pmtu.entry(dst).or_insert(u32::MAX);
-        *e = (*e).min(mtu as u32);
-    }
-    consume(w, pkt);
-}
-
-/// `ip_defrag`: queue a fragment; returns the whole datagram once complete. The first
-/// fragment's metadata waits with the queue, so the datagram stays accounted for.
-fn reassemble(w: &mut World, cx: &mut Ctx, ns: NsId, mut pkt: Packet) -> Option<Packet> {
-    cx.charge(w.costs.ip_reassemble);
-    let now = cx.now();
-    let key = {
-        let ip = Ipv4Packet::new_unchecked(pkt.ip());
-        crate::wire::ipv4frag::FragKey {
-            src: ip.src_addr(),
-            dst: ip.dst_addr(),
-            protocol: ip.next_header().into(),
-            ident: ip.ident(),
-        }
-    };
-    // ipfrag_time: datagrams waiting longer than 30 s are dropped.
-    let limit = crate::wire::ipv4frag::LINUX_FRAG_TIME_NS;
-    let expired: Vec<_> = w.netns[ns]
-        .frag_meta
-        .iter()
-        .filter(|(_, (_, t))| now.saturating_since(*t).as_nanos() >= limit)
-        .map(|(k, _)| *k)
-        .collect();
-    if !expired.is_empty() {
-        w.netns[ns].reasm.expire(now.as_nanos().saturating_sub(limit));
-        for k in expired {
-            if let Some((meta, _)) = w.netns[ns].frag_meta.remove(&k) {
-                cx.drop(Packet { frame: Vec::new(), meta }, DropReason::Reassembly);
-            }
-        }
-    }
-    if pkt.meta.data.is_some() || pkt.meta.trace.is_some() {
-        w.netns[ns].frag_meta.insert(key, (std::mem::take(&mut pkt.meta), now));
-    }
-    match w.netns[ns].reasm.push(pkt.ip(), now.as_nanos()) {
-        Ok(Some(whole)) => {
-            let meta = w.netns[ns].frag_meta.remove(&key).map(|m| m.0).unwrap_or_default();
-            let mut frame = pkt.frame[..ETH_HEADER].to_vec();
-            frame.extend_from_slice(&whole);
-            Some(Packet { frame, meta })
-        }
-        Ok(None) => None,
-        Err(_) => {
-            if let Some((meta, _)) = w.netns[ns].frag_meta.remove(&key) {
-                cx.drop(Packet { frame: Vec::new(), meta }, DropReason::Reassembly);
-            }
-            None
-        }
-    }
-}
-
 /// Sends an IPv4 packet out of `dev` towards next hop `nh`: L2 devices resolve the neighbour,
 /// L3 tunnels encapsulate straight away.
 fn dev_output(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, nh: Ipv4Addr, pkt: Packet) {
@@ -329,59 +204,6 @@ fn dev_output(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, nh: Ipv4Addr, p
     }
 }
 
-/// `ip_tunnel_xmit` on a `remote any` IPIP device: wrap the packet in an outer IPv4 header to
-/// the next hop, then route the result as a locally generated packet. As the fallback
-/// `tunl0` does (parameters all zero, net/ipv4/ip_tunnel.c): TTL inherited from the inner
-/// packet, DSCP 0 with the inner ECN bits, DF copied from the inner packet, protocol 4.
-fn ipip_xmit(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, nh: Ipv4Addr, mut pkt: Packet) {
-    capture(w, cx, dev, &pkt);
-    cx.charge(w.costs.ipip_encap);
-    let Some(src) = source_for(w, ns, nh) else {
-        hop(w, cx, &mut pkt, dev, "drop", || format!("no route to tunnel endpoint {nh}"));
-        return cx.drop(pkt, DropReason::NoRoute);
-    };
-    let ident = next_ident(w, ns);
-    let outer = encap_ipv4(&pkt.frame[ETH_HEADER..], src, nh, IPPROTO_IPIP, ident, None);
-    pkt.frame = outer;
-    hop(w, cx, &mut pkt, dev, "encap", || format!("IPIP {src} -> {nh}"));
-    ip_output(w, cx, ns, pkt);
-}
-
-/// Builds `[blank Ethernet][outer IPv4][payload]`. The outer header takes DSCP 0 with the
-/// inner ECN bits, and TTL and DF from the inner header unless `ttl_df` fixes them.
-fn encap_ipv4(
-    inner: &[u8],
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    proto: IpProtocol,
-    ident: u16,
-    ttl_df: Option<(u8, bool)>,
-) -> Vec<u8> {
-    let inner_ip = Ipv4Packet::new_unchecked(inner);
-    let (ttl, df) = ttl_df.unwrap_or((inner_ip.hop_limit(), inner_ip.dont_frag()));
-    let ecn = inner_ip.ecn();
-    let total = IPV4_HEADER + inner.len();
-    let mut frame = vec![0u8; ETH_HEADER + total];
-    frame[ETH_HEADER + IPV4_HEADER..].copy_from_slice(inner);
-    let mut ip = Ipv4Packet::new_unchecked(&mut frame[ETH_HEADER..]);
-    ip.set_version(4);
-    ip.set_header_len(IPV4_HEADER as u8);
-    ip.set_dscp(0);
-    ip.set_ecn(ecn);
-    ip.set_total_len(total as u16);
-    ip.set_ident(ident);
-    ip.clear_flags();
-    ip.set_dont_frag(df);
-    ip.set_frag_offset(0);
-    ip.set_hop_limit(ttl);
-    ip.set_next_header(proto);
-    ip.set_src_addr(src);
-    ip.set_dst_addr(dst);
-    ip.fill_checksum();
-    set_ethernet(&mut frame, Mac([0; 6]), Mac([0; 6]), EthernetProtocol::Ipv4);
-    frame
-}
-
 /// The source address the kernel picks to reach `dst` from `ns`: the route's `src`, else the
 /// first address of the route's device.
 fn source_for(w: &World, ns: NsId, dst: Ipv4Addr) -> Option<Ipv4Addr> {
@@ -394,22 +216,6 @@ fn next_ident(w: &mut World, ns: NsId) -> u16 {
     let id = n.next_ident;
     n.next_ident = n.next_ident.wrapping_add(1);
     id
-}
-
-/// An IPIP packet arrived for this host: strip the outer header and receive the inner packet
-/// on the namespace's IPIP device (`ipip_rcv`).
-fn ipip_rcv(w: &mut World, cx: &mut Ctx, ns: NsId, mut pkt: Packet) {
-    let Some(tunl) =
-        w.netns[ns].devices.iter().copied().find(|&d| matches!(w.devices[d].kind, DeviceKind::Ipip))
-    else {
-        return cx.drop(pkt, DropReason::UnknownProtocol);
-    };
-    cx.charge(w.costs.ipip_decap);
-    let hl = Ipv4Packet::new_unchecked(pkt.ip()).header_len() as usize;
-    pkt.frame.drain(ETH_HEADER..ETH_HEADER + hl);
-    hop(w, cx, &mut pkt, tunl, "decap", || "IPIP: outer header removed".into());
-    capture(w, cx, tunl, &pkt);
-    ip_rcv(w, cx, tunl, pkt);
 }
 
 fn describe_route(w: &World, r: &Route, dev: DevId, gw: Option<Ipv4Addr>, dst: Ipv4Addr) -> String {
@@ -539,193 +345,6 @@ fn dev_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
     }
 }
 
-/// `macvlan_queue_xmit` in bridge mode: a destination that is a sibling on the same lower
-/// device is delivered inside it; broadcasts go to every sibling and out of the lower device;
-/// anything else leaves through the lower device.
-fn macvlan_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, lower: DevId, mut pkt: Packet) {
-    cx.charge(w.costs.macvlan_forward);
-    let (dst, _) = eth_dst_src(&pkt.frame);
-    let siblings: Vec<DevId> = w.devices[lower].uppers.iter().copied().filter(|&d| d != dev).collect();
-    if dst.is_multicast() {
-        hop(w, cx, &mut pkt, dev, "flood", || "broadcast: to sibling macvlans and the wire".into());
-        stamp_flood(w, &mut pkt, siblings.len() + 1, &mut cx.actions);
-        for &s in &siblings {
-            dev_rx(w, cx, s, pkt.flood_copy());
-        }
-        return dev_xmit_lower(w, cx, lower, pkt);
-    }
-    if let Some(&s) = siblings.iter().find(|&&s| w.devices[s].mac == dst) {
-        hop(w, cx, &mut pkt, dev, "forward", || {
-            format!("bridge mode: {dst} is sibling {}", w.devices[s].name)
-        });
-        return dev_rx(w, cx, s, pkt);
-    }
-    hop(w, cx, &mut pkt, dev, "forward", || format!("out of lower device {}", w.devices[lower].name));
-    dev_xmit_lower(w, cx, lower, pkt)
-}
-
-/// Transmits on a lower device without its own stack seeing the frame.
-fn dev_xmit_lower(w: &mut World, cx: &mut Ctx, lower: DevId, pkt: Packet) {
-    dev_xmit(w, cx, lower, pkt)
-}
-
-/// ipvlan L3 egress (`ipvlan_xmit_mode_l3`): a destination that is another slave of the same
-/// lower device is received by it directly; anything else is routed in the lower device's
-/// namespace as a locally generated packet.
-fn ipvlan_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, lower: DevId, mut pkt: Packet) {
-    cx.charge(w.costs.macvlan_forward);
-    capture(w, cx, dev, &pkt);
-    let dst = Ipv4Packet::new_unchecked(pkt.ip()).dst_addr();
-    let target =
-        w.devices[lower].uppers.iter().copied().find(|&u| w.devices[u].addrs.iter().any(|a| a.0 == dst));
-    if let Some(t) = target {
-        hop(w, cx, &mut pkt, dev, "forward", || {
-            format!("ipvlan L3: {dst} is slave {} on this node", w.netns[w.devices[t].ns].name)
-        });
-        capture(w, cx, t, &pkt);
-        return ip_rcv(w, cx, t, pkt);
-    }
-    let host = w.devices[lower].ns;
-    hop(w, cx, &mut pkt, dev, "forward", || {
-        format!("ipvlan L3: routed in {}'s namespace", w.netns[host].name)
-    });
-    ip_output(w, cx, host, pkt)
-}
-
-/// A frame on a device with macvlan/ipvlan uppers: the upper it belongs to, if any.
-fn upper_for(w: &World, dev: DevId, frame: &[u8]) -> Option<DevId> {
-    let uppers = &w.devices[dev].uppers;
-    if uppers.is_empty() {
-        return None;
-    }
-    let (dst, _) = eth_dst_src(frame);
-    uppers.iter().copied().find(|&u| match w.devices[u].kind {
-        DeviceKind::Macvlan { .. } => w.devices[u].mac == dst,
-        DeviceKind::IpvlanL3 { .. } => {
-            let eth = EthernetFrame::new_unchecked(frame);
-            eth.ethertype() == EthernetProtocol::Ipv4
-                && Ipv4Packet::new_checked(&frame[ETH_HEADER..])
-                    .is_ok_and(|ip| w.devices[u].addrs.iter().any(|a| a.0 == ip.dst_addr()))
-        }
-        _ => false,
-    })
-}
-
-/// `vxlan_xmit_one` / `geneve_xmit`: find the remote endpoint (FDB, or the eBPF tunnel key in
-/// `collect_md` mode), wrap the frame in outer Ethernet/IPv4/UDP/VXLAN-or-Geneve headers and
-/// route the result from the device's namespace.
-///
-/// Outer header as Linux builds it (drivers/net/vxlan/vxlan_core.c, geneve.c): TTL 64 (ttl 0
-/// = ip4_dst_hoplimit), DSCP 0 with the inner ECN bits, DF only when configured, UDP source
-/// port from the inner flow hash scaled into 32768-60999 (`udp_flow_src_port`), UDP checksum
-/// computed unless zero-checksum mode is configured.
-fn udp_tunnel_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
-    cx.charge(w.costs.vxlan_encap);
-    let ns = w.devices[dev].ns;
-    let t = w.devices[dev].tunnel().expect("caller matched UdpTunnel");
-    let (inner_dst, _) = eth_dst_src(&pkt.frame);
-    let remote = if t.metadata { pkt.meta.tunnel_key } else { t.fdb.get(&inner_dst).map(|ip| (*ip, t.vni)) };
-    let Some((remote, vni)) = remote else {
-        hop(w, cx, &mut pkt, dev, "drop", || format!("no FDB entry for {inner_dst}"));
-        return cx.drop(pkt, DropReason::NoTunnelEndpoint);
-    };
-    let (proto, port, local, csum, df) = (t.proto, t.port, t.local, t.udp_csum, t.df);
-    let hash = flow_hash(&pkt.frame) ^ (flow_hash(&pkt.frame) << 16);
-    // udp_flow_src_port(min, max): VXLAN uses the ephemeral range 32768-60999 (port_min/max
-    // unset), Geneve passes 1..USHRT_MAX (drivers/net/geneve.c).
-    let (min, max) = match proto {
-        TunnelProto::Vxlan => (32768u64, 61000u64),
-        TunnelProto::Geneve => (1, 65535),
-    };
-    let sport = (((hash as u64 * (max - min)) >> 32) + min) as u16;
-    let tun_hdr = match proto {
-        TunnelProto::Vxlan => crate::wire::vxlan::HEADER_LEN,
-        TunnelProto::Geneve => crate::wire::geneve::HEADER_LEN,
-    };
-    let udp_len = UDP_HEADER + tun_hdr + pkt.frame.len();
-    let mut payload = vec![0u8; udp_len];
-    match proto {
-        TunnelProto::Vxlan => crate::wire::vxlan::Repr { vni }
-            .emit(&mut crate::wire::vxlan::Packet::new_unchecked(&mut payload[UDP_HEADER..])),
-        TunnelProto::Geneve => crate::wire::geneve::Repr {
-            vni,
-            protocol: crate::wire::geneve::ETHERNET_BRIDGING,
-            options_len: 0,
-            oam: false,
-            critical: false,
-        }
-        .emit(&mut crate::wire::geneve::Packet::new_unchecked(&mut payload[UDP_HEADER..])),
-    }
-    payload[UDP_HEADER + tun_hdr..].copy_from_slice(&pkt.frame);
-    {
-        let mut udp = UdpPacket::new_unchecked(&mut payload[..]);
-        udp.set_src_port(sport);
-        udp.set_dst_port(port);
-        udp.set_len(udp_len as u16);
-        udp.set_checksum(0);
-        if csum {
-            udp.fill_checksum(&local.into(), &remote.into());
-        }
-    }
-    let ecn = Ipv4Packet::new_unchecked(&pkt.frame[ETH_HEADER..]).ecn();
-    let ident = next_ident(w, ns);
-    let mut outer = encap_ipv4(&payload, local, remote, IpProtocol::Udp, ident, Some((64, df)));
-    {
-        let mut ip = Ipv4Packet::new_unchecked(&mut outer[ETH_HEADER..]);
-        ip.set_ecn(ecn);
-        ip.fill_checksum();
-    }
-    pkt.frame = outer;
-    let name = if proto == TunnelProto::Vxlan { "VXLAN" } else { "Geneve" };
-    hop(w, cx, &mut pkt, dev, "encap", || {
-        format!("{name} VNI {vni} to {remote}:{port}, UDP source port {sport}")
-    });
-    ip_output(w, cx, ns, pkt);
-}
-
-/// A UDP datagram for a tunnel device's port: check the outer UDP checksum, strip the
-/// outer headers, check the VNI, learn the remote if learning, receive the inner frame on the
-/// device (`vxlan_rcv`, `geneve_rx`).
-fn udp_tunnel_rcv(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
-    cx.charge(w.costs.vxlan_decap);
-    let (outer_src, udp_off) = {
-        let ip = Ipv4Packet::new_unchecked(pkt.ip());
-        (ip.src_addr(), ETH_HEADER + ip.header_len() as usize)
-    };
-    let t = w.devices[dev].tunnel().expect("tunnel_ports maps to tunnel devices");
-    let (proto, vni_ok, metadata) = (t.proto, t.vni, t.metadata);
-    let parsed = match proto {
-        TunnelProto::Vxlan => crate::wire::vxlan::Packet::new_checked(&pkt.frame[udp_off + UDP_HEADER..])
-            .and_then(|p| {
-                crate::wire::vxlan::Repr::parse(&p).map(|r| (r.vni, crate::wire::vxlan::HEADER_LEN))
-            }),
-        TunnelProto::Geneve => crate::wire::geneve::Packet::new_checked(&pkt.frame[udp_off + UDP_HEADER..])
-            .and_then(|p| crate::wire::geneve::Repr::parse(&p).map(|r| (r.vni, r.buffer_len()))),
-    };
-    let Ok((vni, hdr)) = parsed else {
-        return cx.drop(pkt, DropReason::Malformed);
-    };
-    if !metadata && vni != vni_ok {
-        hop(w, cx, &mut pkt, dev, "drop", || format!("VNI {vni}, device serves {vni_ok}"));
-        return cx.drop(pkt, DropReason::WrongVni);
-    }
-    pkt.frame.drain(..udp_off + UDP_HEADER + hdr);
-    if pkt.frame.len() < ETH_HEADER {
-        return cx.drop(pkt, DropReason::Malformed);
-    }
-    let (_, inner_src) = eth_dst_src(&pkt.frame);
-    if let Some(t) = w.devices[dev].tunnel_mut() {
-        if t.learning {
-            t.fdb.insert(inner_src, outer_src);
-        }
-    }
-    hop(w, cx, &mut pkt, dev, "decap", || format!("VNI {vni} from {outer_src}"));
-    if metadata {
-        pkt.meta.tunnel_key = Some((outer_src, vni)); // bpf_skb_get_tunnel_key / OVS tun_key
-    }
-    dev_rx(w, cx, dev, pkt);
-}
-
 /// A frame arrives on a device from its wire or peer.
 fn dev_rx(w: &mut World, cx: &mut Ctx, dev: DevId, pkt: Packet) {
     capture(w, cx, dev, &pkt);
@@ -764,52 +383,6 @@ fn dev_rx(w: &mut World, cx: &mut Ctx, dev: DevId, pkt: Packet) {
         Some(m) if matches!(w.devices[m].kind, DeviceKind::Ovs(_)) => ovs_input(w, cx, m, dev, pkt),
         Some(br) => bridge_input(w, cx, br, dev, pkt),
         None => netif_receive(w, cx, dev, pkt),
-    }
-}
-
-/// Weave fastdp's OVS datapath receives a frame on `port`: learn the source, then send to the
-/// local port, to the peer owning the destination (VXLAN with tunnel id src | dst << 12), or
-/// for broadcasts and unknown MACs from the local port to every peer.
-fn ovs_input(w: &mut World, cx: &mut Ctx, dp: DevId, port: DevId, mut pkt: Packet) {
-    cx.charge(w.costs.ovs_flow);
-    let (dst, src) = eth_dst_src(&pkt.frame);
-    let DeviceKind::Ovs(o) = &mut w.devices[dp].kind else { unreachable!("caller matched Ovs") };
-    let from_tunnel = port == o.tunnel;
-    let learned = if from_tunnel { pkt.meta.tunnel_key.map(|(ip, vni)| (ip, vni & 0xfff)) } else { None };
-    if !src.is_multicast() {
-        o.macs.insert(src, learned);
-    }
-    let (local, tunnel, me) = (o.local_port, o.tunnel, o.short_id);
-    let known = if dst.is_multicast() { None } else { o.macs.get(&dst).copied() };
-    let targets: Vec<Option<(Ipv4Addr, u32)>> = match known {
-        Some(t) => vec![t],
-        None if from_tunnel => vec![None],
-        None => o.peers.iter().map(|p| Some(*p)).collect(),
-    };
-    if targets.is_empty() {
-        return cx.drop(pkt, DropReason::NotForThisHost);
-    }
-    hop(w, cx, &mut pkt, dp, "flow", || match known {
-        Some(None) => format!("{dst} is behind the local port"),
-        Some(Some((ip, sid))) => format!("{dst} is behind peer {sid} at {ip}"),
-        None => format!("{dst} unknown or broadcast: {} copies", targets.len()),
-    });
-    stamp_flood(w, &mut pkt, targets.len(), &mut cx.actions);
-    let last = targets.len() - 1;
-    for (i, t) in targets.into_iter().enumerate() {
-        let mut copy = if i == last {
-            std::mem::replace(&mut pkt, Packet { frame: Vec::new(), meta: Default::default() })
-        } else {
-            pkt.flood_copy()
-        };
-        match t {
-            None if from_tunnel || port != local => dev_xmit(w, cx, local, copy),
-            None => cx.drop(copy, DropReason::SamePort),
-            Some((ip, sid)) => {
-                copy.meta.tunnel_key = Some((ip, me | sid << 12));
-                dev_xmit(w, cx, tunnel, copy)
-            }
-        }
     }
 }
 
@@ -1176,33 +749,5 @@ pub fn switch_input(
             }
             out.push(Action::Transmit { link: last, pkt });
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ipip_outer_header_bytes() {
-        // Inner: 10.244.0.2 -> 10.244.1.2, UDP, 4 B payload, TTL 64, DF, ident 1.
-        let inner =
-            crate::net::packet::udp_frame([10, 244, 0, 2].into(), [10, 244, 1, 2].into(), 40000, 5201, 4, 1);
-        let outer = encap_ipv4(
-            &inner[ETH_HEADER..],
-            [192, 168, 0, 1].into(),
-            [192, 168, 0, 2].into(),
-            IPPROTO_IPIP,
-            9,
-            None,
-        );
-        // Checksum computed independently: python3 RFC 1071 over the 20 header bytes -> 0xb969.
-        #[rustfmt::skip]
-        let expected_header = [
-            0x45, 0x00, 0x00, 0x34, 0x00, 0x09, 0x40, 0x00, 0x40, 0x04, 0xb9, 0x69,
-            0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8, 0x00, 0x02,
-        ];
-        assert_eq!(outer[ETH_HEADER..ETH_HEADER + 20], expected_header);
-        assert_eq!(outer[ETH_HEADER + 20..], inner[ETH_HEADER..]);
     }
 }
