@@ -45,7 +45,7 @@ fn same_subnet(a: &NodeSpec, b: &NodeSpec) -> bool {
 /// Installs `route`, or records the kernel's refusal as the agent `who` would log it.
 fn install(w: &mut World, who: &str, route: Route) {
     if let Err(e) = w.add_route(route) {
-        w.warnings.push(format!("{who}: {e}"));
+        w.warn(format!("{who}: {e}"));
     }
 }
 

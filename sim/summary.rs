@@ -266,7 +266,13 @@ impl Summary {
                     u.loss
                 ),
             },
-            warnings: sim.world.warnings.clone(),
+            warnings: {
+                let mut w = sim.world.warnings.clone();
+                if sim.world.warnings_more > 0 {
+                    w.push(format!("... and {} more of the same kind", sim.world.warnings_more));
+                }
+                w
+            },
             workloads: c
                 .workloads
                 .iter()

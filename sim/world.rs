@@ -21,6 +21,9 @@ use crate::net::pcap::PcapWriter;
 use crate::net::route::{DevId, Proto, Route, RouteKind, RouteTable, Scope};
 use crate::time::{Duration, Instant};
 
+/// Build problems kept word for word; later ones are only counted.
+pub const MAX_WARNINGS: usize = 20;
+
 /// Index of a network namespace in [`World::netns`].
 pub type NsId = usize;
 /// Index of a directed cable in [`World::links`].
@@ -53,8 +56,9 @@ pub struct World {
     /// ICMP errors the kernels sent (fragmentation needed).
     pub icmp_sent: u64,
     /// What failed while building, as the agent or tool would log it (a route the kernel
-    /// refused ...). Shown in the report.
+    /// refused ...), the first [`MAX_WARNINGS`] of them; `warnings_more` counts the rest.
     pub warnings: Vec<String>,
+    pub warnings_more: u64,
     /// Userspace data-plane processes (flanneld udp, weave sleeve).
     pub procs: Vec<crate::userspace::UserProc>,
     rngs: RngFactory,
@@ -318,6 +322,16 @@ impl World {
 
     // ---- construction, used by `build` and the CNI builders ----
 
+    /// Records a build problem (kept in full for the first [`MAX_WARNINGS`], counted after:
+    /// a 5,000-node host-gw cluster across racks would otherwise log millions).
+    pub fn warn(&mut self, message: String) {
+        if self.warnings.len() < MAX_WARNINGS {
+            self.warnings.push(message);
+        } else {
+            self.warnings_more += 1;
+        }
+    }
+
     /// A directed cable into `to`, with its own loss stream.
     fn link(&mut self, rate: u64, propagation: Duration, to: LinkEnd) -> LinkId {
         let u = &self.cluster.underlay;
@@ -560,6 +574,7 @@ pub fn build(cluster: &Cluster) -> World {
         arp_frames: 0,
         icmp_sent: 0,
         warnings: Vec::new(),
+        warnings_more: 0,
         procs: Vec::new(),
         rngs: RngFactory::new(cluster.seed),
     };
