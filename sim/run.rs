@@ -507,11 +507,6 @@ impl Simulation {
         }
         Ok(())
     }
-
-    /// Whether `ns` is a pod namespace.
-    pub fn is_pod(&self, ns: NsId) -> bool {
-        matches!(self.world.netns[ns].kind, NsKind::Pod(_))
-    }
 }
 
 #[cfg(test)]

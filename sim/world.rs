@@ -238,6 +238,26 @@ pub struct CiliumMaps {
     pub router_ip: Option<Ipv4Addr>,
 }
 
+impl UdpTunnel {
+    /// A VXLAN device as a CNI agent creates it through netlink without tuning flags
+    /// (`ip link add ... type vxlan id VNI dstport PORT local IP dev DEV nolearning`): the
+    /// kernel's defaults, so outer UDP checksum on, DF unset (research: cni-facts.md §1).
+    pub fn vxlan(vni: u32, port: u16, local: Ipv4Addr, underlay: DevId) -> UdpTunnel {
+        UdpTunnel {
+            proto: TunnelProto::Vxlan,
+            vni,
+            port,
+            local,
+            fdb: HashMap::new(),
+            learning: false,
+            udp_csum: true,
+            df: false,
+            metadata: false,
+            underlay: Some(underlay),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TunnelProto {
     Vxlan,
@@ -287,10 +307,6 @@ pub struct Switch {
 }
 
 impl World {
-    pub fn ns_of_dev(&self, dev: DevId) -> &Netns {
-        &self.netns[self.devices[dev].ns]
-    }
-
     /// The "place" shown in traces: `node-1` or `pod/web-0`.
     pub fn place(&self, ns: NsId) -> String {
         match self.netns[ns].kind {

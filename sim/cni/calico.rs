@@ -11,7 +11,7 @@ use crate::addr::{Ipv4Net, Mac};
 use crate::cluster::{Cni, Fabric};
 use crate::net::neigh::NeighState;
 use crate::net::route::{Proto, Route};
-use crate::world::{DeviceKind, TunnelProto, UdpTunnel, World};
+use crate::world::{DeviceKind, UdpTunnel, World};
 
 use super::{eth0, fnv64, install, pod_netns, same_subnet};
 
@@ -60,18 +60,7 @@ pub(super) fn build(w: &mut World) {
                 DeviceKind::Ipip,
             )),
             Encap::Vxlan => {
-                let t = UdpTunnel {
-                    proto: TunnelProto::Vxlan,
-                    vni: VXLAN_VNI,
-                    port: VXLAN_PORT,
-                    local: node.ip,
-                    fdb: Default::default(),
-                    learning: false,
-                    udp_csum: true,
-                    df: false,
-                    metadata: false,
-                    underlay: Some(eth0(w, n)),
-                };
+                let t = UdpTunnel::vxlan(VXLAN_VNI, VXLAN_PORT, node.ip, eth0(w, n));
                 let mac = vtep_mac(&node.name);
                 Some(w.add_udp_tunnel(ns, "vxlan.calico".into(), mac, node.mtu.saturating_sub(50), t))
             }

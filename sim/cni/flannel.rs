@@ -8,7 +8,7 @@ use crate::net::neigh::NeighState;
 use crate::net::route::{Proto, Route, RouteTable};
 use crate::time::{Duration, Instant};
 use crate::userspace::{ProcKind, UserProc, FLANNEL_UDP_PORT};
-use crate::world::{DeviceKind, TunnelProto, UdpTunnel, World};
+use crate::world::{DeviceKind, UdpTunnel, World};
 
 use super::{bridge_pods, eth0, install, same_subnet};
 
@@ -95,18 +95,7 @@ fn vxlan(w: &mut World) {
     for (n, node) in c.nodes.iter().enumerate() {
         let ns = w.nodes[n].ns;
         let under = eth0(w, n);
-        let t = UdpTunnel {
-            proto: TunnelProto::Vxlan,
-            vni: VNI,
-            port: PORT,
-            local: node.ip,
-            fdb: Default::default(),
-            learning: false,
-            udp_csum: true,
-            df: false,
-            metadata: false,
-            underlay: Some(under),
-        };
+        let t = UdpTunnel::vxlan(VNI, PORT, node.ip, under);
         let dev = w.add_udp_tunnel(ns, "flannel.1".into(), vtep_mac(n), node.mtu.saturating_sub(50), t);
         w.add_addr(dev, node.pod_subnet.network(), 32);
         vteps.push(dev);

@@ -15,7 +15,7 @@ pub(super) fn macvlan_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, lower: DevId
         for &s in &siblings {
             dev_rx(w, cx, s, pkt.flood_copy());
         }
-        return dev_xmit_lower(w, cx, lower, pkt);
+        return dev_xmit(w, cx, lower, pkt);
     }
     if let Some(&s) = siblings.iter().find(|&&s| w.devices[s].mac == dst) {
         hop(w, cx, &mut pkt, dev, "forward", || {
@@ -24,11 +24,6 @@ pub(super) fn macvlan_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, lower: DevId
         return dev_rx(w, cx, s, pkt);
     }
     hop(w, cx, &mut pkt, dev, "forward", || format!("out of lower device {}", w.devices[lower].name));
-    dev_xmit_lower(w, cx, lower, pkt)
-}
-
-/// Transmits on a lower device without its own stack seeing the frame.
-pub(super) fn dev_xmit_lower(w: &mut World, cx: &mut Ctx, lower: DevId, pkt: Packet) {
     dev_xmit(w, cx, lower, pkt)
 }
 
