@@ -44,3 +44,22 @@ fn another_seed_changes_what_is_random() {
     // Ephemeral source ports are drawn from the seed.
     assert_ne!(a["flows"][0]["src_port"], b["flows"][0]["src_port"]);
 }
+
+/// The same holds with tunnels, userspace processes, eBPF, OVS and fragmentation in the path.
+#[test]
+fn same_seed_same_summary_for_every_kind_of_data_path() {
+    use cnisim::cluster::Cni;
+    let root = scratch("det-cni");
+    for cni in [Cni::WeaveSleeve, Cni::WeaveFastdp, Cni::CiliumGeneve, Cni::FlannelUdp, Cni::CalicoVxlan] {
+        let summary = |dir: &str| {
+            let out = root.join(format!("{}-{dir}", cni.id()));
+            let opts = RunOptions { out: Some(out.clone()), cni: Some(cni), ..Default::default() };
+            app::run(&repo("scenarios/mtu-blackhole.ron"), &opts).unwrap();
+            let mut v: serde_json::Value =
+                serde_json::from_slice(&fs::read(out.join("summary.json")).unwrap()).unwrap();
+            v.as_object_mut().unwrap().remove("run");
+            v
+        };
+        assert_eq!(summary("a"), summary("b"), "{cni}");
+    }
+}
