@@ -619,7 +619,7 @@ pub fn build(cluster: &Cluster) -> World {
         w.attach_to_switch(spec.rack, nic, spec.nic_bandwidth.0, u.bandwidth.0, u.propagation);
         if let Some(gw) = spec.gateway.or_else(|| upstream_gateway(cluster)) {
             w.add_route(Route::new(Ipv4Net::DEFAULT, Some(gw), nic, Proto::Boot))
-                .expect("the ToR is on the rack subnet");
+                .expect("the gateway is on the node's own subnet");
         }
         let cores = vec![Core::default(); spec.cores as usize];
         w.nodes.push(Node { ns, cores, packets: 0 });

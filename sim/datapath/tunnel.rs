@@ -91,7 +91,8 @@ pub(super) fn udp_tunnel_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: 
         return cx.drop(pkt, DropReason::NoTunnelEndpoint);
     };
     let (proto, port, local, csum, df) = (t.proto, t.port, t.local, t.udp_csum, t.df);
-    let hash = flow_hash(&pkt.frame) ^ (flow_hash(&pkt.frame) << 16);
+    let inner = flow_hash(&pkt.frame);
+    let hash = inner ^ (inner << 16);
     // udp_flow_src_port(min, max): VXLAN uses the ephemeral range 32768-60999 (port_min/max
     // unset), Geneve passes 1..USHRT_MAX (drivers/net/geneve.c).
     let (min, max) = match proto {
