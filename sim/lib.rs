@@ -17,6 +17,7 @@ pub mod error;
 pub mod net;
 pub mod observe;
 pub mod output;
+pub mod proxy;
 pub mod report;
 pub mod run;
 pub mod scenario;
