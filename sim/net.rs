@@ -5,6 +5,7 @@
 //! into a node's kernel pipeline and `world` builds them from the cluster.
 
 pub mod bridge;
+pub mod conntrack;
 pub mod link;
 pub mod neigh;
 pub mod packet;
