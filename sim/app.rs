@@ -7,6 +7,7 @@ use std::time::Instant as WallClock;
 
 use crate::cluster::{Cluster, Cni};
 use crate::error::Error;
+use crate::proxy::ProxyMode;
 use crate::output::{write_dir_atomically, OutputFile};
 use crate::run::Simulation;
 use crate::summary::{RunInfo, Summary};
@@ -23,6 +24,15 @@ pub struct RunOptions {
     pub seed: Option<u64>,
     /// Overrides the scenario's CNI (before resolution: MTU defaults follow it).
     pub cni: Option<Cni>,
+    /// Overrides the scenario's proxy mode.
+    pub proxy: Option<ProxyMode>,
+}
+
+/// The command-line choices `validate`, `describe` and `trace` take.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Choice {
+    pub cni: Option<Cni>,
+    pub proxy: Option<ProxyMode>,
 }
 
 pub struct RunOutcome {
@@ -32,8 +42,9 @@ pub struct RunOutcome {
 }
 
 /// Loads and resolves a scenario, applying command-line overrides.
-pub fn load(path: &Path, seed: Option<u64>, cni: Option<Cni>) -> Result<Cluster, Error> {
-    let mut c = scenario::load_with(path, &scenario::Overrides { cni })?;
+pub fn load(path: &Path, seed: Option<u64>, choice: Choice) -> Result<Cluster, Error> {
+    let overrides = scenario::Overrides { cni: choice.cni, proxy: choice.proxy, ..Default::default() };
+    let mut c = scenario::load_with(path, &overrides)?;
     if let Some(s) = seed {
         c.seed = s;
     }
@@ -42,7 +53,7 @@ pub fn load(path: &Path, seed: Option<u64>, cni: Option<Cni>) -> Result<Cluster,
 
 /// `cnisim run`: simulate, summarise, render, write the output directory atomically.
 pub fn run(path: &Path, opts: &RunOptions) -> Result<RunOutcome, Error> {
-    let cluster = load(path, opts.seed, opts.cni)?;
+    let cluster = load(path, opts.seed, Choice { cni: opts.cni, proxy: opts.proxy })?;
     // Probe first: its world is dropped before the main run builds its own.
     let overhead = trace::overhead_probe(&cluster)?;
     let mut sim = Simulation::new(&cluster);
@@ -78,23 +89,25 @@ pub fn run(path: &Path, opts: &RunOptions) -> Result<RunOutcome, Error> {
 }
 
 /// `cnisim validate`: a one-line description of a valid scenario.
-pub fn validate(path: &Path, cni: Option<Cni>) -> Result<String, Error> {
-    let c = load(path, None, cni)?;
+pub fn validate(path: &Path, choice: Choice) -> Result<String, Error> {
+    let c = load(path, None, choice)?;
     let flows: usize = c.workloads.iter().map(|w| w.flows.len()).sum();
     Ok(format!(
-        "{}: ok: {} nodes, {} pods, {} workloads ({flows} flows), CNI {}, {} simulated",
+        "{}: ok: {} nodes, {} pods, {} services, {} workloads ({flows} flows), CNI {}, proxy {}, {} simulated",
         path.display(),
         c.nodes.len(),
         c.pods.len(),
+        c.services.services.len(),
         c.workloads.len(),
         c.cni,
+        c.proxy,
         c.duration
     ))
 }
 
 /// `cnisim describe`: run the scenario up to `at` (default: its end) and print a node's state.
-pub fn describe(path: &Path, node: &str, at: Option<Duration>, cni: Option<Cni>) -> Result<String, Error> {
-    let c = load(path, None, cni)?;
+pub fn describe(path: &Path, node: &str, at: Option<Duration>, choice: Choice) -> Result<String, Error> {
+    let c = load(path, None, choice)?;
     let n = c.node_by_name(node).ok_or_else(|| {
         let names: Vec<&str> = c.nodes.iter().map(|n| n.name.as_str()).collect();
         Error::Usage(format!("no node '{node}' in {}; nodes: {}", path.display(), names.join(", ")))
@@ -111,9 +124,9 @@ pub fn trace(
     from: &str,
     to: &str,
     payload: u32,
-    cni: Option<Cni>,
+    choice: Choice,
 ) -> Result<trace::Trace, Error> {
-    let c = load(path, None, cni)?;
+    let c = load(path, None, choice)?;
     let pod = |name: &str| {
         c.pod_by_name(name).ok_or_else(|| {
             let names: Vec<&str> = c.pods.iter().map(|p| p.name.as_str()).take(20).collect();

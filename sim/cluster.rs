@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::addr::Ipv4Net;
 use crate::cost::CostProfile;
+use crate::proxy::{ProxyMode, ServiceTable};
 use crate::time::{Duration, Instant};
 use crate::units::{Bandwidth, ByteSize};
 
@@ -43,6 +44,25 @@ pub struct Cluster {
     /// Invariant: every flow's endpoints are distinct pods.
     pub workloads: Vec<Workload>,
     pub costs: CostProfile,
+    /// How every node implements Services.
+    pub proxy: ProxyMode,
+    /// Services with their endpoints resolved from selectors (ready pods only), the scenario's
+    /// own first, then the generated ones (`generated_services`).
+    pub services: ServiceTable,
+    /// Index of the first generated Service in `services.services` and how many there are.
+    pub generated: (usize, usize),
+    /// Pods deleted during the run (an endpoint change every proxy must sync), by time.
+    pub changes: Vec<Change>,
+    /// `nf_conntrack_max` per node; `None`: kube-proxy's max(32768 * cores, 131072).
+    pub conntrack_max: Option<usize>,
+}
+
+/// A change to the cluster during the run: the pod's process exits at `at`; the endpoint
+/// controller removes it from every Service at once, and each node's proxy then syncs.
+#[derive(Clone, Debug, Serialize)]
+pub struct Change {
+    pub at: Instant,
+    pub pod: PodId,
 }
 
 /// Address plan of the cluster. Invariant: the three ranges do not overlap.
@@ -145,15 +165,35 @@ pub struct Rack {
     pub gateway: Ipv4Addr,
 }
 
+/// Where a flow's datagrams go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// A pod's own address.
+    Pod(PodId),
+    /// A Service's cluster IP and port (indices into `Cluster::services`).
+    Service { service: usize, port: usize },
+    /// A node's address at a NodePort Service's node port.
+    NodePort { service: usize, port: usize, node: NodeId },
+    /// Every new connection picks one of `count` Services from `first`, uniformly (the
+    /// generated Services of a rule-scaling scenario).
+    AnyService { first: usize, count: usize },
+}
+
 /// One traffic generator and the flows it drives.
 #[derive(Clone, Debug, Serialize)]
 pub struct Workload {
     pub name: String,
     pub kind: WorkloadKind,
-    /// (client, server) pod pairs; one flow each. Invariant: non-empty, client != server.
-    pub flows: Vec<(PodId, PodId)>,
-    /// Destination UDP port on the server.
+    /// (client pod, target) pairs; one flow each. Invariant: non-empty, a pod never targets
+    /// itself.
+    pub flows: Vec<(PodId, Target)>,
+    /// Destination UDP port on a server pod (pod targets; Services use their own ports).
     pub port: u16,
+    /// Request/response: each request opens a new connection (a new socket and source port,
+    /// so conntrack sees a new 5-tuple and the proxy's first-packet path runs every time);
+    /// otherwise one connected socket is reused for the whole run.
+    pub new_connection_per_request: bool,
     pub start: Instant,
     /// How long the generator runs from `start`.
     pub duration: Duration,

@@ -87,6 +87,47 @@ pub struct CostProfile {
     /// Queueing one fragment for reassembly (`ip_defrag`: hash lookup, rbtree insert, the final
     /// coalesce amortised). ~300 ns.
     pub ip_reassemble: Duration,
+    /// Conntrack lookup of a packet in a namespace with connection tracking
+    /// (`nf_conntrack_in`: tuple hash, bucket walk, refresh). ~80 ns.
+    pub conntrack_lookup: Duration,
+    /// Creating a conntrack entry for a new connection (`nf_conntrack_alloc`, NAT binding,
+    /// `__nf_conntrack_confirm` into both hash chains). ~500 ns: an allocation, two hash
+    /// insertions and a spinlock.
+    pub conntrack_new: Duration,
+    /// Rewriting a packet's addresses and ports from its NAT binding (`nf_nat_packet`:
+    /// manip plus incremental checksum update). ~60 ns.
+    pub nat_rewrite: Duration,
+    /// One iptables rule evaluated (`ipt_do_table`: `ip_packet_match` on the 5-tuple, then any
+    /// match extensions such as `-m udp`, `-m comment`). ~25 ns: the rule walk is a linear
+    /// scan of compact structs, so tens of ns per rule; this is what makes long KUBE-SERVICES
+    /// chains costly.
+    pub iptables_rule: Duration,
+    /// One hash-table lookup on the packet path (ipset test, IPVS service or connection
+    /// table, nftables set/map element, BPF hash map). ~50 ns.
+    pub hash_lookup: Duration,
+    /// Cilium's socket LB translating at connect()/sendmsg() (`cgroup/connect4`: service and
+    /// backend map lookups, sockaddr rewrite). ~300 ns, once per connection.
+    pub sock_lb: Duration,
+    /// Fixed cost of one proxy sync (informer snapshot, change tracking, building the
+    /// restore payload): ~2 ms for kube-proxy.
+    pub proxy_sync_base: Duration,
+    /// kube-proxy's per-sync work for every Service port, changed or not (Go map iteration,
+    /// endpoint categorisation, string building): ~10 us. Large clusters report multi-second
+    /// iptables syncs at tens of thousands of Services (KEP-3453), which this and the two
+    /// iptables costs below reproduce in order of magnitude.
+    pub proxy_sync_per_service: Duration,
+    /// iptables-restore parsing and translating one line of input. ~2 us.
+    pub iptables_restore_line: Duration,
+    /// The kernel replacing the table, per rule in it (iptables-legacy `do_replace` copies and
+    /// checks the whole table blob, `translate_table`). ~0.3 us.
+    pub iptables_replace_rule: Duration,
+    /// One netlink object added or removed (IPVS real server, ipset entry, nftables element,
+    /// with the transaction commit amortised). ~10 us.
+    pub netlink_object: Duration,
+    /// One IPVS virtual server in the netlink dump the IPVS proxier reads every sync. ~1 us.
+    pub netlink_dump_entry: Duration,
+    /// One BPF map update from Cilium's agent (`bpf(BPF_MAP_UPDATE_ELEM)` syscall). ~2 us.
+    pub bpf_map_update: Duration,
 }
 
 impl Default for CostProfile {
@@ -115,6 +156,19 @@ impl Default for CostProfile {
             ovs_flow: Duration::from_nanos(250),
             ip_fragment: Duration::from_nanos(200),
             ip_reassemble: Duration::from_nanos(300),
+            conntrack_lookup: Duration::from_nanos(80),
+            conntrack_new: Duration::from_nanos(500),
+            nat_rewrite: Duration::from_nanos(60),
+            iptables_rule: Duration::from_nanos(25),
+            hash_lookup: Duration::from_nanos(50),
+            sock_lb: Duration::from_nanos(300),
+            proxy_sync_base: Duration::from_millis(2),
+            proxy_sync_per_service: Duration::from_micros(10),
+            iptables_restore_line: Duration::from_micros(2),
+            iptables_replace_rule: Duration::from_nanos(300),
+            netlink_object: Duration::from_micros(10),
+            netlink_dump_entry: Duration::from_micros(1),
+            bpf_map_update: Duration::from_micros(2),
         }
     }
 }

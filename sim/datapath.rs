@@ -12,6 +12,7 @@
 
 mod ebpf;
 mod mtu;
+mod nat;
 mod stacked;
 mod tunnel;
 
@@ -83,7 +84,7 @@ impl Ctx {
     pub fn now(&self) -> Instant {
         self.start + self.cost
     }
-    fn charge(&mut self, d: Duration) {
+    pub fn charge(&mut self, d: Duration) {
         if !self.hardware {
             self.cost += d;
         }
@@ -127,6 +128,13 @@ pub fn udp_send(w: &mut World, cx: &mut Ctx, ns: NsId, mut pkt: Packet) {
 
 /// Routes a locally generated packet (`ip_route_output_key`, then [`ip_finish_output`]).
 fn ip_output(w: &mut World, cx: &mut Ctx, ns: NsId, mut pkt: Packet) {
+    if w.has_netfilter(ns) {
+        let dev = w.netns[ns].devices[0];
+        match nat::netfilter(w, cx, ns, dev, crate::proxy::Hook::Output, pkt) {
+            Some(p) => pkt = p,
+            None => return,
+        }
+    }
     let dst = Ipv4Packet::new_unchecked(pkt.ip()).dst_addr();
     cx.charge(w.costs.fib_lookup);
     let Some(route) = w.netns[ns].main.lookup(dst).cloned() else {
@@ -206,7 +214,7 @@ fn dev_output(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, nh: Ipv4Addr, p
 
 /// The source address the kernel picks to reach `dst` from `ns`: the route's `src`, else the
 /// first address of the route's device.
-fn source_for(w: &World, ns: NsId, dst: Ipv4Addr) -> Option<Ipv4Addr> {
+pub(crate) fn source_for(w: &World, ns: NsId, dst: Ipv4Addr) -> Option<Ipv4Addr> {
     let r = w.netns[ns].main.lookup(dst)?;
     r.src.or_else(|| w.devices[r.dev].addrs.first().map(|a| a.0))
 }
@@ -314,6 +322,13 @@ fn dev_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
     capture(w, cx, dev, &pkt);
     match w.devices[dev].kind {
         DeviceKind::Veth { peer } => {
+            if w.service_bpf && w.is_pod_facing(dev) {
+                // tc egress towards the pod: reverse translation of service replies.
+                match nat::bpf_reverse(w, cx, dev, pkt) {
+                    Some(p) => pkt = p,
+                    None => return,
+                }
+            }
             cx.charge(w.costs.veth_xmit);
             hop(w, cx, &mut pkt, dev, "xmit", || format!("veth to peer {}", w.devices[peer].name));
             dev_rx(w, cx, peer, pkt);
@@ -346,8 +361,18 @@ fn dev_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
 }
 
 /// A frame arrives on a device from its wire or peer.
-fn dev_rx(w: &mut World, cx: &mut Ctx, dev: DevId, pkt: Packet) {
+fn dev_rx(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
     capture(w, cx, dev, &pkt);
+    if w.service_bpf && w.is_pod_facing(dev) {
+        // The eBPF service program on the host side of the pod's veth (tc ingress).
+        if w.devices[dev].ebpf.is_none() {
+            cx.charge(w.costs.ebpf_prog);
+        }
+        match nat::bpf_from_pod(w, cx, dev, pkt) {
+            Some(p) => pkt = p,
+            None => return,
+        }
+    }
     if let Some(hook) = w.devices[dev].ebpf {
         return ebpf::ingress(w, cx, dev, hook, pkt);
     }
@@ -451,6 +476,17 @@ fn bridge_input(w: &mut World, cx: &mut Ctx, br: DevId, port: DevId, mut pkt: Pa
         bridge_flood(w, cx, br, Some(port), copy);
         capture(w, cx, br, &pkt);
         return netif_receive(w, cx, br, pkt);
+    }
+    // br_netfilter (bridge-nf-call-iptables = 1, which Kubernetes requires): bridged IPv4
+    // frames pass the nat PREROUTING hook too, so replies between pods of one bridge are
+    // reverse-translated and new connections walk the rules.
+    let mut pkt = pkt;
+    let ns = w.devices[br].ns;
+    if w.has_netfilter(ns) && EthernetFrame::new_unchecked(&pkt.frame[..]).ethertype() == EthernetProtocol::Ipv4 {
+        match nat::netfilter(w, cx, ns, br, crate::proxy::Hook::Prerouting, pkt) {
+            Some(p) => pkt = p,
+            None => return,
+        }
     }
     bridge_forward(w, cx, br, Some(port), pkt);
 }
@@ -626,6 +662,13 @@ fn ip_rcv(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
     if !ip.verify_checksum() {
         return cx.drop(pkt, DropReason::BadChecksum);
     }
+    if w.has_netfilter(ns) {
+        match nat::netfilter(w, cx, ns, dev, crate::proxy::Hook::Prerouting, pkt) {
+            Some(p) => pkt = p,
+            None => return,
+        }
+    }
+    let ip = Ipv4Packet::new_unchecked(pkt.ip());
     let (dst, ttl) = (ip.dst_addr(), ip.hop_limit());
     cx.charge(w.costs.fib_lookup);
     if w.netns[ns].local.lookup(dst).is_some_and(|r| r.kind != RouteKind::Unicast) {

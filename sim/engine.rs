@@ -117,6 +117,7 @@ pub enum Component {
     Link = 1,
     Workload = 2,
     Node = 3,
+    Proxy = 4,
 }
 
 /// Splits one seed into independent, reproducible random streams.

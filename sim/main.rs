@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use cnisim::app;
 use cnisim::cluster::Cni;
 use cnisim::error::Error;
+use cnisim::proxy::ProxyMode;
 use cnisim::time::Duration;
 
 #[derive(Parser)]
@@ -45,6 +46,11 @@ enum Command {
         /// Simulate under another CNI than the scenario's (e.g. calico-ipip).
         #[arg(long, value_parser = parse_cni)]
         cni: Option<Cni>,
+        /// Implement Services with another proxy mode than the scenario's: userspace,
+        /// iptables, ipvs, ipvs-lc, ipvs-sh, ipvs-sed, nftables, ebpf (socket LB on),
+        /// ebpf-no-socket-lb.
+        #[arg(long, value_parser = parse_proxy)]
+        proxy: Option<ProxyMode>,
     },
     /// Check scenario files and report the first problem in each as file:line:col.
     #[command(after_help = "Example:\n  cnisim validate scenarios/*.ron")]
@@ -54,6 +60,9 @@ enum Command {
         /// Validate as if the scenario used this CNI.
         #[arg(long, value_parser = parse_cni)]
         cni: Option<Cni>,
+        /// Validate as if the scenario used this proxy mode.
+        #[arg(long, value_parser = parse_proxy)]
+        proxy: Option<ProxyMode>,
     },
     /// Print a node's devices, addresses, routes, bridge FDB and neighbours like ip/bridge do.
     #[command(after_help = "Example:\n  cnisim describe scenarios/quickstart.ron --node node-1 --at 10ms")]
@@ -69,6 +78,9 @@ enum Command {
         /// Describe the node under another CNI than the scenario's.
         #[arg(long, value_parser = parse_cni)]
         cni: Option<Cni>,
+        /// Describe the node under another proxy mode than the scenario's.
+        #[arg(long, value_parser = parse_proxy)]
+        proxy: Option<ProxyMode>,
     },
     /// Send one UDP datagram between two pods and print every hop it takes and why.
     #[command(
@@ -88,10 +100,17 @@ enum Command {
         /// Trace under another CNI than the scenario's.
         #[arg(long, value_parser = parse_cni)]
         cni: Option<Cni>,
+        /// Trace under another proxy mode than the scenario's.
+        #[arg(long, value_parser = parse_proxy)]
+        proxy: Option<ProxyMode>,
     },
 }
 
 fn parse_cni(s: &str) -> Result<Cni, String> {
+    s.parse()
+}
+
+fn parse_proxy(s: &str) -> Result<ProxyMode, String> {
     s.parse()
 }
 
@@ -112,8 +131,8 @@ fn main() -> ExitCode {
 
 fn execute(cmd: Command) -> Result<(), Error> {
     match cmd {
-        Command::Run { scenario, out, pcap, seed, cni } => {
-            let o = app::run(&scenario, &app::RunOptions { out, pcap, seed, cni })?;
+        Command::Run { scenario, out, pcap, seed, cni, proxy } => {
+            let o = app::run(&scenario, &app::RunOptions { out, pcap, seed, cni, proxy })?;
             let s = &o.summary;
             println!(
                 "simulated {} ({}, {} nodes, {} pods) for {}: {} events, {} packet hops in {:.2}s",
@@ -141,10 +160,10 @@ fn execute(cmd: Command) -> Result<(), Error> {
             println!("report: {}", o.out_dir.join("report.html").display());
             Ok(())
         }
-        Command::Validate { scenarios, cni } => {
+        Command::Validate { scenarios, cni, proxy } => {
             let mut first_err = None;
             for p in &scenarios {
-                match app::validate(p, cni) {
+                match app::validate(p, app::Choice { cni, proxy }) {
                     Ok(line) => println!("{line}"),
                     Err(e) => {
                         eprintln!("error: {e}");
@@ -154,12 +173,12 @@ fn execute(cmd: Command) -> Result<(), Error> {
             }
             first_err.map_or(Ok(()), Err)
         }
-        Command::Describe { scenario, node, at, cni } => {
-            print!("{}", app::describe(&scenario, &node, at, cni)?);
+        Command::Describe { scenario, node, at, cni, proxy } => {
+            print!("{}", app::describe(&scenario, &node, at, app::Choice { cni, proxy })?);
             Ok(())
         }
-        Command::Trace { scenario, from, to, size, cni } => {
-            print!("{}", app::trace(&scenario, &from, &to, size, cni)?.render());
+        Command::Trace { scenario, from, to, size, cni, proxy } => {
+            print!("{}", app::trace(&scenario, &from, &to, size, app::Choice { cni, proxy })?.render());
             Ok(())
         }
     }

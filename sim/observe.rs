@@ -49,6 +49,14 @@ pub enum DropReason {
     /// A datagram's fragments were not all received within `ipfrag_time` (30 s), or the
     /// reassembly queue refused them.
     Reassembly,
+    /// A new connection to a Service with no ready endpoint (kube-proxy's REJECT; Cilium's
+    /// DROP_NO_SERVICE).
+    ServiceNoEndpoints,
+    /// The conntrack table was full and no entry could be evicted for a new connection.
+    ConntrackFull,
+    /// A reply reached a connected socket from an address it is not connected to (the
+    /// reverse translation did not happen).
+    UnexpectedSource,
 }
 
 impl DropReason {
@@ -72,6 +80,9 @@ impl DropReason {
             DropReason::Malformed => "malformed",
             DropReason::NoTunnelEndpoint => "no_tunnel_endpoint",
             DropReason::WrongVni => "wrong_vni",
+            DropReason::ServiceNoEndpoints => "service_no_endpoints",
+            DropReason::ConntrackFull => "conntrack_full",
+            DropReason::UnexpectedSource => "unexpected_source",
             DropReason::Reassembly => "reassembly_failed",
         }
     }

@@ -11,6 +11,7 @@
 pub mod iptables;
 pub mod ipvs;
 pub mod nftables;
+pub mod node;
 
 use std::net::Ipv4Addr;
 
@@ -20,8 +21,7 @@ use crate::addr::Ipv4Net;
 use crate::cluster::{NodeId, PodId};
 
 /// How Services are implemented on every node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ProxyMode {
     /// kube-proxy's removed userspace mode: REDIRECT to a proxy process that opens its own
     /// connection to the backend.
@@ -37,8 +37,66 @@ pub enum ProxyMode {
     Ebpf { socket_lb: bool },
 }
 
+impl ProxyMode {
+    /// Every mode, in the order reports and sweeps list them.
+    pub const ALL: [ProxyMode; 9] = [
+        ProxyMode::Userspace,
+        ProxyMode::Iptables,
+        ProxyMode::Ipvs(IpvsScheduler::Rr),
+        ProxyMode::Ipvs(IpvsScheduler::Lc),
+        ProxyMode::Ipvs(IpvsScheduler::Sh),
+        ProxyMode::Ipvs(IpvsScheduler::Sed),
+        ProxyMode::Nftables,
+        ProxyMode::Ebpf { socket_lb: true },
+        ProxyMode::Ebpf { socket_lb: false },
+    ];
+
+    /// The identifier used in scenarios, on the command line and in outputs.
+    pub fn id(self) -> &'static str {
+        match self {
+            ProxyMode::Userspace => "userspace",
+            ProxyMode::Iptables => "iptables",
+            ProxyMode::Ipvs(IpvsScheduler::Rr) => "ipvs",
+            ProxyMode::Ipvs(IpvsScheduler::Lc) => "ipvs-lc",
+            ProxyMode::Ipvs(IpvsScheduler::Sh) => "ipvs-sh",
+            ProxyMode::Ipvs(IpvsScheduler::Sed) => "ipvs-sed",
+            ProxyMode::Nftables => "nftables",
+            ProxyMode::Ebpf { socket_lb: true } => "ebpf",
+            ProxyMode::Ebpf { socket_lb: false } => "ebpf-no-socket-lb",
+        }
+    }
+
+    /// Whether the mode is kube-proxy's (it programs netfilter or IPVS and syncs from the
+    /// Service and EndpointSlice informers) rather than Cilium's agent.
+    pub fn is_kube_proxy(self) -> bool {
+        !matches!(self, ProxyMode::Ebpf { .. })
+    }
+}
+
+impl std::str::FromStr for ProxyMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<ProxyMode, String> {
+        ProxyMode::ALL.into_iter().find(|m| m.id() == s).ok_or_else(|| {
+            let all = ProxyMode::ALL.iter().map(|m| m.id()).collect::<Vec<_>>().join(", ");
+            format!("unknown proxy mode '{s}', expected one of: {all}")
+        })
+    }
+}
+
+impl Serialize for ProxyMode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.id())
+    }
+}
+
+impl std::fmt::Display for ProxyMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.id())
+    }
+}
+
 /// IPVS schedulers kube-proxy accepts (`--ipvs-scheduler`) that cnisim models.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IpvsScheduler {
     /// Round robin (kube-proxy's default).

@@ -10,7 +10,8 @@ use std::net::Ipv4Addr;
 
 use rand::Rng;
 
-use crate::cluster::{Cluster, WorkloadKind};
+use crate::cluster::{Cluster, Target, WorkloadKind};
+use crate::proxy::{ProxyMode, ServiceKind};
 use crate::datapath::{self, Action, Ctx};
 use crate::engine::{Component, EventQueue, RngFactory};
 use crate::error::Error;
@@ -21,6 +22,13 @@ use crate::summary::Hop;
 use crate::time::{Duration, Instant};
 use crate::userspace::{Input, Output};
 use crate::world::{self, LinkEnd, LinkId, NsId, NsKind, World};
+
+/// The (source, destination) address and port of a UDP datagram's frame.
+fn udp_ends(pkt: &Packet) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
+    let ip = smoltcp::wire::Ipv4Packet::new_unchecked(pkt.ip());
+    let udp = smoltcp::wire::UdpPacket::new_unchecked(ip.payload());
+    ((ip.src_addr(), udp.src_port()), (ip.dst_addr(), udp.dst_port()))
+}
 
 /// Every kind of event. Order of variants does not matter: ties break by insertion order.
 #[derive(Debug)]
@@ -41,6 +49,11 @@ pub enum Event {
     User { proc: usize, input: Input, pkt: Packet },
     /// A userspace process has finished with a packet: the kernel takes its writes.
     UserDone { proc: usize, outputs: Vec<Output> },
+    /// Change `index` of the scenario happens (a pod is deleted).
+    Change { index: usize },
+    /// A node's proxy finished syncing to Service table `version` for a change made at
+    /// `changed_at`: the new rules take effect.
+    SyncDone { node: usize, version: usize, changed_at: Instant, rules: Box<crate::proxy::node::Rules> },
 }
 
 /// Per-flow runtime state.
@@ -48,16 +61,23 @@ pub enum Event {
 pub struct Flow {
     pub workload: usize,
     pub client: usize,
-    pub server: usize,
+    pub target: Target,
     pub client_ns: NsId,
-    pub server_ns: NsId,
     pub client_ip: Ipv4Addr,
-    pub server_ip: Ipv4Addr,
+    /// The current connection's source port (a new one per connection).
     pub sport: u16,
-    pub dport: u16,
+    /// Where the current connection sends: pod, Service VIP or node address, and port.
+    pub dst: (Ipv4Addr, u16),
+    /// The address the client's socket is connected to (replies must come from it): `dst`,
+    /// or with socket LB the backend it was translated to.
+    pub peer: (Ipv4Addr, u16),
     pub kind: WorkloadKind,
     pub start: Instant,
     pub end: Instant,
+    /// Open a new connection for every request.
+    pub per_request: bool,
+    /// Connections opened so far.
+    pub connections: u64,
     next_seq: u64,
     /// Request in flight: (seq, sent at).
     outstanding: Option<(u64, Instant)>,
@@ -71,6 +91,8 @@ pub struct Simulation {
     /// Trace the first datagram of each flow.
     pub trace_first: bool,
     pub end: Instant,
+    /// Ephemeral ports, headless and generated-Service picks, socket-LB backend choices.
+    rng: rand_chacha::ChaCha8Rng,
 }
 
 impl Simulation {
@@ -81,31 +103,25 @@ impl Simulation {
         let mut flows = Vec::new();
         let mut world = world;
         for (wi, wl) in cluster.workloads.iter().enumerate() {
-            let mut rng = rngs.stream(Component::Workload, wi as u64);
-            for &(c, s) in &wl.flows {
-                let (cns, sns) = (world.pod_ns[c], world.pod_ns[s]);
-                // An ephemeral port from Linux's default ip_local_port_range, 32768-60999.
-                let sport = loop {
-                    let p = rng.random_range(32768..=60999u16);
-                    if !world.netns[cns].udp_ports.contains(&p) {
-                        break p;
-                    }
-                };
-                world.netns[cns].udp_ports.insert(sport);
-                world.netns[sns].udp_ports.insert(wl.port);
+            for &(c, target) in &wl.flows {
+                let cns = world.pod_ns[c];
+                if let Target::Pod(server) = target {
+                    world.netns[world.pod_ns[server]].udp_ports.insert(wl.port);
+                }
                 flows.push(Flow {
                     workload: wi,
                     client: c,
-                    server: s,
+                    target,
                     client_ns: cns,
-                    server_ns: sns,
                     client_ip: cluster.pods[c].ip,
-                    server_ip: cluster.pods[s].ip,
-                    sport,
-                    dport: wl.port,
+                    sport: 0,
+                    dst: (Ipv4Addr::UNSPECIFIED, 0),
+                    peer: (Ipv4Addr::UNSPECIFIED, 0),
                     kind: wl.kind.clone(),
                     start: wl.start,
                     end: wl.start + wl.duration,
+                    per_request: wl.new_connection_per_request,
+                    connections: 0,
                     next_seq: 0,
                     outstanding: None,
                 });
@@ -115,8 +131,20 @@ impl Simulation {
         for (i, f) in flows.iter().enumerate() {
             queue.schedule(f.start, Event::Send { flow: i as u32 });
         }
+        for (index, c) in cluster.changes.iter().enumerate() {
+            queue.schedule(c.at, Event::Change { index });
+        }
         let obs = Observations::new(flows.len());
-        Simulation { world, queue, obs, flows, trace_first: true, end: Instant::ZERO + cluster.duration }
+        let flow_rng = rngs.stream(Component::Workload, u64::MAX >> 16);
+        Simulation {
+            world,
+            queue,
+            obs,
+            flows,
+            trace_first: true,
+            end: Instant::ZERO + cluster.duration,
+            rng: flow_rng,
+        }
     }
 
     /// Runs to the end of the scenario and checks packet conservation.
@@ -171,6 +199,10 @@ impl Simulation {
             Event::Deliver { ns, pkt } => self.deliver(t, ns, pkt),
             Event::User { proc, input, pkt } => self.user(t, proc, input, pkt),
             Event::UserDone { proc, outputs } => self.user_done(t, proc, outputs),
+            Event::Change { index } => self.change(t, index),
+            Event::SyncDone { node, version, changed_at, rules } => {
+                self.sync_done(t, node, version, changed_at, *rules)
+            }
             Event::ArpTimer { ns, ip } => {
                 if let NsKind::Router(_) = self.world.netns[ns].kind {
                     let mut cx = Ctx::hardware(t);
@@ -365,9 +397,99 @@ impl Simulation {
                 self.queue.schedule(t + timeout, Event::Timeout { flow, seq });
             }
         }
+        let opens = seq == 0 || self.flows[flow as usize].per_request;
+        let mut sock_lb = None;
+        if opens {
+            match self.open_connection(flow) {
+                Ok(lb) => sock_lb = lb,
+                Err(reason) => {
+                    // connect() failed (socket LB found no backend): nothing leaves the pod.
+                    let tag = DataTag { flow, dir: Dir::Forward, seq, sent_at: t, payload, opens };
+                    self.obs.sent(&tag);
+                    self.obs.dropped(Some(&tag), 0, reason);
+                    return;
+                }
+            }
+        }
         let f = &self.flows[flow as usize];
-        let (ns, src, dst, sport, dport) = (f.client_ns, f.client_ip, f.server_ip, f.sport, f.dport);
-        self.transmit(t, flow, Dir::Forward, seq, payload, ns, (src, dst, sport, dport));
+        let (ns, src, sport, peer) = (f.client_ns, f.client_ip, f.sport, f.peer);
+        let tuple = (src, peer.0, sport, peer.1);
+        self.transmit(t, flow, Dir::Forward, seq, payload, ns, tuple, opens, sock_lb);
+    }
+
+    /// Opens the flow's next connection: a new socket with a fresh ephemeral port, the
+    /// destination for this connection, and with Cilium's socket LB the backend chosen at
+    /// connect(). Returns the CPU the connect-time translation cost, if any.
+    fn open_connection(&mut self, flow: u32) -> Result<Option<Duration>, DropReason> {
+        let f = &self.flows[flow as usize];
+        let (cns, target, old, node) = (f.client_ns, f.target, f.sport, self.world.netns[f.client_ns].node);
+        let udp = &mut self.world.netns[cns].udp_ports;
+        if old != 0 {
+            udp.remove(&old);
+        }
+        // An ephemeral port from Linux's default ip_local_port_range, 32768-60999.
+        let sport = loop {
+            let p = self.rng.random_range(32768..=60999u16);
+            if !udp.contains(&p) {
+                break p;
+            }
+        };
+        udp.insert(sport);
+        let table = self.world.proxies[node].table.clone();
+        let wl_port = self.world.cluster.workloads[self.flows[flow as usize].workload].port;
+        let service_dst = |service: usize, port: usize, rng: &mut rand_chacha::ChaCha8Rng| {
+            let s = &table.services[service];
+            match s.cluster_ip {
+                Some(vip) => Some((vip, s.ports[port].port)),
+                // Headless: DNS answers with the ready endpoints; the client takes one.
+                None => {
+                    let ready: Vec<_> = s.ready().collect();
+                    (!ready.is_empty())
+                        .then(|| (ready[rng.random_range(0..ready.len())].1.ip, s.ports[port].target_port))
+                }
+            }
+        };
+        let (dst, service) = match target {
+            Target::Pod(p) => ((self.world.cluster.pods[p].ip, wl_port), None),
+            Target::Service { service, port } => (
+                service_dst(service, port, &mut self.rng).ok_or(DropReason::ServiceNoEndpoints)?,
+                Some((service, port)),
+            ),
+            Target::NodePort { service, port, node } => {
+                let np = table.services[service].ports[port].node_port.expect("resolved: NodePort service");
+                ((self.world.cluster.nodes[node].ip, np), None)
+            }
+            Target::AnyService { first, count } => {
+                let service = first + self.rng.random_range(0..count);
+                (service_dst(service, 0, &mut self.rng).ok_or(DropReason::ServiceNoEndpoints)?, Some((service, 0)))
+            }
+        };
+        let mut peer = dst;
+        let mut cost = None;
+        let socket_lb = self.world.cluster.proxy == ProxyMode::Ebpf { socket_lb: true };
+        if let Some((si, pi)) = service.filter(|&(si, _)| socket_lb && table.services[si].kind != ServiceKind::Headless) {
+            // cgroup/connect4: service map lookup, random backend, sockaddr rewritten.
+            let s = &table.services[si];
+            let ready: Vec<_> = s.ready().collect();
+            let p = &mut self.world.proxies[node];
+            p.stats.new_connections += 1;
+            p.stats.lookups += 2;
+            p.stats.new_connection_cpu += self.world.costs.sock_lb;
+            if ready.is_empty() {
+                p.stats.rejected += 1;
+                return Err(DropReason::ServiceNoEndpoints);
+            }
+            p.stats.translated += 1;
+            let e = ready[self.rng.random_range(0..ready.len())].1;
+            peer = (e.ip, s.ports[pi].target_port);
+            cost = Some(self.world.costs.sock_lb);
+        }
+        let f = &mut self.flows[flow as usize];
+        f.sport = sport;
+        f.dst = dst;
+        f.peer = peer;
+        f.connections += 1;
+        Ok(cost)
     }
 
     /// Builds a datagram of `flow` and runs the sender's kernel on it.
@@ -381,40 +503,66 @@ impl Simulation {
         payload: u32,
         ns: NsId,
         (src, dst, sport, dport): (Ipv4Addr, Ipv4Addr, u16, u16),
+        opens: bool,
+        connect_cost: Option<Duration>,
     ) {
         let netns = &mut self.world.netns[ns];
         let ident = netns.next_ident;
         netns.next_ident = netns.next_ident.wrapping_add(1);
         let frame = udp_frame(src, dst, sport, dport, payload as usize, ident);
-        let tag = DataTag { flow, dir, seq, sent_at: t, payload };
+        let tag = DataTag { flow, dir, seq, sent_at: t, payload, opens };
         let traced = self.trace_first && seq == 0;
         let pmtudisc_do = self.world.cluster.workloads[self.flows[flow as usize].workload].dont_fragment;
         let meta =
             Meta { data: Some(tag), trace: traced.then(Default::default), pmtudisc_do, ..Default::default() };
-        let pkt = Packet { frame, meta };
+        let mut pkt = Packet { frame, meta };
         self.obs.sent(&tag);
         let node = self.world.netns[ns].node;
         let hash = tuple_hash(src, dst, 17, (sport as u32) << 16 | dport as u32);
-        self.chain(node, t, hash, |w, cx| datapath::udp_send(w, cx, ns, pkt));
+        if let (Some(cost), Some(tr)) = (connect_cost, pkt.meta.trace.as_mut()) {
+            let vip = self.flows[flow as usize].dst;
+            tr.push(Hop {
+                time_ns: t.as_nanos(),
+                place: self.world.place(ns),
+                device: "socket".into(),
+                action: "sock-lb".into(),
+                why: format!("connect() to {}:{} translated to backend {dst}:{dport} by cgroup/connect4 ({cost})", vip.0, vip.1),
+                size: pkt.frame.len(),
+            });
+        }
+        self.chain(node, t, hash, |w, cx| {
+            if let Some(c) = connect_cost {
+                cx.charge(c);
+            }
+            datapath::udp_send(w, cx, ns, pkt)
+        });
     }
 
-    fn deliver(&mut self, t: Instant, _ns: NsId, mut pkt: Packet) {
+    fn deliver(&mut self, t: Instant, ns: NsId, mut pkt: Packet) {
         let Some(tag) = pkt.meta.data else { return };
+        let flow = tag.flow;
+        let (from, to) = udp_ends(&pkt);
+        if tag.dir == Dir::Reverse {
+            let f = &self.flows[flow as usize];
+            // A connected UDP socket only accepts datagrams from its peer.
+            if from != f.peer || to.1 != f.sport {
+                return self.drop(pkt, DropReason::UnexpectedSource);
+            }
+        }
         let first = self.obs.delivered(&tag, pkt.meta.flood, pkt.frame.len(), t);
         self.keep_trace(tag.flow, &mut pkt.meta, true);
         if !first {
             return;
         }
-        let flow = tag.flow;
         let f = &mut self.flows[flow as usize];
         let WorkloadKind::UdpRr { response, .. } = f.kind else {
             return;
         };
         match tag.dir {
             Dir::Forward => {
-                // The server answers at once from its socket.
-                let (ns, src, dst, sport, dport) = (f.server_ns, f.server_ip, f.client_ip, f.dport, f.sport);
-                self.transmit(t, flow, Dir::Reverse, tag.seq, response, ns, (src, dst, sport, dport));
+                // The server answers at once from its socket, to whoever the datagram came from.
+                let src = to.0;
+                self.transmit(t, flow, Dir::Reverse, tag.seq, response, ns, (src, from.0, to.1, from.1), false, None);
             }
             Dir::Reverse => {
                 if let Some((seq, sent)) = f.outstanding {
@@ -438,6 +586,60 @@ impl Simulation {
         }
     }
 
+    /// A pod is deleted: its sockets close and its flows stop at once; every Service loses it
+    /// as an endpoint, and each node's proxy syncs when its sync runner allows.
+    fn change(&mut self, t: Instant, index: usize) {
+        let pod = self.world.cluster.changes[index].pod;
+        let ns = self.world.pod_ns[pod];
+        self.world.netns[ns].udp_ports.clear();
+        for f in self.flows.iter_mut().filter(|f| f.client == pod) {
+            f.end = f.end.min(t);
+        }
+        let mut next = (**self.world.service_tables.last().expect("the scenario's table")).clone();
+        let mut removed = 0;
+        for s in &mut next.services {
+            let before = s.endpoints.len();
+            s.endpoints.retain(|e| e.pod != pod);
+            removed += (before - s.endpoints.len()) * s.ports.len();
+        }
+        let next = std::sync::Arc::new(next);
+        self.world.service_tables.push(next.clone());
+        let version = self.world.service_tables.len() - 1;
+        let costs = self.world.costs.clone();
+        for node in 0..self.world.proxies.len() {
+            let p = &mut self.world.proxies[node];
+            let start = p.sync_start(t);
+            let order = p.next_order();
+            let rules = crate::proxy::node::Rules::build(p.mode, &next, &p.node, &order);
+            let cost = p.sync_cost(&costs, &rules, removed);
+            p.busy_until = start + cost;
+            p.stats.sync_cpu += cost;
+            let rules = Box::new(rules);
+            self.queue.schedule(start + cost, Event::SyncDone { node, version, changed_at: t, rules });
+        }
+    }
+
+    fn sync_done(
+        &mut self,
+        t: Instant,
+        node: usize,
+        version: usize,
+        changed_at: Instant,
+        rules: crate::proxy::node::Rules,
+    ) {
+        let table = self.world.service_tables[version].clone();
+        let p = &mut self.world.proxies[node];
+        if version < p.version {
+            return;
+        }
+        // kube-proxy deletes the UDP conntrack entries of endpoints that went away
+        // (conntrack.CleanStaleEntries at the end of the sync).
+        let live: std::collections::HashSet<Ipv4Addr> =
+            table.services.iter().flat_map(|s| s.endpoints.iter().map(|e| e.ip)).collect();
+        p.conntrack.remove_where(|e| e.dnat.is_some_and(|d| !live.contains(&d.to.0)));
+        p.install(table, version, rules);
+        p.stats.syncs.push((changed_at, t));
+    }
     /// Data packets still travelling: in events or waiting for ARP. A flood group counts once.
     pub fn in_flight(&self) -> u64 {
         let mut groups = std::collections::BTreeSet::new();
@@ -473,7 +675,11 @@ impl Simulation {
                         }
                     }
                 }
-                Event::Send { .. } | Event::Timeout { .. } | Event::ArpTimer { .. } => {}
+                Event::Send { .. }
+                | Event::Timeout { .. }
+                | Event::ArpTimer { .. }
+                | Event::Change { .. }
+                | Event::SyncDone { .. } => {}
             }
         }
         for ns in &self.world.netns {

@@ -32,6 +32,12 @@ use crate::units::{Bandwidth, ByteSize};
 pub struct Overrides {
     /// `--cni`: replaces the file's `cni`.
     pub cni: Option<Cni>,
+    /// `--proxy`: replaces the file's `proxy`.
+    pub proxy: Option<crate::proxy::ProxyMode>,
+    /// Set by `cnisim sweep` for each point: replaces `generated_services.count` or
+    /// `.endpoints`.
+    pub generated_count: Option<u32>,
+    pub generated_endpoints: Option<u32>,
 }
 
 /// Reads and resolves a scenario file.
@@ -102,6 +108,109 @@ pub struct Scenario {
     /// Overrides of the default cost profile; fields left out keep their defaults.
     #[serde(default)]
     pub costs: CostProfile,
+    /// How Services are implemented on every node (default `"iptables"`, kube-proxy's default).
+    #[serde(default, deserialize_with = "present")]
+    pub proxy: Option<String>,
+    /// Services, by name, with selectors over pod labels.
+    #[serde(default)]
+    pub services: Vec<Service>,
+    /// Many similar ClusterIP Services, for rule-scaling studies.
+    #[serde(default, deserialize_with = "present")]
+    pub generated_services: Option<GeneratedServices>,
+    /// Pods deleted during the run: endpoint changes every proxy must sync.
+    #[serde(default)]
+    pub changes: Vec<ChangeSpec>,
+    /// `nf_conntrack_max` on every node (default: kube-proxy's max(32768 x cores, 131072)).
+    #[serde(default, deserialize_with = "present")]
+    pub conntrack_max: Option<u64>,
+    /// A sweep `cnisim sweep` runs over this scenario.
+    #[serde(default, deserialize_with = "present")]
+    pub sweep: Option<SweepSpec>,
+}
+
+/// `(name: "web", selector: {"app": "web"}, ports: [(port: 80, target_port: 8080)])`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub name: String,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    #[serde(default)]
+    pub kind: ServiceKind,
+    /// Pods with all of these labels (and ready) are the endpoints.
+    pub selector: BTreeMap<String, String>,
+    pub ports: Vec<ServicePort>,
+    /// The virtual IP (default: the next free address of `service_cidr`).
+    #[serde(default, deserialize_with = "present")]
+    pub cluster_ip: Option<std::net::Ipv4Addr>,
+    #[serde(default)]
+    pub external_traffic_policy: TrafficPolicy,
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy)]
+pub enum ServiceKind {
+    #[default]
+    ClusterIP,
+    NodePort,
+    Headless,
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy)]
+pub enum TrafficPolicy {
+    #[default]
+    Cluster,
+    Local,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServicePort {
+    /// Needed when a Service has more than one port.
+    #[serde(default)]
+    pub name: String,
+    pub port: u16,
+    /// The port the endpoint pods listen on (default: `port`).
+    #[serde(default, deserialize_with = "present")]
+    pub target_port: Option<u16>,
+    /// NodePort Services: the port on every node (default: the next free one from 30000).
+    #[serde(default, deserialize_with = "present")]
+    pub node_port: Option<u16>,
+}
+
+/// `generated_services: (count: 1000, endpoints: 2)`: Services `svc-1` ... `svc-<count>`, each
+/// with one port and `endpoints` pods taken round-robin from all pods.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratedServices {
+    pub count: u32,
+    #[serde(default = "default_endpoints")]
+    pub endpoints: u32,
+    #[serde(default = "default_service_port")]
+    pub port: u16,
+    /// Default: the workloads' default port, 5201.
+    #[serde(default = "default_port")]
+    pub target_port: u16,
+}
+
+/// `(at: "500ms", delete_pod: "node-2-pod-1")`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeSpec {
+    pub at: Duration,
+    pub delete_pod: String,
+}
+
+/// `sweep: (parameter: "services", values: [10, 100, 1000], proxies: ["iptables", "ipvs"])`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepSpec {
+    /// What varies: `"services"` (generated_services.count) or `"endpoints"`
+    /// (generated_services.endpoints).
+    pub parameter: String,
+    pub values: Vec<u32>,
+    /// Proxy modes to run at every value (default: every mode).
+    #[serde(default)]
+    pub proxies: Vec<String>,
 }
 
 /// `cni_options: (mtu: 1450, direct_routing: true)`; every field is optional.
@@ -267,6 +376,10 @@ pub struct Workload {
     /// IP_PMTUDISC_WANT, which fragments locally).
     #[serde(default)]
     pub dont_fragment: bool,
+    /// Request/response only: open a new connection (socket, source port) for every request
+    /// instead of reusing one (default false).
+    #[serde(default)]
+    pub new_connection_per_request: bool,
 }
 
 /// What a workload sends.
@@ -297,8 +410,24 @@ pub enum Selector {
     Pod(String),
     Node(String),
     Labels(BTreeMap<String, String>),
+    /// `to` only: a Service's cluster IP (`"web"` for its first port, `"web:http"` for a
+    /// named one).
+    Service(String),
+    /// `to` only: a NodePort Service at one node's address.
+    NodePort { service: String, node: String },
+    /// `to` only: each new connection goes to one of the generated Services, uniformly.
+    AnyGeneratedService,
 }
 
+fn default_namespace() -> String {
+    "default".to_string()
+}
+fn default_endpoints() -> u32 {
+    1
+}
+fn default_service_port() -> u16 {
+    80
+}
 fn default_seed() -> u64 {
     1
 }
@@ -418,6 +547,11 @@ fn outer_name(outer: &str) -> &str {
         "Node" => "a node",
         "Pod" => "a pod",
         "Workload" => "a workload",
+        "Service" => "a service",
+        "ServicePort" => "a service port",
+        "GeneratedServices" => "generated_services",
+        "ChangeSpec" => "a change",
+        "SweepSpec" => "sweep",
         other => other,
     }
 }
@@ -480,6 +614,8 @@ fn variant_kind(outer: &str) -> &'static str {
         "WorkloadKind" => "workload kind",
         "Selector" => "selector",
         "Fabric" => "fabric (L2Switch or LeafSpine)",
+        "ServiceKind" => "service kind (ClusterIP, NodePort or Headless)",
+        "TrafficPolicy" => "external_traffic_policy (Cluster or Local)",
         _ => "variant",
     }
 }
@@ -499,7 +635,7 @@ fn end_position(text: &str) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::{CniOptions, Fabric, PodId};
+    use crate::cluster::{CniOptions, Fabric, PodId, Target};
 
     #[test]
     fn quickstart_resolves() {
@@ -541,7 +677,11 @@ mod tests {
         let w: Vec<_> = c.workloads.iter().map(|w| (w.name.as_str(), w.flows.clone())).collect();
         assert_eq!(
             w,
-            [("same-node", vec![(0, 1)]), ("cross-node", vec![(0, 2)]), ("rr", vec![(4, 6), (5, 6)])]
+            [
+                ("same-node", vec![(0, Target::Pod(1))]),
+                ("cross-node", vec![(0, Target::Pod(2))]),
+                ("rr", vec![(4, Target::Pod(6)), (5, Target::Pod(6))])
+            ]
         );
         assert_eq!(c.workloads[0].port, 5201);
         assert_eq!(c.workloads[2].start.as_nanos(), 100_000_000);
@@ -575,7 +715,7 @@ mod tests {
         assert_eq!((c.nodes[1].cores, c.nodes[1].mtu), (8, 9000));
         assert_eq!((c.pods[0].ip.to_string(), c.pods[0].mtu), ("10.244.1.2".to_string(), 9000));
         assert_eq!(c.pods[1].ip.to_string(), "10.244.0.2");
-        assert_eq!(c.workloads[0].flows, [(1, 0)]);
+        assert_eq!(c.workloads[0].flows, [(1, Target::Pod(0))]);
         assert_eq!(c.seed, 1);
         assert_eq!(c.costs.veth_xmit, Duration::from_nanos(400));
         assert_eq!(c.costs.bridge_forward, CostProfile::default().bridge_forward);
@@ -743,8 +883,8 @@ mod tests {
 
     #[test]
     fn cni_override_replaces_the_file() {
-        let vxlan = Overrides { cni: Some(Cni::FlannelVxlan) };
-        let hostgw = Overrides { cni: Some(Cni::FlannelHostGw) };
+        let vxlan = Overrides { cni: Some(Cni::FlannelVxlan), ..Default::default() };
+        let hostgw = Overrides { cni: Some(Cni::FlannelHostGw), ..Default::default() };
         // A file naming an unimplemented CNI loads under an implemented override ...
         let c = ok(load_str_with(&with_cni("calico-ipip", "", 1440), "m.ron", &hostgw));
         assert_eq!((c.cni, c.pods[0].mtu), (Cni::FlannelHostGw, 1500));
@@ -789,7 +929,10 @@ mod tests {
         assert_eq!((racks.len(), *spines, c.nodes.len()), (3, 2, 6));
         let rack_of = |pod: PodId| c.nodes[c.pods[pod].node].rack;
         let flows: Vec<_> =
-            c.workloads.iter().map(|w| (rack_of(w.flows[0].0), rack_of(w.flows[0].1))).collect();
+            c.workloads.iter().map(|w| (rack_of(w.flows[0].0), rack_of(match w.flows[0].1 {
+                Target::Pod(p) => p,
+                _ => unreachable!(),
+            }))).collect();
         assert_eq!(flows, [(0, 0), (0, 2)]);
     }
 

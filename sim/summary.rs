@@ -381,7 +381,8 @@ impl FlowSummary {
 /// on the client node's NIC.
 fn encap_overhead(sim: &Simulation, i: usize, f: &crate::run::Flow) -> Option<i64> {
     let c = &sim.world.cluster;
-    let (client, server) = (&c.pods[f.client], &c.pods[f.server]);
+    let crate::cluster::Target::Pod(server) = f.target else { return None };
+    let (client, server) = (&c.pods[f.client], &c.pods[server]);
     if client.node == server.node {
         return None;
     }
@@ -408,7 +409,20 @@ fn kind_name(k: &WorkloadKind) -> &'static str {
 fn flow_summary(sim: &Simulation, i: usize, f: &crate::run::Flow) -> FlowSummary {
     let c = &sim.world.cluster;
     let o = &sim.obs.flows[i];
-    let (cp, sp) = (&c.pods[f.client], &c.pods[f.server]);
+    let cp = &c.pods[f.client];
+    let (dst_pod, dst_node, same_node) = match f.target {
+        crate::cluster::Target::Pod(s) => {
+            let sp = &c.pods[s];
+            (sp.name.clone(), c.nodes[sp.node].name.clone(), sp.node == cp.node)
+        }
+        crate::cluster::Target::Service { service, .. } => {
+            (format!("svc/{}", c.services.services[service].name), "-".into(), false)
+        }
+        crate::cluster::Target::NodePort { service, node, .. } => {
+            (format!("nodeport/{}", c.services.services[service].name), c.nodes[node].name.clone(), false)
+        }
+        crate::cluster::Target::AnyService { count, .. } => (format!("any of {count} services"), "-".into(), false),
+    };
     let active = (f.end.saturating_since(f.start)).as_secs_f64();
     let rtt = matches!(f.kind, WorkloadKind::UdpRr { .. }).then(|| LatencyStats::from_histogram(&o.rtt));
     FlowSummary {
@@ -416,14 +430,14 @@ fn flow_summary(sim: &Simulation, i: usize, f: &crate::run::Flow) -> FlowSummary
         workload: c.workloads[f.workload].name.clone(),
         kind: kind_name(&f.kind).into(),
         src_pod: cp.name.clone(),
-        dst_pod: sp.name.clone(),
+        dst_pod,
         src_node: c.nodes[cp.node].name.clone(),
-        dst_node: c.nodes[sp.node].name.clone(),
-        same_node: cp.node == sp.node,
+        dst_node,
+        same_node,
         src_ip: f.client_ip.to_string(),
-        dst_ip: f.server_ip.to_string(),
+        dst_ip: f.dst.0.to_string(),
         src_port: f.sport,
-        dst_port: f.dport,
+        dst_port: f.dst.1,
         sent: o.sent,
         delivered: o.delivered,
         dropped: o.drops.values().sum(),

@@ -61,12 +61,18 @@ pub fn cluster(nodes: usize, pods: usize, kind: WorkloadKind, pairs: &[(usize, u
         workloads: vec![Workload {
             name: "w".into(),
             kind,
-            flows: pairs.to_vec(),
+            flows: pairs.iter().map(|&(c, s)| (c, crate::cluster::Target::Pod(s))).collect(),
+            new_connection_per_request: false,
             port: 5201,
             start: Instant::ZERO,
             duration: Duration::from_millis(5),
             dont_fragment: false,
         }],
         costs: CostProfile::default(),
+        proxy: crate::proxy::ProxyMode::Iptables,
+        services: crate::proxy::ServiceTable::default(),
+        generated: (0, 0),
+        changes: Vec::new(),
+        conntrack_max: None,
     }
 }

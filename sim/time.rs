@@ -89,6 +89,13 @@ impl Add for Duration {
         Duration(self.0.saturating_add(d.0))
     }
 }
+impl std::ops::Mul<u64> for Duration {
+    type Output = Duration;
+    fn mul(self, n: u64) -> Duration {
+        Duration(self.0.saturating_mul(n))
+    }
+}
+
 impl AddAssign for Duration {
     fn add_assign(&mut self, d: Duration) {
         self.0 = self.0.saturating_add(d.0);

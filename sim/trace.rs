@@ -31,15 +31,17 @@ pub struct Trace {
 pub fn trace(cluster: &Cluster, from: PodId, to: PodId, payload: u32) -> Result<Trace, Error> {
     let mut c = cluster.clone();
     c.duration = Duration::from_secs(10);
+    c.changes.clear();
     c.workloads = vec![Workload {
         name: "trace".into(),
         // One datagram: the next would leave after payload * 8 seconds.
         kind: WorkloadKind::UdpCbr { rate: Bandwidth(1), payload },
-        flows: vec![(from, to)],
+        flows: vec![(from, crate::cluster::Target::Pod(to))],
         port: 5201,
         start: Instant::ZERO,
         duration: Duration::from_nanos(1),
         dont_fragment: false,
+        new_connection_per_request: false,
     }];
     let mut sim = Simulation::new(&c);
     sim.world.trace_control = true;
@@ -103,6 +105,10 @@ pub fn overhead_probe(cluster: &Cluster) -> Result<Vec<crate::summary::OverheadP
         .workloads
         .iter()
         .flat_map(|w| w.flows.iter().copied())
+        .filter_map(|(a, t)| match t {
+            crate::cluster::Target::Pod(b) => Some((a, b)),
+            _ => None,
+        })
         .find(|&(a, b)| pods[a].node != pods[b].node);
     let any_pair = || {
         let a = pods.first()?;
@@ -113,6 +119,7 @@ pub fn overhead_probe(cluster: &Cluster) -> Result<Vec<crate::summary::OverheadP
     let sizes: Vec<u32> = PROBE_PAYLOADS.into_iter().filter(|p| p + 28 <= pods[from].mtu).collect();
     let mut c = cluster.clone();
     c.duration = Duration::from_secs(10);
+    c.changes.clear();
     c.workloads = sizes
         .iter()
         .enumerate()
@@ -120,11 +127,12 @@ pub fn overhead_probe(cluster: &Cluster) -> Result<Vec<crate::summary::OverheadP
             name: format!("probe-{payload}"),
             // One datagram: the next would leave after payload * 8 seconds.
             kind: WorkloadKind::UdpCbr { rate: Bandwidth(1), payload },
-            flows: vec![(from, to)],
+            flows: vec![(from, crate::cluster::Target::Pod(to))],
             port: 5201 + i as u16,
             start: Instant::ZERO + Duration::from_millis(i as u64),
             duration: Duration::from_nanos(1),
             dont_fragment: false,
+            new_connection_per_request: false,
         })
         .collect();
     let mut sim = Simulation::new(&c);

@@ -61,6 +61,13 @@ pub struct World {
     pub warnings_more: u64,
     /// Userspace data-plane processes (flanneld udp, weave sleeve).
     pub procs: Vec<crate::userspace::UserProc>,
+    /// Each node's Service proxy, by `NodeId`.
+    pub proxies: Vec<crate::proxy::node::NodeProxy>,
+    /// Every version of the Service table: the scenario's, then one per change.
+    pub service_tables: Vec<std::sync::Arc<crate::proxy::ServiceTable>>,
+    /// eBPF service programs sit on the host side of pod veths (Cilium's kube-proxy
+    /// replacement, and Cilium's bpf_lxc, which load-balances ClusterIP traffic in any mode).
+    pub service_bpf: bool,
     rngs: RngFactory,
 }
 
@@ -307,6 +314,23 @@ pub struct Switch {
 }
 
 impl World {
+    /// Whether netfilter's conntrack and nat hooks run in namespace `ns` (node host
+    /// namespaces, where kube-proxy programs them).
+    pub fn has_netfilter(&self, ns: NsId) -> bool {
+        matches!(self.netns[ns].kind, NsKind::Host(_)) && !self.proxies.is_empty()
+    }
+
+    /// Whether `dev` is the host-side end of a pod's veth.
+    pub fn is_pod_facing(&self, dev: DevId) -> bool {
+        match self.devices[dev].kind {
+            DeviceKind::Veth { peer } => {
+                matches!(self.netns[self.devices[peer].ns].kind, NsKind::Pod(_))
+                    && matches!(self.netns[self.devices[dev].ns].kind, NsKind::Host(_))
+            }
+            _ => false,
+        }
+    }
+
     /// The "place" shown in traces: `node-1` or `pod/web-0`.
     pub fn place(&self, ns: NsId) -> String {
         match self.netns[ns].kind {
@@ -592,6 +616,9 @@ pub fn build(cluster: &Cluster) -> World {
         warnings: Vec::new(),
         warnings_more: 0,
         procs: Vec::new(),
+        proxies: Vec::new(),
+        service_tables: vec![std::sync::Arc::new(cluster.services.clone())],
+        service_bpf: false,
         rngs: RngFactory::new(cluster.seed),
     };
     let u = cluster.underlay.clone();
@@ -628,7 +655,54 @@ pub fn build(cluster: &Cluster) -> World {
         build_leaf_spine(&mut w, racks, *spines, uplink.0, *fabric_cidr);
     }
     cni::build(&mut w);
+    build_proxies(&mut w);
     w
+}
+
+/// Each node's proxy, programmed from the scenario's Services, and the server sockets of every
+/// endpoint.
+fn build_proxies(w: &mut World) {
+    use crate::proxy::{node::NodeProxy, NodeView, ProxyMode};
+    let c = &w.cluster;
+    let mode = c.proxy;
+    w.service_bpf = matches!(mode, ProxyMode::Ebpf { .. })
+        || matches!(c.cni, crate::cluster::Cni::CiliumVxlan | crate::cluster::Cni::CiliumGeneve | crate::cluster::Cni::CiliumNative);
+    let table = w.service_tables[0].clone();
+    let mut proxies = Vec::with_capacity(c.nodes.len());
+    for (i, n) in c.nodes.iter().enumerate() {
+        let view = NodeView { id: i, name: n.name.clone(), ip: n.ip };
+        let max = c.conntrack_max.unwrap_or_else(|| crate::net::conntrack::kube_proxy_max(n.cores));
+        let rng = w.rngs.stream(Component::Proxy, i as u64);
+        proxies.push(NodeProxy::new(mode, view, table.clone(), max, rng));
+    }
+    w.proxies = proxies;
+    let binds: Vec<(PodId, u16)> = table
+        .services
+        .iter()
+        .flat_map(|s| s.endpoints.iter().flat_map(move |e| s.ports.iter().map(move |p| (e.pod, p.target_port))))
+        .collect();
+    for (pod, port) in binds {
+        let ns = w.pod_ns[pod];
+        w.netns[ns].udp_ports.insert(port);
+    }
+    let cilium = matches!(w.cluster.cni, crate::cluster::Cni::CiliumVxlan | crate::cluster::Cni::CiliumGeneve | crate::cluster::Cni::CiliumNative);
+    if cilium && mode.is_kube_proxy() && !w.cluster.services.services.is_empty() {
+        w.warn(format!(
+            "{}: Cilium's bpf_lxc load-balances ClusterIP traffic from pods itself; kube-proxy's {mode} \
+             rules only see NodePort and host traffic",
+            w.cluster.cni
+        ));
+    }
+    if matches!(w.cluster.cni, crate::cluster::Cni::Macvlan | crate::cluster::Cni::IpvlanL3)
+        && !w.cluster.services.services.is_empty()
+        && mode != (ProxyMode::Ebpf { socket_lb: true })
+    {
+        w.warn(format!(
+            "{}: pod traffic bypasses the host namespace, so no proxy rules see it and ClusterIP \
+             Services are unreachable from pods (socket-level LB, proxy ebpf, would work)",
+            w.cluster.cni
+        ));
+    }
 }
 
 /// On one L2 switch, the nodes' default gateway: the last host address of `node_cidr` when no

@@ -229,6 +229,16 @@ impl Conntrack {
         gone
     }
 
+    /// Deletes every entry `stale` selects (`conntrack -D` by kube-proxy).
+    pub fn remove_where(&mut self, stale: impl Fn(&Entry) -> bool) -> usize {
+        let ids: Vec<EntryId> =
+            self.by_expiry.iter().map(|&(_, id)| id).filter(|&id| stale(self.get(id))).collect();
+        ids.iter().for_each(|&id| {
+            self.remove(id);
+        });
+        ids.len()
+    }
+
     /// Evicts the unassured entry closest to expiry, if any.
     fn early_drop(&mut self) -> bool {
         let victim = self.by_expiry.iter().map(|&(_, id)| id).find(|&id| !self.get(id).assured);

@@ -38,6 +38,8 @@ pub struct DataTag {
     pub seq: u64,
     pub sent_at: Instant,
     pub payload: u32,
+    /// The first datagram of a connection (it takes the proxy's new-connection path).
+    pub opens: bool,
 }
 
 #[derive(Clone, Debug, Default)]

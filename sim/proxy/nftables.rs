@@ -1,1 +1,1069 @@
-//! (being written)
+//! kube-proxy's nftables mode: the `ip kube-proxy` table, its verdict maps and chains.
+//!
+//! Built as `k8s/pkg/proxy/nftables/proxier.go` builds it (`setupNFTables` for the fixed part,
+//! `syncProxyRules` per Service port): base chains at `dstnat - 10` (filter) and `dstnat` /
+//! `srcnat` (nat); the `services` chain dispatching through the `service-ips` verdict map keyed
+//! `ip daddr . meta l4proto . th dport` and, for local destinations, the `service-nodeports` map;
+//! one `service-HASH-ns/name/udp/port` chain per Service port choosing an endpoint with
+//! `numgen random mod N vmap`; one `endpoint-HASH-...` chain per endpoint doing the DNAT.
+//! Services without endpoints are handled in the filter chains through `no-endpoint-services` /
+//! `no-endpoint-nodeports` (`goto reject-chain`, or `drop` for "no local endpoints").
+//!
+//! cnisim assumes kube-proxy's defaults: a `--cluster-cidr` local-traffic detector when the
+//! table has one, masquerade mark 0x4000, `--nodeport-addresses` matching all local addresses
+//! (the `fib daddr type local` form of the nodeports rule), no session affinity and no
+//! LoadBalancer or external IPs (their maps exist but stay empty).
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write;
+use std::net::Ipv4Addr;
+
+use data_encoding::BASE32;
+use sha2::{Digest, Sha256};
+
+use crate::addr::Ipv4Net;
+use crate::proxy::{Hook, Lookup, NodeView, ServiceKind, ServiceTable, TrafficPolicy, Tuple, Verdict};
+
+/// Estimated kernel bytes per rule: `struct nft_rule` (a list head and a 64-bit handle/length
+/// word, `include/net/netfilter/nf_tables.h`) plus about five expressions of an ops pointer and
+/// 8-24 bytes of private data each. An estimate, not a measurement.
+const RULE_BYTES: usize = 128;
+/// Estimated bytes per map or set element: an `nft_rhash_elem` (rhash head, GC sequence,
+/// `nft_set_ext` header) with a 12-byte concatenated key and a 16-byte `nft_data` verdict,
+/// rounded to kmalloc-64. An estimate.
+const ELEM_BYTES: usize = 64;
+/// Estimated bytes per chain (`struct nft_chain` plus its name and rule blob header).
+const CHAIN_BYTES: usize = 256;
+
+/// The `services` chain's NodePort rule (the `--nodeport-addresses` match-all form).
+const NODEPORTS_RULE: &str =
+    "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports";
+/// `nodeport-endpoints-check`'s rule.
+const NODEPORT_CHECK_RULE: &str =
+    "ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @no-endpoint-nodeports";
+/// `service-endpoints-check`'s rule.
+const SERVICE_CHECK_RULE: &str = "ip daddr . meta l4proto . th dport vmap @no-endpoint-services";
+/// `cluster-ips-check`'s rule (no `ip daddr { <service CIDRs> } drop` rule: cnisim's table
+/// carries no service CIDR).
+const CLUSTER_IPS_RULE: &str =
+    "ip daddr @cluster-ips reject comment \"Reject traffic to invalid ports of ClusterIPs\"";
+
+/// How a Service port without usable endpoints is answered in the filter chains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum NoEndpoints {
+    /// No endpoints at all: `goto reject-chain` (ICMP port unreachable).
+    Reject,
+    /// externalTrafficPolicy Local and none on this node: `drop`.
+    Drop,
+}
+
+/// One endpoint as its chain sees it.
+#[derive(Clone, Debug)]
+struct Ep {
+    endpoint: usize,
+    ip: Ipv4Addr,
+    port: u16,
+    chain: String,
+}
+
+/// One Service port and the chains kube-proxy generates for it.
+#[derive(Clone, Debug)]
+struct SvcPort {
+    service: usize,
+    port: usize,
+    /// `ns/name` or `ns/name:port`, the comment of no-endpoint elements.
+    port_name: String,
+    /// `HASH-ns/name/udp/portname` (`servicePortChainNameBase`).
+    base: String,
+    cluster_ip: Ipv4Addr,
+    port_num: u16,
+    node_port: Option<u16>,
+    local_policy: bool,
+    cluster_eps: Vec<Ep>,
+    local_eps: Vec<Ep>,
+}
+
+impl SvcPort {
+    fn service_chain(&self) -> String {
+        format!("service-{}", self.base)
+    }
+    fn local_chain(&self) -> String {
+        format!("local-{}", self.base)
+    }
+    fn external_chain(&self) -> String {
+        format!("external-{}", self.base)
+    }
+    fn has_endpoints(&self) -> bool {
+        !self.cluster_eps.is_empty()
+    }
+    /// `usesExternalTrafficChain`: endpoints exist and the port is reachable from outside.
+    fn uses_external(&self) -> bool {
+        self.has_endpoints() && self.node_port.is_some()
+    }
+    /// `hasExternalEndpoints`.
+    fn has_external_endpoints(&self) -> bool {
+        if self.local_policy {
+            !self.local_eps.is_empty()
+        } else {
+            self.has_endpoints()
+        }
+    }
+}
+
+/// The `ip kube-proxy` table kube-proxy programs on one node.
+#[derive(Clone, Debug)]
+pub struct NftTable {
+    cluster_cidr: Option<Ipv4Net>,
+    ports: Vec<SvcPort>,
+    /// `service-ips`: (cluster IP, port) to the Service port whose chain it `goto`s.
+    service_ips: HashMap<(Ipv4Addr, u16), usize>,
+    /// `service-nodeports`: node port to the Service port whose external chain it `goto`s.
+    service_nodeports: HashMap<u16, usize>,
+    /// `no-endpoint-services`.
+    no_endpoint_services: HashMap<(Ipv4Addr, u16), (usize, NoEndpoints)>,
+    /// `no-endpoint-nodeports`.
+    no_endpoint_nodeports: HashMap<u16, (usize, NoEndpoints)>,
+    /// `cluster-ips`.
+    cluster_ips: BTreeSet<Ipv4Addr>,
+}
+
+impl NftTable {
+    /// The table for `table` as seen from `node`: only ready endpoints; "local" endpoints are
+    /// those on this node.
+    pub fn build(table: &ServiceTable, node: &NodeView) -> NftTable {
+        let mut nft = NftTable {
+            cluster_cidr: table.cluster_cidr,
+            ports: Vec::new(),
+            service_ips: HashMap::new(),
+            service_nodeports: HashMap::new(),
+            no_endpoint_services: HashMap::new(),
+            no_endpoint_nodeports: HashMap::new(),
+            cluster_ips: BTreeSet::new(),
+        };
+        for (s, svc) in table.services.iter().enumerate() {
+            let Some(cluster_ip) = svc.cluster_ip.filter(|_| svc.kind != ServiceKind::Headless) else {
+                continue;
+            };
+            for (p, sp) in svc.ports.iter().enumerate() {
+                let stem = format!("{}/{}/udp/{}", svc.namespace, svc.name, sp.name);
+                let ep = |(endpoint, e): (usize, &crate::proxy::Endpoint)| Ep {
+                    endpoint,
+                    ip: e.ip,
+                    port: sp.target_port,
+                    chain: format!(
+                        "endpoint-{}",
+                        hash_and_truncate(&format!("{stem}__{}/{}", e.ip, sp.target_port))
+                    ),
+                };
+                let sport = SvcPort {
+                    service: s,
+                    port: p,
+                    port_name: svc.port_name(p),
+                    base: hash_and_truncate(&stem),
+                    cluster_ip,
+                    port_num: sp.port,
+                    node_port: sp.node_port.filter(|_| svc.kind == ServiceKind::NodePort),
+                    local_policy: svc.external_traffic_policy == TrafficPolicy::Local,
+                    cluster_eps: svc.ready().map(ep).collect(),
+                    local_eps: svc.ready().filter(|(_, e)| e.node == node.id).map(ep).collect(),
+                };
+                nft.add_port(sport);
+            }
+        }
+        nft
+    }
+
+    /// The map and set elements of one Service port (`syncProxyRules`, "Capture the clusterIP"
+    /// and "Capture nodeports").
+    fn add_port(&mut self, sp: SvcPort) {
+        let i = self.ports.len();
+        self.cluster_ips.insert(sp.cluster_ip);
+        if sp.has_endpoints() {
+            self.service_ips.insert((sp.cluster_ip, sp.port_num), i);
+        } else {
+            self.no_endpoint_services.insert((sp.cluster_ip, sp.port_num), (i, NoEndpoints::Reject));
+        }
+        if let Some(np) = sp.node_port {
+            if sp.has_endpoints() {
+                self.service_nodeports.insert(np, i);
+            }
+            if !sp.has_external_endpoints() {
+                let v = if sp.has_endpoints() { NoEndpoints::Drop } else { NoEndpoints::Reject };
+                self.no_endpoint_nodeports.insert(np, (i, v));
+            }
+        }
+        self.ports.push(sp);
+    }
+
+    /// A new connection's first packet, walked rule by rule.
+    ///
+    /// nat hook (`nat-prerouting` or `nat-output`, priority dstnat): `jump services`; in
+    /// `services` the `service-ips` vmap (one lookup); on a miss, the nodeports rule `fib daddr
+    /// type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports` (a
+    /// lookup only when the destination is local). A hit `goto`s the service chain: its
+    /// `ip daddr <vip> udp dport <port> ip saddr != <cidr> jump mark-for-masquerade`, then
+    /// `numgen random mod N vmap { ... }` (one lookup in the anonymous map), whose index is the
+    /// kernel's `reciprocal_scale(get_random_u32(), N)` = `(r * N) >> 32` (`nft_ng_random_gen`,
+    /// `net/netfilter/nft_numgen.c`) with `r = random()`; then the endpoint chain: the hairpin
+    /// rule `ip saddr <ep> jump mark-for-masquerade` and the DNAT rule. A `jump
+    /// mark-for-masquerade` taken costs that chain's one rule too.
+    ///
+    /// Services without endpoints get no NAT; the filter chains decide, and only those chains are
+    /// counted on that path: for OUTPUT `filter-output` runs first (dstnat - 10), for forwarded
+    /// traffic `filter-forward` after NAT, for NodePorts `filter-input`. `reject-chain` answers
+    /// with ICMP port unreachable ([`Verdict::Reject`]); the `drop` verdict for a Local-policy
+    /// NodePort without local endpoints is also returned as [`Verdict::Reject`], as [`Verdict`]
+    /// has no silent drop. The filter-table checks that every new connection also passes
+    /// (`firewall-check`, `cluster-ips-check`, the no-endpoint maps on a miss) are not counted.
+    pub fn lookup(
+        &self,
+        hook: Hook,
+        t: &Tuple,
+        dst_is_local: bool,
+        random: &mut dyn FnMut() -> u32,
+        trace: bool,
+    ) -> Lookup {
+        let mut w = Walk { rules: 0, lookups: 0, walk: Vec::new(), trace };
+        let reject = |w: Walk, check: &str, jump_from: &str, (i, v): (usize, NoEndpoints)| {
+            let sp = &self.ports[i];
+            let (service, port) = (sp.service, sp.port);
+            w.filter_reject(jump_from, check, v, service, port)
+        };
+        if hook == Hook::Output {
+            if let Some(&hit) = self.no_endpoint_services.get(&(t.dst, t.dport)) {
+                return reject(w, "service-endpoints-check", "filter-output", hit);
+            }
+        }
+        let base = if hook == Hook::Prerouting { "nat-prerouting" } else { "nat-output" };
+        w.rule(&format!("{base}: jump services"));
+        w.rule("services: ip daddr . meta l4proto . th dport vmap @service-ips");
+        if let Some(&i) = self.service_ips.get(&(t.dst, t.dport)) {
+            w.lookup(true, "service-ips");
+            return self.service_chain(w, i, t, random, false);
+        }
+        w.lookup(false, "service-ips");
+        w.rule(&format!("services: {NODEPORTS_RULE}"));
+        let local = dst_is_local && t.dst.octets()[0] != 127;
+        let nodeport = if local { self.service_nodeports.get(&t.dport).copied() } else { None };
+        if local {
+            w.lookup(nodeport.is_some(), "service-nodeports");
+        }
+        if let Some(i) = nodeport {
+            return self.external_chain(w, i, hook, t, random);
+        }
+        if local {
+            if let Some(&hit) = self.no_endpoint_nodeports.get(&t.dport) {
+                return reject(w, "nodeport-endpoints-check", "filter-input", hit);
+            }
+        }
+        match self.no_endpoint_services.get(&(t.dst, t.dport)) {
+            Some(&hit) => reject(w, "service-endpoints-check", "filter-forward", hit),
+            None => w.done(Verdict::NoService),
+        }
+    }
+
+    /// `external-...`: masquerade for Cluster policy, or the Local-policy short-circuits.
+    fn external_chain(
+        &self,
+        mut w: Walk,
+        i: usize,
+        hook: Hook,
+        t: &Tuple,
+        random: &mut dyn FnMut() -> u32,
+    ) -> Lookup {
+        let sp = &self.ports[i];
+        let ext = sp.external_chain();
+        if !sp.local_policy {
+            w.rule(&format!("{ext}: jump mark-for-masquerade"));
+            w.mark();
+            w.rule(&format!("{ext}: goto {}", sp.service_chain()));
+            return self.service_chain(w, i, t, random, true);
+        }
+        if let Some(cidr) = self.cluster_cidr {
+            w.rule(&format!("{ext}: ip saddr {cidr} goto {}", sp.service_chain()));
+            if cidr.contains(t.src) {
+                return self.service_chain(w, i, t, random, false);
+            }
+        }
+        let from_node = hook == Hook::Output;
+        w.rule(&format!("{ext}: fib saddr type local jump mark-for-masquerade"));
+        if from_node {
+            w.mark();
+        }
+        w.rule(&format!("{ext}: fib saddr type local goto {}", sp.service_chain()));
+        if from_node {
+            return self.service_chain(w, i, t, random, true);
+        }
+        if sp.local_eps.is_empty() {
+            let hit = self.no_endpoint_nodeports[&t.dport];
+            return w.filter_reject("filter-input", "nodeport-endpoints-check", hit.1, sp.service, sp.port);
+        }
+        w.rule(&format!("{ext}: goto {}", sp.local_chain()));
+        self.numgen(w, &sp.local_chain(), &sp.local_eps, i, t, random, false)
+    }
+
+    /// `service-...` (Cluster policy): the off-cluster masquerade rule, then numgen.
+    fn service_chain(
+        &self,
+        mut w: Walk,
+        i: usize,
+        t: &Tuple,
+        random: &mut dyn FnMut() -> u32,
+        masq: bool,
+    ) -> Lookup {
+        let sp = &self.ports[i];
+        let chain = sp.service_chain();
+        let mut masq = masq;
+        if let Some(cidr) = self.cluster_cidr {
+            w.rule(&format!("{chain}: {}", masq_rule(sp, cidr)));
+            if t.dst == sp.cluster_ip && t.dport == sp.port_num && !cidr.contains(t.src) {
+                w.mark();
+                masq = true;
+            }
+        }
+        self.numgen(w, &chain, &sp.cluster_eps, i, t, random, masq)
+    }
+
+    /// `numgen random mod N vmap { ... }` and the chosen endpoint chain.
+    #[allow(clippy::too_many_arguments)]
+    fn numgen(
+        &self,
+        mut w: Walk,
+        chain: &str,
+        eps: &[Ep],
+        i: usize,
+        t: &Tuple,
+        random: &mut dyn FnMut() -> u32,
+        masq: bool,
+    ) -> Lookup {
+        w.rule(&format!("{chain}: numgen random mod {} vmap {{ ... }}", eps.len()));
+        let pick = ((u64::from(random()) * eps.len() as u64) >> 32) as usize;
+        w.lookup(true, &format!("numgen vmap element {pick}"));
+        let ep = &eps[pick];
+        w.rule(&format!("{}: ip saddr {} jump mark-for-masquerade", ep.chain, ep.ip));
+        let hairpin = t.src == ep.ip;
+        if hairpin {
+            w.mark();
+        }
+        w.rule(&format!("{}: meta l4proto udp dnat to {}:{}", ep.chain, ep.ip, ep.port));
+        let sp = &self.ports[i];
+        w.done(Verdict::Dnat {
+            service: sp.service,
+            port: sp.port,
+            endpoint: ep.endpoint,
+            masq: masq || hairpin,
+        })
+    }
+
+    /// `nft list table ip kube-proxy`: nft's `table_print` (sets and maps, then chains, each in
+    /// the kernel's creation order, blank lines between them), `set_print` (`elements = { ... }`
+    /// one element per line for maps and concatenations, two addresses per line for an
+    /// ipv4_addr set: `calculate_delim` in `src/expression.c`) and `chain_print`
+    /// (`prio2str`: `dstnat - 10`, but `-110` on input/forward hooks where dstnat is not a
+    /// standard priority). Chain creation follows `setupNFTables` then, per Service port, the
+    /// endpoint chains, `service-`, `local-` and `external-`. Elements are printed sorted by key.
+    pub fn list(&self) -> String {
+        let mut out = String::from("table ip kube-proxy {\n\tcomment \"rules for kube-proxy\"\n");
+        let mut blocks: Vec<String> = self.sets();
+        blocks.extend(
+            self.chains().into_iter().map(|(name, decl, rules)| chain_text(&name, decl.as_deref(), &rules)),
+        );
+        out.push_str(&blocks.join("\n"));
+        out.push_str("}\n");
+        out
+    }
+
+    /// The sets and maps in `setupNFTables` order, printed.
+    fn sets(&self) -> Vec<String> {
+        let concat = "ipv4_addr . inet_proto . inet_service : verdict";
+        let np = "inet_proto . inet_service : verdict";
+        let ips: Vec<String> = self.cluster_ips.iter().map(|ip| ip.to_string()).collect();
+        let mut svc: Vec<_> = self.service_ips.iter().collect();
+        svc.sort();
+        let svc = svc
+            .iter()
+            .map(|(&(ip, port), &i)| format!("{ip} . udp . {port} : goto {}", self.ports[i].service_chain()));
+        let mut nps: Vec<_> = self.service_nodeports.iter().collect();
+        nps.sort();
+        let nps =
+            nps.iter().map(|(port, &i)| format!("udp . {port} : goto {}", self.ports[i].external_chain()));
+        let mut noep: Vec<_> = self.no_endpoint_services.iter().collect();
+        noep.sort();
+        let noep = noep.iter().map(|((ip, port), v)| format!("{ip} . udp . {port}{}", self.noep_value(**v)));
+        let mut nonp: Vec<_> = self.no_endpoint_nodeports.iter().collect();
+        nonp.sort();
+        let nonp = nonp.iter().map(|(port, v)| format!("udp . {port}{}", self.noep_value(**v)));
+        vec![
+            set_text("set", "cluster-ips", "ipv4_addr", "Active ClusterIPs", &ips, false),
+            set_text(
+                "map",
+                "no-endpoint-services",
+                concat,
+                "vmap to drop or reject packets to services with no endpoints",
+                &noep.collect::<Vec<_>>(),
+                true,
+            ),
+            set_text(
+                "map",
+                "no-endpoint-nodeports",
+                np,
+                "vmap to drop or reject packets to service nodeports with no endpoints",
+                &nonp.collect::<Vec<_>>(),
+                true,
+            ),
+            set_text(
+                "map",
+                "firewall-ips",
+                concat,
+                "destinations that are subject to LoadBalancerSourceRanges",
+                &[],
+                true,
+            ),
+            set_text(
+                "map",
+                "service-ips",
+                concat,
+                "ClusterIP, ExternalIP and LoadBalancer IP traffic",
+                &svc.collect::<Vec<_>>(),
+                true,
+            ),
+            set_text("map", "service-nodeports", np, "NodePort traffic", &nps.collect::<Vec<_>>(), true),
+        ]
+    }
+
+    /// ` comment "ns/name" : goto reject-chain` or `... : drop`.
+    fn noep_value(&self, (i, v): (usize, NoEndpoints)) -> String {
+        let verdict = if v == NoEndpoints::Reject { "goto reject-chain" } else { "drop" };
+        format!(" comment \"{}\" : {verdict}", self.ports[i].port_name)
+    }
+
+    /// Every chain in creation order: (name, base-chain declaration, rules).
+    fn chains(&self) -> Vec<(String, Option<String>, Vec<String>)> {
+        let mut chains = base_chains();
+        let masq_mark = "0x00004000";
+        let fixed: [(&str, Vec<String>); 8] = [
+            ("nodeport-endpoints-check", vec![NODEPORT_CHECK_RULE.into()]),
+            ("service-endpoints-check", vec![SERVICE_CHECK_RULE.into()]),
+            ("firewall-check", vec!["ip daddr . meta l4proto . th dport vmap @firewall-ips".into()]),
+            (
+                "services",
+                vec!["ip daddr . meta l4proto . th dport vmap @service-ips".into(), NODEPORTS_RULE.into()],
+            ),
+            (
+                "masquerading",
+                vec![
+                    format!("meta mark & {masq_mark} == 0x00000000 return"),
+                    format!("meta mark set meta mark ^ {masq_mark}"),
+                    "masquerade fully-random".into(),
+                ],
+            ),
+            ("cluster-ips-check", vec![CLUSTER_IPS_RULE.into()]),
+            ("mark-for-masquerade", vec![format!("meta mark set meta mark | {masq_mark}")]),
+            ("reject-chain", vec!["reject".into()]),
+        ];
+        for (name, rules) in fixed {
+            let decl = (name == "reject-chain")
+                .then(|| "comment \"helper for @no-endpoint-services / @no-endpoint-nodeports\"".to_string());
+            chains.push((name.to_string(), decl.map(|c| format!("#{c}")), rules));
+        }
+        for sp in &self.ports {
+            self.port_chains(sp, &mut chains);
+        }
+        chains
+    }
+
+    /// The chains of one Service port, in `syncProxyRules`' `ensureChain` order.
+    fn port_chains(&self, sp: &SvcPort, chains: &mut Vec<(String, Option<String>, Vec<String>)>) {
+        if !sp.has_endpoints() {
+            return;
+        }
+        for ep in &sp.cluster_eps {
+            let rules = vec![
+                format!("ip saddr {} jump mark-for-masquerade", ep.ip),
+                format!("meta l4proto udp dnat to {}:{}", ep.ip, ep.port),
+            ];
+            chains.push((ep.chain.clone(), None, rules));
+        }
+        let mut rules: Vec<String> = self.cluster_cidr.iter().map(|&c| masq_rule(sp, c)).collect();
+        rules.push(numgen_rule(&sp.cluster_eps));
+        chains.push((sp.service_chain(), None, rules));
+        if sp.local_policy && !sp.local_eps.is_empty() {
+            chains.push((sp.local_chain(), None, vec![numgen_rule(&sp.local_eps)]));
+        }
+        if sp.uses_external() {
+            chains.push((sp.external_chain(), None, self.external_rules(sp)));
+        }
+    }
+
+    /// The rules of `external-...`.
+    fn external_rules(&self, sp: &SvcPort) -> Vec<String> {
+        let svc = sp.service_chain();
+        if !sp.local_policy {
+            return vec!["jump mark-for-masquerade".into(), format!("goto {svc}")];
+        }
+        let mut rules = Vec::new();
+        if let Some(cidr) = self.cluster_cidr {
+            rules.push(format!("ip saddr {cidr} goto {svc} comment \"short-circuit pod traffic\""));
+        }
+        rules.push(
+            "fib saddr type local jump mark-for-masquerade comment \"masquerade local traffic\"".into(),
+        );
+        rules.push(format!("fib saddr type local goto {svc} comment \"short-circuit local traffic\""));
+        if sp.has_external_endpoints() {
+            rules.push(format!("goto {}", sp.local_chain()));
+        }
+        rules
+    }
+
+    /// Rules in every chain.
+    pub fn rules(&self) -> usize {
+        self.chains().iter().map(|(_, _, r)| r.len()).sum()
+    }
+
+    /// Rules plus map and set elements.
+    pub fn rule_count(&self) -> usize {
+        self.rules() + self.map_elements()
+    }
+
+    /// Elements of the named sets and maps plus those of the anonymous `numgen` vmaps.
+    pub fn map_elements(&self) -> usize {
+        let anonymous: usize = self
+            .ports
+            .iter()
+            .filter(|sp| sp.has_endpoints())
+            .map(|sp| sp.cluster_eps.len() + if sp.local_policy { sp.local_eps.len() } else { 0 })
+            .sum();
+        self.cluster_ips.len()
+            + self.service_ips.len()
+            + self.service_nodeports.len()
+            + self.no_endpoint_services.len()
+            + self.no_endpoint_nodeports.len()
+            + anonymous
+    }
+
+    /// Kernel memory estimate from the per-rule, per-element and per-chain estimates above.
+    pub fn memory_bytes(&self) -> usize {
+        self.chains().len() * CHAIN_BYTES + self.rules() * RULE_BYTES + self.map_elements() * ELEM_BYTES
+    }
+}
+
+/// The eight base chains of `nftablesBaseChains` with their jump rules (`nftablesJumpChains`).
+fn base_chains() -> Vec<(String, Option<String>, Vec<String>)> {
+    let base = |name: &str, kind: &str, hook: &str, prio: &str, rules: &[&str]| {
+        let decl = format!("type {kind} hook {hook} priority {prio}; policy accept;");
+        (name.to_string(), Some(decl), rules.iter().map(|r| r.to_string()).collect())
+    };
+    vec![
+        base(
+            "filter-prerouting",
+            "filter",
+            "prerouting",
+            "dstnat - 10",
+            &["ct state new jump firewall-check"],
+        ),
+        base(
+            "filter-input",
+            "filter",
+            "input",
+            "-110",
+            &["ct state new jump nodeport-endpoints-check", "ct state new jump service-endpoints-check"],
+        ),
+        base(
+            "filter-forward",
+            "filter",
+            "forward",
+            "-110",
+            &["ct state new jump service-endpoints-check", "ct state new jump cluster-ips-check"],
+        ),
+        base(
+            "filter-output",
+            "filter",
+            "output",
+            "dstnat - 10",
+            &["ct state new jump service-endpoints-check", "ct state new jump firewall-check"],
+        ),
+        base(
+            "filter-output-post-dnat",
+            "filter",
+            "output",
+            "dstnat + 10",
+            &["ct state new jump cluster-ips-check"],
+        ),
+        base("nat-prerouting", "nat", "prerouting", "dstnat", &["jump services"]),
+        base("nat-output", "nat", "output", "dstnat", &["jump services"]),
+        base("nat-postrouting", "nat", "postrouting", "srcnat", &["jump masquerading"]),
+    ]
+}
+
+/// The internal-traffic masquerade rule of a service chain (`localDetector.IfNotLocalNFT()`).
+fn masq_rule(sp: &SvcPort, cidr: Ipv4Net) -> String {
+    format!(
+        "ip daddr {} udp dport {} ip saddr != {cidr} jump mark-for-masquerade",
+        sp.cluster_ip, sp.port_num
+    )
+}
+
+/// `numgen random mod N vmap { 0 : goto endpoint-..., ... }` (`writeServiceToEndpointRules`).
+fn numgen_rule(eps: &[Ep]) -> String {
+    let elems: Vec<String> = eps.iter().enumerate().map(|(i, e)| format!("{i} : goto {}", e.chain)).collect();
+    format!("numgen random mod {} vmap {{ {} }}", eps.len(), elems.join(", "))
+}
+
+/// `hashAndTruncate`: the first 8 characters of base32(sha256(name)), a dash, the name.
+pub fn hash_and_truncate(name: &str) -> String {
+    let hash = Sha256::digest(name.as_bytes());
+    format!("{}-{name}", &BASE32.encode(&hash)[..8])
+}
+
+/// One set or map as `set_print` prints it.
+fn set_text(kind: &str, name: &str, ty: &str, comment: &str, elems: &[String], one_per_line: bool) -> String {
+    let mut s = format!("\t{kind} {name} {{\n\t\ttype {ty}\n\t\tcomment \"{comment}\"\n");
+    if !elems.is_empty() {
+        s.push_str("\t\telements = { ");
+        for (i, e) in elems.iter().enumerate() {
+            if i > 0 {
+                s.push_str(if one_per_line || i % 2 == 0 { ",\n\t\t\t     " } else { ", " });
+            }
+            s.push_str(e);
+        }
+        s.push_str(" }\n");
+    }
+    s.push_str("\t}\n");
+    s
+}
+
+/// One chain as `chain_print` prints it. `decl` is a base-chain declaration, or a comment
+/// (prefixed `#`) printed on its own line after the brace.
+fn chain_text(name: &str, decl: Option<&str>, rules: &[String]) -> String {
+    let mut s = format!("\tchain {name} {{");
+    match decl {
+        Some(c) if c.starts_with('#') => {
+            let _ = write!(s, "\n\t\t{}\n", &c[1..]);
+        }
+        Some(d) => {
+            let _ = write!(s, "\n\t\t{d}\n");
+        }
+        None => s.push('\n'),
+    }
+    for r in rules {
+        let _ = writeln!(s, "\t\t{r}");
+    }
+    s.push_str("\t}\n");
+    s
+}
+
+/// Rules and lookups counted along a walk.
+struct Walk {
+    rules: u32,
+    lookups: u32,
+    walk: Vec<String>,
+    trace: bool,
+}
+
+impl Walk {
+    fn rule(&mut self, text: &str) {
+        self.rules += 1;
+        self.note(text);
+    }
+    fn lookup(&mut self, hit: bool, what: &str) {
+        self.lookups += 1;
+        self.note(&format!("  lookup {what}: {}", if hit { "hit" } else { "miss" }));
+    }
+    /// The one rule of `mark-for-masquerade`.
+    fn mark(&mut self) {
+        self.rule("mark-for-masquerade: meta mark set meta mark | 0x00004000");
+    }
+    fn note(&mut self, text: &str) {
+        if self.trace {
+            self.walk.push(text.to_string());
+        }
+    }
+    /// The filter-chain path to a no-endpoint verdict: the base chain's `ct state new jump`,
+    /// the check chain's vmap (one lookup), and `reject-chain`'s rule when it rejects.
+    fn filter_reject(
+        mut self,
+        base: &str,
+        check: &str,
+        v: NoEndpoints,
+        service: usize,
+        port: usize,
+    ) -> Lookup {
+        self.rule(&format!("{base}: ct state new jump {check}"));
+        let map = if check == "nodeport-endpoints-check" {
+            "no-endpoint-nodeports"
+        } else {
+            "no-endpoint-services"
+        };
+        self.rule(&format!("{check}: ... vmap @{map}"));
+        self.lookup(true, map);
+        match v {
+            NoEndpoints::Reject => self.rule("reject-chain: reject"),
+            NoEndpoints::Drop => self.note("verdict drop"),
+        }
+        self.done(Verdict::Reject { service, port })
+    }
+    fn done(self, verdict: Verdict) -> Lookup {
+        Lookup { verdict, rules: self.rules, lookups: self.lookups, walk: self.walk }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::{Endpoint, Service, ServicePort};
+    use rand::{RngCore, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    fn ep(pod: usize, addr: &str, node: usize) -> Endpoint {
+        Endpoint { pod, ip: ip(addr), node, ready: true }
+    }
+
+    fn svc(
+        name: &str,
+        cip: &str,
+        port: u16,
+        np: Option<u16>,
+        eps: Vec<Endpoint>,
+        policy: TrafficPolicy,
+    ) -> Service {
+        Service {
+            namespace: "default".into(),
+            name: name.into(),
+            kind: if np.is_some() { ServiceKind::NodePort } else { ServiceKind::ClusterIp },
+            cluster_ip: Some(ip(cip)),
+            ports: vec![ServicePort { name: String::new(), port, target_port: port, node_port: np }],
+            endpoints: eps,
+            external_traffic_policy: policy,
+        }
+    }
+
+    fn node() -> NodeView {
+        NodeView { id: 0, name: "node-0".into(), ip: ip("172.18.0.2") }
+    }
+
+    fn table(services: Vec<Service>) -> ServiceTable {
+        ServiceTable { services, cluster_cidr: Some("10.244.0.0/16".parse().unwrap()) }
+    }
+
+    fn t(src: &str, dst: &str, dport: u16) -> Tuple {
+        Tuple { src: ip(src), sport: 40000, dst: ip(dst), dport }
+    }
+
+    fn zero() -> impl FnMut() -> u32 {
+        || 0
+    }
+
+    #[test]
+    fn chain_name_hash_matches_kube_proxy() {
+        // proxier_test.go: "ULMVA6XW-ns1/svc1/tcp/p80" and "5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80".
+        assert_eq!(hash_and_truncate("ns1/svc1/tcp/p80"), "ULMVA6XW-ns1/svc1/tcp/p80");
+        assert_eq!(
+            hash_and_truncate("ns1/svc1/tcp/p80__10.180.0.1/80"),
+            "5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80"
+        );
+    }
+
+    #[test]
+    fn list_prints_the_table() {
+        let s = svc(
+            "dns",
+            "10.96.0.10",
+            53,
+            None,
+            vec![ep(0, "10.244.0.5", 0), ep(1, "10.244.1.7", 1)],
+            TrafficPolicy::Cluster,
+        );
+        let empty = svc("none", "10.96.0.20", 80, None, vec![], TrafficPolicy::Cluster);
+        let nft = NftTable::build(&table(vec![s, empty]), &node());
+        let base = hash_and_truncate("default/dns/udp/");
+        let e0 = hash_and_truncate("default/dns/udp/__10.244.0.5/53");
+        let e1 = hash_and_truncate("default/dns/udp/__10.244.1.7/53");
+        let expected = format!(
+            "table ip kube-proxy {{
+\tcomment \"rules for kube-proxy\"
+\tset cluster-ips {{
+\t\ttype ipv4_addr
+\t\tcomment \"Active ClusterIPs\"
+\t\telements = {{ 10.96.0.10, 10.96.0.20 }}
+\t}}
+
+\tmap no-endpoint-services {{
+\t\ttype ipv4_addr . inet_proto . inet_service : verdict
+\t\tcomment \"vmap to drop or reject packets to services with no endpoints\"
+\t\telements = {{ 10.96.0.20 . udp . 80 comment \"default/none\" : goto reject-chain }}
+\t}}
+
+\tmap no-endpoint-nodeports {{
+\t\ttype inet_proto . inet_service : verdict
+\t\tcomment \"vmap to drop or reject packets to service nodeports with no endpoints\"
+\t}}
+
+\tmap firewall-ips {{
+\t\ttype ipv4_addr . inet_proto . inet_service : verdict
+\t\tcomment \"destinations that are subject to LoadBalancerSourceRanges\"
+\t}}
+
+\tmap service-ips {{
+\t\ttype ipv4_addr . inet_proto . inet_service : verdict
+\t\tcomment \"ClusterIP, ExternalIP and LoadBalancer IP traffic\"
+\t\telements = {{ 10.96.0.10 . udp . 53 : goto service-{base} }}
+\t}}
+
+\tmap service-nodeports {{
+\t\ttype inet_proto . inet_service : verdict
+\t\tcomment \"NodePort traffic\"
+\t}}
+
+\tchain filter-prerouting {{
+\t\ttype filter hook prerouting priority dstnat - 10; policy accept;
+\t\tct state new jump firewall-check
+\t}}
+
+\tchain filter-input {{
+\t\ttype filter hook input priority -110; policy accept;
+\t\tct state new jump nodeport-endpoints-check
+\t\tct state new jump service-endpoints-check
+\t}}
+
+\tchain filter-forward {{
+\t\ttype filter hook forward priority -110; policy accept;
+\t\tct state new jump service-endpoints-check
+\t\tct state new jump cluster-ips-check
+\t}}
+
+\tchain filter-output {{
+\t\ttype filter hook output priority dstnat - 10; policy accept;
+\t\tct state new jump service-endpoints-check
+\t\tct state new jump firewall-check
+\t}}
+
+\tchain filter-output-post-dnat {{
+\t\ttype filter hook output priority dstnat + 10; policy accept;
+\t\tct state new jump cluster-ips-check
+\t}}
+
+\tchain nat-prerouting {{
+\t\ttype nat hook prerouting priority dstnat; policy accept;
+\t\tjump services
+\t}}
+
+\tchain nat-output {{
+\t\ttype nat hook output priority dstnat; policy accept;
+\t\tjump services
+\t}}
+
+\tchain nat-postrouting {{
+\t\ttype nat hook postrouting priority srcnat; policy accept;
+\t\tjump masquerading
+\t}}
+
+\tchain nodeport-endpoints-check {{
+\t\tip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @no-endpoint-nodeports
+\t}}
+
+\tchain service-endpoints-check {{
+\t\tip daddr . meta l4proto . th dport vmap @no-endpoint-services
+\t}}
+
+\tchain firewall-check {{
+\t\tip daddr . meta l4proto . th dport vmap @firewall-ips
+\t}}
+
+\tchain services {{
+\t\tip daddr . meta l4proto . th dport vmap @service-ips
+\t\tfib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports
+\t}}
+
+\tchain masquerading {{
+\t\tmeta mark & 0x00004000 == 0x00000000 return
+\t\tmeta mark set meta mark ^ 0x00004000
+\t\tmasquerade fully-random
+\t}}
+
+\tchain cluster-ips-check {{
+\t\tip daddr @cluster-ips reject comment \"Reject traffic to invalid ports of ClusterIPs\"
+\t}}
+
+\tchain mark-for-masquerade {{
+\t\tmeta mark set meta mark | 0x00004000
+\t}}
+
+\tchain reject-chain {{
+\t\tcomment \"helper for @no-endpoint-services / @no-endpoint-nodeports\"
+\t\treject
+\t}}
+
+\tchain endpoint-{e0} {{
+\t\tip saddr 10.244.0.5 jump mark-for-masquerade
+\t\tmeta l4proto udp dnat to 10.244.0.5:53
+\t}}
+
+\tchain endpoint-{e1} {{
+\t\tip saddr 10.244.1.7 jump mark-for-masquerade
+\t\tmeta l4proto udp dnat to 10.244.1.7:53
+\t}}
+
+\tchain service-{base} {{
+\t\tip daddr 10.96.0.10 udp dport 53 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
+\t\tnumgen random mod 2 vmap {{ 0 : goto endpoint-{e0}, 1 : goto endpoint-{e1} }}
+\t}}
+}}
+"
+        );
+        assert_eq!(nft.list(), expected);
+        assert_eq!(nft.rules(), 11 + 1 + 1 + 1 + 2 + 3 + 1 + 1 + 1 + 4 + 2);
+        assert_eq!(nft.map_elements(), 2 + 1 + 1 + 2);
+    }
+
+    #[test]
+    fn service_hit_and_miss_costs() {
+        let s = svc(
+            "dns",
+            "10.96.0.10",
+            53,
+            None,
+            vec![ep(0, "10.244.0.5", 0), ep(1, "10.244.1.7", 1)],
+            TrafficPolicy::Cluster,
+        );
+        let nft = NftTable::build(&table(vec![s]), &node());
+        let l = nft.lookup(Hook::Prerouting, &t("10.244.0.9", "10.96.0.10", 53), false, &mut zero(), true);
+        assert_eq!(l.verdict, Verdict::Dnat { service: 0, port: 0, endpoint: 0, masq: false });
+        assert_eq!((l.rules, l.lookups), (6, 2));
+        assert_eq!(l.walk[0], "nat-prerouting: jump services");
+        // u32::MAX picks the last endpoint: (0xFFFFFFFF * 2) >> 32 = 1. Off-cluster source masqueraded.
+        let l =
+            nft.lookup(Hook::Prerouting, &t("192.168.5.5", "10.96.0.10", 53), false, &mut || u32::MAX, false);
+        assert_eq!(l.verdict, Verdict::Dnat { service: 0, port: 0, endpoint: 1, masq: true });
+        assert_eq!((l.rules, l.lookups), (7, 2));
+        let miss = nft.lookup(Hook::Prerouting, &t("10.244.0.9", "8.8.8.8", 53), false, &mut zero(), false);
+        assert_eq!((miss.verdict, miss.rules, miss.lookups), (Verdict::NoService, 3, 1));
+        let local_miss =
+            nft.lookup(Hook::Prerouting, &t("10.244.0.9", "172.18.0.2", 22), true, &mut zero(), false);
+        assert_eq!((local_miss.verdict, local_miss.rules, local_miss.lookups), (Verdict::NoService, 3, 2));
+    }
+
+    #[test]
+    fn cost_is_flat_in_the_number_of_services() {
+        let cost = |n: usize| {
+            let services = (0..n)
+                .map(|i| {
+                    let cip = Ipv4Addr::from(u32::from(ip("10.96.0.0")) + i as u32 + 1).to_string();
+                    svc(
+                        &format!("s{i}"),
+                        &cip,
+                        80,
+                        None,
+                        vec![ep(0, "10.244.1.7", 1)],
+                        TrafficPolicy::Cluster,
+                    )
+                })
+                .collect();
+            let nft = NftTable::build(&table(services), &node());
+            let l =
+                nft.lookup(Hook::Prerouting, &t("10.244.0.9", "10.96.0.1", 80), false, &mut zero(), false);
+            assert!(matches!(l.verdict, Verdict::Dnat { service: 0, .. }));
+            let m = nft.lookup(Hook::Prerouting, &t("10.244.0.9", "8.8.8.8", 80), false, &mut zero(), false);
+            (l.rules, l.lookups, m.rules, m.lookups)
+        };
+        assert_eq!(cost(10), (6, 2, 3, 1));
+        assert_eq!(cost(10), cost(10_000));
+    }
+
+    #[test]
+    fn numgen_is_uniform_within_bound() {
+        let eps = (0..4).map(|i| ep(i, &format!("10.244.1.{}", i + 10), 1)).collect();
+        let nft = NftTable::build(
+            &table(vec![svc("s", "10.96.0.10", 53, None, eps, TrafficPolicy::Cluster)]),
+            &node(),
+        );
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut random = || rng.next_u32();
+        let n = 40_000;
+        let mut counts = [0u32; 4];
+        for _ in 0..n {
+            match nft
+                .lookup(Hook::Prerouting, &t("10.244.0.9", "10.96.0.10", 53), false, &mut random, false)
+                .verdict
+            {
+                Verdict::Dnat { endpoint, .. } => counts[endpoint] += 1,
+                v => panic!("{v:?}"),
+            }
+        }
+        // Binomial(40000, 1/4): sd = sqrt(40000 * 0.25 * 0.75) ~ 86.6; 5 sd = 433.
+        for c in counts {
+            assert!((c as i64 - 10_000).abs() < 433, "{counts:?}");
+        }
+    }
+
+    #[test]
+    fn no_endpoints_is_rejected_in_the_filter_chains() {
+        let nft = NftTable::build(
+            &table(vec![svc("e", "10.96.0.50", 80, None, vec![], TrafficPolicy::Cluster)]),
+            &node(),
+        );
+        let out = nft.lookup(Hook::Output, &t("172.18.0.2", "10.96.0.50", 80), false, &mut zero(), false);
+        assert_eq!((out.verdict, out.rules, out.lookups), (Verdict::Reject { service: 0, port: 0 }, 3, 1));
+        let fwd = nft.lookup(Hook::Prerouting, &t("10.244.0.9", "10.96.0.50", 80), false, &mut zero(), false);
+        assert_eq!((fwd.verdict, fwd.rules, fwd.lookups), (Verdict::Reject { service: 0, port: 0 }, 6, 2));
+    }
+
+    #[test]
+    fn nodeport_local_uses_only_local_endpoints() {
+        let eps = vec![ep(0, "10.244.0.5", 0), ep(1, "10.244.1.7", 1), ep(2, "10.244.0.6", 0)];
+        let s = svc("web", "10.96.0.100", 8080, Some(30080), eps, TrafficPolicy::Local);
+        let nft = NftTable::build(&table(vec![s]), &node());
+        let local = format!("local-{}", hash_and_truncate("default/web/udp/"));
+        let e0 = hash_and_truncate("default/web/udp/__10.244.0.5/8080");
+        let e2 = hash_and_truncate("default/web/udp/__10.244.0.6/8080");
+        let listing = nft.list();
+        let numgen = format!("numgen random mod 2 vmap {{ 0 : goto endpoint-{e0}, 1 : goto endpoint-{e2} }}");
+        let expected = format!("\tchain {local} {{\n\t\t{numgen}\n\t}}\n");
+        assert!(listing.contains(&expected), "{listing}");
+        for r in [0, u32::MAX / 2 + 1, u32::MAX] {
+            let l =
+                nft.lookup(Hook::Prerouting, &t("192.168.5.5", "172.18.0.2", 30080), true, &mut || r, false);
+            let Verdict::Dnat { endpoint, masq, .. } = l.verdict else { panic!("{l:?}") };
+            assert!(endpoint == 0 || endpoint == 2);
+            assert!(!masq);
+        }
+    }
+
+    #[test]
+    fn nodeport_local_without_local_endpoints_drops() {
+        let s =
+            svc("web", "10.96.0.100", 8080, Some(30080), vec![ep(1, "10.244.1.7", 1)], TrafficPolicy::Local);
+        let nft = NftTable::build(&table(vec![s]), &node());
+        assert!(nft.list().contains("\t\telements = { udp . 30080 comment \"default/web\" : drop }\n"));
+        let l =
+            nft.lookup(Hook::Prerouting, &t("192.168.5.5", "172.18.0.2", 30080), true, &mut zero(), false);
+        assert_eq!(l.verdict, Verdict::Reject { service: 0, port: 0 });
+        // A pod on this node still reaches the Service through the short-circuit rule.
+        let l = nft.lookup(Hook::Prerouting, &t("10.244.0.9", "172.18.0.2", 30080), true, &mut zero(), false);
+        assert_eq!(l.verdict, Verdict::Dnat { service: 0, port: 0, endpoint: 0, masq: false });
+    }
+
+    #[test]
+    fn nodeport_cluster_policy_masquerades() {
+        let s = svc(
+            "web",
+            "10.96.0.100",
+            8080,
+            Some(30080),
+            vec![ep(1, "10.244.1.7", 1)],
+            TrafficPolicy::Cluster,
+        );
+        let nft = NftTable::build(&table(vec![s]), &node());
+        let l =
+            nft.lookup(Hook::Prerouting, &t("192.168.5.5", "172.18.0.2", 30080), true, &mut zero(), false);
+        assert_eq!(l.verdict, Verdict::Dnat { service: 0, port: 0, endpoint: 0, masq: true });
+        // jump, service-ips miss, nodeports rule + lookup, external (2 + mark), service chain
+        // masq rule (no match: daddr is the node), numgen, endpoint chain 2.
+        assert_eq!((l.rules, l.lookups), (10, 3));
+        assert_eq!(nft.rule_count(), nft.rules() + nft.map_elements());
+        assert!(nft.memory_bytes() > 0);
+    }
+}

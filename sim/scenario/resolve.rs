@@ -5,14 +5,16 @@
 //! the text by `locate`. Nothing is clamped or corrected silently.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::Ipv4Addr;
 
 use super::locate::{self, Seg};
 use super::{Nodes, Overrides, Scenario, Selector};
 use crate::addr::Ipv4Net;
 use crate::cluster::{
-    Cluster, Cni, CniOptions, Fabric, Network, NodeId, NodeSpec, PodId, PodSpec, Rack, Underlay, Workload,
-    WorkloadKind,
+    Change, Cluster, Cni, CniOptions, Fabric, Network, NodeId, NodeSpec, PodId, PodSpec, Rack, Target, Underlay,
+    Workload, WorkloadKind,
 };
+use crate::proxy::{Endpoint, ProxyMode, Service, ServiceKind, ServicePort, ServiceTable, TrafficPolicy};
 use crate::error::ScenarioError;
 use crate::time::{Duration, Instant};
 use crate::units::Bandwidth;
@@ -89,8 +91,35 @@ pub(crate) fn resolve(s: Scenario, loc: &Locator, overrides: &Overrides) -> Res<
     let underlay = resolve_underlay(loc, &s.underlay, &network)?;
     let nodes = resolve_nodes(loc, &s.nodes, &network, &underlay.fabric, chosen, &cni_options)?;
     let pods = resolve_pods(loc, &s, &nodes, &network, chosen.cni, &cni_options)?;
-    let workloads = resolve_workloads(loc, &s, &nodes, &pods, chosen, &cni_options)?;
+    let proxy = resolve_proxy(loc, &s, overrides)?;
+    let (services, generated) = resolve_services(loc, &s, &network, &pods, overrides)?;
+    let workloads = resolve_workloads(loc, &s, &nodes, &pods, chosen, &cni_options, &services, generated)?;
+    let changes = resolve_changes(loc, &s, &pods)?;
+    let conntrack_max = match s.conntrack_max {
+        Some(0) => {
+            return Err(loc.err(
+                at!["conntrack_max"],
+                "conntrack_max 0 would refuse every connection; give at least 1 (or remove it for \
+                 kube-proxy's default)",
+            ))
+        }
+        Some(n) if n > 1 << 26 => {
+            return Err(loc.err(
+                at!["conntrack_max"],
+                format!("conntrack_max {n} is over the limit of 67108864 entries; lower it"),
+            ))
+        }
+        n => n.map(|n| n as usize),
+    };
+    if let Some(sw) = &s.sweep {
+        check_sweep(loc, sw, &s)?;
+    }
     Ok(Cluster {
+        proxy,
+        services,
+        generated,
+        changes,
+        conntrack_max,
         cni: chosen.cni,
         cni_options,
         name: s.name,
@@ -664,6 +693,9 @@ fn select(
             .filter(|(_, p)| want.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
             .map(|(i, _)| i)
             .collect(),
+        Selector::Service(_) | Selector::NodePort { .. } | Selector::AnyGeneratedService => {
+            unreachable!("Service targets are resolved by resolve_target")
+        }
     };
     if found.is_empty() {
         let what = match sel {
@@ -674,12 +706,362 @@ fn select(
             Selector::Labels(l) => {
                 format!("Labels({l:?}) matches no pod; no pod has all of these labels")
             }
+            Selector::Service(_) | Selector::NodePort { .. } | Selector::AnyGeneratedService => {
+                unreachable!("handled above")
+            }
         };
         return Err(loc.err(at, format!("dangling selector: {what}")));
     }
     Ok(found)
 }
 
+fn resolve_proxy(loc: &Locator, s: &Scenario, overrides: &Overrides) -> Res<ProxyMode> {
+    if let Some(p) = overrides.proxy {
+        return Ok(p);
+    }
+    match &s.proxy {
+        None => Ok(ProxyMode::Iptables),
+        Some(id) => id.parse().map_err(|e: String| loc.err(at!["proxy"], e)),
+    }
+}
+
+/// Most Services a scenario may define (with the generated ones).
+const MAX_SERVICES: usize = 200_000;
+/// kube-apiserver's default `--service-node-port-range`.
+const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
+
+/// Services with endpoints from their selectors, cluster IPs and node ports allocated; then the
+/// generated ones. Returns the table and (first generated index, count).
+fn resolve_services(
+    loc: &Locator,
+    s: &Scenario,
+    network: &Network,
+    pods: &[PodSpec],
+    overrides: &Overrides,
+) -> Res<(ServiceTable, (usize, usize))> {
+    let cidr = network.service_cidr;
+    let mut taken_ips: HashSet<Ipv4Addr> = HashSet::new();
+    let mut taken_node_ports: HashSet<u16> = HashSet::new();
+    // Explicit addresses and node ports first, so allocation never takes them.
+    for (i, svc) in s.services.iter().enumerate() {
+        if let Some(ip) = svc.cluster_ip {
+            if !matches!(svc.kind, super::ServiceKind::Headless) {
+                if !cidr.contains(ip) || ip == cidr.network() {
+                    return Err(loc.err(
+                        at!["services", i, "cluster_ip"],
+                        format!("cluster_ip {ip} is not a usable address of service_cidr {cidr}; pick one inside it"),
+                    ));
+                }
+                if !taken_ips.insert(ip) {
+                    return Err(loc.err(
+                        at!["services", i, "cluster_ip"],
+                        format!("cluster_ip {ip} is used twice; each Service needs its own"),
+                    ));
+                }
+            }
+        }
+        for (j, p) in svc.ports.iter().enumerate() {
+            if let Some(np) = p.node_port {
+                if !matches!(svc.kind, super::ServiceKind::NodePort) {
+                    return Err(loc.err(
+                        at!["services", i, "ports", j, "node_port"],
+                        format!("node_port is only for NodePort Services; '{}' is not one: remove it or set kind: NodePort", svc.name),
+                    ));
+                }
+                if !NODE_PORTS.contains(&np) {
+                    return Err(loc.err(
+                        at!["services", i, "ports", j, "node_port"],
+                        format!("node_port {np} is outside the NodePort range 30000-32767; pick one inside it"),
+                    ));
+                }
+                if !taken_node_ports.insert(np) {
+                    return Err(loc.err(
+                        at!["services", i, "ports", j, "node_port"],
+                        format!("node_port {np} is used twice; each needs its own"),
+                    ));
+                }
+            }
+        }
+    }
+    let mut next_ip = 1u64;
+    let mut alloc_ip = |at: &[Seg]| -> Res<Ipv4Addr> {
+        loop {
+            let Some(ip) = cidr.nth(next_ip).filter(|_| next_ip + 1 < cidr.size()) else {
+                return Err(loc.err(
+                    at,
+                    format!("service_cidr {cidr} has no free address left for this Service; widen it"),
+                ));
+            };
+            next_ip += 1;
+            if taken_ips.insert(ip) {
+                return Ok(ip);
+            }
+        }
+    };
+    let mut next_np = *NODE_PORTS.start();
+    let endpoints_of = |selector: &BTreeMap<String, String>| -> Vec<Endpoint> {
+        let mut e: Vec<Endpoint> = pods
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
+            .map(|(i, p)| Endpoint { pod: i, ip: p.ip, node: p.node, ready: true })
+            .collect();
+        e.sort_by_key(|e| e.ip);
+        e
+    };
+    let mut services = Vec::new();
+    for (i, svc) in s.services.iter().enumerate() {
+        check_name(loc, &svc.name, "service name", at!["services", i, "name"])?;
+        check_name(loc, &svc.namespace, "service namespace", at!["services", i, "namespace"])?;
+        if services.iter().any(|o: &Service| o.name == svc.name && o.namespace == svc.namespace) {
+            return Err(loc.err(
+                at!["services", i, "name"],
+                format!("service '{}/{}' is defined twice; names must be unique", svc.namespace, svc.name),
+            ));
+        }
+        if svc.selector.is_empty() {
+            return Err(loc.err(
+                at!["services", i, "selector"],
+                "selector is empty; give the labels of the endpoint pods, e.g. {\"app\": \"web\"}",
+            ));
+        }
+        if svc.ports.is_empty() {
+            return Err(loc.err(
+                at!["services", i, "ports"],
+                "ports is empty; give at least one, e.g. [(port: 80, target_port: 5201)]",
+            ));
+        }
+        let kind = match svc.kind {
+            super::ServiceKind::ClusterIP => ServiceKind::ClusterIp,
+            super::ServiceKind::NodePort => ServiceKind::NodePort,
+            super::ServiceKind::Headless => ServiceKind::Headless,
+        };
+        if kind == ServiceKind::Headless && svc.cluster_ip.is_some() {
+            return Err(loc.err(
+                at!["services", i, "cluster_ip"],
+                "a Headless Service has no cluster IP (clusterIP: None); remove cluster_ip",
+            ));
+        }
+        let mut ports: Vec<ServicePort> = Vec::new();
+        for (j, p) in svc.ports.iter().enumerate() {
+            if p.port == 0 || p.target_port == Some(0) {
+                return Err(loc.err(
+                    at!["services", i, "ports", j],
+                    "port 0 is not a valid UDP port; use 1..=65535",
+                ));
+            }
+            if svc.ports.len() > 1 && p.name.is_empty() {
+                return Err(loc.err(
+                    at!["services", i, "ports", j],
+                    format!("service '{}' has {} ports, so each needs a name; add name: \"...\"", svc.name, svc.ports.len()),
+                ));
+            }
+            if ports.iter().any(|o| o.port == p.port || (!p.name.is_empty() && o.name == p.name)) {
+                return Err(loc.err(
+                    at!["services", i, "ports", j],
+                    format!("port {} or name '{}' is used twice in service '{}'", p.port, p.name, svc.name),
+                ));
+            }
+            let node_port = match (kind, p.node_port) {
+                (ServiceKind::NodePort, Some(np)) => Some(np),
+                (ServiceKind::NodePort, None) => {
+                    while taken_node_ports.contains(&next_np) {
+                        next_np += 1;
+                    }
+                    if !NODE_PORTS.contains(&next_np) {
+                        return Err(loc.err(
+                            at!["services", i, "ports", j],
+                            "no free node port left in 30000-32767; use fewer NodePort Services",
+                        ));
+                    }
+                    taken_node_ports.insert(next_np);
+                    Some(next_np)
+                }
+                _ => None,
+            };
+            ports.push(ServicePort {
+                name: p.name.clone(),
+                port: p.port,
+                target_port: p.target_port.unwrap_or(p.port),
+                node_port,
+            });
+        }
+        let cluster_ip = match kind {
+            ServiceKind::Headless => None,
+            _ => Some(match svc.cluster_ip {
+                Some(ip) => ip,
+                None => alloc_ip(at!["services", i, "name"])?,
+            }),
+        };
+        let external_traffic_policy = match svc.external_traffic_policy {
+            super::TrafficPolicy::Cluster => TrafficPolicy::Cluster,
+            super::TrafficPolicy::Local => TrafficPolicy::Local,
+        };
+        services.push(Service {
+            namespace: svc.namespace.clone(),
+            name: svc.name.clone(),
+            kind,
+            cluster_ip,
+            ports,
+            endpoints: endpoints_of(&svc.selector),
+            external_traffic_policy,
+        });
+    }
+    let first = services.len();
+    let mut count = 0;
+    if let Some(g) = &s.generated_services {
+        count = overrides.generated_count.unwrap_or(g.count) as usize;
+        let per = overrides.generated_endpoints.unwrap_or(g.endpoints) as usize;
+        if count == 0 || first + count > MAX_SERVICES {
+            return Err(loc.err(
+                at!["generated_services", "count"],
+                format!("generated_services.count {count} is outside 1..={}; change it", MAX_SERVICES - first),
+            ));
+        }
+        if per > pods.len() {
+            return Err(loc.err(
+                at!["generated_services", "endpoints"],
+                format!(
+                    "generated_services.endpoints {per} is more than the {} pods there are; lower it or add pods",
+                    pods.len()
+                ),
+            ));
+        }
+        if g.port == 0 || g.target_port == 0 {
+            return Err(loc.err(at!["generated_services"], "port 0 is not a valid UDP port; use 1..=65535"));
+        }
+        for k in 0..count {
+            let mut endpoints: Vec<Endpoint> = (0..per)
+                .map(|e| {
+                    let pod = (k * per + e) % pods.len();
+                    Endpoint { pod, ip: pods[pod].ip, node: pods[pod].node, ready: true }
+                })
+                .collect();
+            endpoints.sort_by_key(|e| e.ip);
+            endpoints.dedup_by_key(|e| e.ip);
+            services.push(Service {
+                namespace: "default".into(),
+                name: format!("svc-{}", k + 1),
+                kind: ServiceKind::ClusterIp,
+                cluster_ip: Some(alloc_ip(at!["generated_services", "count"])?),
+                ports: vec![ServicePort { name: String::new(), port: g.port, target_port: g.target_port, node_port: None }],
+                endpoints,
+                external_traffic_policy: TrafficPolicy::Cluster,
+            });
+        }
+    }
+    Ok((ServiceTable { services, cluster_cidr: Some(network.pod_cidr) }, (first, count)))
+}
+
+fn resolve_changes(loc: &Locator, s: &Scenario, pods: &[PodSpec]) -> Res<Vec<Change>> {
+    let mut out: Vec<Change> = Vec::new();
+    for (i, c) in s.changes.iter().enumerate() {
+        let Some(pod) = pods.iter().position(|p| p.name == c.delete_pod) else {
+            return Err(loc.err(
+                at!["changes", i, "delete_pod"],
+                format!("delete_pod '{}' names no pod; check the name against `pods:`", c.delete_pod),
+            ));
+        };
+        if c.at >= s.duration {
+            return Err(loc.err(
+                at!["changes", i, "at"],
+                format!("change at {} is not before the end of the scenario at {}; make it earlier", c.at, s.duration),
+            ));
+        }
+        if out.iter().any(|o| o.pod == pod) {
+            return Err(loc.err(
+                at!["changes", i, "delete_pod"],
+                format!("pod '{}' is deleted twice; delete it once", c.delete_pod),
+            ));
+        }
+        out.push(Change { at: Instant::from_nanos(c.at.as_nanos()), pod });
+    }
+    out.sort_by_key(|c| c.at);
+    Ok(out)
+}
+
+fn check_sweep(loc: &Locator, sw: &super::SweepSpec, s: &Scenario) -> Res<()> {
+    if !matches!(sw.parameter.as_str(), "services" | "endpoints") {
+        return Err(loc.err(
+            at!["sweep", "parameter"],
+            format!("unknown sweep parameter '{}', expected one of: services, endpoints", sw.parameter),
+        ));
+    }
+    if s.generated_services.is_none() {
+        return Err(loc.err(
+            at!["sweep", "parameter"],
+            format!("sweeping '{}' needs a generated_services section to vary; add one", sw.parameter),
+        ));
+    }
+    if sw.values.is_empty() {
+        return Err(loc.err(at!["sweep", "values"], "values is empty; give at least one, e.g. [10, 100, 1000]"));
+    }
+    if let Some(v) = sw.values.iter().find(|&&v| v == 0 || v as usize > MAX_SERVICES) {
+        return Err(loc.err(at!["sweep", "values"], format!("value {v} is outside 1..={MAX_SERVICES}; change it")));
+    }
+    for (i, p) in sw.proxies.iter().enumerate() {
+        p.parse::<ProxyMode>().map_err(|e| loc.err(at!["sweep", "proxies", i], e))?;
+    }
+    Ok(())
+}
+
+/// A workload's `to` when it names a Service.
+fn resolve_target(
+    loc: &Locator,
+    sel: &Selector,
+    at: &[Seg],
+    nodes: &[NodeSpec],
+    services: &ServiceTable,
+    generated: (usize, usize),
+) -> Res<Option<Target>> {
+    let find = |name: &str| -> Res<(usize, usize)> {
+        let (svc, port) = match name.split_once(':') {
+            Some((s, p)) => (s, Some(p)),
+            None => (name, None),
+        };
+        let Some(si) = services.services.iter().position(|s| s.name == svc) else {
+            let names: Vec<&str> = services.services.iter().map(|s| s.name.as_str()).take(10).collect();
+            return Err(loc.err(
+                at,
+                format!("Service(\"{name}\") names no service; services are: {}", names.join(", ")),
+            ));
+        };
+        let ports = &services.services[si].ports;
+        let pi = match port {
+            None => 0,
+            Some(p) => ports.iter().position(|x| x.name == p).ok_or_else(|| {
+                loc.err(at, format!("service '{svc}' has no port named '{p}'; its ports are: {}",
+                    ports.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")))
+            })?,
+        };
+        Ok((si, pi))
+    };
+    match sel {
+        Selector::Service(name) => {
+            let (service, port) = find(name)?;
+            Ok(Some(Target::Service { service, port }))
+        }
+        Selector::NodePort { service, node } => {
+            let (si, port) = find(service)?;
+            if services.services[si].kind != ServiceKind::NodePort {
+                return Err(loc.err(at, format!("service '{service}' is not a NodePort Service; set kind: NodePort")));
+            }
+            let Some(node) = nodes.iter().position(|n| &n.name == node) else {
+                return Err(loc.err(at, format!("NodePort node '{node}' names no node; nodes are: {}", list_names(nodes))));
+            };
+            Ok(Some(Target::NodePort { service: si, port, node }))
+        }
+        Selector::AnyGeneratedService => {
+            if generated.1 == 0 {
+                return Err(loc.err(at, "AnyGeneratedService needs a generated_services section; add one"));
+            }
+            Ok(Some(Target::AnyService { first: generated.0, count: generated.1 }))
+        }
+        _ => Ok(None),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn resolve_workloads(
     loc: &Locator,
     s: &Scenario,
@@ -687,6 +1069,8 @@ fn resolve_workloads(
     pods: &[PodSpec],
     chosen: ChosenCni,
     options: &CniOptions,
+    services: &ServiceTable,
+    generated: (usize, usize),
 ) -> Res<Vec<Workload>> {
     let mut out: Vec<Workload> = Vec::with_capacity(s.workloads.len());
     let mut total_flows = 0u64;
@@ -699,7 +1083,49 @@ fn resolve_workloads(
             ));
         }
         let kind = resolve_kind(loc, i, &w.kind)?;
+        if matches!(w.from, Selector::Service(_) | Selector::NodePort { .. } | Selector::AnyGeneratedService) {
+            return Err(loc.err(
+                at!["workloads", i, "from"],
+                "a Service cannot send: `from` selects pods (Pod, Node or Labels); put the Service in `to`",
+            ));
+        }
         let from = select(loc, &w.from, at!["workloads", i, "from"], nodes, pods)?;
+        if w.new_connection_per_request && !matches!(kind, WorkloadKind::UdpRr { .. }) {
+            return Err(loc.err(
+                at!["workloads", i, "new_connection_per_request"],
+                "new_connection_per_request is for request/response (UdpRr) workloads; remove it",
+            ));
+        }
+        if let Some(target) =
+            resolve_target(loc, &w.to, at!["workloads", i, "to"], nodes, services, generated)?
+        {
+            total_flows += from.len() as u64;
+            if total_flows > MAX_FLOWS {
+                return Err(loc.err(
+                    at!["workloads", i],
+                    format!("workload '{}' brings the number of flows to {total_flows}, over the limit of {MAX_FLOWS}; narrow `from`", w.name),
+                ));
+            }
+            check_service_sizes(loc, i, &kind, &from, pods, services, target)?;
+            if w.start >= s.duration {
+                return Err(loc.err(
+                    at!["workloads", i, "start"],
+                    format!("workload '{}' starts at {}, not before the end of the scenario at {}; start it earlier", w.name, w.start, s.duration),
+                ));
+            }
+            let duration = workload_duration(loc, i, w, s)?;
+            out.push(Workload {
+                name: w.name.clone(),
+                kind,
+                flows: from.iter().map(|&c| (c, target)).collect(),
+                port: w.port,
+                new_connection_per_request: w.new_connection_per_request,
+                start: Instant::from_nanos(w.start.as_nanos()),
+                duration,
+                dont_fragment: w.dont_fragment,
+            });
+            continue;
+        }
         let to = select(loc, &w.to, at!["workloads", i, "to"], nodes, pods)?;
         let both = from.iter().filter(|p| to.binary_search(p).is_ok()).count() as u64;
         let n = from.len() as u64 * to.len() as u64 - both;
@@ -724,9 +1150,10 @@ fn resolve_workloads(
                 ),
             ));
         }
-        let flows: Vec<(PodId, PodId)> =
+        let pairs: Vec<(PodId, PodId)> =
             from.iter().flat_map(|&c| to.iter().filter(move |&&s| s != c).map(move |&s| (c, s))).collect();
-        check_sizes(loc, i, &kind, &flows, nodes, pods, chosen, options)?;
+        check_sizes(loc, i, &kind, &pairs, nodes, pods, chosen, options)?;
+        let flows = pairs.into_iter().map(|(c, s)| (c, Target::Pod(s))).collect();
         if w.port == 0 {
             return Err(loc.err(at!["workloads", i, "port"], "port 0 is not a valid UDP port; use 1..=65535"));
         }
@@ -739,35 +1166,13 @@ fn resolve_workloads(
                 ),
             ));
         }
-        let rest = Duration::from_nanos(s.duration.as_nanos() - w.start.as_nanos());
-        let duration = match w.duration {
-            None => rest,
-            Some(d) if d == Duration::ZERO => {
-                return Err(loc.err(
-                    at!["workloads", i, "duration"],
-                    format!("workload '{}' has duration zero; remove `duration` to run to the end", w.name),
-                ));
-            }
-            Some(d) if d > rest => {
-                return Err(loc.err(
-                    at!["workloads", i, "duration"],
-                    format!(
-                        "workload '{}' runs from {} to {}, past the end of the scenario at {}; shorten its \
-                         duration to at most {rest} or lengthen the scenario",
-                        w.name,
-                        w.start,
-                        w.start + d,
-                        s.duration
-                    ),
-                ));
-            }
-            Some(d) => d,
-        };
+        let duration = workload_duration(loc, i, w, s)?;
         out.push(Workload {
             name: w.name.clone(),
             kind,
             flows,
             port: w.port,
+            new_connection_per_request: w.new_connection_per_request,
             start: Instant::from_nanos(w.start.as_nanos()),
             duration,
             dont_fragment: w.dont_fragment,
@@ -854,6 +1259,81 @@ fn check_sizes(
             WorkloadKind::UdpRr { request, response, .. } => {
                 check(request, c, "request", "client")?;
                 check(response, s, "response", "server")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How long a workload runs: its `duration`, else to the end of the scenario.
+fn workload_duration(loc: &Locator, i: usize, w: &super::Workload, s: &Scenario) -> Res<Duration> {
+    let rest = Duration::from_nanos(s.duration.as_nanos() - w.start.as_nanos());
+    match w.duration {
+        None => Ok(rest),
+        Some(d) if d == Duration::ZERO => Err(loc.err(
+            at!["workloads", i, "duration"],
+            format!("workload '{}' has duration zero; remove `duration` to run to the end", w.name),
+        )),
+        Some(d) if d > rest => Err(loc.err(
+            at!["workloads", i, "duration"],
+            format!(
+                "workload '{}' runs from {} to {}, past the end of the scenario at {}; shorten its \
+                 duration to at most {rest} or lengthen the scenario",
+                w.name,
+                w.start,
+                w.start + d,
+                s.duration
+            ),
+        )),
+        Some(d) => Ok(d),
+    }
+}
+
+/// Datagrams to a Service must fit the client's MTU and every endpoint's MTU (replies).
+fn check_service_sizes(
+    loc: &Locator,
+    i: usize,
+    kind: &WorkloadKind,
+    clients: &[PodId],
+    pods: &[PodSpec],
+    services: &ServiceTable,
+    target: Target,
+) -> Res<()> {
+    let (out, back) = match *kind {
+        WorkloadKind::UdpCbr { payload, .. } => (payload, 0),
+        WorkloadKind::UdpRr { request, response, .. } => (request, response),
+    };
+    let field = if matches!(kind, WorkloadKind::UdpCbr { .. }) { "payload" } else { "request" };
+    for &c in clients {
+        if out + UDP_IP_HEADERS > pods[c].mtu {
+            return Err(loc.err(
+                &[Seg::Key("workloads"), Seg::Idx(i), Seg::Key("kind"), Seg::Key(field)],
+                format!(
+                    "{field} {out} B + 28 B of IPv4/UDP headers exceeds the MTU {} of client pod '{}'; lower it to ≤ {}",
+                    pods[c].mtu,
+                    pods[c].name,
+                    pods[c].mtu.saturating_sub(UDP_IP_HEADERS)
+                ),
+            ));
+        }
+    }
+    let svcs: Vec<usize> = match target {
+        Target::Service { service, .. } | Target::NodePort { service, .. } => vec![service],
+        Target::AnyService { first, count } => (first..first + count).collect(),
+        Target::Pod(_) => vec![],
+    };
+    for s in svcs {
+        for e in &services.services[s].endpoints {
+            if back > 0 && back + UDP_IP_HEADERS > pods[e.pod].mtu {
+                return Err(loc.err(
+                    &[Seg::Key("workloads"), Seg::Idx(i), Seg::Key("kind"), Seg::Key("response")],
+                    format!(
+                        "response {back} B + 28 B exceeds the MTU {} of endpoint pod '{}'; lower it to ≤ {}",
+                        pods[e.pod].mtu,
+                        pods[e.pod].name,
+                        pods[e.pod].mtu.saturating_sub(UDP_IP_HEADERS)
+                    ),
+                ));
             }
         }
     }

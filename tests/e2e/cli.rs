@@ -43,7 +43,7 @@ fn validate_and_usage_errors() {
     let qs = repo("scenarios/quickstart.ron");
     let o = cnisim(&["validate", qs.to_str().unwrap()]);
     assert!(o.status.success());
-    assert!(String::from_utf8_lossy(&o.stdout).contains("ok: 3 nodes, 7 pods, 3 workloads (4 flows)"));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("ok: 3 nodes, 7 pods, 0 services, 3 workloads (4 flows)"));
     let o = cnisim(&["trace", qs.to_str().unwrap(), "--from", "nope", "--to", "server"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no pod 'nope'"));

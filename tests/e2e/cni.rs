@@ -43,7 +43,7 @@ fn short_quickstart(dir: &std::path::Path) -> std::path::PathBuf {
 
 fn run(cni: Cni, dir: &std::path::Path, scenario: &std::path::Path) -> Summary {
     let out = dir.join(cni.id());
-    let opts = RunOptions { out: Some(out), pcap: vec!["node-1/eth0".into()], seed: None, cni: Some(cni) };
+    let opts = RunOptions { out: Some(out), pcap: vec!["node-1/eth0".into()], seed: None, cni: Some(cni), proxy: None };
     app::run(scenario, &opts).unwrap_or_else(|e| panic!("{cni}: {e}")).summary
 }
 
@@ -140,7 +140,7 @@ fn host_gw_fails_across_racks_with_the_reason() {
 #[test]
 fn ipip_crosssubnet_encapsulates_only_across_racks() {
     let scenario = repo("scenarios/cni/calico-ipip-crosssubnet.ron");
-    let trace = |to: &str| app::trace(&scenario, "node-1-pod-1", to, 64, None).unwrap();
+    let trace = |to: &str| app::trace(&scenario, "node-1-pod-1", to, 64, Default::default()).unwrap();
     let encap = |t: &cnisim::trace::Trace| t.hops.iter().any(|(_, h)| h.action == "encap");
     let same_rack = trace("node-2-pod-1");
     let cross_rack = trace("node-3-pod-1");
@@ -182,7 +182,7 @@ fn mtu_blackhole_drops_with_icmp_and_dont_fragment() {
 #[test]
 fn describe_shows_what_each_plugin_programs() {
     let d =
-        |id: &str| app::describe(&repo(&format!("scenarios/cni/{id}.ron")), "node-1", None, None).unwrap();
+        |id: &str| app::describe(&repo(&format!("scenarios/cni/{id}.ron")), "node-1", None, Default::default()).unwrap();
     let checks: [(&str, &[&str]); 4] = [
         (
             "flannel-vxlan",
@@ -237,7 +237,7 @@ fn flannel_direct_routing_skips_vxlan_on_one_subnet() {
     let s =
         app::run(&path, &RunOptions { out: Some(dir.join("out")), ..Default::default() }).unwrap().summary;
     assert!(s.overhead.iter().all(|p| p.overhead_bytes == 0), "{:?}", s.overhead);
-    let d = app::describe(&path, "node-1", None, None).unwrap();
+    let d = app::describe(&path, "node-1", None, Default::default()).unwrap();
     assert!(d.contains("10.244.1.0/24 via 192.168.0.2 dev eth0\n"), "{d}");
     assert!(!d.contains("dev flannel.1 onlink"), "{d}");
 }

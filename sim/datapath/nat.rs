@@ -1,0 +1,221 @@
+//! Service translation on the packet path: netfilter's conntrack + nat hooks in a node's host
+//! namespace (kube-proxy modes), and the tc programs on the host side of pod veths (eBPF).
+//!
+//! Every UDP packet through a hook is looked up in the node's conntrack table. A hit is
+//! rewritten from the entry (DNAT for the original direction, the reverse for replies); a miss
+//! is a new connection: the proxy's rules decide, and an entry records the decision, so the
+//! rules run once per connection (`nf_nat_inet_fn`). Masquerade is applied at the same time as
+//! DNAT, with the address routing picks for the new destination (POSTROUTING's MASQUERADE
+//! target uses the outgoing device's address, which is that one).
+
+use std::net::Ipv4Addr;
+
+use smoltcp::wire::{IpProtocol, Ipv4Packet, UdpPacket};
+
+use super::{hop, Ctx};
+use crate::net::conntrack::{Direction, Dnat, TableFull};
+use crate::net::packet::Packet;
+use crate::net::route::{DevId, RouteKind};
+use crate::observe::DropReason;
+use crate::proxy::{Hook, ProxyMode, Tuple, Verdict};
+use crate::world::{NsId, World};
+
+/// The UDP 5-tuple of an unfragmented IPv4/UDP packet (fragments are not tracked here).
+pub(super) fn tuple_of(pkt: &Packet) -> Option<Tuple> {
+    let ip = Ipv4Packet::new_checked(pkt.ip()).ok()?;
+    if ip.next_header() != IpProtocol::Udp || ip.more_frags() || ip.frag_offset() != 0 {
+        return None;
+    }
+    let udp = UdpPacket::new_checked(ip.payload()).ok()?;
+    Some(Tuple { src: ip.src_addr(), sport: udp.src_port(), dst: ip.dst_addr(), dport: udp.dst_port() })
+}
+
+/// Rewrites a packet's addresses and ports to `t`, fixing both checksums.
+pub(super) fn rewrite(pkt: &mut Packet, t: &Tuple) {
+    let mut ip = Ipv4Packet::new_unchecked(pkt.ip_mut());
+    ip.set_src_addr(t.src);
+    ip.set_dst_addr(t.dst);
+    ip.fill_checksum();
+    let had_csum = {
+        let mut udp = UdpPacket::new_unchecked(ip.payload_mut());
+        udp.set_src_port(t.sport);
+        udp.set_dst_port(t.dport);
+        udp.checksum() != 0
+    };
+    if had_csum {
+        let mut udp = UdpPacket::new_unchecked(ip.payload_mut());
+        udp.fill_checksum(&t.src.into(), &t.dst.into());
+    }
+}
+
+fn is_local(w: &World, ns: NsId, a: Ipv4Addr) -> bool {
+    w.netns[ns].local.lookup(a).is_some_and(|r| r.kind == RouteKind::Local)
+}
+
+/// netfilter PREROUTING (packets arriving, also bridged ones with br_netfilter) or OUTPUT
+/// (locally sent) in host namespace `ns`. Returns the packet to go on with, or `None` when it
+/// was dropped.
+pub(super) fn netfilter(
+    w: &mut World,
+    cx: &mut Ctx,
+    ns: NsId,
+    dev: DevId,
+    hook: Hook,
+    pkt: Packet,
+) -> Option<Packet> {
+    let node = w.netns[ns].node;
+    let Some(mode) = w.proxies.get(node).map(|p| p.mode) else { return Some(pkt) };
+    let Some(t) = tuple_of(&pkt) else { return Some(pkt) };
+    // With Cilium's kube-proxy replacement the host path only serves NodePorts (bpf_host);
+    // ClusterIP traffic was translated on the pod's veth.
+    if matches!(mode, ProxyMode::Ebpf { .. }) && !is_local(w, ns, t.dst) {
+        return Some(pkt);
+    }
+    translate(w, cx, ns, dev, hook, pkt, t)
+}
+
+/// The eBPF service program on the host side of a pod's veth, from the pod: per-packet service
+/// lookup and DNAT through the node's connection table.
+pub(super) fn bpf_from_pod(w: &mut World, cx: &mut Ctx, dev: DevId, pkt: Packet) -> Option<Packet> {
+    let ns = w.devices[dev].ns;
+    let Some(t) = tuple_of(&pkt) else { return Some(pkt) };
+    // Only service addresses are looked up; pod-to-pod traffic passes with the program's
+    // base cost (already charged by the hook that called us).
+    if !w.cluster.network.service_cidr.contains(t.dst) {
+        return bpf_reverse(w, cx, dev, pkt);
+    }
+    translate(w, cx, ns, dev, Hook::Prerouting, pkt, t)
+}
+
+/// The reverse translation for replies: on the way into the client pod (Cilium's
+/// `lb4_rev_nat` on the to-container path) or, for a server pod's replies, on the way out of
+/// it.
+pub(super) fn bpf_reverse(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) -> Option<Packet> {
+    let ns = w.devices[dev].ns;
+    let node = w.netns[ns].node;
+    let Some(t) = tuple_of(&pkt) else { return Some(pkt) };
+    cx.charge(w.costs.hash_lookup);
+    let now = cx.now();
+    let p = &mut w.proxies[node];
+    if let Some((id, Direction::Reply)) = p.conntrack.lookup(&t, now) {
+        p.conntrack.refresh(id, Direction::Reply, now);
+        let e = p.conntrack.get(id).clone();
+        let back = Tuple { src: e.original.dst, sport: e.original.dport, dst: e.original.src, dport: e.original.sport };
+        cx.charge(w.costs.nat_rewrite);
+        rewrite(&mut pkt, &back);
+        hop(w, cx, &mut pkt, dev, "rev-nat", || {
+            format!("reply {}:{} -> {}:{} reverse-translated to {}:{}", t.src, t.sport, t.dst, t.dport, back.src, back.sport)
+        });
+    }
+    Some(pkt)
+}
+
+/// Conntrack lookup, then the proxy's rules for a new connection.
+fn translate(
+    w: &mut World,
+    cx: &mut Ctx,
+    ns: NsId,
+    dev: DevId,
+    hook: Hook,
+    mut pkt: Packet,
+    t: Tuple,
+) -> Option<Packet> {
+    let node = w.netns[ns].node;
+    let now = cx.now();
+    cx.charge(w.costs.conntrack_lookup);
+    let hit = w.proxies[node].conntrack.lookup(&t, now);
+    if let Some((id, dir)) = hit {
+        let p = &mut w.proxies[node];
+        p.conntrack.refresh(id, dir, now);
+        let e = p.conntrack.get(id).clone();
+        let to = match dir {
+            // As the connection's first packet was rewritten: the inverse of the reply tuple.
+            Direction::Original => Tuple { src: e.reply.dst, sport: e.reply.dport, dst: e.reply.src, dport: e.reply.sport },
+            Direction::Reply => Tuple { src: e.original.dst, sport: e.original.dport, dst: e.original.src, dport: e.original.sport },
+        };
+        let mut cost = w.costs.conntrack_lookup;
+        if to != t {
+            cx.charge(w.costs.nat_rewrite);
+            cost += w.costs.nat_rewrite;
+            rewrite(&mut pkt, &to);
+            hop(w, cx, &mut pkt, dev, "conntrack", || {
+                let what = if dir == Direction::Original { "established" } else { "reply" };
+                format!("{what}: {}:{} -> {}:{} rewritten to {}:{} -> {}:{}", t.src, t.sport, t.dst, t.dport, to.src, to.sport, to.dst, to.dport)
+            });
+        }
+        let s = &mut w.proxies[node].stats;
+        s.established_packets += 1;
+        s.established_cpu += cost;
+        return Some(pkt);
+    }
+    // A new connection: the rules decide.
+    let (dst_local, src_local) = (is_local(w, ns, t.dst), is_local(w, ns, t.src));
+    let traced = pkt.meta.trace.is_some();
+    let costs = w.costs.clone();
+    let nc = w.proxies[node].new_connection(&costs, hook, &t, dst_local, src_local, traced);
+    cx.charge(nc.cost);
+    let lookup = nc.lookup;
+    if traced {
+        let mode = w.proxies[node].mode;
+        let head = format!(
+            "new connection {}:{} -> {}:{}: {mode} evaluated {} rules, {} hash lookups",
+            t.src, t.sport, t.dst, t.dport, lookup.rules, lookup.lookups
+        );
+        hop(w, cx, &mut pkt, dev, "nat", || head);
+        for line in &lookup.walk {
+            hop(w, cx, &mut pkt, dev, "rule", || line.clone());
+        }
+    }
+    let reply_plain = Tuple { src: t.dst, sport: t.dport, dst: t.src, dport: t.sport };
+    let (reply, dnat, masq) = match lookup.verdict {
+        Verdict::NoService => (reply_plain, None, false),
+        Verdict::Reject { service, .. } => {
+            let name = w.proxies[node].table.services[service].name.clone();
+            hop(w, cx, &mut pkt, dev, "drop", || format!("service {name} has no endpoints: REJECT"));
+            cx.drop(pkt, DropReason::ServiceNoEndpoints);
+            return None;
+        }
+        Verdict::Dnat { service, port, endpoint, masq } => {
+            let table = &w.proxies[node].table;
+            let s = &table.services[service];
+            let to = (s.endpoints[endpoint].ip, s.ports[port].target_port);
+            let d = Dnat { service, port, endpoint, from: (t.dst, t.dport), to };
+            (Tuple { src: to.0, sport: to.1, dst: t.src, dport: t.sport }, Some(d), masq)
+        }
+    };
+    let id = match w.proxies[node].conntrack.insert(t, reply, dnat, masq, now) {
+        Ok(id) => id,
+        Err(TableFull) => {
+            w.proxies[node].stats.conntrack_full += 1;
+            hop(w, cx, &mut pkt, dev, "drop", || "nf_conntrack: table full, dropping packet".into());
+            cx.drop(pkt, DropReason::ConntrackFull);
+            return None;
+        }
+    };
+    let mut out = Tuple { src: t.src, sport: t.sport, dst: reply.src, dport: reply.sport };
+    if masq {
+        // MASQUERADE --random-fully: the source the route to the endpoint would use.
+        let src = super::source_for(w, ns, out.dst).unwrap_or(t.src);
+        let base = Tuple { dst: src, ..reply };
+        match w.proxies[node].masquerade_port(base) {
+            Some(port) => {
+                w.proxies[node].conntrack.set_snat(id, (src, port));
+                out.src = src;
+                out.sport = port;
+            }
+            None => {
+                hop(w, cx, &mut pkt, dev, "drop", || "no free masquerade port".into());
+                cx.drop(pkt, DropReason::ConntrackFull);
+                return None;
+            }
+        }
+    }
+    if out != t {
+        rewrite(&mut pkt, &out);
+        hop(w, cx, &mut pkt, dev, "dnat", || {
+            let snat = if masq { format!(", masquerade to {}:{}", out.src, out.sport) } else { String::new() };
+            format!("{}:{} -> DNAT to {}:{}{snat}", t.dst, t.dport, out.dst, out.dport)
+        });
+    }
+    Some(pkt)
+}

@@ -1,0 +1,369 @@
+//! One node's proxy at run time: the rules it has programmed, its conntrack table, its sync
+//! state and what it counted.
+//!
+//! The rules are built from one version of the cluster's [`ServiceTable`]; after a change the
+//! proxy keeps answering from the old rules until its sync finishes (the window in which new
+//! connections can still go to a deleted endpoint).
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use rand::{Rng, RngCore};
+use rand_chacha::ChaCha8Rng;
+
+use super::iptables::NatTable;
+use super::ipvs::Ipvs;
+use super::nftables::NftTable;
+use super::{Hook, Lookup, NodeView, ProxyMode, ServiceTable, Tuple, Verdict};
+use crate::cost::CostProfile;
+use crate::net::conntrack::Conntrack;
+use crate::time::{Duration, Instant};
+
+/// kube-proxy's `minSyncPeriod` default (pkg/proxy/apis/config/v1alpha1/defaults.go), with
+/// the BoundedFrequencyRunner's burst of 2 syncs.
+pub const MIN_SYNC_PERIOD: Duration = Duration::from_secs(1);
+pub const SYNC_BURST: u32 = 2;
+
+impl std::fmt::Debug for Rules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Rules({} installed)", self.installed())
+    }
+}
+
+/// The programmed rules, in the mode's own structure.
+pub enum Rules {
+    Iptables(NatTable),
+    Ipvs(Ipvs),
+    Nftables(NftTable),
+    Ebpf(BpfLb),
+}
+
+/// Cilium's service maps (`cilium_lb4_services_v2`, `cilium_lb4_backends`): one hash lookup
+/// finds the frontend, a random slot picks the backend (`lb4_select_backend_id_random`:
+/// `get_prandom_u32() % count`), a second lookup reads the backend.
+pub struct BpfLb {
+    /// (frontend address, port) -> (service, port index). NodePorts are keyed on the node IP.
+    frontends: HashMap<(Ipv4Addr, u16), (usize, usize)>,
+    /// Ready backends per service, as endpoint indices.
+    backends: Vec<Vec<usize>>,
+    /// Map entries (frontends + backend slots), for "rules installed".
+    entries: usize,
+}
+
+impl BpfLb {
+    pub fn build(table: &ServiceTable, node: &NodeView) -> BpfLb {
+        let mut frontends = HashMap::new();
+        let mut backends = Vec::with_capacity(table.services.len());
+        let mut entries = 0;
+        for (si, s) in table.services.iter().enumerate() {
+            let ready: Vec<usize> = s.ready().map(|(i, _)| i).collect();
+            let local: Vec<usize> = s.ready().filter(|(_, e)| e.node == node.id).map(|(i, _)| i).collect();
+            if let Some(vip) = s.cluster_ip {
+                for (pi, p) in s.ports.iter().enumerate() {
+                    frontends.insert((vip, p.port), (si, pi));
+                    entries += 1 + ready.len();
+                    if let Some(np) = p.node_port {
+                        frontends.insert((node.ip, np), (si, pi));
+                        let n = match s.external_traffic_policy {
+                            super::TrafficPolicy::Cluster => ready.len(),
+                            super::TrafficPolicy::Local => local.len(),
+                        };
+                        entries += 1 + n;
+                    }
+                }
+            }
+            backends.push(ready);
+        }
+        BpfLb { frontends, backends, entries }
+    }
+
+    fn lookup(&self, table: &ServiceTable, node: &NodeView, t: &Tuple, random: u32, trace: bool) -> Lookup {
+        let mut walk = Vec::new();
+        let Some(&(si, pi)) = self.frontends.get(&(t.dst, t.dport)) else {
+            if trace {
+                walk.push(format!("lb4_lookup_service {}:{}: miss, not a service", t.dst, t.dport));
+            }
+            return Lookup { verdict: Verdict::NoService, rules: 0, lookups: 1, walk };
+        };
+        let s = &table.services[si];
+        let nodeport = Some(t.dst) != s.cluster_ip;
+        let candidates: Vec<usize> = if nodeport && s.external_traffic_policy == super::TrafficPolicy::Local {
+            self.backends[si].iter().copied().filter(|&e| s.endpoints[e].node == node.id).collect()
+        } else {
+            self.backends[si].clone()
+        };
+        if trace {
+            walk.push(format!(
+                "lb4_lookup_service {}:{}: {}/{} with {} backends",
+                t.dst,
+                t.dport,
+                s.namespace,
+                s.name,
+                candidates.len()
+            ));
+        }
+        if candidates.is_empty() {
+            if trace {
+                walk.push("no backend: drop (DROP_NO_SERVICE)".into());
+            }
+            return Lookup { verdict: Verdict::Reject { service: si, port: pi }, rules: 0, lookups: 1, walk };
+        }
+        let slot = (random as usize) % candidates.len();
+        let endpoint = candidates[slot];
+        if trace {
+            let e = &s.endpoints[endpoint];
+            walk.push(format!("backend slot {} of {}: {}:{}", slot + 1, candidates.len(), e.ip, s.ports[pi].target_port));
+        }
+        // NodePort traffic to a remote backend is SNATed to the node (Cilium's default SNAT
+        // mode); ClusterIP traffic keeps the pod's address.
+        let masq = nodeport
+            && s.external_traffic_policy == super::TrafficPolicy::Cluster
+            && s.endpoints[endpoint].node != node.id;
+        Lookup { verdict: Verdict::Dnat { service: si, port: pi, endpoint, masq }, rules: 0, lookups: 2, walk }
+    }
+}
+
+impl Rules {
+    /// Builds the mode's rules for `node` from `table`. `order` is the seeded permutation of
+    /// Services kube-proxy's Go map iteration would write them in.
+    pub fn build(mode: ProxyMode, table: &ServiceTable, node: &NodeView, order: &[usize]) -> Rules {
+        match mode {
+            ProxyMode::Iptables | ProxyMode::Userspace => Rules::Iptables(NatTable::build(table, node, order, true)),
+            ProxyMode::Ipvs(s) => Rules::Ipvs(Ipvs::build(table, node, s)),
+            ProxyMode::Nftables => Rules::Nftables(NftTable::build(table, node)),
+            ProxyMode::Ebpf { .. } => Rules::Ebpf(BpfLb::build(table, node)),
+        }
+    }
+
+    /// Rules (or map entries) installed.
+    pub fn installed(&self) -> usize {
+        match self {
+            Rules::Iptables(t) => t.rule_count(),
+            Rules::Ipvs(t) => t.rule_count(),
+            Rules::Nftables(t) => t.rule_count(),
+            Rules::Ebpf(t) => t.entries,
+        }
+    }
+
+    /// Kernel memory the rules take, in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        match self {
+            Rules::Iptables(t) => t.memory_bytes(),
+            Rules::Ipvs(t) => t.memory_bytes(),
+            Rules::Nftables(t) => t.memory_bytes(),
+            // struct lb4_key (8 B) + lb4_service (12 B) per entry plus the hash map's per-element
+            // overhead (htab_elem: ~48 B), from cilium bpf/lib/lb.h and kernel/bpf/hashtab.c.
+            Rules::Ebpf(t) => t.entries * (8 + 12 + 48),
+        }
+    }
+}
+
+/// Counters of one node's proxy.
+#[derive(Clone, Debug, Default)]
+pub struct ProxyStats {
+    /// New connections that reached the rules (conntrack misses).
+    pub new_connections: u64,
+    /// Rules evaluated over all new connections, and the most for one.
+    pub rules_evaluated: u64,
+    pub rules_worst: u32,
+    /// Hash lookups over all new connections.
+    pub lookups: u64,
+    /// New connections translated to a Service endpoint.
+    pub translated: u64,
+    pub rejected: u64,
+    pub conntrack_full: u64,
+    /// CPU spent on new connections (rules, lookups, conntrack creation, NAT set-up).
+    pub new_connection_cpu: Duration,
+    /// Packets that hit an existing conntrack entry, and the CPU spent on them.
+    pub established_packets: u64,
+    pub established_cpu: Duration,
+    /// Completed syncs: (change time, rules in place at).
+    pub syncs: Vec<(Instant, Instant)>,
+    /// CPU time of those syncs.
+    pub sync_cpu: Duration,
+}
+
+pub struct NodeProxy {
+    pub mode: ProxyMode,
+    pub node: NodeView,
+    /// The Service table the rules were built from (endpoint indices refer to it).
+    pub table: Arc<ServiceTable>,
+    pub version: usize,
+    pub rules: Rules,
+    pub conntrack: Conntrack,
+    pub stats: ProxyStats,
+    /// The sync runner: tokens left, when the last one was taken, when the proxy is free.
+    tokens: f64,
+    last_token: Instant,
+    pub busy_until: Instant,
+    rng: ChaCha8Rng,
+}
+
+/// What a new connection's lookup produced, with its CPU cost.
+pub struct NewConnection {
+    pub lookup: Lookup,
+    pub cost: Duration,
+}
+
+impl NodeProxy {
+    pub fn new(
+        mode: ProxyMode,
+        node: NodeView,
+        table: Arc<ServiceTable>,
+        conntrack_max: usize,
+        mut rng: ChaCha8Rng,
+    ) -> NodeProxy {
+        let order = go_map_order(table.services.len(), &mut rng);
+        let rules = Rules::build(mode, &table, &node, &order);
+        NodeProxy {
+            mode,
+            node,
+            table,
+            version: 0,
+            rules,
+            conntrack: Conntrack::new(conntrack_max),
+            stats: ProxyStats::default(),
+            // The initial sync at start-up took one token.
+            tokens: (SYNC_BURST - 1) as f64,
+            last_token: Instant::ZERO,
+            busy_until: Instant::ZERO,
+            rng,
+        }
+    }
+
+    /// Looks up a new connection's first packet and counts it.
+    pub fn new_connection(
+        &mut self,
+        costs: &CostProfile,
+        hook: Hook,
+        t: &Tuple,
+        dst_is_local: bool,
+        src_is_local: bool,
+        trace: bool,
+    ) -> NewConnection {
+        let rng = &mut self.rng;
+        let mut random = || rng.next_u32();
+        let mut lookup = match &mut self.rules {
+            Rules::Iptables(r) => r.walk(hook, t, dst_is_local, src_is_local, &mut random, trace),
+            Rules::Ipvs(r) => r.lookup(hook, t, dst_is_local, trace),
+            Rules::Nftables(r) => r.lookup(hook, t, dst_is_local, &mut random, trace),
+            Rules::Ebpf(r) => {
+                let x = random();
+                r.lookup(&self.table, &self.node, t, x, trace)
+            }
+        };
+        // POSTROUTING: KUBE-POSTROUTING (or its equivalent) runs for every new connection.
+        let masq = matches!(lookup.verdict, Verdict::Dnat { masq: true, .. });
+        let post = match &self.rules {
+            Rules::Iptables(r) => r.postrouting(masq).0,
+            Rules::Ipvs(_) | Rules::Nftables(_) => 1 + masq as u32,
+            Rules::Ebpf(_) => 0,
+        };
+        lookup.rules += post;
+        let cost = costs.iptables_rule * lookup.rules as u64
+            + costs.hash_lookup * lookup.lookups as u64
+            + costs.conntrack_new
+            + if matches!(lookup.verdict, Verdict::Dnat { .. }) { costs.nat_rewrite } else { Duration::ZERO };
+        let s = &mut self.stats;
+        s.new_connections += 1;
+        s.rules_evaluated += lookup.rules as u64;
+        s.rules_worst = s.rules_worst.max(lookup.rules);
+        s.lookups += lookup.lookups as u64;
+        s.new_connection_cpu += cost;
+        match lookup.verdict {
+            Verdict::Dnat { .. } => s.translated += 1,
+            Verdict::Reject { .. } => s.rejected += 1,
+            Verdict::NoService => {}
+        }
+        NewConnection { lookup, cost }
+    }
+
+    /// A masquerade source port, as `--random-fully` picks it: a random offset into
+    /// 1024-65535 (`nf_nat_l4proto_unique_tuple`), then the next free one.
+    pub fn masquerade_port(&mut self, reply_base: crate::proxy::Tuple) -> Option<u16> {
+        let start: u32 = self.rng.random_range(0..64512);
+        (0..64512u32).map(|i| 1024 + ((start + i) % 64512) as u16).find(|&p| {
+            !self.conntrack.reply_taken(&crate::proxy::Tuple { dport: p, ..reply_base })
+        })
+    }
+
+    /// An endpoint change reached this proxy at `at`: when its sync will start. kube-proxy's
+    /// BoundedFrequencyRunner allows a burst of 2 syncs and one more per `minSyncPeriod`;
+    /// Cilium's agent updates its maps at once.
+    pub fn sync_start(&mut self, at: Instant) -> Instant {
+        let at = at.max(self.busy_until);
+        if !self.mode.is_kube_proxy() {
+            return at;
+        }
+        let refill = (at - self.last_token).as_nanos() as f64 / MIN_SYNC_PERIOD.as_nanos() as f64;
+        self.tokens = (self.tokens + refill).min(SYNC_BURST as f64);
+        self.last_token = at;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return at;
+        }
+        let wait = ((1.0 - self.tokens) * MIN_SYNC_PERIOD.as_nanos() as f64).ceil() as u64;
+        self.tokens = 0.0;
+        self.last_token = at + Duration::from_nanos(wait);
+        at + Duration::from_nanos(wait)
+    }
+
+    /// The CPU time a sync from the current rules to `next` takes, the way each mode really
+    /// writes its changes: iptables-restore of the whole table (the kernel replaces the whole
+    /// table blob even when kube-proxy writes only the changed chains); IPVS, nftables and BPF
+    /// maps one object per change. kube-proxy also walks every Service port each sync.
+    pub fn sync_cost(&self, costs: &CostProfile, next: &Rules, changed_objects: usize) -> Duration {
+        let ports: usize = self.table.services.iter().map(|s| s.ports.len()).sum();
+        match (&self.rules, next) {
+            (Rules::Iptables(_), Rules::Iptables(n)) => {
+                costs.proxy_sync_base
+                    + costs.proxy_sync_per_service * ports as u64
+                    + costs.iptables_restore_line * n.restore_lines() as u64
+                    + costs.iptables_replace_rule * n.rule_count() as u64
+            }
+            (Rules::Ipvs(_), Rules::Ipvs(n)) => {
+                // The few iptables rules are restored too, and the virtual servers are dumped
+                // over netlink to diff against (ipvs proxier: GetVirtualServers every sync).
+                costs.proxy_sync_base
+                    + costs.proxy_sync_per_service * ports as u64
+                    + costs.netlink_object * (changed_objects as u64)
+                    + costs.netlink_dump_entry * n.virtual_servers() as u64
+            }
+            (Rules::Nftables(_), Rules::Nftables(_)) => {
+                costs.proxy_sync_base
+                    + costs.proxy_sync_per_service * ports as u64
+                    + costs.netlink_object * changed_objects as u64
+            }
+            _ => costs.bpf_map_update * changed_objects.max(1) as u64,
+        }
+    }
+
+    /// Installs the rules of a finished sync.
+    pub fn install(&mut self, table: Arc<ServiceTable>, version: usize, rules: Rules) {
+        self.table = table;
+        self.version = version;
+        self.rules = rules;
+    }
+
+    /// A seeded permutation for the next sync's KUBE-SERVICES order.
+    pub fn next_order(&mut self) -> Vec<usize> {
+        go_map_order(self.table.services.len(), &mut self.rng)
+    }
+
+    /// The random source the lookups use (also for choices outside them).
+    pub fn rng(&mut self) -> &mut ChaCha8Rng {
+        &mut self.rng
+    }
+}
+
+/// kube-proxy writes KUBE-SERVICES by ranging over a Go map, whose order is random on every
+/// sync: a seeded shuffle stands for it.
+pub fn go_map_order(n: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = rng.random_range(0..=i);
+        order.swap(i, j);
+    }
+    order
+}
