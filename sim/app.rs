@@ -133,9 +133,32 @@ pub fn trace(
             Error::Usage(format!("no pod '{name}' in {}; pods include: {}", path.display(), names.join(", ")))
         })
     };
-    let (a, b) = (pod(from)?, pod(to)?);
-    if a == b {
-        return Err(Error::Usage("--from and --to name the same pod; pick two different pods".into()));
-    }
-    trace::trace(&c, a, b, payload)
+    let a = pod(from)?;
+    // `--to` names a pod, or else a Service ("web", or "web:http" for a named port).
+    let target = match c.pod_by_name(to) {
+        Some(b) if b == a => {
+            return Err(Error::Usage("--from and --to name the same pod; pick two different pods".into()))
+        }
+        Some(b) => crate::cluster::Target::Pod(b),
+        None => {
+            let (name, port) = to.split_once(':').map_or((to, None), |(s, p)| (s, Some(p)));
+            let svc = c.services.services.iter().position(|s| s.name == name);
+            let port = svc.and_then(|si| match port {
+                None => Some(0),
+                Some(p) => c.services.services[si].ports.iter().position(|x| x.name == p),
+            });
+            match (svc, port) {
+                (Some(service), Some(port)) => crate::cluster::Target::Service { service, port },
+                _ => return Err(pod(to).map_err(|_| {
+                    let svcs: Vec<&str> = c.services.services.iter().map(|s| s.name.as_str()).take(20).collect();
+                    Error::Usage(format!(
+                        "--to '{to}' names no pod and no service in {}; services include: {}",
+                        path.display(),
+                        if svcs.is_empty() { "(none)".to_string() } else { svcs.join(", ") }
+                    ))
+                }).unwrap_err()),
+            }
+        }
+    };
+    trace::trace(&c, a, target, payload)
 }

@@ -102,6 +102,8 @@ pub struct FlowObs {
     pub trace: Option<Vec<Hop>>,
     /// Whether `trace` is the path of a delivered copy (preferred over a dropped one).
     pub trace_delivered: bool,
+    /// The traced path of the answer to the first request (request/response flows).
+    pub reply_trace: Option<Vec<Hop>>,
 }
 
 impl FlowObs {
@@ -118,6 +120,7 @@ impl FlowObs {
             wire_bytes: 0,
             trace: None,
             trace_delivered: false,
+            reply_trace: None,
         }
     }
 }
@@ -140,12 +143,29 @@ pub struct Observations {
     pub arp_frames: u64,
     pub arp_drops: BTreeMap<DropReason, u64>,
     pub packet_hops: u64,
+    /// One-way latency of datagrams to a Service (ClusterIP, NodePort or generated) that
+    /// opened a connection (the proxy's first-packet path), and of the later ones.
+    pub first_packet: Option<Histogram<u64>>,
+    pub established: Option<Histogram<u64>>,
     floods: HashMap<u64, FloodGroup>,
 }
 
 impl Observations {
     pub fn new(flows: usize) -> Self {
-        Observations { flows: (0..flows).map(|_| FlowObs::new()).collect(), ..Default::default() }
+        Observations {
+            flows: (0..flows).map(|_| FlowObs::new()).collect(),
+            first_packet: Some(new_histogram()),
+            established: Some(new_histogram()),
+            ..Default::default()
+        }
+    }
+
+    /// A datagram to a Service was delivered after `latency`.
+    pub fn service_datagram(&mut self, opens: bool, latency: Duration) {
+        let h = if opens { &mut self.first_packet } else { &mut self.established };
+        if let Some(h) = h.as_mut() {
+            h.saturating_record(latency.as_nanos().max(1));
+        }
     }
 
     pub fn sent(&mut self, tag: &DataTag) {

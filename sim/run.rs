@@ -348,7 +348,7 @@ impl Simulation {
         match pkt.meta.data {
             Some(tag) => {
                 self.obs.dropped(Some(&tag), pkt.meta.flood, reason);
-                self.keep_trace(tag.flow, &mut pkt.meta, false);
+                self.keep_trace(tag, &mut pkt.meta, false);
             }
             None => {
                 self.obs.dropped(None, 0, reason);
@@ -359,10 +359,15 @@ impl Simulation {
         }
     }
 
-    /// Keeps the first finished trace of a flow, preferring a delivered copy's path.
-    fn keep_trace(&mut self, flow: u32, meta: &mut Meta, delivered: bool) {
+    /// Keeps the first finished trace of a flow, preferring a delivered copy's path; the
+    /// answer to the first request separately.
+    fn keep_trace(&mut self, tag: DataTag, meta: &mut Meta, delivered: bool) {
         if let Some(t) = meta.trace.take() {
-            let f = &mut self.obs.flows[flow as usize];
+            let f = &mut self.obs.flows[tag.flow as usize];
+            if tag.dir == Dir::Reverse {
+                f.reply_trace.get_or_insert(*t);
+                return;
+            }
             if f.trace.is_none() || (delivered && !f.trace_delivered) {
                 f.trace = Some(*t);
                 f.trace_delivered = delivered;
@@ -480,7 +485,9 @@ impl Simulation {
                 return Err(DropReason::ServiceNoEndpoints);
             }
             p.stats.translated += 1;
+            p.stats.translated_cpu += self.world.costs.sock_lb;
             let e = ready[self.rng.random_range(0..ready.len())].1;
+            *p.stats.per_endpoint.entry((si, e.pod)).or_default() += 1;
             peer = (e.ip, s.ports[pi].target_port);
             cost = Some(self.world.costs.sock_lb);
         }
@@ -550,9 +557,12 @@ impl Simulation {
             }
         }
         let first = self.obs.delivered(&tag, pkt.meta.flood, pkt.frame.len(), t);
-        self.keep_trace(tag.flow, &mut pkt.meta, true);
+        self.keep_trace(tag, &mut pkt.meta, true);
         if !first {
             return;
+        }
+        if tag.dir == Dir::Forward && !matches!(self.flows[flow as usize].target, Target::Pod(_)) {
+            self.obs.service_datagram(tag.opens, t - tag.sent_at);
         }
         let f = &mut self.flows[flow as usize];
         let WorkloadKind::UdpRr { response, .. } = f.kind else {

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// Version of the summary.json schema.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Summary {
@@ -26,8 +26,75 @@ pub struct Summary {
     /// two pods on different nodes and comparing its frame on the sender pod's `eth0` with
     /// its frame on the sender node's NIC. Empty when the cluster has one node.
     pub overhead: Vec<OverheadPoint>,
+    /// How Services were implemented and what it cost. `None` when the scenario has no
+    /// Services.
+    pub services: Option<ServicesSummary>,
     /// Wall-clock facts about this run (the only non-deterministic part).
     pub run: RunInfo,
+}
+
+/// The proxy's work, summed over nodes unless said otherwise.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ServicesSummary {
+    /// Proxy mode identifier ("iptables", "ipvs", "nftables", "ebpf" ...).
+    pub proxy: String,
+    pub services: usize,
+    pub service_ports: usize,
+    /// Ready endpoints over all Services, at the start.
+    pub endpoints: usize,
+    /// Rules (iptables/nftables rules, IPVS virtual+real servers+ipset entries+iptables
+    /// rules, BPF map entries) installed on the node with the most, at the end of the run.
+    pub rules_installed: usize,
+    /// Kernel memory of that rule set, bytes (from the kernel's struct sizes).
+    pub rules_memory_bytes: usize,
+    /// Connections that reached the proxy's rules (conntrack misses, or connect() with socket
+    /// LB), on every node. Connections to pods walk the rules too (and miss every Service).
+    pub new_connections: u64,
+    /// Rules evaluated per new connection: mean and the most for one.
+    pub rules_evaluated_mean: f64,
+    pub rules_evaluated_worst: u32,
+    /// The same for the new connections that were translated to a Service endpoint.
+    pub service_rules_evaluated_mean: f64,
+    pub service_rules_evaluated_worst: u32,
+    /// CPU of a translated new connection (rules, lookups, conntrack, NAT set-up), ns, mean.
+    pub cpu_ns_per_service_connection: f64,
+    /// Hash-table lookups per new connection, mean.
+    pub lookups_mean: f64,
+    /// New connections translated to an endpoint, rejected (no endpoint), and refused because
+    /// the conntrack table was full.
+    pub translated: u64,
+    pub rejected: u64,
+    pub conntrack_full: u64,
+    /// CPU spent on new connections' rules, lookups and conntrack set-up per 1,000 of them, ns.
+    pub cpu_ns_per_1000_new_connections: f64,
+    /// Packets that hit an existing conntrack entry, and the CPU per such packet, ns.
+    pub established_packets: u64,
+    pub cpu_ns_per_established_packet: f64,
+    /// One-way latency of datagrams to Services that opened a connection, and of later ones.
+    pub first_packet_latency: LatencyStats,
+    pub established_latency: LatencyStats,
+    /// Most conntrack entries any node held at once.
+    pub conntrack_peak_entries: usize,
+    /// New connections per endpoint pod, per Service ("web": {"web-1": 10, ...}); generated
+    /// Services are left out.
+    pub endpoint_share: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Every node's sync after each change: when the change happened and when the node's
+    /// rules were in place.
+    pub syncs: Vec<SyncSummary>,
+    /// The longest and the mean time from a change to rules in place on a node, ns (`None`
+    /// without changes).
+    pub sync_ns_max: Option<u64>,
+    pub sync_ns_mean: Option<f64>,
+    /// CPU time the proxies spent syncing, ns.
+    pub sync_cpu_ns: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SyncSummary {
+    pub node: String,
+    pub changed_at_ns: u64,
+    pub in_place_at_ns: u64,
+    pub sync_ns: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -35,6 +102,8 @@ pub struct ScenarioInfo {
     pub name: String,
     pub description: String,
     pub cni: String,
+    /// The proxy mode Services were implemented with.
+    pub proxy: String,
     pub seed: u64,
     pub duration_ns: u64,
     pub nodes: usize,
@@ -243,6 +312,7 @@ impl Summary {
             name: c.name.clone(),
             description: c.description.clone(),
             cni: c.cni.id().to_string(),
+            proxy: c.proxy.id().to_string(),
             seed: c.seed,
             duration_ns: c.duration.as_nanos(),
             nodes: c.nodes.len(),
@@ -291,6 +361,7 @@ impl Summary {
         };
         let flows: Vec<FlowSummary> =
             sim.flows.iter().enumerate().map(|(i, f)| flow_summary(sim, i, f)).collect();
+        let services = services_summary(sim);
         let mut drops_by_reason = BTreeMap::new();
         for f in &sim.obs.flows {
             for (r, n) in &f.drops {
@@ -361,7 +432,7 @@ impl Summary {
                 Some(PathTrace { flow: i, description: flows[i].describe(), hops })
             })
             .collect();
-        Summary { schema_version: SCHEMA_VERSION, scenario, totals, flows, nodes, paths, overhead, run }
+        Summary { schema_version: SCHEMA_VERSION, scenario, totals, flows, nodes, paths, overhead, services, run }
     }
 
     /// summary.json text: pretty-printed, keys in a fixed order.
@@ -456,4 +527,78 @@ fn flow_summary(sim: &Simulation, i: usize, f: &crate::run::Flow) -> FlowSummary
             0.0
         },
     }
+}
+
+fn services_summary(sim: &Simulation) -> Option<ServicesSummary> {
+    let c = &sim.world.cluster;
+    if c.services.services.is_empty() {
+        return None;
+    }
+    let ps = &sim.world.proxies;
+    let sum = |f: &dyn Fn(&crate::proxy::node::ProxyStats) -> u64| ps.iter().map(|p| f(&p.stats)).sum::<u64>();
+    let new = sum(&|s| s.new_connections);
+    let per = |x: u64| if new > 0 { x as f64 / new as f64 } else { 0.0 };
+    let established = sum(&|s| s.established_packets);
+    let mut endpoint_share: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for p in ps {
+        for (&(svc, pod), &n) in &p.stats.per_endpoint {
+            if svc >= c.generated.0 && svc < c.generated.0 + c.generated.1 {
+                continue;
+            }
+            let name = c.services.services[svc].name.clone();
+            *endpoint_share.entry(name).or_default().entry(c.pods[pod].name.clone()).or_default() += n;
+        }
+    }
+    let syncs: Vec<SyncSummary> = ps
+        .iter()
+        .flat_map(|p| {
+            p.stats.syncs.iter().map(|&(at, done)| SyncSummary {
+                node: p.node.name.clone(),
+                changed_at_ns: at.as_nanos(),
+                in_place_at_ns: done.as_nanos(),
+                sync_ns: (done - at).as_nanos(),
+            })
+        })
+        .collect();
+    let hist = |h: &Option<hdrhistogram::Histogram<u64>>| h.as_ref().map(LatencyStats::from_histogram).unwrap_or_default();
+    Some(ServicesSummary {
+        proxy: c.proxy.id().into(),
+        services: c.services.services.len(),
+        service_ports: c.services.services.iter().map(|s| s.ports.len()).sum(),
+        endpoints: c.services.services.iter().map(|s| s.ready().count()).sum(),
+        rules_installed: ps.iter().map(|p| p.rules.installed()).max().unwrap_or(0),
+        rules_memory_bytes: ps.iter().map(|p| p.rules.memory_bytes()).max().unwrap_or(0),
+        new_connections: new,
+        rules_evaluated_mean: per(sum(&|s| s.rules_evaluated)),
+        rules_evaluated_worst: ps.iter().map(|p| p.stats.rules_worst).max().unwrap_or(0),
+        service_rules_evaluated_mean: {
+            let t = sum(&|s| s.translated);
+            if t > 0 { sum(&|s| s.translated_rules) as f64 / t as f64 } else { 0.0 }
+        },
+        service_rules_evaluated_worst: ps.iter().map(|p| p.stats.translated_rules_worst).max().unwrap_or(0),
+        cpu_ns_per_service_connection: {
+            let t = sum(&|s| s.translated);
+            if t > 0 { sum(&|s| s.translated_cpu.as_nanos()) as f64 / t as f64 } else { 0.0 }
+        },
+        lookups_mean: per(sum(&|s| s.lookups)),
+        translated: sum(&|s| s.translated),
+        rejected: sum(&|s| s.rejected),
+        conntrack_full: sum(&|s| s.conntrack_full),
+        cpu_ns_per_1000_new_connections: per(sum(&|s| s.new_connection_cpu.as_nanos())) * 1000.0,
+        established_packets: established,
+        cpu_ns_per_established_packet: if established > 0 {
+            sum(&|s| s.established_cpu.as_nanos()) as f64 / established as f64
+        } else {
+            0.0
+        },
+        first_packet_latency: hist(&sim.obs.first_packet),
+        established_latency: hist(&sim.obs.established),
+        conntrack_peak_entries: ps.iter().map(|p| p.conntrack.peak).max().unwrap_or(0),
+        endpoint_share,
+        sync_ns_max: syncs.iter().map(|s| s.sync_ns).max(),
+        sync_ns_mean: (!syncs.is_empty())
+            .then(|| syncs.iter().map(|s| s.sync_ns as f64).sum::<f64>() / syncs.len() as f64),
+        syncs,
+        sync_cpu_ns: sum(&|s| s.sync_cpu.as_nanos()),
+    })
 }

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::cluster::{Cluster, PodId, Workload, WorkloadKind};
+use crate::cluster::{Cluster, PodId, Target, Workload, WorkloadKind};
 use crate::error::Error;
 use crate::run::Simulation;
 use crate::summary::Hop;
@@ -14,6 +14,8 @@ use crate::units::Bandwidth;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HopOf {
     Data,
+    /// The answer to a request (Service traces).
+    Reply,
     Arp,
 }
 
@@ -27,16 +29,23 @@ pub struct Trace {
 }
 
 /// Runs `cluster` with no workload but one `payload`-byte UDP datagram from `from` to `to`
-/// at t = 0, for up to 10 simulated seconds (long enough for ARP to give up).
-pub fn trace(cluster: &Cluster, from: PodId, to: PodId, payload: u32) -> Result<Trace, Error> {
+/// at t = 0, for up to 10 simulated seconds (long enough for ARP to give up). A Service
+/// target gets one request/response exchange, and the answer's path is traced too (its
+/// reverse translation).
+pub fn trace(cluster: &Cluster, from: PodId, to: Target, payload: u32) -> Result<Trace, Error> {
     let mut c = cluster.clone();
     c.duration = Duration::from_secs(10);
     c.changes.clear();
+    let to_pod = matches!(to, Target::Pod(_));
     c.workloads = vec![Workload {
         name: "trace".into(),
-        // One datagram: the next would leave after payload * 8 seconds.
-        kind: WorkloadKind::UdpCbr { rate: Bandwidth(1), payload },
-        flows: vec![(from, crate::cluster::Target::Pod(to))],
+        kind: if to_pod {
+            // One datagram: the next would leave after payload * 8 seconds.
+            WorkloadKind::UdpCbr { rate: Bandwidth(1), payload }
+        } else {
+            WorkloadKind::UdpRr { request: payload, response: payload, think: Duration::ZERO, timeout: Duration::from_secs(9) }
+        },
+        flows: vec![(from, to)],
         port: 5201,
         start: Instant::ZERO,
         duration: Duration::from_nanos(1),
@@ -47,8 +56,14 @@ pub fn trace(cluster: &Cluster, from: PodId, to: PodId, payload: u32) -> Result<
     sim.world.trace_control = true;
     sim.run()?;
     let f = &sim.obs.flows[0];
-    let (delivered, outcome) = if f.delivered == 1 {
-        (true, format!("delivered after {} one-way", Duration::from_nanos(f.latency.max())))
+    let first_delivered = f.trace_delivered;
+    let (delivered, outcome) = if first_delivered && (to_pod || f.transactions == 1) {
+        let what = if to_pod {
+            format!("delivered after {} one-way", Duration::from_nanos(f.latency.min()))
+        } else {
+            format!("answered after {} round trip", Duration::from_nanos(f.rtt.max()))
+        };
+        (true, what)
     } else if let Some((r, _)) = f.drops.iter().next() {
         (false, format!("dropped: {}", r.name()))
     } else {
@@ -56,12 +71,25 @@ pub fn trace(cluster: &Cluster, from: PodId, to: PodId, payload: u32) -> Result<
     };
     let mut hops: Vec<(HopOf, Hop)> =
         f.trace.clone().unwrap_or_default().into_iter().map(|h| (HopOf::Data, h)).collect();
+    hops.extend(f.reply_trace.clone().unwrap_or_default().into_iter().map(|h| (HopOf::Reply, h)));
     hops.extend(sim.world.control_hops.iter().cloned().map(|h| (HopOf::Arp, h)));
     hops.sort_by_key(|(_, h)| h.time_ns); // stable: keeps each packet's own order
-    let (p, q) = (&c.pods[from], &c.pods[to]);
+    let p = &c.pods[from];
+    let target = match to {
+        Target::Pod(q) => {
+            let q = &c.pods[q];
+            format!("{} {} ({})", q.name, q.ip, c.nodes[q.node].name)
+        }
+        Target::Service { service, port } | Target::NodePort { service, port, .. } => {
+            let s = &c.services.services[service];
+            let addr = s.cluster_ip.map_or("headless".to_string(), |ip| format!("{ip}:{}", s.ports[port].port));
+            format!("service {}/{} {addr}", s.namespace, s.name)
+        }
+        Target::AnyService { count, .. } => format!("any of {count} services"),
+    };
     let header = format!(
-        "trace: {} {} ({}) -> {} {} ({}), UDP {payload} B payload, CNI {}",
-        p.name, p.ip, c.nodes[p.node].name, q.name, q.ip, c.nodes[q.node].name, c.cni
+        "trace: {} {} ({}) -> {target}, UDP {payload} B payload, CNI {}, proxy {}",
+        p.name, p.ip, c.nodes[p.node].name, c.cni, c.proxy
     );
     Ok(Trace { header, hops, outcome, delivered })
 }
@@ -78,6 +106,7 @@ impl Trace {
         for (of, h) in &self.hops {
             let pkt = match of {
                 HopOf::Data => "udp",
+                HopOf::Reply => "rep",
                 HopOf::Arp => "arp",
             };
             let t = format!("{:.3}us", h.time_ns as f64 / 1e3);
@@ -127,7 +156,7 @@ pub fn overhead_probe(cluster: &Cluster) -> Result<Vec<crate::summary::OverheadP
             name: format!("probe-{payload}"),
             // One datagram: the next would leave after payload * 8 seconds.
             kind: WorkloadKind::UdpCbr { rate: Bandwidth(1), payload },
-            flows: vec![(from, crate::cluster::Target::Pod(to))],
+            flows: vec![(from, Target::Pod(to))],
             port: 5201 + i as u16,
             start: Instant::ZERO + Duration::from_millis(i as u64),
             duration: Duration::from_nanos(1),

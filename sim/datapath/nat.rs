@@ -180,6 +180,8 @@ fn translate(
             let s = &table.services[service];
             let to = (s.endpoints[endpoint].ip, s.ports[port].target_port);
             let d = Dnat { service, port, endpoint, from: (t.dst, t.dport), to };
+            let pod = s.endpoints[endpoint].pod;
+            *w.proxies[node].stats.per_endpoint.entry((service, pod)).or_default() += 1;
             (Tuple { src: to.0, sport: to.1, dst: t.src, dport: t.sport }, Some(d), masq)
         }
     };

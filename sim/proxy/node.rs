@@ -169,8 +169,12 @@ pub struct ProxyStats {
     pub rules_worst: u32,
     /// Hash lookups over all new connections.
     pub lookups: u64,
-    /// New connections translated to a Service endpoint.
+    /// New connections translated to a Service endpoint, and the rules they evaluated.
     pub translated: u64,
+    pub translated_rules: u64,
+    pub translated_rules_worst: u32,
+    /// CPU spent on the translated ones.
+    pub translated_cpu: Duration,
     pub rejected: u64,
     pub conntrack_full: u64,
     /// CPU spent on new connections (rules, lookups, conntrack creation, NAT set-up).
@@ -178,6 +182,8 @@ pub struct ProxyStats {
     /// Packets that hit an existing conntrack entry, and the CPU spent on them.
     pub established_packets: u64,
     pub established_cpu: Duration,
+    /// New connections translated to each (service, endpoint pod).
+    pub per_endpoint: std::collections::BTreeMap<(usize, crate::cluster::PodId), u64>,
     /// Completed syncs: (change time, rules in place at).
     pub syncs: Vec<(Instant, Instant)>,
     /// CPU time of those syncs.
@@ -261,6 +267,10 @@ impl NodeProxy {
             Rules::Ebpf(_) => 0,
         };
         lookup.rules += post;
+        if trace && post > 0 {
+            let what = if masq { "marked 0x4000: MASQUERADE" } else { "not marked: RETURN" };
+            lookup.walk.push(format!("POSTROUTING -> KUBE-POSTROUTING: {post} rules, {what}"));
+        }
         let cost = costs.iptables_rule * lookup.rules as u64
             + costs.hash_lookup * lookup.lookups as u64
             + costs.conntrack_new
@@ -272,7 +282,12 @@ impl NodeProxy {
         s.lookups += lookup.lookups as u64;
         s.new_connection_cpu += cost;
         match lookup.verdict {
-            Verdict::Dnat { .. } => s.translated += 1,
+            Verdict::Dnat { .. } => {
+                s.translated += 1;
+                s.translated_rules += lookup.rules as u64;
+                s.translated_rules_worst = s.translated_rules_worst.max(lookup.rules);
+                s.translated_cpu += cost;
+            }
             Verdict::Reject { .. } => s.rejected += 1,
             Verdict::NoService => {}
         }

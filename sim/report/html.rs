@@ -45,6 +45,7 @@ pub(super) fn page(summary: &Summary, charts: &[Chart]) -> String {
     let _ = write!(out, "<title>{}</title>\n<style>{CSS}</style>\n</head>\n<body>\n", esc(&title));
     scenario(&mut out, summary);
     flows(&mut out, summary);
+    services(&mut out, summary);
     overhead(&mut out, summary, charts.iter().filter(|c| c.section == Section::Overhead));
     figures(&mut out, charts.iter().filter(|c| c.section == Section::Charts));
     drops(&mut out, summary);
@@ -61,13 +62,14 @@ fn scenario(out: &mut String, s: &Summary) {
     let _ = writeln!(out, "<header>\n<h1>cnisim report: {}</h1>", esc(&sc.name));
     let _ = writeln!(out, "<p class=\"lead\">{}</p>\n</header>", esc(&sc.description));
     out.push_str(
-        "<nav><a href=\"#flows\">Flows</a><a href=\"#overhead\">Encapsulation overhead</a>\
+        "<nav><a href=\"#flows\">Flows</a><a href=\"#services\">Services</a><a href=\"#overhead\">Encapsulation overhead</a>\
          <a href=\"#charts\">Charts</a><a href=\"#drops\">Drops</a>\
          <a href=\"#cpu\">CPU</a><a href=\"#paths\">Packet paths</a></nav>\n",
     );
     out.push_str("<h2 id=\"simulated\">What was simulated</h2>\n<table class=\"kv\"><tbody>\n");
     let facts = [
         ("CNI", sc.cni.clone()),
+        ("Service proxy", sc.proxy.clone()),
         ("Nodes", fmt_count(sc.nodes as u64)),
         ("Pods", fmt_count(sc.pods as u64)),
         ("Node / pod / service CIDRs", format!("{} / {} / {}", sc.node_cidr, sc.pod_cidr, sc.service_cidr)),
@@ -302,6 +304,63 @@ fn headers(bytes: i64) -> Option<&'static str> {
         50 => Some("outer Ethernet, IPv4, UDP and VXLAN or Geneve headers: 14 + 20 + 8 + 8 B"),
         62 => Some("outer Ethernet, IPv4 and UDP headers and a Weave sleeve header: 14 + 20 + 8 + 20 B"),
         _ => None,
+    }
+}
+
+fn services(out: &mut String, s: &Summary) {
+    let Some(v) = &s.services else { return };
+    out.push_str("<h2 id=\"services\">Services</h2>\n");
+    let _ = writeln!(
+        out,
+        "<p>{} Services ({} ports, {} ready endpoints) implemented by <strong>{}</strong> on every node. \
+         A connection's first datagram walks the proxy's rules and creates a conntrack entry with \
+         the translation; every later datagram of the connection, both ways, is rewritten from that \
+         entry. Connections between pods walk the rules too, and miss.</p>",
+        fmt_count(v.services as u64),
+        fmt_count(v.service_ports as u64),
+        fmt_count(v.endpoints as u64),
+        esc(&v.proxy)
+    );
+    let mean = |x: f64| format!("{x:.1}");
+    let rows = [
+        ("Rules installed (largest node)", fmt_count(v.rules_installed as u64)),
+        ("Kernel memory of the rules", format!("{} KiB", fmt_count((v.rules_memory_bytes as u64).div_ceil(1024)))),
+        ("New connections (all nodes)", fmt_count(v.new_connections)),
+        ("Rules evaluated per new connection, mean / worst", format!("{} / {}", mean(v.rules_evaluated_mean), v.rules_evaluated_worst)),
+        ("... of connections to a Service, mean / worst", format!("{} / {}", mean(v.service_rules_evaluated_mean), v.service_rules_evaluated_worst)),
+        ("Hash lookups per new connection, mean", mean(v.lookups_mean)),
+        ("Translated / rejected (no endpoint) / conntrack full", format!("{} / {} / {}", fmt_count(v.translated), fmt_count(v.rejected), fmt_count(v.conntrack_full))),
+        ("CPU per 1,000 new connections", fmt_ns(v.cpu_ns_per_1000_new_connections.round() as u64)),
+        ("CPU per new connection to a Service", fmt_ns(v.cpu_ns_per_service_connection.round() as u64)),
+        ("Established packets / CPU each", format!("{} / {}", fmt_count(v.established_packets), fmt_ns(v.cpu_ns_per_established_packet.round() as u64))),
+        ("First datagram of a connection: p50 / p99", format!("{} / {}", fmt_ns(v.first_packet_latency.p50_ns), fmt_ns(v.first_packet_latency.p99_ns))),
+        ("Later datagrams: p50 / p99", format!("{} / {}", fmt_ns(v.established_latency.p50_ns), fmt_ns(v.established_latency.p99_ns))),
+        ("Most conntrack entries on a node", fmt_count(v.conntrack_peak_entries as u64)),
+    ];
+    out.push_str("<table class=\"kv\"><tbody>\n");
+    for (k, val) in rows {
+        let _ = writeln!(out, "<tr><th>{}</th><td class=\"num\">{}</td></tr>", esc(k), esc(&val));
+    }
+    out.push_str("</tbody></table>\n");
+    if !v.endpoint_share.is_empty() {
+        out.push_str("<h3>Load balancing: new connections per endpoint</h3>\n");
+        let rows = v.endpoint_share.iter().flat_map(|(svc, pods)| {
+            let total: u64 = pods.values().sum();
+            pods.iter().map(move |(pod, n)| {
+                vec![svc.clone(), pod.clone(), fmt_count(*n), format!("{:.1} %", *n as f64 * 100.0 / total.max(1) as f64)]
+            })
+        });
+        table(out, &[("Service", false), ("Endpoint pod", false), ("Connections", true), ("Share", true)], rows);
+    }
+    if !v.syncs.is_empty() {
+        out.push_str(
+            "<h3>Sync: from a change to rules in place</h3>\n<p>After a pod is deleted, each node's proxy \
+             rewrites its rules; until it has, new connections can still be sent to the deleted pod.</p>\n",
+        );
+        let rows = v.syncs.iter().map(|y| {
+            vec![y.node.clone(), fmt_ns(y.changed_at_ns), fmt_ns(y.in_place_at_ns), fmt_ns(y.sync_ns)]
+        });
+        table(out, &[("Node", false), ("Change at", true), ("Rules in place at", true), ("Took", true)], rows);
     }
 }
 

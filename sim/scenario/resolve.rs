@@ -783,7 +783,9 @@ fn resolve_services(
             }
         }
     }
-    let mut next_ip = 1u64;
+    // The first address is the `kubernetes` Service's (the API server), allocated before
+    // any other; cnisim does not model it but leaves it taken.
+    let mut next_ip = 2u64;
     let mut alloc_ip = |at: &[Seg]| -> Res<Ipv4Addr> {
         loop {
             let Some(ip) = cidr.nth(next_ip).filter(|_| next_ip + 1 < cidr.size()) else {
