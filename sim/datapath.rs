@@ -411,22 +411,25 @@ fn dev_rx(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
     }
 }
 
-/// A userspace process in `ns` sends `payload` to `dst:port` from its socket bound to `port`.
+/// A userspace process in `ns` sends `payload` to `dst:port` from its socket bound to
+/// `sport` (and to `src` when given, else the address routing picks).
+#[allow(clippy::too_many_arguments)]
 pub fn user_send_udp(
     w: &mut World,
     cx: &mut Ctx,
     ns: NsId,
+    (src, sport): (Option<Ipv4Addr>, u16),
     (dst, port): (Ipv4Addr, u16),
     payload: &[u8],
     mut pkt: Packet,
     df: bool,
 ) {
     cx.charge(w.costs.udp_send);
-    let Some(src) = source_for(w, ns, dst) else {
+    let Some(src) = src.or_else(|| source_for(w, ns, dst)) else {
         return cx.drop(pkt, DropReason::NoRoute);
     };
     let ident = next_ident(w, ns);
-    pkt.frame = crate::net::packet::udp_frame_with(src, dst, port, port, payload, ident, df);
+    pkt.frame = crate::net::packet::udp_frame_with(src, dst, sport, port, payload, ident, df);
     ip_output(w, cx, ns, pkt);
 }
 

@@ -23,6 +23,7 @@ pub fn describe_node(w: &World, node: NodeId, now: Instant) -> String {
         crate::time::Duration::from_nanos(now.as_nanos())
     );
     describe_ns(w, w.nodes[node].ns, now, &mut s);
+    describe_proxy(w, node, now, &mut s);
     for ns in 0..w.netns.len() {
         if w.netns[ns].node == node && ns != w.nodes[node].ns {
             let _ = writeln!(s, "\n# pod {} (network namespace on {})", w.netns[ns].name, spec.name);
@@ -30,6 +31,78 @@ pub fn describe_node(w: &World, node: NodeId, now: Instant) -> String {
         }
     }
     s
+}
+
+/// The node's Service rules as the mode's own tool prints them, and its conntrack table.
+fn describe_proxy(w: &World, node: NodeId, now: Instant, s: &mut String) {
+    use crate::proxy::node::Rules;
+    let Some(p) = w.proxies.get(node) else { return };
+    if w.cluster.services.services.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "# Services: proxy {}, {} rules installed", p.mode, p.rules.installed());
+    match &p.rules {
+        Rules::Iptables(t) => {
+            let _ = writeln!(s, "$ iptables-save -t nat");
+            s.push_str(&t.save());
+        }
+        Rules::Userspace(t) => {
+            let _ = writeln!(s, "$ iptables-save -t nat");
+            s.push_str(&t.save());
+        }
+        Rules::Ipvs(t) => {
+            let _ = writeln!(s, "$ ipvsadm -Ln");
+            s.push_str(&t.ipvsadm_ln());
+            let _ = writeln!(s, "$ ipset list");
+            s.push_str(&t.ipset_list());
+        }
+        Rules::Nftables(t) => {
+            let _ = writeln!(s, "$ nft list table ip kube-proxy");
+            s.push_str(&t.list());
+        }
+        Rules::Ebpf(_) => {
+            let _ = writeln!(s, "$ cilium-dbg service list");
+            let _ = writeln!(s, "ID   Frontend               Service Type   Backend");
+            let mut id = 0;
+            for svc in &p.table.services {
+                let Some(vip) = svc.cluster_ip else { continue };
+                for port in &svc.ports {
+                    let mut fronts = vec![(format!("{vip}:{}/UDP", port.port), "ClusterIP")];
+                    if let Some(np) = port.node_port {
+                        fronts.push((format!("{}:{np}/UDP", p.node.ip), "NodePort"));
+                    }
+                    for (front, kind) in fronts {
+                        id += 1;
+                        let backends: Vec<String> = svc
+                            .ready()
+                            .enumerate()
+                            .map(|(i, (_, e))| format!("{} => {}:{}/UDP (active)", i + 1, e.ip, port.target_port))
+                            .collect();
+                        let first = backends.first().cloned().unwrap_or_default();
+                        let _ = writeln!(s, "{id:<4} {front:<22} {kind:<14} {first}");
+                        for b in backends.iter().skip(1) {
+                            let _ = writeln!(s, "{:<4} {:<22} {:<14} {b}", "", "", "");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let entries = p.conntrack.list();
+    let _ = writeln!(
+        s,
+        "$ conntrack -L -p udp   (at t = {}; {} entries, nf_conntrack_max {})",
+        crate::time::Duration::from_nanos(now.as_nanos()),
+        entries.len(),
+        p.conntrack.max
+    );
+    const SHOWN: usize = 20;
+    for e in entries.iter().take(SHOWN) {
+        let _ = writeln!(s, "{e}");
+    }
+    if entries.len() > SHOWN {
+        let _ = writeln!(s, "... {} more", entries.len() - SHOWN);
+    }
 }
 
 fn describe_ns(w: &World, ns: NsId, now: Instant, s: &mut String) {

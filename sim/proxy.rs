@@ -11,6 +11,7 @@
 pub mod iptables;
 pub mod ipvs;
 pub mod nftables;
+pub mod userspace;
 pub mod node;
 
 use std::net::Ipv4Addr;
@@ -239,6 +240,8 @@ pub enum Verdict {
     Dnat { service: usize, port: usize, endpoint: usize, masq: bool },
     /// The Service has no usable endpoint: the packet is rejected (ICMP port unreachable).
     Reject { service: usize, port: usize },
+    /// Userspace mode: REDIRECT to the kube-proxy process's socket on local port `to`.
+    Redirect { service: usize, port: usize, to: u16 },
 }
 
 /// A lookup's verdict and what it cost.

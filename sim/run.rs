@@ -271,7 +271,7 @@ impl Simulation {
                 size: pkt.frame.len(),
             });
         }
-        let (mut outputs, cost) = p.handle(costs, input, pkt);
+        let (mut outputs, cost) = p.handle(costs, t, input, pkt);
         let start = p.busy_until.max(t);
         p.busy_until = start + cost;
         p.busy += cost;
@@ -302,10 +302,12 @@ impl Simulation {
         let (node, ns) = (self.world.procs[proc].node, self.world.procs[proc].ns);
         for out in outputs {
             match out {
-                Output::Udp { dst, port, payload, df, pkt } => {
+                Output::Udp { src, sport, dst, port, payload, df, pkt } => {
+                    // The socket the process sends from receives too.
+                    self.world.netns[ns].user_ports.entry(sport).or_insert(proc);
                     let hash = flow_hash(&pkt.frame);
                     self.chain(node, t, hash, |w, cx| {
-                        datapath::user_send_udp(w, cx, ns, (dst, port), &payload, pkt, df)
+                        datapath::user_send_udp(w, cx, ns, (src, sport), (dst, port), &payload, pkt, df)
                     });
                 }
                 Output::Tun { dev, pkt } => {
@@ -620,7 +622,7 @@ impl Simulation {
             let p = &mut self.world.proxies[node];
             let start = p.sync_start(t);
             let order = p.next_order();
-            let rules = crate::proxy::node::Rules::build(p.mode, &next, &p.node, &order);
+            let rules = crate::proxy::node::Rules::build(p.mode, &next, &p.node, &order, &p.proxy_ports);
             let cost = p.sync_cost(&costs, &rules, removed);
             p.busy_until = start + cost;
             p.stats.sync_cpu += cost;
@@ -647,8 +649,13 @@ impl Simulation {
         let live: std::collections::HashSet<Ipv4Addr> =
             table.services.iter().flat_map(|s| s.endpoints.iter().map(|e| e.ip)).collect();
         p.conntrack.remove_where(|e| e.dnat.is_some_and(|d| !live.contains(&d.to.0)));
-        p.install(table, version, rules);
+        p.install(table.clone(), version, rules);
         p.stats.syncs.push((changed_at, t));
+        if let Some(proc) = p.proc {
+            if let crate::userspace::ProcKind::KubeProxy(k) = &mut self.world.procs[proc].kind {
+                k.table = table;
+            }
+        }
     }
     /// Data packets still travelling: in events or waiting for ARP. A flood group counts once.
     pub fn in_flight(&self) -> u64 {

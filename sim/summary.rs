@@ -540,8 +540,12 @@ fn services_summary(sim: &Simulation) -> Option<ServicesSummary> {
     let per = |x: u64| if new > 0 { x as f64 / new as f64 } else { 0.0 };
     let established = sum(&|s| s.established_packets);
     let mut endpoint_share: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    for p in ps {
-        for (&(svc, pod), &n) in &p.stats.per_endpoint {
+    let user_picks = sim.world.procs.iter().filter_map(|p| match &p.kind {
+        crate::userspace::ProcKind::KubeProxy(k) => Some(&k.per_endpoint),
+        _ => None,
+    });
+    for picks in ps.iter().map(|p| &p.stats.per_endpoint).chain(user_picks) {
+        for (&(svc, pod), &n) in picks {
             if svc >= c.generated.0 && svc < c.generated.0 + c.generated.1 {
                 continue;
             }

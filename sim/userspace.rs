@@ -1,4 +1,5 @@
-//! Userspace data-plane processes: flanneld's UDP proxy and Weave's sleeve router.
+//! Userspace data-plane processes: flanneld's UDP proxy, Weave's sleeve router and
+//! kube-proxy in userspace mode.
 //!
 //! A process is a single-threaded FIFO server of its own (both are one event loop). Each
 //! packet it handles costs a wake-up (context switch), a read syscall and a copy in, a write
@@ -57,6 +58,120 @@ pub enum ProcKind {
         /// MAC -> peer that owns it, learned from received frames.
         macs: HashMap<Mac, (Ipv4Addr, Mac)>,
     },
+    /// kube-proxy in userspace mode (pkg/proxy/userspace, v1.25): one listening UDP socket
+    /// per Service port (the portal rules REDIRECT to it); for each client address a socket
+    /// "connected" to a backend chosen round robin (`LoadBalancerRR`), closed after
+    /// `UDPIdleTimeout` (250 ms) without traffic; replies are copied back to the client from
+    /// the listening socket.
+    KubeProxy(Box<KubeProxy>),
+}
+
+pub struct KubeProxy {
+    /// Listening port -> (service, port index).
+    pub portals: HashMap<u16, (usize, usize)>,
+    /// The Services as this node's proxy last synced them.
+    pub table: std::sync::Arc<crate::proxy::ServiceTable>,
+    /// (listening port, client address) -> its backend connection.
+    clients: HashMap<(u16, Ipv4Addr, u16), BackendConn>,
+    /// Backend connection's local port -> (listening port, client address).
+    by_port: HashMap<u16, (u16, Ipv4Addr, u16)>,
+    /// Round-robin position per (service, port).
+    rr: HashMap<(usize, usize), usize>,
+    next_port: u16,
+    /// Connections opened per (service, endpoint pod).
+    pub per_endpoint: std::collections::BTreeMap<(usize, crate::cluster::PodId), u64>,
+}
+
+struct BackendConn {
+    backend: (Ipv4Addr, u16),
+    local_port: u16,
+    /// The address the client sent to (the REDIRECT target), which replies come from.
+    local_addr: Ipv4Addr,
+    last: Instant,
+}
+
+impl KubeProxy {
+    pub fn new(portals: HashMap<u16, (usize, usize)>, table: std::sync::Arc<crate::proxy::ServiceTable>) -> Self {
+        KubeProxy {
+            portals,
+            table,
+            clients: HashMap::new(),
+            by_port: HashMap::new(),
+            rr: HashMap::new(),
+            next_port: 32768,
+            per_endpoint: Default::default(),
+        }
+    }
+
+    /// A local port for a new backend connection: the kernel's ephemeral range, in order,
+    /// skipping the ones in use.
+    fn alloc_port(&mut self) -> Option<u16> {
+        for _ in 0..=(60999 - 32768) {
+            let p = self.next_port;
+            self.next_port = if p >= 60999 { 32768 } else { p + 1 };
+            if !self.by_port.contains_key(&p) && !self.portals.contains_key(&p) {
+                return Some(p);
+            }
+        }
+        None
+    }
+
+    fn handle(&mut self, now: Instant, pkt: Packet) -> Vec<Output> {
+        let ip = Ipv4Packet::new_unchecked(&pkt.frame[ETH_HEADER..]);
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        let udp = smoltcp::wire::UdpPacket::new_unchecked(ip.payload());
+        let (sport, dport) = (udp.src_port(), udp.dst_port());
+        let payload = udp.payload().to_vec();
+        if let Some(&(si, pi)) = self.portals.get(&dport) {
+            let key = (dport, src, sport);
+            let idle = crate::proxy::userspace::UDP_IDLE_TIMEOUT;
+            if let Some(c) = self.clients.get(&key) {
+                if now.saturating_since(c.last) > idle {
+                    let c = self.clients.remove(&key).expect("present");
+                    self.by_port.remove(&c.local_port);
+                }
+            }
+            if !self.clients.contains_key(&key) {
+                let table = self.table.clone();
+                let svc = &table.services[si];
+                let ready: Vec<_> = svc.ready().map(|(_, e)| *e).collect();
+                if ready.is_empty() {
+                    return vec![Output::Drop { pkt, reason: DropReason::ServiceNoEndpoints }];
+                }
+                let i = self.rr.entry((si, pi)).or_insert(0);
+                let e = ready[*i % ready.len()];
+                *i = (*i + 1) % ready.len();
+                let Some(local_port) = self.alloc_port() else {
+                    return vec![Output::Drop { pkt, reason: DropReason::ConntrackFull }];
+                };
+                *self.per_endpoint.entry((si, e.pod)).or_default() += 1;
+                let conn =
+                    BackendConn { backend: (e.ip, svc.ports[pi].target_port), local_port, local_addr: dst, last: now };
+                self.by_port.insert(local_port, key);
+                self.clients.insert(key, conn);
+            }
+            let c = self.clients.get_mut(&key).expect("inserted");
+            c.last = now;
+            let (backend, local_port) = (c.backend, c.local_port);
+            return vec![Output::Udp {
+                src: None,
+                sport: local_port,
+                dst: backend.0,
+                port: backend.1,
+                payload,
+                df: false,
+                pkt,
+            }];
+        }
+        // A backend's reply on a connection's local port: copy it to the client.
+        let Some(&(listen, caddr, cport)) = self.by_port.get(&dport) else {
+            return vec![Output::Drop { pkt, reason: DropReason::PortUnreachable }];
+        };
+        let c = self.clients.get_mut(&(listen, caddr, cport)).expect("indexed both ways");
+        c.last = now;
+        let local_addr = c.local_addr;
+        vec![Output::Udp { src: Some(local_addr), sport: listen, dst: caddr, port: cport, payload, df: false, pkt }]
+    }
 }
 
 /// Where the process read the packet from.
@@ -71,8 +186,11 @@ pub enum Input {
 /// What the process writes.
 #[derive(Debug)]
 pub enum Output {
-    /// `sendto()` on its UDP socket, with DF on the outer header or not.
+    /// `sendto()` on its UDP socket bound to `sport`, with DF on the outer header or not;
+    /// `src` pins the source address (else routing picks it).
     Udp {
+        src: Option<Ipv4Addr>,
+        sport: u16,
         dst: Ipv4Addr,
         port: u16,
         payload: Vec<u8>,
@@ -97,7 +215,13 @@ pub enum Output {
 
 impl UserProc {
     /// Handles one packet; returns what to write and the CPU time the process spent.
-    pub fn handle(&mut self, costs: &CostProfile, input: Input, pkt: Packet) -> (Vec<Output>, Duration) {
+    pub fn handle(
+        &mut self,
+        costs: &CostProfile,
+        now: Instant,
+        input: Input,
+        pkt: Packet,
+    ) -> (Vec<Output>, Duration) {
         self.packets += 1;
         let len_in = pkt.frame.len();
         let out = match (&mut self.kind, input) {
@@ -107,6 +231,7 @@ impl UserProc {
                 sleeve_out(*name, peers, macs, pkt)
             }
             (ProcKind::WeaveSleeve { port_dev, macs, .. }, Input::Socket) => sleeve_in(*port_dev, macs, pkt),
+            (ProcKind::KubeProxy(k), _) => k.handle(now, pkt),
         };
         let len_out: usize = out
             .iter()
@@ -149,7 +274,7 @@ fn flannel_out(leases: &RouteTable, mut pkt: Packet) -> Vec<Output> {
     }
     let payload = pkt.frame[ETH_HEADER..].to_vec();
     // An ordinary UDP socket: path MTU discovery on (IP_PMTUDISC_WANT), so DF is set.
-    vec![Output::Udp { dst: node, port: FLANNEL_UDP_PORT, payload, df: true, pkt }]
+    vec![Output::Udp { src: None, sport: FLANNEL_UDP_PORT, dst: node, port: FLANNEL_UDP_PORT, payload, df: true, pkt }]
 }
 
 fn flannel_in(tun: DevId, mut pkt: Packet) -> Vec<Output> {
@@ -192,7 +317,15 @@ fn sleeve_out(
         let payload =
             sleeve_header(name, name, if targets.len() == 1 { *peer } else { Mac::BROADCAST }, &pkt.frame);
         let copy = if i + 1 == targets.len() { pkt.clone() } else { pkt.flood_copy() };
-        out.push(Output::Udp { dst: *ip, port: WEAVE_SLEEVE_PORT, payload, df, pkt: copy });
+        out.push(Output::Udp {
+            src: None,
+            sport: WEAVE_SLEEVE_PORT,
+            dst: *ip,
+            port: WEAVE_SLEEVE_PORT,
+            payload,
+            df,
+            pkt: copy,
+        });
     }
     out
 }

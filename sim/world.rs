@@ -676,6 +676,36 @@ fn build_proxies(w: &mut World) {
         proxies.push(NodeProxy::new(mode, view, table.clone(), max, rng));
     }
     w.proxies = proxies;
+    if mode == ProxyMode::Userspace {
+        for node in 0..w.proxies.len() {
+            let ns = w.nodes[node].ns;
+            let pairs = table
+                .services
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.cluster_ip.is_some())
+                .flat_map(|(si, s)| (0..s.ports.len()).map(move |pi| (si, pi)));
+            let portals: HashMap<u16, (usize, usize)> =
+                w.proxies[node].proxy_ports.iter().copied().zip(pairs).collect();
+            let proc = w.procs.len();
+            for &port in portals.keys() {
+                w.netns[ns].user_ports.insert(port, proc);
+            }
+            w.procs.push(crate::userspace::UserProc {
+                name: "kube-proxy".into(),
+                node,
+                ns,
+                kind: crate::userspace::ProcKind::KubeProxy(Box::new(crate::userspace::KubeProxy::new(
+                    portals,
+                    table.clone(),
+                ))),
+                busy_until: Instant::ZERO,
+                busy: Duration::ZERO,
+                packets: 0,
+            });
+            w.proxies[node].proc = Some(proc);
+        }
+    }
     let binds: Vec<(PodId, u16)> = table
         .services
         .iter()

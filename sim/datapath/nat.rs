@@ -175,6 +175,16 @@ fn translate(
             cx.drop(pkt, DropReason::ServiceNoEndpoints);
             return None;
         }
+        Verdict::Redirect { to, .. } => {
+            // REDIRECT: to the primary address of the incoming interface (the node's address
+            // for locally generated packets, where kube-proxy's HOST rule DNATs to it).
+            let addr = match hook {
+                Hook::Prerouting => w.devices[dev].addrs.first().map(|a| a.0),
+                Hook::Output => None,
+            };
+            let addr = addr.unwrap_or(w.cluster.nodes[node].ip);
+            (Tuple { src: addr, sport: to, dst: t.src, dport: t.sport }, None, false)
+        }
         Verdict::Dnat { service, port, endpoint, masq } => {
             let table = &w.proxies[node].table;
             let s = &table.services[service];

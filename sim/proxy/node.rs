@@ -15,6 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use super::iptables::NatTable;
 use super::ipvs::Ipvs;
 use super::nftables::NftTable;
+use super::userspace::Portals;
 use super::{Hook, Lookup, NodeView, ProxyMode, ServiceTable, Tuple, Verdict};
 use crate::cost::CostProfile;
 use crate::net::conntrack::Conntrack;
@@ -33,6 +34,7 @@ impl std::fmt::Debug for Rules {
 
 /// The programmed rules, in the mode's own structure.
 pub enum Rules {
+    Userspace(Portals),
     Iptables(NatTable),
     Ipvs(Ipvs),
     Nftables(NftTable),
@@ -127,9 +129,16 @@ impl BpfLb {
 impl Rules {
     /// Builds the mode's rules for `node` from `table`. `order` is the seeded permutation of
     /// Services kube-proxy's Go map iteration would write them in.
-    pub fn build(mode: ProxyMode, table: &ServiceTable, node: &NodeView, order: &[usize]) -> Rules {
+    pub fn build(
+        mode: ProxyMode,
+        table: &ServiceTable,
+        node: &NodeView,
+        order: &[usize],
+        proxy_ports: &[u16],
+    ) -> Rules {
         match mode {
-            ProxyMode::Iptables | ProxyMode::Userspace => Rules::Iptables(NatTable::build(table, node, order, true)),
+            ProxyMode::Userspace => Rules::Userspace(Portals::build(table, node, proxy_ports)),
+            ProxyMode::Iptables => Rules::Iptables(NatTable::build(table, node, order, true)),
             ProxyMode::Ipvs(s) => Rules::Ipvs(Ipvs::build(table, node, s)),
             ProxyMode::Nftables => Rules::Nftables(NftTable::build(table, node)),
             ProxyMode::Ebpf { .. } => Rules::Ebpf(BpfLb::build(table, node)),
@@ -139,6 +148,7 @@ impl Rules {
     /// Rules (or map entries) installed.
     pub fn installed(&self) -> usize {
         match self {
+            Rules::Userspace(t) => t.rule_count(),
             Rules::Iptables(t) => t.rule_count(),
             Rules::Ipvs(t) => t.rule_count(),
             Rules::Nftables(t) => t.rule_count(),
@@ -149,6 +159,7 @@ impl Rules {
     /// Kernel memory the rules take, in bytes.
     pub fn memory_bytes(&self) -> usize {
         match self {
+            Rules::Userspace(t) => t.memory_bytes(),
             Rules::Iptables(t) => t.memory_bytes(),
             Rules::Ipvs(t) => t.memory_bytes(),
             Rules::Nftables(t) => t.memory_bytes(),
@@ -203,6 +214,10 @@ pub struct NodeProxy {
     tokens: f64,
     last_token: Instant,
     pub busy_until: Instant,
+    /// Userspace mode: the proxy's listening port per (service, port) with a cluster IP, in
+    /// table order, and the process (`World::procs`) that owns them.
+    pub proxy_ports: Vec<u16>,
+    pub proc: Option<usize>,
     rng: ChaCha8Rng,
 }
 
@@ -221,7 +236,18 @@ impl NodeProxy {
         mut rng: ChaCha8Rng,
     ) -> NodeProxy {
         let order = go_map_order(table.services.len(), &mut rng);
-        let rules = Rules::build(mode, &table, &node, &order);
+        // The kernel's ephemeral ports for the userspace proxy's listening sockets.
+        let mut proxy_ports = Vec::new();
+        if mode == ProxyMode::Userspace {
+            let mut used = std::collections::HashSet::new();
+            while proxy_ports.len() < Portals::ports_needed(&table) {
+                let p = rng.random_range(32768..=60999u16);
+                if used.insert(p) {
+                    proxy_ports.push(p);
+                }
+            }
+        }
+        let rules = Rules::build(mode, &table, &node, &order, &proxy_ports);
         NodeProxy {
             mode,
             node,
@@ -234,6 +260,8 @@ impl NodeProxy {
             tokens: (SYNC_BURST - 1) as f64,
             last_token: Instant::ZERO,
             busy_until: Instant::ZERO,
+            proxy_ports,
+            proc: None,
             rng,
         }
     }
@@ -251,6 +279,7 @@ impl NodeProxy {
         let rng = &mut self.rng;
         let mut random = || rng.next_u32();
         let mut lookup = match &mut self.rules {
+            Rules::Userspace(r) => r.walk(hook, t, dst_is_local, trace),
             Rules::Iptables(r) => r.walk(hook, t, dst_is_local, src_is_local, &mut random, trace),
             Rules::Ipvs(r) => r.lookup(hook, t, dst_is_local, trace),
             Rules::Nftables(r) => r.lookup(hook, t, dst_is_local, &mut random, trace),
@@ -263,6 +292,7 @@ impl NodeProxy {
         let masq = matches!(lookup.verdict, Verdict::Dnat { masq: true, .. });
         let post = match &self.rules {
             Rules::Iptables(r) => r.postrouting(masq).0,
+            Rules::Userspace(_) => 0,
             Rules::Ipvs(_) | Rules::Nftables(_) => 1 + masq as u32,
             Rules::Ebpf(_) => 0,
         };
@@ -289,6 +319,8 @@ impl NodeProxy {
                 s.translated_cpu += cost;
             }
             Verdict::Reject { .. } => s.rejected += 1,
+            // Counted by the proxy process when it picks a backend.
+            Verdict::Redirect { .. } => {}
             Verdict::NoService => {}
         }
         NewConnection { lookup, cost }
@@ -331,6 +363,11 @@ impl NodeProxy {
     pub fn sync_cost(&self, costs: &CostProfile, next: &Rules, changed_objects: usize) -> Duration {
         let ports: usize = self.table.services.iter().map(|s| s.ports.len()).sum();
         match (&self.rules, next) {
+            // Endpoint changes only touch the proxy's in-memory balancer; portal rules change
+            // with Services, not endpoints.
+            (Rules::Userspace(_), Rules::Userspace(_)) => {
+                costs.proxy_sync_base + costs.proxy_sync_per_service * ports as u64
+            }
             (Rules::Iptables(_), Rules::Iptables(n)) => {
                 costs.proxy_sync_base
                     + costs.proxy_sync_per_service * ports as u64
