@@ -280,6 +280,7 @@ mod tests {
                 name: "flannel & friends".into(),
                 description: "Two nodes, flannel VXLAN, three UDP flows <one same-node>.".into(),
                 cni: "flannel (vxlan)".into(),
+                proxy: "iptables".into(),
                 seed: 42,
                 duration_ns: 2_000_000_000,
                 nodes: 2,
@@ -322,6 +323,7 @@ mod tests {
                     overhead_pct: 92.0 / p as f64 * 100.0,
                 })
                 .collect(),
+            services: None,
             run: RunInfo { cnisim_version: "0.1.0".into(), wall_seconds: 0.5, events_per_second: 246_912.0 },
         }
     }
