@@ -112,9 +112,9 @@ pub struct CostProfile {
     /// restore payload): ~2 ms for kube-proxy.
     pub proxy_sync_base: Duration,
     /// kube-proxy's per-sync work for every Service port, changed or not (Go map iteration,
-    /// endpoint categorisation, string building): ~10 us. Large clusters report multi-second
-    /// iptables syncs at tens of thousands of Services (KEP-3453), which this and the two
-    /// iptables costs below reproduce in order of magnitude.
+    /// endpoint categorisation, the change check): ~1 us. Large clusters report iptables
+    /// syncs approaching a second and more at tens of thousands of Services (KEP-3453), which
+    /// this and the two iptables costs below reproduce in order of magnitude.
     pub proxy_sync_per_service: Duration,
     /// iptables-restore parsing and translating one line of input. ~2 us.
     pub iptables_restore_line: Duration,
@@ -163,7 +163,7 @@ impl Default for CostProfile {
             hash_lookup: Duration::from_nanos(50),
             sock_lb: Duration::from_nanos(300),
             proxy_sync_base: Duration::from_millis(2),
-            proxy_sync_per_service: Duration::from_micros(10),
+            proxy_sync_per_service: Duration::from_micros(1),
             iptables_restore_line: Duration::from_micros(2),
             iptables_replace_rule: Duration::from_nanos(300),
             netlink_object: Duration::from_micros(10),

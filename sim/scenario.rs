@@ -190,6 +190,9 @@ pub struct GeneratedServices {
     /// Default: the workloads' default port, 5201.
     #[serde(default = "default_port")]
     pub target_port: u16,
+    /// Endpoints are taken from the pods with all of these labels (default: every pod).
+    #[serde(default)]
+    pub selector: BTreeMap<String, String>,
 }
 
 /// `(at: "500ms", delete_pod: "node-2-pod-1")`.

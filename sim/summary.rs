@@ -87,6 +87,9 @@ pub struct ServicesSummary {
     pub sync_ns_mean: Option<f64>,
     /// CPU time the proxies spent syncing, ns.
     pub sync_cpu_ns: u64,
+    /// CPU time of the userspace proxy processes (userspace mode; 0 otherwise), ns: every
+    /// datagram both ways passes through them.
+    pub userspace_proxy_cpu_ns: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -604,5 +607,12 @@ fn services_summary(sim: &Simulation) -> Option<ServicesSummary> {
             .then(|| syncs.iter().map(|s| s.sync_ns as f64).sum::<f64>() / syncs.len() as f64),
         syncs,
         sync_cpu_ns: sum(&|s| s.sync_cpu.as_nanos()),
+        userspace_proxy_cpu_ns: sim
+            .world
+            .procs
+            .iter()
+            .filter(|p| matches!(p.kind, crate::userspace::ProcKind::KubeProxy(_)))
+            .map(|p| p.busy.as_nanos())
+            .sum(),
     })
 }

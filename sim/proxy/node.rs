@@ -312,15 +312,14 @@ impl NodeProxy {
         s.lookups += lookup.lookups as u64;
         s.new_connection_cpu += cost;
         match lookup.verdict {
-            Verdict::Dnat { .. } => {
+            // A userspace redirect is the translation too (the process picks the backend).
+            Verdict::Dnat { .. } | Verdict::Redirect { .. } => {
                 s.translated += 1;
                 s.translated_rules += lookup.rules as u64;
                 s.translated_rules_worst = s.translated_rules_worst.max(lookup.rules);
                 s.translated_cpu += cost;
             }
             Verdict::Reject { .. } => s.rejected += 1,
-            // Counted by the proxy process when it picks a backend.
-            Verdict::Redirect { .. } => {}
             Verdict::NoService => {}
         }
         NewConnection { lookup, cost }

@@ -920,12 +920,19 @@ fn resolve_services(
                 format!("generated_services.count {count} is outside 1..={}; change it", MAX_SERVICES - first),
             ));
         }
-        if per > pods.len() {
+        let pool: Vec<PodId> = pods
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| g.selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
+            .map(|(i, _)| i)
+            .collect();
+        if per == 0 || per > pool.len() {
             return Err(loc.err(
                 at!["generated_services", "endpoints"],
                 format!(
-                    "generated_services.endpoints {per} is more than the {} pods there are; lower it or add pods",
-                    pods.len()
+                    "generated_services.endpoints {per} is outside 1..={}, the pods its selector matches; \
+                     change it or add pods",
+                    pool.len()
                 ),
             ));
         }
@@ -935,7 +942,7 @@ fn resolve_services(
         for k in 0..count {
             let mut endpoints: Vec<Endpoint> = (0..per)
                 .map(|e| {
-                    let pod = (k * per + e) % pods.len();
+                    let pod = pool[(k * per + e) % pool.len()];
                     Endpoint { pod, ip: pods[pod].ip, node: pods[pod].node, ready: true }
                 })
                 .collect();
