@@ -162,3 +162,19 @@ pub fn trace(
     };
     trace::trace(&c, a, target, payload)
 }
+
+/// `cnisim sweep`: run the scenario's sweep, render and write the output directory atomically.
+pub fn sweep(
+    path: &Path,
+    out: Option<PathBuf>,
+    threads: Option<usize>,
+    progress: bool,
+) -> Result<(PathBuf, crate::sweep::SweepResult), Error> {
+    let result = crate::sweep::run(path, threads, progress)?;
+    let mut files = report::render_sweep(&result)
+        .map_err(|e| Error::Invariant(format!("rendering the sweep report: {e}")))?;
+    files.push(OutputFile::new("sweep.json", result.to_json()));
+    let out_dir = out.unwrap_or_else(|| Path::new("reports").join(format!("{}-sweep", result.scenario)));
+    write_dir_atomically(&out_dir, &files)?;
+    Ok((out_dir, result))
+}

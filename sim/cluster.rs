@@ -55,6 +55,8 @@ pub struct Cluster {
     pub changes: Vec<Change>,
     /// `nf_conntrack_max` per node; `None`: kube-proxy's max(32768 * cores, 131072).
     pub conntrack_max: Option<usize>,
+    /// The sweep `cnisim sweep` runs over this scenario.
+    pub sweep: Option<crate::sweep::SweepSpec>,
 }
 
 /// A change to the cluster during the run: the pod's process exits at `at`; the endpoint

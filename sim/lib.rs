@@ -22,6 +22,7 @@ pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod summary;
+pub mod sweep;
 #[doc(hidden)]
 pub mod testkit;
 pub mod time;

@@ -17,7 +17,7 @@ use cnisim::time::Duration;
     name = "cnisim",
     version,
     about = "Packet-level simulator of Kubernetes cluster networks: compare CNI plugins on your cluster shape",
-    after_help = "Examples:\n  cnisim run scenarios/quickstart.ron\n  cnisim run scenarios/quickstart.ron --pcap 'node-1/*' --out /tmp/qs\n  cnisim run scenarios/quickstart.ron --cni calico-ipip\n  cnisim validate scenarios/quickstart.ron\n  cnisim describe scenarios/quickstart.ron --node node-1\n  cnisim trace scenarios/quickstart.ron --from node-1-pod-1 --to node-2-pod-1"
+    after_help = "Examples:\n  cnisim run scenarios/quickstart.ron\n  cnisim run scenarios/quickstart.ron --pcap 'node-1/*' --out /tmp/qs\n  cnisim run scenarios/quickstart.ron --cni calico-ipip\n  cnisim validate scenarios/quickstart.ron\n  cnisim describe scenarios/quickstart.ron --node node-1\n  cnisim trace scenarios/quickstart.ron --from node-1-pod-1 --to node-2-pod-1\n  cnisim run scenarios/services.ron --proxy ipvs\n  cnisim trace scenarios/services.ron --from client-1 --to web\n  cnisim sweep scenarios/rule-scaling.ron"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -51,6 +51,21 @@ enum Command {
         /// ebpf-no-socket-lb.
         #[arg(long, value_parser = parse_proxy)]
         proxy: Option<ProxyMode>,
+    },
+    /// Run the sweep a scenario declares (`sweep:`): every value x every proxy mode, each a full
+    /// simulation, in parallel; writes rule_scaling.csv, sweep.json, charts and report.html.
+    #[command(after_help = "Example:\n  cnisim sweep scenarios/rule-scaling.ron --out /tmp/sweep")]
+    Sweep {
+        scenario: PathBuf,
+        /// Output directory [default: reports/<scenario name>-sweep]; replaced atomically.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Worker threads [default: one per core].
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
     },
     /// Check scenario files and report the first problem in each as file:line:col.
     #[command(after_help = "Example:\n  cnisim validate scenarios/*.ron")]
@@ -158,6 +173,23 @@ fn execute(cmd: Command) -> Result<(), Error> {
                 );
             }
             println!("report: {}", o.out_dir.join("report.html").display());
+            Ok(())
+        }
+        Command::Sweep { scenario, out, jobs, quiet } => {
+            if jobs == Some(0) {
+                return Err(Error::Usage("--jobs 0 runs nothing; give at least 1".into()));
+            }
+            let (dir, r) = app::sweep(&scenario, out, jobs, !quiet)?;
+            println!(
+                "swept {} over {} values x {} proxy modes: {} simulations in {:.1}s on {} threads",
+                r.scenario,
+                r.values.len(),
+                r.proxies.len(),
+                r.points.len(),
+                r.run.wall_seconds,
+                r.run.threads
+            );
+            println!("report: {}", dir.join("report.html").display());
             Ok(())
         }
         Command::Validate { scenarios, cni, proxy } => {

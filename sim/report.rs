@@ -14,6 +14,9 @@
 mod charts;
 mod csv;
 mod html;
+mod sweep;
+
+pub use sweep::{render as render_sweep, rule_scaling_csv};
 
 use crate::summary::{FlowSummary, Summary};
 

@@ -266,7 +266,7 @@ pub struct Hop {
     pub size: usize,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct RunInfo {
     pub cnisim_version: String,
     pub wall_seconds: f64,

@@ -74,5 +74,6 @@ pub fn cluster(nodes: usize, pods: usize, kind: WorkloadKind, pairs: &[(usize, u
         generated: (0, 0),
         changes: Vec::new(),
         conntrack_max: None,
+        sweep: None,
     }
 }

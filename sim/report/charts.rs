@@ -432,3 +432,74 @@ fn encode_png(chart: &'static str, rgb: &[u8]) -> Result<Vec<u8>, RenderError> {
     writer.finish().map_err(failed)?;
     Ok(out)
 }
+
+/// One line of a scaling chart: a label, its points (x, y) and whether it is drawn dashed.
+pub(super) struct Series {
+    pub label: String,
+    pub points: Vec<(f64, f64)>,
+    pub dashed: bool,
+    /// Colour index into the palette (the same mode keeps its colour across charts).
+    pub colour: usize,
+}
+
+/// A log-log line chart of `series` against the swept parameter. Points with y <= 0 cannot
+/// be drawn on a log axis and are left out (the CSV has them).
+pub(super) fn scaling(
+    stem: &'static str,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[Series],
+) -> Result<Vec<u8>, RenderError> {
+    render_png(stem, |root| {
+        let pts = || series.iter().flat_map(|s| s.points.iter()).filter(|p| p.0 > 0.0 && p.1 > 0.0);
+        if pts().next().is_none() {
+            return message(root, title, "nothing to draw: every value is zero");
+        }
+        let (xlo, xhi) = pts().fold((f64::INFINITY, 0f64), |(lo, hi), p| (lo.min(p.0), hi.max(p.0)));
+        let (ylo, yhi) = pts().fold((f64::INFINITY, 0f64), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
+        let (xlo, xhi) = (xlo / 1.3, xhi * 1.3);
+        let (ylo, yhi) = (ylo / 2.0, yhi * 2.0);
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, (FONT, 22))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(70)
+            .build_cartesian_2d((xlo..xhi).log_scale(), (ylo..yhi).log_scale())?;
+        chart
+            .configure_mesh()
+            .light_line_style(BLACK.mix(0.03))
+            .bold_line_style(BLACK.mix(0.12))
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .x_label_formatter(&|v| fmt_count(v.round() as u64))
+            .y_label_formatter(&|v| log_tick(*v))
+            .axis_desc_style((FONT, 15))
+            .label_style((FONT, 13))
+            .draw()?;
+        for s in series {
+            let colour = PALETTE[s.colour % PALETTE.len()];
+            let style = colour.stroke_width(2);
+            let line: Vec<(f64, f64)> = s.points.iter().copied().filter(|p| p.0 > 0.0 && p.1 > 0.0).collect();
+            let drawn = if s.dashed {
+                chart.draw_series(DashedLineSeries::new(line.clone(), 8, 5, style))?
+            } else {
+                chart.draw_series(LineSeries::new(line.clone(), style))?
+            };
+            drawn.label(s.label.clone()).legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], style));
+            chart.draw_series(line.iter().map(|&p| Circle::new(p, 3, colour.filled())))?;
+        }
+        legend(&mut chart, SeriesLabelPosition::UpperLeft)
+    })
+}
+
+/// A tick on a log axis: "0.01", "2.5", "1,000".
+fn log_tick(v: f64) -> String {
+    if v >= 100.0 {
+        fmt_count(v.round() as u64)
+    } else if v >= 1.0 {
+        tick((v * 10.0).round() / 10.0)
+    } else {
+        format!("{v:.2e}").replace("e-", "e−")
+    }
+}

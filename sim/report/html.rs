@@ -8,7 +8,7 @@ use std::fmt::Write;
 use super::{base64, drop_rows, fmt_bps, fmt_count, fmt_ns, Chart, Section};
 use crate::summary::{FlowSummary, Hop, LatencyStats, OverheadPoint, PathTrace, Summary};
 
-const CSS: &str = r#"
+pub(super) const CSS: &str = r#"
 :root { color-scheme: light; }
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
   margin: 0 auto; max-width: 1280px; padding: 1.5rem 2rem 3rem; color: #1f2328; line-height: 1.45; }
@@ -517,7 +517,7 @@ fn footer(out: &mut String, s: &Summary) {
 }
 
 /// A table with a header row; columns flagged `true` are numeric (right-aligned).
-fn table(out: &mut String, cols: &[(&str, bool)], rows: impl Iterator<Item = Vec<String>>) {
+pub(super) fn table(out: &mut String, cols: &[(&str, bool)], rows: impl Iterator<Item = Vec<String>>) {
     let _ = writeln!(out, "<table>{}<tbody>", head(cols));
     for row in rows {
         let _ = writeln!(out, "<tr>{}</tr>", cells(cols, &row));
@@ -547,7 +547,7 @@ fn num_class(num: bool) -> &'static str {
 }
 
 /// Escapes text for HTML element content and quoted attribute values.
-fn esc(text: &str) -> String {
+pub(super) fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

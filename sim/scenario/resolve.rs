@@ -111,10 +111,12 @@ pub(crate) fn resolve(s: Scenario, loc: &Locator, overrides: &Overrides) -> Res<
         }
         n => n.map(|n| n as usize),
     };
-    if let Some(sw) = &s.sweep {
-        check_sweep(loc, sw, &s)?;
-    }
+    let sweep = match &s.sweep {
+        Some(sw) => Some(check_sweep(loc, sw, &s)?),
+        None => None,
+    };
     Ok(Cluster {
+        sweep,
         proxy,
         services,
         generated,
@@ -989,13 +991,17 @@ fn resolve_changes(loc: &Locator, s: &Scenario, pods: &[PodSpec]) -> Res<Vec<Cha
     Ok(out)
 }
 
-fn check_sweep(loc: &Locator, sw: &super::SweepSpec, s: &Scenario) -> Res<()> {
-    if !matches!(sw.parameter.as_str(), "services" | "endpoints") {
-        return Err(loc.err(
-            at!["sweep", "parameter"],
-            format!("unknown sweep parameter '{}', expected one of: services, endpoints", sw.parameter),
-        ));
-    }
+fn check_sweep(loc: &Locator, sw: &super::SweepSpec, s: &Scenario) -> Res<crate::sweep::SweepSpec> {
+    let parameter = match sw.parameter.as_str() {
+        "services" => crate::sweep::Parameter::Services,
+        "endpoints" => crate::sweep::Parameter::Endpoints,
+        other => {
+            return Err(loc.err(
+                at!["sweep", "parameter"],
+                format!("unknown sweep parameter '{other}', expected one of: services, endpoints"),
+            ))
+        }
+    };
     if s.generated_services.is_none() {
         return Err(loc.err(
             at!["sweep", "parameter"],
@@ -1008,10 +1014,23 @@ fn check_sweep(loc: &Locator, sw: &super::SweepSpec, s: &Scenario) -> Res<()> {
     if let Some(v) = sw.values.iter().find(|&&v| v == 0 || v as usize > MAX_SERVICES) {
         return Err(loc.err(at!["sweep", "values"], format!("value {v} is outside 1..={MAX_SERVICES}; change it")));
     }
+    let mut proxies = Vec::new();
     for (i, p) in sw.proxies.iter().enumerate() {
-        p.parse::<ProxyMode>().map_err(|e| loc.err(at!["sweep", "proxies", i], e))?;
+        let m = p.parse::<ProxyMode>().map_err(|e| loc.err(at!["sweep", "proxies", i], e))?;
+        if proxies.contains(&m) {
+            return Err(loc.err(at!["sweep", "proxies", i], format!("proxy '{p}' is listed twice; keep one")));
+        }
+        proxies.push(m);
     }
-    Ok(())
+    if proxies.is_empty() {
+        proxies = ProxyMode::ALL.to_vec();
+    }
+    let mut values = sw.values.clone();
+    values.sort_unstable();
+    if let Some(w) = values.windows(2).find(|w| w[0] == w[1]) {
+        return Err(loc.err(at!["sweep", "values"], format!("value {} is listed twice; keep one", w[0])));
+    }
+    Ok(crate::sweep::SweepSpec { parameter, values, proxies })
 }
 
 /// A workload's `to` when it names a Service.

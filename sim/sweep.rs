@@ -1,0 +1,213 @@
+//! `cnisim sweep`: run one scenario at every value of a parameter, under every proxy mode, and
+//! collect how the Service path scales.
+//!
+//! Each point is a full simulation of the scenario with `generated_services.count` (or
+//! `.endpoints`) set to the value and the proxy mode replaced: rules are built and walked as in
+//! any run. Points run in parallel on a rayon pool; results are put back in point order, so the
+//! output does not depend on scheduling. Only [`SweepResult::run`] holds wall-clock values.
+
+use std::path::Path;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::proxy::ProxyMode;
+use crate::run::Simulation;
+use crate::scenario::{self, Overrides};
+use crate::summary::{RunInfo, Summary};
+
+/// What a sweep varies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Parameter {
+    /// `generated_services.count`.
+    Services,
+    /// `generated_services.endpoints`.
+    Endpoints,
+}
+
+/// A resolved `sweep:` section.
+#[derive(Clone, Debug)]
+pub struct SweepSpec {
+    pub parameter: Parameter,
+    pub values: Vec<u32>,
+    pub proxies: Vec<ProxyMode>,
+}
+
+/// One simulated point: a proxy mode at one parameter value.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SweepPoint {
+    pub proxy: String,
+    /// The parameter's value at this point.
+    pub value: u32,
+    /// Services in the cluster (generated ones and the scenario's own).
+    pub services: usize,
+    pub endpoints: usize,
+    /// Rules (or map entries) installed on the node with the most.
+    pub rules_installed: usize,
+    /// Kernel memory of those rules, bytes.
+    pub rules_memory_bytes: usize,
+    /// Rules evaluated per new connection to a Service: mean and worst.
+    pub rules_evaluated_mean: f64,
+    pub rules_evaluated_worst: u32,
+    /// Rules evaluated per new connection of any kind (pod-to-pod ones too), mean.
+    pub rules_evaluated_all_mean: f64,
+    /// Hash lookups per new connection, mean.
+    pub lookups_mean: f64,
+    /// One-way latency of a connection's first datagram to a Service, and of later ones, ns.
+    pub first_packet_p50_ns: u64,
+    pub first_packet_mean_ns: u64,
+    pub established_p50_ns: u64,
+    pub established_mean_ns: u64,
+    /// Kernel CPU per 1,000 new connections to Services (rules, lookups, conntrack, NAT), ns.
+    pub cpu_ns_per_1000_new_connections: f64,
+    /// Userspace proxy CPU per 1,000 datagrams delivered (userspace mode; 0 otherwise), ns.
+    pub userspace_cpu_ns_per_1000_datagrams: f64,
+    /// Longest time from the scenario's change to rules in place on a node, ns.
+    pub sync_ns_max: Option<u64>,
+    pub new_connections: u64,
+    pub translated: u64,
+    pub sent: u64,
+    pub delivered: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SweepResult {
+    pub scenario: String,
+    pub description: String,
+    pub cni: String,
+    pub parameter: Parameter,
+    pub values: Vec<u32>,
+    pub proxies: Vec<String>,
+    /// In (value, proxy) order.
+    pub points: Vec<SweepPoint>,
+    /// Wall-clock facts (the only non-deterministic part).
+    pub run: SweepRun,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SweepRun {
+    pub cnisim_version: String,
+    pub wall_seconds: f64,
+    pub threads: usize,
+}
+
+impl SweepResult {
+    /// `sweep.json` text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a SweepResult always serialises") + "\n"
+    }
+}
+
+/// Runs every point of the sweep `path` declares. `threads`: rayon workers (default: all
+/// cores). `progress`: show a progress bar on stderr.
+pub fn run(path: &Path, threads: Option<usize>, progress: bool) -> Result<SweepResult, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let shown = path.display().to_string();
+    let base = scenario::load_str_with(&text, &shown, &Overrides::default())?;
+    let Some(spec) = base.sweep.clone() else {
+        return Err(Error::Usage(format!(
+            "{shown} has no sweep section; add e.g. sweep: (parameter: \"services\", values: [10, 100, 1000])"
+        )));
+    };
+    let points: Vec<(u32, ProxyMode)> =
+        spec.values.iter().flat_map(|&v| spec.proxies.iter().map(move |&m| (v, m))).collect();
+    // Every point must resolve before any runs: a bad value fails fast, with its position.
+    let clusters = points
+        .iter()
+        .map(|&(v, mode)| {
+            let mut o = Overrides { proxy: Some(mode), ..Default::default() };
+            match spec.parameter {
+                Parameter::Services => o.generated_count = Some(v),
+                Parameter::Endpoints => o.generated_endpoints = Some(v),
+            }
+            scenario::load_str_with(&text, &shown, &o).map_err(Error::from)
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.unwrap_or(0))
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start {threads:?} worker threads: {e}")))?;
+    let bar = if progress {
+        let b = indicatif::ProgressBar::new(points.len() as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} points {msg}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let wall = std::time::Instant::now();
+    // Largest points first: the slowest runs start early and the pool stays busy.
+    let mut order: Vec<usize> = (0..clusters.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(points[i].0));
+    let mut results: Vec<(usize, Result<SweepPoint, Error>)> = pool.install(|| {
+        order
+            .par_iter()
+            .map(|&i| {
+                let c = &clusters[i];
+                let mut sim = Simulation::new(c);
+                sim.trace_first = false;
+                let r = sim.run().map(|()| {
+                    let s = Summary::from_run(&sim, Vec::new(), RunInfo::default());
+                    point(&s, points[i].0)
+                });
+                bar.inc(1);
+                bar.set_message(format!("{} at {}", points[i].1, points[i].0));
+                (i, r)
+            })
+            .collect()
+    });
+    bar.finish_and_clear();
+    results.sort_by_key(|(i, _)| *i);
+    let points = results.into_iter().map(|(_, r)| r).collect::<Result<Vec<_>, Error>>()?;
+    Ok(SweepResult {
+        scenario: base.name.clone(),
+        description: base.description.clone(),
+        cni: base.cni.id().into(),
+        parameter: spec.parameter,
+        values: spec.values.clone(),
+        proxies: spec.proxies.iter().map(|m| m.id().to_string()).collect(),
+        points,
+        run: SweepRun {
+            cnisim_version: env!("CARGO_PKG_VERSION").into(),
+            wall_seconds: wall.elapsed().as_secs_f64(),
+            threads: pool.current_num_threads(),
+        },
+    })
+}
+
+/// The figures of one point, from its run's summary.
+fn point(s: &Summary, value: u32) -> SweepPoint {
+    let v = s.services.as_ref().expect("a sweep scenario has generated Services");
+    SweepPoint {
+        proxy: v.proxy.clone(),
+        value,
+        services: v.services,
+        endpoints: v.endpoints,
+        rules_installed: v.rules_installed,
+        rules_memory_bytes: v.rules_memory_bytes,
+        rules_evaluated_mean: v.service_rules_evaluated_mean,
+        rules_evaluated_worst: v.service_rules_evaluated_worst,
+        rules_evaluated_all_mean: v.rules_evaluated_mean,
+        lookups_mean: v.lookups_mean,
+        first_packet_p50_ns: v.first_packet_latency.p50_ns,
+        first_packet_mean_ns: v.first_packet_latency.mean_ns,
+        established_p50_ns: v.established_latency.p50_ns,
+        established_mean_ns: v.established_latency.mean_ns,
+        cpu_ns_per_1000_new_connections: v.cpu_ns_per_service_connection * 1000.0,
+        userspace_cpu_ns_per_1000_datagrams: if s.totals.delivered > 0 {
+            v.userspace_proxy_cpu_ns as f64 * 1000.0 / s.totals.delivered as f64
+        } else {
+            0.0
+        },
+        sync_ns_max: v.sync_ns_max,
+        new_connections: v.new_connections,
+        translated: v.translated,
+        sent: s.totals.sent,
+        delivered: s.totals.delivered,
+    }
+}
