@@ -57,6 +57,8 @@ pub enum DropReason {
     /// A reply reached a connected socket from an address it is not connected to (the
     /// reverse translation did not happen).
     UnexpectedSource,
+    /// A process could not bind a local port: the ephemeral range is in use (EADDRNOTAVAIL).
+    NoEphemeralPort,
 }
 
 impl DropReason {
@@ -83,6 +85,7 @@ impl DropReason {
             DropReason::ServiceNoEndpoints => "service_no_endpoints",
             DropReason::ConntrackFull => "conntrack_full",
             DropReason::UnexpectedSource => "unexpected_source",
+            DropReason::NoEphemeralPort => "no_ephemeral_port",
             DropReason::Reassembly => "reassembly_failed",
         }
     }

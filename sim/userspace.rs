@@ -142,7 +142,7 @@ impl KubeProxy {
                 let e = ready[*i % ready.len()];
                 *i = (*i + 1) % ready.len();
                 let Some(local_port) = self.alloc_port() else {
-                    return vec![Output::Drop { pkt, reason: DropReason::ConntrackFull }];
+                    return vec![Output::Drop { pkt, reason: DropReason::NoEphemeralPort }];
                 };
                 *self.per_endpoint.entry((si, e.pod)).or_default() += 1;
                 let conn =

@@ -677,6 +677,14 @@ fn build_proxies(w: &mut World) {
     }
     w.proxies = proxies;
     if mode == ProxyMode::Userspace {
+        let needed = crate::proxy::userspace::Portals::ports_needed(&table);
+        let got = w.proxies.first().map_or(0, |p| p.proxy_ports.len());
+        if got < needed {
+            w.warn(format!(
+                "kube-proxy (userspace): only {got} of {needed} Service ports got a proxy socket; the \
+                 ephemeral port range 32768-60999 is exhausted, so the other Services are unreachable"
+            ));
+        }
         for node in 0..w.proxies.len() {
             let ns = w.nodes[node].ns;
             let pairs = table

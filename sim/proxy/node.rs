@@ -236,16 +236,18 @@ impl NodeProxy {
         mut rng: ChaCha8Rng,
     ) -> NodeProxy {
         let order = go_map_order(table.services.len(), &mut rng);
-        // The kernel's ephemeral ports for the userspace proxy's listening sockets.
+        // The kernel's ephemeral ports for the userspace proxy's listening sockets (bound to
+        // port 0): a random order of ip_local_port_range, 32768-60999. Past 28,232 Service
+        // ports the range is exhausted and the remaining Services get no proxy at all.
         let mut proxy_ports = Vec::new();
         if mode == ProxyMode::Userspace {
-            let mut used = std::collections::HashSet::new();
-            while proxy_ports.len() < Portals::ports_needed(&table) {
-                let p = rng.random_range(32768..=60999u16);
-                if used.insert(p) {
-                    proxy_ports.push(p);
-                }
+            let mut range: Vec<u16> = (32768..=60999).collect();
+            let n = Portals::ports_needed(&table).min(range.len());
+            for i in 0..n {
+                let j = rng.random_range(i..range.len());
+                range.swap(i, j);
             }
+            proxy_ports = range[..n].to_vec();
         }
         let rules = Rules::build(mode, &table, &node, &order, &proxy_ports);
         NodeProxy {

@@ -46,7 +46,8 @@ impl Portals {
         for (si, s) in table.services.iter().enumerate() {
             let Some(vip) = s.cluster_ip else { continue };
             for (pi, p) in s.ports.iter().enumerate() {
-                let proxy_port = proxy_ports[k];
+                // No socket could be opened for it (ephemeral ports exhausted): no portal.
+                let Some(&proxy_port) = proxy_ports.get(k) else { continue };
                 k += 1;
                 let comment = s.port_name(pi);
                 portals.push(Portal { service: si, port: pi, vip: Some(vip), dport: p.port, proxy_port, comment: comment.clone() });
