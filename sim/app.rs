@@ -126,41 +126,52 @@ pub fn trace(
     payload: u32,
     choice: Choice,
 ) -> Result<trace::Trace, Error> {
+    use crate::cluster::{Client, Target};
     let c = load(path, None, choice)?;
-    let pod = |name: &str| {
-        c.pod_by_name(name).ok_or_else(|| {
+    let usage = |what: String| Error::Usage(format!("{what} in {}", path.display()));
+    // `--from`: a pod, or an external host.
+    let client = match (c.pod_by_name(from), c.externals.iter().position(|e| e.name == from)) {
+        (Some(p), _) => Client::Pod(p),
+        (None, Some(e)) => Client::External(e),
+        (None, None) => {
             let names: Vec<&str> = c.pods.iter().map(|p| p.name.as_str()).take(20).collect();
-            Error::Usage(format!("no pod '{name}' in {}; pods include: {}", path.display(), names.join(", ")))
-        })
+            return Err(usage(format!("--from '{from}' names no pod or external host; pods include: {}", names.join(", "))));
+        }
     };
-    let a = pod(from)?;
-    // `--to` names a pod, or else a Service ("web", or "web:http" for a named port).
+    // `--to`: a pod; a Service "web" or "web:port-name"; a NodePort "web@node-2".
+    let (svc_part, node_part) = to.split_once('@').map_or((to, None), |(s, n)| (s, Some(n)));
     let target = match c.pod_by_name(to) {
-        Some(b) if b == a => {
+        Some(b) if client == Client::Pod(b) => {
             return Err(Error::Usage("--from and --to name the same pod; pick two different pods".into()))
         }
-        Some(b) => crate::cluster::Target::Pod(b),
+        Some(b) => Target::Pod(b),
         None => {
-            let (name, port) = to.split_once(':').map_or((to, None), |(s, p)| (s, Some(p)));
+            let (name, port) = svc_part.split_once(':').map_or((svc_part, None), |(s, p)| (s, Some(p)));
             let svc = c.services.services.iter().position(|s| s.name == name);
             let port = svc.and_then(|si| match port {
                 None => Some(0),
                 Some(p) => c.services.services[si].ports.iter().position(|x| x.name == p),
             });
-            match (svc, port) {
-                (Some(service), Some(port)) => crate::cluster::Target::Service { service, port },
-                _ => return Err(pod(to).map_err(|_| {
-                    let svcs: Vec<&str> = c.services.services.iter().map(|s| s.name.as_str()).take(20).collect();
-                    Error::Usage(format!(
-                        "--to '{to}' names no pod and no service in {}; services include: {}",
-                        path.display(),
-                        if svcs.is_empty() { "(none)".to_string() } else { svcs.join(", ") }
-                    ))
-                }).unwrap_err()),
+            let (Some(service), Some(port)) = (svc, port) else {
+                let svcs: Vec<&str> = c.services.services.iter().map(|s| s.name.as_str()).take(20).collect();
+                return Err(usage(format!(
+                    "--to '{to}' names no pod and no service; services include: {}",
+                    if svcs.is_empty() { "(none)".to_string() } else { svcs.join(", ") }
+                )));
+            };
+            match node_part {
+                None => Target::Service { service, port },
+                Some(n) => {
+                    let node = c.node_by_name(n).ok_or_else(|| usage(format!("--to '{to}': no node '{n}'")))?;
+                    if c.services.services[service].ports[port].node_port.is_none() {
+                        return Err(usage(format!("--to '{to}': service '{name}' is not a NodePort Service")));
+                    }
+                    Target::NodePort { service, port, node }
+                }
             }
         }
     };
-    trace::trace(&c, a, target, payload)
+    trace::trace(&c, client, target, payload)
 }
 
 /// `cnisim sweep`: run the scenario's sweep, render and write the output directory atomically.

@@ -57,6 +57,30 @@ pub struct Cluster {
     pub conntrack_max: Option<usize>,
     /// The sweep `cnisim sweep` runs over this scenario.
     pub sweep: Option<crate::sweep::SweepSpec>,
+    /// Hosts outside the cluster on the underlay (NodePort clients).
+    pub externals: Vec<ExternalHost>,
+}
+
+/// A machine on the node network that is not part of the cluster: no CNI, no proxy, outside
+/// the cluster CIDR (so NodePort traffic from it is masqueraded under the Cluster policy).
+#[derive(Clone, Debug, Serialize)]
+pub struct ExternalHost {
+    pub name: String,
+    /// Invariant: on the node network (the first rack's subnet in a leaf-spine fabric), no
+    /// node's address.
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+    pub rack: usize,
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// Who sends a flow's requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Client {
+    Pod(PodId),
+    /// An index into `Cluster::externals`.
+    External(usize),
 }
 
 /// A change to the cluster during the run: the pod's process exits at `at`; the endpoint
@@ -187,9 +211,9 @@ pub enum Target {
 pub struct Workload {
     pub name: String,
     pub kind: WorkloadKind,
-    /// (client pod, target) pairs; one flow each. Invariant: non-empty, a pod never targets
+    /// (client, target) pairs; one flow each. Invariant: non-empty, a pod never targets
     /// itself.
-    pub flows: Vec<(PodId, Target)>,
+    pub flows: Vec<(Client, Target)>,
     /// Destination UDP port on a server pod (pod targets; Services use their own ports).
     pub port: u16,
     /// Request/response: each request opens a new connection (a new socket and source port,

@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 
 use rand::Rng;
 
-use crate::cluster::{Cluster, Target, WorkloadKind};
+use crate::cluster::{Client, Cluster, Target, WorkloadKind};
 use crate::proxy::{ProxyMode, ServiceKind};
 use crate::datapath::{self, Action, Ctx};
 use crate::engine::{Component, EventQueue, RngFactory};
@@ -60,7 +60,7 @@ pub enum Event {
 #[derive(Clone, Debug)]
 pub struct Flow {
     pub workload: usize,
-    pub client: usize,
+    pub client: Client,
     pub target: Target,
     pub client_ns: NsId,
     pub client_ip: Ipv4Addr,
@@ -104,7 +104,10 @@ impl Simulation {
         let mut world = world;
         for (wi, wl) in cluster.workloads.iter().enumerate() {
             for &(c, target) in &wl.flows {
-                let cns = world.pod_ns[c];
+                let (cns, client_ip) = match c {
+                    Client::Pod(p) => (world.pod_ns[p], cluster.pods[p].ip),
+                    Client::External(e) => (world.external_ns[e], cluster.externals[e].ip),
+                };
                 if let Target::Pod(server) = target {
                     world.netns[world.pod_ns[server]].udp_ports.insert(wl.port);
                 }
@@ -113,7 +116,7 @@ impl Simulation {
                     client: c,
                     target,
                     client_ns: cns,
-                    client_ip: cluster.pods[c].ip,
+                    client_ip,
                     sport: 0,
                     dst: (Ipv4Addr::UNSPECIFIED, 0),
                     peer: (Ipv4Addr::UNSPECIFIED, 0),
@@ -442,7 +445,11 @@ impl Simulation {
             }
         };
         udp.insert(sport);
-        let table = self.world.proxies[node].table.clone();
+        // The Services as the client's node knows them; an external host sees the latest.
+        let table = match self.world.proxies.get(node) {
+            Some(p) => p.table.clone(),
+            None => self.world.service_tables.last().expect("the scenario's table").clone(),
+        };
         let wl_port = self.world.cluster.workloads[self.flows[flow as usize].workload].port;
         let service_dst = |service: usize, port: usize, rng: &mut rand_chacha::ChaCha8Rng| {
             let s = &table.services[service];
@@ -473,7 +480,9 @@ impl Simulation {
         };
         let mut peer = dst;
         let mut cost = None;
-        let socket_lb = self.world.cluster.proxy == ProxyMode::Ebpf { socket_lb: true };
+        // Cilium's cgroup hooks serve the cluster's pods, not outside hosts.
+        let socket_lb = self.world.cluster.proxy == ProxyMode::Ebpf { socket_lb: true }
+            && matches!(self.flows[flow as usize].client, Client::Pod(_));
         if let Some((si, pi)) = service.filter(|&(si, _)| socket_lb && table.services[si].kind != ServiceKind::Headless) {
             // cgroup/connect4: service map lookup, random backend, sockaddr rewritten.
             let s = &table.services[si];
@@ -488,6 +497,7 @@ impl Simulation {
             }
             p.stats.translated += 1;
             p.stats.translated_cpu += self.world.costs.sock_lb;
+            p.stats.translated_lookups += 2;
             let e = ready[self.rng.random_range(0..ready.len())].1;
             *p.stats.per_endpoint.entry((si, e.pod)).or_default() += 1;
             peer = (e.ip, s.ports[pi].target_port);
@@ -604,7 +614,7 @@ impl Simulation {
         let pod = self.world.cluster.changes[index].pod;
         let ns = self.world.pod_ns[pod];
         self.world.netns[ns].udp_ports.clear();
-        for f in self.flows.iter_mut().filter(|f| f.client == pod) {
+        for f in self.flows.iter_mut().filter(|f| f.client == Client::Pod(pod)) {
             f.end = f.end.min(t);
         }
         let mut next = (**self.world.service_tables.last().expect("the scenario's table")).clone();

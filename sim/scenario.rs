@@ -126,6 +126,9 @@ pub struct Scenario {
     /// A sweep `cnisim sweep` runs over this scenario.
     #[serde(default, deserialize_with = "present")]
     pub sweep: Option<SweepSpec>,
+    /// Hosts outside the cluster, on the node network, by name: `from: External("name")`.
+    #[serde(default)]
+    pub external_hosts: Vec<String>,
 }
 
 /// `(name: "web", selector: {"app": "web"}, ports: [(port: 80, target_port: 8080)])`.
@@ -420,6 +423,8 @@ pub enum Selector {
     NodePort { service: String, node: String },
     /// `to` only: each new connection goes to one of the generated Services, uniformly.
     AnyGeneratedService,
+    /// `from` only: a host of `external_hosts`.
+    External(String),
 }
 
 fn default_namespace() -> String {

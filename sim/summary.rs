@@ -56,15 +56,18 @@ pub struct ServicesSummary {
     /// The same for the new connections that were translated to a Service endpoint.
     pub service_rules_evaluated_mean: f64,
     pub service_rules_evaluated_worst: u32,
+    /// Hash lookups per new connection to a Service, mean.
+    pub service_lookups_mean: f64,
     /// CPU of a translated new connection (rules, lookups, conntrack, NAT set-up), ns, mean.
     pub cpu_ns_per_service_connection: f64,
     /// Hash-table lookups per new connection, mean.
     pub lookups_mean: f64,
     /// New connections translated to an endpoint, rejected (no endpoint), and refused because
-    /// the conntrack table was full.
+    /// the conntrack table was full; conntrack entries evicted to make room (`early_drop`).
     pub translated: u64,
     pub rejected: u64,
     pub conntrack_full: u64,
+    pub conntrack_early_drops: u64,
     /// CPU spent on new connections' rules, lookups and conntrack set-up per 1,000 of them, ns.
     pub cpu_ns_per_1000_new_connections: f64,
     /// Packets that hit an existing conntrack entry, and the CPU per such packet, ns.
@@ -455,8 +458,10 @@ impl FlowSummary {
 /// on the client node's NIC.
 fn encap_overhead(sim: &Simulation, i: usize, f: &crate::run::Flow) -> Option<i64> {
     let c = &sim.world.cluster;
-    let crate::cluster::Target::Pod(server) = f.target else { return None };
-    let (client, server) = (&c.pods[f.client], &c.pods[server]);
+    let (crate::cluster::Client::Pod(client), crate::cluster::Target::Pod(server)) = (f.client, f.target) else {
+        return None;
+    };
+    let (client, server) = (&c.pods[client], &c.pods[server]);
     if client.node == server.node {
         return None;
     }
@@ -483,11 +488,17 @@ fn kind_name(k: &WorkloadKind) -> &'static str {
 fn flow_summary(sim: &Simulation, i: usize, f: &crate::run::Flow) -> FlowSummary {
     let c = &sim.world.cluster;
     let o = &sim.obs.flows[i];
-    let cp = &c.pods[f.client];
+    let (src_pod, src_node, client_node) = match f.client {
+        crate::cluster::Client::Pod(p) => {
+            let cp = &c.pods[p];
+            (cp.name.clone(), c.nodes[cp.node].name.clone(), Some(cp.node))
+        }
+        crate::cluster::Client::External(e) => (format!("ext/{}", c.externals[e].name), "-".into(), None),
+    };
     let (dst_pod, dst_node, same_node) = match f.target {
         crate::cluster::Target::Pod(s) => {
             let sp = &c.pods[s];
-            (sp.name.clone(), c.nodes[sp.node].name.clone(), sp.node == cp.node)
+            (sp.name.clone(), c.nodes[sp.node].name.clone(), Some(sp.node) == client_node)
         }
         crate::cluster::Target::Service { service, .. } => {
             (format!("svc/{}", c.services.services[service].name), "-".into(), false)
@@ -503,9 +514,9 @@ fn flow_summary(sim: &Simulation, i: usize, f: &crate::run::Flow) -> FlowSummary
         id: i,
         workload: c.workloads[f.workload].name.clone(),
         kind: kind_name(&f.kind).into(),
-        src_pod: cp.name.clone(),
+        src_pod,
         dst_pod,
-        src_node: c.nodes[cp.node].name.clone(),
+        src_node,
         dst_node,
         same_node,
         src_ip: f.client_ip.to_string(),
@@ -583,6 +594,10 @@ fn services_summary(sim: &Simulation) -> Option<ServicesSummary> {
             if t > 0 { sum(&|s| s.translated_rules) as f64 / t as f64 } else { 0.0 }
         },
         service_rules_evaluated_worst: ps.iter().map(|p| p.stats.translated_rules_worst).max().unwrap_or(0),
+        service_lookups_mean: {
+            let t = sum(&|s| s.translated);
+            if t > 0 { sum(&|s| s.translated_lookups) as f64 / t as f64 } else { 0.0 }
+        },
         cpu_ns_per_service_connection: {
             let t = sum(&|s| s.translated);
             if t > 0 { sum(&|s| s.translated_cpu.as_nanos()) as f64 / t as f64 } else { 0.0 }
@@ -591,6 +606,7 @@ fn services_summary(sim: &Simulation) -> Option<ServicesSummary> {
         translated: sum(&|s| s.translated),
         rejected: sum(&|s| s.rejected),
         conntrack_full: sum(&|s| s.conntrack_full),
+        conntrack_early_drops: ps.iter().map(|p| p.conntrack.early_dropped).sum(),
         cpu_ns_per_1000_new_connections: per(sum(&|s| s.new_connection_cpu.as_nanos())) * 1000.0,
         established_packets: established,
         cpu_ns_per_established_packet: if established > 0 {

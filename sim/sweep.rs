@@ -53,7 +53,7 @@ pub struct SweepPoint {
     pub rules_evaluated_worst: u32,
     /// Rules evaluated per new connection of any kind (pod-to-pod ones too), mean.
     pub rules_evaluated_all_mean: f64,
-    /// Hash lookups per new connection, mean.
+    /// Hash lookups per new connection to a Service, mean.
     pub lookups_mean: f64,
     /// One-way latency of a connection's first datagram to a Service, and of later ones, ns.
     pub first_packet_p50_ns: u64,
@@ -193,7 +193,7 @@ fn point(s: &Summary, value: u32) -> SweepPoint {
         rules_evaluated_mean: v.service_rules_evaluated_mean,
         rules_evaluated_worst: v.service_rules_evaluated_worst,
         rules_evaluated_all_mean: v.rules_evaluated_mean,
-        lookups_mean: v.lookups_mean,
+        lookups_mean: v.service_lookups_mean,
         first_packet_p50_ns: v.first_packet_latency.p50_ns,
         first_packet_mean_ns: v.first_packet_latency.mean_ns,
         established_p50_ns: v.established_latency.p50_ns,

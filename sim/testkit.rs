@@ -61,7 +61,10 @@ pub fn cluster(nodes: usize, pods: usize, kind: WorkloadKind, pairs: &[(usize, u
         workloads: vec![Workload {
             name: "w".into(),
             kind,
-            flows: pairs.iter().map(|&(c, s)| (c, crate::cluster::Target::Pod(s))).collect(),
+            flows: pairs
+                .iter()
+                .map(|&(c, s)| (crate::cluster::Client::Pod(c), crate::cluster::Target::Pod(s)))
+                .collect(),
             new_connection_per_request: false,
             port: 5201,
             start: Instant::ZERO,
@@ -75,5 +78,6 @@ pub fn cluster(nodes: usize, pods: usize, kind: WorkloadKind, pairs: &[(usize, u
         changes: Vec::new(),
         conntrack_max: None,
         sweep: None,
+        externals: Vec::new(),
     }
 }

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::cluster::{Cluster, PodId, Target, Workload, WorkloadKind};
+use crate::cluster::{Client, Cluster, Target, Workload, WorkloadKind};
 use crate::error::Error;
 use crate::run::Simulation;
 use crate::summary::Hop;
@@ -32,7 +32,7 @@ pub struct Trace {
 /// at t = 0, for up to 10 simulated seconds (long enough for ARP to give up). A Service
 /// target gets one request/response exchange, and the answer's path is traced too (its
 /// reverse translation).
-pub fn trace(cluster: &Cluster, from: PodId, to: Target, payload: u32) -> Result<Trace, Error> {
+pub fn trace(cluster: &Cluster, from: Client, to: Target, payload: u32) -> Result<Trace, Error> {
     let mut c = cluster.clone();
     c.duration = Duration::from_secs(10);
     c.changes.clear();
@@ -74,22 +74,33 @@ pub fn trace(cluster: &Cluster, from: PodId, to: Target, payload: u32) -> Result
     hops.extend(f.reply_trace.clone().unwrap_or_default().into_iter().map(|h| (HopOf::Reply, h)));
     hops.extend(sim.world.control_hops.iter().cloned().map(|h| (HopOf::Arp, h)));
     hops.sort_by_key(|(_, h)| h.time_ns); // stable: keeps each packet's own order
-    let p = &c.pods[from];
+    let (src_name, src_ip, src_node) = match from {
+        Client::Pod(p) => {
+            let p = &c.pods[p];
+            (p.name.clone(), p.ip, c.nodes[p.node].name.clone())
+        }
+        Client::External(e) => (format!("ext/{}", c.externals[e].name), c.externals[e].ip, "outside".into()),
+    };
     let target = match to {
         Target::Pod(q) => {
             let q = &c.pods[q];
             format!("{} {} ({})", q.name, q.ip, c.nodes[q.node].name)
         }
-        Target::Service { service, port } | Target::NodePort { service, port, .. } => {
+        Target::Service { service, port } => {
             let s = &c.services.services[service];
             let addr = s.cluster_ip.map_or("headless".to_string(), |ip| format!("{ip}:{}", s.ports[port].port));
             format!("service {}/{} {addr}", s.namespace, s.name)
         }
+        Target::NodePort { service, port, node } => {
+            let s = &c.services.services[service];
+            let np = s.ports[port].node_port.unwrap_or(0);
+            format!("service {}/{} NodePort {}:{np} ({})", s.namespace, s.name, c.nodes[node].ip, c.nodes[node].name)
+        }
         Target::AnyService { count, .. } => format!("any of {count} services"),
     };
     let header = format!(
-        "trace: {} {} ({}) -> {target}, UDP {payload} B payload, CNI {}, proxy {}",
-        p.name, p.ip, c.nodes[p.node].name, c.cni, c.proxy
+        "trace: {src_name} {src_ip} ({src_node}) -> {target}, UDP {payload} B payload, CNI {}, proxy {}",
+        c.cni, c.proxy
     );
     Ok(Trace { header, hops, outcome, delivered })
 }
@@ -134,8 +145,8 @@ pub fn overhead_probe(cluster: &Cluster) -> Result<Vec<crate::summary::OverheadP
         .workloads
         .iter()
         .flat_map(|w| w.flows.iter().copied())
-        .filter_map(|(a, t)| match t {
-            crate::cluster::Target::Pod(b) => Some((a, b)),
+        .filter_map(|(a, t)| match (a, t) {
+            (crate::cluster::Client::Pod(a), Target::Pod(b)) => Some((a, b)),
             _ => None,
         })
         .find(|&(a, b)| pods[a].node != pods[b].node);
@@ -156,7 +167,7 @@ pub fn overhead_probe(cluster: &Cluster) -> Result<Vec<crate::summary::OverheadP
             name: format!("probe-{payload}"),
             // One datagram: the next would leave after payload * 8 seconds.
             kind: WorkloadKind::UdpCbr { rate: Bandwidth(1), payload },
-            flows: vec![(from, Target::Pod(to))],
+            flows: vec![(crate::cluster::Client::Pod(from), Target::Pod(to))],
             port: 5201 + i as u16,
             start: Instant::ZERO + Duration::from_millis(i as u64),
             duration: Duration::from_nanos(1),

@@ -46,6 +46,8 @@ pub struct World {
     pub pcaps: Vec<Option<PcapWriter>>,
     /// Namespace of each pod, by `PodId`.
     pub pod_ns: Vec<NsId>,
+    /// Namespace of each external host (`Cluster::externals`).
+    pub external_ns: Vec<NsId>,
     /// Last flood group id handed out (see `datapath::Action::Flood`).
     pub next_flood: u64,
     /// Trace control frames (ARP) too, collecting their hops in `control_hops`.
@@ -92,6 +94,9 @@ pub enum NsKind {
     Pod(PodId),
     /// A fabric router (ToR or spine): forwards in hardware, no CPU cost.
     Router(usize),
+    /// A host outside the cluster (`Cluster::externals`); its CPU is `World::nodes` entry
+    /// `cluster.nodes.len() + index`.
+    External(usize),
 }
 
 pub struct Netns {
@@ -335,6 +340,7 @@ impl World {
     pub fn place(&self, ns: NsId) -> String {
         match self.netns[ns].kind {
             NsKind::Host(_) | NsKind::Router(_) => self.netns[ns].name.clone(),
+            NsKind::External(_) => format!("ext/{}", self.netns[ns].name),
             NsKind::Pod(_) => format!("pod/{}", self.netns[ns].name),
         }
     }
@@ -608,6 +614,7 @@ pub fn build(cluster: &Cluster) -> World {
         routers: Vec::new(),
         pcaps: Vec::new(),
         pod_ns: vec![usize::MAX; cluster.pods.len()],
+        external_ns: Vec::new(),
         next_flood: 0,
         trace_control: false,
         control_hops: Vec::new(),
@@ -650,6 +657,19 @@ pub fn build(cluster: &Cluster) -> World {
         }
         let cores = vec![Core::default(); spec.cores as usize];
         w.nodes.push(Node { ns, cores, packets: 0 });
+    }
+    for (i, e) in cluster.externals.iter().enumerate() {
+        let node = cluster.nodes.len() + i;
+        let ns = w.add_netns(e.name.clone(), node, NsKind::External(i), false);
+        let nic = w.add_device(ns, "eth0".into(), Mac::local(0x40, i as u32 + 1), u.mtu, DeviceKind::Nic { tx: 0 });
+        w.add_addr(nic, e.ip, e.prefix);
+        w.attach_to_switch(e.rack, nic, u.bandwidth.0, u.bandwidth.0, u.propagation);
+        if let Some(gw) = e.gateway.or_else(|| upstream_gateway(cluster)) {
+            w.add_route(Route::new(Ipv4Net::DEFAULT, Some(gw), nic, Proto::Boot))
+                .expect("the gateway is on the host's own subnet");
+        }
+        w.nodes.push(Node { ns, cores: vec![Core::default()], packets: 0 });
+        w.external_ns.push(ns);
     }
     if let Fabric::LeafSpine { racks, spines, uplink, fabric_cidr } = &u.fabric {
         build_leaf_spine(&mut w, racks, *spines, uplink.0, *fabric_cidr);

@@ -729,7 +729,7 @@ fn unknown_proxy_mode() {
     check(
         &edit(&[("\"flannel-host-gw\",", "\"flannel-host-gw\", proxy: \"ipvs-wrr\",")]),
         4,
-        35,
+        36,
         "unknown proxy mode 'ipvs-wrr', expected one of: userspace, iptables, ipvs, ipvs-lc",
     );
 }
@@ -737,19 +737,19 @@ fn unknown_proxy_mode() {
 #[test]
 fn a_service_cannot_send() {
     let text = with_service("").replacen("from: Pod(\"node-1-pod-1\")", "from: Service(\"web\")", 1);
-    check(&text, 18, 80, "a Service cannot send");
+    check(&text, 18, 75, "a Service cannot send");
 }
 
 #[test]
 fn target_names_no_service() {
     let text = with_service("").replacen("to: Pod(\"srv\")", "to: Service(\"wbe\")", 1);
-    check(&text, 18, 107, "Service(\"wbe\") names no service; services are: web");
+    check(&text, 18, 100, "Service(\"wbe\") names no service; services are: web");
 }
 
 #[test]
 fn target_names_no_service_port() {
     let text = with_service("").replacen("to: Pod(\"srv\")", "to: Service(\"web:http\")", 1);
-    check(&text, 18, 107, "service 'web' has no port named 'http'");
+    check(&text, 18, 100, "service 'web' has no port named 'http'");
 }
 
 #[test]
@@ -757,61 +757,61 @@ fn node_port_outside_range() {
     let text = with_service("")
         .replacen("(name: \"web\",", "(name: \"web\", kind: NodePort,", 1)
         .replacen("ports: [(port: 80)]", "ports: [(port: 80, node_port: 8080)]", 1);
-    check(&text, 16, 107, "node_port 8080 is outside the NodePort range 30000-32767");
+    check(&text, 16, 102, "node_port 8080 is outside the NodePort range 30000-32767");
 }
 
 #[test]
 fn node_port_on_a_cluster_ip_service() {
     let text = with_service("").replacen("ports: [(port: 80)]", "ports: [(port: 80, node_port: 30080)]", 1);
-    check(&text, 16, 87, "node_port is only for NodePort Services");
+    check(&text, 16, 86, "node_port is only for NodePort Services");
 }
 
 #[test]
 fn unknown_service_kind() {
     let text = with_service("").replacen("(name: \"web\",", "(name: \"web\", kind: ClusterIp,", 1);
-    check(&text, 16, 34, "unknown service kind (ClusterIP, NodePort or Headless) 'ClusterIp'");
+    check(&text, 16, 36, "unknown service kind (ClusterIP, NodePort or Headless) 'ClusterIp'");
 }
 
 #[test]
 fn empty_service_selector() {
     let text = with_service("").replacen("selector: {\"app\": \"srv\"}", "selector: {}", 1);
-    check(&text, 16, 43, "selector is empty");
+    check(&text, 16, 40, "selector is empty");
 }
 
 #[test]
 fn unnamed_ports_of_a_multi_port_service() {
     let text = with_service(", (port: 81)");
-    check(&text, 16, 76, "service 'web' has 2 ports, so each needs a name");
+    check(&text, 16, 64, "service 'web' has 2 ports, so each needs a name");
 }
 
 #[test]
 fn cluster_ip_outside_service_cidr() {
     let text = with_service("").replacen("(name: \"web\",", "(name: \"web\", cluster_ip: \"10.244.9.9\",", 1);
-    check(&text, 16, 40, "cluster_ip 10.244.9.9 is not a usable address of service_cidr 10.96.0.0/12");
+    check(&text, 16, 42, "cluster_ip 10.244.9.9 is not a usable address of service_cidr 10.96.0.0/12");
 }
 
 #[test]
 fn delete_unknown_pod() {
     let text = edit(&[("    underlay:", "    changes: [(at: \"1s\", delete_pod: \"srvv\")], underlay:")]);
-    check(&text, 16, 41, "delete_pod 'srvv' names no pod");
+    check(&text, 16, 38, "delete_pod 'srvv' names no pod");
 }
 
 #[test]
 fn new_connection_per_request_on_cbr() {
     let text = edit(&[("to: Pod(\"srv\")),", "to: Pod(\"srv\"), new_connection_per_request: true),")]);
-    check(&text, 18, 129, "new_connection_per_request is for request/response (UdpRr) workloads");
+    check(&text, 18, 140, "new_connection_per_request is for request/response (UdpRr) workloads");
 }
 
 #[test]
 fn any_generated_service_without_generated_services() {
     let text = edit(&[("to: Pod(\"srv\")", "to: AnyGeneratedService")]);
-    check(&text, 18, 103, "AnyGeneratedService needs a generated_services section");
+    check(&text, 18, 100, "AnyGeneratedService needs a generated_services section");
 }
 
 #[test]
 fn generated_endpoints_more_than_pods() {
     let text = edit(&[("    underlay:", "    generated_services: (count: 10, endpoints: 9), underlay:")]);
-    check(&text, 16, 50, "generated_services.endpoints 9 is outside 1..=5");
+    check(&text, 16, 48, "generated_services.endpoints 9 is outside 1..=5");
 }
 
 #[test]
@@ -820,10 +820,10 @@ fn unknown_sweep_parameter() {
         "    underlay:",
         "    generated_services: (count: 10), sweep: (parameter: \"nodes\", values: [1]), underlay:",
     )]);
-    check(&text, 16, 59, "unknown sweep parameter 'nodes', expected one of: services, endpoints");
+    check(&text, 16, 57, "unknown sweep parameter 'nodes', expected one of: services, endpoints");
 }
 
 #[test]
 fn conntrack_max_zero() {
-    check(&edit(&[("\"flannel-host-gw\",", "\"flannel-host-gw\", conntrack_max: 0,")]), 4, 43, "conntrack_max 0");
+    check(&edit(&[("\"flannel-host-gw\",", "\"flannel-host-gw\", conntrack_max: 0,")]), 4, 44, "conntrack_max 0");
 }

@@ -184,6 +184,7 @@ pub struct ProxyStats {
     pub translated: u64,
     pub translated_rules: u64,
     pub translated_rules_worst: u32,
+    pub translated_lookups: u64,
     /// CPU spent on the translated ones.
     pub translated_cpu: Duration,
     pub rejected: u64,
@@ -319,6 +320,7 @@ impl NodeProxy {
                 s.translated += 1;
                 s.translated_rules += lookup.rules as u64;
                 s.translated_rules_worst = s.translated_rules_worst.max(lookup.rules);
+                s.translated_lookups += lookup.lookups as u64;
                 s.translated_cpu += cost;
             }
             Verdict::Reject { .. } => s.rejected += 1,

@@ -11,7 +11,7 @@ use super::locate::{self, Seg};
 use super::{Nodes, Overrides, Scenario, Selector};
 use crate::addr::Ipv4Net;
 use crate::cluster::{
-    Change, Cluster, Cni, CniOptions, Fabric, Network, NodeId, NodeSpec, PodId, PodSpec, Rack, Target, Underlay,
+    Change, Client, Cluster, Cni, ExternalHost, CniOptions, Fabric, Network, NodeId, NodeSpec, PodId, PodSpec, Rack, Target, Underlay,
     Workload, WorkloadKind,
 };
 use crate::proxy::{Endpoint, ProxyMode, Service, ServiceKind, ServicePort, ServiceTable, TrafficPolicy};
@@ -93,7 +93,9 @@ pub(crate) fn resolve(s: Scenario, loc: &Locator, overrides: &Overrides) -> Res<
     let pods = resolve_pods(loc, &s, &nodes, &network, chosen.cni, &cni_options)?;
     let proxy = resolve_proxy(loc, &s, overrides)?;
     let (services, generated) = resolve_services(loc, &s, &network, &pods, overrides)?;
-    let workloads = resolve_workloads(loc, &s, &nodes, &pods, chosen, &cni_options, &services, generated)?;
+    let externals = resolve_externals(loc, &s, &network, &nodes, &underlay.fabric)?;
+    let workloads =
+        resolve_workloads(loc, &s, &nodes, &pods, chosen, &cni_options, &services, generated, &externals)?;
     let changes = resolve_changes(loc, &s, &pods)?;
     let conntrack_max = match s.conntrack_max {
         Some(0) => {
@@ -117,6 +119,7 @@ pub(crate) fn resolve(s: Scenario, loc: &Locator, overrides: &Overrides) -> Res<
     };
     Ok(Cluster {
         sweep,
+        externals,
         proxy,
         services,
         generated,
@@ -695,8 +698,8 @@ fn select(
             .filter(|(_, p)| want.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
             .map(|(i, _)| i)
             .collect(),
-        Selector::Service(_) | Selector::NodePort { .. } | Selector::AnyGeneratedService => {
-            unreachable!("Service targets are resolved by resolve_target")
+        Selector::Service(_) | Selector::NodePort { .. } | Selector::AnyGeneratedService | Selector::External(_) => {
+            unreachable!("Service targets and external clients are resolved before")
         }
     };
     if found.is_empty() {
@@ -708,7 +711,7 @@ fn select(
             Selector::Labels(l) => {
                 format!("Labels({l:?}) matches no pod; no pod has all of these labels")
             }
-            Selector::Service(_) | Selector::NodePort { .. } | Selector::AnyGeneratedService => {
+            Selector::Service(_) | Selector::NodePort { .. } | Selector::AnyGeneratedService | Selector::External(_) => {
                 unreachable!("handled above")
             }
         };
@@ -964,6 +967,48 @@ fn resolve_services(
     Ok((ServiceTable { services, cluster_cidr: Some(network.pod_cidr) }, (first, count)))
 }
 
+/// External hosts take the next free addresses of the node network (the first rack's subnet
+/// in a leaf-spine fabric), after the nodes'.
+fn resolve_externals(
+    loc: &Locator,
+    s: &Scenario,
+    network: &Network,
+    nodes: &[NodeSpec],
+    fabric: &Fabric,
+) -> Res<Vec<ExternalHost>> {
+    let (subnet, gateway) = match fabric {
+        Fabric::L2Switch => (network.node_cidr, None),
+        Fabric::LeafSpine { racks, .. } => (racks[0].subnet, Some(racks[0].gateway)),
+    };
+    let taken: HashSet<Ipv4Addr> = nodes.iter().map(|n| n.ip).chain(gateway).collect();
+    let mut next = 1u64;
+    let mut out: Vec<ExternalHost> = Vec::new();
+    for (i, name) in s.external_hosts.iter().enumerate() {
+        check_name(loc, name, "external host name", at!["external_hosts", i])?;
+        if out.iter().any(|e| &e.name == name) || nodes.iter().any(|n| &n.name == name) {
+            return Err(loc.err(
+                at!["external_hosts", i],
+                format!("external host name '{name}' is used twice (or by a node); pick another"),
+            ));
+        }
+        let ip = loop {
+            // The last usable address is the upstream gateway on one switch: never use it.
+            let Some(ip) = subnet.nth(next).filter(|_| next + 2 < subnet.size()) else {
+                return Err(loc.err(
+                    at!["external_hosts", i],
+                    format!("no free address left in {subnet} for external host '{name}'; widen node_cidr"),
+                ));
+            };
+            next += 1;
+            if !taken.contains(&ip) {
+                break ip;
+            }
+        };
+        out.push(ExternalHost { name: name.clone(), ip, prefix: subnet.prefix(), rack: 0, gateway });
+    }
+    Ok(out)
+}
+
 fn resolve_changes(loc: &Locator, s: &Scenario, pods: &[PodSpec]) -> Res<Vec<Change>> {
     let mut out: Vec<Change> = Vec::new();
     for (i, c) in s.changes.iter().enumerate() {
@@ -1099,6 +1144,7 @@ fn resolve_workloads(
     options: &CniOptions,
     services: &ServiceTable,
     generated: (usize, usize),
+    externals: &[ExternalHost],
 ) -> Res<Vec<Workload>> {
     let mut out: Vec<Workload> = Vec::with_capacity(s.workloads.len());
     let mut total_flows = 0u64;
@@ -1117,7 +1163,28 @@ fn resolve_workloads(
                 "a Service cannot send: `from` selects pods (Pod, Node or Labels); put the Service in `to`",
             ));
         }
-        let from = select(loc, &w.from, at!["workloads", i, "from"], nodes, pods)?;
+        if let Selector::External(name) = &w.to {
+            return Err(loc.err(
+                at!["workloads", i, "to"],
+                format!("External(\"{name}\") can only send: put it in `from`, and a NodePort or pod in `to`"),
+            ));
+        }
+        let from: Vec<Client> = match &w.from {
+            Selector::External(name) => match externals.iter().position(|e| &e.name == name) {
+                Some(e) => vec![Client::External(e)],
+                None => {
+                    let names: Vec<&str> = externals.iter().map(|e| e.name.as_str()).collect();
+                    return Err(loc.err(
+                        at!["workloads", i, "from"],
+                        format!(
+                            "External(\"{name}\") names no external host; add it to external_hosts (they are: {})",
+                            if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                        ),
+                    ));
+                }
+            },
+            sel => select(loc, sel, at!["workloads", i, "from"], nodes, pods)?.into_iter().map(Client::Pod).collect(),
+        };
         if w.new_connection_per_request && !matches!(kind, WorkloadKind::UdpRr { .. }) {
             return Err(loc.err(
                 at!["workloads", i, "new_connection_per_request"],
@@ -1134,7 +1201,9 @@ fn resolve_workloads(
                     format!("workload '{}' brings the number of flows to {total_flows}, over the limit of {MAX_FLOWS}; narrow `from`", w.name),
                 ));
             }
-            check_service_sizes(loc, i, &kind, &from, pods, services, target)?;
+            let from_pods: Vec<PodId> =
+                from.iter().filter_map(|c| if let Client::Pod(p) = c { Some(*p) } else { None }).collect();
+            check_service_sizes(loc, i, &kind, &from_pods, pods, services, target)?;
             if w.start >= s.duration {
                 return Err(loc.err(
                     at!["workloads", i, "start"],
@@ -1155,6 +1224,25 @@ fn resolve_workloads(
             continue;
         }
         let to = select(loc, &w.to, at!["workloads", i, "to"], nodes, pods)?;
+        if let [Client::External(e)] = from[..] {
+            // An external host to pods: no MTU of a pod on the sending side.
+            let flows: Vec<(Client, Target)> = to.iter().map(|&s| (Client::External(e), Target::Pod(s))).collect();
+            total_flows += flows.len() as u64;
+            let duration = workload_duration(loc, i, w, s)?;
+            out.push(Workload {
+                name: w.name.clone(),
+                kind,
+                flows,
+                port: w.port,
+                new_connection_per_request: w.new_connection_per_request,
+                start: Instant::from_nanos(w.start.as_nanos()),
+                duration,
+                dont_fragment: w.dont_fragment,
+            });
+            continue;
+        }
+        let from: Vec<PodId> =
+            from.iter().filter_map(|c| if let Client::Pod(p) = c { Some(*p) } else { None }).collect();
         let both = from.iter().filter(|p| to.binary_search(p).is_ok()).count() as u64;
         let n = from.len() as u64 * to.len() as u64 - both;
         if n == 0 {
@@ -1181,7 +1269,7 @@ fn resolve_workloads(
         let pairs: Vec<(PodId, PodId)> =
             from.iter().flat_map(|&c| to.iter().filter(move |&&s| s != c).map(move |&s| (c, s))).collect();
         check_sizes(loc, i, &kind, &pairs, nodes, pods, chosen, options)?;
-        let flows = pairs.into_iter().map(|(c, s)| (c, Target::Pod(s))).collect();
+        let flows = pairs.into_iter().map(|(c, s)| (Client::Pod(c), Target::Pod(s))).collect();
         if w.port == 0 {
             return Err(loc.err(at!["workloads", i, "port"], "port 0 is not a valid UDP port; use 1..=65535"));
         }

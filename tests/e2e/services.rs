@@ -147,6 +147,7 @@ fn iptables_first_packet_cost_grows_linearly_hash_modes_stay_flat() {
         let (a, b) = (at(&pts, mode, 100), at(&pts, mode, 3200));
         assert_eq!(a.rules_evaluated_mean, b.rules_evaluated_mean, "{mode}");
         assert_eq!(a.lookups_mean, b.lookups_mean, "{mode}");
+        assert!(a.lookups_mean >= 1.0, "{mode}: a hash lookup finds the Service");
         assert_eq!(a.cpu_ns_per_1000_new_connections, b.cpu_ns_per_1000_new_connections, "{mode}");
         assert!(b.first_packet_p50_ns < ipt(3200).first_packet_p50_ns, "{mode}");
     }
@@ -232,14 +233,37 @@ fn a_deleted_endpoint_is_synced_out_on_every_node() {
 }
 
 #[test]
-fn a_full_conntrack_table_refuses_new_connections() {
+fn a_full_conntrack_table_evicts_unassured_entries_then_refuses_new_connections() {
     let dir = scratch("ctfull");
+    // Short-lived connections only: the full table makes room by evicting unassured entries.
     let path = lb_scenario(&dir, "conntrack_max: 200,");
-    let s = run(&path, &dir.join("out"), Some("iptables"), None);
+    let s = run(&path, &dir.join("evict"), Some("iptables"), None);
     let v = services(&s);
-    assert!(v.conntrack_full > 0, "{v:?}");
-    assert_eq!(s.totals.drops_by_reason["conntrack_full"], v.conntrack_full);
+    assert!(v.conntrack_early_drops > 1000 && v.conntrack_full == 0, "{v:?}");
     assert!(v.conntrack_peak_entries <= 200);
+    // A long-lived, answered connection becomes ASSURED after 2 s and cannot be evicted: with
+    // room for one entry, every new connection after that is refused.
+    let text = r#"Scenario(
+    name: "ct", duration: "3s", cni: "flannel-host-gw", conntrack_max: 1,
+    nodes: Count(count: 2),
+    pods: [(name: "web", node: "node-2", labels: {"app": "web"}), (name: "a", node: "node-1"), (name: "b", node: "node-1")],
+    services: [(name: "web", selector: {"app": "web"}, ports: [(port: 80, target_port: 8080)])],
+    workloads: [
+        (name: "long", kind: UdpRr(request: 100, response: 100, think: "10ms", timeout: "100ms"),
+         from: Pod("a"), to: Service("web")),
+        (name: "late", kind: UdpRr(request: 100, response: 100, think: "10ms", timeout: "100ms"),
+         from: Pod("b"), to: Service("web"), start: "2500ms", new_connection_per_request: true),
+    ],
+)"#;
+    let path = dir.join("assured.ron");
+    std::fs::write(&path, text).unwrap();
+    let s = run(&path, &dir.join("assured"), Some("iptables"), None);
+    let v = services(&s);
+    // The late client tries every 110 ms (timeout + think) for 500 ms: each try is refused.
+    assert!(v.conntrack_full >= 4, "{v:?}");
+    assert_eq!(s.totals.drops_by_reason["conntrack_full"], v.conntrack_full);
+    assert_eq!(s.flows[1].transactions, 0);
+    assert!(s.flows[0].transactions > 250, "the assured connection keeps working");
 }
 
 #[test]
@@ -269,37 +293,48 @@ fn macvlan_pods_bypass_the_proxy_unless_the_socket_translates() {
 }
 
 #[test]
-fn nodeport_local_policy_keeps_the_client_address_cluster_policy_masquerades() {
+fn nodeport_from_outside_cluster_policy_masquerades_local_policy_keeps_the_client() {
     let dir = scratch("nodeport");
     let text = |policy: &str, node: &str| {
         format!(
             r#"Scenario(
     name: "np", duration: "100ms", cni: "flannel-host-gw",
     nodes: Count(count: 3),
-    pods: [(name: "web-1", node: "node-2", labels: {{"app": "web"}}), (name: "client", node: "node-1")],
+    external_hosts: ["internet"],
+    pods: [(name: "web-1", node: "node-2", labels: {{"app": "web"}})],
     services: [(name: "web", kind: NodePort, selector: {{"app": "web"}},
                 ports: [(port: 80, target_port: 8080, node_port: 30080)], external_traffic_policy: {policy})],
     workloads: [(name: "np", kind: UdpRr(request: 100, response: 100, think: "1ms", timeout: "10ms"),
-                 from: Pod("client"), to: NodePort(service: "web", node: "{node}"))],
+                 from: External("internet"), to: NodePort(service: "web", node: "{node}"))],
 )"#
         )
     };
     let go = |policy: &str, node: &str| {
         let p = dir.join(format!("{policy}-{node}.ron"));
         std::fs::write(&p, text(policy, node)).unwrap();
-        (run(&p, &dir.join(format!("{policy}-{node}")), None, None), ())
+        let s = run(&p, &dir.join(format!("{policy}-{node}")), None, None);
+        let t = app::trace(&p, "internet", &format!("web@{node}"), 64, Choice::default()).unwrap();
+        let dnat = t.hops.iter().find(|(_, h)| h.action == "dnat").map(|(_, h)| h.why.clone());
+        (s, dnat, t.render())
     };
-    // Cluster policy through node-3, which has no endpoint: DNAT to node-2's pod plus
-    // masquerade, so the extra hop works and the reply comes back through node-3.
-    let (s, _) = go("Cluster", "node-3");
+    // Cluster policy through node-3, which has no endpoint: DNAT to web-1 on node-2 and
+    // masquerade to node-3's address, so the reply comes back through node-3 (the extra hop).
+    let (s, dnat, text) = go("Cluster", "node-3");
     assert!(s.flows[0].transactions > 50, "{:?}", s.totals.drops_by_reason);
-    // Local policy through node-3: no local endpoint, dropped there.
-    let (s, _) = go("Local", "node-3");
+    assert_eq!(s.totals.dropped, 0);
+    let dnat = dnat.unwrap_or_else(|| panic!("{text}"));
+    assert!(dnat.contains("192.168.0.3:30080 -> DNAT to 10.244.1.2:8080, masquerade to 192.168.0.3:"), "{dnat}");
+    assert!(text.contains("rewritten to 192.168.0.3:30080 -> 192.168.0.4:"), "{text}");
+    // Local policy through node-3: no local endpoint, so the packet is dropped there.
+    let (s, _, _) = go("Local", "node-3");
     assert_eq!(s.flows[0].transactions, 0);
     assert!(s.totals.drops_by_reason["service_no_endpoints"] > 0, "{:?}", s.totals.drops_by_reason);
-    // Local policy through node-2, which has the endpoint: works, without masquerade.
-    let (s, _) = go("Local", "node-2");
+    // Local policy through node-2, which has the endpoint: translated without masquerade, so
+    // web-1 sees the client's own address.
+    let (s, dnat, text) = go("Local", "node-2");
     assert!(s.flows[0].transactions > 50, "{:?}", s.totals.drops_by_reason);
+    let dnat = dnat.unwrap_or_else(|| panic!("{text}"));
+    assert!(dnat.ends_with("-> DNAT to 10.244.1.2:8080"), "{dnat}");
 }
 
 #[test]
