@@ -643,7 +643,7 @@ fn end_position(text: &str) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::{CniOptions, Fabric, PodId, Target};
+    use crate::cluster::{Client, CniOptions, Fabric, PodId, Target};
 
     #[test]
     fn quickstart_resolves() {
@@ -686,9 +686,9 @@ mod tests {
         assert_eq!(
             w,
             [
-                ("same-node", vec![(0, Target::Pod(1))]),
-                ("cross-node", vec![(0, Target::Pod(2))]),
-                ("rr", vec![(4, Target::Pod(6)), (5, Target::Pod(6))])
+                ("same-node", vec![(Client::Pod(0), Target::Pod(1))]),
+                ("cross-node", vec![(Client::Pod(0), Target::Pod(2))]),
+                ("rr", vec![(Client::Pod(4), Target::Pod(6)), (Client::Pod(5), Target::Pod(6))])
             ]
         );
         assert_eq!(c.workloads[0].port, 5201);
@@ -723,7 +723,7 @@ mod tests {
         assert_eq!((c.nodes[1].cores, c.nodes[1].mtu), (8, 9000));
         assert_eq!((c.pods[0].ip.to_string(), c.pods[0].mtu), ("10.244.1.2".to_string(), 9000));
         assert_eq!(c.pods[1].ip.to_string(), "10.244.0.2");
-        assert_eq!(c.workloads[0].flows, [(1, Target::Pod(0))]);
+        assert_eq!(c.workloads[0].flows, [(Client::Pod(1), Target::Pod(0))]);
         assert_eq!(c.seed, 1);
         assert_eq!(c.costs.veth_xmit, Duration::from_nanos(400));
         assert_eq!(c.costs.bridge_forward, CostProfile::default().bridge_forward);
@@ -937,7 +937,10 @@ mod tests {
         assert_eq!((racks.len(), *spines, c.nodes.len()), (3, 2, 6));
         let rack_of = |pod: PodId| c.nodes[c.pods[pod].node].rack;
         let flows: Vec<_> =
-            c.workloads.iter().map(|w| (rack_of(w.flows[0].0), rack_of(match w.flows[0].1 {
+            c.workloads.iter().map(|w| (rack_of(match w.flows[0].0 {
+                Client::Pod(p) => p,
+                Client::External(_) => unreachable!(),
+            }), rack_of(match w.flows[0].1 {
                 Target::Pod(p) => p,
                 _ => unreachable!(),
             }))).collect();

@@ -46,7 +46,13 @@ fn validate_and_usage_errors() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("ok: 3 nodes, 7 pods, 0 services, 3 workloads (4 flows)"));
     let o = cnisim(&["trace", qs.to_str().unwrap(), "--from", "nope", "--to", "server"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("no pod 'nope'"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--from 'nope' names no pod or external host"));
+    let o = cnisim(&["run", qs.to_str().unwrap(), "--proxy", "ipvs-wrr"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown proxy mode 'ipvs-wrr'"));
+    let o = cnisim(&["sweep", qs.to_str().unwrap(), "--quiet"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("has no sweep section"), "{}", String::from_utf8_lossy(&o.stderr));
     let o = cnisim(&["run", "/nonexistent/x.ron"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/x.ron"));
