@@ -7,8 +7,8 @@ use std::time::Instant as WallClock;
 
 use crate::cluster::{Cluster, Cni};
 use crate::error::Error;
-use crate::proxy::ProxyMode;
 use crate::output::{write_dir_atomically, OutputFile};
+use crate::proxy::ProxyMode;
 use crate::run::Simulation;
 use crate::summary::{RunInfo, Summary};
 use crate::time::{Duration, Instant};
@@ -119,13 +119,7 @@ pub fn describe(path: &Path, node: &str, at: Option<Duration>, choice: Choice) -
 }
 
 /// `cnisim trace`: one datagram from pod to pod, hop by hop.
-pub fn trace(
-    path: &Path,
-    from: &str,
-    to: &str,
-    payload: u32,
-    choice: Choice,
-) -> Result<trace::Trace, Error> {
+pub fn trace(path: &Path, from: &str, to: &str, payload: u32, choice: Choice) -> Result<trace::Trace, Error> {
     use crate::cluster::{Client, Target};
     let c = load(path, None, choice)?;
     let usage = |what: String| Error::Usage(format!("{what} in {}", path.display()));
@@ -135,7 +129,10 @@ pub fn trace(
         (None, Some(e)) => Client::External(e),
         (None, None) => {
             let names: Vec<&str> = c.pods.iter().map(|p| p.name.as_str()).take(20).collect();
-            return Err(usage(format!("--from '{from}' names no pod or external host; pods include: {}", names.join(", "))));
+            return Err(usage(format!(
+                "--from '{from}' names no pod or external host; pods include: {}",
+                names.join(", ")
+            )));
         }
     };
     // `--to`: a pod; a Service "web" or "web:port-name"; a NodePort "web@node-2".
@@ -162,9 +159,12 @@ pub fn trace(
             match node_part {
                 None => Target::Service { service, port },
                 Some(n) => {
-                    let node = c.node_by_name(n).ok_or_else(|| usage(format!("--to '{to}': no node '{n}'")))?;
+                    let node =
+                        c.node_by_name(n).ok_or_else(|| usage(format!("--to '{to}': no node '{n}'")))?;
                     if c.services.services[service].ports[port].node_port.is_none() {
-                        return Err(usage(format!("--to '{to}': service '{name}' is not a NodePort Service")));
+                        return Err(usage(format!(
+                            "--to '{to}': service '{name}' is not a NodePort Service"
+                        )));
                     }
                     Target::NodePort { service, port, node }
                 }

@@ -485,7 +485,9 @@ fn bridge_input(w: &mut World, cx: &mut Ctx, br: DevId, port: DevId, mut pkt: Pa
     // reverse-translated and new connections walk the rules.
     let mut pkt = pkt;
     let ns = w.devices[br].ns;
-    if w.has_netfilter(ns) && EthernetFrame::new_unchecked(&pkt.frame[..]).ethertype() == EthernetProtocol::Ipv4 {
+    if w.has_netfilter(ns)
+        && EthernetFrame::new_unchecked(&pkt.frame[..]).ethertype() == EthernetProtocol::Ipv4
+    {
         match nat::netfilter(w, cx, ns, br, crate::proxy::Hook::Prerouting, pkt) {
             Some(p) => pkt = p,
             None => return,

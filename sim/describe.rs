@@ -76,7 +76,9 @@ fn describe_proxy(w: &World, node: NodeId, now: Instant, s: &mut String) {
                         let backends: Vec<String> = svc
                             .ready()
                             .enumerate()
-                            .map(|(i, (_, e))| format!("{} => {}:{}/UDP (active)", i + 1, e.ip, port.target_port))
+                            .map(|(i, (_, e))| {
+                                format!("{} => {}:{}/UDP (active)", i + 1, e.ip, port.target_port)
+                            })
                             .collect();
                         let first = backends.first().cloned().unwrap_or_default();
                         let _ = writeln!(s, "{id:<4} {front:<22} {kind:<14} {first}");

@@ -11,8 +11,8 @@
 pub mod iptables;
 pub mod ipvs;
 pub mod nftables;
-pub mod userspace;
 pub mod node;
+pub mod userspace;
 
 use std::net::Ipv4Addr;
 

@@ -11,13 +11,13 @@ use std::net::Ipv4Addr;
 use rand::Rng;
 
 use crate::cluster::{Client, Cluster, Target, WorkloadKind};
-use crate::proxy::{ProxyMode, ServiceKind};
 use crate::datapath::{self, Action, Ctx};
 use crate::engine::{Component, EventQueue, RngFactory};
 use crate::error::Error;
 use crate::net::link::LinkDrop;
 use crate::net::packet::{flow_hash, tuple_hash, udp_frame, DataTag, Dir, Meta, Packet};
 use crate::observe::{DropReason, Observations};
+use crate::proxy::{ProxyMode, ServiceKind};
 use crate::summary::Hop;
 use crate::time::{Duration, Instant};
 use crate::userspace::{Input, Output};
@@ -475,7 +475,10 @@ impl Simulation {
             }
             Target::AnyService { first, count } => {
                 let service = first + self.rng.random_range(0..count);
-                (service_dst(service, 0, &mut self.rng).ok_or(DropReason::ServiceNoEndpoints)?, Some((service, 0)))
+                (
+                    service_dst(service, 0, &mut self.rng).ok_or(DropReason::ServiceNoEndpoints)?,
+                    Some((service, 0)),
+                )
             }
         };
         let mut peer = dst;
@@ -483,7 +486,9 @@ impl Simulation {
         // Cilium's cgroup hooks serve the cluster's pods, not outside hosts.
         let socket_lb = self.world.cluster.proxy == ProxyMode::Ebpf { socket_lb: true }
             && matches!(self.flows[flow as usize].client, Client::Pod(_));
-        if let Some((si, pi)) = service.filter(|&(si, _)| socket_lb && table.services[si].kind != ServiceKind::Headless) {
+        if let Some((si, pi)) =
+            service.filter(|&(si, _)| socket_lb && table.services[si].kind != ServiceKind::Headless)
+        {
             // cgroup/connect4: service map lookup, random backend, sockaddr rewritten.
             let s = &table.services[si];
             let ready: Vec<_> = s.ready().collect();
@@ -545,7 +550,10 @@ impl Simulation {
                 place: self.world.place(ns),
                 device: "socket".into(),
                 action: "sock-lb".into(),
-                why: format!("connect() to {}:{} translated to backend {dst}:{dport} by cgroup/connect4 ({cost})", vip.0, vip.1),
+                why: format!(
+                    "connect() to {}:{} translated to backend {dst}:{dport} by cgroup/connect4 ({cost})",
+                    vip.0, vip.1
+                ),
                 size: pkt.frame.len(),
             });
         }
@@ -584,7 +592,17 @@ impl Simulation {
             Dir::Forward => {
                 // The server answers at once from its socket, to whoever the datagram came from.
                 let src = to.0;
-                self.transmit(t, flow, Dir::Reverse, tag.seq, response, ns, (src, from.0, to.1, from.1), false, None);
+                self.transmit(
+                    t,
+                    flow,
+                    Dir::Reverse,
+                    tag.seq,
+                    response,
+                    ns,
+                    (src, from.0, to.1, from.1),
+                    false,
+                    None,
+                );
             }
             Dir::Reverse => {
                 if let Some((seq, sent)) = f.outstanding {

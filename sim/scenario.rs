@@ -420,7 +420,10 @@ pub enum Selector {
     /// named one).
     Service(String),
     /// `to` only: a NodePort Service at one node's address.
-    NodePort { service: String, node: String },
+    NodePort {
+        service: String,
+        node: String,
+    },
     /// `to` only: each new connection goes to one of the generated Services, uniformly.
     AnyGeneratedService,
     /// `from` only: a host of `external_hosts`.
@@ -936,14 +939,22 @@ mod tests {
         };
         assert_eq!((racks.len(), *spines, c.nodes.len()), (3, 2, 6));
         let rack_of = |pod: PodId| c.nodes[c.pods[pod].node].rack;
-        let flows: Vec<_> =
-            c.workloads.iter().map(|w| (rack_of(match w.flows[0].0 {
-                Client::Pod(p) => p,
-                Client::External(_) => unreachable!(),
-            }), rack_of(match w.flows[0].1 {
-                Target::Pod(p) => p,
-                _ => unreachable!(),
-            }))).collect();
+        let flows: Vec<_> = c
+            .workloads
+            .iter()
+            .map(|w| {
+                (
+                    rack_of(match w.flows[0].0 {
+                        Client::Pod(p) => p,
+                        Client::External(_) => unreachable!(),
+                    }),
+                    rack_of(match w.flows[0].1 {
+                        Target::Pod(p) => p,
+                        _ => unreachable!(),
+                    }),
+                )
+            })
+            .collect();
         assert_eq!(flows, [(0, 0), (0, 2)]);
     }
 

@@ -438,7 +438,17 @@ impl Summary {
                 Some(PathTrace { flow: i, description: flows[i].describe(), hops })
             })
             .collect();
-        Summary { schema_version: SCHEMA_VERSION, scenario, totals, flows, nodes, paths, overhead, services, run }
+        Summary {
+            schema_version: SCHEMA_VERSION,
+            scenario,
+            totals,
+            flows,
+            nodes,
+            paths,
+            overhead,
+            services,
+            run,
+        }
     }
 
     /// summary.json text: pretty-printed, keys in a fixed order.
@@ -458,7 +468,8 @@ impl FlowSummary {
 /// on the client node's NIC.
 fn encap_overhead(sim: &Simulation, i: usize, f: &crate::run::Flow) -> Option<i64> {
     let c = &sim.world.cluster;
-    let (crate::cluster::Client::Pod(client), crate::cluster::Target::Pod(server)) = (f.client, f.target) else {
+    let (crate::cluster::Client::Pod(client), crate::cluster::Target::Pod(server)) = (f.client, f.target)
+    else {
         return None;
     };
     let (client, server) = (&c.pods[client], &c.pods[server]);
@@ -506,7 +517,9 @@ fn flow_summary(sim: &Simulation, i: usize, f: &crate::run::Flow) -> FlowSummary
         crate::cluster::Target::NodePort { service, node, .. } => {
             (format!("nodeport/{}", c.services.services[service].name), c.nodes[node].name.clone(), false)
         }
-        crate::cluster::Target::AnyService { count, .. } => (format!("any of {count} services"), "-".into(), false),
+        crate::cluster::Target::AnyService { count, .. } => {
+            (format!("any of {count} services"), "-".into(), false)
+        }
     };
     let active = (f.end.saturating_since(f.start)).as_secs_f64();
     let rtt = matches!(f.kind, WorkloadKind::UdpRr { .. }).then(|| LatencyStats::from_histogram(&o.rtt));
@@ -549,7 +562,8 @@ fn services_summary(sim: &Simulation) -> Option<ServicesSummary> {
         return None;
     }
     let ps = &sim.world.proxies;
-    let sum = |f: &dyn Fn(&crate::proxy::node::ProxyStats) -> u64| ps.iter().map(|p| f(&p.stats)).sum::<u64>();
+    let sum =
+        |f: &dyn Fn(&crate::proxy::node::ProxyStats) -> u64| ps.iter().map(|p| f(&p.stats)).sum::<u64>();
     let new = sum(&|s| s.new_connections);
     let per = |x: u64| if new > 0 { x as f64 / new as f64 } else { 0.0 };
     let established = sum(&|s| s.established_packets);
@@ -578,7 +592,9 @@ fn services_summary(sim: &Simulation) -> Option<ServicesSummary> {
             })
         })
         .collect();
-    let hist = |h: &Option<hdrhistogram::Histogram<u64>>| h.as_ref().map(LatencyStats::from_histogram).unwrap_or_default();
+    let hist = |h: &Option<hdrhistogram::Histogram<u64>>| {
+        h.as_ref().map(LatencyStats::from_histogram).unwrap_or_default()
+    };
     Some(ServicesSummary {
         proxy: c.proxy.id().into(),
         services: c.services.services.len(),
@@ -591,16 +607,28 @@ fn services_summary(sim: &Simulation) -> Option<ServicesSummary> {
         rules_evaluated_worst: ps.iter().map(|p| p.stats.rules_worst).max().unwrap_or(0),
         service_rules_evaluated_mean: {
             let t = sum(&|s| s.translated);
-            if t > 0 { sum(&|s| s.translated_rules) as f64 / t as f64 } else { 0.0 }
+            if t > 0 {
+                sum(&|s| s.translated_rules) as f64 / t as f64
+            } else {
+                0.0
+            }
         },
         service_rules_evaluated_worst: ps.iter().map(|p| p.stats.translated_rules_worst).max().unwrap_or(0),
         service_lookups_mean: {
             let t = sum(&|s| s.translated);
-            if t > 0 { sum(&|s| s.translated_lookups) as f64 / t as f64 } else { 0.0 }
+            if t > 0 {
+                sum(&|s| s.translated_lookups) as f64 / t as f64
+            } else {
+                0.0
+            }
         },
         cpu_ns_per_service_connection: {
             let t = sum(&|s| s.translated);
-            if t > 0 { sum(&|s| s.translated_cpu.as_nanos()) as f64 / t as f64 } else { 0.0 }
+            if t > 0 {
+                sum(&|s| s.translated_cpu.as_nanos()) as f64 / t as f64
+            } else {
+                0.0
+            }
         },
         lookups_mean: per(sum(&|s| s.lookups)),
         translated: sum(&|s| s.translated),

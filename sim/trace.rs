@@ -43,7 +43,12 @@ pub fn trace(cluster: &Cluster, from: Client, to: Target, payload: u32) -> Resul
             // One datagram: the next would leave after payload * 8 seconds.
             WorkloadKind::UdpCbr { rate: Bandwidth(1), payload }
         } else {
-            WorkloadKind::UdpRr { request: payload, response: payload, think: Duration::ZERO, timeout: Duration::from_secs(9) }
+            WorkloadKind::UdpRr {
+                request: payload,
+                response: payload,
+                think: Duration::ZERO,
+                timeout: Duration::from_secs(9),
+            }
         },
         flows: vec![(from, to)],
         port: 5201,
@@ -88,13 +93,17 @@ pub fn trace(cluster: &Cluster, from: Client, to: Target, payload: u32) -> Resul
         }
         Target::Service { service, port } => {
             let s = &c.services.services[service];
-            let addr = s.cluster_ip.map_or("headless".to_string(), |ip| format!("{ip}:{}", s.ports[port].port));
+            let addr =
+                s.cluster_ip.map_or("headless".to_string(), |ip| format!("{ip}:{}", s.ports[port].port));
             format!("service {}/{} {addr}", s.namespace, s.name)
         }
         Target::NodePort { service, port, node } => {
             let s = &c.services.services[service];
             let np = s.ports[port].node_port.unwrap_or(0);
-            format!("service {}/{} NodePort {}:{np} ({})", s.namespace, s.name, c.nodes[node].ip, c.nodes[node].name)
+            format!(
+                "service {}/{} NodePort {}:{np} ({})",
+                s.namespace, s.name, c.nodes[node].ip, c.nodes[node].name
+            )
         }
         Target::AnyService { count, .. } => format!("any of {count} services"),
     };

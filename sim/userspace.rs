@@ -91,7 +91,10 @@ struct BackendConn {
 }
 
 impl KubeProxy {
-    pub fn new(portals: HashMap<u16, (usize, usize)>, table: std::sync::Arc<crate::proxy::ServiceTable>) -> Self {
+    pub fn new(
+        portals: HashMap<u16, (usize, usize)>,
+        table: std::sync::Arc<crate::proxy::ServiceTable>,
+    ) -> Self {
         KubeProxy {
             portals,
             table,
@@ -145,8 +148,12 @@ impl KubeProxy {
                     return vec![Output::Drop { pkt, reason: DropReason::NoEphemeralPort }];
                 };
                 *self.per_endpoint.entry((si, e.pod)).or_default() += 1;
-                let conn =
-                    BackendConn { backend: (e.ip, svc.ports[pi].target_port), local_port, local_addr: dst, last: now };
+                let conn = BackendConn {
+                    backend: (e.ip, svc.ports[pi].target_port),
+                    local_port,
+                    local_addr: dst,
+                    last: now,
+                };
                 self.by_port.insert(local_port, key);
                 self.clients.insert(key, conn);
             }
@@ -170,7 +177,15 @@ impl KubeProxy {
         let c = self.clients.get_mut(&(listen, caddr, cport)).expect("indexed both ways");
         c.last = now;
         let local_addr = c.local_addr;
-        vec![Output::Udp { src: Some(local_addr), sport: listen, dst: caddr, port: cport, payload, df: false, pkt }]
+        vec![Output::Udp {
+            src: Some(local_addr),
+            sport: listen,
+            dst: caddr,
+            port: cport,
+            payload,
+            df: false,
+            pkt,
+        }]
     }
 }
 
@@ -274,7 +289,15 @@ fn flannel_out(leases: &RouteTable, mut pkt: Packet) -> Vec<Output> {
     }
     let payload = pkt.frame[ETH_HEADER..].to_vec();
     // An ordinary UDP socket: path MTU discovery on (IP_PMTUDISC_WANT), so DF is set.
-    vec![Output::Udp { src: None, sport: FLANNEL_UDP_PORT, dst: node, port: FLANNEL_UDP_PORT, payload, df: true, pkt }]
+    vec![Output::Udp {
+        src: None,
+        sport: FLANNEL_UDP_PORT,
+        dst: node,
+        port: FLANNEL_UDP_PORT,
+        payload,
+        df: true,
+        pkt,
+    }]
 }
 
 fn flannel_in(tun: DevId, mut pkt: Packet) -> Vec<Output> {

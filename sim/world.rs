@@ -661,7 +661,8 @@ pub fn build(cluster: &Cluster) -> World {
     for (i, e) in cluster.externals.iter().enumerate() {
         let node = cluster.nodes.len() + i;
         let ns = w.add_netns(e.name.clone(), node, NsKind::External(i), false);
-        let nic = w.add_device(ns, "eth0".into(), Mac::local(0x40, i as u32 + 1), u.mtu, DeviceKind::Nic { tx: 0 });
+        let nic =
+            w.add_device(ns, "eth0".into(), Mac::local(0x40, i as u32 + 1), u.mtu, DeviceKind::Nic { tx: 0 });
         w.add_addr(nic, e.ip, e.prefix);
         w.attach_to_switch(e.rack, nic, u.bandwidth.0, u.bandwidth.0, u.propagation);
         if let Some(gw) = e.gateway.or_else(|| upstream_gateway(cluster)) {
@@ -686,7 +687,12 @@ fn build_proxies(w: &mut World) {
     let c = &w.cluster;
     let mode = c.proxy;
     w.service_bpf = matches!(mode, ProxyMode::Ebpf { .. })
-        || matches!(c.cni, crate::cluster::Cni::CiliumVxlan | crate::cluster::Cni::CiliumGeneve | crate::cluster::Cni::CiliumNative);
+        || matches!(
+            c.cni,
+            crate::cluster::Cni::CiliumVxlan
+                | crate::cluster::Cni::CiliumGeneve
+                | crate::cluster::Cni::CiliumNative
+        );
     let table = w.service_tables[0].clone();
     let mut proxies = Vec::with_capacity(c.nodes.len());
     for (i, n) in c.nodes.iter().enumerate() {
@@ -737,13 +743,20 @@ fn build_proxies(w: &mut World) {
     let binds: Vec<(PodId, u16)> = table
         .services
         .iter()
-        .flat_map(|s| s.endpoints.iter().flat_map(move |e| s.ports.iter().map(move |p| (e.pod, p.target_port))))
+        .flat_map(|s| {
+            s.endpoints.iter().flat_map(move |e| s.ports.iter().map(move |p| (e.pod, p.target_port)))
+        })
         .collect();
     for (pod, port) in binds {
         let ns = w.pod_ns[pod];
         w.netns[ns].udp_ports.insert(port);
     }
-    let cilium = matches!(w.cluster.cni, crate::cluster::Cni::CiliumVxlan | crate::cluster::Cni::CiliumGeneve | crate::cluster::Cni::CiliumNative);
+    let cilium = matches!(
+        w.cluster.cni,
+        crate::cluster::Cni::CiliumVxlan
+            | crate::cluster::Cni::CiliumGeneve
+            | crate::cluster::Cni::CiliumNative
+    );
     if cilium && mode.is_kube_proxy() && !w.cluster.services.services.is_empty() {
         w.warn(format!(
             "{}: Cilium's bpf_lxc load-balances ClusterIP traffic from pods itself; kube-proxy's {mode} \

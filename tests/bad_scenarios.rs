@@ -754,9 +754,11 @@ fn target_names_no_service_port() {
 
 #[test]
 fn node_port_outside_range() {
-    let text = with_service("")
-        .replacen("(name: \"web\",", "(name: \"web\", kind: NodePort,", 1)
-        .replacen("ports: [(port: 80)]", "ports: [(port: 80, node_port: 8080)]", 1);
+    let text = with_service("").replacen("(name: \"web\",", "(name: \"web\", kind: NodePort,", 1).replacen(
+        "ports: [(port: 80)]",
+        "ports: [(port: 80, node_port: 8080)]",
+        1,
+    );
     check(&text, 16, 102, "node_port 8080 is outside the NodePort range 30000-32767");
 }
 
@@ -825,5 +827,10 @@ fn unknown_sweep_parameter() {
 
 #[test]
 fn conntrack_max_zero() {
-    check(&edit(&[("\"flannel-host-gw\",", "\"flannel-host-gw\", conntrack_max: 0,")]), 4, 44, "conntrack_max 0");
+    check(
+        &edit(&[("\"flannel-host-gw\",", "\"flannel-host-gw\", conntrack_max: 0,")]),
+        4,
+        44,
+        "conntrack_max 0",
+    );
 }

@@ -100,11 +100,19 @@ pub(super) fn bpf_reverse(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Pack
     if let Some((id, Direction::Reply)) = p.conntrack.lookup(&t, now) {
         p.conntrack.refresh(id, Direction::Reply, now);
         let e = p.conntrack.get(id).clone();
-        let back = Tuple { src: e.original.dst, sport: e.original.dport, dst: e.original.src, dport: e.original.sport };
+        let back = Tuple {
+            src: e.original.dst,
+            sport: e.original.dport,
+            dst: e.original.src,
+            dport: e.original.sport,
+        };
         cx.charge(w.costs.nat_rewrite);
         rewrite(&mut pkt, &back);
         hop(w, cx, &mut pkt, dev, "rev-nat", || {
-            format!("reply {}:{} -> {}:{} reverse-translated to {}:{}", t.src, t.sport, t.dst, t.dport, back.src, back.sport)
+            format!(
+                "reply {}:{} -> {}:{} reverse-translated to {}:{}",
+                t.src, t.sport, t.dst, t.dport, back.src, back.sport
+            )
         });
     }
     Some(pkt)
@@ -130,8 +138,15 @@ fn translate(
         let e = p.conntrack.get(id).clone();
         let to = match dir {
             // As the connection's first packet was rewritten: the inverse of the reply tuple.
-            Direction::Original => Tuple { src: e.reply.dst, sport: e.reply.dport, dst: e.reply.src, dport: e.reply.sport },
-            Direction::Reply => Tuple { src: e.original.dst, sport: e.original.dport, dst: e.original.src, dport: e.original.sport },
+            Direction::Original => {
+                Tuple { src: e.reply.dst, sport: e.reply.dport, dst: e.reply.src, dport: e.reply.sport }
+            }
+            Direction::Reply => Tuple {
+                src: e.original.dst,
+                sport: e.original.dport,
+                dst: e.original.src,
+                dport: e.original.sport,
+            },
         };
         let mut cost = w.costs.conntrack_lookup;
         if to != t {
@@ -140,7 +155,10 @@ fn translate(
             rewrite(&mut pkt, &to);
             hop(w, cx, &mut pkt, dev, "conntrack", || {
                 let what = if dir == Direction::Original { "established" } else { "reply" };
-                format!("{what}: {}:{} -> {}:{} rewritten to {}:{} -> {}:{}", t.src, t.sport, t.dst, t.dport, to.src, to.sport, to.dst, to.dport)
+                format!(
+                    "{what}: {}:{} -> {}:{} rewritten to {}:{} -> {}:{}",
+                    t.src, t.sport, t.dst, t.dport, to.src, to.sport, to.dst, to.dport
+                )
             });
         }
         let s = &mut w.proxies[node].stats;
@@ -225,7 +243,8 @@ fn translate(
     if out != t {
         rewrite(&mut pkt, &out);
         hop(w, cx, &mut pkt, dev, "dnat", || {
-            let snat = if masq { format!(", masquerade to {}:{}", out.src, out.sport) } else { String::new() };
+            let snat =
+                if masq { format!(", masquerade to {}:{}", out.src, out.sport) } else { String::new() };
             format!("{}:{} -> DNAT to {}:{}{snat}", t.dst, t.dport, out.dst, out.dport)
         });
     }

@@ -268,7 +268,8 @@ impl Conntrack {
         ids.into_iter()
             .map(|id| {
                 let e = self.get(id);
-                let t = |t: &Tuple| format!("src={} dst={} sport={} dport={}", t.src, t.dst, t.sport, t.dport);
+                let t =
+                    |t: &Tuple| format!("src={} dst={} sport={} dport={}", t.src, t.dst, t.sport, t.dport);
                 let unreplied = if e.seen_reply { "" } else { " [UNREPLIED]" };
                 let assured = if e.assured { " [ASSURED]" } else { "" };
                 format!("udp      17 {}{unreplied} {}{assured}", t(&e.original), t(&e.reply))
@@ -302,10 +303,13 @@ mod tests {
         let id = ct.insert(o, r, None, false, at(0)).unwrap();
         assert_eq!(ct.lookup(&o, at(1)), Some((id, Direction::Original)));
         assert_eq!(ct.lookup(&r, at(1)), Some((id, Direction::Reply)));
-        assert_eq!(ct.list(), vec![
-            "udp      17 src=10.244.0.2 dst=10.96.0.10 sport=40000 dport=53 [UNREPLIED] src=10.244.1.5 \
+        assert_eq!(
+            ct.list(),
+            vec![
+                "udp      17 src=10.244.0.2 dst=10.96.0.10 sport=40000 dport=53 [UNREPLIED] src=10.244.1.5 \
              dst=10.244.0.2 sport=53 dport=40000"
-        ]);
+            ]
+        );
     }
 
     #[test]

@@ -115,14 +115,25 @@ impl BpfLb {
         let endpoint = candidates[slot];
         if trace {
             let e = &s.endpoints[endpoint];
-            walk.push(format!("backend slot {} of {}: {}:{}", slot + 1, candidates.len(), e.ip, s.ports[pi].target_port));
+            walk.push(format!(
+                "backend slot {} of {}: {}:{}",
+                slot + 1,
+                candidates.len(),
+                e.ip,
+                s.ports[pi].target_port
+            ));
         }
         // NodePort traffic to a remote backend is SNATed to the node (Cilium's default SNAT
         // mode); ClusterIP traffic keeps the pod's address.
         let masq = nodeport
             && s.external_traffic_policy == super::TrafficPolicy::Cluster
             && s.endpoints[endpoint].node != node.id;
-        Lookup { verdict: Verdict::Dnat { service: si, port: pi, endpoint, masq }, rules: 0, lookups: 2, walk }
+        Lookup {
+            verdict: Verdict::Dnat { service: si, port: pi, endpoint, masq },
+            rules: 0,
+            lookups: 2,
+            walk,
+        }
     }
 }
 
@@ -333,9 +344,9 @@ impl NodeProxy {
     /// 1024-65535 (`nf_nat_l4proto_unique_tuple`), then the next free one.
     pub fn masquerade_port(&mut self, reply_base: crate::proxy::Tuple) -> Option<u16> {
         let start: u32 = self.rng.random_range(0..64512);
-        (0..64512u32).map(|i| 1024 + ((start + i) % 64512) as u16).find(|&p| {
-            !self.conntrack.reply_taken(&crate::proxy::Tuple { dport: p, ..reply_base })
-        })
+        (0..64512u32)
+            .map(|i| 1024 + ((start + i) % 64512) as u16)
+            .find(|&p| !self.conntrack.reply_taken(&crate::proxy::Tuple { dport: p, ..reply_base }))
     }
 
     /// An endpoint change reached this proxy at `at`: when its sync will start. kube-proxy's

@@ -50,9 +50,23 @@ impl Portals {
                 let Some(&proxy_port) = proxy_ports.get(k) else { continue };
                 k += 1;
                 let comment = s.port_name(pi);
-                portals.push(Portal { service: si, port: pi, vip: Some(vip), dport: p.port, proxy_port, comment: comment.clone() });
+                portals.push(Portal {
+                    service: si,
+                    port: pi,
+                    vip: Some(vip),
+                    dport: p.port,
+                    proxy_port,
+                    comment: comment.clone(),
+                });
                 if let Some(np) = p.node_port {
-                    nodeports.push(Portal { service: si, port: pi, vip: None, dport: np, proxy_port, comment });
+                    nodeports.push(Portal {
+                        service: si,
+                        port: pi,
+                        vip: None,
+                        dport: np,
+                        proxy_port,
+                        comment,
+                    });
                 }
             }
         }
@@ -80,7 +94,11 @@ impl Portals {
                 None => dst_is_local && t.dport == p.dport,
             };
             if trace {
-                walk.push(format!("nat {} [{}]", self.rule_text(chain, p), if hit { "match" } else { "no match" }));
+                walk.push(format!(
+                    "nat {} [{}]",
+                    self.rule_text(chain, p),
+                    if hit { "match" } else { "no match" }
+                ));
             }
             if hit {
                 let verdict = Verdict::Redirect { service: p.service, port: p.port, to: p.proxy_port };
@@ -102,7 +120,10 @@ impl Portals {
         } else {
             format!("-j REDIRECT --to-ports {}", p.proxy_port)
         };
-        format!("-A {chain} {dst}-p udp -m comment --comment \"{}\" -m udp --dport {} {target}", p.comment, p.dport)
+        format!(
+            "-A {chain} {dst}-p udp -m comment --comment \"{}\" -m udp --dport {} {target}",
+            p.comment, p.dport
+        )
     }
 
     /// Rules installed: two per portal (container and host) plus the four jumps.
@@ -115,7 +136,9 @@ impl Portals {
         let mut s = String::new();
         let _ = writeln!(s, "{}", super::iptables::SAVE_HEADER);
         s.push_str("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n");
-        for c in ["KUBE-NODEPORT-CONTAINER", "KUBE-NODEPORT-HOST", "KUBE-PORTALS-CONTAINER", "KUBE-PORTALS-HOST"] {
+        for c in
+            ["KUBE-NODEPORT-CONTAINER", "KUBE-NODEPORT-HOST", "KUBE-PORTALS-CONTAINER", "KUBE-PORTALS-HOST"]
+        {
             let _ = writeln!(s, ":{c} - [0:0]");
         }
         s.push_str("-A PREROUTING -m comment --comment \"handle ClusterIPs; NOTE: this must be before the NodePort rules\" -j KUBE-PORTALS-CONTAINER\n");
@@ -154,7 +177,10 @@ mod tests {
             endpoints: vec![Endpoint { pod: 0, ip: [10, 244, 1, 2].into(), node: 1, ready: true }],
             external_traffic_policy: TrafficPolicy::Cluster,
         };
-        ServiceTable { services: vec![svc("a", [10, 96, 0, 2], None), svc("b", [10, 96, 0, 3], Some(30080))], cluster_cidr: None }
+        ServiceTable {
+            services: vec![svc("a", [10, 96, 0, 2], None), svc("b", [10, 96, 0, 3], Some(30080))],
+            cluster_cidr: None,
+        }
     }
 
     fn node() -> NodeView {
@@ -164,7 +190,8 @@ mod tests {
     #[test]
     fn portals_redirect_in_order() {
         let p = Portals::build(&table(), &node(), &[40001, 40002]);
-        let t = |dst: [u8; 4], dport| Tuple { src: [10, 244, 0, 2].into(), sport: 5555, dst: dst.into(), dport };
+        let t =
+            |dst: [u8; 4], dport| Tuple { src: [10, 244, 0, 2].into(), sport: 5555, dst: dst.into(), dport };
         let l = p.walk(Hook::Prerouting, &t([10, 96, 0, 3], 80), false, true);
         assert_eq!(l.verdict, Verdict::Redirect { service: 1, port: 0, to: 40002 });
         assert_eq!(l.rules, 3);

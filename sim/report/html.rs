@@ -324,17 +324,47 @@ fn services(out: &mut String, s: &Summary) {
     let mean = |x: f64| format!("{x:.1}");
     let rows = [
         ("Rules installed (largest node)", fmt_count(v.rules_installed as u64)),
-        ("Kernel memory of the rules", format!("{} KiB", fmt_count((v.rules_memory_bytes as u64).div_ceil(1024)))),
+        (
+            "Kernel memory of the rules",
+            format!("{} KiB", fmt_count((v.rules_memory_bytes as u64).div_ceil(1024))),
+        ),
         ("New connections (all nodes)", fmt_count(v.new_connections)),
-        ("Rules evaluated per new connection, mean / worst", format!("{} / {}", mean(v.rules_evaluated_mean), v.rules_evaluated_worst)),
-        ("... of connections to a Service, mean / worst", format!("{} / {}", mean(v.service_rules_evaluated_mean), v.service_rules_evaluated_worst)),
+        (
+            "Rules evaluated per new connection, mean / worst",
+            format!("{} / {}", mean(v.rules_evaluated_mean), v.rules_evaluated_worst),
+        ),
+        (
+            "... of connections to a Service, mean / worst",
+            format!("{} / {}", mean(v.service_rules_evaluated_mean), v.service_rules_evaluated_worst),
+        ),
         ("Hash lookups per new connection, mean", mean(v.lookups_mean)),
-        ("Translated / rejected (no endpoint) / conntrack full", format!("{} / {} / {}", fmt_count(v.translated), fmt_count(v.rejected), fmt_count(v.conntrack_full))),
+        (
+            "Translated / rejected (no endpoint) / conntrack full",
+            format!(
+                "{} / {} / {}",
+                fmt_count(v.translated),
+                fmt_count(v.rejected),
+                fmt_count(v.conntrack_full)
+            ),
+        ),
         ("CPU per 1,000 new connections", fmt_ns(v.cpu_ns_per_1000_new_connections.round() as u64)),
         ("CPU per new connection to a Service", fmt_ns(v.cpu_ns_per_service_connection.round() as u64)),
-        ("Established packets / CPU each", format!("{} / {}", fmt_count(v.established_packets), fmt_ns(v.cpu_ns_per_established_packet.round() as u64))),
-        ("First datagram of a connection: p50 / p99", format!("{} / {}", fmt_ns(v.first_packet_latency.p50_ns), fmt_ns(v.first_packet_latency.p99_ns))),
-        ("Later datagrams: p50 / p99", format!("{} / {}", fmt_ns(v.established_latency.p50_ns), fmt_ns(v.established_latency.p99_ns))),
+        (
+            "Established packets / CPU each",
+            format!(
+                "{} / {}",
+                fmt_count(v.established_packets),
+                fmt_ns(v.cpu_ns_per_established_packet.round() as u64)
+            ),
+        ),
+        (
+            "First datagram of a connection: p50 / p99",
+            format!("{} / {}", fmt_ns(v.first_packet_latency.p50_ns), fmt_ns(v.first_packet_latency.p99_ns)),
+        ),
+        (
+            "Later datagrams: p50 / p99",
+            format!("{} / {}", fmt_ns(v.established_latency.p50_ns), fmt_ns(v.established_latency.p99_ns)),
+        ),
         ("Most conntrack entries on a node", fmt_count(v.conntrack_peak_entries as u64)),
     ];
     out.push_str("<table class=\"kv\"><tbody>\n");
@@ -347,10 +377,19 @@ fn services(out: &mut String, s: &Summary) {
         let rows = v.endpoint_share.iter().flat_map(|(svc, pods)| {
             let total: u64 = pods.values().sum();
             pods.iter().map(move |(pod, n)| {
-                vec![svc.clone(), pod.clone(), fmt_count(*n), format!("{:.1} %", *n as f64 * 100.0 / total.max(1) as f64)]
+                vec![
+                    svc.clone(),
+                    pod.clone(),
+                    fmt_count(*n),
+                    format!("{:.1} %", *n as f64 * 100.0 / total.max(1) as f64),
+                ]
             })
         });
-        table(out, &[("Service", false), ("Endpoint pod", false), ("Connections", true), ("Share", true)], rows);
+        table(
+            out,
+            &[("Service", false), ("Endpoint pod", false), ("Connections", true), ("Share", true)],
+            rows,
+        );
     }
     if !v.syncs.is_empty() {
         out.push_str(
@@ -360,7 +399,11 @@ fn services(out: &mut String, s: &Summary) {
         let rows = v.syncs.iter().map(|y| {
             vec![y.node.clone(), fmt_ns(y.changed_at_ns), fmt_ns(y.in_place_at_ns), fmt_ns(y.sync_ns)]
         });
-        table(out, &[("Node", false), ("Change at", true), ("Rules in place at", true), ("Took", true)], rows);
+        table(
+            out,
+            &[("Node", false), ("Change at", true), ("Rules in place at", true), ("Took", true)],
+            rows,
+        );
     }
 }
 

@@ -8,15 +8,18 @@ use super::html::{esc, table, CSS};
 use super::{base64, fmt_count, fmt_ns, OutputFile, RenderError};
 use crate::sweep::{Parameter, SweepPoint, SweepResult};
 
+/// A metric of a point, in a chart's unit; `None` when the point has no value for it.
+type Metric = fn(&SweepPoint) -> Option<f64>;
+
 /// One curve family: a chart of one metric for every mode.
 struct Curve {
     stem: &'static str,
     title: &'static str,
     y_desc: &'static str,
     /// The metric, in the chart's unit; `None` when the point has no value for it.
-    value: fn(&SweepPoint) -> Option<f64>,
+    value: Metric,
     /// A second, dashed line per mode (established packets on the latency chart).
-    dashed: Option<(&'static str, fn(&SweepPoint) -> Option<f64>)>,
+    dashed: Option<(&'static str, Metric)>,
     /// What the curve means, in plain words.
     explain: &'static str,
 }
@@ -100,12 +103,21 @@ pub fn render(r: &SweepResult) -> Result<Vec<OutputFile>, RenderError> {
     for c in &CURVES {
         let mut series = Vec::new();
         for (i, mode) in r.proxies.iter().enumerate() {
-            let pts = |f: fn(&SweepPoint) -> Option<f64>| -> Vec<(f64, f64)> {
-                r.points.iter().filter(|p| &p.proxy == mode).filter_map(|p| Some((p.value as f64, f(p)?))).collect()
+            let pts = |f: Metric| -> Vec<(f64, f64)> {
+                r.points
+                    .iter()
+                    .filter(|p| &p.proxy == mode)
+                    .filter_map(|p| Some((p.value as f64, f(p)?)))
+                    .collect()
             };
             series.push(Series { label: mode.clone(), points: pts(c.value), dashed: false, colour: i });
             if let Some((what, f)) = c.dashed {
-                series.push(Series { label: format!("{mode} {what}"), points: pts(f), dashed: true, colour: i });
+                series.push(Series {
+                    label: format!("{mode} {what}"),
+                    points: pts(f),
+                    dashed: true,
+                    colour: i,
+                });
             }
         }
         let png = charts::scaling(c.stem, c.title, x_desc, c.y_desc, &series)?;

@@ -11,11 +11,11 @@ use super::locate::{self, Seg};
 use super::{Nodes, Overrides, Scenario, Selector};
 use crate::addr::Ipv4Net;
 use crate::cluster::{
-    Change, Client, Cluster, Cni, ExternalHost, CniOptions, Fabric, Network, NodeId, NodeSpec, PodId, PodSpec, Rack, Target, Underlay,
-    Workload, WorkloadKind,
+    Change, Client, Cluster, Cni, CniOptions, ExternalHost, Fabric, Network, NodeId, NodeSpec, PodId,
+    PodSpec, Rack, Target, Underlay, Workload, WorkloadKind,
 };
-use crate::proxy::{Endpoint, ProxyMode, Service, ServiceKind, ServicePort, ServiceTable, TrafficPolicy};
 use crate::error::ScenarioError;
+use crate::proxy::{Endpoint, ProxyMode, Service, ServiceKind, ServicePort, ServiceTable, TrafficPolicy};
 use crate::time::{Duration, Instant};
 use crate::units::Bandwidth;
 
@@ -698,7 +698,10 @@ fn select(
             .filter(|(_, p)| want.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
             .map(|(i, _)| i)
             .collect(),
-        Selector::Service(_) | Selector::NodePort { .. } | Selector::AnyGeneratedService | Selector::External(_) => {
+        Selector::Service(_)
+        | Selector::NodePort { .. }
+        | Selector::AnyGeneratedService
+        | Selector::External(_) => {
             unreachable!("Service targets and external clients are resolved before")
         }
     };
@@ -711,7 +714,10 @@ fn select(
             Selector::Labels(l) => {
                 format!("Labels({l:?}) matches no pod; no pod has all of these labels")
             }
-            Selector::Service(_) | Selector::NodePort { .. } | Selector::AnyGeneratedService | Selector::External(_) => {
+            Selector::Service(_)
+            | Selector::NodePort { .. }
+            | Selector::AnyGeneratedService
+            | Selector::External(_) => {
                 unreachable!("handled above")
             }
         };
@@ -776,7 +782,9 @@ fn resolve_services(
                 if !NODE_PORTS.contains(&np) {
                     return Err(loc.err(
                         at!["services", i, "ports", j, "node_port"],
-                        format!("node_port {np} is outside the NodePort range 30000-32767; pick one inside it"),
+                        format!(
+                            "node_port {np} is outside the NodePort range 30000-32767; pick one inside it"
+                        ),
                     ));
                 }
                 if !taken_node_ports.insert(np) {
@@ -852,15 +860,18 @@ fn resolve_services(
         let mut ports: Vec<ServicePort> = Vec::new();
         for (j, p) in svc.ports.iter().enumerate() {
             if p.port == 0 || p.target_port == Some(0) {
-                return Err(loc.err(
-                    at!["services", i, "ports", j],
-                    "port 0 is not a valid UDP port; use 1..=65535",
-                ));
+                return Err(
+                    loc.err(at!["services", i, "ports", j], "port 0 is not a valid UDP port; use 1..=65535")
+                );
             }
             if svc.ports.len() > 1 && p.name.is_empty() {
                 return Err(loc.err(
                     at!["services", i, "ports", j],
-                    format!("service '{}' has {} ports, so each needs a name; add name: \"...\"", svc.name, svc.ports.len()),
+                    format!(
+                        "service '{}' has {} ports, so each needs a name; add name: \"...\"",
+                        svc.name,
+                        svc.ports.len()
+                    ),
                 ));
             }
             if ports.iter().any(|o| o.port == p.port || (!p.name.is_empty() && o.name == p.name)) {
@@ -922,7 +933,10 @@ fn resolve_services(
         if count == 0 || first + count > MAX_SERVICES {
             return Err(loc.err(
                 at!["generated_services", "count"],
-                format!("generated_services.count {count} is outside 1..={}; change it", MAX_SERVICES - first),
+                format!(
+                    "generated_services.count {count} is outside 1..={}; change it",
+                    MAX_SERVICES - first
+                ),
             ));
         }
         let pool: Vec<PodId> = pods
@@ -958,7 +972,12 @@ fn resolve_services(
                 name: format!("svc-{}", k + 1),
                 kind: ServiceKind::ClusterIp,
                 cluster_ip: Some(alloc_ip(at!["generated_services", "count"])?),
-                ports: vec![ServicePort { name: String::new(), port: g.port, target_port: g.target_port, node_port: None }],
+                ports: vec![ServicePort {
+                    name: String::new(),
+                    port: g.port,
+                    target_port: g.target_port,
+                    node_port: None,
+                }],
                 endpoints,
                 external_traffic_policy: TrafficPolicy::Cluster,
             });
@@ -1021,7 +1040,10 @@ fn resolve_changes(loc: &Locator, s: &Scenario, pods: &[PodSpec]) -> Res<Vec<Cha
         if c.at >= s.duration {
             return Err(loc.err(
                 at!["changes", i, "at"],
-                format!("change at {} is not before the end of the scenario at {}; make it earlier", c.at, s.duration),
+                format!(
+                    "change at {} is not before the end of the scenario at {}; make it earlier",
+                    c.at, s.duration
+                ),
             ));
         }
         if out.iter().any(|o| o.pod == pod) {
@@ -1054,10 +1076,14 @@ fn check_sweep(loc: &Locator, sw: &super::SweepSpec, s: &Scenario) -> Res<crate:
         ));
     }
     if sw.values.is_empty() {
-        return Err(loc.err(at!["sweep", "values"], "values is empty; give at least one, e.g. [10, 100, 1000]"));
+        return Err(
+            loc.err(at!["sweep", "values"], "values is empty; give at least one, e.g. [10, 100, 1000]")
+        );
     }
     if let Some(v) = sw.values.iter().find(|&&v| v == 0 || v as usize > MAX_SERVICES) {
-        return Err(loc.err(at!["sweep", "values"], format!("value {v} is outside 1..={MAX_SERVICES}; change it")));
+        return Err(
+            loc.err(at!["sweep", "values"], format!("value {v} is outside 1..={MAX_SERVICES}; change it"))
+        );
     }
     let mut proxies = Vec::new();
     for (i, p) in sw.proxies.iter().enumerate() {
@@ -1103,8 +1129,13 @@ fn resolve_target(
         let pi = match port {
             None => 0,
             Some(p) => ports.iter().position(|x| x.name == p).ok_or_else(|| {
-                loc.err(at, format!("service '{svc}' has no port named '{p}'; its ports are: {}",
-                    ports.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")))
+                loc.err(
+                    at,
+                    format!(
+                        "service '{svc}' has no port named '{p}'; its ports are: {}",
+                        ports.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                )
             })?,
         };
         Ok((si, pi))
@@ -1117,10 +1148,15 @@ fn resolve_target(
         Selector::NodePort { service, node } => {
             let (si, port) = find(service)?;
             if services.services[si].kind != ServiceKind::NodePort {
-                return Err(loc.err(at, format!("service '{service}' is not a NodePort Service; set kind: NodePort")));
+                return Err(
+                    loc.err(at, format!("service '{service}' is not a NodePort Service; set kind: NodePort"))
+                );
             }
             let Some(node) = nodes.iter().position(|n| &n.name == node) else {
-                return Err(loc.err(at, format!("NodePort node '{node}' names no node; nodes are: {}", list_names(nodes))));
+                return Err(loc.err(
+                    at,
+                    format!("NodePort node '{node}' names no node; nodes are: {}", list_names(nodes)),
+                ));
             };
             Ok(Some(Target::NodePort { service: si, port, node }))
         }
@@ -1157,7 +1193,8 @@ fn resolve_workloads(
             ));
         }
         let kind = resolve_kind(loc, i, &w.kind)?;
-        if matches!(w.from, Selector::Service(_) | Selector::NodePort { .. } | Selector::AnyGeneratedService) {
+        if matches!(w.from, Selector::Service(_) | Selector::NodePort { .. } | Selector::AnyGeneratedService)
+        {
             return Err(loc.err(
                 at!["workloads", i, "from"],
                 "a Service cannot send: `from` selects pods (Pod, Node or Labels); put the Service in `to`",
@@ -1166,7 +1203,9 @@ fn resolve_workloads(
         if let Selector::External(name) = &w.to {
             return Err(loc.err(
                 at!["workloads", i, "to"],
-                format!("External(\"{name}\") can only send: put it in `from`, and a NodePort or pod in `to`"),
+                format!(
+                    "External(\"{name}\") can only send: put it in `from`, and a NodePort or pod in `to`"
+                ),
             ));
         }
         let from: Vec<Client> = match &w.from {
@@ -1183,7 +1222,10 @@ fn resolve_workloads(
                     ));
                 }
             },
-            sel => select(loc, sel, at!["workloads", i, "from"], nodes, pods)?.into_iter().map(Client::Pod).collect(),
+            sel => select(loc, sel, at!["workloads", i, "from"], nodes, pods)?
+                .into_iter()
+                .map(Client::Pod)
+                .collect(),
         };
         if w.new_connection_per_request && !matches!(kind, WorkloadKind::UdpRr { .. }) {
             return Err(loc.err(
@@ -1226,7 +1268,8 @@ fn resolve_workloads(
         let to = select(loc, &w.to, at!["workloads", i, "to"], nodes, pods)?;
         if let [Client::External(e)] = from[..] {
             // An external host to pods: no MTU of a pod on the sending side.
-            let flows: Vec<(Client, Target)> = to.iter().map(|&s| (Client::External(e), Target::Pod(s))).collect();
+            let flows: Vec<(Client, Target)> =
+                to.iter().map(|&s| (Client::External(e), Target::Pod(s))).collect();
             total_flows += flows.len() as u64;
             let duration = workload_duration(loc, i, w, s)?;
             out.push(Workload {

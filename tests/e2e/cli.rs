@@ -43,7 +43,9 @@ fn validate_and_usage_errors() {
     let qs = repo("scenarios/quickstart.ron");
     let o = cnisim(&["validate", qs.to_str().unwrap()]);
     assert!(o.status.success());
-    assert!(String::from_utf8_lossy(&o.stdout).contains("ok: 3 nodes, 7 pods, 0 services, 3 workloads (4 flows)"));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("ok: 3 nodes, 7 pods, 0 services, 3 workloads (4 flows)")
+    );
     let o = cnisim(&["trace", qs.to_str().unwrap(), "--from", "nope", "--to", "server"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--from 'nope' names no pod or external host"));
@@ -52,7 +54,11 @@ fn validate_and_usage_errors() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown proxy mode 'ipvs-wrr'"));
     let o = cnisim(&["sweep", qs.to_str().unwrap(), "--quiet"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("has no sweep section"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("has no sweep section"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let o = cnisim(&["run", "/nonexistent/x.ron"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/x.ron"));

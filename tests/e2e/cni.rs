@@ -43,7 +43,13 @@ fn short_quickstart(dir: &std::path::Path) -> std::path::PathBuf {
 
 fn run(cni: Cni, dir: &std::path::Path, scenario: &std::path::Path) -> Summary {
     let out = dir.join(cni.id());
-    let opts = RunOptions { out: Some(out), pcap: vec!["node-1/eth0".into()], seed: None, cni: Some(cni), proxy: None };
+    let opts = RunOptions {
+        out: Some(out),
+        pcap: vec!["node-1/eth0".into()],
+        seed: None,
+        cni: Some(cni),
+        proxy: None,
+    };
     app::run(scenario, &opts).unwrap_or_else(|e| panic!("{cni}: {e}")).summary
 }
 
@@ -181,8 +187,9 @@ fn mtu_blackhole_drops_with_icmp_and_dont_fragment() {
 
 #[test]
 fn describe_shows_what_each_plugin_programs() {
-    let d =
-        |id: &str| app::describe(&repo(&format!("scenarios/cni/{id}.ron")), "node-1", None, Default::default()).unwrap();
+    let d = |id: &str| {
+        app::describe(&repo(&format!("scenarios/cni/{id}.ron")), "node-1", None, Default::default()).unwrap()
+    };
     let checks: [(&str, &[&str]); 4] = [
         (
             "flannel-vxlan",

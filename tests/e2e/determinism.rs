@@ -8,7 +8,13 @@ use cnisim::app::{self, RunOptions};
 use crate::{repo, scratch};
 
 fn run_into(dir: &std::path::Path, seed: Option<u64>) -> serde_json::Value {
-    let opts = RunOptions { out: Some(dir.to_path_buf()), pcap: vec!["node-1/*".into()], seed, cni: None, proxy: None };
+    let opts = RunOptions {
+        out: Some(dir.to_path_buf()),
+        pcap: vec!["node-1/*".into()],
+        seed,
+        cni: None,
+        proxy: None,
+    };
     app::run(&repo("scenarios/quickstart.ron"), &opts).unwrap();
     let mut v: serde_json::Value =
         serde_json::from_slice(&fs::read(dir.join("summary.json")).unwrap()).unwrap();

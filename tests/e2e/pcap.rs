@@ -36,7 +36,8 @@ fn every_pcap_decodes_cleanly() {
     assert_ne!(short, text);
     std::fs::write(dir.join("short.ron"), short).unwrap();
     let out = dir.join("r");
-    let opts = RunOptions { out: Some(out.clone()), pcap: vec!["*".into()], seed: None, cni: None, proxy: None };
+    let opts =
+        RunOptions { out: Some(out.clone()), pcap: vec!["*".into()], seed: None, cni: None, proxy: None };
     let o = app::run(&dir.join("short.ron"), &opts).unwrap();
     let pcaps: Vec<_> = o.files.iter().filter(|f| f.starts_with("pcap/")).collect();
     assert!(pcaps.len() >= 20, "{pcaps:?}");

@@ -106,13 +106,16 @@ fn describe_prints_host_gw_tables() {
     ] {
         assert!(s.contains(want), "missing {want:?} in:\n{s}");
     }
-    let err = app::describe(&repo("scenarios/quickstart.ron"), "node-9", None, Default::default()).err().unwrap();
+    let err =
+        app::describe(&repo("scenarios/quickstart.ron"), "node-9", None, Default::default()).err().unwrap();
     assert!(err.to_string().contains("nodes: node-1, node-2, node-3"), "{err}");
 }
 
 #[test]
 fn trace_shows_arp_then_the_routed_path() {
-    let t = app::trace(&repo("scenarios/quickstart.ron"), "node-1-pod-1", "node-2-pod-1", 64, Default::default()).unwrap();
+    let t =
+        app::trace(&repo("scenarios/quickstart.ron"), "node-1-pod-1", "node-2-pod-1", 64, Default::default())
+            .unwrap();
     assert!(t.delivered, "{}", t.render());
     let data: Vec<String> = t
         .hops

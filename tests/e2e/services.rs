@@ -11,7 +11,8 @@ use cnisim::sweep::SweepPoint;
 
 use crate::{repo, scratch};
 
-const MODES: [&str; 7] = ["userspace", "iptables", "ipvs", "nftables", "ebpf", "ebpf-no-socket-lb", "ipvs-sed"];
+const MODES: [&str; 7] =
+    ["userspace", "iptables", "ipvs", "nftables", "ebpf", "ebpf-no-socket-lb", "ipvs-sed"];
 
 /// A 3-node cluster with a `web` Service of four endpoints and one client opening a new
 /// connection for every request; `extra` is spliced in before the closing parenthesis.
@@ -135,7 +136,11 @@ fn iptables_first_packet_cost_grows_linearly_hash_modes_stay_flat() {
     for n in [100, 800, 3200] {
         let p = at(&pts, "iptables", n);
         let expected = n as f64 / 2.0;
-        assert!((p.rules_evaluated_mean - expected).abs() < 0.1 * expected + 10.0, "{n}: {}", p.rules_evaluated_mean);
+        assert!(
+            (p.rules_evaluated_mean - expected).abs() < 0.1 * expected + 10.0,
+            "{n}: {}",
+            p.rules_evaluated_mean
+        );
         assert!(p.rules_evaluated_worst as f64 > 0.9 * n as f64, "{n}: worst {}", p.rules_evaluated_worst);
     }
     let ipt = |n| at(&pts, "iptables", n);
@@ -175,10 +180,15 @@ fn trace_to_a_service_shows_the_chain_walk_dnat_and_reverse_nat() {
     let t = app::trace(&path, "client-1", "web", 64, Choice::default()).unwrap();
     let text = t.render();
     assert!(t.delivered, "{text}");
-    let find = |action: &str, needle: &str| {
-        t.hops.iter().any(|(_, h)| h.action == action && h.why.contains(needle))
-    };
-    assert!(find("rule", "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES [match]"), "{text}");
+    let find =
+        |action: &str, needle: &str| t.hops.iter().any(|(_, h)| h.action == action && h.why.contains(needle));
+    assert!(
+        find(
+            "rule",
+            "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES [match]"
+        ),
+        "{text}"
+    );
     assert!(find("rule", "-j KUBE-SVC-") && find("rule", "-j DNAT --to-destination"), "{text}");
     assert!(find("rule", "--probability 0.33333333349"), "{text}");
     assert!(find("dnat", "10.96.0.2:80 -> DNAT to 10.244."), "{text}");
@@ -187,7 +197,8 @@ fn trace_to_a_service_shows_the_chain_walk_dnat_and_reverse_nat() {
     assert!(reply.why.contains("rewritten to 10.96.0.2:80 -> 10.244.0.3:"), "{}", reply.why);
     assert!(text.contains("result: answered after"), "{text}");
 
-    let ipvs = Choice { proxy: Some(ProxyMode::Ipvs(cnisim::proxy::IpvsScheduler::Rr)), ..Default::default() };
+    let ipvs =
+        Choice { proxy: Some(ProxyMode::Ipvs(cnisim::proxy::IpvsScheduler::Rr)), ..Default::default() };
     let t = app::trace(&path, "client-1", "web", 64, ipvs).unwrap();
     assert!(t.delivered, "{}", t.render());
     assert!(t.render().contains("ipvs evaluated"), "{}", t.render());
@@ -270,12 +281,18 @@ fn a_full_conntrack_table_evicts_unassured_entries_then_refuses_new_connections(
 fn a_service_without_endpoints_rejects() {
     let dir = scratch("noep");
     let path = lb_scenario(&dir, "");
-    let text = std::fs::read_to_string(&path).unwrap().replace("selector: {\"app\": \"web\"}", "selector: {\"app\": \"gone\"}");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("selector: {\"app\": \"web\"}", "selector: {\"app\": \"gone\"}");
     std::fs::write(&path, text).unwrap();
     for mode in ["iptables", "ipvs", "nftables", "ebpf-no-socket-lb", "ebpf"] {
         let s = run(&path, &dir.join(mode), Some(mode), None);
         assert_eq!(s.totals.delivered, 0, "{mode}");
-        assert!(s.totals.drops_by_reason["service_no_endpoints"] > 0, "{mode}: {:?}", s.totals.drops_by_reason);
+        assert!(
+            s.totals.drops_by_reason["service_no_endpoints"] > 0,
+            "{mode}: {:?}",
+            s.totals.drops_by_reason
+        );
     }
 }
 
@@ -323,7 +340,10 @@ fn nodeport_from_outside_cluster_policy_masquerades_local_policy_keeps_the_clien
     assert!(s.flows[0].transactions > 50, "{:?}", s.totals.drops_by_reason);
     assert_eq!(s.totals.dropped, 0);
     let dnat = dnat.unwrap_or_else(|| panic!("{text}"));
-    assert!(dnat.contains("192.168.0.3:30080 -> DNAT to 10.244.1.2:8080, masquerade to 192.168.0.3:"), "{dnat}");
+    assert!(
+        dnat.contains("192.168.0.3:30080 -> DNAT to 10.244.1.2:8080, masquerade to 192.168.0.3:"),
+        "{dnat}"
+    );
     assert!(text.contains("rewritten to 192.168.0.3:30080 -> 192.168.0.4:"), "{text}");
     // Local policy through node-3: no local endpoint, so the packet is dropped there.
     let (s, _, _) = go("Local", "node-3");
@@ -349,12 +369,42 @@ fn services_runs_are_deterministic() {
             s.to_json()
         };
         assert_eq!(strip(a), strip(b), "{mode}");
-        for f in ["flows.csv"] {
+        // Every other file too, but report.html (its footer has the wall-clock time).
+        for e in std::fs::read_dir(dir.join(format!("{mode}-a"))).unwrap() {
+            let f = e.unwrap().file_name().into_string().unwrap();
+            if f == "report.html" || f == "summary.json" {
+                continue;
+            }
             assert_eq!(
                 std::fs::read(dir.join(format!("{mode}-a/{f}"))).unwrap(),
                 std::fs::read(dir.join(format!("{mode}-b/{f}"))).unwrap(),
                 "{mode}: {f}"
             );
         }
+    }
+}
+
+#[test]
+fn sweeps_are_deterministic_whatever_the_thread_count() {
+    let dir = scratch("sweep-det");
+    let text = std::fs::read_to_string(repo("scenarios/rule-scaling.ron")).unwrap();
+    let start = text.find("sweep: (").unwrap();
+    let text = format!(
+        "{}sweep: (parameter: \"services\", values: [50, 10], proxies: [\"nftables\", \"iptables\", \"userspace\"]),\n)\n",
+        &text[..start]
+    )
+    .replace("duration: \"1500ms\"", "duration: \"200ms\"");
+    let path = dir.join("sweep.ron");
+    std::fs::write(&path, text).unwrap();
+    let (a, ra) = app::sweep(&path, Some(dir.join("one")), Some(1), false).unwrap();
+    let (b, rb) = app::sweep(&path, Some(dir.join("two")), Some(2), false).unwrap();
+    assert_eq!(ra.points, rb.points);
+    assert_eq!(ra.values, [10, 50], "values are swept in increasing order");
+    for e in std::fs::read_dir(&a).unwrap() {
+        let f = e.unwrap().file_name().into_string().unwrap();
+        if f == "sweep.json" {
+            continue;
+        }
+        assert_eq!(std::fs::read(a.join(&f)).unwrap(), std::fs::read(b.join(&f)).unwrap(), "{f}");
     }
 }
