@@ -4,13 +4,12 @@
 //! per-packet CPU cost orders the plugins the way their data paths differ.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
 use cnisim::app::{self, RunOptions};
 use cnisim::cluster::Cni;
 use cnisim::summary::Summary;
 
-use crate::{repo, scratch};
+use crate::{repo, scratch, tshark};
 
 /// Extra bytes on the underlay per packet, and how tshark must be told to decode the port.
 fn expected(cni: Cni) -> (i64, Option<&'static str>) {
@@ -51,12 +50,6 @@ fn run(cni: Cni, dir: &std::path::Path, scenario: &std::path::Path) -> Summary {
         proxy: None,
     };
     app::run(scenario, &opts).unwrap_or_else(|e| panic!("{cni}: {e}")).summary
-}
-
-fn tshark(args: &[&str]) -> String {
-    let o = Command::new("tshark").args(args).output().expect("tshark runs (.ci/run installs it)");
-    assert!(o.status.success(), "tshark {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 #[test]

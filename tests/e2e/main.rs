@@ -14,6 +14,14 @@ pub fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
+/// Runs tshark (`.ci/run` installs it) and returns its standard output.
+pub fn tshark(args: &[&str]) -> String {
+    let o =
+        std::process::Command::new("tshark").args(args).output().expect("tshark runs (.ci/run installs it)");
+    assert!(o.status.success(), "tshark {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// A fresh, empty scratch directory for one test.
 pub fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("cnisim-e2e-{}-{name}", std::process::id()));

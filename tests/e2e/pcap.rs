@@ -7,13 +7,7 @@ use std::process::Command;
 
 use cnisim::app::{self, RunOptions};
 
-use crate::{repo, scratch};
-
-fn tshark(args: &[&str]) -> String {
-    let o = Command::new("tshark").args(args).output().expect("tshark runs");
-    assert!(o.status.success(), "tshark {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use crate::{repo, scratch, tshark};
 
 #[test]
 fn every_pcap_decodes_cleanly() {

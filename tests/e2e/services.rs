@@ -9,7 +9,7 @@ use cnisim::proxy::ProxyMode;
 use cnisim::summary::{ServicesSummary, Summary};
 use cnisim::sweep::SweepPoint;
 
-use crate::{repo, scratch};
+use crate::{repo, scratch, tshark};
 
 const MODES: [&str; 7] =
     ["userspace", "iptables", "ipvs", "nftables", "ebpf", "ebpf-no-socket-lb", "ipvs-sed"];
@@ -407,4 +407,61 @@ fn sweeps_are_deterministic_whatever_the_thread_count() {
         }
         assert_eq!(std::fs::read(a.join(&f)).unwrap(), std::fs::read(b.join(&f)).unwrap(), "{f}");
     }
+}
+
+#[test]
+fn translated_packets_carry_valid_checksums_in_pcaps() {
+    if std::env::var_os("CNISIM_SKIP_TSHARK").is_some() {
+        eprintln!("CNISIM_SKIP_TSHARK set: pcap decoding not checked");
+        return;
+    }
+    let dir = scratch("svc-pcap");
+    let opts = RunOptions {
+        out: Some(dir.join("out")),
+        pcap: vec!["client-1/eth0".into(), "node-2/eth0".into(), "internet/eth0".into()],
+        ..Default::default()
+    };
+    app::run(&repo("scenarios/services.ron"), &opts).unwrap();
+    let pcap = |name: &str| dir.join("out/pcap").join(name).to_str().unwrap().to_string();
+    for f in ["client-1-eth0.pcap", "node-2-eth0.pcap", "internet-eth0.pcap"] {
+        let bad = tshark(&[
+            "-r",
+            &pcap(f),
+            "-o",
+            "ip.check_checksum:TRUE",
+            "-o",
+            "udp.check_checksum:TRUE",
+            "-d",
+            "udp.port==8472,vxlan",
+            "-Y",
+            "ip.checksum.status==2 || udp.checksum.status==2 || _ws.malformed",
+        ]);
+        assert!(bad.is_empty(), "{f}: {bad}");
+    }
+    // The client only ever talks to the VIP: requests to it, replies from it (reverse NAT).
+    let fields = |f: &str, filter: &str| {
+        tshark(&[
+            "-r",
+            &pcap(f),
+            "-Y",
+            filter,
+            "-T",
+            "fields",
+            "-e",
+            "ip.src",
+            "-e",
+            "ip.dst",
+            "-e",
+            "udp.srcport",
+        ])
+    };
+    let replies = fields("client-1-eth0.pcap", "udp && ip.dst==10.244.0.3");
+    assert!(replies.lines().count() > 800, "{replies}");
+    assert!(replies.lines().all(|l| l.starts_with("10.96.0.2\t10.244.0.3\t80")), "{replies}");
+    // The external client sees only node-2's NodePort.
+    let ext = fields("internet-eth0.pcap", "udp && ip.dst==192.168.0.4");
+    assert!(
+        ext.lines().count() > 500 && ext.lines().all(|l| l.starts_with("192.168.0.2\t192.168.0.4\t30080")),
+        "{ext}"
+    );
 }
