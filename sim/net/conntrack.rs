@@ -13,7 +13,8 @@
 //! unassured entry (`early_drop`); if there is none, the new connection's packet is dropped
 //! ("nf_conntrack: table full, dropping packet").
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::Ipv4Addr;
 
 use crate::proxy::Tuple;
@@ -75,9 +76,9 @@ pub struct TableFull;
 pub struct Conntrack {
     slab: Vec<Option<Entry>>,
     free: Vec<EntryId>,
-    index: HashMap<Tuple, (EntryId, Direction)>,
-    /// Every live entry by expiry, for reaping and early drop.
-    by_expiry: BTreeSet<(Instant, EntryId)>,
+    index: HashMap<Tuple, (EntryId, Direction), BuildHasherDefault<TupleHasher>>,
+    /// Live entries (expired ones included until reaped, as in the kernel until GC runs).
+    live: usize,
     /// `nf_conntrack_max`.
     pub max: usize,
     /// Entries created, evicted early and refused since the start.
@@ -93,8 +94,8 @@ impl Conntrack {
         Conntrack {
             slab: Vec::new(),
             free: Vec::new(),
-            index: HashMap::new(),
-            by_expiry: BTreeSet::new(),
+            index: HashMap::default(),
+            live: 0,
             max,
             created: 0,
             early_dropped: 0,
@@ -105,11 +106,16 @@ impl Conntrack {
 
     /// Live entries (expired ones not yet reaped included, as in the kernel until GC runs).
     pub fn len(&self) -> usize {
-        self.by_expiry.len()
+        self.live
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_expiry.is_empty()
+        self.live == 0
+    }
+
+    /// Ids of the live entries, in slab order.
+    fn ids(&self) -> impl Iterator<Item = EntryId> + '_ {
+        self.slab.iter().enumerate().filter(|(_, e)| e.is_some()).map(|(i, _)| i as EntryId)
     }
 
     pub fn get(&self, id: EntryId) -> &Entry {
@@ -130,7 +136,6 @@ impl Conntrack {
     /// Refreshes the entry's timeout for a packet seen in `dir` at `now`.
     pub fn refresh(&mut self, id: EntryId, dir: Direction, now: Instant) {
         let e = self.slab[id as usize].as_mut().expect("live entry");
-        let old = e.expires;
         if dir == Direction::Reply {
             e.seen_reply = true;
         }
@@ -145,9 +150,6 @@ impl Conntrack {
             UDP_TIMEOUT
         };
         e.expires = now + timeout;
-        let new = e.expires;
-        self.by_expiry.remove(&(old, id));
-        self.by_expiry.insert((new, id));
     }
 
     /// Creates the entry for a new connection. When the table is full, expired entries are
@@ -190,7 +192,7 @@ impl Conntrack {
         };
         self.index.insert(original, (id, Direction::Original));
         self.index.insert(reply, (id, Direction::Reply));
-        self.by_expiry.insert((now + UDP_TIMEOUT, id));
+        self.live += 1;
         self.created += 1;
         self.peak = self.peak.max(self.len());
         Ok(id)
@@ -214,25 +216,16 @@ impl Conntrack {
         self.index.contains_key(t)
     }
 
-    /// Removes every entry expired at `now`; returns them (their DNAT bindings, for IPVS
-    /// connection counts).
+    /// Removes every entry expired at `now` (the kernel's GC pass; run only when the table is
+    /// full, so a full scan is rare); returns them.
     pub fn reap(&mut self, now: Instant) -> Vec<Entry> {
-        let mut gone = Vec::new();
-        while let Some(&(exp, id)) = self.by_expiry.first() {
-            if exp > now {
-                break;
-            }
-            if let Some(e) = self.remove(id) {
-                gone.push(e);
-            }
-        }
-        gone
+        let expired: Vec<EntryId> = self.ids().filter(|&id| self.get(id).expires <= now).collect();
+        expired.into_iter().filter_map(|id| self.remove(id)).collect()
     }
 
     /// Deletes every entry `stale` selects (`conntrack -D` by kube-proxy).
     pub fn remove_where(&mut self, stale: impl Fn(&Entry) -> bool) -> usize {
-        let ids: Vec<EntryId> =
-            self.by_expiry.iter().map(|&(_, id)| id).filter(|&id| stale(self.get(id))).collect();
+        let ids: Vec<EntryId> = self.ids().filter(|&id| stale(self.get(id))).collect();
         ids.iter().for_each(|&id| {
             self.remove(id);
         });
@@ -241,7 +234,10 @@ impl Conntrack {
 
     /// Evicts the unassured entry closest to expiry, if any.
     fn early_drop(&mut self) -> bool {
-        let victim = self.by_expiry.iter().map(|&(_, id)| id).find(|&id| !self.get(id).assured);
+        let victim = self
+            .ids()
+            .filter(|&id| !self.get(id).assured)
+            .min_by_key(|&id| (self.get(id).expires, id));
         match victim {
             Some(id) => {
                 self.remove(id);
@@ -256,14 +252,14 @@ impl Conntrack {
         let e = self.slab[id as usize].take()?;
         self.index.remove(&e.original);
         self.index.remove(&e.reply);
-        self.by_expiry.remove(&(e.expires, id));
+        self.live -= 1;
         self.free.push(id);
         Some(e)
     }
 
     /// `conntrack -L` lines for the live entries, oldest first.
     pub fn list(&self) -> Vec<String> {
-        let mut ids: Vec<EntryId> = self.by_expiry.iter().map(|&(_, id)| id).collect();
+        let mut ids: Vec<EntryId> = self.ids().collect();
         ids.sort_by_key(|&id| (self.get(id).created, id));
         ids.into_iter()
             .map(|id| {
@@ -275,6 +271,37 @@ impl Conntrack {
                 format!("udp      17 {}{unreplied} {}{assured}", t(&e.original), t(&e.reply))
             })
             .collect()
+    }
+}
+
+/// The connection table's hash: tuples are four small integers, and the table is only ever
+/// looked up (never iterated for output), so a fast multiplicative hash (FxHash's) serves.
+#[derive(Default)]
+pub struct TupleHasher(u64);
+
+impl Hasher for TupleHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(n as u64);
+    }
+    fn write_u16(&mut self, n: u16) {
+        self.write_u64(n as u64);
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(n as u64);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
     }
 }
 
