@@ -234,10 +234,8 @@ impl Conntrack {
 
     /// Evicts the unassured entry closest to expiry, if any.
     fn early_drop(&mut self) -> bool {
-        let victim = self
-            .ids()
-            .filter(|&id| !self.get(id).assured)
-            .min_by_key(|&id| (self.get(id).expires, id));
+        let victim =
+            self.ids().filter(|&id| !self.get(id).assured).min_by_key(|&id| (self.get(id).expires, id));
         match victim {
             Some(id) => {
                 self.remove(id);

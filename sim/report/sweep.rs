@@ -178,13 +178,16 @@ pub fn rule_scaling_csv(r: &SweepResult) -> String {
     s
 }
 
-/// How a metric grows between the smallest and largest value of the sweep, in words, from
-/// the fitted exponent k of y ~ x^k.
-fn growth(x: (f64, f64), y: (f64, f64)) -> String {
+/// How a metric grows over the sweep, in words: the overall factor from the smallest to the
+/// largest value, and the shape from the exponent k of y ~ x^k between the two largest
+/// values (where fixed costs no longer hide the trend).
+fn growth(x: (f64, f64), y: (f64, f64), tail: Option<((f64, f64), (f64, f64))>) -> String {
     if y.0 <= 0.0 || y.1 <= 0.0 || x.1 <= x.0 {
         return String::new();
     }
-    let k = (y.1 / y.0).ln() / (x.1 / x.0).ln();
+    let ((tx0, tx1), (ty0, ty1)) =
+        tail.filter(|((a, b), (c, d))| b > a && *c > 0.0 && *d > 0.0).unwrap_or((x, y));
+    let k = (ty1 / ty0).ln() / (tx1 / tx0).ln();
     let shape = if k > 0.8 {
         "about in proportion"
     } else if k > 0.2 {
@@ -194,7 +197,11 @@ fn growth(x: (f64, f64), y: (f64, f64)) -> String {
     } else {
         "downwards"
     };
-    format!("×{:.1} while the count grew ×{:.0}: {shape}", y.1 / y.0, x.1 / x.0)
+    format!(
+        "×{:.1} while the count grew ×{:.0}; at the top of the range it grows {shape}",
+        y.1 / y.0,
+        x.1 / x.0
+    )
 }
 
 fn page(r: &SweepResult, figures: &[(&Curve, String)]) -> String {
@@ -206,7 +213,7 @@ fn page(r: &SweepResult, figures: &[(&Curve, String)]) -> String {
          <style>{CSS}</style>\n</head>\n<body>\n<header>\n<h1>{}</h1>\n<p class=\"lead\">{}</p>\n</header>\n",
         esc(&title),
         esc(&title),
-        esc(&r.description)
+        esc(&format!("Base scenario: {}", r.description))
     );
     let what = match r.parameter {
         Parameter::Services => "the number of Services",
@@ -228,6 +235,15 @@ fn page(r: &SweepResult, figures: &[(&Curve, String)]) -> String {
         let (Some(a), Some(b)) = (pts.first(), pts.last()) else { continue };
         let x = (a.value as f64, b.value as f64);
         let steps = |p: &SweepPoint| p.rules_evaluated_mean + p.lookups_mean;
+        // The two largest values, for the shape of each curve.
+        let tail = |f: &dyn Fn(&SweepPoint) -> f64| {
+            let n = pts.len();
+            (n >= 2).then(|| {
+                let (p, q) = (pts[n - 2], pts[n - 1]);
+                ((p.value as f64, q.value as f64), (f(p), f(q)))
+            })
+        };
+        let sync_of = |p: &SweepPoint| p.sync_ns_max.unwrap_or(0) as f64;
         let sync = match (a.sync_ns_max, b.sync_ns_max) {
             (Some(sa), Some(sb)) => format!(
                 "; a sync took {} at {} and {} at {} ({})",
@@ -235,31 +251,44 @@ fn page(r: &SweepResult, figures: &[(&Curve, String)]) -> String {
                 fmt_count(a.value as u64),
                 fmt_ns(sb),
                 fmt_count(b.value as u64),
-                growth(x, (sa as f64, sb as f64))
+                growth(x, (sa as f64, sb as f64), tail(&sync_of))
             ),
             _ => String::new(),
+        };
+        let latency = if b.first_packet_p50_ns == 0 {
+            format!(
+                "no datagram to a Service was answered at {} ({} of {} datagrams delivered; the drops are \
+                 in that point's run)",
+                fmt_count(b.value as u64),
+                fmt_count(b.delivered),
+                fmt_count(b.sent)
+            )
+        } else {
+            format!(
+                "its first datagram took {} (p50) against {} for later ones at {}",
+                fmt_ns(b.first_packet_p50_ns),
+                fmt_ns(b.established_p50_ns),
+                fmt_count(b.value as u64)
+            )
         };
         let _ = writeln!(
             out,
             "<li><strong>{}</strong>: a new connection to a Service cost {:.1} rules + lookups at {} and {:.1} at {} \
-             ({}); its first datagram took {} (p50) against {} for later ones at {}{sync}.</li>",
+             ({}); {latency}{sync}.</li>",
             esc(mode),
             steps(a),
             fmt_count(a.value as u64),
             steps(b),
             fmt_count(b.value as u64),
-            growth(x, (steps(a), steps(b))),
-            fmt_ns(b.first_packet_p50_ns),
-            fmt_ns(b.established_p50_ns),
-            fmt_count(b.value as u64),
+            growth(x, (steps(a), steps(b)), tail(&steps)),
         );
     }
     out.push_str("</ul>\n<h2 id=\"charts\">Curves</h2>\n");
     for (c, b64) in figures {
         let _ = writeln!(
             out,
-            "<figure><img alt=\"{}\" src=\"data:image/png;base64,{b64}\"><figcaption>{} Data: <code>{}.csv</code>.\
-             </figcaption></figure>",
+            "<figure><img alt=\"{}\" src=\"data:image/png;base64,{b64}\"><figcaption>{} Modes with the same \
+             values draw on top of each other. Data: <code>{}.csv</code>.</figcaption></figure>",
             esc(c.title),
             esc(c.explain),
             c.stem
