@@ -136,7 +136,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match execute(cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code() as u8)
@@ -144,7 +144,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn execute(cmd: Command) -> Result<(), Error> {
+fn execute(cmd: Command) -> Result<ExitCode, Error> {
     match cmd {
         Command::Run { scenario, out, pcap, seed, cni, proxy } => {
             let o = app::run(&scenario, &app::RunOptions { out, pcap, seed, cni, proxy })?;
@@ -173,7 +173,7 @@ fn execute(cmd: Command) -> Result<(), Error> {
                 );
             }
             println!("report: {}", o.out_dir.join("report.html").display());
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Sweep { scenario, out, jobs, quiet } => {
             if jobs == Some(0) {
@@ -190,28 +190,29 @@ fn execute(cmd: Command) -> Result<(), Error> {
                 r.run.threads
             );
             println!("report: {}", dir.join("report.html").display());
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Validate { scenarios, cni, proxy } => {
-            let mut first_err = None;
+            // Every file is checked and every problem printed; the exit code is the first's.
+            let mut code = None;
             for p in &scenarios {
                 match app::validate(p, app::Choice { cni, proxy }) {
                     Ok(line) => println!("{line}"),
                     Err(e) => {
                         eprintln!("error: {e}");
-                        first_err.get_or_insert(e);
+                        code.get_or_insert(ExitCode::from(e.exit_code() as u8));
                     }
                 }
             }
-            first_err.map_or(Ok(()), Err)
+            Ok(code.unwrap_or(ExitCode::SUCCESS))
         }
         Command::Describe { scenario, node, at, cni, proxy } => {
             print!("{}", app::describe(&scenario, &node, at, app::Choice { cni, proxy })?);
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Trace { scenario, from, to, size, cni, proxy } => {
             print!("{}", app::trace(&scenario, &from, &to, size, app::Choice { cni, proxy })?.render());
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

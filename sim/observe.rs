@@ -146,7 +146,7 @@ pub struct Observations {
     pub arp_frames: u64,
     pub arp_drops: BTreeMap<DropReason, u64>,
     pub packet_hops: u64,
-    /// One-way latency of datagrams to a Service (ClusterIP, NodePort or generated) that
+    /// One-way latency of datagrams to a Service (ClusterIP, headless, NodePort or generated) that
     /// opened a connection (the proxy's first-packet path), and of the later ones.
     pub first_packet: Option<Histogram<u64>>,
     pub established: Option<Histogram<u64>>,

@@ -601,7 +601,10 @@ fn services_summary(sim: &Simulation) -> Option<ServicesSummary> {
         service_ports: c.services.services.iter().map(|s| s.ports.len()).sum(),
         endpoints: c.services.services.iter().map(|s| s.ready().count()).sum(),
         rules_installed: ps.iter().map(|p| p.rules.installed()).max().unwrap_or(0),
-        rules_memory_bytes: ps.iter().map(|p| p.rules.memory_bytes()).max().unwrap_or(0),
+        rules_memory_bytes: ps
+            .iter()
+            .max_by_key(|p| p.rules.installed())
+            .map_or(0, |p| p.rules.memory_bytes()),
         new_connections: new,
         rules_evaluated_mean: per(sum(&|s| s.rules_evaluated)),
         rules_evaluated_worst: ps.iter().map(|p| p.stats.rules_worst).max().unwrap_or(0),

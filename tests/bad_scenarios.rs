@@ -834,3 +834,28 @@ fn conntrack_max_zero() {
         "conntrack_max 0",
     );
 }
+
+#[test]
+fn external_host_must_target_a_nodeport() {
+    let text = edit(&[
+        ("    underlay:", "    external_hosts: [\"ext\"], underlay:"),
+        ("from: Pod(\"node-1-pod-1\")", "from: External(\"ext\")"),
+    ]);
+    check(&text, 18, 96, "a host outside the cluster reaches it through a NodePort");
+}
+
+#[test]
+fn cluster_ip_of_the_kubernetes_service() {
+    let text = with_service("").replacen("(name: \"web\",", "(name: \"web\", cluster_ip: \"10.96.0.1\",", 1);
+    check(&text, 16, 42, "nor 10.96.0.1, the `kubernetes` Service's");
+}
+
+#[test]
+fn service_name_taken_by_generated_services() {
+    let text = with_service("").replacen("(name: \"web\",", "(name: \"svc-2\",", 1).replacen(
+        "    services:",
+        "    generated_services: (count: 5), services:",
+        1,
+    );
+    check(&text, 16, 55, "service name 'svc-2' is taken by generated_services");
+}

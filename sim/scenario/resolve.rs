@@ -757,10 +757,18 @@ fn resolve_services(
     for (i, svc) in s.services.iter().enumerate() {
         if let Some(ip) = svc.cluster_ip {
             if !matches!(svc.kind, super::ServiceKind::Headless) {
-                if !cidr.contains(ip) || ip == cidr.network() {
+                let usable = cidr.contains(ip)
+                    && ip != cidr.network()
+                    && Some(ip) != cidr.nth(cidr.size() - 1)
+                    && Some(ip) != cidr.nth(1);
+                if !usable {
                     return Err(loc.err(
                         at!["services", i, "cluster_ip"],
-                        format!("cluster_ip {ip} is not a usable address of service_cidr {cidr}; pick one inside it"),
+                        format!(
+                            "cluster_ip {ip} is not a usable address of service_cidr {cidr} (not its network or \
+                             broadcast address, nor {}, the `kubernetes` Service's); pick another inside it",
+                            cidr.nth(1).map_or(String::new(), |a| a.to_string())
+                        ),
                     ));
                 }
                 if !taken_ips.insert(ip) {
@@ -828,10 +836,27 @@ fn resolve_services(
     for (i, svc) in s.services.iter().enumerate() {
         check_name(loc, &svc.name, "service name", at!["services", i, "name"])?;
         check_name(loc, &svc.namespace, "service namespace", at!["services", i, "namespace"])?;
-        if services.iter().any(|o: &Service| o.name == svc.name && o.namespace == svc.namespace) {
+        // Workloads name Services without a namespace, so names are unique across namespaces.
+        if services.iter().any(|o: &Service| o.name == svc.name) {
             return Err(loc.err(
                 at!["services", i, "name"],
-                format!("service '{}/{}' is defined twice; names must be unique", svc.namespace, svc.name),
+                format!(
+                    "service name '{}' is used twice; names must be unique (workloads name them)",
+                    svc.name
+                ),
+            ));
+        }
+        let generated_name =
+            svc.name.strip_prefix("svc-").and_then(|k| k.parse::<u64>().ok()).is_some_and(|k| {
+                s.generated_services.as_ref().is_some_and(|g| k >= 1 && k <= g.count as u64)
+            });
+        if generated_name {
+            return Err(loc.err(
+                at!["services", i, "name"],
+                format!(
+                    "service name '{}' is taken by generated_services (svc-1, svc-2, ...); rename it",
+                    svc.name
+                ),
             ));
         }
         if svc.selector.is_empty() {
@@ -1193,6 +1218,25 @@ fn resolve_workloads(
             ));
         }
         let kind = resolve_kind(loc, i, &w.kind)?;
+        if w.port == 0 {
+            return Err(loc.err(at!["workloads", i, "port"], "port 0 is not a valid UDP port; use 1..=65535"));
+        }
+        if w.start >= s.duration {
+            return Err(loc.err(
+                at!["workloads", i, "start"],
+                format!(
+                    "workload '{}' starts at {}, not before the end of the scenario at {}; start it earlier",
+                    w.name, w.start, s.duration
+                ),
+            ));
+        }
+        if matches!(w.from, Selector::External(_)) && !matches!(w.to, Selector::NodePort { .. }) {
+            return Err(loc.err(
+                at!["workloads", i, "to"],
+                "a host outside the cluster reaches it through a NodePort (pod and cluster IPs are not routed \
+                 to it); use to: NodePort(service: \"...\", node: \"...\")",
+            ));
+        }
         if matches!(w.from, Selector::Service(_) | Selector::NodePort { .. } | Selector::AnyGeneratedService)
         {
             return Err(loc.err(
@@ -1246,12 +1290,6 @@ fn resolve_workloads(
             let from_pods: Vec<PodId> =
                 from.iter().filter_map(|c| if let Client::Pod(p) = c { Some(*p) } else { None }).collect();
             check_service_sizes(loc, i, &kind, &from_pods, pods, services, target)?;
-            if w.start >= s.duration {
-                return Err(loc.err(
-                    at!["workloads", i, "start"],
-                    format!("workload '{}' starts at {}, not before the end of the scenario at {}; start it earlier", w.name, w.start, s.duration),
-                ));
-            }
             let duration = workload_duration(loc, i, w, s)?;
             out.push(Workload {
                 name: w.name.clone(),
@@ -1266,24 +1304,7 @@ fn resolve_workloads(
             continue;
         }
         let to = select(loc, &w.to, at!["workloads", i, "to"], nodes, pods)?;
-        if let [Client::External(e)] = from[..] {
-            // An external host to pods: no MTU of a pod on the sending side.
-            let flows: Vec<(Client, Target)> =
-                to.iter().map(|&s| (Client::External(e), Target::Pod(s))).collect();
-            total_flows += flows.len() as u64;
-            let duration = workload_duration(loc, i, w, s)?;
-            out.push(Workload {
-                name: w.name.clone(),
-                kind,
-                flows,
-                port: w.port,
-                new_connection_per_request: w.new_connection_per_request,
-                start: Instant::from_nanos(w.start.as_nanos()),
-                duration,
-                dont_fragment: w.dont_fragment,
-            });
-            continue;
-        }
+        // External hosts only send to NodePorts (checked above): only pods are left.
         let from: Vec<PodId> =
             from.iter().filter_map(|c| if let Client::Pod(p) = c { Some(*p) } else { None }).collect();
         let both = from.iter().filter(|p| to.binary_search(p).is_ok()).count() as u64;
@@ -1313,18 +1334,6 @@ fn resolve_workloads(
             from.iter().flat_map(|&c| to.iter().filter(move |&&s| s != c).map(move |&s| (c, s))).collect();
         check_sizes(loc, i, &kind, &pairs, nodes, pods, chosen, options)?;
         let flows = pairs.into_iter().map(|(c, s)| (Client::Pod(c), Target::Pod(s))).collect();
-        if w.port == 0 {
-            return Err(loc.err(at!["workloads", i, "port"], "port 0 is not a valid UDP port; use 1..=65535"));
-        }
-        if w.start >= s.duration {
-            return Err(loc.err(
-                at!["workloads", i, "start"],
-                format!(
-                    "workload '{}' starts at {}, not before the end of the scenario at {}; start it earlier",
-                    w.name, w.start, s.duration
-                ),
-            ));
-        }
         let duration = workload_duration(loc, i, w, s)?;
         out.push(Workload {
             name: w.name.clone(),
