@@ -646,11 +646,20 @@ impl Simulation {
         self.world.service_tables.push(next.clone());
         let version = self.world.service_tables.len() - 1;
         let costs = self.world.costs.clone();
+        let mode = self.world.cluster.proxy;
+        let share = crate::proxy::node::Rules::shared_by_nodes(mode, &next);
+        let mut shared: Option<crate::proxy::node::Rules> = None;
         for node in 0..self.world.proxies.len() {
             let p = &mut self.world.proxies[node];
             let start = p.sync_start(t);
             let order = p.next_order();
-            let rules = crate::proxy::node::Rules::build(p.mode, &next, &p.node, &order, &p.proxy_ports);
+            let rules = match shared.as_ref().and_then(|r| r.share()) {
+                Some(r) => r,
+                None => crate::proxy::node::Rules::build(p.mode, &next, &p.node, &order, &p.proxy_ports),
+            };
+            if share && shared.is_none() {
+                shared = rules.share();
+            }
             let cost = p.sync_cost(&costs, &rules, removed);
             p.busy_until = start + cost;
             p.stats.sync_cpu += cost;

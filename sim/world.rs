@@ -695,11 +695,13 @@ fn build_proxies(w: &mut World) {
         );
     let table = w.service_tables[0].clone();
     let mut proxies = Vec::with_capacity(c.nodes.len());
+    let share = crate::proxy::node::Rules::shared_by_nodes(mode, &table);
     for (i, n) in c.nodes.iter().enumerate() {
         let view = NodeView { id: i, name: n.name.clone(), ip: n.ip };
         let max = c.conntrack_max.unwrap_or_else(|| crate::net::conntrack::kube_proxy_max(n.cores));
         let rng = w.rngs.stream(Component::Proxy, i as u64);
-        proxies.push(NodeProxy::new(mode, view, table.clone(), max, rng));
+        let shared = if share { proxies.first().and_then(|p: &NodeProxy| p.rules.share()) } else { None };
+        proxies.push(NodeProxy::new(mode, view, table.clone(), max, rng, shared));
     }
     w.proxies = proxies;
     if mode == ProxyMode::Userspace {

@@ -125,6 +125,9 @@ pub struct NftTable {
     no_endpoint_nodeports: HashMap<u16, (usize, NoEndpoints)>,
     /// `cluster-ips`.
     cluster_ips: BTreeSet<Ipv4Addr>,
+    /// Chains and rules of the table, counted once at build time (listing them renders text).
+    chain_count: usize,
+    rule_lines: usize,
 }
 
 impl NftTable {
@@ -139,6 +142,8 @@ impl NftTable {
             no_endpoint_services: HashMap::new(),
             no_endpoint_nodeports: HashMap::new(),
             cluster_ips: BTreeSet::new(),
+            chain_count: 0,
+            rule_lines: 0,
         };
         for (s, svc) in table.services.iter().enumerate() {
             let Some(cluster_ip) = svc.cluster_ip.filter(|_| svc.kind != ServiceKind::Headless) else {
@@ -170,6 +175,9 @@ impl NftTable {
                 nft.add_port(sport);
             }
         }
+        let chains = nft.chains();
+        nft.chain_count = chains.len();
+        nft.rule_lines = chains.iter().map(|(_, _, r)| r.len()).sum();
         nft
     }
 
@@ -517,7 +525,7 @@ impl NftTable {
 
     /// Rules in every chain.
     pub fn rules(&self) -> usize {
-        self.chains().iter().map(|(_, _, r)| r.len()).sum()
+        self.rule_lines
     }
 
     /// Rules plus map and set elements.
@@ -543,7 +551,7 @@ impl NftTable {
 
     /// Kernel memory estimate from the per-rule, per-element and per-chain estimates above.
     pub fn memory_bytes(&self) -> usize {
-        self.chains().len() * CHAIN_BYTES + self.rules() * RULE_BYTES + self.map_elements() * ELEM_BYTES
+        self.chain_count * CHAIN_BYTES + self.rules() * RULE_BYTES + self.map_elements() * ELEM_BYTES
     }
 }
 

@@ -33,12 +33,16 @@ impl std::fmt::Debug for Rules {
 }
 
 /// The programmed rules, in the mode's own structure.
+///
+/// Rule sets that do not depend on the node are built once and shared between nodes (see
+/// [`Rules::shared_by_nodes`]); IPVS keeps per-node scheduler state and the userspace portals
+/// name per-node ports, so those are always the node's own.
 pub enum Rules {
     Userspace(Portals),
-    Iptables(NatTable),
-    Ipvs(Ipvs),
-    Nftables(NftTable),
-    Ebpf(BpfLb),
+    Iptables(Arc<NatTable>),
+    Ipvs(Box<Ipvs>),
+    Nftables(Arc<NftTable>),
+    Ebpf(Arc<BpfLb>),
 }
 
 /// Cilium's service maps (`cilium_lb4_services_v2`, `cilium_lb4_backends`): one hash lookup
@@ -149,10 +153,36 @@ impl Rules {
     ) -> Rules {
         match mode {
             ProxyMode::Userspace => Rules::Userspace(Portals::build(table, node, proxy_ports)),
-            ProxyMode::Iptables => Rules::Iptables(NatTable::build(table, node, order, true)),
-            ProxyMode::Ipvs(s) => Rules::Ipvs(Ipvs::build(table, node, s)),
-            ProxyMode::Nftables => Rules::Nftables(NftTable::build(table, node)),
-            ProxyMode::Ebpf { .. } => Rules::Ebpf(BpfLb::build(table, node)),
+            ProxyMode::Iptables => Rules::Iptables(Arc::new(NatTable::build(table, node, order, true))),
+            ProxyMode::Ipvs(s) => Rules::Ipvs(Box::new(Ipvs::build(table, node, s))),
+            ProxyMode::Nftables => Rules::Nftables(Arc::new(NftTable::build(table, node))),
+            ProxyMode::Ebpf { .. } => Rules::Ebpf(Arc::new(BpfLb::build(table, node))),
+        }
+    }
+
+    /// Whether every node would build exactly the same rules from `table` in `mode`, so one
+    /// copy can serve them all: iptables and nftables unless a NodePort Service has the Local
+    /// policy (its chains list the node's own endpoints); Cilium's maps unless there is a
+    /// NodePort (keyed on the node's address). Shared iptables rules have one KUBE-SERVICES
+    /// order on every node (each real kube-proxy has its own).
+    pub fn shared_by_nodes(mode: ProxyMode, table: &ServiceTable) -> bool {
+        let nodeports = || table.services.iter().filter(|s| s.ports.iter().any(|p| p.node_port.is_some()));
+        match mode {
+            ProxyMode::Iptables | ProxyMode::Nftables => {
+                nodeports().all(|s| s.external_traffic_policy == super::TrafficPolicy::Cluster)
+            }
+            ProxyMode::Ebpf { .. } => nodeports().next().is_none(),
+            ProxyMode::Userspace | ProxyMode::Ipvs(_) => false,
+        }
+    }
+
+    /// Another handle on shared rules (`None` for rules a node must own).
+    pub fn share(&self) -> Option<Rules> {
+        match self {
+            Rules::Iptables(t) => Some(Rules::Iptables(t.clone())),
+            Rules::Nftables(t) => Some(Rules::Nftables(t.clone())),
+            Rules::Ebpf(t) => Some(Rules::Ebpf(t.clone())),
+            Rules::Userspace(_) | Rules::Ipvs(_) => None,
         }
     }
 
@@ -240,12 +270,15 @@ pub struct NewConnection {
 }
 
 impl NodeProxy {
+    /// A node's proxy with its rules as of start-up: `shared`, when another node's can serve
+    /// (see [`Rules::shared_by_nodes`]), else built here.
     pub fn new(
         mode: ProxyMode,
         node: NodeView,
         table: Arc<ServiceTable>,
         conntrack_max: usize,
         mut rng: ChaCha8Rng,
+        shared: Option<Rules>,
     ) -> NodeProxy {
         let order = go_map_order(table.services.len(), &mut rng);
         // The kernel's ephemeral ports for the userspace proxy's listening sockets (bound to
@@ -261,7 +294,10 @@ impl NodeProxy {
             }
             proxy_ports = range[..n].to_vec();
         }
-        let rules = Rules::build(mode, &table, &node, &order, &proxy_ports);
+        let rules = match shared {
+            Some(r) => r,
+            None => Rules::build(mode, &table, &node, &order, &proxy_ports),
+        };
         NodeProxy {
             mode,
             node,
