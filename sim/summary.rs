@@ -566,6 +566,8 @@ fn services_summary(sim: &Simulation) -> Option<ServicesSummary> {
         |f: &dyn Fn(&crate::proxy::node::ProxyStats) -> u64| ps.iter().map(|p| f(&p.stats)).sum::<u64>();
     let new = sum(&|s| s.new_connections);
     let per = |x: u64| if new > 0 { x as f64 / new as f64 } else { 0.0 };
+    let translated = sum(&|s| s.translated);
+    let per_translated = |x: u64| if translated > 0 { x as f64 / translated as f64 } else { 0.0 };
     let established = sum(&|s| s.established_packets);
     let mut endpoint_share: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     let user_picks = sim.world.procs.iter().filter_map(|p| match &p.kind {
@@ -608,31 +610,10 @@ fn services_summary(sim: &Simulation) -> Option<ServicesSummary> {
         new_connections: new,
         rules_evaluated_mean: per(sum(&|s| s.rules_evaluated)),
         rules_evaluated_worst: ps.iter().map(|p| p.stats.rules_worst).max().unwrap_or(0),
-        service_rules_evaluated_mean: {
-            let t = sum(&|s| s.translated);
-            if t > 0 {
-                sum(&|s| s.translated_rules) as f64 / t as f64
-            } else {
-                0.0
-            }
-        },
+        service_rules_evaluated_mean: per_translated(sum(&|s| s.translated_rules)),
         service_rules_evaluated_worst: ps.iter().map(|p| p.stats.translated_rules_worst).max().unwrap_or(0),
-        service_lookups_mean: {
-            let t = sum(&|s| s.translated);
-            if t > 0 {
-                sum(&|s| s.translated_lookups) as f64 / t as f64
-            } else {
-                0.0
-            }
-        },
-        cpu_ns_per_service_connection: {
-            let t = sum(&|s| s.translated);
-            if t > 0 {
-                sum(&|s| s.translated_cpu.as_nanos()) as f64 / t as f64
-            } else {
-                0.0
-            }
-        },
+        service_lookups_mean: per_translated(sum(&|s| s.translated_lookups)),
+        cpu_ns_per_service_connection: per_translated(sum(&|s| s.translated_cpu.as_nanos())),
         lookups_mean: per(sum(&|s| s.lookups)),
         translated: sum(&|s| s.translated),
         rejected: sum(&|s| s.rejected),
