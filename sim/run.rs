@@ -649,13 +649,23 @@ impl Simulation {
         let mode = self.world.cluster.proxy;
         let share = crate::proxy::node::Rules::shared_by_nodes(mode, &next);
         let mut shared: Option<crate::proxy::node::Rules> = None;
+        // IPVS: every node's state on one copy of the node-independent part.
+        let ipvs_shared = match mode {
+            crate::proxy::ProxyMode::Ipvs(_) => Some(crate::proxy::ipvs::Ipvs::shared(&next)),
+            _ => None,
+        };
         for node in 0..self.world.proxies.len() {
             let p = &mut self.world.proxies[node];
             let start = p.sync_start(t);
             let order = p.next_order();
-            let rules = match shared.as_ref().and_then(|r| r.share()) {
-                Some(r) => r,
-                None => crate::proxy::node::Rules::build(p.mode, &next, &p.node, &order, &p.proxy_ports),
+            let rules = match (shared.as_ref().and_then(|r| r.share()), p.mode, &ipvs_shared) {
+                (Some(r), _, _) => r,
+                (None, crate::proxy::ProxyMode::Ipvs(s), Some(sh)) => crate::proxy::node::Rules::Ipvs(
+                    Box::new(crate::proxy::ipvs::Ipvs::for_node(sh.clone(), &next, &p.node, s)),
+                ),
+                (None, ..) => {
+                    crate::proxy::node::Rules::build(p.mode, &next, &p.node, &order, &p.proxy_ports)
+                }
             };
             if share && shared.is_none() {
                 shared = rules.share();

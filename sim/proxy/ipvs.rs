@@ -25,6 +25,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Write;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use crate::addr::Ipv4Net;
 use crate::cluster::NodeId;
@@ -74,6 +75,8 @@ pub struct RealServer {
 }
 
 /// One IPVS service (`struct ip_vs_service`) with its destinations in the kernel's list order.
+/// In [`IpvsShared`] the counters of `dests` stay 0; [`Ipvs::virtual_server`] returns a copy
+/// with the node's counters.
 #[derive(Clone, Debug)]
 pub struct VirtualServer {
     pub addr: Ipv4Addr,
@@ -83,33 +86,118 @@ pub struct VirtualServer {
     /// `svc->destinations` in list order. `__ip_vs_update_dest` adds with `list_add_rcu`, at the
     /// head, so the list is the reverse of the order kube-proxy added them in.
     pub dests: Vec<RealServer>,
-    /// rr's `svc->sched_data`: the destination picked last; `None` is the list head (initial).
-    rr_last: Option<usize>,
-    /// sh's 256 buckets, each an index into `dests` (`ip_vs_sh_reassign`).
-    sh_buckets: Vec<usize>,
 }
 
-/// The IPVS state kube-proxy programs on one node.
+/// A NodePort virtual server, on every node's own address: the same on every node except for
+/// that address and, with externalTrafficPolicy Local, its destinations.
 #[derive(Clone, Debug)]
-pub struct Ipvs {
-    scheduler: IpvsScheduler,
-    node: NodeId,
+struct NodePort {
+    port: u16,
+    /// The ClusterIP virtual server of the same Service port, created just before it; its
+    /// destinations are this one's unless the policy is Local and the node has local endpoints.
+    base: usize,
+}
+
+/// The part of the IPVS state that is the same on every node, built once per Service table and
+/// shared by all nodes' [`Ipvs`]: the ClusterIP virtual servers, the service table, the
+/// node-independent ipsets, and what each node needs to derive its own NodePort servers and
+/// KUBE-LOOP-BACK entries.
+#[derive(Debug)]
+pub struct IpvsShared {
+    /// Services in the table it was built from (a check that nodes pass the same table).
+    services: usize,
     cluster_cidr: Option<Ipv4Net>,
+    /// ClusterIP virtual servers in kube-proxy's creation order.
     servers: Vec<VirtualServer>,
-    /// The IPVS service table: `ip_vs_svc_table`, hashed on protocol, address and port.
+    /// The IPVS service table for the ClusterIP servers: `ip_vs_svc_table`, hashed on protocol,
+    /// address and port.
     index: HashMap<(Ipv4Addr, u16), usize>,
+    /// NodePort virtual servers in creation order (so in increasing `base`).
+    nodeports: Vec<NodePort>,
+    /// The service table for NodePort servers, on the node's address: port -> `nodeports` index.
+    nodeport_index: HashMap<u16, usize>,
+    /// Local-policy NodePorts' destinations on each node with local endpoints: node ->
+    /// `nodeports` index -> positions in the base server's `dests`.
+    local_dests: HashMap<NodeId, HashMap<usize, Vec<usize>>>,
     /// KUBE-CLUSTER-IP (hash:ip,port): every cluster IP and port.
     cluster_ip_set: HashSet<(Ipv4Addr, u16)>,
-    /// KUBE-LOOP-BACK (hash:ip,port,ip): local endpoint IP, port, and the same IP as source.
-    loopback_set: HashSet<(Ipv4Addr, u16, Ipv4Addr)>,
+    /// KUBE-LOOP-BACK (hash:ip,port,ip) of each node: local endpoint IP, port, and the same IP
+    /// as source.
+    loopback: HashMap<NodeId, HashSet<(Ipv4Addr, u16, Ipv4Addr)>>,
     /// KUBE-NODE-PORT-UDP (bitmap:port).
     nodeport_udp: BTreeSet<u16>,
     /// KUBE-NODE-PORT-LOCAL-UDP (bitmap:port): NodePorts with externalTrafficPolicy Local.
     nodeport_local_udp: BTreeSet<u16>,
     /// KUBE-IPVS-IPS (hash:ip): the addresses bound to kube-ipvs0, which makes them LOCAL.
     bound: HashSet<Ipv4Addr>,
+    /// Real servers of the ClusterIP servers, and of the NodePort servers with all of their
+    /// base server's destinations.
+    cluster_real_servers: usize,
+    nodeport_real_servers: usize,
+}
+
+/// A virtual server's scheduler state and destination counters on one node, kept only once the
+/// node has scheduled on it (before that: rr at the list head, all counters 0).
+#[derive(Clone, Debug)]
+struct VsState {
+    /// rr's `svc->sched_data`: the destination picked last; `None` is the list head (initial).
+    rr_last: Option<usize>,
+    /// `activeconns` and `inactconns` per destination, in list order.
+    active: Vec<u32>,
+    inactive: Vec<u32>,
+}
+
+impl VsState {
+    fn new(n: usize) -> VsState {
+        VsState { rr_last: None, active: vec![0; n], inactive: vec![0; n] }
+    }
+}
+
+/// The destinations of one virtual server on a node: a base server's list, or (Local NodePort
+/// with local endpoints) some positions of it.
+#[derive(Clone, Copy)]
+struct Dests<'a> {
+    all: &'a [RealServer],
+    pick: Option<&'a [usize]>,
+}
+
+impl<'a> Dests<'a> {
+    fn len(&self) -> usize {
+        self.pick.map_or(self.all.len(), <[usize]>::len)
+    }
+    fn get(&self, i: usize) -> &'a RealServer {
+        &self.all[self.pick.map_or(i, |p| p[i])]
+    }
+}
+
+/// The IPVS state kube-proxy programs on one node: the [`IpvsShared`] part plus this node's
+/// address (its NodePort servers), its id (its KUBE-LOOP-BACK entries and Local NodePort
+/// destinations) and the scheduler state of the servers it has used.
+///
+/// Virtual servers are numbered `0..C` for the shared ClusterIP servers and `C + j` for NodePort
+/// `j` on this node.
+#[derive(Clone, Debug)]
+pub struct Ipvs {
+    scheduler: IpvsScheduler,
+    node: NodeId,
+    node_ip: Ipv4Addr,
+    shared: Arc<IpvsShared>,
+    /// Scheduler state of the virtual servers this node has scheduled on, created on first use.
+    state: HashMap<usize, VsState>,
     /// Open connections per (service, port, endpoint): the virtual server each was scheduled on.
     open: HashMap<(usize, usize, usize), Vec<usize>>,
+}
+
+/// The destinations of virtual server `v` on node `node`.
+fn dests_of(shared: &IpvsShared, node: NodeId, v: usize) -> Dests<'_> {
+    let c = shared.servers.len();
+    if v < c {
+        return Dests { all: &shared.servers[v].dests, pick: None };
+    }
+    let j = v - c;
+    let all = &shared.servers[shared.nodeports[j].base].dests;
+    let pick = shared.local_dests.get(&node).and_then(|m| m.get(&j)).map(Vec::as_slice);
+    Dests { all, pick }
 }
 
 impl Ipvs {
@@ -120,19 +208,30 @@ impl Ipvs {
     /// (`syncEndpoint`: "Allow access from local PODs even if no local endpoints exist",
     /// kubernetes PR #97081). kube-proxy also puts NodePort virtual servers on every other local
     /// address (`GetAllLocalAddressesExcept("kube-ipvs0")`); cnisim's node has one.
+    ///
+    /// The same as [`Ipvs::for_node`] on a fresh [`Ipvs::shared`]; nodes of one cluster should
+    /// share one.
     pub fn build(table: &ServiceTable, node: &NodeView, scheduler: IpvsScheduler) -> Ipvs {
-        let mut ipvs = Ipvs {
-            scheduler,
-            node: node.id,
+        Ipvs::for_node(Ipvs::shared(table), table, node, scheduler)
+    }
+
+    /// The node-independent part of [`Ipvs::build`] for `table`.
+    pub fn shared(table: &ServiceTable) -> Arc<IpvsShared> {
+        let mut sh = IpvsShared {
+            services: table.services.len(),
             cluster_cidr: table.cluster_cidr,
             servers: Vec::new(),
             index: HashMap::new(),
+            nodeports: Vec::new(),
+            nodeport_index: HashMap::new(),
+            local_dests: HashMap::new(),
             cluster_ip_set: HashSet::new(),
-            loopback_set: HashSet::new(),
+            loopback: HashMap::new(),
             nodeport_udp: BTreeSet::new(),
             nodeport_local_udp: BTreeSet::new(),
             bound: HashSet::new(),
-            open: HashMap::new(),
+            cluster_real_servers: 0,
+            nodeport_real_servers: 0,
         };
         for (s, svc) in table.services.iter().enumerate() {
             let Some(cip) = svc.cluster_ip else { continue };
@@ -140,57 +239,103 @@ impl Ipvs {
                 continue;
             }
             for (p, sp) in svc.ports.iter().enumerate() {
-                let all: Vec<(usize, Ipv4Addr)> = svc.ready().map(|(i, e)| (i, e.ip)).collect();
-                for (_, e) in svc.ready().filter(|(_, e)| e.node == node.id) {
-                    ipvs.loopback_set.insert((e.ip, sp.target_port, e.ip));
+                let tp = sp.target_port;
+                let all: Vec<(usize, Ipv4Addr, NodeId)> =
+                    svc.ready().map(|(i, e)| (i, e.ip, e.node)).collect();
+                for &(_, ip, node) in &all {
+                    sh.loopback.entry(node).or_default().insert((ip, tp, ip));
                 }
-                ipvs.cluster_ip_set.insert((cip, sp.port));
-                ipvs.bound.insert(cip);
-                ipvs.add_server(cip, sp.port, s, p, &all, sp.target_port);
+                sh.cluster_ip_set.insert((cip, sp.port));
+                sh.bound.insert(cip);
+                // kube-proxy adds real servers in Go set order, which is random; cnisim adds them
+                // in EndpointSlice order, each at the list head.
+                let dests: Vec<RealServer> = all
+                    .iter()
+                    .rev()
+                    .map(|&(endpoint, ip, _)| RealServer {
+                        addr: ip,
+                        port: tp,
+                        weight: 1,
+                        active: 0,
+                        inactive: 0,
+                        endpoint,
+                    })
+                    .collect();
+                let base = sh.servers.len();
+                sh.index.insert((cip, sp.port), base);
+                sh.cluster_real_servers += dests.len();
+                sh.servers.push(VirtualServer { addr: cip, port: sp.port, service: s, port_index: p, dests });
                 let Some(np) = sp.node_port.filter(|_| svc.kind == ServiceKind::NodePort) else { continue };
-                ipvs.nodeport_udp.insert(np);
-                let mut dests = all.clone();
+                sh.nodeport_udp.insert(np);
+                let j = sh.nodeports.len();
                 if svc.external_traffic_policy == TrafficPolicy::Local {
-                    ipvs.nodeport_local_udp.insert(np);
-                    let local: Vec<_> =
-                        svc.ready().filter(|(_, e)| e.node == node.id).map(|(i, e)| (i, e.ip)).collect();
-                    if !local.is_empty() {
-                        dests = local;
+                    sh.nodeport_local_udp.insert(np);
+                    // The base list is `all` reversed: the positions of each node's endpoints in
+                    // it are that node's endpoints in the same list order.
+                    for (pos, &(_, _, node)) in all.iter().rev().enumerate() {
+                        sh.local_dests.entry(node).or_default().entry(j).or_default().push(pos);
                     }
                 }
-                ipvs.add_server(node.ip, np, s, p, &dests, sp.target_port);
+                sh.nodeport_real_servers += all.len();
+                sh.nodeport_index.insert(np, j);
+                sh.nodeports.push(NodePort { port: np, base });
             }
         }
-        ipvs
+        Arc::new(sh)
     }
 
-    /// Adds a virtual server and its real servers (kube-proxy adds them in Go set order, which is
-    /// random; cnisim adds them in EndpointSlice order, each at the list head).
-    fn add_server(
-        &mut self,
-        addr: Ipv4Addr,
-        port: u16,
-        s: usize,
-        p: usize,
-        eps: &[(usize, Ipv4Addr)],
-        tp: u16,
-    ) {
-        let mut dests: Vec<RealServer> = eps
-            .iter()
-            .map(|&(endpoint, ip)| RealServer {
-                addr: ip,
-                port: tp,
-                weight: 1,
-                active: 0,
-                inactive: 0,
-                endpoint,
-            })
-            .collect();
-        dests.reverse();
-        let sh_buckets = sh_reassign(&dests);
-        let vs = VirtualServer { addr, port, service: s, port_index: p, dests, rr_last: None, sh_buckets };
-        self.index.insert((addr, port), self.servers.len());
-        self.servers.push(vs);
+    /// One node's IPVS state on `shared`, which must have been built from `table`.
+    pub fn for_node(
+        shared: Arc<IpvsShared>,
+        table: &ServiceTable,
+        node: &NodeView,
+        scheduler: IpvsScheduler,
+    ) -> Ipvs {
+        debug_assert_eq!(shared.services, table.services.len(), "IpvsShared built from another table");
+        Ipvs {
+            scheduler,
+            node: node.id,
+            node_ip: node.ip,
+            shared,
+            state: HashMap::new(),
+            open: HashMap::new(),
+        }
+    }
+
+    /// Virtual server `v`'s address, port, service and port index.
+    fn key(&self, v: usize) -> (Ipv4Addr, u16, usize, usize) {
+        let sh = &*self.shared;
+        let c = sh.servers.len();
+        if v < c {
+            let vs = &sh.servers[v];
+            (vs.addr, vs.port, vs.service, vs.port_index)
+        } else {
+            let np = &sh.nodeports[v - c];
+            let base = &sh.servers[np.base];
+            (self.node_ip, np.port, base.service, base.port_index)
+        }
+    }
+
+    fn dests(&self, v: usize) -> Dests<'_> {
+        dests_of(&self.shared, self.node, v)
+    }
+
+    /// `ip_vs_service_find`: the virtual server at (addr, port). When a ClusterIP and a NodePort
+    /// server share the key, the one added last wins, as in one hash map filled in creation
+    /// order.
+    fn find(&self, addr: Ipv4Addr, port: u16) -> Option<usize> {
+        let sh = &*self.shared;
+        let cluster = sh.index.get(&(addr, port)).copied();
+        let nodeport = if addr == self.node_ip { sh.nodeport_index.get(&port).copied() } else { None };
+        match (cluster, nodeport) {
+            (Some(k), Some(j)) => Some(if sh.nodeports[j].base >= k { sh.servers.len() + j } else { k }),
+            (k, j) => k.or(j.map(|j| sh.servers.len() + j)),
+        }
+    }
+
+    /// This node's KUBE-LOOP-BACK entries.
+    fn loopback_set(&self) -> Option<&HashSet<(Ipv4Addr, u16, Ipv4Addr)>> {
+        self.shared.loopback.get(&self.node).filter(|s| !s.is_empty())
     }
 
     /// A new connection's first packet. The walk, counted as it happens:
@@ -222,55 +367,57 @@ impl Ipvs {
             return w.done(Verdict::NoService);
         }
         let mut masq = self.cluster_ip_rule(&mut w, t);
-        let local = dst_is_local || self.bound.contains(&t.dst);
+        let local = dst_is_local || self.shared.bound.contains(&t.dst);
         w.rule("KUBE-SERVICES: -m addrtype --dst-type LOCAL -j KUBE-NODE-PORT");
         if local {
             masq |= self.nodeport_chain(&mut w, t.dport);
         }
-        if !self.cluster_ip_set.is_empty() {
+        if !self.shared.cluster_ip_set.is_empty() {
             w.rule("KUBE-SERVICES: -m set --match-set KUBE-CLUSTER-IP dst,dst -j ACCEPT");
-            w.lookup(self.cluster_ip_set.contains(&(t.dst, t.dport)), "KUBE-CLUSTER-IP");
+            w.lookup(self.shared.cluster_ip_set.contains(&(t.dst, t.dport)), "KUBE-CLUSTER-IP");
         }
         if hook == Hook::Prerouting && !local {
             return w.done(Verdict::NoService);
         }
         w.lookup(false, "IPVS connection table (ip_vs_conn_in_get)");
-        let found = self.index.get(&(t.dst, t.dport)).copied();
+        let found = self.find(t.dst, t.dport);
         w.lookup(found.is_some(), "IPVS service table (ip_vs_service_find)");
         let Some(v) = found else { return w.done(Verdict::NoService) };
-        let (service, port) = (self.servers[v].service, self.servers[v].port_index);
+        let (_, _, service, port) = self.key(v);
         let Some(d) = self.schedule(v, t.src) else {
             w.note("scheduler: no destination available -> ip_vs_leave: ICMP port unreachable");
             return w.done(Verdict::Reject { service, port });
         };
-        let dest = &mut self.servers[v].dests[d];
-        dest.active += 1;
+        if let Some(st) = self.state.get_mut(&v) {
+            st.active[d] += 1;
+        }
+        let dest = dests_of(&self.shared, self.node, v).get(d);
         let (endpoint, ep_ip, ep_port) = (dest.endpoint, dest.addr, dest.port);
         w.note(&format!("{} scheduler -> {ep_ip}:{ep_port}", self.scheduler.id()));
         self.open.entry((service, port, endpoint)).or_default().push(v);
-        if !self.loopback_set.is_empty() {
+        if let Some(lb) = self.loopback_set() {
             w.rule("KUBE-POSTROUTING: -m set --match-set KUBE-LOOP-BACK dst,dst,src -j MASQUERADE");
-            masq |= w.lookup(self.loopback_set.contains(&(ep_ip, ep_port, t.src)), "KUBE-LOOP-BACK");
+            masq |= w.lookup(lb.contains(&(ep_ip, ep_port, t.src)), "KUBE-LOOP-BACK");
         }
         w.done(Verdict::Dnat { service, port, endpoint, masq })
     }
 
     /// KUBE-SERVICES' KUBE-CLUSTER-IP mark rule; true when it marks the packet.
     fn cluster_ip_rule(&self, w: &mut Walk, t: &Tuple) -> bool {
-        if self.cluster_ip_set.is_empty() {
+        let set = &self.shared.cluster_ip_set;
+        if set.is_empty() {
             return false;
         }
-        let hit = match self.cluster_cidr {
+        let hit = match self.shared.cluster_cidr {
             Some(cidr) => {
                 w.rule(&format!(
                     "KUBE-SERVICES: -m set --match-set KUBE-CLUSTER-IP dst,dst ! -s {cidr} -j KUBE-MARK-MASQ"
                 ));
-                !cidr.contains(t.src)
-                    && w.lookup(self.cluster_ip_set.contains(&(t.dst, t.dport)), "KUBE-CLUSTER-IP")
+                !cidr.contains(t.src) && w.lookup(set.contains(&(t.dst, t.dport)), "KUBE-CLUSTER-IP")
             }
             None => {
                 w.rule("KUBE-SERVICES: -m set --match-set KUBE-CLUSTER-IP src,dst -j KUBE-MARK-MASQ");
-                w.lookup(self.cluster_ip_set.contains(&(t.src, t.dport)), "KUBE-CLUSTER-IP")
+                w.lookup(set.contains(&(t.src, t.dport)), "KUBE-CLUSTER-IP")
             }
         };
         if hit {
@@ -281,15 +428,16 @@ impl Ipvs {
 
     /// KUBE-NODE-PORT (nat); true when it marks the packet.
     fn nodeport_chain(&self, w: &mut Walk, dport: u16) -> bool {
-        if !self.nodeport_local_udp.is_empty() {
+        let sh = &*self.shared;
+        if !sh.nodeport_local_udp.is_empty() {
             w.rule("KUBE-NODE-PORT: -p udp -m set --match-set KUBE-NODE-PORT-LOCAL-UDP dst -j RETURN");
-            if w.lookup(self.nodeport_local_udp.contains(&dport), "KUBE-NODE-PORT-LOCAL-UDP") {
+            if w.lookup(sh.nodeport_local_udp.contains(&dport), "KUBE-NODE-PORT-LOCAL-UDP") {
                 return false;
             }
         }
-        if !self.nodeport_udp.is_empty() {
+        if !sh.nodeport_udp.is_empty() {
             w.rule("KUBE-NODE-PORT: -p udp -m set --match-set KUBE-NODE-PORT-UDP dst -j KUBE-MARK-MASQ");
-            if w.lookup(self.nodeport_udp.contains(&dport), "KUBE-NODE-PORT-UDP") {
+            if w.lookup(sh.nodeport_udp.contains(&dport), "KUBE-NODE-PORT-UDP") {
                 w.rule("KUBE-MARK-MASQ: -j MARK --or-mark 0x4000");
                 return true;
             }
@@ -297,19 +445,25 @@ impl Ipvs {
         false
     }
 
-    /// The scheduler's pick: an index into `dests`, or None with no usable destination.
+    /// The scheduler's pick: an index into the destination list, or None with no usable
+    /// destination. Creates the server's state on this node on its first pick.
     fn schedule(&mut self, v: usize, src: Ipv4Addr) -> Option<usize> {
-        let vs = &mut self.servers[v];
-        if vs.dests.is_empty() {
+        let dests = dests_of(&self.shared, self.node, v);
+        let n = dests.len();
+        if n == 0 {
             return None;
         }
+        let st = self.state.get(&v);
+        let active = |i: usize| st.map_or(0, |s| s.active[i]);
+        let inactive = |i: usize| st.map_or(0, |s| s.inactive[i]);
+        let weight = |i: usize| dests.get(i).weight;
         let pick = match self.scheduler {
-            IpvsScheduler::Rr => vs.rr_last.map_or(0, |l| (l + 1) % vs.dests.len()),
-            IpvsScheduler::Lc => least(&vs.dests, |d| (d.active << 8) + d.inactive),
-            IpvsScheduler::Sed => sed(&vs.dests),
-            IpvsScheduler::Sh => vs.sh_buckets[sh_bucket(src)],
+            IpvsScheduler::Rr => st.and_then(|s| s.rr_last).map_or(0, |l| (l + 1) % n),
+            IpvsScheduler::Lc => least(n, |i| (active(i) << 8) + inactive(i)),
+            IpvsScheduler::Sed => sed(n, active, weight),
+            IpvsScheduler::Sh => sh_pick(n, weight, sh_bucket(src)),
         };
-        vs.rr_last = Some(pick);
+        self.state.entry(v).or_insert_with(|| VsState::new(n)).rr_last = Some(pick);
         Some(pick)
     }
 
@@ -323,9 +477,27 @@ impl Ipvs {
     /// with the conntrack entry.
     pub fn connection_closed(&mut self, service: usize, port: usize, endpoint: usize) {
         let Some(v) = self.open.get_mut(&(service, port, endpoint)).and_then(|l| l.pop()) else { return };
-        if let Some(d) = self.servers[v].dests.iter_mut().find(|d| d.endpoint == endpoint) {
-            d.active = d.active.saturating_sub(1);
+        let dests = dests_of(&self.shared, self.node, v);
+        let Some(i) = (0..dests.len()).find(|&i| dests.get(i).endpoint == endpoint) else { return };
+        if let Some(st) = self.state.get_mut(&v) {
+            st.active[i] = st.active[i].saturating_sub(1);
         }
+    }
+
+    /// Virtual servers in the order they were created (each NodePort right after the ClusterIP
+    /// server of the same Service port).
+    fn creation_order(&self) -> Vec<usize> {
+        let sh = &*self.shared;
+        let c = sh.servers.len();
+        let mut order = Vec::with_capacity(self.virtual_servers());
+        let mut nodeports = sh.nodeports.iter().enumerate().peekable();
+        for k in 0..c {
+            order.push(k);
+            while let Some((j, _)) = nodeports.next_if(|(_, np)| np.base == k) {
+                order.push(c + j);
+            }
+        }
+        order
     }
 
     /// `ipvsadm -Ln` output byte for byte (ipvsadm.c `list_all`, `print_title`,
@@ -335,39 +507,60 @@ impl Ipvs {
     /// with `"  -> %-28s %-7s %-6d %-10u %-10u\n"` (so it ends in padding spaces).
     pub fn ipvsadm_ln(&self) -> String {
         let mut out = format!("IP Virtual Server version 1.2.1 (size={CONN_TAB_SIZE})\n");
-        let mut order: Vec<&VirtualServer> = self.servers.iter().collect();
-        glibc_msort(&mut order, &|a, b| cmp_addr_port(a.addr, a.port, b.addr, b.port));
+        let mut order: Vec<(Ipv4Addr, u16, usize)> = self
+            .creation_order()
+            .into_iter()
+            .map(|v| {
+                let (addr, port, _, _) = self.key(v);
+                (addr, port, v)
+            })
+            .collect();
+        glibc_msort(&mut order, &|a, b| cmp_addr_port(a.0, a.1, b.0, b.1));
         if !order.is_empty() {
             out.push_str("Prot LocalAddress:Port Scheduler Flags\n");
             out.push_str("  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n");
         }
-        for vs in order {
-            let name = truncate(&format!("UDP  {}:{}", vs.addr, vs.port), 33);
+        for (addr, port, v) in order {
+            let name = truncate(&format!("UDP  {addr}:{port}"), 33);
             let _ = writeln!(out, "{name} {}", self.scheduler.id());
-            let mut dests: Vec<&RealServer> = vs.dests.iter().collect();
-            glibc_msort(&mut dests, &|a, b| cmp_addr_port(a.addr, a.port, b.addr, b.port));
-            for d in dests {
-                let dname = truncate(&format!("{}:{}", d.addr, d.port), 28);
+            let mut dests = self.merged_dests(v);
+            glibc_msort(&mut dests, &|a, b| cmp_addr_port(a.0, a.1, b.0, b.1));
+            for (daddr, dport, weight, active, inactive) in dests {
+                let dname = truncate(&format!("{daddr}:{dport}"), 28);
                 let _ = writeln!(
                     out,
                     "  -> {dname:<28} {:<7} {:<6} {:<10} {:<10}",
-                    "Masq", d.weight, d.active, d.inactive
+                    "Masq", weight, active, inactive
                 );
             }
         }
         out
     }
 
+    /// Virtual server `v`'s destinations with this node's counters: (addr, port, weight,
+    /// active, inactive) in list order.
+    fn merged_dests(&self, v: usize) -> Vec<(Ipv4Addr, u16, u32, u32, u32)> {
+        let dests = self.dests(v);
+        let st = self.state.get(&v);
+        (0..dests.len())
+            .map(|i| {
+                let d = dests.get(i);
+                (d.addr, d.port, d.weight, st.map_or(0, |s| s.active[i]), st.map_or(0, |s| s.inactive[i]))
+            })
+            .collect()
+    }
+
     /// An abridged `ipset list` of the non-empty sets that decide UDP Service traffic (Name,
     /// Type, Number of entries, Members; the real command adds Revision, Header, Size in memory
     /// and References). Members are sorted; the kernel lists them in hash order.
     pub fn ipset_list(&self) -> String {
+        let sh = &*self.shared;
         let mut out = String::new();
-        let mut cluster: Vec<_> = self.cluster_ip_set.iter().collect();
+        let mut cluster: Vec<_> = sh.cluster_ip_set.iter().collect();
         cluster.sort();
         let members = cluster.iter().map(|(ip, port)| format!("{ip},udp:{port}")).collect();
         set_block(&mut out, "KUBE-CLUSTER-IP", "hash:ip,port", members);
-        let mut lb: Vec<_> = self.loopback_set.iter().collect();
+        let mut lb: Vec<_> = self.loopback_set().into_iter().flatten().collect();
         lb.sort();
         let members = lb.iter().map(|(ip, port, src)| format!("{ip},udp:{port},{src}")).collect();
         set_block(&mut out, "KUBE-LOOP-BACK", "hash:ip,port,ip", members);
@@ -375,28 +568,34 @@ impl Ipvs {
             &mut out,
             "KUBE-NODE-PORT-UDP",
             "bitmap:port",
-            self.nodeport_udp.iter().map(u16::to_string).collect(),
+            sh.nodeport_udp.iter().map(u16::to_string).collect(),
         );
-        let local = self.nodeport_local_udp.iter().map(u16::to_string).collect();
+        let local = sh.nodeport_local_udp.iter().map(u16::to_string).collect();
         set_block(&mut out, "KUBE-NODE-PORT-LOCAL-UDP", "bitmap:port", local);
         out
     }
 
     pub fn virtual_servers(&self) -> usize {
-        self.servers.len()
+        self.shared.servers.len() + self.shared.nodeports.len()
     }
 
     pub fn real_servers(&self) -> usize {
-        self.servers.iter().map(|v| v.dests.len()).sum()
+        let sh = &*self.shared;
+        let mut n = sh.cluster_real_servers + sh.nodeport_real_servers;
+        for (&j, local) in sh.local_dests.get(&self.node).into_iter().flatten() {
+            n = n - sh.servers[sh.nodeports[j].base].dests.len() + local.len();
+        }
+        n
     }
 
     /// The ipset entries kube-proxy maintains for this table.
     pub fn ipset_entries(&self) -> usize {
-        self.cluster_ip_set.len()
-            + self.loopback_set.len()
-            + self.nodeport_udp.len()
-            + self.nodeport_local_udp.len()
-            + self.bound.len()
+        let sh = &*self.shared;
+        sh.cluster_ip_set.len()
+            + self.loopback_set().map_or(0, HashSet::len)
+            + sh.nodeport_udp.len()
+            + sh.nodeport_local_udp.len()
+            + sh.bound.len()
     }
 
     /// The iptables rules kube-proxy writes in IPVS mode for this table: the nine jump rules of
@@ -407,11 +606,11 @@ impl Ipvs {
     /// xor-mark, MASQUERADE) and KUBE-MARK-MASQ; in filter KUBE-SOURCE-RANGES-FIREWALL's DROP,
     /// two KUBE-FORWARD rules, the health-check ACCEPT and six KUBE-IPVS-FILTER rules.
     pub fn iptables_rules(&self) -> usize {
+        let sh = &*self.shared;
         let nonempty = |b: bool| usize::from(b);
-        let cluster = 2 * nonempty(!self.cluster_ip_set.is_empty());
-        let nodeport =
-            nonempty(!self.nodeport_udp.is_empty()) + nonempty(!self.nodeport_local_udp.is_empty());
-        let nat = 2 + cluster + nodeport + 1 + nonempty(!self.loopback_set.is_empty()) + 3 + 1;
+        let cluster = 2 * nonempty(!sh.cluster_ip_set.is_empty());
+        let nodeport = nonempty(!sh.nodeport_udp.is_empty()) + nonempty(!sh.nodeport_local_udp.is_empty());
+        let nat = 2 + cluster + nodeport + 1 + nonempty(self.loopback_set().is_some()) + 3 + 1;
         let filter = 1 + 2 + 1 + 6;
         9 + nat + filter
     }
@@ -423,24 +622,44 @@ impl Ipvs {
 
     /// Kernel memory estimate: service and destination structs (slab estimates, see the
     /// constants), sh tables, ipset elements at their struct sizes and the two bitmap:port sets.
+    /// This is the kernel's copy on one node: the whole table, however much of it the
+    /// simulator shares between nodes.
     pub fn memory_bytes(&self) -> usize {
         let sh = if self.scheduler == IpvsScheduler::Sh { SH_TABLE_BYTES } else { 0 };
-        self.servers.len() * (SERVICE_BYTES + sh)
+        self.virtual_servers() * (SERVICE_BYTES + sh)
             + self.real_servers() * DEST_BYTES
-            + self.cluster_ip_set.len() * IPPORT_ELEM_BYTES
-            + self.loopback_set.len() * IPPORTIP_ELEM_BYTES
-            + self.bound.len() * 4
+            + self.shared.cluster_ip_set.len() * IPPORT_ELEM_BYTES
+            + self.loopback_set().map_or(0, HashSet::len) * IPPORTIP_ELEM_BYTES
+            + self.shared.bound.len() * 4
             + 2 * BITMAP_PORT_BYTES
     }
 
-    /// The virtual server at (addr, port), for inspection.
-    pub fn virtual_server(&self, addr: Ipv4Addr, port: u16) -> Option<&VirtualServer> {
-        self.index.get(&(addr, port)).map(|&v| &self.servers[v])
+    /// The virtual server at (addr, port) with this node's counters, for inspection.
+    pub fn virtual_server(&self, addr: Ipv4Addr, port: u16) -> Option<VirtualServer> {
+        let v = self.find(addr, port)?;
+        let (addr, port, service, port_index) = self.key(v);
+        let dests = self.dests(v);
+        let st = self.state.get(&v);
+        let dests = (0..dests.len())
+            .map(|i| RealServer {
+                active: st.map_or(0, |s| s.active[i]),
+                inactive: st.map_or(0, |s| s.inactive[i]),
+                ..dests.get(i).clone()
+            })
+            .collect();
+        Some(VirtualServer { addr, port, service, port_index, dests })
     }
 
     /// The node this state was built for.
     pub fn node(&self) -> NodeId {
         self.node
+    }
+
+    /// Virtual server `v`'s state on this node, created as at build time if it has none.
+    #[cfg(test)]
+    fn state_mut(&mut self, v: usize) -> &mut VsState {
+        let n = self.dests(v).len();
+        self.state.entry(v).or_insert_with(|| VsState::new(n))
     }
 }
 
@@ -472,11 +691,12 @@ impl Walk {
     }
 }
 
-/// lc: the first destination with the least overhead (strict `<`, `ip_vs_lc_schedule`).
-fn least(dests: &[RealServer], overhead: impl Fn(&RealServer) -> u32) -> usize {
+/// lc: the first destination with the least overhead (strict `<`, `ip_vs_lc_schedule`), among
+/// `n` in list order.
+fn least(n: usize, overhead: impl Fn(usize) -> u32) -> usize {
     let mut best = 0;
-    for (i, d) in dests.iter().enumerate().skip(1) {
-        if overhead(d) < overhead(&dests[best]) {
+    for i in 1..n {
+        if overhead(i) < overhead(best) {
             best = i;
         }
     }
@@ -485,11 +705,11 @@ fn least(dests: &[RealServer], overhead: impl Fn(&RealServer) -> u32) -> usize {
 
 /// sed: least `(active + 1) / weight`, compared as `loh * w(d) > doh * w(least)` in 64 bits,
 /// the first minimum winning (`ip_vs_sed_schedule`; active connections only).
-fn sed(dests: &[RealServer]) -> usize {
+fn sed(n: usize, active: impl Fn(usize) -> u32, weight: impl Fn(usize) -> u32) -> usize {
     let mut best = 0;
-    for (i, d) in dests.iter().enumerate().skip(1) {
-        let (loh, doh) = (u64::from(dests[best].active) + 1, u64::from(d.active) + 1);
-        if loh * u64::from(d.weight) > doh * u64::from(dests[best].weight) {
+    for i in 1..n {
+        let (loh, doh) = (u64::from(active(best)) + 1, u64::from(active(i)) + 1);
+        if loh * u64::from(weight(i)) > doh * u64::from(weight(best)) {
             best = i;
         }
     }
@@ -504,24 +724,19 @@ pub fn sh_bucket(src: Ipv4Addr) -> usize {
     (u32::from(src).wrapping_mul(GOLDEN_RATIO_32) >> (32 - SH_TAB_BITS)) as usize
 }
 
-/// `ip_vs_sh_reassign`: buckets are dealt to destinations in list order, `weight` consecutive
-/// buckets each, cycling until all 256 are filled.
-fn sh_reassign(dests: &[RealServer]) -> Vec<usize> {
-    if dests.is_empty() {
-        return Vec::new();
-    }
+/// The destination in sh's `bucket` among `n` (at least one): `ip_vs_sh_reassign` deals the
+/// buckets to destinations in list order, `weight` consecutive buckets each, cycling until all
+/// 256 are filled. Computed for the one bucket instead of kept as a 256-entry table.
+fn sh_pick(n: usize, weight: impl Fn(usize) -> u32, bucket: usize) -> usize {
     let (mut d, mut count) = (0, 0);
-    (0..1usize << SH_TAB_BITS)
-        .map(|_| {
-            let this = d;
-            count += 1;
-            if count >= dests[d].weight {
-                d = (d + 1) % dests.len();
-                count = 0;
-            }
-            this
-        })
-        .collect()
+    for _ in 0..bucket {
+        count += 1;
+        if count >= weight(d) {
+            d = (d + 1) % n;
+            count = 0;
+        }
+    }
+    d
 }
 
 /// libipvs `ipvs_cmp_services` / `ipvs_cmp_dests` for IPv4 UDP entries: `ntohl(a) - ntohl(b)`
@@ -705,41 +920,28 @@ mod tests {
         let mut ipvs = Ipvs::build(&three_eps(), &node(), IpvsScheduler::Lc);
         // List order 2, 1, 0. All 0: first (endpoint 2); then 1 and 0 (0 < 256).
         assert_eq!(picks(&mut ipvs, "10.244.0.20", 3), [2, 1, 0]);
-        let vs = &mut ipvs.servers[0];
-        vs.dests[0].active = 1; // endpoint 2: 256
-        vs.dests[1].active = 0;
-        vs.dests[1].inactive = 300; // endpoint 1: 300
-        vs.dests[2].active = 1;
-        vs.dests[2].inactive = 1; // endpoint 0: 257
+        let vs = ipvs.state_mut(0);
+        vs.active[0] = 1; // endpoint 2: 256
+        vs.active[1] = 0;
+        vs.inactive[1] = 300; // endpoint 1: 300
+        vs.active[2] = 1;
+        vs.inactive[2] = 1; // endpoint 0: 257
         assert_eq!(picks(&mut ipvs, "10.244.0.20", 1), [2]);
     }
 
     #[test]
     fn sed_uses_active_plus_one_only() {
         let mut ipvs = Ipvs::build(&three_eps(), &node(), IpvsScheduler::Sed);
-        let vs = &mut ipvs.servers[0];
-        vs.dests[0].active = 2; // endpoint 2: cost 3
-        vs.dests[1].active = 1; // endpoint 1: cost 2
-        vs.dests[1].inactive = 1000; // ignored by sed (lc would avoid it)
-        vs.dests[2].active = 1; // endpoint 0: cost 2, later in the list
+        let vs = ipvs.state_mut(0);
+        vs.active[0] = 2; // endpoint 2: cost 3
+        vs.active[1] = 1; // endpoint 1: cost 2
+        vs.inactive[1] = 1000; // ignored by sed (lc would avoid it)
+        vs.active[2] = 1; // endpoint 0: cost 2, later in the list
         assert_eq!(picks(&mut ipvs, "10.244.0.20", 1), [1]);
         let mut ipvs = Ipvs::build(&three_eps(), &node(), IpvsScheduler::Lc);
-        ipvs.servers[0].dests = vs_copy(&[2, 1, 1], &[0, 1000, 0]);
+        let vs = ipvs.state_mut(0);
+        (vs.active, vs.inactive) = (vec![2, 1, 1], vec![0, 1000, 0]);
         assert_eq!(picks(&mut ipvs, "10.244.0.20", 1), [0]);
-    }
-
-    fn vs_copy(active: &[u32], inactive: &[u32]) -> Vec<RealServer> {
-        let eps = [2, 1, 0];
-        (0..3)
-            .map(|i| RealServer {
-                addr: ip("10.0.0.1"),
-                port: 53,
-                weight: 1,
-                active: active[i],
-                inactive: inactive[i],
-                endpoint: eps[i],
-            })
-            .collect()
     }
 
     #[test]
@@ -755,7 +957,7 @@ mod tests {
     fn udp_connections_stay_active_until_closed() {
         let mut ipvs = Ipvs::build(&three_eps(), &node(), IpvsScheduler::Lc);
         assert_eq!(picks(&mut ipvs, "10.244.0.20", 1), [2]);
-        let d = |i: &Ipvs| i.servers[0].dests[0].clone();
+        let d = |i: &Ipvs| i.virtual_server(ip("10.96.0.10"), 53).unwrap().dests[0].clone();
         assert_eq!((d(&ipvs).active, d(&ipvs).inactive), (1, 0));
         ipvs.connection_closed(0, 0, 2);
         assert_eq!((d(&ipvs).active, d(&ipvs).inactive), (0, 0));
@@ -850,5 +1052,59 @@ mod tests {
         let l = ipvs.lookup(Hook::Prerouting, &t("192.168.5.5", "172.18.0.2", 30080), true, false);
         assert_eq!(l.verdict, Verdict::Dnat { service: 1, port: 0, endpoint: 0, masq: true });
         assert!(ipvs.rule_count() > ipvs.iptables_rules());
+    }
+    #[test]
+    fn nodes_sharing_one_table_keep_their_own_state() {
+        let eps = vec![ep(0, "10.244.0.5", 0), ep(1, "10.244.1.7", 1), ep(2, "10.244.1.8", 1)];
+        let web = svc("web", "10.96.0.100", 8080, Some(30080), eps.clone(), TrafficPolicy::Local);
+        let dns = svc("kube-dns", "10.96.0.10", 53, None, eps, TrafficPolicy::Cluster);
+        let tbl = table(vec![web, dns]);
+        let shared = Ipvs::shared(&tbl);
+        let views: Vec<NodeView> = (0..3)
+            .map(|i| NodeView {
+                id: i,
+                name: format!("node-{i}"),
+                ip: Ipv4Addr::new(172, 18, 0, 2 + i as u8),
+            })
+            .collect();
+        let mut nodes: Vec<Ipvs> =
+            views.iter().map(|n| Ipvs::for_node(shared.clone(), &tbl, n, IpvsScheduler::Rr)).collect();
+        for (n, ipvs) in views.iter().zip(&nodes) {
+            let own = Ipvs::build(&tbl, n, IpvsScheduler::Rr);
+            assert_eq!(ipvs.ipvsadm_ln(), own.ipvsadm_ln());
+            assert_eq!(ipvs.ipset_list(), own.ipset_list());
+            assert_eq!((ipvs.rule_count(), ipvs.memory_bytes()), (own.rule_count(), own.memory_bytes()));
+        }
+        // Local NodePort: node 1 lists its two endpoints, node 2 (none local) all three.
+        let np = |i: &Ipvs, n: usize| i.virtual_server(views[n].ip, 30080).unwrap().dests.len();
+        assert_eq!((np(&nodes[0], 0), np(&nodes[1], 1), np(&nodes[2], 2)), (1, 2, 3));
+        assert_eq!(nodes[1].real_servers(), 3 + 3 + 2);
+        assert!(nodes[0].ipset_list().contains("10.244.0.5,udp:8080,10.244.0.5"));
+        assert!(!nodes[1].ipset_list().contains("10.244.0.5,udp:8080,10.244.0.5"));
+        // Scheduling on one node leaves the others at the list head with zero counters.
+        let dnat = |i: &mut Ipvs, dst: &str, port: u16| match i
+            .lookup(Hook::Prerouting, &t("192.168.5.5", dst, port), true, false)
+            .verdict
+        {
+            Verdict::Dnat { endpoint, .. } => endpoint,
+            v => panic!("{v:?}"),
+        };
+        assert_eq!(dnat(&mut nodes[0], "10.96.0.10", 53), 2);
+        assert_eq!(dnat(&mut nodes[0], "10.96.0.10", 53), 1);
+        assert_eq!(dnat(&mut nodes[1], "10.96.0.10", 53), 2);
+        assert_eq!(dnat(&mut nodes[1], "172.18.0.3", 30080), 2);
+        assert_eq!(dnat(&mut nodes[1], "172.18.0.3", 30080), 1);
+        assert_eq!(dnat(&mut nodes[1], "172.18.0.3", 30080), 2);
+        let active = |i: &Ipvs, a: &str, p: u16| {
+            i.virtual_server(ip(a), p).unwrap().dests.iter().map(|d| d.active).collect::<Vec<_>>()
+        };
+        assert_eq!(active(&nodes[0], "10.96.0.10", 53), [1, 1, 0]);
+        assert_eq!(active(&nodes[1], "10.96.0.10", 53), [1, 0, 0]);
+        assert_eq!(active(&nodes[1], "172.18.0.3", 30080), [2, 1]);
+        assert_eq!(active(&nodes[2], "10.96.0.10", 53), [0, 0, 0]);
+        assert!(nodes[1]
+            .ipvsadm_ln()
+            .contains("  -> 10.244.1.8:8080              Masq    1      2          0"));
+        assert_eq!(nodes[2].ipvsadm_ln(), Ipvs::build(&tbl, &views[2], IpvsScheduler::Rr).ipvsadm_ln());
     }
 }
