@@ -646,30 +646,12 @@ impl Simulation {
         self.world.service_tables.push(next.clone());
         let version = self.world.service_tables.len() - 1;
         let costs = self.world.costs.clone();
-        let mode = self.world.cluster.proxy;
-        let share = crate::proxy::node::Rules::shared_by_nodes(mode, &next);
-        let mut shared: Option<crate::proxy::node::Rules> = None;
-        // IPVS: every node's state on one copy of the node-independent part.
-        let ipvs_shared = match mode {
-            crate::proxy::ProxyMode::Ipvs(_) => Some(crate::proxy::ipvs::Ipvs::shared(&next)),
-            _ => None,
-        };
+        let mut builder = crate::proxy::node::NodeRules::new(self.world.cluster.proxy, &next);
         for node in 0..self.world.proxies.len() {
             let p = &mut self.world.proxies[node];
             let start = p.sync_start(t);
             let order = p.next_order();
-            let rules = match (shared.as_ref().and_then(|r| r.share()), p.mode, &ipvs_shared) {
-                (Some(r), _, _) => r,
-                (None, crate::proxy::ProxyMode::Ipvs(s), Some(sh)) => crate::proxy::node::Rules::Ipvs(
-                    Box::new(crate::proxy::ipvs::Ipvs::for_node(sh.clone(), &next, &p.node, s)),
-                ),
-                (None, ..) => {
-                    crate::proxy::node::Rules::build(p.mode, &next, &p.node, &order, &p.proxy_ports)
-                }
-            };
-            if share && shared.is_none() {
-                shared = rules.share();
-            }
+            let rules = builder.for_node(&p.node, &order, &p.proxy_ports);
             let cost = p.sync_cost(&costs, &rules, removed);
             p.busy_until = start + cost;
             p.stats.sync_cpu += cost;

@@ -695,24 +695,12 @@ fn build_proxies(w: &mut World) {
         );
     let table = w.service_tables[0].clone();
     let mut proxies = Vec::with_capacity(c.nodes.len());
-    let share = crate::proxy::node::Rules::shared_by_nodes(mode, &table);
-    // IPVS: every node's state on one copy of the node-independent part.
-    let ipvs_shared = match mode {
-        ProxyMode::Ipvs(_) => Some(crate::proxy::ipvs::Ipvs::shared(&table)),
-        _ => None,
-    };
+    let mut rules = crate::proxy::node::NodeRules::new(mode, &table);
     for (i, n) in c.nodes.iter().enumerate() {
         let view = NodeView { id: i, name: n.name.clone(), ip: n.ip };
         let max = c.conntrack_max.unwrap_or_else(|| crate::net::conntrack::kube_proxy_max(n.cores));
         let rng = w.rngs.stream(Component::Proxy, i as u64);
-        let shared = if share { proxies.first().and_then(|p: &NodeProxy| p.rules.share()) } else { None };
-        let shared = match (mode, &ipvs_shared) {
-            (ProxyMode::Ipvs(s), Some(sh)) => Some(crate::proxy::node::Rules::Ipvs(Box::new(
-                crate::proxy::ipvs::Ipvs::for_node(sh.clone(), &table, &view, s),
-            ))),
-            _ => shared,
-        };
-        proxies.push(NodeProxy::new(mode, view, table.clone(), max, rng, shared));
+        proxies.push(NodeProxy::new(view, table.clone(), &mut rules, max, rng));
     }
     w.proxies = proxies;
     if mode == ProxyMode::Userspace {

@@ -177,7 +177,7 @@ impl Rules {
     }
 
     /// Another handle on shared rules (`None` for rules a node must own).
-    pub fn share(&self) -> Option<Rules> {
+    fn share(&self) -> Option<Rules> {
         match self {
             Rules::Iptables(t) => Some(Rules::Iptables(t.clone())),
             Rules::Nftables(t) => Some(Rules::Nftables(t.clone())),
@@ -208,6 +208,41 @@ impl Rules {
             // overhead (htab_elem: ~48 B), from cilium bpf/lib/lb.h and kernel/bpf/hashtab.c.
             Rules::Ebpf(t) => t.entries * (8 + 12 + 48),
         }
+    }
+}
+
+/// Builds every node's rules for one version of the Service table, sharing what the nodes can
+/// share: the whole rule set when [`Rules::shared_by_nodes`], IPVS's node-independent part
+/// always.
+pub struct NodeRules<'a> {
+    mode: ProxyMode,
+    table: &'a ServiceTable,
+    share: bool,
+    shared: Option<Rules>,
+    ipvs: Option<Arc<super::ipvs::IpvsShared>>,
+}
+
+impl<'a> NodeRules<'a> {
+    pub fn new(mode: ProxyMode, table: &'a ServiceTable) -> NodeRules<'a> {
+        let ipvs = matches!(mode, ProxyMode::Ipvs(_)).then(|| Ipvs::shared(table));
+        NodeRules { mode, table, share: Rules::shared_by_nodes(mode, table), shared: None, ipvs }
+    }
+
+    /// `node`'s rules; `order` (KUBE-SERVICES) and `proxy_ports` (userspace) are the node's own.
+    pub fn for_node(&mut self, node: &NodeView, order: &[usize], proxy_ports: &[u16]) -> Rules {
+        if let Some(r) = self.shared.as_ref().and_then(Rules::share) {
+            return r;
+        }
+        let rules = match (self.mode, &self.ipvs) {
+            (ProxyMode::Ipvs(s), Some(sh)) => {
+                Rules::Ipvs(Box::new(Ipvs::for_node(sh.clone(), self.table, node, s)))
+            }
+            _ => Rules::build(self.mode, self.table, node, order, proxy_ports),
+        };
+        if self.share {
+            self.shared = rules.share();
+        }
+        rules
     }
 }
 
@@ -270,16 +305,15 @@ pub struct NewConnection {
 }
 
 impl NodeProxy {
-    /// A node's proxy with its rules as of start-up: `shared`, when another node's can serve
-    /// (see [`Rules::shared_by_nodes`]), else built here.
+    /// A node's proxy with its rules as of start-up, from `rules` (built for `table`).
     pub fn new(
-        mode: ProxyMode,
         node: NodeView,
         table: Arc<ServiceTable>,
+        rules: &mut NodeRules,
         conntrack_max: usize,
         mut rng: ChaCha8Rng,
-        shared: Option<Rules>,
     ) -> NodeProxy {
+        let mode = rules.mode;
         let order = go_map_order(table.services.len(), &mut rng);
         // The kernel's ephemeral ports for the userspace proxy's listening sockets (bound to
         // port 0): a random order of ip_local_port_range, 32768-60999. Past 28,232 Service
@@ -294,10 +328,7 @@ impl NodeProxy {
             }
             proxy_ports = range[..n].to_vec();
         }
-        let rules = match shared {
-            Some(r) => r,
-            None => Rules::build(mode, &table, &node, &order, &proxy_ports),
-        };
+        let rules = rules.for_node(&node, &order, &proxy_ports);
         NodeProxy {
             mode,
             node,
