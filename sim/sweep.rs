@@ -70,6 +70,8 @@ pub struct SweepPoint {
     pub translated: u64,
     pub sent: u64,
     pub delivered: u64,
+    /// What could not be set up in this point's run (as the report's warnings).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -209,5 +211,6 @@ fn point(s: &Summary, value: u32) -> SweepPoint {
         translated: v.translated,
         sent: s.totals.sent,
         delivered: s.totals.delivered,
+        warnings: s.scenario.warnings.clone(),
     }
 }

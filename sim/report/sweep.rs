@@ -283,7 +283,27 @@ fn page(r: &SweepResult, figures: &[(&Curve, String)]) -> String {
             growth(x, (steps(a), steps(b)), tail(&steps)),
         );
     }
-    out.push_str("</ul>\n<h2 id=\"charts\">Curves</h2>\n");
+    out.push_str("</ul>\n");
+    let warned: Vec<&SweepPoint> = r.points.iter().filter(|p| !p.warnings.is_empty()).collect();
+    if !warned.is_empty() {
+        out.push_str(
+            "<div class=\"conservation broken\"><strong>Some points could not be set up fully</strong> \
+             (as the proxy or the CNI would log it):<ul>",
+        );
+        for p in warned {
+            for w in &p.warnings {
+                let _ = writeln!(
+                    out,
+                    "<li>{} at {}: <code>{}</code></li>",
+                    esc(&p.proxy),
+                    fmt_count(p.value as u64),
+                    esc(w)
+                );
+            }
+        }
+        out.push_str("</ul></div>\n");
+    }
+    out.push_str("<h2 id=\"charts\">Curves</h2>\n");
     for (c, b64) in figures {
         let _ = writeln!(
             out,
