@@ -135,6 +135,11 @@ fn ip_output(w: &mut World, cx: &mut Ctx, ns: NsId, mut pkt: Packet) {
             None => return,
         }
     }
+    ip_route_output(w, cx, ns, pkt)
+}
+
+/// The routing half of [`ip_output`], without the OUTPUT netfilter hook.
+fn ip_route_output(w: &mut World, cx: &mut Ctx, ns: NsId, mut pkt: Packet) {
     let dst = Ipv4Packet::new_unchecked(pkt.ip()).dst_addr();
     cx.charge(w.costs.fib_lookup);
     let Some(route) = w.netns[ns].main.lookup(dst).cloned() else {

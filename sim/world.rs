@@ -235,6 +235,9 @@ pub enum EbpfHook {
     FromContainer,
     FromOverlay,
     FromNetdev,
+    /// `cil_from_host` on the `cilium_host`/`cilium_net` pair: packets the host stack routes
+    /// to pods (NodePort DNAT, host processes).
+    FromHost,
 }
 
 /// Cilium's per-node BPF maps, in the host namespace.

@@ -38,7 +38,7 @@ pub(super) fn build(w: &mut World) {
     for (n, node) in c.nodes.iter().enumerate() {
         let ns = w.nodes[n].ns;
         let router = c.pod_gateway(n);
-        let (host, _net) = w.add_veth(
+        let (host, net) = w.add_veth(
             ns,
             "cilium_host".into(),
             Mac::local(0xc0, 2 * n as u32 + 1),
@@ -48,6 +48,11 @@ pub(super) fn build(w: &mut World) {
             node.mtu,
         );
         w.add_addr(host, router, 32);
+        w.devices[net].ebpf = Some(EbpfHook::FromHost);
+        // The routes' next hop is the router address on cilium_host itself: the agent pins it to
+        // cilium_net's MAC, so what the host routes there crosses the pair into cil_from_host.
+        let net_mac = w.devices[net].mac;
+        w.netns[ns].neigh.update(router, net_mac, host, crate::net::neigh::NeighState::Permanent);
         install(
             w,
             "cilium-agent",
@@ -83,7 +88,17 @@ pub(super) fn build(w: &mut World) {
                 tun.unwrap_or(eth),
                 Proto::Static,
             ));
-            if tun.is_none() {
+            if tun.is_some() {
+                // The host reaches remote pods through cilium_host, whose program tunnels them.
+                install(
+                    w,
+                    "cilium-agent",
+                    Route::new(other.pod_subnet, Some(router), host, Proto::Static)
+                        .onlink()
+                        .with_src(router)
+                        .with_mtu(node.mtu.saturating_sub(50)),
+                );
+            } else {
                 // auto-direct-node-routes: needs the other node on a shared L2 segment.
                 install(
                     w,

@@ -9,6 +9,9 @@
 //!   `bpf_redirect_neigh` send it out of the native device; anything else goes up the stack.
 //! - `cil_from_overlay` and `cil_from_netdev`: a destination that is a local endpoint is
 //!   redirected to it; anything else goes up the stack.
+//! - `cil_from_host` (on what the host sends through `cilium_host`): like
+//!   `cil_from_container`, local endpoints by redirect and remote pods through the tunnel or
+//!   the native device, with the host's identity.
 
 use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, Ipv4Packet};
 
@@ -35,10 +38,20 @@ pub(super) fn ingress(w: &mut World, cx: &mut Ctx, dev: DevId, hook: EbpfHook, m
     let (src, dst, ttl) = (ip.src_addr(), ip.dst_addr(), ip.hop_limit());
     let maps = w.netns[host].cilium.as_ref().expect("eBPF hooks only on Cilium nodes");
     let local = maps.endpoints.get(&dst).copied();
-    let remote = if hook == EbpfHook::FromContainer { maps.ipcache.lookup(dst).cloned() } else { None };
-    let (tunnel, identity) = (maps.tunnel, maps.endpoints.get(&src).map_or(2, |e| e.1));
+    let from_node = matches!(hook, EbpfHook::FromContainer | EbpfHook::FromHost);
+    let remote = if from_node { maps.ipcache.lookup(dst).cloned() } else { None };
+    // Reserved identities: 1 is the host, 2 the world (cilium pkg/identity).
+    let fallback = if hook == EbpfHook::FromHost { 1 } else { 2 };
+    let (tunnel, identity) = (maps.tunnel, maps.endpoints.get(&src).map_or(fallback, |e| e.1));
     if local.is_none() && remote.is_none() {
         hop(w, cx, &mut pkt, dev, "ebpf", || format!("{dst} is not a Cilium endpoint: to the stack"));
+        if hook == EbpfHook::FromOverlay {
+            // Host delivery (`ipv4_host_delivery`): the decapsulated frame still carries the
+            // sending node's MACs; the program hands it to the host stack addressed to it.
+            let (own, src) =
+                (w.devices[dev].mac, mac_of(EthernetFrame::new_unchecked(&pkt.frame[..]).src_addr()));
+            set_ethernet(&mut pkt.frame, own, src, EthernetProtocol::Ipv4);
+        }
         return netif_receive(w, cx, dev, pkt);
     }
     if ttl <= 1 {

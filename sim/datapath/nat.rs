@@ -71,7 +71,7 @@ pub(super) fn netfilter(
     if matches!(mode, ProxyMode::Ebpf { .. }) && !is_local(w, ns, t.dst) {
         return Some(pkt);
     }
-    translate(w, cx, ns, dev, hook, pkt, t)
+    translate(w, cx, ns, dev, hook, pkt, t, false)
 }
 
 /// The eBPF service program on the host side of a pod's veth, from the pod: per-packet service
@@ -84,7 +84,7 @@ pub(super) fn bpf_from_pod(w: &mut World, cx: &mut Ctx, dev: DevId, pkt: Packet)
     if !w.cluster.network.service_cidr.contains(t.dst) {
         return bpf_reverse(w, cx, dev, pkt);
     }
-    translate(w, cx, ns, dev, Hook::Prerouting, pkt, t)
+    translate(w, cx, ns, dev, Hook::Prerouting, pkt, t, true)
 }
 
 /// The reverse translation for replies: on the way into the client pod (Cilium's
@@ -118,7 +118,9 @@ pub(super) fn bpf_reverse(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Pack
     Some(pkt)
 }
 
-/// Conntrack lookup, then the proxy's rules for a new connection.
+/// Conntrack lookup, then the proxy's rules for a new connection (Cilium's service maps when
+/// `from_pod_veth`).
+#[allow(clippy::too_many_arguments)]
 fn translate(
     w: &mut World,
     cx: &mut Ctx,
@@ -127,6 +129,7 @@ fn translate(
     hook: Hook,
     mut pkt: Packet,
     t: Tuple,
+    from_pod_veth: bool,
 ) -> Option<Packet> {
     let node = w.netns[ns].node;
     let now = cx.now();
@@ -170,7 +173,7 @@ fn translate(
     let (dst_local, src_local) = (is_local(w, ns, t.dst), is_local(w, ns, t.src));
     let traced = pkt.meta.trace.is_some();
     let costs = w.costs.clone();
-    let nc = w.proxies[node].new_connection(&costs, hook, &t, dst_local, src_local, traced);
+    let nc = w.proxies[node].new_connection(&costs, hook, &t, dst_local, src_local, from_pod_veth, traced);
     cx.charge(nc.cost);
     let lookup = nc.lookup;
     if traced {

@@ -47,7 +47,9 @@ pub(super) fn ipvlan_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, lower: DevId,
     hop(w, cx, &mut pkt, dev, "forward", || {
         format!("ipvlan L3: routed in {}'s namespace", w.netns[host].name)
     });
-    ip_output(w, cx, host, pkt)
+    // L3 mode routes without netfilter (Documentation/networking/ipvlan.rst: only L3S mode
+    // "acts like L3 mode except that iptables (conn-tracking) works").
+    ip_route_output(w, cx, host, pkt)
 }
 
 /// A frame on a device with macvlan/ipvlan uppers: the upper it belongs to, if any.

@@ -295,6 +295,9 @@ pub struct NodeProxy {
     /// table order, and the process (`World::procs`) that owns them.
     pub proxy_ports: Vec<u16>,
     pub proc: Option<usize>,
+    /// Cilium's service maps when a kube-proxy mode programs the node but a Cilium CNI's
+    /// bpf_lxc translates pod traffic itself (built on first use, rebuilt after each sync).
+    pod_lb: Option<Arc<BpfLb>>,
     rng: ChaCha8Rng,
 }
 
@@ -343,11 +346,15 @@ impl NodeProxy {
             busy_until: Instant::ZERO,
             proxy_ports,
             proc: None,
+            pod_lb: None,
             rng,
         }
     }
 
     /// Looks up a new connection's first packet and counts it.
+    /// `from_pod_veth`: the lookup is the eBPF program on a pod's veth (Cilium's bpf_lxc), which
+    /// reads Cilium's own service maps even when kube-proxy programs the node.
+    #[allow(clippy::too_many_arguments)]
     pub fn new_connection(
         &mut self,
         costs: &CostProfile,
@@ -355,10 +362,17 @@ impl NodeProxy {
         t: &Tuple,
         dst_is_local: bool,
         src_is_local: bool,
+        from_pod_veth: bool,
         trace: bool,
     ) -> NewConnection {
         let rng = &mut self.rng;
         let mut random = || rng.next_u32();
+        if from_pod_veth && !matches!(self.rules, Rules::Ebpf(_)) {
+            let maps = self.pod_lb.get_or_insert_with(|| Arc::new(BpfLb::build(&self.table, &self.node)));
+            let x = random();
+            let lookup = maps.lookup(&self.table, &self.node, t, x, trace);
+            return self.count(costs, lookup);
+        }
         let mut lookup = match &mut self.rules {
             Rules::Userspace(r) => r.walk(hook, t, dst_is_local, trace),
             Rules::Iptables(r) => r.walk(hook, t, dst_is_local, src_is_local, &mut random, trace),
@@ -382,6 +396,11 @@ impl NodeProxy {
             let what = if masq { "marked 0x4000: MASQUERADE" } else { "not marked: RETURN" };
             lookup.walk.push(format!("POSTROUTING -> KUBE-POSTROUTING: {post} rules, {what}"));
         }
+        self.count(costs, lookup)
+    }
+
+    /// Charges and counts a new connection's lookup.
+    fn count(&mut self, costs: &CostProfile, lookup: Lookup) -> NewConnection {
         let cost = costs.iptables_rule * lookup.rules as u64
             + costs.hash_lookup * lookup.lookups as u64
             + costs.conntrack_new
@@ -477,6 +496,7 @@ impl NodeProxy {
         self.table = table;
         self.version = version;
         self.rules = rules;
+        self.pod_lb = None;
     }
 
     /// A seeded permutation for the next sync's KUBE-SERVICES order.
