@@ -8,6 +8,8 @@
 //! cost in rules evaluated and hash lookups. NAT itself and the connection it creates belong to
 //! conntrack (`net::conntrack`); this module only decides.
 
+#[cfg(test)]
+mod fixtures;
 pub mod iptables;
 pub mod ipvs;
 pub mod nftables;

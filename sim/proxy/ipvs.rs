@@ -792,46 +792,7 @@ fn set_block(out: &mut String, name: &str, kind: &str, members: Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::{Endpoint, Service, ServicePort};
-
-    fn ip(s: &str) -> Ipv4Addr {
-        s.parse().unwrap()
-    }
-
-    fn ep(pod: usize, addr: &str, node: usize) -> Endpoint {
-        Endpoint { pod, ip: ip(addr), node, ready: true }
-    }
-
-    fn svc(
-        name: &str,
-        cip: &str,
-        port: u16,
-        np: Option<u16>,
-        eps: Vec<Endpoint>,
-        policy: TrafficPolicy,
-    ) -> Service {
-        Service {
-            namespace: "default".into(),
-            name: name.into(),
-            kind: if np.is_some() { ServiceKind::NodePort } else { ServiceKind::ClusterIp },
-            cluster_ip: Some(ip(cip)),
-            ports: vec![ServicePort { name: String::new(), port, target_port: port, node_port: np }],
-            endpoints: eps,
-            external_traffic_policy: policy,
-        }
-    }
-
-    fn node() -> NodeView {
-        NodeView { id: 0, name: "node-0".into(), ip: ip("172.18.0.2") }
-    }
-
-    fn table(services: Vec<Service>) -> ServiceTable {
-        ServiceTable { services, cluster_cidr: Some("10.244.0.0/16".parse().unwrap()) }
-    }
-
-    fn t(src: &str, dst: &str, dport: u16) -> Tuple {
-        Tuple { src: ip(src), sport: 40000, dst: ip(dst), dport }
-    }
+    use crate::proxy::fixtures::{ep, ip, node, svc, t, table};
 
     fn two_services() -> ServiceTable {
         let dns = svc(

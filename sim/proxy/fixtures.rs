@@ -1,0 +1,44 @@
+//! Small Service tables for the proxy modules' tests.
+
+use std::net::Ipv4Addr;
+
+use super::{Endpoint, NodeView, Service, ServiceKind, ServicePort, ServiceTable, TrafficPolicy, Tuple};
+
+pub fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+pub fn ep(pod: usize, addr: &str, node: usize) -> Endpoint {
+    Endpoint { pod, ip: ip(addr), node, ready: true }
+}
+
+pub fn svc(
+    name: &str,
+    cip: &str,
+    port: u16,
+    np: Option<u16>,
+    eps: Vec<Endpoint>,
+    policy: TrafficPolicy,
+) -> Service {
+    Service {
+        namespace: "default".into(),
+        name: name.into(),
+        kind: if np.is_some() { ServiceKind::NodePort } else { ServiceKind::ClusterIp },
+        cluster_ip: Some(ip(cip)),
+        ports: vec![ServicePort { name: String::new(), port, target_port: port, node_port: np }],
+        endpoints: eps,
+        external_traffic_policy: policy,
+    }
+}
+
+pub fn node() -> NodeView {
+    NodeView { id: 0, name: "node-0".into(), ip: ip("172.18.0.2") }
+}
+
+pub fn table(services: Vec<Service>) -> ServiceTable {
+    ServiceTable { services, cluster_cidr: Some("10.244.0.0/16".parse().unwrap()) }
+}
+
+pub fn t(src: &str, dst: &str, dport: u16) -> Tuple {
+    Tuple { src: ip(src), sport: 40000, dst: ip(dst), dport }
+}
