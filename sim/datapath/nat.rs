@@ -48,6 +48,28 @@ pub(super) fn rewrite(pkt: &mut Packet, t: &Tuple) {
     }
 }
 
+/// A rule walk for a trace: runs of more than [`RUN_SHOWN`] x 2 rules that did not match (a
+/// long KUBE-SERVICES before the Service's rule) keep their first and last few lines and say
+/// how many were skipped between.
+fn condense(walk: &[String]) -> Vec<String> {
+    const RUN_SHOWN: usize = 3;
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < walk.len() {
+        let run = walk[i..].iter().take_while(|l| l.ends_with("[no match]")).count();
+        if run > 2 * RUN_SHOWN + 1 {
+            out.extend_from_slice(&walk[i..i + RUN_SHOWN]);
+            out.push(format!("... {} more rules evaluated, none matched ...", run - 2 * RUN_SHOWN));
+            out.extend_from_slice(&walk[i + run - RUN_SHOWN..i + run]);
+            i += run;
+        } else {
+            out.push(walk[i].clone());
+            i += 1;
+        }
+    }
+    out
+}
+
 fn is_local(w: &World, ns: NsId, a: Ipv4Addr) -> bool {
     w.netns[ns].local.lookup(a).is_some_and(|r| r.kind == RouteKind::Local)
 }
@@ -183,8 +205,8 @@ fn translate(
             t.src, t.sport, t.dst, t.dport, lookup.rules, lookup.lookups
         );
         hop(w, cx, &mut pkt, dev, "nat", || head);
-        for line in &lookup.walk {
-            hop(w, cx, &mut pkt, dev, "rule", || line.clone());
+        for line in condense(&lookup.walk) {
+            hop(w, cx, &mut pkt, dev, "rule", || line);
         }
     }
     let reply_plain = Tuple { src: t.dst, sport: t.dport, dst: t.src, dport: t.sport };
@@ -252,4 +274,23 @@ fn translate(
         });
     }
     Some(pkt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::condense;
+
+    #[test]
+    fn long_runs_of_misses_are_condensed() {
+        let mut walk = vec!["jump [match]".to_string()];
+        walk.extend((0..10).map(|i| format!("svc {i} [no match]")));
+        walk.push("svc 10 [match]".into());
+        let c = condense(&walk);
+        assert_eq!(c.len(), 1 + 3 + 1 + 3 + 1);
+        assert_eq!(c[4], "... 4 more rules evaluated, none matched ...");
+        assert_eq!(c[5], "svc 7 [no match]");
+        assert_eq!(c[8], "svc 10 [match]");
+        let short: Vec<String> = walk[..8].to_vec();
+        assert_eq!(condense(&short), short, "7 misses are shown in full");
+    }
 }
