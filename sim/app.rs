@@ -174,18 +174,39 @@ pub fn trace(path: &Path, from: &str, to: &str, payload: u32, choice: Choice) ->
     trace::trace(&c, client, target, payload)
 }
 
-/// `cnisim sweep`: run the scenario's sweep, render and write the output directory atomically.
+/// `cnisim sweep`: run the scenario's sweep (or one shard of it), render and write the output
+/// directory atomically.
 pub fn sweep(
     path: &Path,
     out: Option<PathBuf>,
     threads: Option<usize>,
     progress: bool,
+    shard: Option<crate::sweep::Shard>,
 ) -> Result<(PathBuf, crate::sweep::SweepResult), Error> {
-    let result = crate::sweep::run(path, threads, progress)?;
-    let mut files = report::render_sweep(&result)
+    let result = crate::sweep::run(path, threads, progress, shard)?;
+    let name = match shard {
+        None => format!("{}-sweep", result.scenario),
+        Some(s) => format!("{}-sweep-shard-{}-of-{}", result.scenario, s.index, s.count),
+    };
+    let out_dir = out.unwrap_or_else(|| Path::new("reports").join(name));
+    write_sweep(&out_dir, &result)?;
+    Ok((out_dir, result))
+}
+
+/// `cnisim merge`: join the shards of a sweep and write the whole sweep's outputs.
+pub fn merge(
+    out: Option<PathBuf>,
+    shards: &[PathBuf],
+) -> Result<(PathBuf, crate::sweep::SweepResult), Error> {
+    let result = crate::sweep::merge(shards)?;
+    let out_dir = out.unwrap_or_else(|| Path::new("reports").join(format!("{}-sweep", result.scenario)));
+    write_sweep(&out_dir, &result)?;
+    Ok((out_dir, result))
+}
+
+fn write_sweep(out_dir: &Path, result: &crate::sweep::SweepResult) -> Result<(), Error> {
+    let mut files = report::render_sweep(result)
         .map_err(|e| Error::Invariant(format!("rendering the sweep report: {e}")))?;
     files.push(OutputFile::new("sweep.json", result.to_json()));
-    let out_dir = out.unwrap_or_else(|| Path::new("reports").join(format!("{}-sweep", result.scenario)));
-    write_dir_atomically(&out_dir, &files)?;
-    Ok((out_dir, result))
+    write_dir_atomically(out_dir, &files)
 }

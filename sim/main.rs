@@ -66,6 +66,20 @@ enum Command {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Run only shard I of N (points I, I+N, I+2N ...), e.g. 2/4, on one machine of a batch;
+        /// join the shards' directories with `cnisim merge`.
+        #[arg(long, value_name = "I/N")]
+        shard: Option<cnisim::sweep::Shard>,
+    },
+    /// Join the output directories of every shard of a sweep into the whole sweep's outputs.
+    #[command(after_help = "Example:\n  cnisim merge --out reports/rs reports/rs-1 reports/rs-2")]
+    Merge {
+        /// The shards' output directories (each holds sweep.json).
+        #[arg(required = true)]
+        shards: Vec<PathBuf>,
+        /// Output directory [default: reports/<scenario name>-sweep]; replaced atomically.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Check scenario files and report the first problem in each as file:line:col.
     #[command(after_help = "Example:\n  cnisim validate scenarios/*.ron")]
@@ -175,11 +189,17 @@ fn execute(cmd: Command) -> Result<ExitCode, Error> {
             println!("report: {}", o.out_dir.join("report.html").display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sweep { scenario, out, jobs, quiet } => {
+        Command::Merge { shards, out } => {
+            let (dir, r) = app::merge(out, &shards)?;
+            println!("merged {} shards of {}: {} points", shards.len(), r.scenario, r.points.len());
+            println!("report: {}", dir.join("report.html").display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sweep { scenario, out, jobs, quiet, shard } => {
             if jobs == Some(0) {
                 return Err(Error::Usage("--jobs 0 runs nothing; give at least 1".into()));
             }
-            let (dir, r) = app::sweep(&scenario, out, jobs, !quiet)?;
+            let (dir, r) = app::sweep(&scenario, out, jobs, !quiet, shard)?;
             println!(
                 "swept {} over {} values x {} proxy modes: {} simulations in {:.1}s on {} threads",
                 r.scenario,

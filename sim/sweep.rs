@@ -35,9 +35,34 @@ pub struct SweepSpec {
     pub proxies: Vec<ProxyMode>,
 }
 
+/// Which part of a sweep a run did: points whose index (in value-major order) is
+/// `index - 1` modulo `count`.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Shard {
+    /// 1-based.
+    pub index: usize,
+    pub count: usize,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    /// `"2/4"`.
+    fn from_str(s: &str) -> Result<Shard, String> {
+        let bad = || format!("--shard '{s}' is not I/N with 1 <= I <= N, e.g. 2/4");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count) = (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+        if index == 0 || index > count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
 /// One simulated point: a proxy mode at one parameter value.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct SweepPoint {
+    /// Position in the whole sweep (value-major, then proxy order).
+    pub index: usize,
     pub proxy: String,
     /// The parameter's value at this point.
     pub value: u32,
@@ -84,6 +109,10 @@ pub struct SweepResult {
     pub proxies: Vec<String>,
     /// In (value, proxy) order.
     pub points: Vec<SweepPoint>,
+    /// Set when this is one shard of the sweep (`--shard`); `cnisim merge` joins them.
+    pub shard: Option<Shard>,
+    /// Points in the whole sweep.
+    pub total_points: usize,
     /// Wall-clock facts (the only non-deterministic part).
     pub run: SweepRun,
 }
@@ -104,7 +133,12 @@ impl SweepResult {
 
 /// Runs every point of the sweep `path` declares. `threads`: rayon workers (default: all
 /// cores). `progress`: show a progress bar on stderr.
-pub fn run(path: &Path, threads: Option<usize>, progress: bool) -> Result<SweepResult, Error> {
+pub fn run(
+    path: &Path,
+    threads: Option<usize>,
+    progress: bool,
+    shard: Option<Shard>,
+) -> Result<SweepResult, Error> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let shown = path.display().to_string();
     let base = scenario::load_str_with(&text, &shown, &Overrides::default())?;
@@ -113,8 +147,11 @@ pub fn run(path: &Path, threads: Option<usize>, progress: bool) -> Result<SweepR
             "{shown} has no sweep section; add e.g. sweep: (parameter: \"services\", values: [10, 100, 1000])"
         )));
     };
-    let points: Vec<(u32, ProxyMode)> =
+    let all: Vec<(u32, ProxyMode)> =
         spec.values.iter().flat_map(|&v| spec.proxies.iter().map(move |&m| (v, m))).collect();
+    let total_points = all.len();
+    let (indices, points): (Vec<usize>, Vec<(u32, ProxyMode)>) =
+        all.into_iter().enumerate().filter(|(i, _)| shard.is_none_or(|s| i % s.count == s.index - 1)).unzip();
     // Every point must resolve before any runs: a bad value fails fast, with its position.
     let clusters = points
         .iter()
@@ -155,7 +192,7 @@ pub fn run(path: &Path, threads: Option<usize>, progress: bool) -> Result<SweepR
                 sim.trace_first = false;
                 let r = sim.run().map(|()| {
                     let s = Summary::from_run(&sim, Vec::new(), RunInfo::default());
-                    point(&s, points[i].0)
+                    point(&s, indices[i], points[i].0)
                 });
                 bar.inc(1);
                 bar.set_message(format!("{} at {}", points[i].1, points[i].0));
@@ -174,6 +211,8 @@ pub fn run(path: &Path, threads: Option<usize>, progress: bool) -> Result<SweepR
         values: spec.values.clone(),
         proxies: spec.proxies.iter().map(|m| m.id().to_string()).collect(),
         points,
+        shard,
+        total_points,
         run: SweepRun {
             cnisim_version: env!("CARGO_PKG_VERSION").into(),
             wall_seconds: wall.elapsed().as_secs_f64(),
@@ -183,9 +222,10 @@ pub fn run(path: &Path, threads: Option<usize>, progress: bool) -> Result<SweepR
 }
 
 /// The figures of one point, from its run's summary.
-fn point(s: &Summary, value: u32) -> SweepPoint {
+fn point(s: &Summary, index: usize, value: u32) -> SweepPoint {
     let v = s.services.as_ref().expect("a sweep scenario has generated Services");
     SweepPoint {
+        index,
         proxy: v.proxy.clone(),
         value,
         services: v.services,
@@ -213,4 +253,74 @@ fn point(s: &Summary, value: u32) -> SweepPoint {
         delivered: s.totals.delivered,
         warnings: s.scenario.warnings.clone(),
     }
+}
+
+/// Joins the `sweep.json` of every shard of one sweep into the whole sweep: the same scenario,
+/// parameter, values and proxies, each shard index from 1 to N exactly once.
+pub fn merge(shards: &[std::path::PathBuf]) -> Result<SweepResult, Error> {
+    let mut parts = Vec::new();
+    for dir in shards {
+        let file = dir.join("sweep.json");
+        let text = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
+        let r: SweepResult = serde_json::from_str(&text)
+            .map_err(|e| Error::Usage(format!("{}: not a cnisim sweep.json ({e})", file.display())))?;
+        parts.push((file, r));
+    }
+    let Some((first_file, first)) = parts.first() else {
+        return Err(Error::Usage("merge needs the output directories of the shards".into()));
+    };
+    let Some(Shard { count, .. }) = first.shard else {
+        return Err(Error::Usage(format!("{} is a whole sweep, not a shard", first_file.display())));
+    };
+    let mut seen = vec![false; count];
+    for (file, r) in &parts {
+        let same = r.scenario == first.scenario
+            && r.cni == first.cni
+            && r.parameter == first.parameter
+            && r.values == first.values
+            && r.proxies == first.proxies
+            && r.run.cnisim_version == first.run.cnisim_version;
+        if !same {
+            return Err(Error::Usage(format!(
+                "{} is from another sweep than {} (scenario, CNI, values, proxies or cnisim version differ)",
+                file.display(),
+                first_file.display()
+            )));
+        }
+        let Some(s) = r.shard.filter(|s| s.count == count) else {
+            return Err(Error::Usage(format!("{} is not one of {count} shards", file.display())));
+        };
+        if std::mem::replace(&mut seen[s.index - 1], true) {
+            return Err(Error::Usage(format!(
+                "shard {}/{count} is given twice ({})",
+                s.index,
+                file.display()
+            )));
+        }
+    }
+    if let Some(missing) = seen.iter().position(|s| !s) {
+        return Err(Error::Usage(format!(
+            "shard {}/{count} is missing; give every shard's directory",
+            missing + 1
+        )));
+    }
+    let mut points: Vec<SweepPoint> = parts.iter().flat_map(|(_, r)| r.points.iter().cloned()).collect();
+    points.sort_by_key(|p| p.index);
+    if points.len() != first.total_points || points.iter().enumerate().any(|(i, p)| p.index != i) {
+        return Err(Error::Usage(format!(
+            "the shards hold {} points, not the sweep's {} exactly once",
+            points.len(),
+            first.total_points
+        )));
+    }
+    Ok(SweepResult {
+        points,
+        shard: None,
+        run: SweepRun {
+            cnisim_version: first.run.cnisim_version.clone(),
+            wall_seconds: parts.iter().map(|(_, r)| r.run.wall_seconds).sum(),
+            threads: parts.iter().map(|(_, r)| r.run.threads).max().unwrap_or(0),
+        },
+        ..first.clone()
+    })
 }

@@ -219,6 +219,17 @@ fn page(r: &SweepResult, figures: &[(&Curve, String)]) -> String {
         Parameter::Services => "the number of Services",
         Parameter::Endpoints => "the number of endpoints per Service",
     };
+    if let Some(s) = r.shard {
+        let _ = writeln!(
+            out,
+            "<p class=\"conservation broken\">This is shard {} of {}: {} of the sweep's {} points. Join every \
+             shard's directory with <code>cnisim merge</code> for the whole sweep.</p>",
+            s.index,
+            s.count,
+            r.points.len(),
+            r.total_points
+        );
+    }
     let _ = writeln!(
         out,
         "<p>The scenario was simulated {} times: at each value of {what} ({}) under each proxy mode ({}), \

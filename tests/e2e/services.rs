@@ -111,7 +111,7 @@ fn scaling_sweep(name: &str, values: &str, proxies: &str) -> Vec<SweepPoint> {
     .replace("duration: \"300ms\"", "duration: \"150ms\"");
     let path = dir.join("sweep.ron");
     std::fs::write(&path, text).unwrap();
-    let (out, r) = app::sweep(&path, Some(dir.join("out")), None, false).unwrap();
+    let (out, r) = app::sweep(&path, Some(dir.join("out")), None, false, None).unwrap();
     for f in ["report.html", "rule_scaling.csv", "sweep.json", "match_steps.png", "sync_time.png"] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
@@ -396,8 +396,8 @@ fn sweeps_are_deterministic_whatever_the_thread_count() {
     .replace("duration: \"1500ms\"", "duration: \"200ms\"");
     let path = dir.join("sweep.ron");
     std::fs::write(&path, text).unwrap();
-    let (a, ra) = app::sweep(&path, Some(dir.join("one")), Some(1), false).unwrap();
-    let (b, rb) = app::sweep(&path, Some(dir.join("two")), Some(2), false).unwrap();
+    let (a, ra) = app::sweep(&path, Some(dir.join("one")), Some(1), false, None).unwrap();
+    let (b, rb) = app::sweep(&path, Some(dir.join("two")), Some(2), false, None).unwrap();
     assert_eq!(ra.points, rb.points);
     assert_eq!(ra.values, [10, 50], "values are swept in increasing order");
     for e in std::fs::read_dir(&a).unwrap() {
@@ -407,6 +407,27 @@ fn sweeps_are_deterministic_whatever_the_thread_count() {
         }
         assert_eq!(std::fs::read(a.join(&f)).unwrap(), std::fs::read(b.join(&f)).unwrap(), "{f}");
     }
+    // Three shards, merged, give the whole sweep's files.
+    let shards: Vec<std::path::PathBuf> = (1..=3)
+        .map(|i| {
+            let shard = Some(format!("{i}/3").parse().unwrap());
+            app::sweep(&path, Some(dir.join(format!("shard-{i}"))), Some(1), false, shard).unwrap().0
+        })
+        .collect();
+    let (m, rm) =
+        app::merge(Some(dir.join("merged")), &[shards[2].clone(), shards[0].clone(), shards[1].clone()])
+            .unwrap();
+    assert_eq!(rm.points, ra.points);
+    for e in std::fs::read_dir(&a).unwrap() {
+        let f = e.unwrap().file_name().into_string().unwrap();
+        if f != "sweep.json" {
+            assert_eq!(std::fs::read(a.join(&f)).unwrap(), std::fs::read(m.join(&f)).unwrap(), "merged {f}");
+        }
+    }
+    let missing = app::merge(None, &shards[..2]).err().unwrap().to_string();
+    assert!(missing.contains("shard 3/3 is missing"), "{missing}");
+    let twice = app::merge(None, &[shards[0].clone(), shards[0].clone(), shards[1].clone()]).err().unwrap();
+    assert!(twice.to_string().contains("shard 1/3 is given twice"), "{twice}");
 }
 
 #[test]
