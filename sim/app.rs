@@ -135,13 +135,20 @@ pub fn trace(path: &Path, from: &str, to: &str, payload: u32, choice: Choice) ->
             )));
         }
     };
-    // `--to`: a pod; a Service "web" or "web:port-name"; a NodePort "web@node-2".
+    // `--to`: a pod; a Service "web" or "web:port-name"; a NodePort "web@node-2"; an external
+    // host.
     let (svc_part, node_part) = to.split_once('@').map_or((to, None), |(s, n)| (s, Some(n)));
     let target = match c.pod_by_name(to) {
         Some(b) if client == Client::Pod(b) => {
             return Err(Error::Usage("--from and --to name the same pod; pick two different pods".into()))
         }
         Some(b) => Target::Pod(b),
+        None if c.externals.iter().any(|e| e.name == to) => {
+            if matches!(client, Client::External(_)) {
+                return Err(usage("--from and --to are both external hosts; one must be a pod".into()));
+            }
+            Target::External(c.externals.iter().position(|e| e.name == to).expect("checked"))
+        }
         None => {
             let (name, port) = svc_part.split_once(':').map_or((svc_part, None), |(s, p)| (s, Some(p)));
             let svc = c.services.services.iter().position(|s| s.name == name);

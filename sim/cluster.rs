@@ -204,6 +204,8 @@ pub enum Target {
     /// Every new connection picks one of `count` Services from `first`, uniformly (the
     /// generated Services of a rule-scaling scenario).
     AnyService { first: usize, count: usize },
+    /// A host outside the cluster (`Cluster::externals`), at the workload's port.
+    External(usize),
 }
 
 /// One traffic generator and the flows it drives.
@@ -297,6 +299,15 @@ impl Cni {
             Cni::Macvlan => "macvlan",
             Cni::IpvlanL3 => "ipvlan-l3",
         }
+    }
+
+    /// Whether the plugin masquerades pod traffic leaving the cluster network to the node's
+    /// address: flannel's `--ip-masq` (kube-flannel.yml sets it), Calico's IP pool
+    /// `natOutgoing` (true for the default pool), Cilium's `enable-ipv4-masquerade` (default
+    /// true), Weave's NAT of traffic leaving the weave network. macvlan and ipvlan pods leave
+    /// through their own interface, unmasqueraded.
+    pub fn masquerades_outgoing(self) -> bool {
+        !matches!(self, Cni::Macvlan | Cni::IpvlanL3)
     }
 
     /// The pod MTU the plugin configures by default on a node whose `eth0` has `node_mtu`.

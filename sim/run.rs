@@ -108,8 +108,14 @@ impl Simulation {
                     Client::Pod(p) => (world.pod_ns[p], cluster.pods[p].ip),
                     Client::External(e) => (world.external_ns[e], cluster.externals[e].ip),
                 };
-                if let Target::Pod(server) = target {
-                    world.netns[world.pod_ns[server]].udp_ports.insert(wl.port);
+                match target {
+                    Target::Pod(server) => {
+                        world.netns[world.pod_ns[server]].udp_ports.insert(wl.port);
+                    }
+                    Target::External(e) => {
+                        world.netns[world.external_ns[e]].udp_ports.insert(wl.port);
+                    }
+                    _ => {}
                 }
                 flows.push(Flow {
                     workload: wi,
@@ -465,6 +471,7 @@ impl Simulation {
         };
         let (dst, service) = match target {
             Target::Pod(p) => ((self.world.cluster.pods[p].ip, wl_port), None),
+            Target::External(e) => ((self.world.cluster.externals[e].ip, wl_port), None),
             Target::Service { service, port } => (
                 service_dst(service, port, &mut self.rng).ok_or(DropReason::ServiceNoEndpoints)?,
                 Some((service, port)),
@@ -581,7 +588,11 @@ impl Simulation {
         if !first {
             return;
         }
-        if tag.dir == Dir::Forward && !matches!(self.flows[flow as usize].target, Target::Pod(_)) {
+        let to_service = matches!(
+            self.flows[flow as usize].target,
+            Target::Service { .. } | Target::NodePort { .. } | Target::AnyService { .. }
+        );
+        if tag.dir == Dir::Forward && to_service {
             self.obs.service_datagram(tag.opens, t - tag.sent_at);
         }
         let f = &mut self.flows[flow as usize];

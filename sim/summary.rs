@@ -520,6 +520,7 @@ fn flow_summary(sim: &Simulation, i: usize, f: &crate::run::Flow) -> FlowSummary
         crate::cluster::Target::AnyService { count, .. } => {
             (format!("any of {count} services"), "-".into(), false)
         }
+        crate::cluster::Target::External(e) => (format!("ext/{}", c.externals[e].name), "-".into(), false),
     };
     let active = (f.end.saturating_since(f.start)).as_secs_f64();
     let rtt = matches!(f.kind, WorkloadKind::UdpRr { .. }).then(|| LatencyStats::from_histogram(&o.rtt));

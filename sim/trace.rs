@@ -87,6 +87,7 @@ pub fn trace(cluster: &Cluster, from: Client, to: Target, payload: u32) -> Resul
         Client::External(e) => (format!("ext/{}", c.externals[e].name), c.externals[e].ip, "outside".into()),
     };
     let target = match to {
+        Target::External(e) => format!("ext/{} {} (outside)", c.externals[e].name, c.externals[e].ip),
         Target::Pod(q) => {
             let q = &c.pods[q];
             format!("{} {} ({})", q.name, q.ip, c.nodes[q.node].name)

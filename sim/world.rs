@@ -67,6 +67,8 @@ pub struct World {
     pub proxies: Vec<crate::proxy::node::NodeProxy>,
     /// Every version of the Service table: the scenario's, then one per change.
     pub service_tables: Vec<std::sync::Arc<crate::proxy::ServiceTable>>,
+    /// Every node's address.
+    pub node_ips: HashSet<Ipv4Addr>,
     /// eBPF service programs sit on the host side of pod veths (Cilium's kube-proxy
     /// replacement, and Cilium's bpf_lxc, which load-balances ClusterIP traffic in any mode).
     pub service_bpf: bool,
@@ -629,6 +631,7 @@ pub fn build(cluster: &Cluster) -> World {
         proxies: Vec::new(),
         service_tables: vec![std::sync::Arc::new(cluster.services.clone())],
         service_bpf: false,
+        node_ips: cluster.nodes.iter().map(|n| n.ip).collect(),
         rngs: RngFactory::new(cluster.seed),
     };
     let u = cluster.underlay.clone();

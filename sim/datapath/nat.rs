@@ -13,11 +13,12 @@ use std::net::Ipv4Addr;
 use smoltcp::wire::{IpProtocol, Ipv4Packet, UdpPacket};
 
 use super::{hop, Ctx};
+use crate::cluster::Cni;
 use crate::net::conntrack::{Direction, Dnat, TableFull};
 use crate::net::packet::Packet;
 use crate::net::route::{DevId, RouteKind};
 use crate::observe::DropReason;
-use crate::proxy::{Hook, ProxyMode, Tuple, Verdict};
+use crate::proxy::{Hook, Tuple, Verdict};
 use crate::world::{NsId, World};
 
 /// The UDP 5-tuple of an unfragmented IPv4/UDP packet (fragments are not tracked here).
@@ -70,6 +71,23 @@ fn condense(walk: &[String]) -> Vec<String> {
     out
 }
 
+/// Whether a new connection is pod traffic headed out of the cluster network, which the CNI
+/// masquerades: from a pod address to anything but a pod, a Service, a multicast group or this
+/// node. Cilium also leaves traffic to the other nodes alone (its masquerading skips
+/// destinations with the remote-node identity).
+fn leaves_cluster(w: &World, hook: Hook, t: &Tuple, dst_local: bool) -> bool {
+    let net = &w.cluster.network;
+    let cilium = matches!(w.cluster.cni, Cni::CiliumVxlan | Cni::CiliumGeneve | Cni::CiliumNative);
+    hook == Hook::Prerouting
+        && w.cluster.cni.masquerades_outgoing()
+        && net.pod_cidr.contains(t.src)
+        && !net.pod_cidr.contains(t.dst)
+        && !net.service_cidr.contains(t.dst)
+        && !t.dst.is_multicast()
+        && !dst_local
+        && !(cilium && w.node_ips.contains(&t.dst))
+}
+
 fn is_local(w: &World, ns: NsId, a: Ipv4Addr) -> bool {
     w.netns[ns].local.lookup(a).is_some_and(|r| r.kind == RouteKind::Local)
 }
@@ -86,13 +104,10 @@ pub(super) fn netfilter(
     pkt: Packet,
 ) -> Option<Packet> {
     let node = w.netns[ns].node;
-    let Some(mode) = w.proxies.get(node).map(|p| p.mode) else { return Some(pkt) };
-    let Some(t) = tuple_of(&pkt) else { return Some(pkt) };
-    // With Cilium's kube-proxy replacement the host path only serves NodePorts (bpf_host);
-    // ClusterIP traffic was translated on the pod's veth.
-    if matches!(mode, ProxyMode::Ebpf { .. }) && !is_local(w, ns, t.dst) {
+    if w.proxies.get(node).is_none() {
         return Some(pkt);
     }
+    let Some(t) = tuple_of(&pkt) else { return Some(pkt) };
     translate(w, cx, ns, dev, hook, pkt, t, false)
 }
 
@@ -119,9 +134,9 @@ pub(super) fn bpf_reverse(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Pack
     cx.charge(w.costs.hash_lookup);
     let now = cx.now();
     let p = &mut w.proxies[node];
-    if let Some((id, Direction::Reply)) = p.conntrack.lookup(&t, now) {
-        p.conntrack.refresh(id, Direction::Reply, now);
-        let e = p.conntrack.get(id).clone();
+    if let Some((id, Direction::Reply)) = p.bpf_ct.lookup(&t, now) {
+        p.bpf_ct.refresh(id, Direction::Reply, now);
+        let e = p.bpf_ct.get(id).clone();
         let back = Tuple {
             src: e.original.dst,
             sport: e.original.dport,
@@ -156,11 +171,19 @@ fn translate(
     let node = w.netns[ns].node;
     let now = cx.now();
     cx.charge(w.costs.conntrack_lookup);
-    let hit = w.proxies[node].conntrack.lookup(&t, now);
+    fn table(p: &mut crate::proxy::node::NodeProxy, bpf: bool) -> &mut crate::net::conntrack::Conntrack {
+        if bpf {
+            &mut p.bpf_ct
+        } else {
+            &mut p.conntrack
+        }
+    }
+    let bpf = from_pod_veth;
+    let hit = table(&mut w.proxies[node], bpf).lookup(&t, now);
     if let Some((id, dir)) = hit {
-        let p = &mut w.proxies[node];
-        p.conntrack.refresh(id, dir, now);
-        let e = p.conntrack.get(id).clone();
+        let table = table(&mut w.proxies[node], bpf);
+        table.refresh(id, dir, now);
+        let e = table.get(id).clone();
         let to = match dir {
             // As the connection's first packet was rewritten: the inverse of the reply tuple.
             Direction::Original => {
@@ -211,6 +234,15 @@ fn translate(
     }
     let reply_plain = Tuple { src: t.dst, sport: t.dport, dst: t.src, dport: t.sport };
     let (reply, dnat, masq) = match lookup.verdict {
+        Verdict::NoService if leaves_cluster(w, hook, &t, dst_local) => {
+            // The CNI's outgoing masquerade (flannel's FLANNEL-POSTRTG, Calico's natOutgoing,
+            // Cilium's masquerading, Weave's NAT): one more POSTROUTING rule, then MASQUERADE.
+            cx.charge(w.costs.iptables_rule);
+            hop(w, cx, &mut pkt, dev, "rule", || {
+                format!("{}: pod traffic leaving the cluster network: MASQUERADE", w.cluster.cni)
+            });
+            (reply_plain, None, true)
+        }
         Verdict::NoService => (reply_plain, None, false),
         Verdict::Reject { service, .. } => {
             let name = w.proxies[node].table.services[service].name.clone();
@@ -238,7 +270,7 @@ fn translate(
             (Tuple { src: to.0, sport: to.1, dst: t.src, dport: t.sport }, Some(d), masq)
         }
     };
-    let id = match w.proxies[node].conntrack.insert(t, reply, dnat, masq, now) {
+    let id = match table(&mut w.proxies[node], bpf).insert(t, reply, dnat, masq, now) {
         Ok(id) => id,
         Err(TableFull) => {
             w.proxies[node].stats.conntrack_full += 1;
@@ -254,7 +286,7 @@ fn translate(
         let base = Tuple { dst: src, ..reply };
         match w.proxies[node].masquerade_port(base) {
             Some(port) => {
-                w.proxies[node].conntrack.set_snat(id, (src, port));
+                table(&mut w.proxies[node], bpf).set_snat(id, (src, port));
                 out.src = src;
                 out.sport = port;
             }
@@ -267,11 +299,17 @@ fn translate(
     }
     if out != t {
         rewrite(&mut pkt, &out);
-        hop(w, cx, &mut pkt, dev, "dnat", || {
-            let snat =
-                if masq { format!(", masquerade to {}:{}", out.src, out.sport) } else { String::new() };
-            format!("{}:{} -> DNAT to {}:{}{snat}", t.dst, t.dport, out.dst, out.dport)
-        });
+        if (out.dst, out.dport) == (t.dst, t.dport) {
+            hop(w, cx, &mut pkt, dev, "snat", || {
+                format!("{}:{} masqueraded to {}:{}", t.src, t.sport, out.src, out.sport)
+            });
+        } else {
+            hop(w, cx, &mut pkt, dev, "dnat", || {
+                let snat =
+                    if masq { format!(", masquerade to {}:{}", out.src, out.sport) } else { String::new() };
+                format!("{}:{} -> DNAT to {}:{}{snat}", t.dst, t.dport, out.dst, out.dport)
+            });
+        }
     }
     Some(pkt)
 }

@@ -21,6 +21,9 @@ use crate::cost::CostProfile;
 use crate::net::conntrack::Conntrack;
 use crate::time::{Duration, Instant};
 
+/// Cilium's `bpf-ct-global-any-max` default: entries of the non-TCP connection-tracking map.
+pub const BPF_CT_MAX: usize = 262_144;
+
 /// kube-proxy's `minSyncPeriod` default (pkg/proxy/apis/config/v1alpha1/defaults.go), with
 /// the BoundedFrequencyRunner's burst of 2 syncs.
 pub const MIN_SYNC_PERIOD: Duration = Duration::from_secs(1);
@@ -285,7 +288,11 @@ pub struct NodeProxy {
     pub table: Arc<ServiceTable>,
     pub version: usize,
     pub rules: Rules,
+    /// netfilter's connection table (kube-proxy's NAT, the CNI's masquerade, every tracked flow).
     pub conntrack: Conntrack,
+    /// Cilium's own connection-tracking map for the service translation its programs do on
+    /// pod veths (`cilium_ct4_global`), separate from netfilter's.
+    pub bpf_ct: Conntrack,
     pub stats: ProxyStats,
     /// The sync runner: tokens left, when the last one was taken, when the proxy is free.
     tokens: f64,
@@ -339,6 +346,7 @@ impl NodeProxy {
             version: 0,
             rules,
             conntrack: Conntrack::new(conntrack_max),
+            bpf_ct: Conntrack::new(BPF_CT_MAX),
             stats: ProxyStats::default(),
             // The initial sync at start-up took one token.
             tokens: (SYNC_BURST - 1) as f64,
@@ -367,6 +375,11 @@ impl NodeProxy {
     ) -> NewConnection {
         let rng = &mut self.rng;
         let mut random = || rng.next_u32();
+        if !from_pod_veth && !dst_is_local && matches!(self.rules, Rules::Ebpf(_)) {
+            // Cilium's host programs only serve NodePorts; netfilter just tracks the flow.
+            let lookup = Lookup { verdict: Verdict::NoService, rules: 0, lookups: 0, walk: Vec::new() };
+            return self.count(costs, lookup);
+        }
         if from_pod_veth && !matches!(self.rules, Rules::Ebpf(_)) {
             let maps = self.pod_lb.get_or_insert_with(|| Arc::new(BpfLb::build(&self.table, &self.node)));
             let x = random();

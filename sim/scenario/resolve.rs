@@ -1137,6 +1137,7 @@ fn resolve_target(
     nodes: &[NodeSpec],
     services: &ServiceTable,
     generated: (usize, usize),
+    externals: &[ExternalHost],
 ) -> Res<Option<Target>> {
     let find = |name: &str| -> Res<(usize, usize)> {
         let (svc, port) = match name.split_once(':') {
@@ -1185,6 +1186,12 @@ fn resolve_target(
             };
             Ok(Some(Target::NodePort { service: si, port, node }))
         }
+        Selector::External(name) => match externals.iter().position(|e| &e.name == name) {
+            Some(e) => Ok(Some(Target::External(e))),
+            None => Err(
+                loc.err(at, format!("External(\"{name}\") names no external host; add it to external_hosts"))
+            ),
+        },
         Selector::AnyGeneratedService => {
             if generated.1 == 0 {
                 return Err(loc.err(at, "AnyGeneratedService needs a generated_services section; add one"));
@@ -1244,12 +1251,10 @@ fn resolve_workloads(
                 "a Service cannot send: `from` selects pods (Pod, Node or Labels); put the Service in `to`",
             ));
         }
-        if let Selector::External(name) = &w.to {
+        if let (Selector::External(_), Selector::External(_)) = (&w.from, &w.to) {
             return Err(loc.err(
                 at!["workloads", i, "to"],
-                format!(
-                    "External(\"{name}\") can only send: put it in `from`, and a NodePort or pod in `to`"
-                ),
+                "an external host sends to the cluster (a NodePort); pods send to external hosts",
             ));
         }
         let from: Vec<Client> = match &w.from {
@@ -1278,7 +1283,7 @@ fn resolve_workloads(
             ));
         }
         if let Some(target) =
-            resolve_target(loc, &w.to, at!["workloads", i, "to"], nodes, services, generated)?
+            resolve_target(loc, &w.to, at!["workloads", i, "to"], nodes, services, generated, externals)?
         {
             total_flows += from.len() as u64;
             if total_flows > MAX_FLOWS {
@@ -1488,7 +1493,7 @@ fn check_service_sizes(
     let svcs: Vec<usize> = match target {
         Target::Service { service, .. } | Target::NodePort { service, .. } => vec![service],
         Target::AnyService { first, count } => (first..first + count).collect(),
-        Target::Pod(_) => vec![],
+        Target::Pod(_) | Target::External(_) => vec![],
     };
     for s in svcs {
         for e in &services.services[s].endpoints {

@@ -459,7 +459,8 @@ fn translated_packets_carry_valid_checksums_in_pcaps() {
         ]);
         assert!(bad.is_empty(), "{f}: {bad}");
     }
-    // The client only ever talks to the VIP: requests to it, replies from it (reverse NAT).
+    // The client's Service traffic only ever shows the VIP: requests to it, replies from it
+    // (reverse NAT). Its other workload talks to the outside host on port 443.
     let fields = |f: &str, filter: &str| {
         tshark(&[
             "-r",
@@ -476,11 +477,12 @@ fn translated_packets_carry_valid_checksums_in_pcaps() {
             "udp.srcport",
         ])
     };
-    let replies = fields("client-1-eth0.pcap", "udp && ip.dst==10.244.0.3");
+    let replies = fields("client-1-eth0.pcap", "udp && ip.dst==10.244.0.3 && !(udp.srcport==443)");
     assert!(replies.lines().count() > 800, "{replies}");
     assert!(replies.lines().all(|l| l.starts_with("10.96.0.2\t10.244.0.3\t80")), "{replies}");
-    // The external client sees only node-2's NodePort.
-    let ext = fields("internet-eth0.pcap", "udp && ip.dst==192.168.0.4");
+    // The external client's NodePort answers come only from node-2's NodePort (the requests it
+    // gets on port 443 are client-1's egress, masqueraded).
+    let ext = fields("internet-eth0.pcap", "udp && ip.dst==192.168.0.4 && !(udp.dstport==443)");
     assert!(
         ext.lines().count() > 400 && ext.lines().all(|l| l.starts_with("192.168.0.2\t192.168.0.4\t30080")),
         "{ext}"
@@ -510,4 +512,39 @@ fn services_work_with_every_cni_that_passes_pod_traffic_through_the_host() {
             assert!(s.flows.iter().all(|f| f.transactions > 300), "{cni} {proxy}");
         }
     }
+}
+
+#[test]
+fn pod_traffic_to_an_outside_host_is_masqueraded_by_the_cni() {
+    let dir = scratch("egress");
+    let text = r#"Scenario(
+    name: "egress", duration: "100ms", cni: "flannel-vxlan",
+    nodes: Count(count: 2),
+    external_hosts: ["internet"],
+    pods: [(name: "app", node: "node-2")],
+    workloads: [(name: "out", kind: UdpRr(request: 100, response: 500, think: "1ms", timeout: "10ms"),
+                 from: Pod("app"), to: External("internet"), port: 443)],
+)"#;
+    let path = dir.join("egress.ron");
+    std::fs::write(&path, text).unwrap();
+    for cni in ["flannel-vxlan", "calico-ipip", "cilium-vxlan", "weave-fastdp"] {
+        let s = run(&path, &dir.join(cni), None, Some(cni));
+        assert!(
+            s.flows[0].transactions > 80 && s.totals.dropped == 0,
+            "{cni}: {:?}",
+            s.totals.drops_by_reason
+        );
+        let c = Choice { cni: Some(cni.parse().unwrap()), ..Default::default() };
+        let t = app::trace(&path, "app", "internet", 64, c).unwrap();
+        // The outside host sees node-2's address, and the answer is translated back to the pod.
+        assert!(t
+            .hops
+            .iter()
+            .any(|(_, h)| h.action == "snat" && h.why.contains("masqueraded to 192.168.0.2:")));
+        assert!(t.delivered, "{}", t.render());
+    }
+    // macvlan pods leave through their own interface, unmasqueraded: the answer goes to the
+    // outside host's gateway (the upstream router, not simulated) and never comes back.
+    let s = run(&path, &dir.join("macvlan"), None, Some("macvlan"));
+    assert_eq!(s.flows[0].transactions, 0);
 }
