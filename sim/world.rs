@@ -647,34 +647,28 @@ pub fn build(cluster: &Cluster) -> World {
         w.switches.push(Switch { name, ports: Vec::new(), mac_table: HashMap::new(), mtu: u.mtu });
     }
     for (i, spec) in cluster.nodes.iter().enumerate() {
-        let ns = w.add_netns(spec.name.clone(), i, NsKind::Host(i), true);
-        let nic = w.add_device(
-            ns,
-            "eth0".into(),
-            Mac::local(0x00, i as u32 + 1),
-            spec.mtu,
-            DeviceKind::Nic { tx: 0 },
-        );
-        w.add_addr(nic, spec.ip, spec.prefix);
-        w.attach_to_switch(spec.rack, nic, spec.nic_bandwidth.0, u.bandwidth.0, u.propagation);
-        if let Some(gw) = spec.gateway.or_else(|| upstream_gateway(cluster)) {
-            w.add_route(Route::new(Ipv4Net::DEFAULT, Some(gw), nic, Proto::Boot))
-                .expect("the gateway is on the node's own subnet");
-        }
-        let cores = vec![Core::default(); spec.cores as usize];
-        w.nodes.push(Node { ns, cores, packets: 0 });
+        let nic = Nic {
+            mac: Mac::local(0x00, i as u32 + 1),
+            mtu: spec.mtu,
+            ip: (spec.ip, spec.prefix),
+            rack: spec.rack,
+            rates: (spec.nic_bandwidth.0, u.bandwidth.0),
+            gateway: spec.gateway,
+        };
+        let ns = add_host(&mut w, spec.name.clone(), i, NsKind::Host(i), true, nic);
+        w.nodes.push(Node { ns, cores: vec![Core::default(); spec.cores as usize], packets: 0 });
     }
     for (i, e) in cluster.externals.iter().enumerate() {
+        let nic = Nic {
+            mac: Mac::local(0x40, i as u32 + 1),
+            mtu: u.mtu,
+            ip: (e.ip, e.prefix),
+            rack: e.rack,
+            rates: (u.bandwidth.0, u.bandwidth.0),
+            gateway: e.gateway,
+        };
         let node = cluster.nodes.len() + i;
-        let ns = w.add_netns(e.name.clone(), node, NsKind::External(i), false);
-        let nic =
-            w.add_device(ns, "eth0".into(), Mac::local(0x40, i as u32 + 1), u.mtu, DeviceKind::Nic { tx: 0 });
-        w.add_addr(nic, e.ip, e.prefix);
-        w.attach_to_switch(e.rack, nic, u.bandwidth.0, u.bandwidth.0, u.propagation);
-        if let Some(gw) = e.gateway.or_else(|| upstream_gateway(cluster)) {
-            w.add_route(Route::new(Ipv4Net::DEFAULT, Some(gw), nic, Proto::Boot))
-                .expect("the gateway is on the host's own subnet");
-        }
+        let ns = add_host(&mut w, e.name.clone(), node, NsKind::External(i), false, nic);
         w.nodes.push(Node { ns, cores: vec![Core::default()], packets: 0 });
         w.external_ns.push(ns);
     }
@@ -781,6 +775,33 @@ fn build_proxies(w: &mut World) {
             w.cluster.cni
         ));
     }
+}
+
+/// A machine's `eth0` on the underlay.
+struct Nic {
+    mac: Mac,
+    mtu: u32,
+    ip: (Ipv4Addr, u8),
+    rack: usize,
+    /// (NIC rate, switch port rate).
+    rates: (u64, u64),
+    /// The rack's ToR in a leaf-spine fabric; else the upstream gateway is used.
+    gateway: Option<Ipv4Addr>,
+}
+
+/// A host namespace with `eth0` cabled to its rack's switch and a default route: a node, or a
+/// machine outside the cluster.
+fn add_host(w: &mut World, name: String, node: NodeId, kind: NsKind, forward: bool, nic: Nic) -> NsId {
+    let ns = w.add_netns(name, node, kind, forward);
+    let dev = w.add_device(ns, "eth0".into(), nic.mac, nic.mtu, DeviceKind::Nic { tx: 0 });
+    w.add_addr(dev, nic.ip.0, nic.ip.1);
+    let propagation = w.cluster.underlay.propagation;
+    w.attach_to_switch(nic.rack, dev, nic.rates.0, nic.rates.1, propagation);
+    if let Some(gw) = nic.gateway.or_else(|| upstream_gateway(&w.cluster)) {
+        w.add_route(Route::new(Ipv4Net::DEFAULT, Some(gw), dev, Proto::Boot))
+            .expect("the gateway is on the host's own subnet");
+    }
+    ns
 }
 
 /// On one L2 switch, the nodes' default gateway: the last host address of `node_cidr` when no

@@ -103,10 +103,6 @@ pub(super) fn netfilter(
     hook: Hook,
     pkt: Packet,
 ) -> Option<Packet> {
-    let node = w.netns[ns].node;
-    if w.proxies.get(node).is_none() {
-        return Some(pkt);
-    }
     let Some(t) = tuple_of(&pkt) else { return Some(pkt) };
     translate(w, cx, ns, dev, hook, pkt, t, false)
 }
@@ -217,8 +213,7 @@ fn translate(
     // A new connection: the rules decide.
     let (dst_local, src_local) = (is_local(w, ns, t.dst), is_local(w, ns, t.src));
     let traced = pkt.meta.trace.is_some();
-    let costs = w.costs.clone();
-    let nc = w.proxies[node].new_connection(&costs, hook, &t, dst_local, src_local, from_pod_veth, traced);
+    let nc = w.proxies[node].new_connection(&w.costs, hook, &t, dst_local, src_local, from_pod_veth, traced);
     cx.charge(nc.cost);
     let lookup = nc.lookup;
     if traced {

@@ -217,10 +217,12 @@ impl Conntrack {
     }
 
     /// Removes every entry expired at `now` (the kernel's GC pass; run only when the table is
-    /// full, so a full scan is rare); returns them.
-    pub fn reap(&mut self, now: Instant) -> Vec<Entry> {
+    /// full, so a full scan is rare).
+    fn reap(&mut self, now: Instant) {
         let expired: Vec<EntryId> = self.ids().filter(|&id| self.get(id).expires <= now).collect();
-        expired.into_iter().filter_map(|id| self.remove(id)).collect()
+        for id in expired {
+            self.remove(id);
+        }
     }
 
     /// Deletes every entry `stale` selects (`conntrack -D` by kube-proxy).

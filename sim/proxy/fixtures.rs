@@ -42,3 +42,13 @@ pub fn table(services: Vec<Service>) -> ServiceTable {
 pub fn t(src: &str, dst: &str, dport: u16) -> Tuple {
     Tuple { src: ip(src), sport: 40000, dst: ip(dst), dport }
 }
+
+/// `n` ClusterIP Services `s0`, `s1` ... at 10.96.0.1, .2 ..., port 80, one endpoint each.
+pub fn many(n: usize) -> Vec<Service> {
+    (0..n)
+        .map(|i| {
+            let cip = Ipv4Addr::from(u32::from(ip("10.96.0.0")) + i as u32 + 1).to_string();
+            svc(&format!("s{i}"), &cip, 80, None, vec![ep(0, "10.244.1.7", 1)], TrafficPolicy::Cluster)
+        })
+        .collect()
+}

@@ -792,7 +792,7 @@ fn set_block(out: &mut String, name: &str, kind: &str, members: Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::fixtures::{ep, ip, node, svc, t, table};
+    use crate::proxy::fixtures::{ep, ip, many, node, svc, t, table};
 
     fn two_services() -> ServiceTable {
         let dns = svc(
@@ -929,19 +929,7 @@ mod tests {
     #[test]
     fn cost_is_flat_in_the_number_of_services() {
         let cost = |n: usize| {
-            let services = (0..n)
-                .map(|i| {
-                    let cip = Ipv4Addr::from(u32::from(ip("10.96.0.0")) + i as u32 + 1).to_string();
-                    svc(
-                        &format!("s{i}"),
-                        &cip,
-                        80,
-                        None,
-                        vec![ep(0, "10.244.1.7", 1)],
-                        TrafficPolicy::Cluster,
-                    )
-                })
-                .collect();
+            let services = many(n);
             let mut ipvs = Ipvs::build(&table(services), &node(), IpvsScheduler::Rr);
             let l = ipvs.lookup(Hook::Prerouting, &t("10.244.0.20", "10.96.0.1", 80), false, false);
             assert!(matches!(l.verdict, Verdict::Dnat { service: 0, masq: false, .. }));

@@ -718,9 +718,16 @@ impl Walk {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::fixtures::{ep, ip, node, svc, t, table};
+    use crate::proxy::fixtures::{ep, many, node, svc, t, table};
+    use crate::proxy::Service;
     use rand::{RngCore, SeedableRng};
     use rand_chacha::ChaCha8Rng;
+
+    /// `default/dns` at 10.96.0.10:53 with an endpoint on node 0 and one on node 1.
+    fn dns() -> Service {
+        let eps = vec![ep(0, "10.244.0.5", 0), ep(1, "10.244.1.7", 1)];
+        svc("dns", "10.96.0.10", 53, None, eps, TrafficPolicy::Cluster)
+    }
 
     fn zero() -> impl FnMut() -> u32 {
         || 0
@@ -738,14 +745,7 @@ mod tests {
 
     #[test]
     fn list_prints_the_table() {
-        let s = svc(
-            "dns",
-            "10.96.0.10",
-            53,
-            None,
-            vec![ep(0, "10.244.0.5", 0), ep(1, "10.244.1.7", 1)],
-            TrafficPolicy::Cluster,
-        );
+        let s = dns();
         let empty = svc("none", "10.96.0.20", 80, None, vec![], TrafficPolicy::Cluster);
         let nft = NftTable::build(&table(vec![s, empty]), &node());
         let base = hash_and_truncate("default/dns/udp/");
@@ -890,14 +890,7 @@ mod tests {
 
     #[test]
     fn service_hit_and_miss_costs() {
-        let s = svc(
-            "dns",
-            "10.96.0.10",
-            53,
-            None,
-            vec![ep(0, "10.244.0.5", 0), ep(1, "10.244.1.7", 1)],
-            TrafficPolicy::Cluster,
-        );
+        let s = dns();
         let nft = NftTable::build(&table(vec![s]), &node());
         let l = nft.lookup(Hook::Prerouting, &t("10.244.0.9", "10.96.0.10", 53), false, &mut zero(), true);
         assert_eq!(l.verdict, Verdict::Dnat { service: 0, port: 0, endpoint: 0, masq: false });
@@ -918,19 +911,7 @@ mod tests {
     #[test]
     fn cost_is_flat_in_the_number_of_services() {
         let cost = |n: usize| {
-            let services = (0..n)
-                .map(|i| {
-                    let cip = Ipv4Addr::from(u32::from(ip("10.96.0.0")) + i as u32 + 1).to_string();
-                    svc(
-                        &format!("s{i}"),
-                        &cip,
-                        80,
-                        None,
-                        vec![ep(0, "10.244.1.7", 1)],
-                        TrafficPolicy::Cluster,
-                    )
-                })
-                .collect();
+            let services = many(n);
             let nft = NftTable::build(&table(services), &node());
             let l =
                 nft.lookup(Hook::Prerouting, &t("10.244.0.9", "10.96.0.1", 80), false, &mut zero(), false);

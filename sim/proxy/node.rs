@@ -516,11 +516,6 @@ impl NodeProxy {
     pub fn next_order(&mut self) -> Vec<usize> {
         go_map_order(self.table.services.len(), &mut self.rng)
     }
-
-    /// The random source the lookups use (also for choices outside them).
-    pub fn rng(&mut self) -> &mut ChaCha8Rng {
-        &mut self.rng
-    }
 }
 
 /// kube-proxy writes KUBE-SERVICES by ranging over a Go map, whose order is random on every
