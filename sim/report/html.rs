@@ -61,10 +61,13 @@ fn scenario(out: &mut String, s: &Summary) {
     let t = &s.totals;
     let _ = writeln!(out, "<header>\n<h1>cnisim report: {}</h1>", esc(&sc.name));
     let _ = writeln!(out, "<p class=\"lead\">{}</p>\n</header>", esc(&sc.description));
-    out.push_str(
-        "<nav><a href=\"#flows\">Flows</a><a href=\"#services\">Services</a><a href=\"#overhead\">Encapsulation overhead</a>\
+    // The Services section exists only when the scenario has Services.
+    let services = if s.services.is_some() { "<a href=\"#services\">Services</a>" } else { "" };
+    let _ = writeln!(
+        out,
+        "<nav><a href=\"#flows\">Flows</a>{services}<a href=\"#overhead\">Encapsulation overhead</a>\
          <a href=\"#charts\">Charts</a><a href=\"#drops\">Drops</a>\
-         <a href=\"#cpu\">CPU</a><a href=\"#paths\">Packet paths</a></nav>\n",
+         <a href=\"#cpu\">CPU</a><a href=\"#paths\">Packet paths</a></nav>",
     );
     out.push_str("<h2 id=\"simulated\">What was simulated</h2>\n<table class=\"kv\"><tbody>\n");
     let facts = [

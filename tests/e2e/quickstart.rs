@@ -40,6 +40,8 @@ fn run_writes_a_complete_report() {
     assert_eq!(same.wire_bytes, 10417 * 1242);
     assert!((same.overhead_ratio - 42.0 / 1200.0).abs() < 1e-12);
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    // No Services in the quickstart: no Services section, and no link to one.
+    assert!(!html.contains("id=\"services\"") && !html.contains("href=\"#services\""));
     assert!(html.contains("node-1-pod-1") && html.contains("flannel-host-gw"));
 }
 

@@ -233,6 +233,10 @@ fn a_deleted_endpoint_is_synced_out_on_every_node() {
         let s = run(&path, &dir.join(mode), Some(mode), None);
         let v = services(&s);
         assert_eq!(v.syncs.len(), 3, "{mode}: one sync per node");
+        let html = std::fs::read_to_string(dir.join(mode).join("report.html")).unwrap();
+        assert!(
+            html.contains("href=\"#services\"") && html.contains("Sync: from a change to rules in place")
+        );
         for y in &v.syncs {
             assert_eq!(y.changed_at_ns, 600_000_000);
             assert!(y.in_place_at_ns > y.changed_at_ns, "{mode}");
