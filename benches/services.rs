@@ -7,13 +7,14 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use cnisim::cluster::{
+    Endpoint, IpvsScheduler, Service, ServiceKind, ServicePort, ServiceTable, TrafficPolicy,
+};
+use cnisim::net::conntrack::Tuple;
 use cnisim::proxy::iptables::NatTable;
 use cnisim::proxy::ipvs::Ipvs;
 use cnisim::proxy::nftables::NftTable;
-use cnisim::proxy::{
-    Endpoint, Hook, IpvsScheduler, NodeView, Service, ServiceKind, ServicePort, ServiceTable, TrafficPolicy,
-    Tuple,
-};
+use cnisim::proxy::{Hook, NodeView};
 
 fn table(n: usize) -> ServiceTable {
     let services = (0..n)

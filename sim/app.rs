@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant as WallClock;
 
+use crate::cluster::ProxyMode;
 use crate::cluster::{Cluster, Cni};
 use crate::error::Error;
 use crate::output::{write_dir_atomically, OutputFile};
-use crate::proxy::ProxyMode;
 use crate::run::Simulation;
 use crate::summary::{RunInfo, Summary};
 use crate::time::{Duration, Instant};

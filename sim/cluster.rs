@@ -9,13 +9,18 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::addr::Ipv4Net;
 use crate::cost::CostProfile;
-use crate::proxy::{ProxyMode, ServiceTable};
 use crate::time::{Duration, Instant};
 use crate::units::{Bandwidth, ByteSize};
+
+mod service;
+
+pub use service::{
+    Endpoint, IpvsScheduler, ProxyMode, Service, ServiceKind, ServicePort, ServiceTable, TrafficPolicy,
+};
 
 /// Index of a node in [`Cluster::nodes`].
 pub type NodeId = usize;
@@ -56,7 +61,7 @@ pub struct Cluster {
     /// `nf_conntrack_max` per node; `None`: kube-proxy's max(32768 * cores, 131072).
     pub conntrack_max: Option<usize>,
     /// The sweep `cnisim sweep` runs over this scenario.
-    pub sweep: Option<crate::sweep::SweepSpec>,
+    pub sweep: Option<SweepSpec>,
     /// Hosts outside the cluster on the underlay (NodePort clients).
     pub externals: Vec<ExternalHost>,
 }
@@ -364,4 +369,22 @@ impl Cluster {
     pub fn pod_gateway(&self, node: NodeId) -> Ipv4Addr {
         self.nodes[node].pod_subnet.nth(1).expect("pod subnets hold at least 2 addresses")
     }
+}
+
+/// What a sweep varies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Parameter {
+    /// `generated_services.count`.
+    Services,
+    /// `generated_services.endpoints`.
+    Endpoints,
+}
+
+/// A resolved `sweep:` section.
+#[derive(Clone, Debug)]
+pub struct SweepSpec {
+    pub parameter: Parameter,
+    pub values: Vec<u32>,
+    pub proxies: Vec<ProxyMode>,
 }

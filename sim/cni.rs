@@ -18,7 +18,8 @@ use crate::addr::{Ipv4Net, Mac};
 use crate::cluster::{Cni, NodeId, NodeSpec, PodId};
 use crate::net::bridge::Fdb;
 use crate::net::route::{DevId, Proto, Route};
-use crate::world::{DeviceKind, NsId, NsKind, World};
+use crate::net::NsId;
+use crate::world::{DeviceKind, NsKind, World};
 
 /// Builds the CNI's devices, addresses and routes on every node and pod of `w`.
 pub fn build(w: &mut World) {

@@ -28,14 +28,15 @@ use smoltcp::wire::{
 
 use crate::addr::Mac;
 use crate::net::neigh::{NeighState, MCAST_SOLICIT};
+use crate::net::packet::Hop;
 use crate::net::packet::{
     arp_frame, flow_hash, mac_of, set_ethernet, Packet, ETH_HEADER, IPV4_HEADER, UDP_HEADER,
 };
 use crate::net::route::{DevId, Route, RouteKind};
+use crate::net::{LinkId, NsId};
 use crate::observe::DropReason;
-use crate::summary::Hop;
 use crate::time::{Duration, Instant};
-use crate::world::{DeviceKind, LinkId, NsId, TunnelProto, World};
+use crate::world::{DeviceKind, TunnelProto, World};
 
 /// IP protocol number 4, IPv4 encapsulation (RFC 2003); smoltcp has no name for it.
 const IPPROTO_IPIP: IpProtocol = IpProtocol::Unknown(4);

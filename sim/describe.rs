@@ -6,8 +6,9 @@ use std::fmt::Write;
 use crate::cluster::NodeId;
 use crate::net::neigh::NeighState;
 use crate::net::route::{Proto, Route, RouteKind, RouteTable};
+use crate::net::NsId;
 use crate::time::Instant;
-use crate::world::{DeviceKind, LinkEnd, NsId, TunnelProto, World};
+use crate::world::{DeviceKind, LinkEnd, TunnelProto, World};
 
 /// The node's host namespace, then each pod namespace on it, at simulated time `now`.
 pub fn describe_node(w: &World, node: NodeId, now: Instant) -> String {

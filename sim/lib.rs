@@ -7,6 +7,7 @@
 
 pub mod addr;
 pub mod app;
+pub mod build;
 pub mod cluster;
 pub mod cni;
 pub mod cost;

@@ -8,8 +8,8 @@ use clap::{Parser, Subcommand};
 
 use cnisim::app;
 use cnisim::cluster::Cni;
+use cnisim::cluster::ProxyMode;
 use cnisim::error::Error;
-use cnisim::proxy::ProxyMode;
 use cnisim::time::Duration;
 
 #[derive(Parser)]

@@ -11,3 +11,9 @@ pub mod neigh;
 pub mod packet;
 pub mod pcap;
 pub mod route;
+
+/// Index of a network namespace (a node's host namespace, a pod's, an external host's or a
+/// fabric router's) in the world.
+pub type NsId = usize;
+/// Index of a directed cable in the world.
+pub type LinkId = usize;

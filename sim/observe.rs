@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use hdrhistogram::Histogram;
 
 use crate::net::packet::DataTag;
-use crate::summary::Hop;
+use crate::net::packet::Hop;
 use crate::time::{Duration, Instant};
 
 /// Why a frame was dropped. Every drop in the simulation carries one.

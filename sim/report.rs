@@ -188,6 +188,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::net::packet::Hop;
     use crate::summary::*;
 
     const EVIL_POD: &str = "<script>alert(1)</script>";

@@ -10,18 +10,20 @@ use std::net::Ipv4Addr;
 
 use rand::Rng;
 
+use crate::build;
 use crate::cluster::{Client, Cluster, Target, WorkloadKind};
+use crate::cluster::{ProxyMode, ServiceKind};
 use crate::datapath::{self, Action, Ctx};
 use crate::engine::{Component, EventQueue, RngFactory};
 use crate::error::Error;
 use crate::net::link::LinkDrop;
+use crate::net::packet::Hop;
 use crate::net::packet::{flow_hash, tuple_hash, udp_frame, DataTag, Dir, Meta, Packet};
+use crate::net::{LinkId, NsId};
 use crate::observe::{DropReason, Observations};
-use crate::proxy::{ProxyMode, ServiceKind};
-use crate::summary::Hop;
 use crate::time::{Duration, Instant};
 use crate::userspace::{Input, Output};
-use crate::world::{self, LinkEnd, LinkId, NsId, NsKind, World};
+use crate::world::{LinkEnd, NsKind, World};
 
 /// The (source, destination) address and port of a UDP datagram's frame.
 fn udp_ends(pkt: &Packet) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
@@ -98,7 +100,7 @@ pub struct Simulation {
 impl Simulation {
     /// Builds the world and schedules every workload.
     pub fn new(cluster: &Cluster) -> Simulation {
-        let world = world::build(cluster);
+        let world = build::build(cluster);
         let rngs = RngFactory::new(cluster.seed);
         let mut flows = Vec::new();
         let mut world = world;

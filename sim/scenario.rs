@@ -33,7 +33,7 @@ pub struct Overrides {
     /// `--cni`: replaces the file's `cni`.
     pub cni: Option<Cni>,
     /// `--proxy`: replaces the file's `proxy`.
-    pub proxy: Option<crate::proxy::ProxyMode>,
+    pub proxy: Option<crate::cluster::ProxyMode>,
     /// Set by `cnisim sweep` for each point: replaces `generated_services.count` or
     /// `.endpoints`.
     pub generated_count: Option<u32>,

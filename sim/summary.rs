@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::net::packet::Hop;
+
 /// Version of the summary.json schema.
 pub const SCHEMA_VERSION: u32 = 2;
 
@@ -252,21 +254,6 @@ pub struct PathTrace {
     pub flow: usize,
     pub description: String,
     pub hops: Vec<Hop>,
-}
-
-/// One step of a packet through a device.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Hop {
-    pub time_ns: u64,
-    /// Node or pod namespace the device lives in ("node-1", "pod web-0"), or "underlay".
-    pub place: String,
-    pub device: String,
-    /// What happened: "xmit", "rx", "forward", "deliver", "drop", "arp request" ...
-    pub action: String,
-    /// Why, in words: the route, FDB entry or rule that decided it.
-    pub why: String,
-    /// Frame size in bytes at this step.
-    pub size: usize,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

@@ -11,29 +11,11 @@ use std::path::Path;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::{Parameter, ProxyMode};
 use crate::error::Error;
-use crate::proxy::ProxyMode;
 use crate::run::Simulation;
 use crate::scenario::{self, Overrides};
 use crate::summary::{RunInfo, Summary};
-
-/// What a sweep varies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Parameter {
-    /// `generated_services.count`.
-    Services,
-    /// `generated_services.endpoints`.
-    Endpoints,
-}
-
-/// A resolved `sweep:` section.
-#[derive(Clone, Debug)]
-pub struct SweepSpec {
-    pub parameter: Parameter,
-    pub values: Vec<u32>,
-    pub proxies: Vec<ProxyMode>,
-}
 
 /// Which part of a sweep a run did: points whose index (in value-major order) is
 /// `index - 1` modulo `count`.

@@ -5,8 +5,8 @@ use std::fmt::Write;
 
 use crate::cluster::{Client, Cluster, Target, Workload, WorkloadKind};
 use crate::error::Error;
+use crate::net::packet::Hop;
 use crate::run::Simulation;
-use crate::summary::Hop;
 use crate::time::{Duration, Instant};
 use crate::units::Bandwidth;
 

@@ -16,9 +16,9 @@ use crate::cluster::NodeId;
 use crate::cost::CostProfile;
 use crate::net::packet::{Packet, ETH_HEADER, UDP_HEADER};
 use crate::net::route::{DevId, RouteTable};
+use crate::net::NsId;
 use crate::observe::DropReason;
 use crate::time::{Duration, Instant};
-use crate::world::NsId;
 
 /// flanneld's UDP backend port (backend/udp `defaultPort`).
 pub const FLANNEL_UDP_PORT: u16 = 8285;
@@ -70,7 +70,7 @@ pub struct KubeProxy {
     /// Listening port -> (service, port index).
     pub portals: HashMap<u16, (usize, usize)>,
     /// The Services as this node's proxy last synced them.
-    pub table: std::sync::Arc<crate::proxy::ServiceTable>,
+    pub table: std::sync::Arc<crate::cluster::ServiceTable>,
     /// (listening port, client address) -> its backend connection.
     clients: HashMap<(u16, Ipv4Addr, u16), BackendConn>,
     /// Backend connection's local port -> (listening port, client address).
@@ -93,7 +93,7 @@ struct BackendConn {
 impl KubeProxy {
     pub fn new(
         portals: HashMap<u16, (usize, usize)>,
-        table: std::sync::Arc<crate::proxy::ServiceTable>,
+        table: std::sync::Arc<crate::cluster::ServiceTable>,
     ) -> Self {
         KubeProxy {
             portals,

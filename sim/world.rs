@@ -10,8 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 
 use crate::addr::{Ipv4Net, Mac};
-use crate::cluster::{Cluster, Fabric, NodeId, PodId, Rack};
-use crate::cni;
+use crate::cluster::{Cluster, NodeId, PodId};
 use crate::cost::CostProfile;
 use crate::engine::{Component, RngFactory};
 use crate::net::bridge::Fdb;
@@ -19,15 +18,11 @@ use crate::net::link::Link;
 use crate::net::neigh::NeighTable;
 use crate::net::pcap::PcapWriter;
 use crate::net::route::{DevId, Proto, Route, RouteKind, RouteTable, Scope};
+use crate::net::{LinkId, NsId};
 use crate::time::{Duration, Instant};
 
 /// Build problems kept word for word; later ones are only counted.
 pub const MAX_WARNINGS: usize = 20;
-
-/// Index of a network namespace in [`World::netns`].
-pub type NsId = usize;
-/// Index of a directed cable in [`World::links`].
-pub type LinkId = usize;
 
 pub struct World {
     pub cluster: Cluster,
@@ -52,7 +47,7 @@ pub struct World {
     pub next_flood: u64,
     /// Trace control frames (ARP) too, collecting their hops in `control_hops`.
     pub trace_control: bool,
-    pub control_hops: Vec<crate::summary::Hop>,
+    pub control_hops: Vec<crate::net::packet::Hop>,
     /// ARP frames the kernels created.
     pub arp_frames: u64,
     /// ICMP errors the kernels sent (fragmentation needed).
@@ -66,13 +61,13 @@ pub struct World {
     /// Each node's Service proxy, by `NodeId`.
     pub proxies: Vec<crate::proxy::node::NodeProxy>,
     /// Every version of the Service table: the scenario's, then one per change.
-    pub service_tables: Vec<std::sync::Arc<crate::proxy::ServiceTable>>,
+    pub service_tables: Vec<std::sync::Arc<crate::cluster::ServiceTable>>,
     /// Every node's address.
     pub node_ips: HashSet<Ipv4Addr>,
     /// eBPF service programs sit on the host side of pod veths (Cilium's kube-proxy
     /// replacement, and Cilium's bpf_lxc, which load-balances ClusterIP traffic in any mode).
     pub service_bpf: bool,
-    rngs: RngFactory,
+    pub(crate) rngs: RngFactory,
 }
 
 /// One simulated machine: its host namespace and CPU cores.
@@ -395,7 +390,14 @@ impl World {
 
     /// Cables NIC `nic` to a new port of switch `sw`: `up` is the NIC's rate, `down` the
     /// switch port's.
-    fn attach_to_switch(&mut self, sw: usize, nic: DevId, up: u64, down: u64, propagation: Duration) {
+    pub(crate) fn attach_to_switch(
+        &mut self,
+        sw: usize,
+        nic: DevId,
+        up: u64,
+        down: u64,
+        propagation: Duration,
+    ) {
         let port = self.switches[sw].ports.len();
         let tx = self.link(up, propagation, LinkEnd::Switch { switch: sw, port });
         self.devices[nic].kind = DeviceKind::Nic { tx };
@@ -404,7 +406,7 @@ impl World {
     }
 
     /// A point-to-point cable between two NICs.
-    fn cable(&mut self, a: DevId, b: DevId, rate: u64, propagation: Duration) {
+    pub(crate) fn cable(&mut self, a: DevId, b: DevId, rate: u64, propagation: Duration) {
         let ab = self.link(rate, propagation, LinkEnd::Device(b));
         let ba = self.link(rate, propagation, LinkEnd::Device(a));
         self.devices[a].kind = DeviceKind::Nic { tx: ab };
@@ -434,7 +436,7 @@ impl World {
         dev
     }
 
-    fn add_router(&mut self, name: String) -> NsId {
+    pub(crate) fn add_router(&mut self, name: String) -> NsId {
         let idx = self.routers.len();
         let ns = self.add_netns(name, usize::MAX, NsKind::Router(idx), true);
         self.routers.push(ns);
@@ -602,282 +604,6 @@ pub fn glob_match(glob: &str, text: &str) -> bool {
         }
     }
     true
-}
-
-/// Builds the world for `cluster`: nodes with their host namespaces and NICs, the underlay
-/// (switches, routers and cables), then whatever the CNI plugin creates.
-pub fn build(cluster: &Cluster) -> World {
-    let mut w = World {
-        cluster: cluster.clone(),
-        costs: cluster.costs.clone(),
-        nodes: Vec::with_capacity(cluster.nodes.len()),
-        netns: Vec::new(),
-        devices: Vec::new(),
-        links: Vec::new(),
-        link_ends: Vec::new(),
-        switches: Vec::new(),
-        routers: Vec::new(),
-        pcaps: Vec::new(),
-        pod_ns: vec![usize::MAX; cluster.pods.len()],
-        external_ns: Vec::new(),
-        next_flood: 0,
-        trace_control: false,
-        control_hops: Vec::new(),
-        arp_frames: 0,
-        icmp_sent: 0,
-        warnings: Vec::new(),
-        warnings_more: 0,
-        procs: Vec::new(),
-        proxies: Vec::new(),
-        service_tables: vec![std::sync::Arc::new(cluster.services.clone())],
-        service_bpf: false,
-        node_ips: cluster.nodes.iter().map(|n| n.ip).collect(),
-        rngs: RngFactory::new(cluster.seed),
-    };
-    let u = cluster.underlay.clone();
-    let segments = match &u.fabric {
-        Fabric::L2Switch => 1,
-        Fabric::LeafSpine { racks, .. } => racks.len(),
-    };
-    for r in 0..segments {
-        let name = match &u.fabric {
-            Fabric::L2Switch => "switch".to_string(),
-            Fabric::LeafSpine { racks, .. } => format!("{}-switch", racks[r].name),
-        };
-        w.switches.push(Switch { name, ports: Vec::new(), mac_table: HashMap::new(), mtu: u.mtu });
-    }
-    for (i, spec) in cluster.nodes.iter().enumerate() {
-        let nic = Nic {
-            mac: Mac::local(0x00, i as u32 + 1),
-            mtu: spec.mtu,
-            ip: (spec.ip, spec.prefix),
-            rack: spec.rack,
-            rates: (spec.nic_bandwidth.0, u.bandwidth.0),
-            gateway: spec.gateway,
-        };
-        let ns = add_host(&mut w, spec.name.clone(), i, NsKind::Host(i), true, nic);
-        w.nodes.push(Node { ns, cores: vec![Core::default(); spec.cores as usize], packets: 0 });
-    }
-    for (i, e) in cluster.externals.iter().enumerate() {
-        let nic = Nic {
-            mac: Mac::local(0x40, i as u32 + 1),
-            mtu: u.mtu,
-            ip: (e.ip, e.prefix),
-            rack: e.rack,
-            rates: (u.bandwidth.0, u.bandwidth.0),
-            gateway: e.gateway,
-        };
-        let node = cluster.nodes.len() + i;
-        let ns = add_host(&mut w, e.name.clone(), node, NsKind::External(i), false, nic);
-        w.nodes.push(Node { ns, cores: vec![Core::default()], packets: 0 });
-        w.external_ns.push(ns);
-    }
-    if let Fabric::LeafSpine { racks, spines, uplink, fabric_cidr } = &u.fabric {
-        build_leaf_spine(&mut w, racks, *spines, uplink.0, *fabric_cidr);
-    }
-    cni::build(&mut w);
-    build_proxies(&mut w);
-    w
-}
-
-/// Each node's proxy, programmed from the scenario's Services, and the server sockets of every
-/// endpoint.
-fn build_proxies(w: &mut World) {
-    use crate::proxy::{node::NodeProxy, NodeView, ProxyMode};
-    let c = &w.cluster;
-    let mode = c.proxy;
-    w.service_bpf = matches!(mode, ProxyMode::Ebpf { .. })
-        || matches!(
-            c.cni,
-            crate::cluster::Cni::CiliumVxlan
-                | crate::cluster::Cni::CiliumGeneve
-                | crate::cluster::Cni::CiliumNative
-        );
-    let table = w.service_tables[0].clone();
-    let mut proxies = Vec::with_capacity(c.nodes.len());
-    let mut rules = crate::proxy::node::NodeRules::new(mode, &table);
-    for (i, n) in c.nodes.iter().enumerate() {
-        let view = NodeView { id: i, name: n.name.clone(), ip: n.ip };
-        let max = c.conntrack_max.unwrap_or_else(|| crate::net::conntrack::kube_proxy_max(n.cores));
-        let rng = w.rngs.stream(Component::Proxy, i as u64);
-        proxies.push(NodeProxy::new(view, table.clone(), &mut rules, max, rng));
-    }
-    w.proxies = proxies;
-    if mode == ProxyMode::Userspace {
-        let needed = crate::proxy::userspace::Portals::ports_needed(&table);
-        let got = w.proxies.first().map_or(0, |p| p.proxy_ports.len());
-        if got < needed {
-            w.warn(format!(
-                "kube-proxy (userspace): only {got} of {needed} Service ports got a proxy socket; the \
-                 ephemeral port range 32768-60999 is exhausted, so the other Services are unreachable"
-            ));
-        }
-        for node in 0..w.proxies.len() {
-            let ns = w.nodes[node].ns;
-            let pairs = table
-                .services
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.cluster_ip.is_some())
-                .flat_map(|(si, s)| (0..s.ports.len()).map(move |pi| (si, pi)));
-            let portals: HashMap<u16, (usize, usize)> =
-                w.proxies[node].proxy_ports.iter().copied().zip(pairs).collect();
-            let proc = w.procs.len();
-            for &port in portals.keys() {
-                w.netns[ns].user_ports.insert(port, proc);
-            }
-            w.procs.push(crate::userspace::UserProc {
-                name: "kube-proxy".into(),
-                node,
-                ns,
-                kind: crate::userspace::ProcKind::KubeProxy(Box::new(crate::userspace::KubeProxy::new(
-                    portals,
-                    table.clone(),
-                ))),
-                busy_until: Instant::ZERO,
-                busy: Duration::ZERO,
-                packets: 0,
-            });
-            w.proxies[node].proc = Some(proc);
-        }
-    }
-    let binds: Vec<(PodId, u16)> = table
-        .services
-        .iter()
-        .flat_map(|s| {
-            s.endpoints.iter().flat_map(move |e| s.ports.iter().map(move |p| (e.pod, p.target_port)))
-        })
-        .collect();
-    for (pod, port) in binds {
-        let ns = w.pod_ns[pod];
-        w.netns[ns].udp_ports.insert(port);
-    }
-    let cilium = matches!(
-        w.cluster.cni,
-        crate::cluster::Cni::CiliumVxlan
-            | crate::cluster::Cni::CiliumGeneve
-            | crate::cluster::Cni::CiliumNative
-    );
-    if cilium && mode.is_kube_proxy() && !w.cluster.services.services.is_empty() {
-        w.warn(format!(
-            "{}: Cilium's bpf_lxc load-balances ClusterIP traffic from pods itself; kube-proxy's {mode} \
-             rules only see NodePort and host traffic",
-            w.cluster.cni
-        ));
-    }
-    if matches!(w.cluster.cni, crate::cluster::Cni::Macvlan | crate::cluster::Cni::IpvlanL3)
-        && !w.cluster.services.services.is_empty()
-        && mode != (ProxyMode::Ebpf { socket_lb: true })
-    {
-        w.warn(format!(
-            "{}: pod traffic bypasses the host namespace, so no proxy rules see it and ClusterIP \
-             Services are unreachable from pods (socket-level LB, proxy ebpf, would work)",
-            w.cluster.cni
-        ));
-    }
-}
-
-/// A machine's `eth0` on the underlay.
-struct Nic {
-    mac: Mac,
-    mtu: u32,
-    ip: (Ipv4Addr, u8),
-    rack: usize,
-    /// (NIC rate, switch port rate).
-    rates: (u64, u64),
-    /// The rack's ToR in a leaf-spine fabric; else the upstream gateway is used.
-    gateway: Option<Ipv4Addr>,
-}
-
-/// A host namespace with `eth0` cabled to its rack's switch and a default route: a node, or a
-/// machine outside the cluster.
-fn add_host(w: &mut World, name: String, node: NodeId, kind: NsKind, forward: bool, nic: Nic) -> NsId {
-    let ns = w.add_netns(name, node, kind, forward);
-    let dev = w.add_device(ns, "eth0".into(), nic.mac, nic.mtu, DeviceKind::Nic { tx: 0 });
-    w.add_addr(dev, nic.ip.0, nic.ip.1);
-    let propagation = w.cluster.underlay.propagation;
-    w.attach_to_switch(nic.rack, dev, nic.rates.0, nic.rates.1, propagation);
-    if let Some(gw) = nic.gateway.or_else(|| upstream_gateway(&w.cluster)) {
-        w.add_route(Route::new(Ipv4Net::DEFAULT, Some(gw), dev, Proto::Boot))
-            .expect("the gateway is on the host's own subnet");
-    }
-    ns
-}
-
-/// On one L2 switch, the nodes' default gateway: the last host address of `node_cidr` when no
-/// node holds it. It stands for the site's upstream router, which is not simulated (traffic to
-/// it finds no neighbour); Linux hosts always have one, and Calico's proxy ARP for
-/// 169.254.1.1 relies on the host having a route to it.
-fn upstream_gateway(c: &Cluster) -> Option<Ipv4Addr> {
-    let net = c.network.node_cidr;
-    let gw = net.nth(net.size().checked_sub(2)?)?;
-    (net.hosts() >= 2 && c.nodes.iter().all(|n| n.ip != gw)).then_some(gw)
-}
-
-/// The routers of a leaf-spine fabric. Each ToR is a router with `eth0` on its rack's switch
-/// (holding the rack gateway address) and `swpN` towards spine N over a /31 from
-/// `fabric_cidr`; its default route spreads over the spines by ECMP. Each spine has `swpN`
-/// towards ToR N and one route per rack subnet. The ToR-to-rack-switch hop stands for the
-/// ToR's own switching ASIC: a cable with no propagation delay at the uplink rate times the
-/// spine count, so it adds serialisation but never becomes the bottleneck.
-fn build_leaf_spine(w: &mut World, racks: &[Rack], spines: u32, uplink: u64, fabric_cidr: Ipv4Net) {
-    let u = w.cluster.underlay.clone();
-    let mut tor_uplinks = Vec::new();
-    let tors: Vec<NsId> = racks
-        .iter()
-        .enumerate()
-        .map(|(r, rack)| {
-            let ns = w.add_router(format!("{}-tor", rack.name));
-            let port = w.add_device(
-                ns,
-                "eth0".into(),
-                Mac::local(0x10, r as u32 + 1),
-                u.mtu,
-                DeviceKind::Nic { tx: 0 },
-            );
-            w.add_addr(port, rack.gateway, rack.subnet.prefix());
-            let asic = uplink.saturating_mul(spines as u64);
-            w.attach_to_switch(r, port, asic, asic, Duration::ZERO);
-            ns
-        })
-        .collect();
-    for s in 0..spines as usize {
-        let spine = w.add_router(format!("spine-{}", s + 1));
-        for (r, rack) in racks.iter().enumerate() {
-            let p2p = fabric_cidr
-                .subnet(31, (r * spines as usize + s) as u64)
-                .expect("validated: fabric_cidr holds the /31s");
-            let (tor_ip, spine_ip) = (p2p.network(), p2p.nth(1).expect("a /31 has 2 addresses"));
-            let tor_if = w.add_device(
-                tors[r],
-                format!("swp{}", s + 1),
-                Mac::local(0x20, (r * 256 + s) as u32 + 1),
-                u.mtu,
-                DeviceKind::Nic { tx: 0 },
-            );
-            let spine_if = w.add_device(
-                spine,
-                format!("swp{}", r + 1),
-                Mac::local(0x30, (s * 4096 + r) as u32 + 1),
-                u.mtu,
-                DeviceKind::Nic { tx: 0 },
-            );
-            w.add_addr(tor_if, tor_ip, 31);
-            w.add_addr(spine_if, spine_ip, 31);
-            w.cable(tor_if, spine_if, uplink, u.propagation);
-            tor_uplinks.push((r, spine_ip, tor_if));
-            w.add_route(Route::new(rack.subnet, Some(tor_ip), spine_if, Proto::Static))
-                .expect("connected /31");
-        }
-    }
-    for (r, &tor) in tors.iter().enumerate() {
-        let ecmp: Vec<(Ipv4Addr, DevId)> =
-            tor_uplinks.iter().filter(|(rr, ..)| *rr == r).map(|&(_, ip, dev)| (ip, dev)).collect();
-        let (gw, dev) = ecmp[0];
-        debug_assert_eq!(w.devices[dev].ns, tor);
-        let route = Route { ecmp, ..Route::new(Ipv4Net::DEFAULT, Some(gw), dev, Proto::Static) };
-        w.add_route(route).expect("connected /31s");
-    }
 }
 
 #[cfg(test)]

@@ -14,12 +14,14 @@ use smoltcp::wire::{IpProtocol, Ipv4Packet, UdpPacket};
 
 use super::{hop, Ctx};
 use crate::cluster::Cni;
+use crate::net::conntrack::Tuple;
 use crate::net::conntrack::{Direction, Dnat, TableFull};
 use crate::net::packet::Packet;
 use crate::net::route::{DevId, RouteKind};
+use crate::net::NsId;
 use crate::observe::DropReason;
-use crate::proxy::{Hook, Tuple, Verdict};
-use crate::world::{NsId, World};
+use crate::proxy::{Hook, Verdict};
+use crate::world::World;
 
 /// The UDP 5-tuple of an unfragmented IPv4/UDP packet (fragments are not tracked here).
 pub(super) fn tuple_of(pkt: &Packet) -> Option<Tuple> {

@@ -17,8 +17,16 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::Ipv4Addr;
 
-use crate::proxy::Tuple;
 use crate::time::{Duration, Instant};
+
+/// A connection's first packet as the rules see it (UDP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tuple {
+    pub src: Ipv4Addr,
+    pub sport: u16,
+    pub dst: Ipv4Addr,
+    pub dport: u16,
+}
 
 /// `nf_conntrack_udp_timeout`.
 pub const UDP_TIMEOUT: Duration = Duration::from_secs(30);

@@ -11,8 +11,9 @@ use smoltcp::wire::{
     IpProtocol, Ipv4Packet, UdpPacket,
 };
 
+use serde::{Deserialize, Serialize};
+
 use crate::addr::Mac;
-use crate::summary::Hop;
 use crate::time::Instant;
 
 pub const ETH_HEADER: usize = 14;
@@ -40,6 +41,22 @@ pub struct DataTag {
     pub payload: u32,
     /// The first datagram of a connection (it takes the proxy's new-connection path).
     pub opens: bool,
+}
+
+/// One step of a traced packet through a device: what `trace` and the report's packet paths
+/// show. Carried in [`Meta::trace`], collected by `observe`, serialised by `summary`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Hop {
+    pub time_ns: u64,
+    /// Node or pod namespace the device lives in ("node-1", "pod web-0"), or "underlay".
+    pub place: String,
+    pub device: String,
+    /// What happened: "xmit", "rx", "forward", "deliver", "drop", "arp request" ...
+    pub action: String,
+    /// Why, in words: the route, FDB entry or rule that decided it.
+    pub why: String,
+    /// Frame size in bytes at this step.
+    pub size: usize,
 }
 
 #[derive(Clone, Debug, Default)]

@@ -2,7 +2,9 @@
 
 use std::net::Ipv4Addr;
 
-use super::{Endpoint, NodeView, Service, ServiceKind, ServicePort, ServiceTable, TrafficPolicy, Tuple};
+use super::NodeView;
+use crate::cluster::{Endpoint, Service, ServiceKind, ServicePort, ServiceTable, TrafficPolicy};
+use crate::net::conntrack::Tuple;
 
 pub fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()

@@ -33,8 +33,10 @@ use std::net::Ipv4Addr;
 use data_encoding::BASE32;
 use sha2::{Digest, Sha256};
 
-use super::{Hook, Lookup, NodeView, ServiceKind, ServiceTable, TrafficPolicy, Tuple, Verdict};
+use super::{Hook, Lookup, NodeView, Verdict};
 use crate::addr::Ipv4Net;
+use crate::cluster::{ServiceKind, ServiceTable, TrafficPolicy};
+use crate::net::conntrack::Tuple;
 
 /// The masquerade mark: `1 << masqueradeBit`, default bit 14 (kube-proxy config defaults.go,
 /// `MasqueradeBit ... temp := int32(14)`; facts §1.8).
@@ -793,7 +795,7 @@ fn entry_bytes(r: &Rule) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::{Endpoint, Service, ServicePort};
+    use crate::cluster::{Endpoint, Service, ServicePort};
     use rand::{RngCore, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 

@@ -29,9 +29,9 @@ use std::sync::Arc;
 
 use crate::addr::Ipv4Net;
 use crate::cluster::NodeId;
-use crate::proxy::{
-    Hook, IpvsScheduler, Lookup, NodeView, ServiceKind, ServiceTable, TrafficPolicy, Tuple, Verdict,
-};
+use crate::cluster::{IpvsScheduler, ServiceKind, ServiceTable, TrafficPolicy};
+use crate::net::conntrack::Tuple;
+use crate::proxy::{Hook, Lookup, NodeView, Verdict};
 
 /// `ip_vs_conn_tab_size` as the kernel reports it in ipvsadm's header (`CONFIG_IP_VS_TAB_BITS`
 /// 12, the value every published `ipvsadm -Ln` shows; kube-proxy's ipvs README).

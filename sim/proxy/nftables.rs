@@ -22,7 +22,9 @@ use data_encoding::BASE32;
 use sha2::{Digest, Sha256};
 
 use crate::addr::Ipv4Net;
-use crate::proxy::{Hook, Lookup, NodeView, ServiceKind, ServiceTable, TrafficPolicy, Tuple, Verdict};
+use crate::cluster::{ServiceKind, ServiceTable, TrafficPolicy};
+use crate::net::conntrack::Tuple;
+use crate::proxy::{Hook, Lookup, NodeView, Verdict};
 
 /// Estimated kernel bytes per rule: `struct nft_rule` (a list head and a 64-bit handle/length
 /// word, `include/net/netfilter/nf_tables.h`) plus about five expressions of an ops pointer and
@@ -151,7 +153,7 @@ impl NftTable {
             };
             for (p, sp) in svc.ports.iter().enumerate() {
                 let stem = format!("{}/{}/udp/{}", svc.namespace, svc.name, sp.name);
-                let ep = |(endpoint, e): (usize, &crate::proxy::Endpoint)| Ep {
+                let ep = |(endpoint, e): (usize, &crate::cluster::Endpoint)| Ep {
                     endpoint,
                     ip: e.ip,
                     port: sp.target_port,
@@ -718,8 +720,8 @@ impl Walk {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::Service;
     use crate::proxy::fixtures::{ep, many, node, svc, t, table};
-    use crate::proxy::Service;
     use rand::{RngCore, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 

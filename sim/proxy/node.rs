@@ -16,9 +16,11 @@ use super::iptables::NatTable;
 use super::ipvs::Ipvs;
 use super::nftables::NftTable;
 use super::userspace::Portals;
-use super::{Hook, Lookup, NodeView, ProxyMode, ServiceTable, Tuple, Verdict};
+use super::{Hook, Lookup, NodeView, Verdict};
+use crate::cluster::{ProxyMode, ServiceTable};
 use crate::cost::CostProfile;
 use crate::net::conntrack::Conntrack;
+use crate::net::conntrack::Tuple;
 use crate::time::{Duration, Instant};
 
 /// Cilium's `bpf-ct-global-any-max` default: entries of the non-TCP connection-tracking map.
@@ -75,8 +77,8 @@ impl BpfLb {
                     if let Some(np) = p.node_port {
                         frontends.insert((node.ip, np), (si, pi));
                         let n = match s.external_traffic_policy {
-                            super::TrafficPolicy::Cluster => ready.len(),
-                            super::TrafficPolicy::Local => local.len(),
+                            crate::cluster::TrafficPolicy::Cluster => ready.len(),
+                            crate::cluster::TrafficPolicy::Local => local.len(),
                         };
                         entries += 1 + n;
                     }
@@ -97,11 +99,12 @@ impl BpfLb {
         };
         let s = &table.services[si];
         let nodeport = Some(t.dst) != s.cluster_ip;
-        let candidates: Vec<usize> = if nodeport && s.external_traffic_policy == super::TrafficPolicy::Local {
-            self.backends[si].iter().copied().filter(|&e| s.endpoints[e].node == node.id).collect()
-        } else {
-            self.backends[si].clone()
-        };
+        let candidates: Vec<usize> =
+            if nodeport && s.external_traffic_policy == crate::cluster::TrafficPolicy::Local {
+                self.backends[si].iter().copied().filter(|&e| s.endpoints[e].node == node.id).collect()
+            } else {
+                self.backends[si].clone()
+            };
         if trace {
             walk.push(format!(
                 "lb4_lookup_service {}:{}: {}/{} with {} backends",
@@ -133,7 +136,7 @@ impl BpfLb {
         // NodePort traffic to a remote backend is SNATed to the node (Cilium's default SNAT
         // mode); ClusterIP traffic keeps the pod's address.
         let masq = nodeport
-            && s.external_traffic_policy == super::TrafficPolicy::Cluster
+            && s.external_traffic_policy == crate::cluster::TrafficPolicy::Cluster
             && s.endpoints[endpoint].node != node.id;
         Lookup {
             verdict: Verdict::Dnat { service: si, port: pi, endpoint, masq },
@@ -172,7 +175,7 @@ impl Rules {
         let nodeports = || table.services.iter().filter(|s| s.ports.iter().any(|p| p.node_port.is_some()));
         match mode {
             ProxyMode::Iptables | ProxyMode::Nftables => {
-                nodeports().all(|s| s.external_traffic_policy == super::TrafficPolicy::Cluster)
+                nodeports().all(|s| s.external_traffic_policy == crate::cluster::TrafficPolicy::Cluster)
             }
             ProxyMode::Ebpf { .. } => nodeports().next().is_none(),
             ProxyMode::Userspace | ProxyMode::Ipvs(_) => false,
@@ -441,11 +444,11 @@ impl NodeProxy {
 
     /// A masquerade source port, as `--random-fully` picks it: a random offset into
     /// 1024-65535 (`nf_nat_l4proto_unique_tuple`), then the next free one.
-    pub fn masquerade_port(&mut self, reply_base: crate::proxy::Tuple) -> Option<u16> {
+    pub fn masquerade_port(&mut self, reply_base: crate::net::conntrack::Tuple) -> Option<u16> {
         let start: u32 = self.rng.random_range(0..64512);
         (0..64512u32)
             .map(|i| 1024 + ((start + i) % 64512) as u16)
-            .find(|&p| !self.conntrack.reply_taken(&crate::proxy::Tuple { dport: p, ..reply_base }))
+            .find(|&p| !self.conntrack.reply_taken(&crate::net::conntrack::Tuple { dport: p, ..reply_base }))
     }
 
     /// An endpoint change reached this proxy at `at`: when its sync will start. kube-proxy's

@@ -11,7 +11,9 @@
 
 use std::fmt::Write;
 
-use super::{Hook, Lookup, NodeView, ServiceTable, Tuple, Verdict};
+use super::{Hook, Lookup, NodeView, Verdict};
+use crate::cluster::ServiceTable;
+use crate::net::conntrack::Tuple;
 
 /// kube-proxy userspace's `UDPIdleTimeout` default: a client's backend connection is closed
 /// after this long without traffic (pkg/proxy/apis/config/v1alpha1/defaults.go).
@@ -165,7 +167,7 @@ impl Portals {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::{Endpoint, Service, ServiceKind, ServicePort, TrafficPolicy};
+    use crate::cluster::{Endpoint, Service, ServiceKind, ServicePort, TrafficPolicy};
 
     fn table() -> ServiceTable {
         let svc = |name: &str, ip: [u8; 4], np: Option<u16>| Service {

@@ -6,7 +6,8 @@
 use std::fmt::Write;
 
 use super::{base64, drop_rows, fmt_bps, fmt_count, fmt_ns, Chart, Section};
-use crate::summary::{FlowSummary, Hop, LatencyStats, OverheadPoint, PathTrace, Summary};
+use crate::net::packet::Hop;
+use crate::summary::{FlowSummary, LatencyStats, OverheadPoint, PathTrace, Summary};
 
 pub(super) const CSS: &str = r#"
 :root { color-scheme: light; }

@@ -6,7 +6,8 @@ use std::fmt::Write;
 use super::charts::{self, Series};
 use super::html::{esc, table, CSS};
 use super::{base64, fmt_count, fmt_ns, OutputFile, RenderError};
-use crate::sweep::{Parameter, SweepPoint, SweepResult};
+use crate::cluster::Parameter;
+use crate::sweep::{SweepPoint, SweepResult};
 
 /// A metric of a point, in a chart's unit; `None` when the point has no value for it.
 type Metric = fn(&SweepPoint) -> Option<f64>;

@@ -14,8 +14,8 @@ use crate::cluster::{
     Change, Client, Cluster, Cni, CniOptions, ExternalHost, Fabric, Network, NodeId, NodeSpec, PodId,
     PodSpec, Rack, Target, Underlay, Workload, WorkloadKind,
 };
+use crate::cluster::{Endpoint, ProxyMode, Service, ServiceKind, ServicePort, ServiceTable, TrafficPolicy};
 use crate::error::ScenarioError;
-use crate::proxy::{Endpoint, ProxyMode, Service, ServiceKind, ServicePort, ServiceTable, TrafficPolicy};
 use crate::time::{Duration, Instant};
 use crate::units::Bandwidth;
 
@@ -1083,10 +1083,10 @@ fn resolve_changes(loc: &Locator, s: &Scenario, pods: &[PodSpec]) -> Res<Vec<Cha
     Ok(out)
 }
 
-fn check_sweep(loc: &Locator, sw: &super::SweepSpec, s: &Scenario) -> Res<crate::sweep::SweepSpec> {
+fn check_sweep(loc: &Locator, sw: &super::SweepSpec, s: &Scenario) -> Res<crate::cluster::SweepSpec> {
     let parameter = match sw.parameter.as_str() {
-        "services" => crate::sweep::Parameter::Services,
-        "endpoints" => crate::sweep::Parameter::Endpoints,
+        "services" => crate::cluster::Parameter::Services,
+        "endpoints" => crate::cluster::Parameter::Endpoints,
         other => {
             return Err(loc.err(
                 at!["sweep", "parameter"],
@@ -1126,7 +1126,7 @@ fn check_sweep(loc: &Locator, sw: &super::SweepSpec, s: &Scenario) -> Res<crate:
     if let Some(w) = values.windows(2).find(|w| w[0] == w[1]) {
         return Err(loc.err(at!["sweep", "values"], format!("value {} is listed twice; keep one", w[0])));
     }
-    Ok(crate::sweep::SweepSpec { parameter, values, proxies })
+    Ok(crate::cluster::SweepSpec { parameter, values, proxies })
 }
 
 /// A workload's `to` when it names a Service.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use cnisim::app::{self, Choice, RunOptions};
-use cnisim::proxy::ProxyMode;
+use cnisim::cluster::ProxyMode;
 use cnisim::summary::{ServicesSummary, Summary};
 use cnisim::sweep::SweepPoint;
 
@@ -198,7 +198,7 @@ fn trace_to_a_service_shows_the_chain_walk_dnat_and_reverse_nat() {
     assert!(text.contains("result: answered after"), "{text}");
 
     let ipvs =
-        Choice { proxy: Some(ProxyMode::Ipvs(cnisim::proxy::IpvsScheduler::Rr)), ..Default::default() };
+        Choice { proxy: Some(ProxyMode::Ipvs(cnisim::cluster::IpvsScheduler::Rr)), ..Default::default() };
     let t = app::trace(&path, "client-1", "web", 64, ipvs).unwrap();
     assert!(t.delivered, "{}", t.render());
     assert!(t.render().contains("ipvs evaluated"), "{}", t.render());
