@@ -15,6 +15,7 @@ pub mod datapath;
 pub mod describe;
 pub mod engine;
 pub mod error;
+pub mod fmt;
 pub mod net;
 pub mod observe;
 pub mod output;

@@ -338,10 +338,9 @@ fn y_label_count(y_top: f64) -> usize {
     (y_top.ceil() as usize + 1).clamp(2, 11)
 }
 
-/// An axis tick without float noise: "100", "2.5", "0.25".
+/// An axis tick without float noise, with thousands separators: "100", "2.5", "1,000,000".
 fn tick(v: f64) -> String {
-    let text = format!("{v:.3}");
-    text.trim_end_matches('0').trim_end_matches('.').to_string()
+    crate::fmt::tick(v)
 }
 
 fn legend<'a, C: CoordTranslate>(
