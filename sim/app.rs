@@ -14,6 +14,9 @@ use crate::summary::{RunInfo, Summary};
 use crate::time::{Duration, Instant};
 use crate::{describe, report, scenario, trace};
 
+mod compare;
+pub use compare::{compare, is_compare_dir, merge_compare};
+
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
     /// Output directory; default `reports/<scenario name>`.

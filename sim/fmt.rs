@@ -116,10 +116,12 @@ pub fn ratio(r: f64) -> String {
     format!("{text}×")
 }
 
-/// An axis tick without float noise and with separators: "100", "2.5", "0.25", "1,000,000".
+/// An axis tick without float noise: "100", "2.5", "0.25", "1 000 000". On a chart a comma
+/// at label size reads as a decimal point ("1.000"), so ticks group digits with a narrow
+/// no-break space instead, as SI writes them.
 pub fn tick(v: f64) -> String {
     if v.abs() >= 1000.0 {
-        return decimal(v, 0);
+        return decimal(v, 0).replace(',', "\u{202f}");
     }
     let text = format!("{v:.3}");
     let text = text.trim_end_matches('0').trim_end_matches('.');
@@ -187,7 +189,7 @@ mod tests {
         assert_eq!(ratio(2.34), "2.3×");
         assert_eq!(ratio(14.2), "14×");
         assert_eq!(ratio(1234.0), "1,234×");
-        assert_eq!(tick(1_000_000.0), "1,000,000");
+        assert_eq!(tick(1_000_000.0), "1\u{202f}000\u{202f}000");
         assert_eq!(tick(2.5), "2.5");
         assert_eq!(tick(0.25), "0.25");
         assert_eq!(tick(-0.0001), "0");

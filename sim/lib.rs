@@ -10,6 +10,7 @@ pub mod app;
 pub mod build;
 pub mod cluster;
 pub mod cni;
+pub mod compare;
 pub mod cost;
 pub mod datapath;
 pub mod describe;

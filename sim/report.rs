@@ -12,10 +12,12 @@
 //! the engine, devices or CNI plugins.
 
 mod charts;
+mod compare;
 mod csv;
 mod html;
 mod sweep;
 
+pub use compare::render as render_compare;
 pub use sweep::{render as render_sweep, rule_scaling_csv};
 
 use crate::summary::{FlowSummary, Summary};
