@@ -19,7 +19,8 @@ pub use compare::{compare, is_compare_dir, merge_compare};
 
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
-    /// Output directory; default `reports/<scenario name>`.
+    /// Output directory; default `reports/<scenario name>` (`--<cni>--<proxy>` appended when
+    /// `cni` or `proxy` is set).
     pub out: Option<PathBuf>,
     /// Capture globs over `<namespace>/<device>`.
     pub pcap: Vec<String>,
@@ -86,7 +87,13 @@ pub fn run(path: &Path, opts: &RunOptions) -> Result<RunOutcome, Error> {
             files.push(OutputFile::new(format!("pcap/{ns}-{}.pcap", dev.name), p.bytes().to_vec()));
         }
     }
-    let out_dir = opts.out.clone().unwrap_or_else(|| Path::new("reports").join(&cluster.name));
+    // `reports/<scenario>` as written; `reports/<scenario>--<cni>--<proxy>` when a flag overrides
+    // the file, so such runs never overwrite each other.
+    let name = match (opts.cni, opts.proxy) {
+        (None, None) => cluster.name.clone(),
+        _ => format!("{}--{}--{}", cluster.name, cluster.cni, cluster.proxy),
+    };
+    let out_dir = opts.out.clone().unwrap_or_else(|| Path::new("reports").join(name));
     write_dir_atomically(&out_dir, &files)?;
     Ok(RunOutcome { out_dir, summary, files: files.into_iter().map(|f| f.name).collect() })
 }

@@ -33,7 +33,8 @@ enum Command {
     Run {
         /// Scenario file (RON).
         scenario: PathBuf,
-        /// Output directory [default: reports/<scenario name>]; replaced atomically.
+        /// Output directory [default: reports/<scenario name>, or
+        /// reports/<scenario name>--<cni>--<proxy> with --cni or --proxy]; replaced atomically.
         #[arg(long)]
         out: Option<PathBuf>,
         /// Capture on interfaces matching GLOB over <node or pod>/<device> (e.g. 'node-1/*',

@@ -38,9 +38,16 @@ pub(super) fn facts(c: &Cluster) -> ScenarioFacts {
         _ => None,
     });
     let pairs: Vec<(usize, usize)> = pod_pairs.collect();
+    // Without a flow between pods (e.g. only clients of Services), the first client pod's node.
+    let first_client = || {
+        c.workloads.iter().flat_map(|w| w.flows.iter()).find_map(|&(a, _)| match a {
+            Client::Pod(a) => Some(c.pods[a].node),
+            Client::External(_) => None,
+        })
+    };
     let (sender, receiver) = match pairs.iter().find(|(a, b)| a != b).or(pairs.first()) {
         Some(&(a, b)) => (Some(a), (a != b).then_some(b)),
-        None => (None, None),
+        None => (first_client(), None),
     };
     ScenarioFacts {
         name: c.name.clone(),

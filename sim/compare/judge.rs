@@ -525,7 +525,7 @@ fn works(ctx: &Ctx, figures: Vec<Figure>) -> Verdict {
     }
     Verdict {
         key: "works".into(),
-        question: "Which work on this underlay?".into(),
+        question: "Works on this underlay".into(),
         answer: good.iter().map(|s| s.to_string()).collect(),
         text,
         figures,
@@ -732,7 +732,7 @@ fn service_connection(ctx: &Ctx) -> Option<Verdict> {
         list(&names),
         b.shown,
         rules.shown,
-        proxy_mechanism(&ctx.combos[first].proxy)
+        proxy_mechanism(&ctx.combos[first].cni, &ctx.combos[first].proxy)
     );
     let mut figures = vec![b, rules];
     if let Some(worst) = r.worst {
@@ -743,7 +743,7 @@ fn service_connection(ctx: &Ctx) -> Option<Verdict> {
             r.loser_names(ctx),
             v.shown,
             ratio.shown,
-            proxy_mechanism(&ctx.combos[worst].proxy)
+            proxy_mechanism(&ctx.combos[worst].cni, &ctx.combos[worst].proxy)
         ));
         figures.extend([v, ratio]);
     }
@@ -782,8 +782,13 @@ pub fn mechanism(cni: &str) -> &'static str {
     }
 }
 
-/// What a proxy mode does for a connection's first packet, in a few words.
-fn proxy_mechanism(proxy: &str) -> &'static str {
+/// What a combination does for a connection's first packet to a Service, in a few words. With
+/// a Cilium CNI, pods' ClusterIP traffic is translated by Cilium's own program whatever
+/// kube-proxy mode runs (ARCHITECTURE.md, "Departures").
+fn proxy_mechanism(cni: &str, proxy: &str) -> &'static str {
+    if cni.starts_with("cilium-") && !proxy.starts_with("ebpf") {
+        return "Cilium's program on the pod's veth translates with its own service maps, whatever kube-proxy programs";
+    }
     match proxy {
         "userspace" => "the userspace kube-proxy relays every datagram through its own socket",
         "iptables" => "the first packet walks KUBE-SERVICES rule by rule until its Service",

@@ -321,7 +321,7 @@ td.best { background: #dafbe1; font-weight: 600; }
 td .ratio { color: #57606a; font-size: .78rem; margin-left: .3rem; }
 tr.notworking td { color: #8c959f; }
 tr.notworking td.status { color: #cf222e; font-weight: 600; }
-td.status { white-space: nowrap; }
+td.status, td.label { white-space: nowrap; }
 .verdict { margin: .3rem 0 1rem; }
 .verdict h3 { margin-bottom: .2rem; }
 .verdict p { margin: .2rem 0; }
@@ -413,7 +413,11 @@ fn verdicts(out: &mut String, r: &CompareResult) {
         out.push_str("<p class=\"muted\">No verdicts: nothing ran.</p>\n");
     }
     for v in &r.verdicts {
-        let answer = if v.answer.is_empty() { "none".to_string() } else { v.answer.join(", ") };
+        let answer = match v.answer.len() {
+            0 => "none".to_string(),
+            n if n == r.combinations.len() && n > 2 => format!("all {n}"),
+            _ => v.answer.join(", "),
+        };
         let _ = writeln!(
             out,
             "<div class=\"verdict\"><h3>{}: <span class=\"ok\">{}</span></h3><p>{}</p></div>",
@@ -478,7 +482,7 @@ fn headline(out: &mut String, r: &CompareResult) {
             let class = if row.status == Status::Works { "" } else { " class=\"notworking\"" };
             let _ = write!(
                 out,
-                "<tr{class}><td>{}</td><td class=\"status\">{}</td>",
+                "<tr{class}><td class=\"label\">{}</td><td class=\"status\">{}</td>",
                 esc(&row.label),
                 esc(row.status.words())
             );

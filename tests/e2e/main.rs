@@ -2,6 +2,7 @@
 
 mod cli;
 mod cni;
+mod compare;
 mod determinism;
 mod pcap;
 mod quickstart;
