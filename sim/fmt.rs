@@ -101,6 +101,15 @@ pub fn bps(bps: f64) -> String {
     }
 }
 
+/// A size in bytes in binary units: "512 B", "12.3 KiB", "148 MiB", "1.50 GiB".
+pub fn bytes(n: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    match UNITS.iter().find(|(scale, _)| n >= *scale) {
+        Some((scale, unit)) => format!("{} {unit}", sig3(n as f64 / *scale as f64)),
+        None => format!("{n} B"),
+    }
+}
+
 /// How many times one value is another's: "1.05×", "2.3×", "14×".
 pub fn ratio(r: f64) -> String {
     if !r.is_finite() {
@@ -184,6 +193,9 @@ mod tests {
     fn rates_ratios_and_ticks() {
         assert_eq!(bps(950.0), "950 bit/s");
         assert_eq!(bps(12.5e6), "12.5 Mbit/s");
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(155_207_680), "148 MiB");
+        assert_eq!(bytes(12_595), "12.3 KiB");
         assert_eq!(ratio(1.0), "1.00×");
         assert_eq!(ratio(1.049), "1.05×");
         assert_eq!(ratio(2.34), "2.3×");
