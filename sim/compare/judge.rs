@@ -389,8 +389,16 @@ fn table(ctx: &Ctx) -> Table {
         .collect();
     let cols: Vec<Vec<Option<f64>>> =
         ms.iter().map(|m| (0..ctx.combos.len()).map(|i| value(ctx, i, m)).collect()).collect();
-    let bests: Vec<Option<f64>> =
-        ms.iter().zip(&cols).map(|(m, vals)| best_of(vals, &candidates, m.better)).collect();
+    // A column where every candidate has the same value has no best to mark.
+    let bests: Vec<Option<f64>> = ms
+        .iter()
+        .zip(&cols)
+        .map(|(m, vals)| {
+            let best = best_of(vals, &candidates, m.better)?;
+            let all_tie = candidates.iter().all(|&i| vals[i].is_none_or(|v| v == best));
+            (!all_tie || candidates.len() == 1).then_some(best)
+        })
+        .collect();
     let rows = (0..ctx.combos.len())
         .map(|i| Row {
             index: ctx.combos[i].index,

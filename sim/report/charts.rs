@@ -483,7 +483,7 @@ pub(super) fn scaling(
             .bold_line_style(BLACK.mix(0.12))
             .x_desc(x_desc)
             .y_desc(y_desc)
-            .x_label_formatter(&|v| tick(v.round()))
+            .x_label_formatter(&|v| log_label(*v))
             .y_label_formatter(&|v| log_tick(*v))
             .axis_desc_style((FONT, 15))
             .label_style((FONT, 13))
@@ -502,6 +502,22 @@ pub(super) fn scaling(
         }
         legend(&mut chart, SeriesLabelPosition::UpperLeft)
     })
+}
+
+/// A label on a log x axis: only at 1, 2 and 5 times a power of ten ("10", "20", "50",
+/// "100"), so the ticks between them do not crowd into each other.
+fn log_label(v: f64) -> String {
+    let v = v.round();
+    if v <= 0.0 {
+        return String::new();
+    }
+    let mag = 10f64.powi(v.log10().floor() as i32);
+    let lead = (v / mag).round();
+    if [1.0, 2.0, 5.0].contains(&lead) && (lead * mag - v).abs() < 0.5 {
+        tick(v)
+    } else {
+        String::new()
+    }
 }
 
 /// A tick on a log axis: "0.01", "2.5", "1,000".

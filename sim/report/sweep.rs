@@ -199,6 +199,15 @@ fn exponent(pts: &[&SweepPoint], f: fn(&SweepPoint) -> f64) -> Option<f64> {
     (x1 > x0 && y0 > 0.0 && y1 > 0.0).then(|| (y1 / y0).ln() / (x1 / x0).ln())
 }
 
+/// The possessive ending of a name: "iptables'", "ipvs'", "nftables'", but "ebpf's".
+fn possessive(name: &str) -> &'static str {
+    if name.ends_with('s') {
+        "'"
+    } else {
+        "'s"
+    }
+}
+
 /// "a", "a and b", "a, b and c".
 fn names(list: &[&str]) -> String {
     match list {
@@ -236,9 +245,10 @@ fn findings(out: &mut String, r: &SweepResult) {
         let (a, b) = (pts[0], pts[pts.len() - 1]);
         let _ = writeln!(
             out,
-            "<li><strong>{}</strong>'s work per new connection grows with the {unit}: {} rules + lookups at {}, \
+            "<li><strong>{}</strong>{} work per new connection grows with the {unit}: {} rules + lookups at {}, \
              {} at {}.</li>",
             esc(m),
+            possessive(m),
             fmt::decimal(steps(a), 1),
             at(a.value),
             fmt::decimal(steps(b), 1),
@@ -299,9 +309,10 @@ fn findings(out: &mut String, r: &SweepResult) {
         };
         let _ = writeln!(
             out,
-            "<li>{since}, <strong>{}</strong>'s first datagram to a Service takes more than {}× as long as \
+            "<li>{since}, <strong>{}</strong>{} first datagram to a Service takes more than {}× as long as \
              later ones: {} against {} at {}.</li>",
             esc(m),
+            possessive(m),
             factor,
             fmt_ns(b.first_packet_p50_ns),
             fmt_ns(b.established_p50_ns),
@@ -447,10 +458,11 @@ fn page(r: &SweepResult, figures: &[(&Curve, String)]) -> String {
         let _ = writeln!(
             out,
             "<figure><img alt=\"{}\" src=\"data:image/png;base64,{b64}\"><figcaption>{} Modes with the same \
-             values draw on top of each other. Data: <code>{}.csv</code>.</figcaption></figure>",
+             values draw on top of each other. Data: <a href=\"{stem}.csv\">{stem}.csv</a>, image: \
+             <a href=\"{stem}.png\">{stem}.png</a>.</figcaption></figure>",
             esc(c.title),
             esc(c.explain),
-            c.stem
+            stem = c.stem
         );
     }
     out.push_str("<h2 id=\"points\">Every point</h2>\n");
@@ -555,12 +567,12 @@ mod tests {
         let mut out = String::new();
         findings(&mut out, &r);
         for want in [
-            "<li><strong>iptables</strong>'s work per new connection grows with the Services: 5.0 rules + lookups \
+            "<li><strong>iptables</strong>' work per new connection grows with the Services: 5.0 rules + lookups \
              at 10, 25,000.0 at 50,000.</li>",
             "<li>The work stays flat under <strong>nftables</strong>: at most 9.0 rules + lookups at any count",
             // 15 µs + 40 ns per rule walked: 10x from 3,375 rules (6,750 Services), so from the
             // 20,000 point on; 1,015,000 ns at 50,000.
-            "<li>Above about 20,000 Services, <strong>iptables</strong>'s first datagram to a Service takes more \
+            "<li>Above about 20,000 Services, <strong>iptables</strong>' first datagram to a Service takes more \
              than 10× as long as later ones: 1.01 ms against 15.0 µs at 50,000.</li>",
             "rules were in place slowest under <strong>iptables</strong> (1.25 s) and fastest under \
              <strong>nftables</strong> (2.00 ms)",
