@@ -201,8 +201,10 @@ pub struct WorkloadFigures {
     pub sent: u64,
     pub delivered: u64,
     pub dropped: u64,
+    /// Sent but neither delivered nor dropped by the end (in a queue, awaiting ARP, on a cable).
+    pub in_flight: u64,
     pub drops_by_reason: BTreeMap<String, u64>,
-    /// delivered / (delivered + dropped) * 100; `None` when no datagram ended.
+    /// delivered / sent * 100; `None` when nothing was sent.
     pub delivered_pct: Option<f64>,
     /// Sum of the flows' payload throughput, bit/s.
     pub throughput_bps: f64,

@@ -208,17 +208,18 @@ fn workload(sim: &Simulation, s: &Summary, wi: usize, w: &crate::cluster::Worklo
             *drops.entry(r.clone()).or_default() += n;
         }
     }
-    let (delivered, dropped) = (sum(|f| f.delivered), sum(|f| f.dropped));
+    let (sent, delivered, dropped) = (sum(|f| f.sent), sum(|f| f.delivered), sum(|f| f.dropped));
     let rr = matches!(w.kind, WorkloadKind::UdpRr { .. });
     let transactions = sum(|f| f.transactions);
     WorkloadFigures {
         name: w.name.clone(),
         kind: kind(&w.kind).into(),
-        sent: sum(|f| f.sent),
+        sent,
         delivered,
         dropped,
+        in_flight: sent.saturating_sub(delivered + dropped),
         drops_by_reason: drops,
-        delivered_pct: per(delivered as f64 * 100.0, (delivered + dropped) as f64),
+        delivered_pct: per(delivered as f64 * 100.0, sent as f64),
         throughput_bps: flows.iter().map(|&i| s.flows[i].throughput_bps).sum(),
         latency: merged(|o| &o.latency).unwrap_or_default(),
         rtt: if rr { Some(merged(|o| &o.rtt).unwrap_or_default()) } else { None },

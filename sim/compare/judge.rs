@@ -155,6 +155,16 @@ fn status(combos: &[Combination], i: usize) -> (Status, String, Vec<Figure>) {
         if !drops.is_empty() {
             part.push_str(&format!(", dropped as {}", drops.join(", ")));
         }
+        if w.in_flight > 0 {
+            let fig = Figure {
+                at: at(i, &src("in_flight")),
+                over: None,
+                value: w.in_flight as f64,
+                shown: fmt::count(w.in_flight),
+            };
+            part.push_str(&format!(", {} still queued or in flight when the run ended", fig.shown));
+            figs.push(fig);
+        }
         parts.push(part);
     }
     if status == Status::Works {

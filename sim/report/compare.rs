@@ -544,13 +544,16 @@ fn drops(out: &mut String, r: &CompareResult) {
         out.push_str("<p class=\"ok\">No combination dropped a workload datagram.</p>\n");
         return;
     }
-    out.push_str("<p>Workload datagrams dropped, by the reason the simulated kernel gave. Data: <a href=\"drops.csv\">drops.csv</a>.</p>\n<div class=\"scroll\"><table><thead><tr><th>Combination</th>");
+    out.push_str(
+        "<p>Workload datagrams dropped, by the reason the simulated kernel gave; combinations not listed \
+         dropped none. Data: <a href=\"drops.csv\">drops.csv</a>.</p>\n<div class=\"scroll\"><table><thead><tr><th>Combination</th>",
+    );
     for reason in &reasons {
         let _ = write!(out, "<th class=\"num\">{}</th>", esc(reason));
     }
     out.push_str("</tr></thead><tbody>\n");
-    for (_, c, f) in ran(r) {
-        let _ = write!(out, "<tr><td>{}</td>", esc(&c.label));
+    for (_, c, f) in ran(r).filter(|(_, _, f)| !f.drops_by_reason.is_empty()) {
+        let _ = write!(out, "<tr><td class=\"label\">{}</td>", esc(&c.label));
         for reason in &reasons {
             let n = f.drops_by_reason.get(*reason).copied().unwrap_or(0);
             let _ = write!(out, "<td class=\"num\">{}</td>", if n == 0 { "–".into() } else { fmt::count(n) });
@@ -586,20 +589,40 @@ fn paths(out: &mut String, r: &CompareResult) {
             "<details><summary>{}: the first datagram's path under each combination</summary>",
             esc(&w.name)
         );
-        out.push_str("<table><thead><tr><th>Combination</th><th class=\"num\">Hops</th><th class=\"num\">Last hop after</th><th>Devices, in order</th></tr></thead><tbody>\n");
+        out.push_str(
+            "<table><thead><tr><th>Combination</th><th class=\"num\">Hops</th><th class=\"num\">Last hop after</th>\
+             <th>End</th><th>Devices, in order</th></tr></thead><tbody>\n",
+        );
         let mut full = String::new();
         for (_, c, f) in ran(r) {
-            let Some(p) = f.paths.iter().find(|p| p.workload == w.name) else { continue };
+            let Some(p) = f.paths.iter().find(|p| p.workload == w.name) else {
+                let _ = writeln!(
+                    out,
+                    "<tr><td class=\"label\">{}</td><td class=\"num\">–</td><td class=\"num\">–</td>\
+                     <td colspan=\"2\" class=\"muted\">no traced datagram of this workload finished its path \
+                     by the end of the run</td></tr>",
+                    esc(&c.label)
+                );
+                continue;
+            };
+            let end = match p.hops.last() {
+                Some(h) if h.action.contains("drop") => format!("dropped: {}", h.why),
+                Some(h) if h.action == "deliver" => "delivered".to_string(),
+                Some(h) => h.action.clone(),
+                None => "–".into(),
+            };
             let span = match (p.hops.first(), p.hops.last()) {
                 (Some(a), Some(b)) => fmt::ns(b.time_ns.saturating_sub(a.time_ns)),
                 _ => "–".into(),
             };
             let _ = writeln!(
                 out,
-                "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"path\">{}</td></tr>",
+                "<tr><td class=\"label\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td>\
+                 <td class=\"path\">{}</td></tr>",
                 esc(&c.label),
                 fmt::count(p.hops.len() as u64),
                 esc(&span),
+                esc(&end),
                 esc(&compact(&p.hops))
             );
             let _ = writeln!(
