@@ -10,6 +10,7 @@
 //! data path. The CNI a scenario names (or `--cni`, through [`Overrides`]) matters here only
 //! for the pod MTU it defaults to and the options it accepts.
 
+mod kernel;
 mod locate;
 mod resolve;
 
@@ -271,6 +272,16 @@ pub enum Nodes {
         nic: Bandwidth,
         #[serde(default = "default_mtu")]
         mtu: u32,
+        /// Kernel sysctls of every node (`net.core.rmem_default`, `net.core.wmem_default`,
+        /// `net.core.netdev_max_backlog`); left out, Linux's defaults.
+        #[serde(default)]
+        sysctls: BTreeMap<String, u64>,
+        /// Packets the NIC's qdisc holds (`ip link set eth0 txqueuelen N`; default 1000).
+        #[serde(default, deserialize_with = "present")]
+        txqueuelen: Option<u64>,
+        /// NIC receive ring descriptors per queue (`ethtool -G eth0 rx N`; default 1024).
+        #[serde(default, deserialize_with = "present")]
+        rx_ring: Option<u64>,
     },
     List(Vec<Node>),
 }
@@ -292,6 +303,15 @@ pub struct Node {
     /// Rack of a leaf-spine fabric, from 1; left out, the node's block by position.
     #[serde(default, deserialize_with = "present")]
     pub rack: Option<u32>,
+    /// Kernel sysctls of this node (see [`Nodes::Count`]).
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, u64>,
+    /// Packets the NIC's qdisc holds (default 1000).
+    #[serde(default, deserialize_with = "present")]
+    pub txqueuelen: Option<u64>,
+    /// NIC receive ring descriptors per queue (default 1024).
+    #[serde(default, deserialize_with = "present")]
+    pub rx_ring: Option<u64>,
 }
 
 /// One named pod: `(name: "client", node: "node-1", labels: {"app": "client"})`.
@@ -395,6 +415,11 @@ pub enum WorkloadKind {
     /// Constant bit rate UDP: `payload` bytes per datagram at `rate`.
     UdpCbr {
         rate: Bandwidth,
+        #[serde(default = "default_payload")]
+        payload: u32,
+    },
+    /// UDP as fast as the socket allows (iperf3 `-u -b 0`).
+    UdpStream {
         #[serde(default = "default_payload")]
         payload: u32,
     },
@@ -517,7 +542,7 @@ fn ron_error(e: &ron::error::SpannedError, text: &str, path: &str) -> ScenarioEr
         }
         R::ExpectedComma => "expected a comma (or a closing bracket) after the previous item".to_string(),
         R::ExpectedIdentifier => "expected a name here, such as Count(...) or List([...]) for nodes, \
-                                  UdpCbr(...) or UdpRr(...) for a kind, Pod(\"x\") for a selector, \
+                                  UdpCbr(...), UdpStream(...) or UdpRr(...) for a kind, Pod(\"x\") for a selector, \
                                   L2Switch or LeafSpine(...) for a fabric"
             .to_string(),
         R::ExpectedMapColon => "expected ':' between a key and its value".to_string(),

@@ -142,7 +142,7 @@ fn unknown_workload_kind() {
         &edit(&[("UdpRr(", "UdpRR(")]),
         19,
         28,
-        "unknown workload kind 'UdpRR', expected one of: UdpCbr, UdpRr",
+        "unknown workload kind 'UdpRR', expected one of: UdpCbr, UdpStream, UdpRr",
     );
 }
 

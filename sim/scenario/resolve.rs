@@ -10,6 +10,7 @@ use std::net::Ipv4Addr;
 use super::locate::{self, Seg};
 use super::{Nodes, Overrides, Scenario, Selector};
 use crate::addr::Ipv4Net;
+use crate::cluster::KernelQueues;
 use crate::cluster::{
     Change, Client, Cluster, Cni, CniOptions, ExternalHost, Fabric, Network, NodeId, NodeSpec, PodId,
     PodSpec, Rack, Target, Underlay, Workload, WorkloadKind,
@@ -42,7 +43,7 @@ pub(crate) struct Locator<'a> {
 }
 
 impl Locator<'_> {
-    fn err(&self, at: &[Seg], message: impl Into<String>) -> ScenarioError {
+    pub(super) fn err(&self, at: &[Seg], message: impl Into<String>) -> ScenarioError {
         let (line, col) = locate::find(self.text, at);
         ScenarioError { path: self.path.to_string(), line, col, message: message.into() }
     }
@@ -376,8 +377,19 @@ fn resolve_nodes(
     // (name, cores, nic, mtu, rack from 1, key path of the entry); a Count entry's fields sit
     // under `nodes`.
     type Entry = (String, u32, Bandwidth, u32, Option<u32>, Option<usize>);
+    // The kernel queue settings of each entry (one for a Count).
+    let kernels: Vec<KernelQueues> = match nodes {
+        Nodes::Count { sysctls, txqueuelen, rx_ring, .. } => {
+            vec![super::kernel::resolve(loc, sysctls, *txqueuelen, *rx_ring, None)?]
+        }
+        Nodes::List(list) => list
+            .iter()
+            .enumerate()
+            .map(|(i, n)| super::kernel::resolve(loc, &n.sysctls, n.txqueuelen, n.rx_ring, Some(i)))
+            .collect::<Res<_>>()?,
+    };
     let entries: Vec<Entry> = match nodes {
-        Nodes::Count { count, name_prefix, cores, nic, mtu } => {
+        Nodes::Count { count, name_prefix, cores, nic, mtu, .. } => {
             if *count == 0 {
                 return Err(loc.err(
                     at!["nodes", "count"],
@@ -507,6 +519,7 @@ fn resolve_nodes(
             prefix,
             rack,
             gateway,
+            kernel: kernels[if kernels.len() == 1 { 0 } else { idx }],
         });
     }
     Ok(out)
@@ -1372,6 +1385,12 @@ fn resolve_kind(loc: &Locator, i: usize, kind: &super::WorkloadKind) -> Res<Work
             }
             Ok(WorkloadKind::UdpCbr { rate, payload })
         }
+        super::WorkloadKind::UdpStream { payload } => {
+            if payload == 0 {
+                return Err(loc.err(&field("payload"), "payload is 0 bytes; send at least 1 byte"));
+            }
+            Ok(WorkloadKind::UdpStream { payload })
+        }
         super::WorkloadKind::UdpRr { request, response, think, timeout } => {
             if request == 0 {
                 return Err(loc.err(&field("request"), "request is 0 bytes; send at least 1 byte"));
@@ -1428,7 +1447,9 @@ fn check_sizes(
     };
     for &(c, s) in flows {
         match *kind {
-            WorkloadKind::UdpCbr { payload, .. } => check(payload, c, "payload", "client")?,
+            WorkloadKind::UdpCbr { payload, .. } | WorkloadKind::UdpStream { payload } => {
+                check(payload, c, "payload", "client")?
+            }
             WorkloadKind::UdpRr { request, response, .. } => {
                 check(request, c, "request", "client")?;
                 check(response, s, "response", "server")?;
@@ -1473,10 +1494,14 @@ fn check_service_sizes(
     target: Target,
 ) -> Res<()> {
     let (out, back) = match *kind {
-        WorkloadKind::UdpCbr { payload, .. } => (payload, 0),
+        WorkloadKind::UdpCbr { payload, .. } | WorkloadKind::UdpStream { payload } => (payload, 0),
         WorkloadKind::UdpRr { request, response, .. } => (request, response),
     };
-    let field = if matches!(kind, WorkloadKind::UdpCbr { .. }) { "payload" } else { "request" };
+    let field = if matches!(kind, WorkloadKind::UdpCbr { .. } | WorkloadKind::UdpStream { .. }) {
+        "payload"
+    } else {
+        "request"
+    };
     for &c in clients {
         if out + UDP_IP_HEADERS > pods[c].mtu {
             return Err(loc.err(

@@ -5,6 +5,7 @@ mod cni;
 mod determinism;
 mod pcap;
 mod quickstart;
+mod saturation;
 mod services;
 
 use std::path::{Path, PathBuf};
