@@ -132,6 +132,12 @@ pub struct CostProfile {
     pub netlink_dump_entry: Duration,
     /// One BPF map update from Cilium's agent (`bpf(BPF_MAP_UPDATE_ELEM)` syscall). ~2 us.
     pub bpf_map_update: Duration,
+    /// Cilium's agent handling one Service or EndpointSlice change before its map updates:
+    /// the watcher event decoded, the service manager's upsert, the datapath transaction.
+    /// ~2 ms: what the agent's `service_implementation_delay` metric (Cilium metrics docs:
+    /// "duration ... to propagate the data plane programming of a service ... excluding the
+    /// event queue latency") reports in the milliseconds on healthy clusters.
+    pub cilium_service_update: Duration,
 }
 
 impl Default for CostProfile {
@@ -174,6 +180,7 @@ impl Default for CostProfile {
             netlink_object: Duration::from_micros(10),
             netlink_dump_entry: Duration::from_micros(1),
             bpf_map_update: Duration::from_micros(2),
+            cilium_service_update: Duration::from_millis(2),
         }
     }
 }

@@ -70,6 +70,9 @@ pub struct ServicesSummary {
     pub rejected: u64,
     pub conntrack_full: u64,
     pub conntrack_early_drops: u64,
+    /// Established connections Cilium sent to a new backend because theirs had left the
+    /// backend map (`lb4_local`).
+    pub backends_reselected: u64,
     /// CPU spent on new connections' rules, lookups and conntrack set-up per 1,000 of them, ns.
     pub cpu_ns_per_1000_new_connections: f64,
     /// Packets that hit an existing conntrack entry, and the CPU per such packet, ns.
@@ -752,6 +755,7 @@ fn services_summary(sim: &Simulation) -> Option<ServicesSummary> {
         rejected: sum(&|s| s.rejected),
         conntrack_full: sum(&|s| s.conntrack_full),
         conntrack_early_drops: ps.iter().map(|p| p.conntrack.early_dropped).sum(),
+        backends_reselected: sum(&|s| s.reselected),
         cpu_ns_per_1000_new_connections: per(sum(&|s| s.new_connection_cpu.as_nanos())) * 1000.0,
         established_packets: established,
         cpu_ns_per_established_packet: if established > 0 {

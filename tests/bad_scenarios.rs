@@ -859,3 +859,35 @@ fn service_name_taken_by_generated_services() {
     );
     check(&text, 16, 55, "service name 'svc-2' is taken by generated_services");
 }
+
+#[test]
+fn unknown_sysctl() {
+    let text = edit(&[(
+        "nodes: Count(count: 2, mtu: 1500)",
+        r#"nodes: Count(count: 2, mtu: 1500, sysctls: {"net.core.rmem_max": 1})"#,
+    )]);
+    check(&text, 11, 70, "unknown sysctl 'net.core.rmem_max': cnisim models net.core.rmem_default");
+}
+
+#[test]
+fn sysctl_below_the_kernels_floor() {
+    let text = edit(&[(
+        "nodes: Count(count: 2, mtu: 1500)",
+        r#"nodes: Count(count: 2, mtu: 1500, sysctls: {"net.core.wmem_default": 100})"#,
+    )]);
+    check(&text, 11, 74, "net.core.wmem_default = 100 is outside 4608..=2147483647");
+}
+
+#[test]
+fn rx_ring_out_of_range() {
+    let text =
+        edit(&[("nodes: Count(count: 2, mtu: 1500)", "nodes: Count(count: 2, mtu: 1500, rx_ring: 10)")]);
+    check(&text, 11, 48, "rx_ring 10 is outside 64..=8192");
+}
+
+#[test]
+fn txqueuelen_zero() {
+    let text =
+        edit(&[("nodes: Count(count: 2, mtu: 1500)", "nodes: Count(count: 2, mtu: 1500, txqueuelen: 0)")]);
+    check(&text, 11, 51, "txqueuelen 0 is outside 1..=");
+}

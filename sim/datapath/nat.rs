@@ -177,7 +177,25 @@ fn translate(
         }
     }
     let bpf = from_pod_veth;
-    let hit = table(&mut w.proxies[node], bpf).lookup(&t, now);
+    let mut hit = table(&mut w.proxies[node], bpf).lookup(&t, now);
+    if let Some((id, Direction::Original)) = hit.filter(|_| bpf) {
+        // lb4_local on an established entry looks its backend up again; "if the lookup fails
+        // it means the user deleted the backend out from underneath us": it selects a new one
+        // and updates the entry (bpf/lib/lb.h). Here: the entry goes, the service lookup below
+        // picks a live backend and tracks the connection anew.
+        let p = &mut w.proxies[node];
+        let gone = p.bpf_ct.get(id).dnat.as_ref().is_some_and(|d| !p.backend_live(d));
+        if gone {
+            cx.charge(Step::ServiceRules, w.costs.hash_lookup);
+            let p = &mut w.proxies[node];
+            p.bpf_ct.remove(id);
+            p.stats.reselected += 1;
+            hop(w, cx, &mut pkt, dev, "conntrack", || {
+                "established, but its backend left the backend map: lb4_local selects a new one".into()
+            });
+            hit = None;
+        }
+    }
     if let Some((id, dir)) = hit {
         let table = table(&mut w.proxies[node], bpf);
         table.refresh(id, dir, now);
