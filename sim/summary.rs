@@ -156,8 +156,9 @@ pub struct Totals {
     pub packet_hops: u64,
     /// Simulated time at which the run ended, ns.
     pub end_ns: u64,
-    /// CPU time of every node (kernel cores and userspace data-plane processes) per datagram
-    /// delivered, ns: the per-packet cost of the CNI's data path.
+    /// CPU time every node served by the end of the run (kernel cores and userspace data-plane
+    /// processes; work still queued at the end is left out) per datagram delivered, ns: the
+    /// per-packet cost of the CNI's data path.
     pub cpu_ns_per_datagram: f64,
 }
 
@@ -375,12 +376,24 @@ impl Summary {
             packet_hops: sim.obs.packet_hops,
             end_ns: sim.end.as_nanos(),
             cpu_ns_per_datagram: {
-                let cpu: u64 = (0..c.nodes.len())
-                    .map(|i| {
-                        sim.world.nodes[i].cores.iter().map(|k| k.busy.as_nanos()).sum::<u64>()
-                            + user_busy(sim, i)
-                    })
+                // Only work served by the end: a core (or process) is a FIFO server, so what
+                // it still had queued at the end is the stretch from the end to `busy_until`.
+                let served = |busy: crate::time::Duration, until: crate::time::Instant| {
+                    busy.as_nanos().saturating_sub(until.saturating_since(sim.end).as_nanos())
+                };
+                let cores: u64 = sim.world.nodes[..c.nodes.len()]
+                    .iter()
+                    .flat_map(|n| &n.cores)
+                    .map(|k| served(k.busy, k.busy_until))
                     .sum();
+                let procs: u64 = sim
+                    .world
+                    .procs
+                    .iter()
+                    .filter(|p| p.node < c.nodes.len())
+                    .map(|p| served(p.busy, p.busy_until))
+                    .sum();
+                let cpu = cores + procs;
                 if delivered == 0 {
                     0.0
                 } else {
