@@ -12,7 +12,7 @@ use crate::output::{check_target, write_dir_atomically, Named, OutputFile};
 use crate::run::Simulation;
 use crate::summary::{RunInfo, Summary};
 use crate::time::{Duration, Instant};
-use crate::{describe, report, scenario, trace};
+use crate::{describe, estimate, report, scenario, trace};
 
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
@@ -57,7 +57,10 @@ pub fn run(path: &Path, opts: &RunOptions) -> Result<RunOutcome, Error> {
     let (out_dir, named) = out_path(opts.out.clone(), &cluster.name);
     // Refuse a path cnisim may not replace before spending the run on it.
     check_target(&out_dir, named)?;
+    let e = estimate::estimate(&cluster, !opts.pcap.is_empty());
+    estimate::check_run(&path.display().to_string(), &e)?;
     // Probe first: its world is dropped before the main run builds its own.
+    crate::progress::stage("measuring the encapsulation overhead", 0);
     let overhead = trace::overhead_probe(&cluster)?;
     let mut sim = Simulation::new(&cluster);
     for glob in &opts.pcap {
@@ -75,6 +78,7 @@ pub fn run(path: &Path, opts: &RunOptions) -> Result<RunOutcome, Error> {
         wall_seconds: secs,
         events_per_second: if secs > 0.0 { sim.queue.processed() as f64 / secs } else { 0.0 },
     };
+    crate::progress::stage("rendering the report", 0);
     let summary = Summary::from_run(&sim, overhead, run);
     let mut files =
         report::render(&summary).map_err(|e| Error::Invariant(format!("rendering the report: {e}")))?;
@@ -103,7 +107,8 @@ pub fn validate(path: &Path, choice: Choice) -> Result<String, Error> {
     let c = load(path, None, choice)?;
     let flows: usize = c.workloads.iter().map(|w| w.flows.len()).sum();
     Ok(format!(
-        "{}: ok: {} nodes, {} pods, {} services, {} workloads ({flows} flows), CNI {}, proxy {}, {} simulated",
+        "{}: ok: {} nodes, {} pods, {} services, {} workloads ({flows} flows), CNI {}, proxy {}, {} simulated, \
+         memory: {}",
         path.display(),
         c.nodes.len(),
         c.pods.len(),
@@ -111,7 +116,8 @@ pub fn validate(path: &Path, choice: Choice) -> Result<String, Error> {
         c.workloads.len(),
         c.cni,
         c.proxy,
-        c.duration
+        c.duration,
+        estimate::estimate(&c, false).describe()
     ))
 }
 
@@ -130,9 +136,10 @@ pub fn describe(path: &Path, node: &str, at: Option<Duration>, choice: Choice) -
             c.duration
         )));
     }
+    estimate::check_run(&path.display().to_string(), &estimate::estimate(&c, false))?;
     let until = Instant::ZERO + at.unwrap_or(c.duration);
     let mut sim = Simulation::new(&c);
-    sim.run_until(until);
+    sim.run_until(until)?;
     Ok(describe::describe_node(&sim.world, n, until))
 }
 
@@ -197,6 +204,9 @@ pub fn trace(path: &Path, from: &str, to: &str, payload: u32, choice: Choice) ->
         }
     };
     check_trace(&c, client, target, payload)?;
+    // The world as built; trace replaces the workloads with its one datagram.
+    let world = Cluster { workloads: Vec::new(), ..c.clone() };
+    estimate::check_run(&path.display().to_string(), &estimate::estimate(&world, false))?;
     trace::trace(&c, client, target, payload)
 }
 

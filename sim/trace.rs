@@ -78,6 +78,22 @@ pub fn trace(cluster: &Cluster, from: Client, to: Target, payload: u32) -> Resul
         f.trace.clone().unwrap_or_default().into_iter().map(|h| (HopOf::Data, h)).collect();
     hops.extend(f.reply_trace.clone().unwrap_or_default().into_iter().map(|h| (HopOf::Reply, h)));
     hops.extend(sim.world.control_hops.iter().cloned().map(|h| (HopOf::Arp, h)));
+    if delivered {
+        // The socket gets the datagram during its core's chain ("deliver"); the application
+        // has it when the core has finished that chain: the time the result line gives (and
+        // what `run` measures), shown as the last hop so that both read one clock.
+        let (of, at) = if to_pod { (HopOf::Data, f.latency.min()) } else { (HopOf::Reply, f.rtt.max()) };
+        if let Some(d) = hops.iter().rev().find(|(o, h)| *o == of && h.action == "deliver").map(|(_, h)| h) {
+            let recv = Hop {
+                time_ns: at,
+                action: "recv".into(),
+                device: "socket".into(),
+                why: "the application has it: the core has finished the chain that delivered it".into(),
+                ..d.clone()
+            };
+            hops.push((of, recv));
+        }
+    }
     hops.sort_by_key(|(_, h)| h.time_ns); // stable: keeps each packet's own order
     let (src_name, src_ip, src_node) = match from {
         Client::Pod(p) => {

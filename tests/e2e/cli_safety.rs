@@ -90,7 +90,8 @@ fn out_never_replaces_a_users_directory_or_file() {
         let o = cnisim(&args);
         let e = stderr(&o);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {e}");
-        assert!(e.contains(&format!("error: --out {} {want}", target.display())), "{args:?}: {e}");
+        assert!(e.starts_with(&format!("error: --out {} exists and is ", target.display())), "{args:?}: {e}");
+        assert!(e.contains(want), "{args:?}: {e}");
         assert!(o.stdout.is_empty(), "{args:?} printed a result");
         assert_eq!(snapshot(&root), before, "{args:?} touched the files");
     }
@@ -102,7 +103,7 @@ fn out_never_replaces_a_users_directory_or_file() {
     for target in [&mine, &file] {
         let o = cnisim(&["merge", "--out", p(target), p(&shard)]);
         assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-        assert!(stderr(&o).contains("is not a cnisim output"), "{}", stderr(&o));
+        assert!(stderr(&o).contains("not a cnisim output"), "{}", stderr(&o));
         assert_eq!(snapshot(&root), before);
     }
 }
@@ -157,4 +158,231 @@ fn merge_of_a_missing_shard_is_a_usage_error() {
     assert!(stderr(&o).contains("holds no sweep.json"), "{}", stderr(&o));
     assert!(!out.exists());
     assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
+}
+
+#[test]
+fn trace_size_is_checked_like_a_scenario_payload() {
+    let root = scratch("safety-trace-size");
+    let qs = repo("scenarios/quickstart.ron");
+    let cases = [
+        ("0", "--size 0: a datagram carries at least 1 byte; give --size 1 or more"),
+        ("65536", "--size 65536 is more than one UDP datagram holds over IPv4 (65,507 B); give at most --size 65507"),
+        ("100000", "--size 100000 is more than one UDP datagram holds over IPv4 (65,507 B); give at most --size 65507"),
+        (
+            "1473",
+            "--size 1473 B + 28 B of IPv4/UDP headers exceeds the MTU 1500 of client pod 'node-1-pod-1'; a pod sends \
+             datagrams of at most its MTU; give at most --size 1472",
+        ),
+    ];
+    for (size, want) in cases {
+        let o = cnisim(&["trace", p(&qs), "--from", "node-1-pod-1", "--to", "node-1-pod-2", "--size", size]);
+        assert_eq!(o.status.code(), Some(2), "--size {size}: {}", stderr(&o));
+        assert_eq!(stderr(&o), format!("error: {want}\n"));
+        assert!(o.stdout.is_empty());
+    }
+    // The largest that fits is traced.
+    let o = cnisim(&["trace", p(&qs), "--from", "node-1-pod-1", "--to", "node-2-pod-1", "--size", "1472"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // An endpoint's MTU bounds a Service's answer.
+    let svc = repo("scenarios/services.ron");
+    let o = cnisim(&["trace", p(&svc), "--from", "client-1", "--to", "web", "--size", "9000"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("exceeds the MTU"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
+}
+
+#[test]
+fn trace_refuses_what_run_refuses() {
+    let svc = repo("scenarios/services.ron");
+    let o = cnisim(&["trace", p(&svc), "--from", "internet", "--to", "web"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        "error: a host outside the cluster reaches it through a NodePort (pod and cluster IPs are not routed to it); \
+         trace a NodePort with --to SERVICE@NODE\n"
+    );
+    // The same pair in a scenario: `run` says the same.
+    let dir = scratch("safety-trace-ext");
+    let text = std::fs::read_to_string(&svc).unwrap();
+    let start = text.find("workloads: [").unwrap();
+    let text = format!(
+        "{}workloads: [(name: \"ext\", kind: UdpCbr(rate: \"1Mbit\", payload: 100), from: External(\"internet\"), to: Service(\"web\"))],\n{}",
+        &text[..start],
+        &text[text[start..].find("\n    ],").map(|i| start + i + 7).unwrap()..]
+    );
+    let file = dir.join("ext.ron");
+    std::fs::write(&file, text).unwrap();
+    let o = cnisim(&["validate", p(&file)]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("a host outside the cluster reaches it through a NodePort"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// The result line and the last hop read one clock.
+#[test]
+fn trace_result_is_its_last_hop() {
+    let qs = repo("scenarios/quickstart.ron");
+    let svc = repo("scenarios/services.ron");
+    for (file, from, to) in [
+        (&qs, "node-1-pod-1", "node-1-pod-2"),
+        (&qs, "node-1-pod-1", "node-2-pod-1"),
+        (&svc, "client-1", "web"),
+    ] {
+        let o = cnisim(&["trace", p(file), "--from", from, "--to", to]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let out = String::from_utf8(o.stdout).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        let result = lines.last().unwrap();
+        let last = lines[lines.len() - 2];
+        let time = last.split_whitespace().next().unwrap();
+        assert!(last.contains(" recv "), "{out}");
+        assert!(
+            result.starts_with(&format!("result: delivered after {time} one-way"))
+                || result.starts_with(&format!("result: answered after {time} round trip")),
+            "{from} -> {to}: {result:?} against the last hop {last:?}"
+        );
+    }
+}
+
+#[test]
+fn describe_refuses_a_time_past_the_end() {
+    let qs = repo("scenarios/quickstart.ron");
+    let o = cnisim(&["describe", p(&qs), "--node", "node-1", "--at", "5s"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(o.stdout.is_empty());
+    assert!(
+        stderr(&o).contains(&format!(
+            "error: --at 5s is past the end of {} at 1s; give a time from 0s to 1s",
+            qs.display()
+        )),
+        "{}",
+        stderr(&o)
+    );
+    let o = cnisim(&["describe", p(&qs), "--node", "node-1", "--at", "1s"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn an_empty_shard_says_so_and_still_merges() {
+    let root = scratch("safety-shard");
+    let sweep = tiny_sweep(&root);
+    let (one, two) = (root.join("s1"), root.join("s2"));
+    let o = cnisim(&["sweep", p(&sweep), "--quiet", "--shard", "2/2", "--out", p(&two)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(
+            "note: shard 2/2 ran no point: the sweep has 1 points, fewer than 2 shards; its directory is written anyway"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    assert!(two.join("sweep.json").is_file());
+    let o = cnisim(&["sweep", p(&sweep), "--quiet", "--shard", "1/2", "--out", p(&one)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+    let o = cnisim(&["merge", "--out", p(&root.join("all")), p(&one), p(&two)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("1 points"));
+}
+
+/// Quickstart whose same-node sender sends 64-byte datagrams at `rate` (10 Gbit/s: far faster
+/// than its core serves them), for `duration`, a veth hop costing `veth`.
+fn overloaded(dir: &Path, rate: &str, duration: &str, veth: &str) -> PathBuf {
+    let text = std::fs::read_to_string(repo("scenarios/quickstart.ron"))
+        .unwrap()
+        .replacen(
+            "kind: UdpCbr(rate: \"100Mbit\", payload: 1200)",
+            &format!("kind: UdpCbr(rate: \"{rate}\", payload: 64)"),
+            1,
+        )
+        .replace("duration: \"1s\"", &format!("duration: \"{duration}\""))
+        .replace("start: \"100ms\"", "start: \"1ms\"")
+        .replace("veth_xmit: \"300ns\",", &format!("veth_xmit: \"{veth}\","));
+    let file = dir.join("overload.ron");
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+#[test]
+fn cpu_per_datagram_counts_only_work_served() {
+    let dir = scratch("safety-cpu");
+    let file = overloaded(&dir, "10Gbit", "20ms", "300ns");
+    let out = dir.join("out");
+    let o = cnisim(&["run", p(&file), "--out", p(&out)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let t = &s["totals"];
+    let per = t["cpu_ns_per_datagram"].as_f64().unwrap();
+    let delivered = t["delivered"].as_f64().unwrap();
+    assert!(t["in_flight"].as_u64().unwrap() > 100_000, "the sender is overloaded: {t}");
+    // Every core serves at most the run's 20 ms; the queued work (seconds of it) is not counted.
+    let cores: f64 = s["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["cpu_busy_ns"].as_array().unwrap().len() as f64)
+        .sum();
+    assert!(per * delivered <= cores * 20e6, "{per} ns x {delivered}");
+    assert!((1_000.0..20_000.0).contains(&per), "cpu_ns_per_datagram {per}");
+    let queued: f64 =
+        s["nodes"][0]["cpu_busy_ns"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).sum();
+    assert!(queued / delivered > 5.0 * per, "the busy time still counts the queue: {queued}");
+}
+
+#[test]
+fn a_scenario_too_big_for_the_memory_limit_is_refused_before_it_is_built() {
+    let dir = scratch("safety-estimate");
+    let file = overloaded(&dir, "10Gbit", "1s", "300ns");
+    let out = dir.join("out");
+    let before = snapshot(&dir);
+    let o = cnisim(&["run", p(&file), "--out", p(&out), "--max-memory", "1GiB"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.starts_with(&format!("error: {} needs about ", file.display())), "{e}");
+    assert!(
+        e.contains(
+            "datagrams queued for a CPU core: workload 'same-node' sends faster than a core serves it"
+        ),
+        "{e}"
+    );
+    assert!(e.contains("more than the memory limit of 1.0 GiB (--max-memory"), "{e}");
+    assert!(e.contains("nothing was built or written"), "{e}");
+    assert_eq!(snapshot(&dir), before);
+    // validate says what it needs; describe and trace apply the same limit to the world.
+    let o = cnisim(&["validate", p(&file)]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("memory: about "),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let o = cnisim(&["describe", p(&file), "--node", "node-1", "--max-memory", "1MiB"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = cnisim(&["run", p(&file), "--max-memory", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--max-memory 0 leaves no memory"), "{}", stderr(&o));
+}
+
+/// A backlog the estimate cannot see (a cost override makes every packet slow) is stopped by
+/// the cap during the run: exit 1, a message saying what grew, nothing written.
+#[test]
+fn a_run_outgrowing_the_memory_limit_stops_with_a_clear_error() {
+    let dir = scratch("safety-cap");
+    let file = overloaded(&dir, "500Mbit", "1s", "5us");
+    let out = dir.join("out");
+    let before = snapshot(&dir);
+    let start = std::time::Instant::now();
+    let o = cnisim(&["run", p(&file), "--out", p(&out), "--max-memory", "100MiB"]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.starts_with("error: out of memory: the simulator holds "), "{e}");
+    assert!(e.contains("over the limit of 100 MiB (--max-memory"), "{e}");
+    assert!(e.contains("events pending") && e.contains("lower the workload's rate"), "{e}");
+    assert!(e.contains("stopped, nothing was written"), "{e}");
+    assert!(o.stdout.is_empty());
+    assert_eq!(snapshot(&dir), before);
+    assert!(start.elapsed().as_secs() < 120);
 }
