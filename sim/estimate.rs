@@ -49,8 +49,11 @@ const PER_CONNECTION: u64 = 300;
 
 /// Bytes a node keeps for each other node (routes, neighbours, FDB entries, tunnel maps),
 /// measured at 1,000 nodes.
-fn per_peer(cni: Cni) -> u64 {
-    match cni {
+fn per_peer(c: &Cluster) -> u64 {
+    match c.cni {
+        // Cross-subnet VXLAN encapsulates only to other subnets (racks); on one switch every
+        // peer is a plain route.
+        Cni::CalicoVxlanCrossSubnet if matches!(c.underlay.fabric, crate::cluster::Fabric::L2Switch) => 100,
         Cni::FlannelHostGw
         | Cni::FlannelUdp
         | Cni::CalicoBgp
@@ -90,8 +93,8 @@ pub fn estimate(c: &Cluster, pcap: bool) -> Estimate {
     let pods = c.pods.len() as u64;
     let mut parts = vec![
         Part { what: "the simulator itself".into(), bytes: BASE },
-        Part { what: format!("{n} nodes"), bytes: n * PER_NODE },
-        Part { what: format!("{pods} pods"), bytes: pods * PER_POD },
+        Part { what: format!("{n} nodes"), bytes: n.saturating_mul(PER_NODE) },
+        Part { what: format!("{pods} pods"), bytes: pods.saturating_mul(PER_POD) },
     ];
     // Calico routes each remote IPAM block (64 addresses) rather than each node.
     let blocks = match c.cni {
@@ -105,52 +108,53 @@ pub fn estimate(c: &Cluster, pcap: bool) -> Estimate {
         }
         _ => 1,
     };
-    let peers = n * n.saturating_sub(1) * blocks;
+    let peers = n.saturating_mul(n.saturating_sub(1)).saturating_mul(blocks);
     parts.push(Part {
         what: format!(
             "{peers} per-peer entries of {} (routes, neighbours, FDB or tunnel map entries: every node keeps \
              some for every other node, so they grow with nodes x nodes)",
             c.cni
         ),
-        bytes: peers * per_peer(c.cni),
+        bytes: peers.saturating_mul(per_peer(c)),
     });
     let rules = rules(c);
     if rules > 0 {
         let services = c.services.services.len();
         parts.push(Part {
             what: format!("the {} rules or map entries of {services} Services", c.proxy),
-            bytes: rules * per_rule(c.proxy),
+            bytes: rules.saturating_mul(per_rule(c.proxy)),
         });
         if c.proxy == ProxyMode::Userspace {
             parts.push(Part {
                 what: format!(
                     "userspace-mode portal rules and proxy sockets for {services} Services on each of {n} nodes"
                 ),
-                bytes: rules * PER_NODE_RULE * n,
+                bytes: rules.saturating_mul(PER_NODE_RULE).saturating_mul(n),
             });
         }
     }
     let flows: u64 = c.workloads.iter().map(|w| w.flows.len() as u64).sum();
     parts.push(Part {
         what: format!("{flows} flows (counters and latency histograms)"),
-        bytes: flows * PER_FLOW,
+        bytes: flows.saturating_mul(PER_FLOW),
     });
     let (datagrams, frame_bytes) = datagrams(c);
     if pcap {
-        // A datagram's frame is captured on the handful of interfaces of its path (pod eth0,
-        // host veth, bridge, NIC at each end): six copies.
+        // A datagram's frame is captured on every interface of its path (pod eth0, host veth,
+        // bridge, NIC, at both ends: up to nine), into buffers that grow by doubling: twelve
+        // times its bytes (measured: quickstart with --pcap '*' peaks at 561 MiB).
         parts.push(Part {
             what: format!(
                 "pcap captures of {datagrams} datagrams (kept in memory until the output is written)"
             ),
-            bytes: frame_bytes * 6,
+            bytes: frame_bytes.saturating_mul(12),
         });
     }
     let connections = connections(c);
     if connections > 0 {
         parts.push(Part {
             what: format!("{connections} tracked connections"),
-            bytes: connections * PER_CONNECTION,
+            bytes: connections.saturating_mul(PER_CONNECTION),
         });
     }
     if let Some((queued, flow)) = backlog(c) {
@@ -159,12 +163,12 @@ pub fn estimate(c: &Cluster, pcap: bool) -> Estimate {
                 "{queued} datagrams queued for a CPU core: workload '{flow}' sends faster than a core serves it, \
                  and cnisim does not bound that backlog yet (lower its rate or raise its payload)"
             ),
-            bytes: queued * PER_QUEUED,
+            bytes: queued.saturating_mul(PER_QUEUED),
         });
     }
     parts.retain(|p| p.bytes > 0);
     parts.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.what.cmp(&b.what)));
-    Estimate { total: parts.iter().map(|p| p.bytes).sum(), parts }
+    Estimate { total: parts.iter().fold(0u64, |t, p| t.saturating_add(p.bytes)), parts }
 }
 
 /// The size of one copy of the proxies' rule set, in units of two per Service port and two
@@ -172,7 +176,7 @@ pub fn estimate(c: &Cluster, pcap: bool) -> Estimate {
 fn rules(c: &Cluster) -> u64 {
     let ports: u64 = c.services.services.iter().map(|s| s.ports.len() as u64).sum();
     let endpoints: u64 = c.services.services.iter().map(|s| (s.ports.len() * s.endpoints.len()) as u64).sum();
-    2 * ports + 2 * endpoints
+    ports.saturating_add(endpoints).saturating_mul(2)
 }
 
 /// Workload datagrams a run sends (both ways) and the bytes of their frames.
@@ -234,7 +238,7 @@ fn backlog(c: &Cluster) -> Option<(u64, String)> {
             continue;
         }
         let secs = w.duration.as_nanos().min(c.duration.as_nanos()) as f64 / 1e9;
-        let queued = ((offered - served) * secs) as u64 * w.flows.len() as u64;
+        let queued = (((offered - served) * secs) as u64).saturating_mul(w.flows.len() as u64);
         if worst.as_ref().is_none_or(|(q, _)| queued > *q) {
             worst = Some((queued, w.name.clone()));
         }

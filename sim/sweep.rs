@@ -150,9 +150,9 @@ pub fn run(
     let workers = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut sizes: Vec<crate::estimate::Estimate> =
         clusters.iter().map(|c| crate::estimate::estimate(c, false)).collect();
-    sizes.sort_by(|a, b| b.total.cmp(&a.total));
+    sizes.sort_by_key(|e| std::cmp::Reverse(e.total));
     if let Some(largest) = sizes.first() {
-        let at_once: u64 = sizes.iter().take(workers).map(|e| e.total).sum();
+        let at_once = sizes.iter().take(workers).fold(0u64, |t, e| t.saturating_add(e.total));
         let needs = format!(
             "about {} at once: its {} largest points run together on {workers} threads, the largest {} \
              (--jobs 1 runs one point at a time)",

@@ -508,6 +508,16 @@ fn payload_exceeds_mtu() {
 }
 
 #[test]
+fn payload_over_a_udp_datagram() {
+    check(
+        &edit(&[("payload: 1400", "payload: 70000")]),
+        18,
+        62,
+        "payload 70000 B is more than one UDP datagram holds over IPv4 (65,507 B); lower it",
+    );
+}
+
+#[test]
 fn payload_zero() {
     check(&edit(&[("payload: 1400", "payload: 0")]), 18, 62, "payload is 0 bytes");
 }

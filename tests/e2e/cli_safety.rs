@@ -116,6 +116,8 @@ fn out_replaces_what_cnisim_wrote() {
     for _ in 0..2 {
         let o = cnisim(&["run", p(&qs), "--out", p(&out)]);
         assert!(o.status.success(), "{}", stderr(&o));
+        // stderr is not a terminal: no progress bar.
+        assert!(o.stderr.is_empty(), "{}", stderr(&o));
     }
     let marker = std::fs::read_to_string(out.join(".cnisim-output")).unwrap();
     assert!(marker.starts_with("cnisim-output 1\n"), "{marker}");

@@ -145,6 +145,7 @@ fn trace_shows_arp_then_the_routed_path() {
         "node-2 cni0 resume",
     ];
     assert_eq!(&data[..expected.len()], expected, "{}", t.render());
-    assert_eq!(data.last().unwrap(), "pod/node-2-pod-1 eth0 deliver");
+    // The socket gets it, then the application once the core has finished the chain.
+    assert_eq!(data[data.len() - 2..], ["pod/node-2-pod-1 eth0 deliver", "pod/node-2-pod-1 socket recv"]);
     assert!(t.hops.iter().any(|(of, h)| *of == cnisim::trace::HopOf::Arp && h.action == "arp"));
 }
