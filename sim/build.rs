@@ -59,7 +59,9 @@ pub fn build(cluster: &Cluster) -> World {
         };
         w.switches.push(Switch { name, ports: Vec::new(), mac_table: HashMap::new(), mtu: u.mtu });
     }
+    crate::progress::stage("building the nodes", cluster.nodes.len() as u64);
     for (i, spec) in cluster.nodes.iter().enumerate() {
+        crate::progress::inc();
         let nic = Nic {
             mac: Mac::local(0x00, i as u32 + 1),
             mtu: spec.mtu,
@@ -93,7 +95,9 @@ pub fn build(cluster: &Cluster) -> World {
     if let Fabric::LeafSpine { racks, spines, uplink, fabric_cidr } = &u.fabric {
         build_leaf_spine(&mut w, racks, *spines, uplink.0, *fabric_cidr);
     }
+    crate::progress::stage(&format!("{}: devices, routes and tables of every node", cluster.cni), 0);
     cni::build(&mut w);
+    crate::progress::stage("the proxies' rules on every node", cluster.nodes.len() as u64);
     build_proxies(&mut w);
     w
 }
@@ -120,6 +124,7 @@ fn build_proxies(w: &mut World) {
         let max = c.conntrack_max.unwrap_or_else(|| crate::net::conntrack::kube_proxy_max(n.cores));
         let rng = w.rngs.stream(Component::Proxy, i as u64);
         proxies.push(NodeProxy::new(view, table.clone(), &mut rules, max, rng));
+        crate::progress::inc();
     }
     w.proxies = proxies;
     if mode == ProxyMode::Userspace {

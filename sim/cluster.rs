@@ -274,6 +274,13 @@ pub struct Workload {
     pub dont_fragment: bool,
 }
 
+/// The largest UDP payload an IPv4 datagram holds: 65,535 minus 20 B of IPv4 and 8 B of UDP
+/// header.
+pub const MAX_UDP_PAYLOAD: u32 = 65_507;
+
+/// IPv4 and UDP headers: a datagram of `payload` bytes needs an MTU of `payload + 28`.
+pub const UDP_IP_HEADERS: u32 = 28;
+
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkloadKind {

@@ -2,7 +2,8 @@
 //!
 //! [`render`] turns a [`Summary`] into named files in memory; it does no file I/O (the `output`
 //! module writes the directory atomically). Output is deterministic: the same summary renders
-//! to the same bytes. Only the HTML footer shows [`Summary::run`] (wall-clock facts).
+//! to the same bytes. No file shows [`Summary::run`]'s wall-clock facts (the HTML footer names
+//! only the cnisim version and says where they are).
 //!
 //! Files, in order: `report.html`, then for each chart its PNG and CSV (`latency_cdf`,
 //! `latency_percentiles`, `cpu`, `drops`, `overhead`), then `flows.csv`. The set never depends

@@ -241,14 +241,36 @@ impl Simulation {
     /// Runs to the end of the scenario and checks packet conservation.
     pub fn run(&mut self) -> Result<(), Error> {
         let end = self.end;
-        self.run_until(end);
+        self.run_until(end)?;
         self.check_conservation()
     }
 
-    pub fn run_until(&mut self, limit: Instant) {
+    /// Runs the events up to `limit`; fails if the simulator outgrows its memory cap
+    /// (`memory::check`, every 65,536 events). Reports its progress (`progress`).
+    pub fn run_until(&mut self, limit: Instant) -> Result<(), Error> {
+        crate::progress::stage("simulating (ms of simulated time)", limit.as_nanos() / 1_000_000);
         while let Some((t, ev)) = self.queue.pop_until(limit) {
             self.handle(t, ev);
+            if self.queue.processed() % 65_536 == 0 {
+                crate::memory::check(|| self.memory_growth(t))?;
+                crate::progress::set(t.as_nanos() / 1_000_000);
+            }
         }
+        Ok(())
+    }
+
+    /// What holds the memory when the cap is hit, for the message.
+    fn memory_growth(&self, t: Instant) -> String {
+        let sent: u64 = self.obs.flows.iter().map(|f| f.sent).sum();
+        let delivered: u64 = self.obs.flows.iter().map(|f| f.delivered).sum();
+        let waiting = sent.saturating_sub(delivered + self.obs.dropped_total());
+        format!(
+            "at simulated t = {} with {} events pending and {waiting} of {sent} datagrams sent still in flight: \
+             when a sender offers more than its CPU core serves, the backlog grows without bound (cnisim does \
+             not bound kernel queues yet); lower the workload's rate, shorten the scenario, or raise --max-memory",
+            t - Instant::ZERO,
+            self.queue.len()
+        )
     }
 
     fn handle(&mut self, t: Instant, ev: Event) {

@@ -48,8 +48,47 @@ pub fn load(path: &Path) -> Result<Cluster, Error> {
 
 /// Reads and resolves a scenario file with command-line overrides.
 pub fn load_with(path: &Path, overrides: &Overrides) -> Result<Cluster, Error> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = read_text(path)?;
     Ok(load_str_with(&text, &path.display().to_string(), overrides)?)
+}
+
+/// Reads a scenario file as text: UTF-8 (a byte-order mark is allowed), no NUL byte. Bytes
+/// that are not UTF-8 text are a [`ScenarioError`] at their line, column and byte offset.
+pub fn read_text(path: &Path) -> Result<String, Error> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok(text_of(bytes, &path.display().to_string())?)
+}
+
+/// [`read_text`] on bytes already read.
+pub fn text_of(bytes: Vec<u8>, path_for_messages: &str) -> Result<String, ScenarioError> {
+    let at = |bytes: &[u8], offset: usize, message: String| {
+        // The valid prefix gives the line and column (in characters) of the bad byte.
+        let prefix = String::from_utf8_lossy(&bytes[..offset]);
+        let line = prefix.matches('\n').count() + 1;
+        let col =
+            prefix.rsplit('\n').next().map_or(0, |l| l.trim_start_matches('\u{feff}').chars().count()) + 1;
+        ScenarioError { path: path_for_messages.to_string(), line, col, message }
+    };
+    if let Some(i) = bytes.iter().position(|&b| b == 0) {
+        return Err(at(
+            &bytes,
+            i,
+            format!(
+                "NUL byte at byte offset {i}: this is a binary file, not a scenario; scenario files are RON text (see docs/scenario.md)"
+            ),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let i = e.utf8_error().valid_up_to();
+        let b = e.as_bytes()[i];
+        at(
+            e.as_bytes(),
+            i,
+            format!(
+                "byte 0x{b:02x} at byte offset {i} is not UTF-8 text; scenario files are UTF-8 (save the file as UTF-8)"
+            ),
+        )
+    })
 }
 
 /// Parses and resolves scenario text; `path_for_messages` is the file name errors start with.
@@ -63,6 +102,8 @@ pub fn load_str_with(
     path_for_messages: &str,
     overrides: &Overrides,
 ) -> Result<Cluster, ScenarioError> {
+    // A byte-order mark some editors write is not part of the text.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let scenario: Scenario =
         ron::Options::default().from_str(text).map_err(|e| ron_error(&e, text, path_for_messages))?;
     resolve::resolve(scenario, &resolve::Locator { text, path: path_for_messages }, overrides)

@@ -159,8 +159,9 @@ pub struct Totals {
     pub packet_hops: u64,
     /// Simulated time at which the run ended, ns.
     pub end_ns: u64,
-    /// CPU time of every node (kernel cores and userspace data-plane processes) per datagram
-    /// delivered, ns: the per-packet cost of the CNI's data path.
+    /// CPU time every node served by the end of the run (kernel cores and userspace data-plane
+    /// processes; work still queued at the end is left out) per datagram delivered, ns: the
+    /// per-packet cost of the CNI's data path.
     pub cpu_ns_per_datagram: f64,
     /// CPU time served within the run on every node's cores and userspace data planes.
     pub cpu_ns: u64,

@@ -654,16 +654,14 @@ fn hop_row(h: &Hop, start: u64) -> Vec<String> {
     ]
 }
 
+/// No wall-clock value: two runs of one scenario and seed give the same page.
 fn footer(out: &mut String, s: &Summary) {
-    let r = &s.run;
     let _ = writeln!(
         out,
-        "<footer>summary schema version {} · cnisim {} · this run took {:.2} s of wall-clock time \
-         ({} events/s)</footer>",
+        "<footer>summary schema version {} · cnisim {} · wall-clock time of this run in summary.json \
+         (<code>run</code>)</footer>",
         s.schema_version,
-        esc(&r.cnisim_version),
-        r.wall_seconds,
-        fmt_count(r.events_per_second.round() as u64),
+        esc(&s.run.cnisim_version),
     );
 }
 

@@ -1159,10 +1159,13 @@ fn resolve_target(
         };
         let Some(si) = services.services.iter().position(|s| s.name == svc) else {
             let names: Vec<&str> = services.services.iter().map(|s| s.name.as_str()).take(10).collect();
-            return Err(loc.err(
-                at,
-                format!("Service(\"{name}\") names no service; services are: {}", names.join(", ")),
-            ));
+            let known = if names.is_empty() {
+                "this scenario has no services; declare it under `services:` (see docs/scenario.md)"
+                    .to_string()
+            } else {
+                format!("services are: {}", names.join(", "))
+            };
+            return Err(loc.err(at, format!("Service(\"{name}\") names no service; {known}")));
         };
         let ports = &services.services[si].ports;
         let pi = match port {
@@ -1369,6 +1372,21 @@ fn resolve_workloads(
 
 fn resolve_kind(loc: &Locator, i: usize, kind: &super::WorkloadKind) -> Res<WorkloadKind> {
     let field = |f: &'static str| [Seg::Key("workloads"), Seg::Idx(i), Seg::Key("kind"), Seg::Key(f)];
+    let too_big = |at: &[Seg], bytes: u32| -> Res<()> {
+        if bytes > crate::cluster::MAX_UDP_PAYLOAD {
+            let name = match at.last() {
+                Some(Seg::Key(k)) => *k,
+                _ => "payload",
+            };
+            return Err(loc.err(
+                at,
+                format!(
+                    "{name} {bytes} B is more than one UDP datagram holds over IPv4 (65,507 B); lower it"
+                ),
+            ));
+        }
+        Ok(())
+    };
     match *kind {
         super::WorkloadKind::UdpCbr { rate, payload } => {
             if rate.0 == 0 {
@@ -1383,6 +1401,7 @@ fn resolve_kind(loc: &Locator, i: usize, kind: &super::WorkloadKind) -> Res<Work
             if payload == 0 {
                 return Err(loc.err(&field("payload"), "payload is 0 bytes; send at least 1 byte"));
             }
+            too_big(&field("payload"), payload)?;
             Ok(WorkloadKind::UdpCbr { rate, payload })
         }
         super::WorkloadKind::UdpStream { payload } => {
@@ -1398,6 +1417,8 @@ fn resolve_kind(loc: &Locator, i: usize, kind: &super::WorkloadKind) -> Res<Work
             if response == 0 {
                 return Err(loc.err(&field("response"), "response is 0 bytes; send at least 1 byte"));
             }
+            too_big(&field("request"), request)?;
+            too_big(&field("response"), response)?;
             if timeout == Duration::ZERO {
                 return Err(loc.err(
                     &field("timeout"),

@@ -1,6 +1,7 @@
 //! End-to-end runs of shipped scenarios, one module per behaviour, built as one test binary.
 
 mod cli;
+mod cli_safety;
 mod cni;
 mod determinism;
 mod pcap;
