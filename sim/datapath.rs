@@ -796,35 +796,36 @@ pub fn switch_input(
         switch.mac_table.insert(src, port);
     }
     let name = &switch.name;
-    let push = |pkt: &mut Packet, action: &str, why: String| {
+    // The words of a hop are written only for a traced frame.
+    let push = |pkt: &mut Packet, action: &str, why: &dyn Fn() -> String| {
         if let Some(t) = pkt.meta.trace.as_mut() {
             t.push(Hop {
                 time_ns: now.as_nanos(),
                 place: "underlay".into(),
                 device: format!("{name} port {port}"),
                 action: action.into(),
-                why,
+                why: why(),
                 size: pkt.frame.len(),
             });
         }
     };
     let l3 = pkt.frame.len() - ETH_HEADER;
     if l3 > switch.mtu as usize {
-        push(&mut pkt, "drop", format!("{l3} B frame payload > underlay MTU {}", switch.mtu));
+        push(&mut pkt, "drop", &|| format!("{l3} B frame payload > underlay MTU {}", switch.mtu));
         return out.push(Action::Drop { pkt, reason: DropReason::UnderlayMtuExceeded });
     }
     let known = (!dst.is_multicast()).then(|| switch.mac_table.get(&dst).copied()).flatten();
     match known {
         Some(p) if p == port => {
-            push(&mut pkt, "drop", format!("{dst} is behind the ingress port"));
+            push(&mut pkt, "drop", &|| format!("{dst} is behind the ingress port"));
             out.push(Action::Drop { pkt, reason: DropReason::SamePort })
         }
         Some(p) => {
-            push(&mut pkt, "forward", format!("MAC table: {dst} on port {p}"));
+            push(&mut pkt, "forward", &|| format!("MAC table: {dst} on port {p}"));
             out.push(Action::Transmit { link: switch.ports[p], pkt })
         }
         None => {
-            push(&mut pkt, "flood", format!("{dst} unknown or broadcast"));
+            push(&mut pkt, "flood", &|| format!("{dst} unknown or broadcast"));
             let links: Vec<LinkId> =
                 switch.ports.iter().enumerate().filter(|&(p, _)| p != port).map(|(_, l)| *l).collect();
             let Some((&last, rest)) = links.split_last() else {

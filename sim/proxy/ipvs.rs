@@ -23,7 +23,7 @@
 //! from `ip_vs_rr.c`, `ip_vs_lc.c`, `ip_vs_sed.c` and `ip_vs_sh.c` (see [`IpvsScheduler`]).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::fmt::Write;
+use std::fmt::{Display, Write};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -361,7 +361,7 @@ impl Ipvs {
     pub fn lookup(&mut self, hook: Hook, t: &Tuple, dst_is_local: bool, trace: bool) -> Lookup {
         let mut w = Walk { rules: 0, lookups: 0, walk: Vec::new(), trace };
         let chain = if hook == Hook::Prerouting { "PREROUTING" } else { "OUTPUT" };
-        w.rule(&format!("nat {chain}: -j KUBE-SERVICES"));
+        w.rule(format_args!("nat {chain}: -j KUBE-SERVICES"));
         w.rule("KUBE-SERVICES: -s 127.0.0.0/8 -j RETURN");
         if t.src.octets()[0] == 127 {
             return w.done(Verdict::NoService);
@@ -393,7 +393,7 @@ impl Ipvs {
         }
         let dest = dests_of(&self.shared, self.node, v).get(d);
         let (endpoint, ep_ip, ep_port) = (dest.endpoint, dest.addr, dest.port);
-        w.note(&format!("{} scheduler -> {ep_ip}:{ep_port}", self.scheduler.id()));
+        w.note(format_args!("{} scheduler -> {ep_ip}:{ep_port}", self.scheduler.id()));
         self.open.entry((service, port, endpoint)).or_default().push(v);
         if let Some(lb) = self.loopback_set() {
             w.rule("KUBE-POSTROUTING: -m set --match-set KUBE-LOOP-BACK dst,dst,src -j MASQUERADE");
@@ -410,7 +410,7 @@ impl Ipvs {
         }
         let hit = match self.shared.cluster_cidr {
             Some(cidr) => {
-                w.rule(&format!(
+                w.rule(format_args!(
                     "KUBE-SERVICES: -m set --match-set KUBE-CLUSTER-IP dst,dst ! -s {cidr} -j KUBE-MARK-MASQ"
                 ));
                 !cidr.contains(t.src) && w.lookup(set.contains(&(t.dst, t.dport)), "KUBE-CLUSTER-IP")
@@ -663,7 +663,9 @@ impl Ipvs {
     }
 }
 
-/// Rules and lookups counted along a walk.
+/// Rules and lookups counted along a walk. The words are built only for a trace: `rule` and
+/// `note` take `format_args!` (or a literal) and render it in `note` when `trace` is set, so a
+/// lookup without a trace formats nothing.
 struct Walk {
     rules: u32,
     lookups: u32,
@@ -672,16 +674,16 @@ struct Walk {
 }
 
 impl Walk {
-    fn rule(&mut self, text: &str) {
+    fn rule(&mut self, text: impl Display) {
         self.rules += 1;
         self.note(text);
     }
     fn lookup(&mut self, hit: bool, what: &str) -> bool {
         self.lookups += 1;
-        self.note(&format!("  lookup {what}: {}", if hit { "hit" } else { "miss" }));
+        self.note(format_args!("  lookup {what}: {}", if hit { "hit" } else { "miss" }));
         hit
     }
-    fn note(&mut self, text: &str) {
+    fn note(&mut self, text: impl Display) {
         if self.trace {
             self.walk.push(text.to_string());
         }

@@ -15,7 +15,7 @@
 //! LoadBalancer or external IPs (their maps exist but stay empty).
 
 use std::collections::{BTreeSet, HashMap};
-use std::fmt::Write;
+use std::fmt::{self, Display, Write};
 use std::net::Ipv4Addr;
 
 use data_encoding::BASE32;
@@ -85,15 +85,29 @@ struct SvcPort {
     local_eps: Vec<Ep>,
 }
 
+/// A per-Service-port chain's name, `service-HASH-...`, `local-...` or `external-...`, written
+/// out only when displayed (a lookup without a trace never spells it).
+#[derive(Clone, Copy)]
+struct ChainName<'a> {
+    prefix: &'static str,
+    base: &'a str,
+}
+
+impl Display for ChainName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.prefix, self.base)
+    }
+}
+
 impl SvcPort {
-    fn service_chain(&self) -> String {
-        format!("service-{}", self.base)
+    fn service_chain(&self) -> ChainName<'_> {
+        ChainName { prefix: "service", base: &self.base }
     }
-    fn local_chain(&self) -> String {
-        format!("local-{}", self.base)
+    fn local_chain(&self) -> ChainName<'_> {
+        ChainName { prefix: "local", base: &self.base }
     }
-    fn external_chain(&self) -> String {
-        format!("external-{}", self.base)
+    fn external_chain(&self) -> ChainName<'_> {
+        ChainName { prefix: "external", base: &self.base }
     }
     fn has_endpoints(&self) -> bool {
         !self.cluster_eps.is_empty()
@@ -245,14 +259,14 @@ impl NftTable {
             }
         }
         let base = if hook == Hook::Prerouting { "nat-prerouting" } else { "nat-output" };
-        w.rule(&format!("{base}: jump services"));
+        w.rule(format_args!("{base}: jump services"));
         w.rule("services: ip daddr . meta l4proto . th dport vmap @service-ips");
         if let Some(&i) = self.service_ips.get(&(t.dst, t.dport)) {
             w.lookup(true, "service-ips");
             return self.service_chain(w, i, t, random, false);
         }
         w.lookup(false, "service-ips");
-        w.rule(&format!("services: {NODEPORTS_RULE}"));
+        w.rule(format_args!("services: {NODEPORTS_RULE}"));
         let local = dst_is_local && t.dst.octets()[0] != 127;
         let nodeport = if local { self.service_nodeports.get(&t.dport).copied() } else { None };
         if local {
@@ -284,23 +298,23 @@ impl NftTable {
         let sp = &self.ports[i];
         let ext = sp.external_chain();
         if !sp.local_policy {
-            w.rule(&format!("{ext}: jump mark-for-masquerade"));
+            w.rule(format_args!("{ext}: jump mark-for-masquerade"));
             w.mark();
-            w.rule(&format!("{ext}: goto {}", sp.service_chain()));
+            w.rule(format_args!("{ext}: goto {}", sp.service_chain()));
             return self.service_chain(w, i, t, random, true);
         }
         if let Some(cidr) = self.cluster_cidr {
-            w.rule(&format!("{ext}: ip saddr {cidr} goto {}", sp.service_chain()));
+            w.rule(format_args!("{ext}: ip saddr {cidr} goto {}", sp.service_chain()));
             if cidr.contains(t.src) {
                 return self.service_chain(w, i, t, random, false);
             }
         }
         let from_node = hook == Hook::Output;
-        w.rule(&format!("{ext}: fib saddr type local jump mark-for-masquerade"));
+        w.rule(format_args!("{ext}: fib saddr type local jump mark-for-masquerade"));
         if from_node {
             w.mark();
         }
-        w.rule(&format!("{ext}: fib saddr type local goto {}", sp.service_chain()));
+        w.rule(format_args!("{ext}: fib saddr type local goto {}", sp.service_chain()));
         if from_node {
             return self.service_chain(w, i, t, random, true);
         }
@@ -308,8 +322,8 @@ impl NftTable {
             let hit = self.no_endpoint_nodeports[&t.dport];
             return w.filter_reject("filter-input", "nodeport-endpoints-check", hit.1, sp.service, sp.port);
         }
-        w.rule(&format!("{ext}: goto {}", sp.local_chain()));
-        self.numgen(w, &sp.local_chain(), &sp.local_eps, i, t, random, false)
+        w.rule(format_args!("{ext}: goto {}", sp.local_chain()));
+        self.numgen(w, sp.local_chain(), &sp.local_eps, i, t, random, false)
     }
 
     /// `service-...` (Cluster policy): the off-cluster masquerade rule, then numgen.
@@ -325,13 +339,13 @@ impl NftTable {
         let chain = sp.service_chain();
         let mut masq = masq;
         if let Some(cidr) = self.cluster_cidr {
-            w.rule(&format!("{chain}: {}", masq_rule(sp, cidr)));
+            w.rule(format_args!("{chain}: {}", masq_rule(sp, cidr)));
             if t.dst == sp.cluster_ip && t.dport == sp.port_num && !cidr.contains(t.src) {
                 w.mark();
                 masq = true;
             }
         }
-        self.numgen(w, &chain, &sp.cluster_eps, i, t, random, masq)
+        self.numgen(w, chain, &sp.cluster_eps, i, t, random, masq)
     }
 
     /// `numgen random mod N vmap { ... }` and the chosen endpoint chain.
@@ -339,23 +353,23 @@ impl NftTable {
     fn numgen(
         &self,
         mut w: Walk,
-        chain: &str,
+        chain: ChainName<'_>,
         eps: &[Ep],
         i: usize,
         t: &Tuple,
         random: &mut dyn FnMut() -> u32,
         masq: bool,
     ) -> Lookup {
-        w.rule(&format!("{chain}: numgen random mod {} vmap {{ ... }}", eps.len()));
+        w.rule(format_args!("{chain}: numgen random mod {} vmap {{ ... }}", eps.len()));
         let pick = ((u64::from(random()) * eps.len() as u64) >> 32) as usize;
-        w.lookup(true, &format!("numgen vmap element {pick}"));
+        w.lookup(true, format_args!("numgen vmap element {pick}"));
         let ep = &eps[pick];
-        w.rule(&format!("{}: ip saddr {} jump mark-for-masquerade", ep.chain, ep.ip));
+        w.rule(format_args!("{}: ip saddr {} jump mark-for-masquerade", ep.chain, ep.ip));
         let hairpin = t.src == ep.ip;
         if hairpin {
             w.mark();
         }
-        w.rule(&format!("{}: meta l4proto udp dnat to {}:{}", ep.chain, ep.ip, ep.port));
+        w.rule(format_args!("{}: meta l4proto udp dnat to {}:{}", ep.chain, ep.ip, ep.port));
         let sp = &self.ports[i];
         w.done(Verdict::Dnat {
             service: sp.service,
@@ -494,14 +508,15 @@ impl NftTable {
             ];
             chains.push((ep.chain.clone(), None, rules));
         }
-        let mut rules: Vec<String> = self.cluster_cidr.iter().map(|&c| masq_rule(sp, c)).collect();
+        let mut rules: Vec<String> =
+            self.cluster_cidr.iter().map(|&c| masq_rule(sp, c).to_string()).collect();
         rules.push(numgen_rule(&sp.cluster_eps));
-        chains.push((sp.service_chain(), None, rules));
+        chains.push((sp.service_chain().to_string(), None, rules));
         if sp.local_policy && !sp.local_eps.is_empty() {
-            chains.push((sp.local_chain(), None, vec![numgen_rule(&sp.local_eps)]));
+            chains.push((sp.local_chain().to_string(), None, vec![numgen_rule(&sp.local_eps)]));
         }
         if sp.uses_external() {
-            chains.push((sp.external_chain(), None, self.external_rules(sp)));
+            chains.push((sp.external_chain().to_string(), None, self.external_rules(sp)));
         }
     }
 
@@ -605,12 +620,23 @@ fn base_chains() -> Vec<(String, Option<String>, Vec<String>)> {
     ]
 }
 
-/// The internal-traffic masquerade rule of a service chain (`localDetector.IfNotLocalNFT()`).
-fn masq_rule(sp: &SvcPort, cidr: Ipv4Net) -> String {
-    format!(
-        "ip daddr {} udp dport {} ip saddr != {cidr} jump mark-for-masquerade",
-        sp.cluster_ip, sp.port_num
-    )
+/// The internal-traffic masquerade rule of a service chain (`localDetector.IfNotLocalNFT()`),
+/// written out only when displayed.
+fn masq_rule(sp: &SvcPort, cidr: Ipv4Net) -> MasqRule {
+    MasqRule { ip: sp.cluster_ip, port: sp.port_num, cidr }
+}
+
+struct MasqRule {
+    ip: Ipv4Addr,
+    port: u16,
+    cidr: Ipv4Net,
+}
+
+impl Display for MasqRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let MasqRule { ip, port, cidr } = self;
+        write!(f, "ip daddr {ip} udp dport {port} ip saddr != {cidr} jump mark-for-masquerade")
+    }
 }
 
 /// `numgen random mod N vmap { 0 : goto endpoint-..., ... }` (`writeServiceToEndpointRules`).
@@ -662,7 +688,9 @@ fn chain_text(name: &str, decl: Option<&str>, rules: &[String]) -> String {
     s
 }
 
-/// Rules and lookups counted along a walk.
+/// Rules and lookups counted along a walk. The words are built only for a trace: `rule` and
+/// `note` take `format_args!` (or a literal) and render it in `note` when `trace` is set, so a
+/// lookup without a trace formats nothing.
 struct Walk {
     rules: u32,
     lookups: u32,
@@ -671,19 +699,19 @@ struct Walk {
 }
 
 impl Walk {
-    fn rule(&mut self, text: &str) {
+    fn rule(&mut self, text: impl Display) {
         self.rules += 1;
         self.note(text);
     }
-    fn lookup(&mut self, hit: bool, what: &str) {
+    fn lookup(&mut self, hit: bool, what: impl Display) {
         self.lookups += 1;
-        self.note(&format!("  lookup {what}: {}", if hit { "hit" } else { "miss" }));
+        self.note(format_args!("  lookup {what}: {}", if hit { "hit" } else { "miss" }));
     }
     /// The one rule of `mark-for-masquerade`.
     fn mark(&mut self) {
         self.rule("mark-for-masquerade: meta mark set meta mark | 0x00004000");
     }
-    fn note(&mut self, text: &str) {
+    fn note(&mut self, text: impl Display) {
         if self.trace {
             self.walk.push(text.to_string());
         }
@@ -698,13 +726,13 @@ impl Walk {
         service: usize,
         port: usize,
     ) -> Lookup {
-        self.rule(&format!("{base}: ct state new jump {check}"));
+        self.rule(format_args!("{base}: ct state new jump {check}"));
         let map = if check == "nodeport-endpoints-check" {
             "no-endpoint-nodeports"
         } else {
             "no-endpoint-services"
         };
-        self.rule(&format!("{check}: ... vmap @{map}"));
+        self.rule(format_args!("{check}: ... vmap @{map}"));
         self.lookup(true, map);
         match v {
             NoEndpoints::Reject => self.rule("reject-chain: reject"),
