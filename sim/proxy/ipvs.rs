@@ -388,9 +388,6 @@ impl Ipvs {
             w.note("scheduler: no destination available -> ip_vs_leave: ICMP port unreachable");
             return w.done(Verdict::Reject { service, port });
         };
-        if let Some(st) = self.state.get_mut(&v) {
-            st.active[d] += 1;
-        }
         let dest = dests_of(&self.shared, self.node, v).get(d);
         let (endpoint, ep_ip, ep_port) = (dest.endpoint, dest.addr, dest.port);
         w.note(format_args!("{} scheduler -> {ep_ip}:{ep_port}", self.scheduler.id()));
@@ -446,24 +443,25 @@ impl Ipvs {
     }
 
     /// The scheduler's pick: an index into the destination list, or None with no usable
-    /// destination. Creates the server's state on this node on its first pick.
+    /// destination. Creates the server's state on this node on its first pick (all counters 0,
+    /// rr at the list head) and binds the new connection to the pick: its `activeconns` goes up
+    /// (`ip_vs_bind_dest`).
     fn schedule(&mut self, v: usize, src: Ipv4Addr) -> Option<usize> {
         let dests = dests_of(&self.shared, self.node, v);
         let n = dests.len();
         if n == 0 {
             return None;
         }
-        let st = self.state.get(&v);
-        let active = |i: usize| st.map_or(0, |s| s.active[i]);
-        let inactive = |i: usize| st.map_or(0, |s| s.inactive[i]);
+        let st = self.state.entry(v).or_insert_with(|| VsState::new(n));
         let weight = |i: usize| dests.get(i).weight;
         let pick = match self.scheduler {
-            IpvsScheduler::Rr => st.and_then(|s| s.rr_last).map_or(0, |l| (l + 1) % n),
-            IpvsScheduler::Lc => least(n, |i| (active(i) << 8) + inactive(i)),
-            IpvsScheduler::Sed => sed(n, active, weight),
+            IpvsScheduler::Rr => st.rr_last.map_or(0, |l| (l + 1) % n),
+            IpvsScheduler::Lc => least(n, |i| (st.active[i] << 8) + st.inactive[i]),
+            IpvsScheduler::Sed => sed(n, |i| st.active[i], weight),
             IpvsScheduler::Sh => sh_pick(n, weight, sh_bucket(src)),
         };
-        self.state.entry(v).or_insert_with(|| VsState::new(n)).rr_last = Some(pick);
+        st.rr_last = Some(pick);
+        st.active[pick] += 1;
         Some(pick)
     }
 
