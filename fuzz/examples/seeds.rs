@@ -12,13 +12,19 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use cnisim::run::Simulation;
+use cnisim::wire::icmp_frag::frag_needed;
 use cnisim::wire::ipv4frag::fragment;
 use cnisim::world::LinkEnd;
 use cnisim_fuzz::{cluster, encode, Injection, FLAG_CHECKSUMS, SCENARIOS};
-use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, UdpPacket};
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, Ipv4Repr, UdpPacket};
 
 /// Frames of one device's capture.
 struct Capture {
+    /// `<namespace>/<device>`, e.g. `node-1/eth0`.
+    name: String,
+    /// The device's MAC address.
+    mac: [u8; 6],
     /// The cable whose far end is this device, if any (node, host and router NICs).
     link_in: Option<usize>,
     /// Ethernet frames (raw L3 captures are skipped).
@@ -87,6 +93,9 @@ fn main() {
         let mut fixed = frames.clone();
         fixed.iter_mut().for_each(|f| f.flags = FLAG_CHECKSUMS);
         write(&dp, &format!("{name}-checksums.bin"), &encode(i as u8, &fixed[..1]));
+        for (kind, frames) in structured(i, &caps) {
+            write(&dp, &format!("{name}-{kind}.bin"), &encode(i as u8, &frames));
+        }
 
         for f in caps.iter().flat_map(|c| &c.frames) {
             let Some(ip) = ipv4(f) else { continue };
@@ -149,6 +158,68 @@ fn main() {
     println!("wrote {seeds} seeds under {}", root.display());
 }
 
+/// Inputs the mutator would take long to find: at a node's NIC, an ICMP
+/// "fragmentation needed" (MTU 576) for the largest packet the NIC sent, 10 us into the run,
+/// so that later traffic meets a path MTU; and the largest packet it received, split into
+/// fragments at 576 and delivered last fragment first.
+fn structured(i: usize, caps: &[Capture]) -> Vec<(&'static str, Vec<Injection>)> {
+    let nodes: Vec<String> = cluster(i).nodes.iter().map(|n| format!("{}/eth0", n.name)).collect();
+    // The largest IPv4 frame a node's NIC sent (its MAC the source) or received (the
+    // destination), with that NIC and the cable into it.
+    let largest = |sent: bool| {
+        let at = if sent { 6..12 } else { 0..6 };
+        caps.iter()
+            .filter(|c| nodes.contains(&c.name) && c.link_in.is_some())
+            .flat_map(|c| c.frames.iter().map(move |f| (c, f)))
+            .filter(|(c, f)| ipv4(f).is_some() && f[at.clone()] == c.mac)
+            .max_by_key(|(_, f)| f.len())
+    };
+    let mut out = Vec::new();
+    if let Some((nic, f)) = largest(true) {
+        let link = nic.link_in.unwrap();
+        let orig = ipv4(f).unwrap();
+        let icmp = frag_needed(orig, 576);
+        let ip_repr = Ipv4Repr {
+            src_addr: Ipv4Packet::new_unchecked(orig).dst_addr(),
+            dst_addr: Ipv4Packet::new_unchecked(orig).src_addr(),
+            next_header: IpProtocol::Icmp,
+            payload_len: icmp.len(),
+            hop_limit: 64,
+        };
+        let mut frame = vec![0u8; 14 + ip_repr.buffer_len() + icmp.len()];
+        frame[..6].copy_from_slice(&nic.mac);
+        frame[6..12].copy_from_slice(&f[..6]);
+        frame[12..14].copy_from_slice(&[0x08, 0x00]);
+        let mut ip = Ipv4Packet::new_unchecked(&mut frame[14..]);
+        ip_repr.emit(&mut ip, &ChecksumCapabilities::default());
+        ip.payload_mut().copy_from_slice(&icmp);
+        ip.fill_checksum();
+        out.push(("icmp-frag-needed", vec![Injection { link: link as u8, at: 1, flags: 0, frame }]));
+    }
+    if let Some((nic, f)) = largest(false) {
+        let link = nic.link_in.unwrap();
+        // Sent with DF (Linux's IP_PMTUDISC_WANT): cleared so that it can be fragmented.
+        let mut ip = ipv4(f).unwrap().to_vec();
+        let mut p = Ipv4Packet::new_unchecked(&mut ip[..]);
+        p.set_dont_frag(false);
+        p.fill_checksum();
+        if let Ok(frags) = fragment(&ip, 576) {
+            let frames = frags
+                .iter()
+                .rev()
+                .enumerate()
+                .map(|(k, ip)| {
+                    let mut frame = f[..14].to_vec();
+                    frame.extend_from_slice(ip);
+                    Injection { link: link as u8, at: 1 + k as u8, flags: 0, frame }
+                })
+                .collect();
+            out.push(("fragments", frames));
+        }
+    }
+    out
+}
+
 /// Runs scenario `i`'s shortened world with capture on every interface.
 fn capture(i: usize) -> Vec<Capture> {
     let mut sim = Simulation::new(cluster(i));
@@ -162,7 +233,8 @@ fn capture(i: usize) -> Vec<Capture> {
             continue;
         }
         let link_in = w.link_ends.iter().position(|e| matches!(e, LinkEnd::Device(x) if *x == d));
-        out.push(Capture { link_in, frames: records(p.bytes()) });
+        let name = format!("{}/{}", w.netns[w.devices[d].ns].name, w.devices[d].name);
+        out.push(Capture { name, mac: w.devices[d].mac.0, link_in, frames: records(p.bytes()) });
     }
     out
 }
