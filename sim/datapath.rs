@@ -11,6 +11,8 @@
 //! The underlay switch is here too: it is a device, but with no CPU.
 
 mod ebpf;
+#[cfg(test)]
+mod fuzzed;
 mod mtu;
 mod nat;
 mod stacked;
@@ -489,6 +491,13 @@ pub fn user_inject(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
 pub fn nic_rx(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
     cx.charge(Step::Nic, w.costs.nic_rx);
     hop(w, cx, &mut pkt, dev, "rx", || "NIC receive".into());
+    // A runt (shorter than its Ethernet header) never leaves the NIC's MAC; every later step
+    // reads the header unchecked. Found by `fuzz/` (datapath target).
+    let len = pkt.frame.len();
+    if len < ETH_HEADER {
+        hop(w, cx, &mut pkt, dev, "drop", || format!("runt frame of {len} B"));
+        return cx.drop(pkt, DropReason::Malformed);
+    }
     dev_rx(w, cx, dev, pkt);
 }
 
@@ -790,6 +799,11 @@ pub fn switch_input(
     now: Instant,
     out: &mut Vec<Action>,
 ) {
+    // A runt (shorter than its Ethernet header) is dropped by the switch's MAC, as by a NIC's
+    // (`nic_rx`). Found by `fuzz/` (datapath target).
+    if pkt.frame.len() < ETH_HEADER {
+        return out.push(Action::Drop { pkt, reason: DropReason::Malformed });
+    }
     let (dst, src) = eth_dst_src(&pkt.frame);
     let switch = &mut w.switches[sw];
     if !src.is_multicast() {
