@@ -49,6 +49,8 @@ fn small(c: &Cluster) -> bool {
         .map(|w| match w.kind {
             WorkloadKind::UdpCbr { rate, payload } => rate.0 as f64 / (payload.max(1) as f64 * 8.0),
             WorkloadKind::UdpRr { .. } => 100_000.0,
+            // As fast as the socket allows: about what one core sends.
+            WorkloadKind::UdpStream { .. } => 1_000_000.0,
         } * w.flows.len() as f64)
         .sum();
     c.nodes.len() <= 16
