@@ -833,6 +833,8 @@ impl Simulation {
         // The skb's truesize is charged to the socket until its frame leaves the host.
         let charge = skb_truesize(pkt.frame.len() - crate::net::packet::ETH_HEADER + SEND_HEADROOM);
         let s = &mut self.flows[flow as usize].socks[sender(dir)];
+        // Frees due by now first: a server's socket is never checked by a blocking send.
+        s.reclaim(t);
         s.wmem += u64::from(charge);
         s.peak_wmem = s.peak_wmem.max(s.wmem);
         let mut cx = self.run_chain(node, t, hash, Work::Process, Some(flow), |w, cx| {

@@ -104,6 +104,15 @@ fn in_flight_is_bounded_by_the_configured_buffers() {
     // Every datagram in flight sits in a socket buffer (at least 768 B of truesize each), a
     // core's RX ring or backlog, a qdisc, or a cable's byte queue (a frame is at least 60 B).
     let k = cnisim::cluster::KernelQueues::default();
+    // No socket ever holds more than its buffer plus the skb that went over it.
+    for f in &s.flows {
+        assert!(
+            f.peak_send_buffer_bytes <= u64::from(k.wmem_default) + 2_304,
+            "flow {}: {}",
+            f.id,
+            f.peak_send_buffer_bytes
+        );
+    }
     let sockets = 2 * sim.flows.len() as u64 * u64::from(k.wmem_default + k.rmem_default) / 768;
     let cores: u64 = sim.world.nodes.iter().map(|n| n.cores.len() as u64).sum();
     let kernel = cores * u64::from(k.rx_ring + k.netdev_max_backlog) + sim.world.nodes.len() as u64 * 1000;
