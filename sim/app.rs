@@ -8,11 +8,11 @@ use std::time::Instant as WallClock;
 use crate::cluster::ProxyMode;
 use crate::cluster::{Cluster, Cni};
 use crate::error::Error;
-use crate::output::{write_dir_atomically, OutputFile};
+use crate::output::{check_target, write_dir_atomically, Named, OutputFile};
 use crate::run::Simulation;
 use crate::summary::{RunInfo, Summary};
 use crate::time::{Duration, Instant};
-use crate::{describe, report, scenario, trace};
+use crate::{describe, estimate, report, scenario, trace};
 
 mod compare;
 pub use compare::{compare, is_compare_dir, merge_compare};
@@ -58,7 +58,19 @@ pub fn load(path: &Path, seed: Option<u64>, choice: Choice) -> Result<Cluster, E
 /// `cnisim run`: simulate, summarise, render, write the output directory atomically.
 pub fn run(path: &Path, opts: &RunOptions) -> Result<RunOutcome, Error> {
     let cluster = load(path, opts.seed, Choice { cni: opts.cni, proxy: opts.proxy })?;
+    // `reports/<scenario>` as written; `reports/<scenario>--<cni>--<proxy>` when a flag overrides
+    // the file, so such runs never overwrite each other.
+    let name = match (opts.cni, opts.proxy) {
+        (None, None) => cluster.name.clone(),
+        _ => format!("{}--{}--{}", cluster.name, cluster.cni, cluster.proxy),
+    };
+    let (out_dir, named) = out_path(opts.out.clone(), &name);
+    // Refuse a path cnisim may not replace before spending the run on it.
+    check_target(&out_dir, named)?;
+    let e = estimate::estimate(&cluster, !opts.pcap.is_empty());
+    estimate::check_run(&path.display().to_string(), &e)?;
     // Probe first: its world is dropped before the main run builds its own.
+    crate::progress::stage("measuring the encapsulation overhead", 0);
     let overhead = trace::overhead_probe(&cluster)?;
     let mut sim = Simulation::new(&cluster);
     for glob in &opts.pcap {
@@ -76,6 +88,7 @@ pub fn run(path: &Path, opts: &RunOptions) -> Result<RunOutcome, Error> {
         wall_seconds: secs,
         events_per_second: if secs > 0.0 { sim.queue.processed() as f64 / secs } else { 0.0 },
     };
+    crate::progress::stage("rendering the report", 0);
     let summary = Summary::from_run(&sim, overhead, run);
     let mut files =
         report::render(&summary).map_err(|e| Error::Invariant(format!("rendering the report: {e}")))?;
@@ -87,15 +100,16 @@ pub fn run(path: &Path, opts: &RunOptions) -> Result<RunOutcome, Error> {
             files.push(OutputFile::new(format!("pcap/{ns}-{}.pcap", dev.name), p.bytes().to_vec()));
         }
     }
-    // `reports/<scenario>` as written; `reports/<scenario>--<cni>--<proxy>` when a flag overrides
-    // the file, so such runs never overwrite each other.
-    let name = match (opts.cni, opts.proxy) {
-        (None, None) => cluster.name.clone(),
-        _ => format!("{}--{}--{}", cluster.name, cluster.cni, cluster.proxy),
-    };
-    let out_dir = opts.out.clone().unwrap_or_else(|| Path::new("reports").join(name));
-    write_dir_atomically(&out_dir, &files)?;
+    write_dir_atomically(&out_dir, named, &files)?;
     Ok(RunOutcome { out_dir, summary, files: files.into_iter().map(|f| f.name).collect() })
+}
+
+/// The output directory: `--out`, else `reports/<default_name>`.
+pub(crate) fn out_path(out: Option<PathBuf>, default_name: &str) -> (PathBuf, Named) {
+    match out {
+        Some(p) => (p, Named::ByFlag),
+        None => (Path::new("reports").join(default_name), Named::ByDefault),
+    }
 }
 
 /// `cnisim validate`: a one-line description of a valid scenario.
@@ -103,7 +117,8 @@ pub fn validate(path: &Path, choice: Choice) -> Result<String, Error> {
     let c = load(path, None, choice)?;
     let flows: usize = c.workloads.iter().map(|w| w.flows.len()).sum();
     Ok(format!(
-        "{}: ok: {} nodes, {} pods, {} services, {} workloads ({flows} flows), CNI {}, proxy {}, {} simulated",
+        "{}: ok: {} nodes, {} pods, {} services, {} workloads ({flows} flows), CNI {}, proxy {}, {} simulated, \
+         memory: {}",
         path.display(),
         c.nodes.len(),
         c.pods.len(),
@@ -111,7 +126,8 @@ pub fn validate(path: &Path, choice: Choice) -> Result<String, Error> {
         c.workloads.len(),
         c.cni,
         c.proxy,
-        c.duration
+        c.duration,
+        estimate::estimate(&c, false).describe()
     ))
 }
 
@@ -122,9 +138,18 @@ pub fn describe(path: &Path, node: &str, at: Option<Duration>, choice: Choice) -
         let names: Vec<&str> = c.nodes.iter().map(|n| n.name.as_str()).collect();
         Error::Usage(format!("no node '{node}' in {}; nodes: {}", path.display(), names.join(", ")))
     })?;
+    if let Some(at) = at.filter(|&at| at > c.duration) {
+        return Err(Error::Usage(format!(
+            "--at {at} is past the end of {} at {}; give a time from 0s to {}",
+            path.display(),
+            c.duration,
+            c.duration
+        )));
+    }
+    estimate::check_run(&path.display().to_string(), &estimate::estimate(&c, false))?;
     let until = Instant::ZERO + at.unwrap_or(c.duration);
     let mut sim = Simulation::new(&c);
-    sim.run_until(until);
+    sim.run_until(until)?;
     Ok(describe::describe_node(&sim.world, n, until))
 }
 
@@ -188,7 +213,61 @@ pub fn trace(path: &Path, from: &str, to: &str, payload: u32, choice: Choice) ->
             }
         }
     };
+    check_trace(&c, client, target, payload)?;
+    // The world as built; trace replaces the workloads with its one datagram.
+    let world = Cluster { workloads: Vec::new(), ..c.clone() };
+    estimate::check_run(&path.display().to_string(), &estimate::estimate(&world, false))?;
     trace::trace(&c, client, target, payload)
+}
+
+/// What `run` would refuse in a workload from `client` to `target` of `payload` bytes (the
+/// scenario checks of `scenario::resolve`), said in terms of `trace`'s options.
+fn check_trace(
+    c: &Cluster,
+    client: crate::cluster::Client,
+    target: crate::cluster::Target,
+    payload: u32,
+) -> Result<(), Error> {
+    use crate::cluster::{Client, Target, MAX_UDP_PAYLOAD, UDP_IP_HEADERS};
+    let usage = |m: String| Err(Error::Usage(m));
+    if matches!(client, Client::External(_)) && !matches!(target, Target::NodePort { .. }) {
+        return usage(
+            "a host outside the cluster reaches it through a NodePort (pod and cluster IPs are not routed to it); \
+             trace a NodePort with --to SERVICE@NODE"
+                .into(),
+        );
+    }
+    if payload == 0 {
+        return usage("--size 0: a datagram carries at least 1 byte; give --size 1 or more".into());
+    }
+    if payload > MAX_UDP_PAYLOAD {
+        return usage(format!(
+            "--size {payload} is more than one UDP datagram holds over IPv4 (65,507 B); give at most --size 65507"
+        ));
+    }
+    let fits = |pod: usize, side: &str| {
+        let p = &c.pods[pod];
+        if payload + UDP_IP_HEADERS > p.mtu {
+            return usage(format!(
+                "--size {payload} B + 28 B of IPv4/UDP headers exceeds the MTU {} of {side} pod '{}'; a pod sends \
+                 datagrams of at most its MTU; give at most --size {}",
+                p.mtu,
+                p.name,
+                p.mtu.saturating_sub(UDP_IP_HEADERS)
+            ));
+        }
+        Ok(())
+    };
+    if let Client::Pod(p) = client {
+        fits(p, "client")?;
+    }
+    // A Service answers with a datagram of the same size, from each endpoint.
+    if let Target::Service { service, .. } | Target::NodePort { service, .. } = target {
+        for e in &c.services.services[service].endpoints {
+            fits(e.pod, "endpoint")?;
+        }
+    }
+    Ok(())
 }
 
 /// `cnisim sweep`: run the scenario's sweep (or one shard of it), render and write the output
@@ -200,13 +279,16 @@ pub fn sweep(
     progress: bool,
     shard: Option<crate::sweep::Shard>,
 ) -> Result<(PathBuf, crate::sweep::SweepResult), Error> {
-    let result = crate::sweep::run(path, threads, progress, shard)?;
+    // The scenario's name gives the default directory, checked before the sweep runs.
+    let scenario_name = load(path, None, Choice::default())?.name;
     let name = match shard {
-        None => format!("{}-sweep", result.scenario),
-        Some(s) => format!("{}-sweep-shard-{}-of-{}", result.scenario, s.index, s.count),
+        None => format!("{scenario_name}-sweep"),
+        Some(s) => format!("{scenario_name}-sweep-shard-{}-of-{}", s.index, s.count),
     };
-    let out_dir = out.unwrap_or_else(|| Path::new("reports").join(name));
-    write_sweep(&out_dir, &result)?;
+    let (out_dir, named) = out_path(out, &name);
+    check_target(&out_dir, named)?;
+    let result = crate::sweep::run(path, threads, progress, shard)?;
+    write_sweep(&out_dir, named, &result)?;
     Ok((out_dir, result))
 }
 
@@ -216,14 +298,14 @@ pub fn merge(
     shards: &[PathBuf],
 ) -> Result<(PathBuf, crate::sweep::SweepResult), Error> {
     let result = crate::sweep::merge(shards)?;
-    let out_dir = out.unwrap_or_else(|| Path::new("reports").join(format!("{}-sweep", result.scenario)));
-    write_sweep(&out_dir, &result)?;
+    let (out_dir, named) = out_path(out, &format!("{}-sweep", result.scenario));
+    write_sweep(&out_dir, named, &result)?;
     Ok((out_dir, result))
 }
 
-fn write_sweep(out_dir: &Path, result: &crate::sweep::SweepResult) -> Result<(), Error> {
+fn write_sweep(out_dir: &Path, named: Named, result: &crate::sweep::SweepResult) -> Result<(), Error> {
     let mut files = report::render_sweep(result)
         .map_err(|e| Error::Invariant(format!("rendering the sweep report: {e}")))?;
     files.push(OutputFile::new("sweep.json", result.to_json()));
-    write_dir_atomically(out_dir, &files)
+    write_dir_atomically(out_dir, named, &files)
 }

@@ -59,7 +59,9 @@ pub fn build(cluster: &Cluster) -> World {
         };
         w.switches.push(Switch { name, ports: Vec::new(), mac_table: HashMap::new(), mtu: u.mtu });
     }
+    crate::progress::stage("building the nodes", cluster.nodes.len() as u64);
     for (i, spec) in cluster.nodes.iter().enumerate() {
+        crate::progress::inc();
         let nic = Nic {
             mac: Mac::local(0x00, i as u32 + 1),
             mtu: spec.mtu,
@@ -69,7 +71,12 @@ pub fn build(cluster: &Cluster) -> World {
             gateway: spec.gateway,
         };
         let ns = add_host(&mut w, spec.name.clone(), i, NsKind::Host(i), true, nic);
-        w.nodes.push(Node { ns, cores: vec![Core::default(); spec.cores as usize], packets: 0 });
+        w.nodes.push(Node {
+            ns,
+            cores: vec![Core::default(); spec.cores as usize],
+            kernel: spec.kernel,
+            packets: 0,
+        });
     }
     for (i, e) in cluster.externals.iter().enumerate() {
         let nic = Nic {
@@ -82,13 +89,15 @@ pub fn build(cluster: &Cluster) -> World {
         };
         let node = cluster.nodes.len() + i;
         let ns = add_host(&mut w, e.name.clone(), node, NsKind::External(i), false, nic);
-        w.nodes.push(Node { ns, cores: vec![Core::default()], packets: 0 });
+        w.nodes.push(Node { ns, cores: vec![Core::default()], kernel: Default::default(), packets: 0 });
         w.external_ns.push(ns);
     }
     if let Fabric::LeafSpine { racks, spines, uplink, fabric_cidr } = &u.fabric {
         build_leaf_spine(&mut w, racks, *spines, uplink.0, *fabric_cidr);
     }
+    crate::progress::stage(&format!("{}: devices, routes and tables of every node", cluster.cni), 0);
     cni::build(&mut w);
+    crate::progress::stage("the proxies' rules on every node", cluster.nodes.len() as u64);
     build_proxies(&mut w);
     w
 }
@@ -115,6 +124,7 @@ fn build_proxies(w: &mut World) {
         let max = c.conntrack_max.unwrap_or_else(|| crate::net::conntrack::kube_proxy_max(n.cores));
         let rng = w.rngs.stream(Component::Proxy, i as u64);
         proxies.push(NodeProxy::new(view, table.clone(), &mut rules, max, rng));
+        crate::progress::inc();
     }
     w.proxies = proxies;
     if mode == ProxyMode::Userspace {
@@ -151,6 +161,7 @@ fn build_proxies(w: &mut World) {
                 busy_until: Instant::ZERO,
                 busy: Duration::ZERO,
                 packets: 0,
+                queues: Default::default(),
             });
             w.proxies[node].proc = Some(proc);
         }
@@ -211,6 +222,14 @@ fn add_host(w: &mut World, name: String, node: NodeId, kind: NsKind, forward: bo
     w.add_addr(dev, nic.ip.0, nic.ip.1);
     let propagation = w.cluster.underlay.propagation;
     w.attach_to_switch(nic.rack, dev, nic.rates.0, nic.rates.1, propagation);
+    // The NIC's qdisc (pfifo_fast, txqueuelen packets) in front of the cable.
+    let txqueuelen = match kind {
+        NsKind::Host(n) => w.cluster.nodes[n].kernel.txqueuelen,
+        _ => crate::cluster::KernelQueues::default().txqueuelen,
+    };
+    if let DeviceKind::Nic { tx } = w.devices[dev].kind {
+        w.links[tx].packet_limit = Some(txqueuelen as usize);
+    }
     if let Some(gw) = nic.gateway.or_else(|| upstream_gateway(&w.cluster)) {
         w.add_route(Route::new(Ipv4Net::DEFAULT, Some(gw), dev, Proto::Boot))
             .expect("the gateway is on the host's own subnet");

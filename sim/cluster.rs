@@ -128,6 +128,45 @@ pub struct NodeSpec {
     pub rack: usize,
     /// Default gateway (the rack's ToR) in a leaf-spine fabric; none on one L2 switch.
     pub gateway: Option<Ipv4Addr>,
+    /// The bounds of the node's kernel queues (sysctls and device queue lengths).
+    pub kernel: KernelQueues,
+}
+
+/// The bounded queues of a node's kernel, each with Linux's default. A scenario sets them per
+/// node (`sysctls: {"net.core.rmem_default": 425984}`, `txqueuelen:`, `rx_ring:`); `describe`
+/// prints them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelQueues {
+    /// `net.core.rmem_default`: a socket's receive buffer in bytes, charged per skb truesize
+    /// (212,992 by default: `SK_RMEM_MAX`, include/net/sock.h, set in `sock_init_data`).
+    pub rmem_default: u32,
+    /// `net.core.wmem_default`: a socket's send buffer in bytes, charged per skb truesize
+    /// until the frame leaves the host (212,992: `SK_WMEM_MAX`).
+    pub wmem_default: u32,
+    /// `net.core.netdev_max_backlog`: packets the per-CPU input backlog holds (1,000,
+    /// net/core/dev.c; drops counted in `/proc/net/softnet_stat`'s second column).
+    pub netdev_max_backlog: u32,
+    /// `txqueuelen` of the node's NIC: packets its qdisc holds (1,000, `DEFAULT_TX_QUEUE_LEN`
+    /// in include/uapi/linux/if_ether.h, set by `ether_setup`).
+    pub txqueuelen: u32,
+    /// `txqueuelen` of tun devices (`flannel0`): 500 (`TUN_READQ_SIZE`, drivers/net/tun.c).
+    pub tun_txqueuelen: u32,
+    /// NIC receive ring, descriptors per queue (`ethtool -g`): 1,024, the default of mlx5
+    /// (`MLX5E_PARAMS_DEFAULT_LOG_RQ_SIZE` = 10) and of ena; ixgbe and i40e ship 512.
+    pub rx_ring: u32,
+}
+
+impl Default for KernelQueues {
+    fn default() -> Self {
+        KernelQueues {
+            rmem_default: 212_992,
+            wmem_default: 212_992,
+            netdev_max_backlog: 1_000,
+            txqueuelen: 1_000,
+            tun_txqueuelen: 500,
+            rx_ring: 1_024,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -237,6 +276,13 @@ pub struct Workload {
     pub dont_fragment: bool,
 }
 
+/// The largest UDP payload an IPv4 datagram holds: 65,535 minus 20 B of IPv4 and 8 B of UDP
+/// header.
+pub const MAX_UDP_PAYLOAD: u32 = 65_507;
+
+/// IPv4 and UDP headers: a datagram of `payload` bytes needs an MTU of `payload + 28`.
+pub const UDP_IP_HEADERS: u32 = 28;
+
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkloadKind {
@@ -247,6 +293,9 @@ pub enum WorkloadKind {
     /// Closed-loop UDP request/response: send `request` bytes, wait for `response` bytes back
     /// (or `timeout`), wait `think`, repeat.
     UdpRr { request: u32, response: u32, think: Duration, timeout: Duration },
+    /// UDP as fast as the socket allows (iperf3 `-u -b 0`): the next datagram as soon as
+    /// `sendmsg` returns and the send buffer has room.
+    UdpStream { payload: u32 },
 }
 
 /// The CNI identifiers of DESIGN.md; `cni::build` builds each of them.

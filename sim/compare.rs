@@ -168,8 +168,14 @@ pub struct Figures {
     pub arp_drops_by_reason: BTreeMap<String, u64>,
     /// What the CNI could not set up, as its agent would log it.
     pub warnings: Vec<String>,
-    /// CPU time of every node, kernel cores and userspace data-plane processes, ns.
+    /// CPU time served within the run on every node, kernel cores and userspace data-plane
+    /// processes, ns (the summary's `totals.cpu_ns`).
     pub cpu_ns: u64,
+    /// `cpu_ns` by kernel step (the summary's `totals.cpu_by_step`): adds up to `cpu_ns`.
+    pub cpu_by_step: BTreeMap<String, u64>,
+    /// `cpu_by_step` / delivered: where the CPU of one delivered datagram goes, ns (empty when
+    /// nothing was delivered); adds up to `cpu_ns` / delivered.
+    pub cpu_ns_per_datagram_by_step: BTreeMap<String, f64>,
     pub userspace_cpu_ns: u64,
     /// `totals.cpu_ns_per_datagram` of the summary; `None` when nothing was delivered.
     pub cpu_ns_per_datagram: Option<f64>,
@@ -216,6 +222,12 @@ pub struct WorkloadFigures {
     pub timeouts: u64,
     /// Exchanges completed per second of the workload's duration (request/response only).
     pub transactions_per_s: Option<f64>,
+    /// CPU served on the chains and processes that carried the workload's datagrams, ns, and
+    /// by kernel step (sums of its flows' `cpu_ns` and `cpu_by_step`).
+    pub cpu_ns: u64,
+    pub cpu_by_step: BTreeMap<String, u64>,
+    /// cpu_ns / delivered; `None` when nothing was delivered.
+    pub cpu_ns_per_datagram: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

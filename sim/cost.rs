@@ -19,9 +19,13 @@ pub struct CostProfile {
     /// `sendmsg` (netperf/pktgen comparisons; Brouer, "Network stack challenges at increasing
     /// speeds", netdev 0.1, 2015).
     pub udp_send: Duration,
-    /// UDP receive path from `ip_local_deliver` to the data being read by `recvmsg()`: socket
-    /// lookup, queueing, wake-up and syscall. ~1 us, symmetric with the send side.
+    /// UDP receive path in softirq from `ip_local_deliver` to the socket's queue: socket
+    /// lookup, `__udp_enqueue_schedule_skb` (memory charge, queue) and the reader's wake-up.
+    /// ~400 ns; with `udp_recvmsg` the whole receive side is ~1 us, symmetric with the send.
     pub udp_deliver: Duration,
+    /// The application's `recvmsg()` on a UDP socket: syscall entry/exit, dequeue, skb free;
+    /// the payload copy is `copy_per_kib`. ~600 ns (a syscall is ~500 ns, see `syscall`).
+    pub udp_recvmsg: Duration,
     /// Copying payload between user and kernel space, per KiB (memcpy at ~10 GB/s: ~100 ns/KiB).
     pub copy_per_kib: Duration,
     /// `veth_xmit()` handing a frame to the peer and `netif_rx()` on the other side (one
@@ -128,13 +132,20 @@ pub struct CostProfile {
     pub netlink_dump_entry: Duration,
     /// One BPF map update from Cilium's agent (`bpf(BPF_MAP_UPDATE_ELEM)` syscall). ~2 us.
     pub bpf_map_update: Duration,
+    /// Cilium's agent handling one Service or EndpointSlice change before its map updates:
+    /// the watcher event decoded, the service manager's upsert, the datapath transaction.
+    /// ~2 ms: what the agent's `service_implementation_delay` metric (Cilium metrics docs:
+    /// "duration ... to propagate the data plane programming of a service ... excluding the
+    /// event queue latency") reports in the milliseconds on healthy clusters.
+    pub cilium_service_update: Duration,
 }
 
 impl Default for CostProfile {
     fn default() -> Self {
         CostProfile {
             udp_send: Duration::from_nanos(1_000),
-            udp_deliver: Duration::from_nanos(1_000),
+            udp_deliver: Duration::from_nanos(400),
+            udp_recvmsg: Duration::from_nanos(600),
             copy_per_kib: Duration::from_nanos(100),
             veth_xmit: Duration::from_nanos(300),
             bridge_forward: Duration::from_nanos(150),
@@ -169,6 +180,7 @@ impl Default for CostProfile {
             netlink_object: Duration::from_micros(10),
             netlink_dump_entry: Duration::from_micros(1),
             bpf_map_update: Duration::from_micros(2),
+            cilium_service_update: Duration::from_millis(2),
         }
     }
 }
@@ -179,3 +191,94 @@ impl CostProfile {
         Duration::from_nanos((self.copy_per_kib.as_nanos() * bytes as u64).div_ceil(1024))
     }
 }
+
+/// What a core's time goes to: the kernel steps of the CPU breakdown ("where the CPU goes").
+/// Every charge of a cost names one (`datapath::Ctx::charge`); the report adds them up per node, per core and per flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Step {
+    /// The socket layer: `sendmsg`/`recvmsg` syscalls, `udp_sendmsg`, UDP delivery to a socket.
+    Socket,
+    /// Payload copies between user and kernel space.
+    Copy,
+    /// veth transmit and the peer's `netif_rx`.
+    Veth,
+    /// Linux bridge input, FDB lookup and learning.
+    Bridge,
+    /// IPv4 input, forwarding and neighbour output (`ip_rcv`, `ip_forward`, `neigh_output`).
+    Ip,
+    /// FIB lookups.
+    Routing,
+    /// NIC driver transmit and NAPI receive.
+    Nic,
+    /// ARP processing.
+    Arp,
+    /// netfilter: conntrack lookups, NAT rewrites, the CNI's masquerade rule.
+    Netfilter,
+    /// The Service proxy's new-connection path: rule walks, map lookups, the conntrack entry
+    /// and NAT set-up it creates, Cilium's socket LB and reverse-NAT lookups.
+    ServiceRules,
+    /// Tunnel encapsulation (VXLAN, Geneve, IPIP, Weave fastdp).
+    Encap,
+    /// Tunnel decapsulation.
+    Decap,
+    /// Cilium's tc eBPF programs.
+    Ebpf,
+    /// The Open vSwitch kernel datapath (Weave fastdp).
+    Ovs,
+    /// macvlan / ipvlan forwarding.
+    Macvlan,
+    /// IPv4 fragmentation and reassembly.
+    Fragment,
+    /// Userspace data planes (flanneld, Weave's router, kube-proxy's userspace mode): context
+    /// switches, their syscalls and copies.
+    Userspace,
+}
+
+impl Step {
+    pub const COUNT: usize = 17;
+    pub const ALL: [Step; Step::COUNT] = [
+        Step::Socket,
+        Step::Copy,
+        Step::Veth,
+        Step::Bridge,
+        Step::Ip,
+        Step::Routing,
+        Step::Nic,
+        Step::Arp,
+        Step::Netfilter,
+        Step::ServiceRules,
+        Step::Encap,
+        Step::Decap,
+        Step::Ebpf,
+        Step::Ovs,
+        Step::Macvlan,
+        Step::Fragment,
+        Step::Userspace,
+    ];
+
+    /// Stable key used in summary.json and CSVs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Socket => "socket",
+            Step::Copy => "copy",
+            Step::Veth => "veth",
+            Step::Bridge => "bridge",
+            Step::Ip => "ip",
+            Step::Routing => "routing",
+            Step::Nic => "nic",
+            Step::Arp => "arp",
+            Step::Netfilter => "netfilter",
+            Step::ServiceRules => "service_rules",
+            Step::Encap => "encap",
+            Step::Decap => "decap",
+            Step::Ebpf => "ebpf",
+            Step::Ovs => "ovs",
+            Step::Macvlan => "macvlan",
+            Step::Fragment => "fragment",
+            Step::Userspace => "userspace",
+        }
+    }
+}
+
+/// CPU time per [`Step`].
+pub type StepTimes = [Duration; Step::COUNT];

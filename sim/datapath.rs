@@ -11,6 +11,8 @@
 //! The underlay switch is here too: it is a device, but with no CPU.
 
 mod ebpf;
+#[cfg(test)]
+mod fuzzed;
 mod mtu;
 mod nat;
 mod stacked;
@@ -27,6 +29,7 @@ use smoltcp::wire::{
 };
 
 use crate::addr::Mac;
+use crate::cost::{Step, StepTimes};
 use crate::net::neigh::{NeighState, MCAST_SOLICIT};
 use crate::net::packet::Hop;
 use crate::net::packet::{
@@ -48,6 +51,8 @@ pub enum Action {
     Transmit { link: LinkId, pkt: Packet },
     /// Hand the datagram to the application socket in namespace `ns`.
     Deliver { ns: NsId, pkt: Packet },
+    /// The application in namespace `ns` has read the datagram (`recvmsg` returned).
+    Read { ns: NsId, pkt: Packet },
     /// The frame is gone, for this reason.
     Drop { pkt: Packet, reason: DropReason },
     /// Fire the ARP retransmit timer for `ip` in `ns` after `after`.
@@ -66,16 +71,32 @@ pub struct Ctx {
     pub start: Instant,
     /// CPU time used so far.
     pub cost: Duration,
+    /// `cost` split by step.
+    pub steps: StepTimes,
     /// Device steps taken.
     pub hops: u64,
     pub actions: Vec<Action>,
     /// Forwarding in hardware (a fabric router): steps cost no CPU time.
     hardware: bool,
+    /// The core's input backlog (`netdev_max_backlog`) is full: a veth transmit in this chain
+    /// is dropped (`enqueue_to_backlog`). Set by the engine for process-context chains.
+    pub backlog_full: bool,
+    /// A veth in this chain queued the frame to the core's backlog.
+    pub used_backlog: bool,
 }
 
 impl Ctx {
     pub fn new(start: Instant) -> Self {
-        Ctx { start, cost: Duration::ZERO, hops: 0, actions: Vec::new(), hardware: false }
+        Ctx {
+            start,
+            cost: Duration::ZERO,
+            steps: [Duration::ZERO; Step::COUNT],
+            hops: 0,
+            actions: Vec::new(),
+            hardware: false,
+            backlog_full: false,
+            used_backlog: false,
+        }
     }
     /// A chain on a hardware forwarder: steps are counted but cost nothing.
     pub fn hardware(start: Instant) -> Self {
@@ -85,11 +106,17 @@ impl Ctx {
     pub fn now(&self) -> Instant {
         self.start + self.cost
     }
-    pub fn charge(&mut self, d: Duration) {
+    /// One device step costing `d`, spent on `step`.
+    pub fn charge(&mut self, step: Step, d: Duration) {
+        self.add(step, d);
+        self.hops += 1;
+    }
+    /// More CPU time for the current step, without counting another device step.
+    pub fn add(&mut self, step: Step, d: Duration) {
         if !self.hardware {
             self.cost += d;
+            self.steps[step as usize] += d;
         }
-        self.hops += 1;
     }
     fn drop(&mut self, pkt: Packet, reason: DropReason) {
         self.actions.push(Action::Drop { pkt, reason });
@@ -121,7 +148,8 @@ fn capture(w: &mut World, cx: &Ctx, dev: DevId, pkt: &Packet) {
 /// A socket in namespace `ns` sends the IPv4/UDP datagram in `pkt` (Ethernet header blank).
 pub fn udp_send(w: &mut World, cx: &mut Ctx, ns: NsId, mut pkt: Packet) {
     let payload = pkt.frame.len() - ETH_HEADER - 28;
-    cx.charge(w.costs.udp_send + w.costs.copy(payload));
+    cx.charge(Step::Socket, w.costs.udp_send);
+    cx.add(Step::Copy, w.costs.copy(payload));
     let eth0 = w.netns[ns].devices.get(1).copied().unwrap_or(0);
     hop(w, cx, &mut pkt, eth0, "sendmsg", || format!("UDP socket, {payload} B payload"));
     ip_output(w, cx, ns, pkt);
@@ -142,7 +170,7 @@ fn ip_output(w: &mut World, cx: &mut Ctx, ns: NsId, mut pkt: Packet) {
 /// The routing half of [`ip_output`], without the OUTPUT netfilter hook.
 fn ip_route_output(w: &mut World, cx: &mut Ctx, ns: NsId, mut pkt: Packet) {
     let dst = Ipv4Packet::new_unchecked(pkt.ip()).dst_addr();
-    cx.charge(w.costs.fib_lookup);
+    cx.charge(Step::Routing, w.costs.fib_lookup);
     let Some(route) = w.netns[ns].main.lookup(dst).cloned() else {
         let dev = w.netns[ns].devices[0];
         hop(w, cx, &mut pkt, dev, "drop", || format!("no route to {dst} (ENETUNREACH)"));
@@ -244,7 +272,7 @@ fn describe_route(w: &World, r: &Route, dev: DevId, gw: Option<Ipv4Addr>, dst: I
 
 /// Resolves the next hop and sends (`neigh_resolve_output`).
 fn neigh_output(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, nh: Ipv4Addr, mut pkt: Packet) {
-    cx.charge(w.costs.neigh_output);
+    cx.charge(Step::Ip, w.costs.neigh_output);
     if let Some(n) = w.netns[ns].neigh.lookup(nh) {
         let src = w.devices[dev].mac;
         set_ethernet(&mut pkt.frame, n.mac, src, EthernetProtocol::Ipv4);
@@ -335,7 +363,14 @@ fn dev_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
                     None => return,
                 }
             }
-            cx.charge(w.costs.veth_xmit);
+            if cx.backlog_full {
+                // veth_xmit -> __netif_rx -> enqueue_to_backlog: the core's input queue holds
+                // netdev_max_backlog packets (net/core/dev.c); softnet_stat counts the drop.
+                hop(w, cx, &mut pkt, dev, "drop", || "per-CPU backlog full (netdev_max_backlog)".into());
+                return cx.drop(pkt, DropReason::BacklogFull);
+            }
+            cx.used_backlog = true;
+            cx.charge(Step::Veth, w.costs.veth_xmit);
             hop(w, cx, &mut pkt, dev, "xmit", || format!("veth to peer {}", w.devices[peer].name));
             dev_rx(w, cx, peer, pkt);
         }
@@ -344,7 +379,7 @@ fn dev_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
             bridge_forward(w, cx, dev, None, pkt);
         }
         DeviceKind::Nic { tx } => {
-            cx.charge(w.costs.nic_xmit);
+            cx.charge(Step::Nic, w.costs.nic_xmit);
             hop(w, cx, &mut pkt, dev, "xmit", || "NIC transmit to the underlay".into());
             cx.actions.push(Action::Transmit { link: tx, pkt });
         }
@@ -372,7 +407,7 @@ fn dev_rx(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
     if w.service_bpf && w.is_pod_facing(dev) {
         // The eBPF service program on the host side of the pod's veth (tc ingress).
         if w.devices[dev].ebpf.is_none() {
-            cx.charge(w.costs.ebpf_prog);
+            cx.charge(Step::Ebpf, w.costs.ebpf_prog);
         }
         match nat::bpf_from_pod(w, cx, dev, pkt) {
             Some(p) => pkt = p,
@@ -383,7 +418,7 @@ fn dev_rx(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
         return ebpf::ingress(w, cx, dev, hook, pkt);
     }
     if let Some(upper) = upper_for(w, dev, &pkt.frame) {
-        cx.charge(w.costs.macvlan_forward);
+        cx.charge(Step::Macvlan, w.costs.macvlan_forward);
         let mut pkt = pkt;
         hop(w, cx, &mut pkt, upper, "rx", || {
             format!("demultiplexed to {} in {}", w.devices[upper].name, w.netns[w.devices[upper].ns].name)
@@ -430,7 +465,7 @@ pub fn user_send_udp(
     mut pkt: Packet,
     df: bool,
 ) {
-    cx.charge(w.costs.udp_send);
+    cx.charge(Step::Socket, w.costs.udp_send);
     let Some(src) = src.or_else(|| source_for(w, ns, dst)) else {
         return cx.drop(pkt, DropReason::NoRoute);
     };
@@ -454,8 +489,15 @@ pub fn user_inject(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
 
 /// A frame from the underlay reaches a node's NIC (NAPI poll).
 pub fn nic_rx(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
-    cx.charge(w.costs.nic_rx);
+    cx.charge(Step::Nic, w.costs.nic_rx);
     hop(w, cx, &mut pkt, dev, "rx", || "NIC receive".into());
+    // A runt (shorter than its Ethernet header) never leaves the NIC's MAC; every later step
+    // reads the header unchecked. Found by `fuzz/` (datapath target).
+    let len = pkt.frame.len();
+    if len < ETH_HEADER {
+        hop(w, cx, &mut pkt, dev, "drop", || format!("runt frame of {len} B"));
+        return cx.drop(pkt, DropReason::Malformed);
+    }
     dev_rx(w, cx, dev, pkt);
 }
 
@@ -466,7 +508,7 @@ fn eth_dst_src(frame: &[u8]) -> (Mac, Mac) {
 
 /// `br_handle_frame`: learn the source, then deliver locally, forward or flood.
 fn bridge_input(w: &mut World, cx: &mut Ctx, br: DevId, port: DevId, mut pkt: Packet) {
-    cx.charge(w.costs.bridge_forward);
+    cx.charge(Step::Bridge, w.costs.bridge_forward);
     let (dst, src) = eth_dst_src(&pkt.frame);
     let now = cx.now();
     let br_mac = w.devices[br].mac;
@@ -587,7 +629,7 @@ fn netif_receive(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
 
 /// `arp_process`: answer requests for local addresses, learn senders, release queued packets.
 fn arp_rcv(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
-    cx.charge(w.costs.arp_process);
+    cx.charge(Step::Arp, w.costs.arp_process);
     hop(w, cx, &mut pkt, dev, "arp", || "ARP input".into());
     let ns = w.devices[dev].ns;
     let Ok(repr) = ArpPacket::new_checked(&pkt.frame[ETH_HEADER..]).and_then(|p| ArpRepr::parse(&p)) else {
@@ -633,7 +675,7 @@ fn arp_rcv(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
     };
     for mut q in released {
         hop(w, cx, &mut q, dev, "resume", || format!("{source_protocol_addr} is at {sender_mac}"));
-        cx.charge(w.costs.neigh_output);
+        cx.charge(Step::Ip, w.costs.neigh_output);
         set_ethernet(&mut q.frame, sender_mac, w.devices[dev].mac, EthernetProtocol::Ipv4);
         dev_xmit(w, cx, dev, q);
     }
@@ -665,7 +707,7 @@ fn proxy_arp_target(w: &World, dev: DevId, target: Ipv4Addr) -> bool {
 
 /// `ip_rcv` + `ip_route_input`: deliver locally or forward.
 fn ip_rcv(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
-    cx.charge(w.costs.ip_rcv);
+    cx.charge(Step::Ip, w.costs.ip_rcv);
     let ns = w.devices[dev].ns;
     let Ok(ip) = Ipv4Packet::new_checked(pkt.ip()) else {
         return cx.drop(pkt, DropReason::Malformed);
@@ -681,7 +723,7 @@ fn ip_rcv(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
     }
     let ip = Ipv4Packet::new_unchecked(pkt.ip());
     let (dst, ttl) = (ip.dst_addr(), ip.hop_limit());
-    cx.charge(w.costs.fib_lookup);
+    cx.charge(Step::Routing, w.costs.fib_lookup);
     if w.netns[ns].local.lookup(dst).is_some_and(|r| r.kind != RouteKind::Unicast) {
         return ip_local_deliver(w, cx, ns, dev, pkt);
     }
@@ -697,7 +739,7 @@ fn ip_rcv(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
         hop(w, cx, &mut pkt, dev, "drop", || "TTL exceeded".into());
         return cx.drop(pkt, DropReason::TtlExceeded);
     }
-    cx.charge(w.costs.ip_forward);
+    cx.charge(Step::Ip, w.costs.ip_forward);
     {
         let mut ip = Ipv4Packet::new_unchecked(pkt.ip_mut());
         ip.set_hop_limit(ttl - 1);
@@ -734,7 +776,7 @@ fn ip_local_deliver(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, mut pkt: 
         return udp_tunnel_rcv(w, cx, tun, pkt);
     }
     if let Some(&proc) = w.netns[ns].user_ports.get(&port) {
-        cx.charge(w.costs.udp_deliver);
+        cx.charge(Step::Socket, w.costs.udp_deliver);
         hop(w, cx, &mut pkt, dev, "to user", || format!("UDP port {port}: socket of {}", w.procs[proc].name));
         return cx.actions.push(Action::ToUser { proc, input: crate::userspace::Input::Socket, pkt });
     }
@@ -742,7 +784,7 @@ fn ip_local_deliver(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, mut pkt: 
         hop(w, cx, &mut pkt, dev, "drop", || format!("no socket on UDP port {port}"));
         return cx.drop(pkt, DropReason::PortUnreachable);
     }
-    cx.charge(w.costs.udp_deliver + w.costs.copy(payload));
+    cx.charge(Step::Socket, w.costs.udp_deliver);
     hop(w, cx, &mut pkt, dev, "deliver", || format!("UDP socket on port {port}, {payload} B payload"));
     cx.actions.push(Action::Deliver { ns, pkt });
 }
@@ -757,41 +799,47 @@ pub fn switch_input(
     now: Instant,
     out: &mut Vec<Action>,
 ) {
+    // A runt (shorter than its Ethernet header) is dropped by the switch's MAC, as by a NIC's
+    // (`nic_rx`). Found by `fuzz/` (datapath target).
+    if pkt.frame.len() < ETH_HEADER {
+        return out.push(Action::Drop { pkt, reason: DropReason::Malformed });
+    }
     let (dst, src) = eth_dst_src(&pkt.frame);
     let switch = &mut w.switches[sw];
     if !src.is_multicast() {
         switch.mac_table.insert(src, port);
     }
     let name = &switch.name;
-    let push = |pkt: &mut Packet, action: &str, why: String| {
+    // The words of a hop are written only for a traced frame.
+    let push = |pkt: &mut Packet, action: &str, why: &dyn Fn() -> String| {
         if let Some(t) = pkt.meta.trace.as_mut() {
             t.push(Hop {
                 time_ns: now.as_nanos(),
                 place: "underlay".into(),
                 device: format!("{name} port {port}"),
                 action: action.into(),
-                why,
+                why: why(),
                 size: pkt.frame.len(),
             });
         }
     };
     let l3 = pkt.frame.len() - ETH_HEADER;
     if l3 > switch.mtu as usize {
-        push(&mut pkt, "drop", format!("{l3} B frame payload > underlay MTU {}", switch.mtu));
+        push(&mut pkt, "drop", &|| format!("{l3} B frame payload > underlay MTU {}", switch.mtu));
         return out.push(Action::Drop { pkt, reason: DropReason::UnderlayMtuExceeded });
     }
     let known = (!dst.is_multicast()).then(|| switch.mac_table.get(&dst).copied()).flatten();
     match known {
         Some(p) if p == port => {
-            push(&mut pkt, "drop", format!("{dst} is behind the ingress port"));
+            push(&mut pkt, "drop", &|| format!("{dst} is behind the ingress port"));
             out.push(Action::Drop { pkt, reason: DropReason::SamePort })
         }
         Some(p) => {
-            push(&mut pkt, "forward", format!("MAC table: {dst} on port {p}"));
+            push(&mut pkt, "forward", &|| format!("MAC table: {dst} on port {p}"));
             out.push(Action::Transmit { link: switch.ports[p], pkt })
         }
         None => {
-            push(&mut pkt, "flood", format!("{dst} unknown or broadcast"));
+            push(&mut pkt, "flood", &|| format!("{dst} unknown or broadcast"));
             let links: Vec<LinkId> =
                 switch.ports.iter().enumerate().filter(|&(p, _)| p != port).map(|(_, l)| *l).collect();
             let Some((&last, rest)) = links.split_last() else {

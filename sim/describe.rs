@@ -23,6 +23,15 @@ pub fn describe_node(w: &World, node: NodeId, now: Instant) -> String {
         w.cluster.cni,
         crate::time::Duration::from_nanos(now.as_nanos())
     );
+    let k = &w.nodes[node].kernel;
+    let _ = writeln!(
+        s,
+        "\n$ sysctl net.core.rmem_default net.core.wmem_default net.core.netdev_max_backlog\n\
+         net.core.rmem_default = {}\nnet.core.wmem_default = {}\nnet.core.netdev_max_backlog = {}\n\
+         $ ethtool -g eth0   (RX ring in use)\nRX:\t\t{}\n\
+         (eth0 qdisc pfifo_fast, txqueuelen {}; tun devices txqueuelen {})",
+        k.rmem_default, k.wmem_default, k.netdev_max_backlog, k.rx_ring, k.txqueuelen, k.tun_txqueuelen
+    );
     describe_ns(w, w.nodes[node].ns, now, &mut s);
     describe_proxy(w, node, now, &mut s);
     for ns in 0..w.netns.len() {
@@ -91,7 +100,7 @@ fn describe_proxy(w: &World, node: NodeId, now: Instant, s: &mut String) {
             }
         }
     }
-    let entries = p.conntrack.list();
+    let entries = p.conntrack.list(now);
     let _ = writeln!(
         s,
         "$ conntrack -L -p udp   (at t = {}; {} entries, nf_conntrack_max {})",

@@ -22,6 +22,11 @@ use cnisim::time::Duration;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Most memory the simulator may use, e.g. 4GiB [default: 80% of the memory this machine
+    /// has available, or of a lower cgroup or ulimit limit]. A scenario estimated to need more is refused before it is built (exit
+    /// 2); a run that outgrows it is stopped (exit 1). Nothing is written either way.
+    #[arg(long, global = true, value_name = "SIZE", value_parser = parse_memory)]
+    max_memory: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -191,9 +196,58 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     cnisim::units::parse_duration(s)
 }
 
+fn parse_memory(s: &str) -> Result<u64, String> {
+    match if s == "0" { 0 } else { cnisim::units::parse_size(s)?.0 } {
+        0 => Err("--max-memory 0 leaves no memory to simulate in; give e.g. 4GiB".into()),
+        b => Ok(b),
+    }
+}
+
+/// The process's resident set in bytes (Linux), for `cnisim::memory`.
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    kib_field(&status, "VmRSS:").map(|k| k * 1024)
+}
+
+/// The default memory limit: 80% of what the process may have, leaving room for the page
+/// cache and other processes: the machine's available memory (`MemAvailable`, else
+/// `MemTotal`), or less if a cgroup (`memory.max`, a container's limit) or `ulimit -v` says so
+/// (of an address-space limit, three quarters: mappings run ahead of the memory in use).
+fn default_memory_limit() -> Option<u64> {
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    let machine = read("/proc/meminfo").and_then(|info| {
+        kib_field(&info, "MemAvailable:").or_else(|| kib_field(&info, "MemTotal:")).map(|k| k * 1024)
+    });
+    let cgroup = read("/sys/fs/cgroup/memory.max").and_then(|t| t.trim().parse::<u64>().ok());
+    // "Max address space  <soft> <hard> bytes"
+    let rlimit = read("/proc/self/limits").and_then(|t| {
+        t.lines()
+            .find_map(|l| l.strip_prefix("Max address space"))
+            .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+            .map(|bytes| bytes / 4 * 3)
+    });
+    let least = [machine, cgroup, rlimit].into_iter().flatten().min()?;
+    Some(least / 5 * 4)
+}
+
+/// `Name:   12345 kB` in a /proc file.
+fn kib_field(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.trim().strip_suffix("kB")?.trim().parse().ok())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match execute(cli.command) {
+    cnisim::memory::set_probe(resident_bytes);
+    cnisim::memory::set_cap(cli.max_memory.or_else(default_memory_limit));
+    // Build stages on a terminal only; sweeps have their own bar.
+    if std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && matches!(cli.command, Command::Run { .. } | Command::Describe { .. } | Command::Trace { .. })
+    {
+        cnisim::progress::enable();
+    }
+    let result = execute(cli.command);
+    cnisim::progress::done();
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
@@ -206,6 +260,7 @@ fn execute(cmd: Command) -> Result<ExitCode, Error> {
     match cmd {
         Command::Run { scenario, out, pcap, seed, cni, proxy } => {
             let o = app::run(&scenario, &app::RunOptions { out, pcap, seed, cni, proxy })?;
+            cnisim::progress::done();
             let s = &o.summary;
             println!(
                 "simulated {} ({}, {} nodes, {} pods) for {}: {} events, {} packet hops in {:.2}s",
@@ -285,6 +340,13 @@ fn execute(cmd: Command) -> Result<ExitCode, Error> {
                 return Err(Error::Usage("--jobs 0 runs nothing; give at least 1".into()));
             }
             let (dir, r) = app::sweep(&scenario, out, jobs, !quiet, shard)?;
+            if let (Some(s), true) = (r.shard, r.points.is_empty()) {
+                eprintln!(
+                    "note: shard {}/{} ran no point: the sweep has {} points, fewer than {} shards; its directory \
+                     is written anyway so that `cnisim merge` finds every shard",
+                    s.index, s.count, r.total_points, s.count
+                );
+            }
             println!(
                 "swept {} over {} values x {} proxy modes: {} simulations in {:.1}s on {} threads",
                 r.scenario,
@@ -312,11 +374,15 @@ fn execute(cmd: Command) -> Result<ExitCode, Error> {
             Ok(code.unwrap_or(ExitCode::SUCCESS))
         }
         Command::Describe { scenario, node, at, cni, proxy } => {
-            print!("{}", app::describe(&scenario, &node, at, app::Choice { cni, proxy })?);
+            let text = app::describe(&scenario, &node, at, app::Choice { cni, proxy })?;
+            cnisim::progress::done();
+            print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Trace { scenario, from, to, size, cni, proxy } => {
-            print!("{}", app::trace(&scenario, &from, &to, size, app::Choice { cni, proxy })?.render());
+            let t = app::trace(&scenario, &from, &to, size, app::Choice { cni, proxy })?;
+            cnisim::progress::done();
+            print!("{}", t.render());
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use hdrhistogram::Histogram;
 
+use crate::cost::{Step, StepTimes};
 use crate::net::packet::DataTag;
 use crate::net::packet::Hop;
 use crate::time::{Duration, Instant};
@@ -59,6 +60,16 @@ pub enum DropReason {
     UnexpectedSource,
     /// A process could not bind a local port: the ephemeral range is in use (EADDRNOTAVAIL).
     NoEphemeralPort,
+    /// The core's per-CPU input backlog held `netdev_max_backlog` packets (`enqueue_to_backlog`).
+    BacklogFull,
+    /// The NIC's receive ring had no free descriptor: the frame never reached the kernel.
+    RxRingFull,
+    /// The NIC's qdisc held `txqueuelen` packets (pfifo_fast's tail drop).
+    QdiscFull,
+    /// The receiving socket's buffer was over `SO_RCVBUF` (`__udp_enqueue_schedule_skb`).
+    RcvbufFull,
+    /// A tun device's queue towards its process held `txqueuelen` packets (`tun_net_xmit`).
+    TunQueueFull,
 }
 
 impl DropReason {
@@ -87,7 +98,25 @@ impl DropReason {
             DropReason::UnexpectedSource => "unexpected_source",
             DropReason::NoEphemeralPort => "no_ephemeral_port",
             DropReason::Reassembly => "reassembly_failed",
+            DropReason::BacklogFull => "backlog_full",
+            DropReason::RxRingFull => "rx_ring_full",
+            DropReason::QdiscFull => "qdisc_drop",
+            DropReason::RcvbufFull => "rcvbuf_full",
+            DropReason::TunQueueFull => "tun_queue_full",
         }
+    }
+
+    /// The counter a Linux node shows this drop in, for the kernel-queue drops.
+    pub fn kernel_counter(self) -> Option<&'static str> {
+        Some(match self {
+            DropReason::BacklogFull => "/proc/net/softnet_stat, 2nd column (dropped)",
+            DropReason::RxRingFull => "ethtool -S eth0: rx_missed_errors",
+            DropReason::QdiscFull => "tc -s qdisc show dev eth0: dropped",
+            DropReason::RcvbufFull => "/proc/net/snmp Udp: RcvbufErrors",
+            DropReason::TunQueueFull => "ip -s link show flannel0: TX dropped",
+            DropReason::QueueFull => "switch port output drops",
+            _ => return None,
+        })
     }
 }
 
@@ -107,6 +136,15 @@ pub struct FlowObs {
     pub trace_delivered: bool,
     /// The traced path of the answer to the first request (request/response flows).
     pub reply_trace: Option<Vec<Hop>>,
+    /// Times the sender found its send buffer full and blocked.
+    pub send_blocks: u64,
+    /// CPU time of the chains that carried this flow's datagrams (both directions), served
+    /// within the run, by kernel step.
+    pub steps: StepTimes,
+    /// The same CPU time by (node, core) it was served on.
+    pub cores: BTreeMap<(usize, usize), Duration>,
+    /// CPU time of userspace data-plane processes (`World::procs` index) spent on this flow.
+    pub procs: BTreeMap<usize, Duration>,
 }
 
 impl FlowObs {
@@ -124,6 +162,10 @@ impl FlowObs {
             trace: None,
             trace_delivered: false,
             reply_trace: None,
+            send_blocks: 0,
+            steps: [Duration::ZERO; Step::COUNT],
+            cores: BTreeMap::new(),
+            procs: BTreeMap::new(),
         }
     }
 }
@@ -161,6 +203,24 @@ impl Observations {
             established: Some(new_histogram()),
             ..Default::default()
         }
+    }
+
+    /// A chain carrying `flow`'s datagram was served on `core` of `node`, spending `steps`.
+    pub fn flow_cpu(&mut self, flow: u32, node: usize, core: usize, steps: &StepTimes) {
+        let f = &mut self.flows[flow as usize];
+        let mut total = Duration::ZERO;
+        for (t, &d) in f.steps.iter_mut().zip(steps) {
+            *t += d;
+            total += d;
+        }
+        *f.cores.entry((node, core)).or_default() += total;
+    }
+
+    /// Userspace process `proc` spent `d` on one of `flow`'s datagrams.
+    pub fn flow_user_cpu(&mut self, flow: u32, proc: usize, d: Duration) {
+        let f = &mut self.flows[flow as usize];
+        f.steps[Step::Userspace as usize] += d;
+        *f.procs.entry(proc).or_default() += d;
     }
 
     /// A datagram to a Service was delivered after `latency`.

@@ -2,7 +2,8 @@
 //!
 //! [`render`] turns a [`Summary`] into named files in memory; it does no file I/O (the `output`
 //! module writes the directory atomically). Output is deterministic: the same summary renders
-//! to the same bytes. Only the HTML footer shows [`Summary::run`] (wall-clock facts).
+//! to the same bytes. No file shows [`Summary::run`]'s wall-clock facts (the HTML footer names
+//! only the cnisim version and says where they are).
 //!
 //! Files, in order: `report.html`, then for each chart its PNG and CSV (`latency_cdf`,
 //! `latency_percentiles`, `cpu`, `drops`, `overhead`), then `flows.csv`. The set never depends
@@ -198,6 +199,18 @@ mod tests {
             throughput_bps: 1.12e9,
             encap_overhead_bytes: None,
             overhead_ratio: 0.05,
+            offered: None,
+            send_blocks: 0,
+            peak_send_buffer_bytes: 2_304,
+            peak_receive_buffer_bytes: 2_304,
+            cpu_ns: 4_000,
+            cpu_by_step: BTreeMap::from([("socket".into(), 3_000), ("veth".into(), 1_000)]),
+            cpu_ns_per_datagram: 4_000.0,
+            bottleneck: Some(Bottleneck {
+                place: "node-1 core 0".into(),
+                utilisation: 0.25,
+                top_steps: vec![("socket".into(), 3_000)],
+            }),
         }
     }
 
@@ -212,6 +225,8 @@ mod tests {
             userspace_busy_ns: 0,
             packets_processed: 1234,
             cpu_ns_per_packet: 812.5,
+            cpu_by_step: BTreeMap::from([("socket".into(), 3_000), ("veth".into(), 1_000)]),
+            kernel: Default::default(),
         }
     }
 
@@ -275,6 +290,13 @@ mod tests {
                 packet_hops: 45_678,
                 end_ns: 2_000_000_000,
                 cpu_ns_per_datagram: 4_321.5,
+                cpu_ns: 4_000,
+                cpu_by_step: BTreeMap::from([("socket".into(), 3_000), ("veth".into(), 1_000)]),
+                kernel_queue_drops: vec![KernelQueueDrops {
+                    reason: "rcvbuf_full".into(),
+                    counter: "/proc/net/snmp Udp: RcvbufErrors".into(),
+                    count: 3,
+                }],
             },
             flows,
             nodes: vec![node("node-1", [0.423, 0.051]), node("node-2", [0.325, 0.0])],

@@ -6,6 +6,8 @@
 //! cables as `Enqueue` (offered to the transmitter) and `Arrive` (last bit at the far end)
 //! events.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::net::Ipv4Addr;
 
 use rand::Rng;
@@ -13,17 +15,20 @@ use rand::Rng;
 use crate::build;
 use crate::cluster::{Client, Cluster, Target, WorkloadKind};
 use crate::cluster::{ProxyMode, ServiceKind};
+use crate::cost::Step;
 use crate::datapath::{self, Action, Ctx};
 use crate::engine::{Component, EventQueue, RngFactory};
 use crate::error::Error;
 use crate::net::link::LinkDrop;
 use crate::net::packet::Hop;
-use crate::net::packet::{flow_hash, tuple_hash, udp_frame, DataTag, Dir, Meta, Packet};
+use crate::net::packet::{
+    flow_hash, skb_truesize, tuple_hash, udp_frame, DataTag, Dir, Meta, Packet, NET_SKB_PAD, SEND_HEADROOM,
+};
 use crate::net::{LinkId, NsId};
 use crate::observe::{DropReason, Observations};
 use crate::time::{Duration, Instant};
 use crate::userspace::{Input, Output};
-use crate::world::{LinkEnd, NsKind, World};
+use crate::world::{Core, LinkEnd, NsKind, World};
 
 /// The (source, destination) address and port of a UDP datagram's frame.
 fn udp_ends(pkt: &Packet) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
@@ -43,8 +48,10 @@ pub enum Event {
     Enqueue { link: LinkId, pkt: Packet },
     /// A frame's last bit reaches the far end of a cable.
     Arrive { link: LinkId, pkt: Packet },
-    /// A datagram reaches the application.
+    /// The kernel queues a datagram on the application's socket.
     Deliver { ns: NsId, pkt: Packet },
+    /// The application has read a datagram (`recvmsg` returned).
+    Read { ns: NsId, pkt: Packet },
     /// ARP retransmit timer.
     ArpTimer { ns: NsId, ip: Ipv4Addr },
     /// A userspace process reads a packet (it queues behind the process's earlier work).
@@ -56,6 +63,57 @@ pub enum Event {
     /// A node's proxy finished syncing to Service table `version` for a change made at
     /// `changed_at`: the new rules take effect.
     SyncDone { node: usize, version: usize, changed_at: Instant, rules: Box<crate::proxy::node::Rules> },
+}
+
+/// Where a chain of kernel work comes from, which decides the queue it waits in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Work {
+    /// A frame from the NIC: it waits in the receive ring of the core RSS picked.
+    Rx,
+    /// A process's syscall (a workload's `sendmsg`/`recvmsg`, a userspace data plane's writes):
+    /// what it hands to a veth waits in the core's input backlog.
+    Process,
+    /// A timer (ARP retransmit).
+    Timer,
+    /// The application's `recvmsg`: no frame is processed, so it is not counted as one.
+    Read,
+}
+
+/// One end of a flow: its UDP socket's buffers and the thread that uses it.
+#[derive(Clone, Debug, Default)]
+pub struct Sock {
+    /// `SO_SNDBUF` and `SO_RCVBUF`: the node's `wmem_default` and `rmem_default`.
+    pub sndbuf: u32,
+    pub rcvbuf: u32,
+    /// Bytes of sent skbs not yet freed (`sk_wmem_alloc`).
+    pub wmem: u64,
+    /// (when, bytes) of the frees still to come.
+    releases: BinaryHeap<Reverse<(Instant, u32)>>,
+    /// A send found the buffer full and waits for the next free.
+    blocked: bool,
+    /// Bytes of datagrams queued for the application (`sk_rmem_alloc`).
+    pub rmem: u64,
+    /// The thread is in its previous `sendmsg` until then.
+    thread_free: Instant,
+    /// Largest `wmem` and `rmem` seen.
+    pub peak_wmem: u64,
+    pub peak_rmem: u64,
+}
+
+impl Sock {
+    fn new(sndbuf: u32, rcvbuf: u32) -> Sock {
+        Sock { sndbuf, rcvbuf, ..Default::default() }
+    }
+    /// Frees the skbs whose frames have left the host by `now`.
+    fn reclaim(&mut self, now: Instant) {
+        while let Some(&Reverse((at, bytes))) = self.releases.peek() {
+            if at > now {
+                break;
+            }
+            self.releases.pop();
+            self.wmem -= u64::from(bytes);
+        }
+    }
 }
 
 /// Per-flow runtime state.
@@ -83,6 +141,16 @@ pub struct Flow {
     next_seq: u64,
     /// Request in flight: (seq, sent at).
     outstanding: Option<(u64, Instant)>,
+    /// The client's socket (`[0]`: sends requests, reads answers) and the server's (`[1]`).
+    pub socks: [Sock; 2],
+}
+
+/// Index into [`Flow::socks`] of the socket that sends datagrams of direction `dir`.
+fn sender(dir: Dir) -> usize {
+    match dir {
+        Dir::Forward => 0,
+        Dir::Reverse => 1,
+    }
 }
 
 pub struct Simulation {
@@ -110,6 +178,14 @@ impl Simulation {
                     Client::Pod(p) => (world.pod_ns[p], cluster.pods[p].ip),
                     Client::External(e) => (world.external_ns[e], cluster.externals[e].ip),
                 };
+                // The server socket's buffers follow its node's sysctls; a Service's backends
+                // are pods, whose nodes share the scenario's defaults unless set per node.
+                let server_node = match target {
+                    Target::Pod(p) => world.netns[world.pod_ns[p]].node,
+                    Target::External(e) => world.netns[world.external_ns[e]].node,
+                    _ => world.netns[cns].node,
+                };
+                let (ck, sk) = (world.nodes[world.netns[cns].node].kernel, world.nodes[server_node].kernel);
                 match target {
                     Target::Pod(server) => {
                         world.netns[world.pod_ns[server]].udp_ports.insert(wl.port);
@@ -135,6 +211,10 @@ impl Simulation {
                     connections: 0,
                     next_seq: 0,
                     outstanding: None,
+                    socks: [
+                        Sock::new(ck.wmem_default, ck.rmem_default),
+                        Sock::new(sk.wmem_default, sk.rmem_default),
+                    ],
                 });
             }
         }
@@ -161,14 +241,36 @@ impl Simulation {
     /// Runs to the end of the scenario and checks packet conservation.
     pub fn run(&mut self) -> Result<(), Error> {
         let end = self.end;
-        self.run_until(end);
+        self.run_until(end)?;
         self.check_conservation()
     }
 
-    pub fn run_until(&mut self, limit: Instant) {
+    /// Runs the events up to `limit`; fails if the simulator outgrows its memory cap
+    /// (`memory::check`, every 65,536 events). Reports its progress (`progress`).
+    pub fn run_until(&mut self, limit: Instant) -> Result<(), Error> {
+        crate::progress::stage("simulating (ms of simulated time)", limit.as_nanos() / 1_000_000);
         while let Some((t, ev)) = self.queue.pop_until(limit) {
             self.handle(t, ev);
+            if self.queue.processed() % 65_536 == 0 {
+                crate::memory::check(|| self.memory_growth(t))?;
+                crate::progress::set(t.as_nanos() / 1_000_000);
+            }
         }
+        Ok(())
+    }
+
+    /// What holds the memory when the cap is hit, for the message.
+    fn memory_growth(&self, t: Instant) -> String {
+        let sent: u64 = self.obs.flows.iter().map(|f| f.sent).sum();
+        let delivered: u64 = self.obs.flows.iter().map(|f| f.delivered).sum();
+        let waiting = sent.saturating_sub(delivered + self.obs.dropped_total());
+        format!(
+            "at simulated t = {} with {} events pending and {waiting} of {sent} datagrams sent still in flight: \
+             when a sender offers more than its CPU core serves, the backlog grows without bound (cnisim does \
+             not bound kernel queues yet); lower the workload's rate, shorten the scenario, or raise --max-memory",
+            t - Instant::ZERO,
+            self.queue.len()
+        )
     }
 
     fn handle(&mut self, t: Instant, ev: Event) {
@@ -202,12 +304,21 @@ impl Simulation {
                         } else {
                             let node = ns.node;
                             let hash = flow_hash(&pkt.frame);
-                            self.chain(node, t, hash, |w, cx| datapath::nic_rx(w, cx, nic, pkt));
+                            if self.rx_ring_full(node, t, hash) {
+                                // No free descriptor: the NIC drops the frame before the kernel
+                                // sees it (rx_missed_errors), at no CPU cost.
+                                return self.drop(pkt, DropReason::RxRingFull);
+                            }
+                            let flow = pkt.meta.data.map(|d| d.flow);
+                            self.chain(node, t, hash, Work::Rx, flow, |w, cx| {
+                                datapath::nic_rx(w, cx, nic, pkt)
+                            });
                         }
                     }
                 }
             }
             Event::Deliver { ns, pkt } => self.deliver(t, ns, pkt),
+            Event::Read { ns, pkt } => self.read(t, ns, pkt),
             Event::User { proc, input, pkt } => self.user(t, proc, input, pkt),
             Event::UserDone { proc, outputs } => self.user_done(t, proc, outputs),
             Event::Change { index } => self.change(t, index),
@@ -221,27 +332,96 @@ impl Simulation {
                     self.apply(t, cx.actions);
                 } else {
                     let node = self.world.netns[ns].node;
-                    self.chain(node, t, u32::from(ip), |w, cx| datapath::arp_timer(w, cx, ns, ip));
+                    self.chain(node, t, u32::from(ip), Work::Timer, None, |w, cx| {
+                        datapath::arp_timer(w, cx, ns, ip)
+                    });
                 }
             }
         }
     }
 
-    /// Runs a chain of kernel steps on the core of `node` that `hash` selects, then applies its
-    /// actions when the core is done.
-    fn chain(&mut self, node: usize, t: Instant, hash: u32, steps: impl FnOnce(&mut World, &mut Ctx)) {
+    /// Whether the receive ring of the core `hash` selects on `node` has no free descriptor:
+    /// as many frames wait for that core as the ring holds.
+    fn rx_ring_full(&mut self, node: usize, t: Instant, hash: u32) -> bool {
         let n = &mut self.world.nodes[node];
+        let limit = n.kernel.rx_ring as usize;
         let core = hash as usize % n.cores.len();
-        let start = n.cores[core].busy_until.max(t);
+        Core::waiting(&mut n.cores[core].rx_waiting, t) >= limit
+    }
+
+    /// Runs a chain of kernel steps on the core of `node` that `hash` selects, then applies its
+    /// actions when the core is done; returns that time. The chain's CPU time counts (in the
+    /// core's busy time, its step breakdown and `flow`'s) only if it is served within the run.
+    fn chain(
+        &mut self,
+        node: usize,
+        t: Instant,
+        hash: u32,
+        work: Work,
+        flow: Option<u32>,
+        steps: impl FnOnce(&mut World, &mut Ctx),
+    ) -> Instant {
+        let cx = self.run_chain(node, t, hash, work, flow, steps);
+        let done = cx.now();
+        self.apply(done, cx.actions);
+        done
+    }
+
+    /// [`Self::chain`] without applying the actions: the caller does.
+    fn run_chain(
+        &mut self,
+        node: usize,
+        t: Instant,
+        hash: u32,
+        work: Work,
+        flow: Option<u32>,
+        steps: impl FnOnce(&mut World, &mut Ctx),
+    ) -> Ctx {
+        let n = &mut self.world.nodes[node];
+        let ci = hash as usize % n.cores.len();
+        let backlog_limit = n.kernel.netdev_max_backlog as usize;
+        let core = &mut n.cores[ci];
+        let start = core.busy_until.max(t);
         let mut cx = Ctx::new(start);
+        if work == Work::Process {
+            cx.backlog_full = Core::waiting(&mut core.backlog_waiting, t) >= backlog_limit;
+        }
         steps(&mut self.world, &mut cx);
         let n = &mut self.world.nodes[node];
-        n.cores[core].busy_until = start + cx.cost;
-        n.cores[core].busy += cx.cost;
-        n.packets += 1;
-        self.obs.packet_hops += cx.hops;
+        let core = &mut n.cores[ci];
         let done = start + cx.cost;
-        self.apply(done, cx.actions);
+        core.busy_until = done;
+        if start > t {
+            match work {
+                Work::Rx => core.rx_waiting.push_back(start),
+                Work::Process if cx.used_backlog => core.backlog_waiting.push_back(start),
+                _ => {}
+            }
+        }
+        if done <= self.end {
+            core.busy += cx.cost;
+            for (total, d) in core.steps.iter_mut().zip(cx.steps) {
+                *total += d;
+            }
+            if let Some(f) = flow {
+                self.obs.flow_cpu(f, node, ci, &cx.steps);
+            }
+        }
+        if work != Work::Read {
+            n.packets += 1;
+        }
+        self.obs.packet_hops += cx.hops;
+        cx
+    }
+
+    /// The socket that sent `tag`'s datagram gets `bytes` of send buffer back at `at`; a send
+    /// waiting for room goes on then.
+    fn release(&mut self, tag: DataTag, at: Instant, bytes: u32) {
+        let s = &mut self.flows[tag.flow as usize].socks[sender(tag.dir)];
+        s.releases.push(Reverse((at, bytes)));
+        if std::mem::take(&mut s.blocked) {
+            self.queue.schedule(at, Event::Send { flow: tag.flow });
+        }
     }
 
     fn apply(&mut self, at: Instant, actions: Vec<Action>) {
@@ -255,6 +435,7 @@ impl Simulation {
                     }
                 }
                 Action::Deliver { ns, pkt } => self.queue.schedule(at, Event::Deliver { ns, pkt }),
+                Action::Read { ns, pkt } => self.queue.schedule(at, Event::Read { ns, pkt }),
                 Action::Drop { pkt, reason } => self.drop(pkt, reason),
                 Action::ArpTimer { ns, ip, after } => {
                     self.queue.schedule(at + after, Event::ArpTimer { ns, ip })
@@ -269,6 +450,27 @@ impl Simulation {
 
     /// A userspace process handles a packet: it is a FIFO server of its own.
     fn user(&mut self, t: Instant, proc: usize, input: Input, mut pkt: Packet) {
+        let kernel = self.world.nodes[self.world.procs[proc].node].kernel;
+        let truesize = skb_truesize(pkt.frame.len() + NET_SKB_PAD);
+        let q = &mut self.world.procs[proc].queues;
+        let full = match input {
+            // tun_net_xmit: the tun's ring holds txqueuelen packets (drivers/net/tun.c); a
+            // capture port's queue is bounded the same way.
+            Input::Device => (Core::waiting(&mut q.device, t) >= kernel.tun_txqueuelen as usize)
+                .then_some(DropReason::TunQueueFull),
+            Input::Socket => {
+                while q.socket.front().is_some_and(|&(s, _)| s <= t) {
+                    let (_, b) = q.socket.pop_front().expect("checked");
+                    q.socket_bytes -= u64::from(b);
+                }
+                // __udp_enqueue_schedule_skb drops once sk_rmem_alloc is over sk_rcvbuf.
+                (q.socket_bytes > u64::from(kernel.rmem_default)).then_some(DropReason::RcvbufFull)
+            }
+        };
+        if let Some(reason) = full {
+            return self.drop(pkt, reason);
+        }
+        let data_flow = pkt.meta.data.map(|d| d.flow);
         let costs = &self.world.costs;
         let p = &mut self.world.procs[proc];
         if let Some(tr) = pkt.meta.trace.as_mut() {
@@ -285,7 +487,21 @@ impl Simulation {
         let (mut outputs, cost) = p.handle(costs, t, input, pkt);
         let start = p.busy_until.max(t);
         p.busy_until = start + cost;
-        p.busy += cost;
+        if start + cost <= self.end {
+            p.busy += cost;
+            if let Some(flow) = data_flow {
+                self.obs.flow_user_cpu(flow, proc, cost);
+            }
+        }
+        if start > t {
+            match input {
+                Input::Device => p.queues.device.push_back(start),
+                Input::Socket => {
+                    p.queues.socket.push_back((start, truesize));
+                    p.queues.socket_bytes += u64::from(truesize);
+                }
+            }
+        }
         // A data packet sent to several peers (broadcast, unknown MAC) is one flood group.
         let data_copies =
             outputs.iter().filter(|o| matches!(o, Output::Udp { pkt, .. } if pkt.is_data())).count();
@@ -317,17 +533,24 @@ impl Simulation {
                     // The socket the process sends from receives too.
                     self.world.netns[ns].user_ports.entry(sport).or_insert(proc);
                     let hash = flow_hash(&pkt.frame);
-                    self.chain(node, t, hash, |w, cx| {
+                    let flow = pkt.meta.data.map(|d| d.flow);
+                    self.chain(node, t, hash, Work::Process, flow, |w, cx| {
                         datapath::user_send_udp(w, cx, ns, (src, sport), (dst, port), &payload, pkt, df)
                     });
                 }
                 Output::Tun { dev, pkt } => {
                     let hash = flow_hash(&pkt.frame);
-                    self.chain(node, t, hash, |w, cx| datapath::tun_write(w, cx, dev, pkt));
+                    let flow = pkt.meta.data.map(|d| d.flow);
+                    self.chain(node, t, hash, Work::Process, flow, |w, cx| {
+                        datapath::tun_write(w, cx, dev, pkt)
+                    });
                 }
                 Output::Inject { dev, pkt } => {
                     let hash = flow_hash(&pkt.frame);
-                    self.chain(node, t, hash, |w, cx| datapath::user_inject(w, cx, dev, pkt));
+                    let flow = pkt.meta.data.map(|d| d.flow);
+                    self.chain(node, t, hash, Work::Process, flow, |w, cx| {
+                        datapath::user_inject(w, cx, dev, pkt)
+                    });
                 }
                 Output::Drop { pkt, reason } => self.drop(pkt, reason),
             }
@@ -335,11 +558,21 @@ impl Simulation {
     }
 
     fn enqueue(&mut self, t: Instant, link: LinkId, mut pkt: Packet) {
-        match self.world.links[link].offer(t, pkt.frame.len()) {
+        let charge = std::mem::take(&mut pkt.meta.sk_wmem);
+        let offered = self.world.links[link].offer(t, pkt.frame.len());
+        if charge > 0 {
+            // The skb is freed when the NIC has sent it (TX completion), or at once if refused.
+            let tag = pkt.meta.data.expect("only workload datagrams carry a socket charge");
+            let prop = self.world.links[link].propagation;
+            let left = offered.map_or(t, |arrive| Instant::from_nanos(arrive.as_nanos() - prop.as_nanos()));
+            self.release(tag, left, charge);
+        }
+        match offered {
             Ok(arrive) => self.queue.schedule(arrive, Event::Arrive { link, pkt }),
             Err(e) => {
                 let reason = match e {
                     LinkDrop::QueueFull => DropReason::QueueFull,
+                    LinkDrop::QdiscFull => DropReason::QdiscFull,
                     LinkDrop::Loss => DropReason::LinkLoss,
                 };
                 if let Some(tr) = pkt.meta.trace.as_mut() {
@@ -388,32 +621,40 @@ impl Simulation {
         }
     }
 
-    /// The client of `flow` sends its next datagram.
+    /// The client of `flow` sends its next datagram, if its thread and socket let it: a thread
+    /// still in its previous `sendmsg` sends when that returns; a full send buffer blocks it
+    /// until a sent frame leaves the host (`sock_alloc_send_pskb` waits while `sk_wmem_alloc`
+    /// >= `sk_sndbuf`, net/core/sock.c).
     fn send(&mut self, t: Instant, flow: u32) {
         let f = &mut self.flows[flow as usize];
         if t >= f.end {
             return;
         }
+        let s = &mut f.socks[0];
+        if t < s.thread_free {
+            let at = s.thread_free;
+            return self.queue.schedule(at, Event::Send { flow });
+        }
+        s.reclaim(t);
+        if s.wmem >= u64::from(s.sndbuf) {
+            self.obs.flows[flow as usize].send_blocks += 1;
+            match s.releases.peek() {
+                Some(&Reverse((at, _))) => self.queue.schedule(at, Event::Send { flow }),
+                // The frees are not known yet (the frames are still in the kernel): the first
+                // one registered wakes the sender.
+                None => s.blocked = true,
+            }
+            return;
+        }
         let seq = f.next_seq;
         f.next_seq += 1;
         let payload = match f.kind {
-            WorkloadKind::UdpCbr { payload, .. } => payload,
+            WorkloadKind::UdpCbr { payload, .. } | WorkloadKind::UdpStream { payload } => payload,
             WorkloadKind::UdpRr { request, .. } => request,
         };
-        match f.kind {
-            WorkloadKind::UdpCbr { rate, payload } => {
-                // Datagram k leaves at start + k * payload bits / rate, computed exactly.
-                let k = (seq + 1) as u128;
-                let ns = k * payload as u128 * 8 * 1_000_000_000 / rate.0 as u128;
-                let next = f.start + Duration::from_nanos(ns as u64);
-                if next < f.end {
-                    self.queue.schedule(next, Event::Send { flow });
-                }
-            }
-            WorkloadKind::UdpRr { timeout, .. } => {
-                f.outstanding = Some((seq, t));
-                self.queue.schedule(t + timeout, Event::Timeout { flow, seq });
-            }
+        if let WorkloadKind::UdpRr { timeout, .. } = f.kind {
+            f.outstanding = Some((seq, t));
+            self.queue.schedule(t + timeout, Event::Timeout { flow, seq });
         }
         let opens = seq == 0 || self.flows[flow as usize].per_request;
         let mut sock_lb = None;
@@ -425,6 +666,7 @@ impl Simulation {
                     let tag = DataTag { flow, dir: Dir::Forward, seq, sent_at: t, payload, opens };
                     self.obs.sent(&tag);
                     self.obs.dropped(Some(&tag), 0, reason);
+                    self.schedule_next_send(flow, seq, t);
                     return;
                 }
             }
@@ -432,7 +674,29 @@ impl Simulation {
         let f = &self.flows[flow as usize];
         let (ns, src, sport, peer) = (f.client_ns, f.client_ip, f.sport, f.peer);
         let tuple = (src, peer.0, sport, peer.1);
-        self.transmit(t, flow, Dir::Forward, seq, payload, ns, tuple, opens, sock_lb);
+        let done = self.transmit(t, flow, Dir::Forward, seq, payload, ns, tuple, opens, sock_lb);
+        self.flows[flow as usize].socks[0].thread_free = done;
+        self.schedule_next_send(flow, seq, done);
+    }
+
+    /// After datagram `seq` of a sending workload, whose `sendmsg` returned at `done`: a CBR
+    /// sender waits for the next slot of its schedule (datagram k at start + k x payload bits /
+    /// rate, computed exactly) or, behind it, sends at once, as iperf3 catches up; a stream
+    /// sender sends at once. Request/response clients send on the answer or the timeout.
+    fn schedule_next_send(&mut self, flow: u32, seq: u64, done: Instant) {
+        let f = &self.flows[flow as usize];
+        let next = match f.kind {
+            WorkloadKind::UdpCbr { rate, payload } => {
+                let k = (seq + 1) as u128;
+                let ns = k * payload as u128 * 8 * 1_000_000_000 / rate.0 as u128;
+                (f.start + Duration::from_nanos(ns as u64)).max(done)
+            }
+            WorkloadKind::UdpStream { .. } => done,
+            WorkloadKind::UdpRr { .. } => return,
+        };
+        if next < f.end {
+            self.queue.schedule(next, Event::Send { flow });
+        }
     }
 
     /// Opens the flow's next connection: a new socket with a fresh ephemeral port, the
@@ -538,7 +802,7 @@ impl Simulation {
         (src, dst, sport, dport): (Ipv4Addr, Ipv4Addr, u16, u16),
         opens: bool,
         connect_cost: Option<Duration>,
-    ) {
+    ) -> Instant {
         let netns = &mut self.world.netns[ns];
         let ident = netns.next_ident;
         netns.next_ident = netns.next_ident.wrapping_add(1);
@@ -566,14 +830,38 @@ impl Simulation {
                 size: pkt.frame.len(),
             });
         }
-        self.chain(node, t, hash, |w, cx| {
+        // The skb's truesize is charged to the socket until its frame leaves the host.
+        let charge = skb_truesize(pkt.frame.len() - crate::net::packet::ETH_HEADER + SEND_HEADROOM);
+        let s = &mut self.flows[flow as usize].socks[sender(dir)];
+        // Frees due by now first: a server's socket is never checked by a blocking send.
+        s.reclaim(t);
+        s.wmem += u64::from(charge);
+        s.peak_wmem = s.peak_wmem.max(s.wmem);
+        let mut cx = self.run_chain(node, t, hash, Work::Process, Some(flow), |w, cx| {
             if let Some(c) = connect_cost {
-                cx.charge(c);
+                cx.charge(Step::ServiceRules, c);
             }
             datapath::udp_send(w, cx, ns, pkt)
         });
+        let done = cx.now();
+        // The last frame of the send that goes on a cable gives the memory back when the NIC
+        // has sent it; a datagram that stays in the host (delivered, dropped, handed to a
+        // userspace process, queued for ARP) frees it when the kernel is done with it.
+        let carrier = cx.actions.iter_mut().rev().find_map(|a| match a {
+            Action::Transmit { pkt, .. } if pkt.meta.data == Some(tag) => Some(pkt),
+            _ => None,
+        });
+        match carrier {
+            Some(p) => p.meta.sk_wmem = charge,
+            None => self.release(tag, done, charge),
+        }
+        self.apply(done, cx.actions);
+        done
     }
 
+    /// The kernel queues a datagram on its socket (`__udp_enqueue_schedule_skb`: dropped once
+    /// `sk_rmem_alloc` is over `sk_rcvbuf`, net/ipv4/udp.c); the application's `recvmsg` then
+    /// runs on its core, after whatever that core is already doing.
     fn deliver(&mut self, t: Instant, ns: NsId, mut pkt: Packet) {
         let Some(tag) = pkt.meta.data else { return };
         let flow = tag.flow;
@@ -585,6 +873,50 @@ impl Simulation {
                 return self.drop(pkt, DropReason::UnexpectedSource);
             }
         }
+        let truesize = skb_truesize(pkt.frame.len() + NET_SKB_PAD);
+        let s = &mut self.flows[flow as usize].socks[1 - sender(tag.dir)];
+        if s.rmem > u64::from(s.rcvbuf) {
+            if let Some(tr) = pkt.meta.trace.as_mut() {
+                tr.push(Hop {
+                    time_ns: t.as_nanos(),
+                    place: self.world.place(ns),
+                    device: "socket".into(),
+                    action: "drop".into(),
+                    why: format!("receive buffer full: {} B queued, SO_RCVBUF {}", s.rmem, s.rcvbuf),
+                    size: pkt.frame.len(),
+                });
+            }
+            return self.drop(pkt, DropReason::RcvbufFull);
+        }
+        s.rmem += u64::from(truesize);
+        s.peak_rmem = s.peak_rmem.max(s.rmem);
+        let node = self.world.netns[ns].node;
+        let hash = tuple_hash(from.0, to.0, 17, (from.1 as u32) << 16 | to.1 as u32);
+        let payload = tag.payload as usize;
+        self.chain(node, t, hash, Work::Read, Some(flow), |w, cx| {
+            cx.charge(Step::Socket, w.costs.udp_recvmsg);
+            cx.add(Step::Copy, w.costs.copy(payload));
+            if let Some(tr) = pkt.meta.trace.as_mut() {
+                tr.push(Hop {
+                    time_ns: cx.now().as_nanos(),
+                    place: w.place(ns),
+                    device: "socket".into(),
+                    action: "recvmsg".into(),
+                    why: format!("the application reads {payload} B"),
+                    size: pkt.frame.len(),
+                });
+            }
+            cx.actions.push(Action::Read { ns, pkt });
+        });
+    }
+
+    /// The application has read a datagram: it counts as delivered, and a server answers.
+    fn read(&mut self, t: Instant, ns: NsId, mut pkt: Packet) {
+        let Some(tag) = pkt.meta.data else { return };
+        let flow = tag.flow;
+        let (from, to) = udp_ends(&pkt);
+        let s = &mut self.flows[flow as usize].socks[1 - sender(tag.dir)];
+        s.rmem -= u64::from(skb_truesize(pkt.frame.len() + NET_SKB_PAD));
         let first = self.obs.delivered(&tag, pkt.meta.flood, pkt.frame.len(), t);
         self.keep_trace(tag, &mut pkt.meta, true);
         if !first {
@@ -723,6 +1055,7 @@ impl Simulation {
                 Event::Enqueue { pkt, .. }
                 | Event::Arrive { pkt, .. }
                 | Event::Deliver { pkt, .. }
+                | Event::Read { pkt, .. }
                 | Event::User { pkt, .. } => count(pkt),
                 Event::UserDone { outputs, .. } => {
                     for o in outputs {
@@ -800,7 +1133,9 @@ mod tests {
             path.iter().any(|p| p == "underlay switch port 0 forward" || p == "underlay switch port 0 flood"),
             "{path:#?}"
         );
-        assert_eq!(hops.last().unwrap().action, "deliver");
+        // The kernel queues it on the socket, then the application reads it.
+        let last: Vec<&str> = hops.iter().rev().take(2).map(|h| h.action.as_str()).collect();
+        assert_eq!(last, ["recvmsg", "deliver"]);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! for the pod MTU it defaults to and the options it accepts.
 
 mod compare;
+mod kernel;
 mod locate;
 mod resolve;
 
@@ -50,8 +51,47 @@ pub fn load(path: &Path) -> Result<Cluster, Error> {
 
 /// Reads and resolves a scenario file with command-line overrides.
 pub fn load_with(path: &Path, overrides: &Overrides) -> Result<Cluster, Error> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = read_text(path)?;
     Ok(load_str_with(&text, &path.display().to_string(), overrides)?)
+}
+
+/// Reads a scenario file as text: UTF-8 (a byte-order mark is allowed), no NUL byte. Bytes
+/// that are not UTF-8 text are a [`ScenarioError`] at their line, column and byte offset.
+pub fn read_text(path: &Path) -> Result<String, Error> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok(text_of(bytes, &path.display().to_string())?)
+}
+
+/// [`read_text`] on bytes already read.
+pub fn text_of(bytes: Vec<u8>, path_for_messages: &str) -> Result<String, ScenarioError> {
+    let at = |bytes: &[u8], offset: usize, message: String| {
+        // The valid prefix gives the line and column (in characters) of the bad byte.
+        let prefix = String::from_utf8_lossy(&bytes[..offset]);
+        let line = prefix.matches('\n').count() + 1;
+        let col =
+            prefix.rsplit('\n').next().map_or(0, |l| l.trim_start_matches('\u{feff}').chars().count()) + 1;
+        ScenarioError { path: path_for_messages.to_string(), line, col, message }
+    };
+    if let Some(i) = bytes.iter().position(|&b| b == 0) {
+        return Err(at(
+            &bytes,
+            i,
+            format!(
+                "NUL byte at byte offset {i}: this is a binary file, not a scenario; scenario files are RON text (see docs/scenario.md)"
+            ),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let i = e.utf8_error().valid_up_to();
+        let b = e.as_bytes()[i];
+        at(
+            e.as_bytes(),
+            i,
+            format!(
+                "byte 0x{b:02x} at byte offset {i} is not UTF-8 text; scenario files are UTF-8 (save the file as UTF-8)"
+            ),
+        )
+    })
 }
 
 /// Parses and resolves scenario text; `path_for_messages` is the file name errors start with.
@@ -65,6 +105,8 @@ pub fn load_str_with(
     path_for_messages: &str,
     overrides: &Overrides,
 ) -> Result<Cluster, ScenarioError> {
+    // A byte-order mark some editors write is not part of the text.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let scenario: Scenario =
         ron::Options::default().from_str(text).map_err(|e| ron_error(&e, text, path_for_messages))?;
     resolve::resolve(scenario, &resolve::Locator { text, path: path_for_messages }, overrides)
@@ -288,6 +330,16 @@ pub enum Nodes {
         nic: Bandwidth,
         #[serde(default = "default_mtu")]
         mtu: u32,
+        /// Kernel sysctls of every node (`net.core.rmem_default`, `net.core.wmem_default`,
+        /// `net.core.netdev_max_backlog`); left out, Linux's defaults.
+        #[serde(default)]
+        sysctls: BTreeMap<String, u64>,
+        /// Packets the NIC's qdisc holds (`ip link set eth0 txqueuelen N`; default 1000).
+        #[serde(default, deserialize_with = "present")]
+        txqueuelen: Option<u64>,
+        /// NIC receive ring descriptors per queue (`ethtool -G eth0 rx N`; default 1024).
+        #[serde(default, deserialize_with = "present")]
+        rx_ring: Option<u64>,
     },
     List(Vec<Node>),
 }
@@ -309,6 +361,15 @@ pub struct Node {
     /// Rack of a leaf-spine fabric, from 1; left out, the node's block by position.
     #[serde(default, deserialize_with = "present")]
     pub rack: Option<u32>,
+    /// Kernel sysctls of this node (see [`Nodes::Count`]).
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, u64>,
+    /// Packets the NIC's qdisc holds (default 1000).
+    #[serde(default, deserialize_with = "present")]
+    pub txqueuelen: Option<u64>,
+    /// NIC receive ring descriptors per queue (default 1024).
+    #[serde(default, deserialize_with = "present")]
+    pub rx_ring: Option<u64>,
 }
 
 /// One named pod: `(name: "client", node: "node-1", labels: {"app": "client"})`.
@@ -412,6 +473,11 @@ pub enum WorkloadKind {
     /// Constant bit rate UDP: `payload` bytes per datagram at `rate`.
     UdpCbr {
         rate: Bandwidth,
+        #[serde(default = "default_payload")]
+        payload: u32,
+    },
+    /// UDP as fast as the socket allows (iperf3 `-u -b 0`).
+    UdpStream {
         #[serde(default = "default_payload")]
         payload: u32,
     },
@@ -534,7 +600,7 @@ fn ron_error(e: &ron::error::SpannedError, text: &str, path: &str) -> ScenarioEr
         }
         R::ExpectedComma => "expected a comma (or a closing bracket) after the previous item".to_string(),
         R::ExpectedIdentifier => "expected a name here, such as Count(...) or List([...]) for nodes, \
-                                  UdpCbr(...) or UdpRr(...) for a kind, Pod(\"x\") for a selector, \
+                                  UdpCbr(...), UdpStream(...) or UdpRr(...) for a kind, Pod(\"x\") for a selector, \
                                   L2Switch or LeafSpine(...) for a fabric"
             .to_string(),
         R::ExpectedMapColon => "expected ':' between a key and its value".to_string(),

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::net::packet::Hop;
 
 /// Version of the summary.json schema.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Summary {
@@ -70,6 +70,9 @@ pub struct ServicesSummary {
     pub rejected: u64,
     pub conntrack_full: u64,
     pub conntrack_early_drops: u64,
+    /// Established connections Cilium sent to a new backend because theirs had left the
+    /// backend map (`lb4_local`).
+    pub backends_reselected: u64,
     /// CPU spent on new connections' rules, lookups and conntrack set-up per 1,000 of them, ns.
     pub cpu_ns_per_1000_new_connections: f64,
     /// Packets that hit an existing conntrack entry, and the CPU per such packet, ns.
@@ -156,9 +159,37 @@ pub struct Totals {
     pub packet_hops: u64,
     /// Simulated time at which the run ended, ns.
     pub end_ns: u64,
-    /// CPU time of every node (kernel cores and userspace data-plane processes) per datagram
-    /// delivered, ns: the per-packet cost of the CNI's data path.
+    /// CPU time every node served by the end of the run (kernel cores and userspace data-plane
+    /// processes; work still queued at the end is left out) per datagram delivered, ns: the
+    /// per-packet cost of the CNI's data path.
     pub cpu_ns_per_datagram: f64,
+    /// CPU time served within the run on every node's cores and userspace data planes.
+    pub cpu_ns: u64,
+    /// `cpu_ns` by kernel step (only steps that took time); adds up to `cpu_ns`.
+    pub cpu_by_step: BTreeMap<String, u64>,
+    /// Drops in the kernel's bounded queues, with the counter a Linux node shows them in.
+    pub kernel_queue_drops: Vec<KernelQueueDrops>,
+}
+
+/// Drops of one kernel queue, as a Linux node would count them.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct KernelQueueDrops {
+    /// The drop reason key (`backlog_full`, `rx_ring_full`, ...).
+    pub reason: String,
+    /// Where Linux shows it (`/proc/net/softnet_stat`, `ethtool -S`, ...).
+    pub counter: String,
+    pub count: u64,
+}
+
+/// The busiest place a flow's datagrams were processed: what limits it under load.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Bottleneck {
+    /// "node-1 core 3", or "flanneld on node-1" for a userspace data plane.
+    pub place: String,
+    /// Busy share of that core or process over the run.
+    pub utilisation: f64,
+    /// Its busiest kernel steps, most first (ns served within the run), at most three.
+    pub top_steps: Vec<(String, u64)>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -176,6 +207,9 @@ pub struct FlowSummary {
     pub src_port: u16,
     pub dst_port: u16,
     /// Datagrams in both directions (requests and responses for request/response flows).
+    /// Datagrams the workload asked to send in its active time (a CBR schedule's slots);
+    /// `None` for streams (as many as the socket allows) and request/response.
+    pub offered: Option<u64>,
     pub sent: u64,
     pub delivered: u64,
     pub dropped: u64,
@@ -199,6 +233,20 @@ pub struct FlowSummary {
     /// frame on the client node's NIC minus its frame on the client pod's `eth0`. `None` for
     /// same-node flows and untraced or undelivered ones.
     pub encap_overhead_bytes: Option<i64>,
+    /// Times the sender blocked on a full send buffer (`SO_SNDBUF`).
+    pub send_blocks: u64,
+    /// Largest send and receive buffer occupancy of the flow's sockets, bytes of truesize.
+    pub peak_send_buffer_bytes: u64,
+    pub peak_receive_buffer_bytes: u64,
+    /// CPU served within the run on the chains and processes that carried this flow's
+    /// datagrams (both directions).
+    pub cpu_ns: u64,
+    /// `cpu_ns` by kernel step (only steps that took time).
+    pub cpu_by_step: BTreeMap<String, u64>,
+    /// `cpu_ns` per delivered datagram.
+    pub cpu_ns_per_datagram: f64,
+    /// The busiest core or process the flow used.
+    pub bottleneck: Option<Bottleneck>,
 }
 
 /// Latency distribution, in nanoseconds. All zero when `count` is 0.
@@ -232,6 +280,10 @@ pub struct NodeSummary {
     pub packets_processed: u64,
     /// Mean CPU cost (kernel and userspace) per processed packet, ns.
     pub cpu_ns_per_packet: f64,
+    /// Core and userspace CPU by kernel step (only steps that took time).
+    pub cpu_by_step: BTreeMap<String, u64>,
+    /// The node's kernel queue bounds (sysctls, txqueuelen, RX ring).
+    pub kernel: crate::cluster::KernelQueues,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -266,7 +318,9 @@ pub struct RunInfo {
 // ---- building a summary from a finished run ----
 
 use crate::cluster::WorkloadKind;
+use crate::cost::{Step, StepTimes};
 use crate::run::Simulation;
+use crate::time::Duration;
 use hdrhistogram::Histogram;
 
 /// Quantiles sampled for the CDF in [`LatencyStats::cdf`].
@@ -344,6 +398,9 @@ impl Summary {
                     kind: kind_name(&w.kind).into(),
                     params: match &w.kind {
                         WorkloadKind::UdpCbr { rate, payload } => format!("{rate}, {payload} B payload"),
+                        WorkloadKind::UdpStream { payload } => {
+                            format!("as fast as the socket allows, {payload} B payload")
+                        }
                         WorkloadKind::UdpRr { request, response, think, timeout } => format!(
                             "{request} B request, {response} B response, think {think}, timeout {timeout}"
                         ),
@@ -374,19 +431,28 @@ impl Summary {
             events: sim.queue.processed(),
             packet_hops: sim.obs.packet_hops,
             end_ns: sim.end.as_nanos(),
+            // Only the work of processed datagrams: the chains that carried them and were served.
             cpu_ns_per_datagram: {
-                let cpu: u64 = (0..c.nodes.len())
-                    .map(|i| {
-                        sim.world.nodes[i].cores.iter().map(|k| k.busy.as_nanos()).sum::<u64>()
-                            + user_busy(sim, i)
-                    })
-                    .sum();
+                let cpu: u64 = flows.iter().map(|f| f.cpu_ns).sum();
                 if delivered == 0 {
                     0.0
                 } else {
                     cpu as f64 / delivered as f64
                 }
             },
+            cpu_ns: (0..sim.world.nodes.len())
+                .map(|i| node_steps(sim, i).iter().map(|d| d.as_nanos()).sum::<u64>())
+                .sum(),
+            cpu_by_step: {
+                let mut all = [Duration::ZERO; Step::COUNT];
+                for i in 0..sim.world.nodes.len() {
+                    for (a, d) in all.iter_mut().zip(node_steps(sim, i)) {
+                        *a += d;
+                    }
+                }
+                step_map(&all)
+            },
+            kernel_queue_drops: kernel_queue_drops(sim),
         };
         let end = sim.end.as_nanos().max(1);
         let nodes = c
@@ -412,6 +478,8 @@ impl Summary {
                     } else {
                         total as f64 / node.packets as f64
                     },
+                    cpu_by_step: step_map(&node_steps(sim, i)),
+                    kernel: node.kernel,
                 }
             })
             .collect();
@@ -471,6 +539,77 @@ fn encap_overhead(sim: &Simulation, i: usize, f: &crate::run::Flow) -> Option<i6
     Some(nic as i64 - pod as i64)
 }
 
+/// CPU served on node `node` (cores and userspace processes, which the world also keeps for
+/// external hosts) by step.
+fn node_steps(sim: &Simulation, node: usize) -> StepTimes {
+    let mut s = [Duration::ZERO; Step::COUNT];
+    for core in &sim.world.nodes[node].cores {
+        for (a, d) in s.iter_mut().zip(core.steps) {
+            *a += d;
+        }
+    }
+    s[Step::Userspace as usize] += Duration::from_nanos(user_busy(sim, node));
+    s
+}
+
+/// Steps that took time, by name.
+fn step_map(s: &StepTimes) -> BTreeMap<String, u64> {
+    Step::ALL
+        .iter()
+        .filter(|st| s[**st as usize] > Duration::ZERO)
+        .map(|st| (st.name().to_string(), s[*st as usize].as_nanos()))
+        .collect()
+}
+
+fn kernel_queue_drops(sim: &Simulation) -> Vec<KernelQueueDrops> {
+    let mut by: BTreeMap<crate::observe::DropReason, u64> = BTreeMap::new();
+    for f in &sim.obs.flows {
+        for (r, n) in &f.drops {
+            *by.entry(*r).or_default() += n;
+        }
+    }
+    by.into_iter()
+        .filter_map(|(r, count)| {
+            let counter = r.kernel_counter()?;
+            Some(KernelQueueDrops { reason: r.name().into(), counter: counter.into(), count })
+        })
+        .collect()
+}
+
+/// The busiest core or userspace process among those that served `o`'s datagrams.
+fn bottleneck(sim: &Simulation, o: &crate::observe::FlowObs) -> Option<Bottleneck> {
+    let end = sim.end.as_nanos().max(1) as f64;
+    let names = |node: usize| sim.world.netns[sim.world.nodes[node].ns].name.clone();
+    let cores = o.cores.keys().map(|&(n, c)| {
+        let core = &sim.world.nodes[n].cores[c];
+        (core.busy, format!("{} core {c}", names(n)), core.steps)
+    });
+    let procs = o.procs.keys().map(|&p| {
+        let proc = &sim.world.procs[p];
+        let mut s = [Duration::ZERO; Step::COUNT];
+        s[Step::Userspace as usize] = proc.busy;
+        (proc.busy, format!("{} on {}", proc.name, names(proc.node)), s)
+    });
+    // Busiest first; ties go to the first in (node, core) order, then processes.
+    let (busy, place, steps) =
+        cores.chain(procs).fold(None, |best: Option<(Duration, String, StepTimes)>, x| match &best {
+            Some(b) if b.0 >= x.0 => best,
+            _ => Some(x),
+        })?;
+    let mut top: Vec<(String, u64)> = step_map(&steps).into_iter().collect();
+    top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    top.truncate(3);
+    Some(Bottleneck { place, utilisation: busy.as_nanos() as f64 / end, top_steps: top })
+}
+
+/// Datagrams a CBR schedule asks for in `active`: slot k at floor(k x payload x 8 s / rate),
+/// counted while before the end (the slots `run` schedules).
+fn offered(kind: &WorkloadKind, active: Duration) -> Option<u64> {
+    let WorkloadKind::UdpCbr { rate, payload } = *kind else { return None };
+    let per = u128::from(payload) * 8 * 1_000_000_000;
+    Some((u128::from(active.as_nanos()) * u128::from(rate.0)).div_ceil(per) as u64)
+}
+
 /// CPU time of the userspace data-plane processes on node `node`.
 fn user_busy(sim: &Simulation, node: usize) -> u64 {
     sim.world.procs.iter().filter(|p| p.node == node).map(|p| p.busy.as_nanos()).sum()
@@ -479,6 +618,7 @@ fn user_busy(sim: &Simulation, node: usize) -> u64 {
 fn kind_name(k: &WorkloadKind) -> &'static str {
     match k {
         WorkloadKind::UdpCbr { .. } => "udp_cbr",
+        WorkloadKind::UdpStream { .. } => "udp_stream",
         WorkloadKind::UdpRr { .. } => "udp_rr",
     }
 }
@@ -510,6 +650,7 @@ fn flow_summary(sim: &Simulation, i: usize, f: &crate::run::Flow) -> FlowSummary
         crate::cluster::Target::External(e) => (format!("ext/{}", c.externals[e].name), "-".into(), false),
     };
     let active = (f.end.saturating_since(f.start)).as_secs_f64();
+    let cpu_ns: u64 = o.steps.iter().map(|d| d.as_nanos()).sum();
     let rtt = matches!(f.kind, WorkloadKind::UdpRr { .. }).then(|| LatencyStats::from_histogram(&o.rtt));
     FlowSummary {
         id: i,
@@ -524,6 +665,7 @@ fn flow_summary(sim: &Simulation, i: usize, f: &crate::run::Flow) -> FlowSummary
         dst_ip: f.dst.0.to_string(),
         src_port: f.sport,
         dst_port: f.dst.1,
+        offered: offered(&f.kind, f.end.saturating_since(f.start)),
         sent: o.sent,
         delivered: o.delivered,
         dropped: o.drops.values().sum(),
@@ -536,6 +678,13 @@ fn flow_summary(sim: &Simulation, i: usize, f: &crate::run::Flow) -> FlowSummary
         wire_bytes: o.wire_bytes,
         throughput_bps: if active > 0.0 { o.payload_bytes as f64 * 8.0 / active } else { 0.0 },
         encap_overhead_bytes: encap_overhead(sim, i, f),
+        send_blocks: o.send_blocks,
+        peak_send_buffer_bytes: f.socks.iter().map(|s| s.peak_wmem).max().unwrap_or(0),
+        peak_receive_buffer_bytes: f.socks.iter().map(|s| s.peak_rmem).max().unwrap_or(0),
+        cpu_ns,
+        cpu_by_step: step_map(&o.steps),
+        cpu_ns_per_datagram: if o.delivered > 0 { cpu_ns as f64 / o.delivered as f64 } else { 0.0 },
+        bottleneck: bottleneck(sim, o),
         overhead_ratio: if o.payload_bytes > 0 {
             (o.wire_bytes - o.payload_bytes) as f64 / o.payload_bytes as f64
         } else {
@@ -607,6 +756,7 @@ fn services_summary(sim: &Simulation) -> Option<ServicesSummary> {
         rejected: sum(&|s| s.rejected),
         conntrack_full: sum(&|s| s.conntrack_full),
         conntrack_early_drops: ps.iter().map(|p| p.conntrack.early_dropped).sum(),
+        backends_reselected: sum(&|s| s.reselected),
         cpu_ns_per_1000_new_connections: per(sum(&|s| s.new_connection_cpu.as_nanos())) * 1000.0,
         established_packets: established,
         cpu_ns_per_established_packet: if established > 0 {

@@ -121,7 +121,7 @@ pub fn run(
     progress: bool,
     shard: Option<Shard>,
 ) -> Result<SweepResult, Error> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = scenario::read_text(path)?;
     let shown = path.display().to_string();
     let base = scenario::load_str_with(&text, &shown, &Overrides::default())?;
     let Some(spec) = base.sweep.clone() else {
@@ -146,6 +146,22 @@ pub fn run(
             scenario::load_str_with(&text, &shown, &o).map_err(Error::from)
         })
         .collect::<Result<Vec<_>, Error>>()?;
+    // The points running at once share the memory: the largest ones, one per thread.
+    let workers = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut sizes: Vec<crate::estimate::Estimate> =
+        clusters.iter().map(|c| crate::estimate::estimate(c, false)).collect();
+    sizes.sort_by_key(|e| std::cmp::Reverse(e.total));
+    if let Some(largest) = sizes.first() {
+        let at_once = sizes.iter().take(workers).fold(0u64, |t, e| t.saturating_add(e.total));
+        let needs = format!(
+            "about {} at once: its {} largest points run together on {workers} threads, the largest {} \
+             (--jobs 1 runs one point at a time)",
+            crate::memory::fmt_bytes(at_once),
+            workers.min(sizes.len()),
+            largest.describe()
+        );
+        crate::estimate::check(&format!("the sweep of {shown}"), at_once, &needs)?;
+    }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads.unwrap_or(0))
         .build()
@@ -243,7 +259,17 @@ pub fn merge(shards: &[std::path::PathBuf]) -> Result<SweepResult, Error> {
     let mut parts = Vec::new();
     for dir in shards {
         let file = dir.join("sweep.json");
-        let text = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
+        let text = std::fs::read_to_string(&file).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound if !dir.is_dir() => Error::Usage(format!(
+                "{}: no such directory; give the output directories of `cnisim sweep --shard I/N` (each holds sweep.json)",
+                dir.display()
+            )),
+            std::io::ErrorKind::NotFound => Error::Usage(format!(
+                "{} holds no sweep.json: it is not the output directory of `cnisim sweep --shard I/N`",
+                dir.display()
+            )),
+            _ => Error::io(&file, e),
+        })?;
         let r: SweepResult = serde_json::from_str(&text)
             .map_err(|e| Error::Usage(format!("{}: not a cnisim sweep.json ({e})", file.display())))?;
         parts.push((file, r));

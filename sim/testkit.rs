@@ -24,6 +24,7 @@ pub fn cluster(nodes: usize, pods: usize, kind: WorkloadKind, pairs: &[(usize, u
             prefix: 24,
             rack: 0,
             gateway: None,
+            kernel: Default::default(),
         })
         .collect();
     let pod_specs: Vec<PodSpec> = (0..nodes * pods)

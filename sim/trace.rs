@@ -78,6 +78,8 @@ pub fn trace(cluster: &Cluster, from: Client, to: Target, payload: u32) -> Resul
         f.trace.clone().unwrap_or_default().into_iter().map(|h| (HopOf::Data, h)).collect();
     hops.extend(f.reply_trace.clone().unwrap_or_default().into_iter().map(|h| (HopOf::Reply, h)));
     hops.extend(sim.world.control_hops.iter().cloned().map(|h| (HopOf::Arp, h)));
+    // The last hop of a delivered datagram is the application's `recvmsg` returning: the time
+    // the result line gives (what `run` measures as latency), so both read one clock.
     hops.sort_by_key(|(_, h)| h.time_ns); // stable: keeps each packet's own order
     let (src_name, src_ip, src_node) = match from {
         Client::Pod(p) => {

@@ -20,7 +20,7 @@ pub struct Bandwidth(pub u64);
 pub struct ByteSize(pub u64);
 
 const DURATION_UNITS: &[(&str, f64)] =
-    &[("ns", 1.0), ("us", 1e3), ("µs", 1e3), ("ms", 1e6), ("s", 1e9), ("min", 60e9)];
+    &[("ns", 1.0), ("us", 1e3), ("µs", 1e3), ("ms", 1e6), ("s", 1e9), ("min", 60e9), ("h", 3600e9)];
 const BANDWIDTH_UNITS: &[(&str, f64)] = &[
     ("bit", 1.0),
     ("Kbit", 1e3),
@@ -47,7 +47,13 @@ const SIZE_UNITS: &[(&str, f64)] = &[
 
 /// Splits `"1.5ms"` into (1.5, "ms") and scales it by the unit's factor.
 fn parse_quantity(text: &str, what: &str, units: &[(&str, f64)], example: &str) -> Result<f64, String> {
-    let t = text.trim();
+    if text.contains(char::is_whitespace) {
+        let joined: String = text.split_whitespace().collect();
+        return Err(format!(
+            "{what} '{text}' has a space in it: write the number and the unit together, e.g. \"{joined}\""
+        ));
+    }
+    let t = text;
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+' || c == '_'))
         .unwrap_or(t.len());
@@ -66,7 +72,6 @@ fn parse_quantity(text: &str, what: &str, units: &[(&str, f64)], example: &str) 
     if !value.is_finite() {
         return Err(format!("{what} '{text}' is not finite"));
     }
-    let unit = unit.trim();
     if unit.is_empty() {
         return Err(format!("{what} '{text}' has no unit: write e.g. \"{example}\" (units: {})", names()));
     }
@@ -202,6 +207,13 @@ mod tests {
         assert_eq!(parse_duration("1.5ms").unwrap(), Duration::from_nanos(1_500_000));
         assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
         assert_eq!(parse_duration("0ns").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        let e = parse_duration("1 s").unwrap_err();
+        assert_eq!(
+            e,
+            "duration '1 s' has a space in it: write the number and the unit together, e.g. \"1s\""
+        );
+        assert!(parse_bandwidth(" 10Gbit").unwrap_err().contains("has a space in it"));
     }
 
     #[test]

@@ -33,8 +33,23 @@ pub struct UserProc {
     pub ns: NsId,
     pub kind: ProcKind,
     pub busy_until: Instant,
+    /// CPU time served within the run.
     pub busy: Duration,
     pub packets: u64,
+    /// What waits for the process: its tun queue and its socket's receive queue.
+    pub queues: ProcQueues,
+}
+
+/// The bounded queues in front of a userspace process (drained in arrival order).
+#[derive(Clone, Debug, Default)]
+pub struct ProcQueues {
+    /// Start times of device reads not yet started (the tun's `tx_ring`, or the capture
+    /// port's packet queue).
+    pub device: std::collections::VecDeque<Instant>,
+    /// (start time, truesize) of socket reads not yet started.
+    pub socket: std::collections::VecDeque<(Instant, u32)>,
+    /// Bytes of `socket` (`sk_rmem_alloc`).
+    pub socket_bytes: u64,
 }
 
 pub enum ProcKind {

@@ -6,12 +6,12 @@
 //! its LOCAL, broadcast and subnet routes), so CNI builders read like the plugin's netlink
 //! calls. The world holds state only; `datapath` moves packets through it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::Ipv4Addr;
 
 use crate::addr::{Ipv4Net, Mac};
 use crate::cluster::{Cluster, NodeId, PodId};
-use crate::cost::CostProfile;
+use crate::cost::{CostProfile, StepTimes};
 use crate::engine::{Component, RngFactory};
 use crate::net::bridge::Fdb;
 use crate::net::link::Link;
@@ -74,15 +74,40 @@ pub struct World {
 pub struct Node {
     pub ns: NsId,
     pub cores: Vec<Core>,
+    /// The bounds of the node's kernel queues (Linux's defaults on external hosts).
+    pub kernel: crate::cluster::KernelQueues,
     /// Frames whose processing this node's kernel started.
     pub packets: u64,
 }
 
-/// A CPU core as a FIFO server.
-#[derive(Clone, Copy, Debug, Default)]
+/// A CPU core as a FIFO server with the kernel's bounded queues in front of it.
+///
+/// Work is served in arrival order; the queues only bound how much may wait. A chain's CPU
+/// time counts in `busy` (and `steps`) when its service ends within the run: a core is never
+/// busier than the time that passed.
+#[derive(Clone, Debug, Default)]
 pub struct Core {
     pub busy_until: Instant,
+    /// CPU time served within the run.
     pub busy: Duration,
+    /// `busy` split by kernel step.
+    pub steps: StepTimes,
+    /// Start times of the chains from this core's NIC receive queue not yet started: the
+    /// descriptors in use in the RX ring (oldest first).
+    pub rx_waiting: VecDeque<Instant>,
+    /// Start times of process-context chains that queued a frame to this core's input
+    /// backlog (veth) and have not started yet.
+    pub backlog_waiting: VecDeque<Instant>,
+}
+
+impl Core {
+    /// Forgets the waiting entries whose service has started by `now`; returns how many wait.
+    pub fn waiting(queue: &mut VecDeque<Instant>, now: Instant) -> usize {
+        while queue.front().is_some_and(|&s| s <= now) {
+            queue.pop_front();
+        }
+        queue.len()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

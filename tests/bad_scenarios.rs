@@ -142,7 +142,7 @@ fn unknown_workload_kind() {
         &edit(&[("UdpRr(", "UdpRR(")]),
         19,
         28,
-        "unknown workload kind 'UdpRR', expected one of: UdpCbr, UdpRr",
+        "unknown workload kind 'UdpRR', expected one of: UdpCbr, UdpStream, UdpRr",
     );
 }
 
@@ -203,7 +203,93 @@ fn zero_duration() {
 
 #[test]
 fn duration_over_an_hour() {
-    check(&edit(&[("\"2s\"", "\"2h\"")]), 3, 15, "unknown duration unit 'h'");
+    check(&edit(&[("\"2s\"", "\"2h\"")]), 3, 15, "longer than the limit of 1h");
+}
+
+#[test]
+fn duration_of_an_hour_in_hours_is_valid() {
+    let c = load_str(&edit(&[("\"2s\"", "\"1h\"")]), "bad.ron").unwrap();
+    assert_eq!(c.duration, cnisim::time::Duration::from_secs(3600));
+}
+
+#[test]
+fn duration_with_a_space() {
+    check(
+        &edit(&[("\"2s\"", "\"1 s\"")]),
+        3,
+        15,
+        "duration '1 s' has a space in it: write the number and the unit together, e.g. \"1s\"",
+    );
+}
+
+#[test]
+fn a_byte_order_mark_is_skipped() {
+    let c = load_str(&format!("\u{feff}{BASE}"), "bad.ron").unwrap();
+    assert_eq!(c.name, "bad");
+    // Positions are those an editor shows (the mark is invisible).
+    let e = load_str(&format!("\u{feff}{}", edit(&[("Scenario(", "Senario(")])), "bad.ron").unwrap_err();
+    assert_eq!((e.line, e.col), (1, 1), "{e}");
+}
+
+/// Bytes that are not text: `cnisim run` and `validate` exit 2 at the byte's line, column and
+/// offset, and write nothing.
+#[test]
+fn binary_and_non_utf8_files() {
+    let dir = std::env::temp_dir().join(format!("cnisim-bad-bytes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // "bad" with a Latin-1 é for its "a".
+    let mut non_utf8 = BASE.as_bytes().to_vec();
+    non_utf8[BASE.find("bad").unwrap() + 1] = 0xe9;
+    let mut binary = BASE.as_bytes().to_vec();
+    binary.splice(40..40, [0u8, 0x8b, 0x1f]);
+    let cases: [(&str, Vec<u8>, String); 3] = [
+        (
+            "latin1.ron",
+            non_utf8,
+            "latin1.ron:2:13: byte 0xe9 at byte offset 22 is not UTF-8 text; scenario files are UTF-8 (save the file as UTF-8)".into(),
+        ),
+        (
+            "binary.ron",
+            binary,
+            "binary.ron:3:14: NUL byte at byte offset 40: this is a binary file, not a scenario".into(),
+        ),
+        (
+            "gzip.ron",
+            vec![0x1f, 0x8b, 0x08, 0x00, 0xff, 0xff],
+            "gzip.ron:1:4: NUL byte at byte offset 3".into(),
+        ),
+    ];
+    for (name, bytes, want) in cases {
+        let file = dir.join(name);
+        std::fs::write(&file, &bytes).unwrap();
+        let out = dir.join("out");
+        for args in [
+            vec!["run", file.to_str().unwrap(), "--out", out.to_str().unwrap()],
+            vec!["validate", file.to_str().unwrap()],
+        ] {
+            let o = Command::new(env!("CARGO_BIN_EXE_cnisim")).args(&args).output().unwrap();
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {stderr}");
+            assert!(
+                stderr.contains(&format!("error: {}", dir.join(&want).display())),
+                "{args:?}: {stderr:?} lacks {want:?}"
+            );
+            assert!(!out.exists());
+        }
+        assert_eq!(std::fs::read(&file).unwrap(), bytes);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn service_target_in_a_scenario_without_services() {
+    check(
+        &edit(&[("to: Pod(\"srv\")", "to: Service(\"ghost\")")]),
+        18,
+        100,
+        "Service(\"ghost\") names no service; this scenario has no services; declare it under `services:`",
+    );
 }
 
 #[test]
@@ -418,6 +504,16 @@ fn payload_exceeds_mtu() {
         18,
         62,
         "a pod sends datagrams of at most its MTU; lower payload to ≤ MTU-28 = 1472",
+    );
+}
+
+#[test]
+fn payload_over_a_udp_datagram() {
+    check(
+        &edit(&[("payload: 1400", "payload: 70000")]),
+        18,
+        62,
+        "payload 70000 B is more than one UDP datagram holds over IPv4 (65,507 B); lower it",
     );
 }
 
@@ -858,4 +954,36 @@ fn service_name_taken_by_generated_services() {
         1,
     );
     check(&text, 16, 55, "service name 'svc-2' is taken by generated_services");
+}
+
+#[test]
+fn unknown_sysctl() {
+    let text = edit(&[(
+        "nodes: Count(count: 2, mtu: 1500)",
+        r#"nodes: Count(count: 2, mtu: 1500, sysctls: {"net.core.rmem_max": 1})"#,
+    )]);
+    check(&text, 11, 70, "unknown sysctl 'net.core.rmem_max': cnisim models net.core.rmem_default");
+}
+
+#[test]
+fn sysctl_below_the_kernels_floor() {
+    let text = edit(&[(
+        "nodes: Count(count: 2, mtu: 1500)",
+        r#"nodes: Count(count: 2, mtu: 1500, sysctls: {"net.core.wmem_default": 100})"#,
+    )]);
+    check(&text, 11, 74, "net.core.wmem_default = 100 is outside 4608..=2147483647");
+}
+
+#[test]
+fn rx_ring_out_of_range() {
+    let text =
+        edit(&[("nodes: Count(count: 2, mtu: 1500)", "nodes: Count(count: 2, mtu: 1500, rx_ring: 10)")]);
+    check(&text, 11, 48, "rx_ring 10 is outside 64..=8192");
+}
+
+#[test]
+fn txqueuelen_zero() {
+    let text =
+        edit(&[("nodes: Count(count: 2, mtu: 1500)", "nodes: Count(count: 2, mtu: 1500, txqueuelen: 0)")]);
+    check(&text, 11, 51, "txqueuelen 0 is outside 1..=");
 }

@@ -5,8 +5,10 @@ use std::path::{Path, PathBuf};
 
 use crate::compare::{self, CompareResult};
 use crate::error::Error;
-use crate::output::{write_dir_atomically, OutputFile};
+use crate::output::{check_target, write_dir_atomically, Named, OutputFile};
 use crate::{report, trace};
+
+use super::{load, out_path, Choice};
 
 /// `cnisim compare`: every combination of the scenario (or one shard of them). The default
 /// output directory is `reports/<scenario>-compare` (`...-compare-shard-I-of-N` for a shard).
@@ -15,13 +17,16 @@ pub fn compare(
     out: Option<PathBuf>,
     opts: &compare::Options,
 ) -> Result<(PathBuf, CompareResult), Error> {
-    let result = compare::run(path, opts, trace::overhead_probe)?;
-    let name = match result.shard {
-        None => format!("{}-compare", result.scenario.name),
-        Some(s) => format!("{}-compare-shard-{}-of-{}", result.scenario.name, s.index, s.count),
+    // The scenario's name gives the default directory, checked before any combination runs.
+    let scenario_name = load(path, None, Choice::default())?.name;
+    let name = match opts.shard {
+        None => format!("{scenario_name}-compare"),
+        Some(s) => format!("{scenario_name}-compare-shard-{}-of-{}", s.index, s.count),
     };
-    let out_dir = out.unwrap_or_else(|| Path::new("reports").join(name));
-    write(&out_dir, &result)?;
+    let (out_dir, named) = out_path(out, &name);
+    check_target(&out_dir, named)?;
+    let result = compare::run(path, opts, trace::overhead_probe)?;
+    write(&out_dir, named, &result)?;
     Ok((out_dir, result))
 }
 
@@ -34,15 +39,15 @@ pub fn is_compare_dir(dir: &Path) -> bool {
 /// `reports/<scenario>-compare`.
 pub fn merge_compare(out: Option<PathBuf>, shards: &[PathBuf]) -> Result<(PathBuf, CompareResult), Error> {
     let result = compare::merge(shards)?;
-    let out_dir =
-        out.unwrap_or_else(|| Path::new("reports").join(format!("{}-compare", result.scenario.name)));
-    write(&out_dir, &result)?;
+    let (out_dir, named) = out_path(out, &format!("{}-compare", result.scenario.name));
+    check_target(&out_dir, named)?;
+    write(&out_dir, named, &result)?;
     Ok((out_dir, result))
 }
 
-fn write(out_dir: &Path, result: &CompareResult) -> Result<(), Error> {
+fn write(out_dir: &Path, named: Named, result: &CompareResult) -> Result<(), Error> {
     let mut files = report::render_compare(result)
         .map_err(|e| Error::Invariant(format!("rendering the compare report: {e}")))?;
     files.push(OutputFile::new("compare.json", result.to_json()));
-    write_dir_atomically(out_dir, &files)
+    write_dir_atomically(out_dir, named, &files)
 }

@@ -72,6 +72,7 @@ fn udp(w: &mut World) {
             busy_until: Instant::ZERO,
             busy: Duration::ZERO,
             packets: 0,
+            queues: Default::default(),
         });
         w.netns[ns].user_ports.insert(FLANNEL_UDP_PORT, proc);
     }

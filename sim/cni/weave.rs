@@ -115,6 +115,7 @@ pub(super) fn build(w: &mut World) {
                 busy_until: Instant::ZERO,
                 busy: Duration::ZERO,
                 packets: 0,
+                queues: Default::default(),
             });
             w.netns[ns].user_ports.insert(WEAVE_SLEEVE_PORT, proc);
         }

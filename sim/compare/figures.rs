@@ -69,6 +69,9 @@ pub(super) fn facts(c: &Cluster) -> ScenarioFacts {
                     WorkloadKind::UdpRr { request, response, think, .. } => {
                         format!("{request} B request, {response} B response, think {think}")
                     }
+                    WorkloadKind::UdpStream { payload } => {
+                        format!("as fast as the socket allows, {payload} B payload")
+                    }
                 },
                 flows: w.flows.len(),
             })
@@ -82,6 +85,7 @@ fn kind(k: &WorkloadKind) -> &'static str {
     match k {
         WorkloadKind::UdpCbr { .. } => "udp_cbr",
         WorkloadKind::UdpRr { .. } => "udp_rr",
+        WorkloadKind::UdpStream { .. } => "udp_stream",
     }
 }
 
@@ -94,7 +98,7 @@ fn per(a: f64, b: f64) -> Option<f64> {
 pub(super) fn figures(sim: &Simulation, s: &Summary, facts: &ScenarioFacts) -> Figures {
     let c = &sim.world.cluster;
     let t = &s.totals;
-    let cpu_ns: u64 = s.nodes.iter().map(|n| n.cpu_busy_ns.iter().sum::<u64>() + n.userspace_busy_ns).sum();
+    let cpu_ns = t.cpu_ns;
     let payload_bits: u64 = s.flows.iter().map(|f| f.payload_bytes * 8).sum();
     let node = |name: &Option<String>| -> Option<NodeFigures> {
         let n = s.nodes.iter().find(|n| Some(&n.name) == name.as_ref())?;
@@ -104,7 +108,8 @@ pub(super) fn figures(sim: &Simulation, s: &Summary, facts: &ScenarioFacts) -> F
             .filter(|f| f.src_node == n.name || f.dst_node == n.name)
             .map(|f| f.payload_bytes * 8)
             .sum();
-        let busy = n.cpu_busy_ns.iter().sum::<u64>() + n.userspace_busy_ns;
+        // What the node served within the run, as `totals.cpu_ns` counts it.
+        let busy = n.cpu_by_step.values().sum::<u64>();
         Some(NodeFigures {
             name: n.name.clone(),
             cpu_ns: busy,
@@ -172,6 +177,11 @@ pub(super) fn figures(sim: &Simulation, s: &Summary, facts: &ScenarioFacts) -> F
         arp_drops_by_reason: t.arp_drops_by_reason.clone(),
         warnings: s.scenario.warnings.clone(),
         cpu_ns,
+        cpu_by_step: t.cpu_by_step.clone(),
+        cpu_ns_per_datagram_by_step: match t.delivered {
+            0 => BTreeMap::new(),
+            d => t.cpu_by_step.iter().map(|(k, &ns)| (k.clone(), ns as f64 / d as f64)).collect(),
+        },
         userspace_cpu_ns: s.nodes.iter().map(|n| n.userspace_busy_ns).sum(),
         cpu_ns_per_datagram: (t.delivered > 0).then_some(t.cpu_ns_per_datagram),
         payload_bits,
@@ -203,11 +213,16 @@ fn workload(sim: &Simulation, s: &Summary, wi: usize, w: &crate::cluster::Worklo
     };
     let sum = |f: fn(&crate::summary::FlowSummary) -> u64| flows.iter().map(|&i| f(&s.flows[i])).sum::<u64>();
     let mut drops: BTreeMap<String, u64> = BTreeMap::new();
+    let mut cpu_by_step: BTreeMap<String, u64> = BTreeMap::new();
     for &i in &flows {
         for (r, n) in &s.flows[i].drops_by_reason {
             *drops.entry(r.clone()).or_default() += n;
         }
+        for (step, ns) in &s.flows[i].cpu_by_step {
+            *cpu_by_step.entry(step.clone()).or_default() += ns;
+        }
     }
+    let cpu_ns = sum(|f| f.cpu_ns);
     let (sent, delivered, dropped) = (sum(|f| f.sent), sum(|f| f.delivered), sum(|f| f.dropped));
     let rr = matches!(w.kind, WorkloadKind::UdpRr { .. });
     let transactions = sum(|f| f.transactions);
@@ -226,5 +241,8 @@ fn workload(sim: &Simulation, s: &Summary, wi: usize, w: &crate::cluster::Worklo
         transactions,
         timeouts: sum(|f| f.timeouts),
         transactions_per_s: if rr { per(transactions as f64, w.duration.as_secs_f64()) } else { None },
+        cpu_ns,
+        cpu_by_step,
+        cpu_ns_per_datagram: per(cpu_ns as f64, delivered as f64),
     }
 }

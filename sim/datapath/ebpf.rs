@@ -15,14 +15,14 @@
 
 use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, Ipv4Packet};
 
-use super::{dev_xmit, hop, mac_of, neigh_output, netif_receive, Ctx};
+use super::{dev_xmit, hop, mac_of, neigh_output, netif_receive, Ctx, Step};
 use crate::net::packet::{set_ethernet, Packet, ETH_HEADER};
 use crate::net::route::DevId;
 use crate::observe::DropReason;
 use crate::world::{EbpfHook, World};
 
 pub(super) fn ingress(w: &mut World, cx: &mut Ctx, dev: DevId, hook: EbpfHook, mut pkt: Packet) {
-    cx.charge(w.costs.ebpf_prog);
+    cx.charge(Step::Ebpf, w.costs.ebpf_prog);
     let host = w.devices[dev].ns;
     let Ok(eth) = EthernetFrame::new_checked(&pkt.frame[..]) else {
         return cx.drop(pkt, DropReason::Malformed);
@@ -87,7 +87,7 @@ pub(super) fn ingress(w: &mut World, cx: &mut Ctx, dev: DevId, hook: EbpfHook, m
         }
         None => {
             // bpf_fib_lookup in the host table, then bpf_redirect_neigh to the native device.
-            cx.charge(w.costs.fib_lookup);
+            cx.charge(Step::Routing, w.costs.fib_lookup);
             let Some(fib) = w.netns[host].main.lookup(dst).cloned() else {
                 return cx.drop(pkt, DropReason::NoRoute);
             };

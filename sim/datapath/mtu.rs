@@ -30,7 +30,7 @@ pub(super) fn fragment_and_send(
     let len = pkt.frame.len() - ETH_HEADER;
     hop(w, cx, &mut pkt, dev, "fragment", || format!("{len} B > MTU {mtu}: {n} fragments"));
     for (i, f) in frags.into_iter().enumerate() {
-        cx.charge(w.costs.ip_fragment);
+        cx.charge(Step::Fragment, w.costs.ip_fragment);
         let mut frame = vec![0u8; ETH_HEADER];
         frame[12] = 0x08; // ethertype IPv4
         frame.extend_from_slice(&f);
@@ -89,7 +89,7 @@ pub(super) fn icmp_rcv(w: &mut World, ns: NsId, pkt: Packet) {
 /// `ip_defrag`: queue a fragment; returns the whole datagram once complete. The first
 /// fragment's metadata waits with the queue, so the datagram stays accounted for.
 pub(super) fn reassemble(w: &mut World, cx: &mut Ctx, ns: NsId, mut pkt: Packet) -> Option<Packet> {
-    cx.charge(w.costs.ip_reassemble);
+    cx.charge(Step::Fragment, w.costs.ip_reassemble);
     let now = cx.now();
     let key = {
         let ip = Ipv4Packet::new_unchecked(pkt.ip());

@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 
 use smoltcp::wire::{IpProtocol, Ipv4Packet, UdpPacket};
 
-use super::{hop, Ctx};
+use super::{hop, Ctx, Step};
 use crate::cluster::Cni;
 use crate::net::conntrack::Tuple;
 use crate::net::conntrack::{Direction, Dnat, TableFull};
@@ -129,7 +129,7 @@ pub(super) fn bpf_reverse(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Pack
     let ns = w.devices[dev].ns;
     let node = w.netns[ns].node;
     let Some(t) = tuple_of(&pkt) else { return Some(pkt) };
-    cx.charge(w.costs.hash_lookup);
+    cx.charge(Step::ServiceRules, w.costs.hash_lookup);
     let now = cx.now();
     let p = &mut w.proxies[node];
     if let Some((id, Direction::Reply)) = p.bpf_ct.lookup(&t, now) {
@@ -141,7 +141,7 @@ pub(super) fn bpf_reverse(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Pack
             dst: e.original.src,
             dport: e.original.sport,
         };
-        cx.charge(w.costs.nat_rewrite);
+        cx.charge(Step::Netfilter, w.costs.nat_rewrite);
         rewrite(&mut pkt, &back);
         hop(w, cx, &mut pkt, dev, "rev-nat", || {
             format!(
@@ -168,7 +168,7 @@ fn translate(
 ) -> Option<Packet> {
     let node = w.netns[ns].node;
     let now = cx.now();
-    cx.charge(w.costs.conntrack_lookup);
+    cx.charge(Step::Netfilter, w.costs.conntrack_lookup);
     fn table(p: &mut crate::proxy::node::NodeProxy, bpf: bool) -> &mut crate::net::conntrack::Conntrack {
         if bpf {
             &mut p.bpf_ct
@@ -177,7 +177,25 @@ fn translate(
         }
     }
     let bpf = from_pod_veth;
-    let hit = table(&mut w.proxies[node], bpf).lookup(&t, now);
+    let mut hit = table(&mut w.proxies[node], bpf).lookup(&t, now);
+    if let Some((id, Direction::Original)) = hit.filter(|_| bpf) {
+        // lb4_local on an established entry looks its backend up again; "if the lookup fails
+        // it means the user deleted the backend out from underneath us": it selects a new one
+        // and updates the entry (bpf/lib/lb.h). Here: the entry goes, the service lookup below
+        // picks a live backend and tracks the connection anew.
+        let p = &mut w.proxies[node];
+        let gone = p.bpf_ct.get(id).dnat.as_ref().is_some_and(|d| !p.backend_live(d));
+        if gone {
+            cx.charge(Step::ServiceRules, w.costs.hash_lookup);
+            let p = &mut w.proxies[node];
+            p.bpf_ct.remove(id);
+            p.stats.reselected += 1;
+            hop(w, cx, &mut pkt, dev, "conntrack", || {
+                "established, but its backend left the backend map: lb4_local selects a new one".into()
+            });
+            hit = None;
+        }
+    }
     if let Some((id, dir)) = hit {
         let table = table(&mut w.proxies[node], bpf);
         table.refresh(id, dir, now);
@@ -196,7 +214,7 @@ fn translate(
         };
         let mut cost = w.costs.conntrack_lookup;
         if to != t {
-            cx.charge(w.costs.nat_rewrite);
+            cx.charge(Step::Netfilter, w.costs.nat_rewrite);
             cost += w.costs.nat_rewrite;
             rewrite(&mut pkt, &to);
             hop(w, cx, &mut pkt, dev, "conntrack", || {
@@ -216,7 +234,7 @@ fn translate(
     let (dst_local, src_local) = (is_local(w, ns, t.dst), is_local(w, ns, t.src));
     let traced = pkt.meta.trace.is_some();
     let nc = w.proxies[node].new_connection(&w.costs, hook, &t, dst_local, src_local, from_pod_veth, traced);
-    cx.charge(nc.cost);
+    cx.charge(Step::ServiceRules, nc.cost);
     let lookup = nc.lookup;
     if traced {
         let mode = w.proxies[node].mode;
@@ -234,7 +252,7 @@ fn translate(
         Verdict::NoService if leaves_cluster(w, hook, &t, dst_local) => {
             // The CNI's outgoing masquerade (flannel's FLANNEL-POSTRTG, Calico's natOutgoing,
             // Cilium's masquerading, Weave's NAT): one more POSTROUTING rule, then MASQUERADE.
-            cx.charge(w.costs.iptables_rule);
+            cx.charge(Step::Netfilter, w.costs.iptables_rule);
             hop(w, cx, &mut pkt, dev, "rule", || {
                 format!("{}: pod traffic leaving the cluster network: MASQUERADE", w.cluster.cni)
             });

@@ -6,7 +6,7 @@ use super::*;
 /// device is delivered inside it; broadcasts go to every sibling and out of the lower device;
 /// anything else leaves through the lower device.
 pub(super) fn macvlan_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, lower: DevId, mut pkt: Packet) {
-    cx.charge(w.costs.macvlan_forward);
+    cx.charge(Step::Macvlan, w.costs.macvlan_forward);
     let (dst, _) = eth_dst_src(&pkt.frame);
     let siblings: Vec<DevId> = w.devices[lower].uppers.iter().copied().filter(|&d| d != dev).collect();
     if dst.is_multicast() {
@@ -31,7 +31,7 @@ pub(super) fn macvlan_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, lower: DevId
 /// lower device is received by it directly; anything else is routed in the lower device's
 /// namespace as a locally generated packet.
 pub(super) fn ipvlan_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, lower: DevId, mut pkt: Packet) {
-    cx.charge(w.costs.macvlan_forward);
+    cx.charge(Step::Macvlan, w.costs.macvlan_forward);
     capture(w, cx, dev, &pkt);
     let dst = Ipv4Packet::new_unchecked(pkt.ip()).dst_addr();
     let target =

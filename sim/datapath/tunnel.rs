@@ -9,7 +9,7 @@ use super::*;
 /// packet, DSCP 0 with the inner ECN bits, DF copied from the inner packet, protocol 4.
 pub(super) fn ipip_xmit(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, nh: Ipv4Addr, mut pkt: Packet) {
     capture(w, cx, dev, &pkt);
-    cx.charge(w.costs.ipip_encap);
+    cx.charge(Step::Encap, w.costs.ipip_encap);
     let Some(src) = source_for(w, ns, nh) else {
         hop(w, cx, &mut pkt, dev, "drop", || format!("no route to tunnel endpoint {nh}"));
         return cx.drop(pkt, DropReason::NoRoute);
@@ -64,7 +64,7 @@ pub(super) fn ipip_rcv(w: &mut World, cx: &mut Ctx, ns: NsId, mut pkt: Packet) {
     else {
         return cx.drop(pkt, DropReason::UnknownProtocol);
     };
-    cx.charge(w.costs.ipip_decap);
+    cx.charge(Step::Decap, w.costs.ipip_decap);
     let hl = Ipv4Packet::new_unchecked(pkt.ip()).header_len() as usize;
     pkt.frame.drain(ETH_HEADER..ETH_HEADER + hl);
     hop(w, cx, &mut pkt, tunl, "decap", || "IPIP: outer header removed".into());
@@ -81,7 +81,7 @@ pub(super) fn ipip_rcv(w: &mut World, cx: &mut Ctx, ns: NsId, mut pkt: Packet) {
 /// port from the inner flow hash scaled into 32768-60999 (`udp_flow_src_port`), UDP checksum
 /// computed unless zero-checksum mode is configured.
 pub(super) fn udp_tunnel_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
-    cx.charge(w.costs.vxlan_encap);
+    cx.charge(Step::Encap, w.costs.vxlan_encap);
     let ns = w.devices[dev].ns;
     let t = w.devices[dev].tunnel().expect("caller matched UdpTunnel");
     let (inner_dst, _) = eth_dst_src(&pkt.frame);
@@ -149,7 +149,7 @@ pub(super) fn udp_tunnel_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: 
 /// outer headers, check the VNI, learn the remote if learning, receive the inner frame on the
 /// device (`vxlan_rcv`, `geneve_rx`).
 pub(super) fn udp_tunnel_rcv(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
-    cx.charge(w.costs.vxlan_decap);
+    cx.charge(Step::Decap, w.costs.vxlan_decap);
     let (outer_src, udp_off) = {
         let ip = Ipv4Packet::new_unchecked(pkt.ip());
         (ip.src_addr(), ETH_HEADER + ip.header_len() as usize)
@@ -192,7 +192,7 @@ pub(super) fn udp_tunnel_rcv(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: P
 /// local port, to the peer owning the destination (VXLAN with tunnel id src | dst << 12), or
 /// for broadcasts and unknown MACs from the local port to every peer.
 pub(super) fn ovs_input(w: &mut World, cx: &mut Ctx, dp: DevId, port: DevId, mut pkt: Packet) {
-    cx.charge(w.costs.ovs_flow);
+    cx.charge(Step::Ovs, w.costs.ovs_flow);
     let (dst, src) = eth_dst_src(&pkt.frame);
     let DeviceKind::Ovs(o) = &mut w.devices[dp].kind else { unreachable!("caller matched Ovs") };
     let from_tunnel = port == o.tunnel;

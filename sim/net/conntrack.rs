@@ -256,7 +256,7 @@ impl Conntrack {
         }
     }
 
-    fn remove(&mut self, id: EntryId) -> Option<Entry> {
+    pub fn remove(&mut self, id: EntryId) -> Option<Entry> {
         let e = self.slab[id as usize].take()?;
         self.index.remove(&e.original);
         self.index.remove(&e.reply);
@@ -265,9 +265,10 @@ impl Conntrack {
         Some(e)
     }
 
-    /// `conntrack -L` lines for the live entries, oldest first.
-    pub fn list(&self) -> Vec<String> {
-        let mut ids: Vec<EntryId> = self.ids().collect();
+    /// `conntrack -L` lines for the entries live at `now`, oldest first, each with its seconds
+    /// left before it expires (the third column, as `ctnetlink_dump_timeout` prints it).
+    pub fn list(&self, now: Instant) -> Vec<String> {
+        let mut ids: Vec<EntryId> = self.ids().filter(|&id| self.get(id).expires > now).collect();
         ids.sort_by_key(|&id| (self.get(id).created, id));
         ids.into_iter()
             .map(|id| {
@@ -276,7 +277,8 @@ impl Conntrack {
                     |t: &Tuple| format!("src={} dst={} sport={} dport={}", t.src, t.dst, t.sport, t.dport);
                 let unreplied = if e.seen_reply { "" } else { " [UNREPLIED]" };
                 let assured = if e.assured { " [ASSURED]" } else { "" };
-                format!("udp      17 {}{unreplied} {}{assured}", t(&e.original), t(&e.reply))
+                let left = (e.expires - now).as_nanos() / 1_000_000_000;
+                format!("udp      17 {left} {}{unreplied} {}{assured}", t(&e.original), t(&e.reply))
             })
             .collect()
     }
@@ -339,9 +341,9 @@ mod tests {
         assert_eq!(ct.lookup(&o, at(1)), Some((id, Direction::Original)));
         assert_eq!(ct.lookup(&r, at(1)), Some((id, Direction::Reply)));
         assert_eq!(
-            ct.list(),
+            ct.list(at(1)),
             vec![
-                "udp      17 src=10.244.0.2 dst=10.96.0.10 sport=40000 dport=53 [UNREPLIED] src=10.244.1.5 \
+                "udp      17 29 src=10.244.0.2 dst=10.96.0.10 sport=40000 dport=53 [UNREPLIED] src=10.244.1.5 \
              dst=10.244.0.2 sport=53 dport=40000"
             ]
         );

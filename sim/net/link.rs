@@ -17,6 +17,8 @@ use crate::time::{Duration, Instant};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LinkDrop {
     QueueFull,
+    /// A host NIC's qdisc held its `txqueuelen` packets.
+    QdiscFull,
     Loss,
 }
 
@@ -32,6 +34,9 @@ pub struct Link {
     pub bandwidth_bps: u64,
     pub propagation: Duration,
     pub queue_limit: u64,
+    /// On a host's NIC: the qdisc's packet limit (`txqueuelen`; pfifo_fast tail-drops past
+    /// it). Switch ports and fabric links have only the byte budget.
+    pub packet_limit: Option<usize>,
     pub loss: f64,
     rng: ChaCha8Rng,
     /// When the transmitter finishes the last accepted frame.
@@ -44,6 +49,8 @@ pub struct Link {
     pub tx_bytes: u64,
     pub drops_queue: u64,
     pub drops_loss: u64,
+    /// Frames refused by the qdisc's packet limit.
+    pub drops_qdisc: u64,
     /// Largest queue occupancy seen, bytes.
     pub max_queued_bytes: u64,
 }
@@ -60,6 +67,7 @@ impl Link {
             bandwidth_bps,
             propagation,
             queue_limit,
+            packet_limit: None,
             loss,
             rng,
             busy_until: Instant::ZERO,
@@ -69,6 +77,7 @@ impl Link {
             tx_bytes: 0,
             drops_queue: 0,
             drops_loss: 0,
+            drops_qdisc: 0,
             max_queued_bytes: 0,
         }
     }
@@ -82,6 +91,10 @@ impl Link {
             }
             self.in_queue.pop_front();
             self.queued_bytes -= bytes as u64;
+        }
+        if self.packet_limit.is_some_and(|limit| self.in_queue.len() >= limit) {
+            self.drops_qdisc += 1;
+            return Err(LinkDrop::QdiscFull);
         }
         if self.queued_bytes + len as u64 > self.queue_limit {
             self.drops_queue += 1;
@@ -134,6 +147,16 @@ mod tests {
         // After the first frame has left (1 us), there is room again.
         assert!(l.offer(Instant::from_nanos(1_000), 976).is_ok());
         assert_eq!(l.drops_queue, 1);
+    }
+
+    #[test]
+    fn qdisc_packet_limit_before_the_byte_budget() {
+        let mut l = link(u64::MAX, 0.0);
+        l.packet_limit = Some(2);
+        assert!(l.offer(Instant::ZERO, 60).is_ok());
+        assert!(l.offer(Instant::ZERO, 60).is_ok());
+        assert_eq!(l.offer(Instant::ZERO, 60), Err(LinkDrop::QdiscFull));
+        assert_eq!((l.drops_qdisc, l.drops_queue), (1, 0));
     }
 
     #[test]

@@ -69,6 +69,10 @@ pub struct Meta {
     /// Tunnel metadata set by an eBPF program for a `collect_md` tunnel device (the
     /// `bpf_skb_set_tunnel_key` call): remote endpoint and VNI.
     pub tunnel_key: Option<(Ipv4Addr, u32)>,
+    /// Send-buffer bytes this frame gives back to the socket that sent it (the datagram's
+    /// `data.flow` and `data.dir`) when it leaves the host: the skb's truesize, carried by one
+    /// frame of the send (0: none).
+    pub sk_wmem: u32,
     /// The sending socket uses IP_PMTUDISC_DO (never fragment locally: EMSGSIZE instead);
     /// otherwise IP_PMTUDISC_WANT, Linux's default for UDP.
     pub pmtudisc_do: bool,
@@ -298,5 +302,38 @@ mod tests {
             0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0a, 0xf4, 0x00, 0x01,
         ];
         assert_eq!(f, expected);
+    }
+}
+
+/// The memory an skb of `data` bytes is charged to a socket for (`skb->truesize`): the data
+/// area rounded to the kmalloc cache `__alloc_skb` takes it from, with `skb_shared_info`
+/// inside it, plus the `sk_buff` itself (`SKB_TRUESIZE`, include/linux/skbuff.h: on x86-64
+/// `SKB_DATA_ALIGN(sizeof(struct sk_buff))` = 256 and `sizeof(struct skb_shared_info)` = 320).
+/// kmalloc's caches above 192 bytes are powers of two up to 8192 (mm/slab_common.c), and
+/// larger areas whole pages in powers of two, so with `skb_shared_info` inside (at least 320
+/// bytes) the area is always a power of two.
+pub fn skb_truesize(data: usize) -> u32 {
+    let area = data.div_ceil(64) * 64 + 320;
+    (area.next_power_of_two() + 256) as u32
+}
+
+/// Bytes in front of the data that a sender's skb reserves: `LL_RESERVED_SPACE` of an Ethernet
+/// device (16) plus the 15 `__ip_append_data` adds for alignment.
+pub const SEND_HEADROOM: usize = 16 + 15;
+/// `NET_SKB_PAD`: headroom a driver reserves in a received skb (64 on x86-64).
+pub const NET_SKB_PAD: usize = 64;
+
+#[cfg(test)]
+mod truesize_tests {
+    use super::*;
+
+    #[test]
+    fn truesize_follows_the_kmalloc_caches() {
+        // SK_WMEM_MAX is defined as 256 skbs of SKB_TRUESIZE(256) = 832 B each: 212,992 B.
+        assert_eq!(256 + 256 + 320, 832);
+        // A 64 B UDP payload: 64 + 28 + 31 = 123 B -> 128 + 320 = 448 -> kmalloc-512.
+        assert_eq!(skb_truesize(64 + 28 + SEND_HEADROOM), 768);
+        // 1,400 B: 1,459 -> 1,472 + 320 = 1,792 -> kmalloc-2048.
+        assert_eq!(skb_truesize(1400 + 28 + SEND_HEADROOM), 2304);
     }
 }

@@ -23,7 +23,7 @@
 //! from `ip_vs_rr.c`, `ip_vs_lc.c`, `ip_vs_sed.c` and `ip_vs_sh.c` (see [`IpvsScheduler`]).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::fmt::Write;
+use std::fmt::{Display, Write};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -361,7 +361,7 @@ impl Ipvs {
     pub fn lookup(&mut self, hook: Hook, t: &Tuple, dst_is_local: bool, trace: bool) -> Lookup {
         let mut w = Walk { rules: 0, lookups: 0, walk: Vec::new(), trace };
         let chain = if hook == Hook::Prerouting { "PREROUTING" } else { "OUTPUT" };
-        w.rule(&format!("nat {chain}: -j KUBE-SERVICES"));
+        w.rule(format_args!("nat {chain}: -j KUBE-SERVICES"));
         w.rule("KUBE-SERVICES: -s 127.0.0.0/8 -j RETURN");
         if t.src.octets()[0] == 127 {
             return w.done(Verdict::NoService);
@@ -388,12 +388,9 @@ impl Ipvs {
             w.note("scheduler: no destination available -> ip_vs_leave: ICMP port unreachable");
             return w.done(Verdict::Reject { service, port });
         };
-        if let Some(st) = self.state.get_mut(&v) {
-            st.active[d] += 1;
-        }
         let dest = dests_of(&self.shared, self.node, v).get(d);
         let (endpoint, ep_ip, ep_port) = (dest.endpoint, dest.addr, dest.port);
-        w.note(&format!("{} scheduler -> {ep_ip}:{ep_port}", self.scheduler.id()));
+        w.note(format_args!("{} scheduler -> {ep_ip}:{ep_port}", self.scheduler.id()));
         self.open.entry((service, port, endpoint)).or_default().push(v);
         if let Some(lb) = self.loopback_set() {
             w.rule("KUBE-POSTROUTING: -m set --match-set KUBE-LOOP-BACK dst,dst,src -j MASQUERADE");
@@ -410,7 +407,7 @@ impl Ipvs {
         }
         let hit = match self.shared.cluster_cidr {
             Some(cidr) => {
-                w.rule(&format!(
+                w.rule(format_args!(
                     "KUBE-SERVICES: -m set --match-set KUBE-CLUSTER-IP dst,dst ! -s {cidr} -j KUBE-MARK-MASQ"
                 ));
                 !cidr.contains(t.src) && w.lookup(set.contains(&(t.dst, t.dport)), "KUBE-CLUSTER-IP")
@@ -446,24 +443,25 @@ impl Ipvs {
     }
 
     /// The scheduler's pick: an index into the destination list, or None with no usable
-    /// destination. Creates the server's state on this node on its first pick.
+    /// destination. Creates the server's state on this node on its first pick (all counters 0,
+    /// rr at the list head) and binds the new connection to the pick: its `activeconns` goes up
+    /// (`ip_vs_bind_dest`).
     fn schedule(&mut self, v: usize, src: Ipv4Addr) -> Option<usize> {
         let dests = dests_of(&self.shared, self.node, v);
         let n = dests.len();
         if n == 0 {
             return None;
         }
-        let st = self.state.get(&v);
-        let active = |i: usize| st.map_or(0, |s| s.active[i]);
-        let inactive = |i: usize| st.map_or(0, |s| s.inactive[i]);
+        let st = self.state.entry(v).or_insert_with(|| VsState::new(n));
         let weight = |i: usize| dests.get(i).weight;
         let pick = match self.scheduler {
-            IpvsScheduler::Rr => st.and_then(|s| s.rr_last).map_or(0, |l| (l + 1) % n),
-            IpvsScheduler::Lc => least(n, |i| (active(i) << 8) + inactive(i)),
-            IpvsScheduler::Sed => sed(n, active, weight),
+            IpvsScheduler::Rr => st.rr_last.map_or(0, |l| (l + 1) % n),
+            IpvsScheduler::Lc => least(n, |i| (st.active[i] << 8) + st.inactive[i]),
+            IpvsScheduler::Sed => sed(n, |i| st.active[i], weight),
             IpvsScheduler::Sh => sh_pick(n, weight, sh_bucket(src)),
         };
-        self.state.entry(v).or_insert_with(|| VsState::new(n)).rr_last = Some(pick);
+        st.rr_last = Some(pick);
+        st.active[pick] += 1;
         Some(pick)
     }
 
@@ -663,7 +661,9 @@ impl Ipvs {
     }
 }
 
-/// Rules and lookups counted along a walk.
+/// Rules and lookups counted along a walk. The words are built only for a trace: `rule` and
+/// `note` take `format_args!` (or a literal) and render it in `note` when `trace` is set, so a
+/// lookup without a trace formats nothing.
 struct Walk {
     rules: u32,
     lookups: u32,
@@ -672,16 +672,16 @@ struct Walk {
 }
 
 impl Walk {
-    fn rule(&mut self, text: &str) {
+    fn rule(&mut self, text: impl Display) {
         self.rules += 1;
         self.note(text);
     }
     fn lookup(&mut self, hit: bool, what: &str) -> bool {
         self.lookups += 1;
-        self.note(&format!("  lookup {what}: {}", if hit { "hit" } else { "miss" }));
+        self.note(format_args!("  lookup {what}: {}", if hit { "hit" } else { "miss" }));
         hit
     }
-    fn note(&mut self, text: &str) {
+    fn note(&mut self, text: impl Display) {
         if self.trace {
             self.walk.push(text.to_string());
         }
@@ -790,270 +790,4 @@ fn set_block(out: &mut String, name: &str, kind: &str, members: Vec<String>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::proxy::fixtures::{ep, ip, many, node, svc, t, table};
-
-    fn two_services() -> ServiceTable {
-        let dns = svc(
-            "kube-dns",
-            "10.96.0.10",
-            53,
-            None,
-            vec![ep(0, "10.244.0.5", 0), ep(1, "10.244.1.7", 1)],
-            TrafficPolicy::Cluster,
-        );
-        let web = svc(
-            "web",
-            "10.96.0.100",
-            8080,
-            Some(30080),
-            vec![ep(2, "10.244.1.9", 1)],
-            TrafficPolicy::Cluster,
-        );
-        table(vec![dns, web])
-    }
-
-    fn picks(ipvs: &mut Ipvs, src: &str, n: usize) -> Vec<usize> {
-        (0..n)
-            .map(|_| match ipvs.lookup(Hook::Prerouting, &t(src, "10.96.0.10", 53), false, false).verdict {
-                Verdict::Dnat { endpoint, .. } => endpoint,
-                v => panic!("{v:?}"),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn ipvsadm_output_is_byte_exact() {
-        let ipvs = Ipvs::build(&two_services(), &node(), IpvsScheduler::Rr);
-        // 172.18.0.2 - 10.96.0.10 = 0xA1B1FFF8, negative as an int: libipvs lists the NodePort first.
-        let expected = concat!(
-            "IP Virtual Server version 1.2.1 (size=4096)\n",
-            "Prot LocalAddress:Port Scheduler Flags\n",
-            "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n",
-            "UDP  172.18.0.2:30080 rr\n",
-            "  -> 10.244.1.9:8080              Masq    1      0          0         \n",
-            "UDP  10.96.0.10:53 rr\n",
-            "  -> 10.244.0.5:53                Masq    1      0          0         \n",
-            "  -> 10.244.1.7:53                Masq    1      0          0         \n",
-            "UDP  10.96.0.100:8080 rr\n",
-            "  -> 10.244.1.9:8080              Masq    1      0          0         \n",
-        );
-        assert_eq!(ipvs.ipvsadm_ln(), expected);
-        assert_eq!((ipvs.virtual_servers(), ipvs.real_servers()), (3, 4));
-    }
-
-    #[test]
-    fn ipvsadm_sort_wraps_like_libipvs() {
-        // 10.96.0.10 - 192.168.0.1 wraps to a positive int: libipvs sorts the node address first.
-        let mut s = svc("web", "10.96.0.100", 80, Some(30080), vec![], TrafficPolicy::Cluster);
-        s.cluster_ip = Some(ip("10.96.0.100"));
-        let n = NodeView { id: 0, name: "n".into(), ip: ip("192.168.0.1") };
-        let out = Ipvs::build(&table(vec![s]), &n, IpvsScheduler::Rr).ipvsadm_ln();
-        let services: Vec<&str> = out.lines().filter(|l| l.starts_with("UDP")).collect();
-        assert_eq!(services, ["UDP  192.168.0.1:30080 rr", "UDP  10.96.0.100:80 rr"]);
-    }
-
-    fn three_eps() -> ServiceTable {
-        let eps = vec![ep(0, "10.244.0.5", 0), ep(1, "10.244.1.7", 1), ep(2, "10.244.2.9", 2)];
-        table(vec![svc("kube-dns", "10.96.0.10", 53, None, eps, TrafficPolicy::Cluster)])
-    }
-
-    #[test]
-    fn rr_cycles_in_kernel_list_order() {
-        // Added 0, 1, 2 at the list head: the list is 2, 1, 0 and rr starts at the head.
-        let mut ipvs = Ipvs::build(&three_eps(), &node(), IpvsScheduler::Rr);
-        assert_eq!(picks(&mut ipvs, "10.244.0.20", 6), [2, 1, 0, 2, 1, 0]);
-    }
-
-    #[test]
-    fn rr_gives_exactly_one_nth() {
-        let mut ipvs = Ipvs::build(&three_eps(), &node(), IpvsScheduler::Rr);
-        let mut counts = [0; 3];
-        for e in picks(&mut ipvs, "10.244.0.20", 3000) {
-            counts[e] += 1;
-        }
-        assert_eq!(counts, [1000, 1000, 1000]);
-    }
-
-    #[test]
-    fn lc_picks_least_active_times_256_plus_inactive() {
-        let mut ipvs = Ipvs::build(&three_eps(), &node(), IpvsScheduler::Lc);
-        // List order 2, 1, 0. All 0: first (endpoint 2); then 1 and 0 (0 < 256).
-        assert_eq!(picks(&mut ipvs, "10.244.0.20", 3), [2, 1, 0]);
-        let vs = ipvs.state_mut(0);
-        vs.active[0] = 1; // endpoint 2: 256
-        vs.active[1] = 0;
-        vs.inactive[1] = 300; // endpoint 1: 300
-        vs.active[2] = 1;
-        vs.inactive[2] = 1; // endpoint 0: 257
-        assert_eq!(picks(&mut ipvs, "10.244.0.20", 1), [2]);
-    }
-
-    #[test]
-    fn sed_uses_active_plus_one_only() {
-        let mut ipvs = Ipvs::build(&three_eps(), &node(), IpvsScheduler::Sed);
-        let vs = ipvs.state_mut(0);
-        vs.active[0] = 2; // endpoint 2: cost 3
-        vs.active[1] = 1; // endpoint 1: cost 2
-        vs.inactive[1] = 1000; // ignored by sed (lc would avoid it)
-        vs.active[2] = 1; // endpoint 0: cost 2, later in the list
-        assert_eq!(picks(&mut ipvs, "10.244.0.20", 1), [1]);
-        let mut ipvs = Ipvs::build(&three_eps(), &node(), IpvsScheduler::Lc);
-        let vs = ipvs.state_mut(0);
-        (vs.active, vs.inactive) = (vec![2, 1, 1], vec![0, 1000, 0]);
-        assert_eq!(picks(&mut ipvs, "10.244.0.20", 1), [0]);
-    }
-
-    #[test]
-    fn sh_maps_source_to_hand_computed_bucket() {
-        // 10.244.0.20 = 0x0AF40014; 0x0AF40014 * 0x61C88647 mod 2^32 = 0x65567D8C; >> 24 = 0x65 = 101.
-        assert_eq!(sh_bucket(ip("10.244.0.20")), 101);
-        // Bucket 101 of 3 weight-1 destinations is list entry 101 % 3 = 2, which is endpoint 0.
-        let mut ipvs = Ipvs::build(&three_eps(), &node(), IpvsScheduler::Sh);
-        assert_eq!(picks(&mut ipvs, "10.244.0.20", 4), [0, 0, 0, 0]);
-    }
-
-    #[test]
-    fn udp_connections_stay_active_until_closed() {
-        let mut ipvs = Ipvs::build(&three_eps(), &node(), IpvsScheduler::Lc);
-        assert_eq!(picks(&mut ipvs, "10.244.0.20", 1), [2]);
-        let d = |i: &Ipvs| i.virtual_server(ip("10.96.0.10"), 53).unwrap().dests[0].clone();
-        assert_eq!((d(&ipvs).active, d(&ipvs).inactive), (1, 0));
-        ipvs.connection_closed(0, 0, 2);
-        assert_eq!((d(&ipvs).active, d(&ipvs).inactive), (0, 0));
-        ipvs.connection_closed(0, 0, 2);
-        assert_eq!(d(&ipvs).active, 0);
-    }
-
-    #[test]
-    fn cost_is_flat_in_the_number_of_services() {
-        let cost = |n: usize| {
-            let services = many(n);
-            let mut ipvs = Ipvs::build(&table(services), &node(), IpvsScheduler::Rr);
-            let l = ipvs.lookup(Hook::Prerouting, &t("10.244.0.20", "10.96.0.1", 80), false, false);
-            assert!(matches!(l.verdict, Verdict::Dnat { service: 0, masq: false, .. }));
-            let miss = ipvs.lookup(Hook::Prerouting, &t("10.244.0.20", "8.8.8.8", 53), false, false);
-            assert_eq!(miss.verdict, Verdict::NoService);
-            (l.rules, l.lookups, miss.rules, miss.lookups)
-        };
-        // Hit: jump, RETURN, CLUSTER-IP mark (no ipset test from inside the CIDR), addrtype,
-        // ACCEPT (one test); conn table + service table. Miss: the same rules, no IPVS.
-        assert_eq!(cost(10), (5, 3, 5, 1));
-        assert_eq!(cost(10), cost(10_000));
-    }
-
-    #[test]
-    fn off_cluster_source_and_hairpin_are_masqueraded() {
-        let eps = vec![ep(0, "10.244.0.5", 0)];
-        let mut ipvs = Ipvs::build(
-            &table(vec![svc("a", "10.96.0.10", 53, None, eps, TrafficPolicy::Cluster)]),
-            &node(),
-            IpvsScheduler::Rr,
-        );
-        let l = ipvs.lookup(Hook::Prerouting, &t("192.168.5.5", "10.96.0.10", 53), false, true);
-        assert_eq!(l.verdict, Verdict::Dnat { service: 0, port: 0, endpoint: 0, masq: true });
-        assert_eq!((l.rules, l.lookups), (7, 5));
-        let l = ipvs.lookup(Hook::Prerouting, &t("10.244.0.5", "10.96.0.10", 53), false, false);
-        assert_eq!(l.verdict, Verdict::Dnat { service: 0, port: 0, endpoint: 0, masq: true });
-        let l = ipvs.lookup(Hook::Prerouting, &t("10.244.0.6", "10.96.0.10", 53), false, false);
-        assert_eq!(l.verdict, Verdict::Dnat { service: 0, port: 0, endpoint: 0, masq: false });
-    }
-
-    #[test]
-    fn no_endpoints_is_rejected() {
-        let mut ipvs = Ipvs::build(
-            &table(vec![svc("e", "10.96.0.50", 80, None, vec![], TrafficPolicy::Cluster)]),
-            &node(),
-            IpvsScheduler::Rr,
-        );
-        let l = ipvs.lookup(Hook::Output, &t("172.18.0.2", "10.96.0.50", 80), false, false);
-        assert_eq!(l.verdict, Verdict::Reject { service: 0, port: 0 });
-    }
-
-    #[test]
-    fn nodeport_local_lists_only_local_endpoints() {
-        let eps = vec![ep(0, "10.244.0.5", 0), ep(1, "10.244.1.7", 1)];
-        let s = svc("web", "10.96.0.100", 8080, Some(30080), eps, TrafficPolicy::Local);
-        let mut ipvs = Ipvs::build(&table(vec![s]), &node(), IpvsScheduler::Rr);
-        let vs = ipvs.virtual_server(ip("172.18.0.2"), 30080).unwrap();
-        assert_eq!(vs.dests.iter().map(|d| d.endpoint).collect::<Vec<_>>(), [0]);
-        assert_eq!(ipvs.virtual_server(ip("10.96.0.100"), 8080).unwrap().dests.len(), 2);
-        let l = ipvs.lookup(Hook::Prerouting, &t("192.168.5.5", "172.18.0.2", 30080), true, false);
-        assert_eq!(l.verdict, Verdict::Dnat { service: 0, port: 0, endpoint: 0, masq: false });
-        let out = ipvs.ipset_list();
-        assert!(out.contains(
-            "Name: KUBE-NODE-PORT-LOCAL-UDP\nType: bitmap:port\nNumber of entries: 1\nMembers:\n30080\n"
-        ));
-    }
-
-    #[test]
-    fn nodeport_local_without_local_endpoints_falls_back_to_all() {
-        let s =
-            svc("web", "10.96.0.100", 8080, Some(30080), vec![ep(1, "10.244.1.7", 1)], TrafficPolicy::Local);
-        let ipvs = Ipvs::build(&table(vec![s]), &node(), IpvsScheduler::Rr);
-        assert_eq!(ipvs.virtual_server(ip("172.18.0.2"), 30080).unwrap().dests.len(), 1);
-    }
-
-    #[test]
-    fn nodeport_cluster_policy_is_masqueraded() {
-        let mut ipvs = Ipvs::build(&two_services(), &node(), IpvsScheduler::Rr);
-        let l = ipvs.lookup(Hook::Prerouting, &t("192.168.5.5", "172.18.0.2", 30080), true, false);
-        assert_eq!(l.verdict, Verdict::Dnat { service: 1, port: 0, endpoint: 0, masq: true });
-        assert!(ipvs.rule_count() > ipvs.iptables_rules());
-    }
-    #[test]
-    fn nodes_sharing_one_table_keep_their_own_state() {
-        let eps = vec![ep(0, "10.244.0.5", 0), ep(1, "10.244.1.7", 1), ep(2, "10.244.1.8", 1)];
-        let web = svc("web", "10.96.0.100", 8080, Some(30080), eps.clone(), TrafficPolicy::Local);
-        let dns = svc("kube-dns", "10.96.0.10", 53, None, eps, TrafficPolicy::Cluster);
-        let tbl = table(vec![web, dns]);
-        let shared = Ipvs::shared(&tbl);
-        let views: Vec<NodeView> = (0..3)
-            .map(|i| NodeView {
-                id: i,
-                name: format!("node-{i}"),
-                ip: Ipv4Addr::new(172, 18, 0, 2 + i as u8),
-            })
-            .collect();
-        let mut nodes: Vec<Ipvs> =
-            views.iter().map(|n| Ipvs::for_node(shared.clone(), &tbl, n, IpvsScheduler::Rr)).collect();
-        for (n, ipvs) in views.iter().zip(&nodes) {
-            let own = Ipvs::build(&tbl, n, IpvsScheduler::Rr);
-            assert_eq!(ipvs.ipvsadm_ln(), own.ipvsadm_ln());
-            assert_eq!(ipvs.ipset_list(), own.ipset_list());
-            assert_eq!((ipvs.rule_count(), ipvs.memory_bytes()), (own.rule_count(), own.memory_bytes()));
-        }
-        // Local NodePort: node 1 lists its two endpoints, node 2 (none local) all three.
-        let np = |i: &Ipvs, n: usize| i.virtual_server(views[n].ip, 30080).unwrap().dests.len();
-        assert_eq!((np(&nodes[0], 0), np(&nodes[1], 1), np(&nodes[2], 2)), (1, 2, 3));
-        assert_eq!(nodes[1].real_servers(), 3 + 3 + 2);
-        assert!(nodes[0].ipset_list().contains("10.244.0.5,udp:8080,10.244.0.5"));
-        assert!(!nodes[1].ipset_list().contains("10.244.0.5,udp:8080,10.244.0.5"));
-        // Scheduling on one node leaves the others at the list head with zero counters.
-        let dnat = |i: &mut Ipvs, dst: &str, port: u16| match i
-            .lookup(Hook::Prerouting, &t("192.168.5.5", dst, port), true, false)
-            .verdict
-        {
-            Verdict::Dnat { endpoint, .. } => endpoint,
-            v => panic!("{v:?}"),
-        };
-        assert_eq!(dnat(&mut nodes[0], "10.96.0.10", 53), 2);
-        assert_eq!(dnat(&mut nodes[0], "10.96.0.10", 53), 1);
-        assert_eq!(dnat(&mut nodes[1], "10.96.0.10", 53), 2);
-        assert_eq!(dnat(&mut nodes[1], "172.18.0.3", 30080), 2);
-        assert_eq!(dnat(&mut nodes[1], "172.18.0.3", 30080), 1);
-        assert_eq!(dnat(&mut nodes[1], "172.18.0.3", 30080), 2);
-        let active = |i: &Ipvs, a: &str, p: u16| {
-            i.virtual_server(ip(a), p).unwrap().dests.iter().map(|d| d.active).collect::<Vec<_>>()
-        };
-        assert_eq!(active(&nodes[0], "10.96.0.10", 53), [1, 1, 0]);
-        assert_eq!(active(&nodes[1], "10.96.0.10", 53), [1, 0, 0]);
-        assert_eq!(active(&nodes[1], "172.18.0.3", 30080), [2, 1]);
-        assert_eq!(active(&nodes[2], "10.96.0.10", 53), [0, 0, 0]);
-        assert!(nodes[1]
-            .ipvsadm_ln()
-            .contains("  -> 10.244.1.8:8080              Masq    1      2          0"));
-        assert_eq!(nodes[2].ipvsadm_ln(), Ipvs::build(&tbl, &views[2], IpvsScheduler::Rr).ipvsadm_ln());
-    }
-}
+mod tests;

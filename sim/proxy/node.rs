@@ -257,6 +257,9 @@ impl<'a> NodeRules<'a> {
 pub struct ProxyStats {
     /// New connections that reached the rules (conntrack misses).
     pub new_connections: u64,
+    /// Established connections whose backend had gone and that Cilium's `lb4_local` sent to
+    /// a new one.
+    pub reselected: u64,
     /// Rules evaluated over all new connections, and the most for one.
     pub rules_evaluated: u64,
     pub rules_worst: u32,
@@ -503,8 +506,15 @@ impl NodeProxy {
                     + costs.proxy_sync_per_service * ports as u64
                     + costs.netlink_object * changed_objects as u64
             }
-            _ => costs.bpf_map_update * changed_objects.max(1) as u64,
+            _ => costs.cilium_service_update + costs.bpf_map_update * changed_objects.max(1) as u64,
         }
+    }
+
+    /// Whether the backend a connection was translated to is still in its Service's backend
+    /// map. Only a sync removes backends, so before the first one every backend is live.
+    pub fn backend_live(&self, d: &crate::net::conntrack::Dnat) -> bool {
+        self.version == 0
+            || self.table.services.get(d.service).is_some_and(|s| s.ready().any(|(_, e)| e.ip == d.to.0))
     }
 
     /// Installs the rules of a finished sync.

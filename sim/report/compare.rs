@@ -3,13 +3,9 @@
 //! on the page comes from it (the verdicts are written by `compare` itself, with their figures).
 //!
 //! Files, in order: `report.html`; per workload `latency_cdf_<workload>.png/.csv`;
-//! `throughput`, `cpu_per_packet`, `overhead` (PNG + CSV); then `headline.csv`, `verdicts.csv`,
-//! `drops.csv`, `paths.csv`. The set depends only on the scenario's workloads, never on the
-//! results: a chart with nothing to draw says so.
-//!
-//! Ready for one more chart per combination (e.g. a stacked bar of CPU by kernel step):
-//! [`charts::HBars`] stacks its series with `stacked: true`, and [`Figure`]s added to the list
-//! in [`render`] are placed and linked like the others.
+//! `throughput`, `cpu_per_packet`, `cpu_by_step`, `overhead` (PNG + CSV); then `headline.csv`,
+//! `verdicts.csv`, `drops.csv`, `paths.csv`. The set depends only on the scenario's workloads,
+//! never on the results: a chart with nothing to draw says so.
 
 use std::fmt::Write;
 
@@ -18,6 +14,7 @@ use super::csv::{header, row};
 use super::html::{esc, CSS};
 use super::{base64, OutputFile, RenderError};
 use crate::compare::{Better, Column, Combination, CompareResult, Status};
+use crate::cost::Step;
 use crate::fmt;
 use crate::net::packet::Hop;
 
@@ -40,6 +37,7 @@ pub fn render(r: &CompareResult) -> Result<Vec<OutputFile>, RenderError> {
     }
     figures.push(throughput(r)?);
     figures.push(cpu_per_packet(r)?);
+    figures.push(cpu_by_step(r)?);
     figures.push(overhead(r)?);
     let mut files = vec![OutputFile::new("report.html", page(r, &figures))];
     for f in figures {
@@ -221,6 +219,56 @@ fn cpu_per_packet(r: &CompareResult) -> Result<Figure, RenderError> {
             .into(),
         size: (charts::WIDTH, bars.height()),
         png: bars.render("cpu_per_packet")?,
+        csv,
+    })
+}
+
+/// Where the CPU goes: one stacked bar per combination, every node's CPU served within the run
+/// split by kernel step, per datagram delivered to a workload.
+fn cpu_by_step(r: &CompareResult) -> Result<Figure, RenderError> {
+    let title = "Where the CPU goes, per datagram delivered";
+    // The steps any combination spent time in, in the kernel's order (cost::Step::ALL).
+    let steps: Vec<Step> = Step::ALL
+        .into_iter()
+        .filter(|s| ran(r).any(|(_, _, f)| f.cpu_by_step.get(s.name()).is_some_and(|&ns| ns > 0)))
+        .collect();
+    let mut csv = header(&["combination", "step", "cpu_ns", "cpu_ns_per_datagram"]);
+    let mut values = Vec::new();
+    for c in &r.combinations {
+        let Some(f) = c.figures.as_ref().filter(|f| !f.cpu_ns_per_datagram_by_step.is_empty()) else {
+            values.push(vec![None; steps.len()]);
+            continue;
+        };
+        let mut v = Vec::new();
+        for step in &steps {
+            let ns = f.cpu_by_step.get(step.name()).copied().unwrap_or(0);
+            let per = f.cpu_ns_per_datagram_by_step.get(step.name()).copied().unwrap_or(0.0);
+            row(&mut csv, &[c.label.clone(), step.name().into(), ns.to_string(), per.to_string()]);
+            v.push((ns > 0).then_some(per / 1e3));
+        }
+        values.push(v);
+    }
+    let bars = HBars {
+        title,
+        x_desc: "CPU time per delivered datagram, µs (all nodes, kernel and userspace)",
+        rows: r.combinations.iter().map(|c| c.label.clone()).collect(),
+        series: steps.iter().map(|s| s.name().to_string()).collect(),
+        values,
+        stacked: true,
+        value_text: |us| fmt::ns_f(us * 1e3),
+        missing: missing(r),
+    };
+    Ok(Figure {
+        stem: "cpu_by_step".into(),
+        title: title.into(),
+        caption:
+            "Every node's CPU time served within the run (the summary's <code>totals.cpu_by_step</code>, \
+                  which adds up to <code>totals.cpu_ns</code>), split by kernel step and divided by the \
+                  datagrams delivered to workloads. Each flow's own split is in its run's summary \
+                  (<code>flows[].cpu_by_step</code>); per workload it is in compare.json."
+                .into(),
+        size: (charts::WIDTH, bars.height()),
+        png: bars.render("cpu_by_step")?,
         csv,
     })
 }

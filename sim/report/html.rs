@@ -51,6 +51,7 @@ pub(super) fn page(summary: &Summary, charts: &[Chart]) -> String {
     figures(&mut out, charts.iter().filter(|c| c.section == Section::Charts));
     drops(&mut out, summary);
     nodes(&mut out, summary);
+    cpu_breakdown(&mut out, summary);
     paths(&mut out, summary);
     footer(&mut out, summary);
     out.push_str("</body>\n</html>\n");
@@ -68,7 +69,8 @@ fn scenario(out: &mut String, s: &Summary) {
         out,
         "<nav><a href=\"#flows\">Flows</a>{services}<a href=\"#overhead\">Encapsulation overhead</a>\
          <a href=\"#charts\">Charts</a><a href=\"#drops\">Drops</a>\
-         <a href=\"#cpu\">CPU</a><a href=\"#paths\">Packet paths</a></nav>",
+         <a href=\"#cpu\">CPU</a><a href=\"#cpu-steps\">Where the CPU goes</a>\
+         <a href=\"#paths\">Packet paths</a></nav>",
     );
     out.push_str("<h2 id=\"simulated\">What was simulated</h2>\n<table class=\"kv\"><tbody>\n");
     let facts = [
@@ -142,6 +144,7 @@ fn flows(out: &mut String, s: &Summary) {
         ("Workload", false),
         ("Source → destination", false),
         ("Placement", false),
+        ("Offered", true),
         ("Sent", true),
         ("Delivered", true),
         ("Dropped", true),
@@ -154,6 +157,95 @@ fn flows(out: &mut String, s: &Summary) {
         ("Overhead", true),
     ];
     table(out, &cols, s.flows.iter().map(flow_row));
+    out.push_str(
+        "<p>Offered is what a CBR schedule asked for; a sender is never faster than its own core and \
+         its socket's send buffer let it be, so it may send less (it blocks, as a blocking socket does). \
+         The limit of each flow is the busiest core or userspace process its datagrams used.</p>\n",
+    );
+    let cols = [
+        ("#", true),
+        ("Workload", false),
+        ("Limited by", false),
+        ("Busy", true),
+        ("Its busiest steps", false),
+        ("CPU per datagram", true),
+        ("Sender blocked", true),
+        ("Peak send buffer", true),
+        ("Peak receive buffer", true),
+    ];
+    let rows = s.flows.iter().map(|f| {
+        let (place, busy, steps) = match &f.bottleneck {
+            Some(b) => (
+                b.place.clone(),
+                format!("{:.1} %", b.utilisation * 100.0),
+                b.top_steps
+                    .iter()
+                    .map(|(st, ns)| format!("{st} {}", fmt_ns(*ns)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+            None => ("–".into(), "–".into(), "–".into()),
+        };
+        vec![
+            f.id.to_string(),
+            f.workload.clone(),
+            place,
+            busy,
+            steps,
+            if f.delivered > 0 { fmt_ns(f.cpu_ns_per_datagram.round() as u64) } else { "–".into() },
+            if f.send_blocks > 0 { format!("{} times", fmt_count(f.send_blocks)) } else { "never".into() },
+            format!("{} B", fmt_count(f.peak_send_buffer_bytes)),
+            format!("{} B", fmt_count(f.peak_receive_buffer_bytes)),
+        ]
+    });
+    out.push_str("<h3>What limits each flow</h3>\n");
+    table(out, &cols, rows);
+}
+
+/// "Where the CPU goes": CPU served within the run by kernel step, per node and per flow.
+fn cpu_breakdown(out: &mut String, s: &Summary) {
+    out.push_str("<h2 id=\"cpu-steps\">Where the CPU goes</h2>\n");
+    let total = s.totals.cpu_ns;
+    if total == 0 {
+        out.push_str("<p>No CPU time was served.</p>\n");
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "<p>Every CPU nanosecond served within the run, split by the kernel step that spent it \
+         ({} in all; the columns add up to it). Per flow, the same for the chains that carried its \
+         datagrams, per delivered datagram.</p>",
+        esc(&fmt_ns(total))
+    );
+    // Steps in the order of the most CPU overall.
+    let mut steps: Vec<(&String, &u64)> = s.totals.cpu_by_step.iter().collect();
+    steps.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let mut cols: Vec<(&str, bool)> = vec![("Step", false), ("All nodes", true), ("Share", true)];
+    let names: Vec<String> = s.nodes.iter().map(|n| n.name.clone()).collect();
+    cols.extend(names.iter().map(|n| (n.as_str(), true)));
+    let rows = steps.iter().map(|(step, ns)| {
+        let mut row =
+            vec![step.to_string(), fmt_ns(**ns), format!("{:.1} %", **ns as f64 * 100.0 / total as f64)];
+        row.extend(
+            s.nodes.iter().map(|n| n.cpu_by_step.get(*step).map_or_else(|| "–".to_string(), |v| fmt_ns(*v))),
+        );
+        row
+    });
+    table(out, &cols, rows);
+    let flow_names: Vec<String> = s.flows.iter().map(|f| format!("#{} {}", f.id, f.workload)).collect();
+    let mut cols: Vec<(&str, bool)> = vec![("Step, per delivered datagram", false)];
+    cols.extend(flow_names.iter().map(|n| (n.as_str(), true)));
+    let rows = steps.iter().map(|(step, _)| {
+        let mut row = vec![step.to_string()];
+        row.extend(s.flows.iter().map(|f| match f.cpu_by_step.get(*step) {
+            Some(&ns) if f.delivered > 0 => fmt_ns((ns as f64 / f.delivered as f64).round() as u64),
+            _ => "–".to_string(),
+        }));
+        row
+    });
+    if !s.flows.is_empty() {
+        table(out, &cols, rows);
+    }
 }
 
 fn flow_row(f: &FlowSummary) -> Vec<String> {
@@ -168,6 +260,7 @@ fn flow_row(f: &FlowSummary) -> Vec<String> {
         f.workload.clone(),
         route,
         placement.to_string(),
+        f.offered.map_or_else(|| "–".to_string(), fmt_count),
         fmt_count(f.sent),
         fmt_count(f.delivered),
         fmt_count(f.dropped),
@@ -444,6 +537,17 @@ fn drops(out: &mut String, s: &Summary) {
         vec![scope_name.to_string(), reason.to_string(), fmt_count(*n), share(scope, *n)]
     });
     table(out, &cols, table_rows);
+    if !s.totals.kernel_queue_drops.is_empty() {
+        out.push_str(
+            "<h3>Kernel queues</h3>\n<p>Drops in bounded queues, and where a Linux node shows them.</p>\n",
+        );
+        let rows = s
+            .totals
+            .kernel_queue_drops
+            .iter()
+            .map(|d| vec![d.reason.clone(), d.counter.clone(), fmt_count(d.count)]);
+        table(out, &[("Reason", false), ("Linux counter", false), ("Count", true)], rows);
+    }
     let per_flow: Vec<Vec<String>> = s
         .flows
         .iter()
@@ -564,16 +668,14 @@ fn hop_row(h: &Hop, start: u64) -> Vec<String> {
     ]
 }
 
+/// No wall-clock value: two runs of one scenario and seed give the same page.
 fn footer(out: &mut String, s: &Summary) {
-    let r = &s.run;
     let _ = writeln!(
         out,
-        "<footer>summary schema version {} · cnisim {} · this run took {:.2} s of wall-clock time \
-         ({} events/s)</footer>",
+        "<footer>summary schema version {} · cnisim {} · wall-clock time of this run in summary.json \
+         (<code>run</code>)</footer>",
         s.schema_version,
-        esc(&r.cnisim_version),
-        r.wall_seconds,
-        fmt_count(r.events_per_second.round() as u64),
+        esc(&s.run.cnisim_version),
     );
 }
 

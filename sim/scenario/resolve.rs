@@ -10,6 +10,7 @@ use std::net::Ipv4Addr;
 use super::locate::{self, Seg};
 use super::{Nodes, Overrides, Scenario, Selector};
 use crate::addr::Ipv4Net;
+use crate::cluster::KernelQueues;
 use crate::cluster::{
     Change, Client, Cluster, Cni, CniOptions, ExternalHost, Fabric, Network, NodeId, NodeSpec, PodId,
     PodSpec, Rack, Target, Underlay, Workload, WorkloadKind,
@@ -42,7 +43,7 @@ pub(crate) struct Locator<'a> {
 }
 
 impl Locator<'_> {
-    fn err(&self, at: &[Seg], message: impl Into<String>) -> ScenarioError {
+    pub(super) fn err(&self, at: &[Seg], message: impl Into<String>) -> ScenarioError {
         let (line, col) = locate::find(self.text, at);
         ScenarioError { path: self.path.to_string(), line, col, message: message.into() }
     }
@@ -378,8 +379,19 @@ fn resolve_nodes(
     // (name, cores, nic, mtu, rack from 1, key path of the entry); a Count entry's fields sit
     // under `nodes`.
     type Entry = (String, u32, Bandwidth, u32, Option<u32>, Option<usize>);
+    // The kernel queue settings of each entry (one for a Count).
+    let kernels: Vec<KernelQueues> = match nodes {
+        Nodes::Count { sysctls, txqueuelen, rx_ring, .. } => {
+            vec![super::kernel::resolve(loc, sysctls, *txqueuelen, *rx_ring, None)?]
+        }
+        Nodes::List(list) => list
+            .iter()
+            .enumerate()
+            .map(|(i, n)| super::kernel::resolve(loc, &n.sysctls, n.txqueuelen, n.rx_ring, Some(i)))
+            .collect::<Res<_>>()?,
+    };
     let entries: Vec<Entry> = match nodes {
-        Nodes::Count { count, name_prefix, cores, nic, mtu } => {
+        Nodes::Count { count, name_prefix, cores, nic, mtu, .. } => {
             if *count == 0 {
                 return Err(loc.err(
                     at!["nodes", "count"],
@@ -509,6 +521,7 @@ fn resolve_nodes(
             prefix,
             rack,
             gateway,
+            kernel: kernels[if kernels.len() == 1 { 0 } else { idx }],
         });
     }
     Ok(out)
@@ -1148,10 +1161,13 @@ fn resolve_target(
         };
         let Some(si) = services.services.iter().position(|s| s.name == svc) else {
             let names: Vec<&str> = services.services.iter().map(|s| s.name.as_str()).take(10).collect();
-            return Err(loc.err(
-                at,
-                format!("Service(\"{name}\") names no service; services are: {}", names.join(", ")),
-            ));
+            let known = if names.is_empty() {
+                "this scenario has no services; declare it under `services:` (see docs/scenario.md)"
+                    .to_string()
+            } else {
+                format!("services are: {}", names.join(", "))
+            };
+            return Err(loc.err(at, format!("Service(\"{name}\") names no service; {known}")));
         };
         let ports = &services.services[si].ports;
         let pi = match port {
@@ -1358,6 +1374,21 @@ fn resolve_workloads(
 
 fn resolve_kind(loc: &Locator, i: usize, kind: &super::WorkloadKind) -> Res<WorkloadKind> {
     let field = |f: &'static str| [Seg::Key("workloads"), Seg::Idx(i), Seg::Key("kind"), Seg::Key(f)];
+    let too_big = |at: &[Seg], bytes: u32| -> Res<()> {
+        if bytes > crate::cluster::MAX_UDP_PAYLOAD {
+            let name = match at.last() {
+                Some(Seg::Key(k)) => *k,
+                _ => "payload",
+            };
+            return Err(loc.err(
+                at,
+                format!(
+                    "{name} {bytes} B is more than one UDP datagram holds over IPv4 (65,507 B); lower it"
+                ),
+            ));
+        }
+        Ok(())
+    };
     match *kind {
         super::WorkloadKind::UdpCbr { rate, payload } => {
             if rate.0 == 0 {
@@ -1372,7 +1403,14 @@ fn resolve_kind(loc: &Locator, i: usize, kind: &super::WorkloadKind) -> Res<Work
             if payload == 0 {
                 return Err(loc.err(&field("payload"), "payload is 0 bytes; send at least 1 byte"));
             }
+            too_big(&field("payload"), payload)?;
             Ok(WorkloadKind::UdpCbr { rate, payload })
+        }
+        super::WorkloadKind::UdpStream { payload } => {
+            if payload == 0 {
+                return Err(loc.err(&field("payload"), "payload is 0 bytes; send at least 1 byte"));
+            }
+            Ok(WorkloadKind::UdpStream { payload })
         }
         super::WorkloadKind::UdpRr { request, response, think, timeout } => {
             if request == 0 {
@@ -1381,6 +1419,8 @@ fn resolve_kind(loc: &Locator, i: usize, kind: &super::WorkloadKind) -> Res<Work
             if response == 0 {
                 return Err(loc.err(&field("response"), "response is 0 bytes; send at least 1 byte"));
             }
+            too_big(&field("request"), request)?;
+            too_big(&field("response"), response)?;
             if timeout == Duration::ZERO {
                 return Err(loc.err(
                     &field("timeout"),
@@ -1430,7 +1470,9 @@ fn check_sizes(
     };
     for &(c, s) in flows {
         match *kind {
-            WorkloadKind::UdpCbr { payload, .. } => check(payload, c, "payload", "client")?,
+            WorkloadKind::UdpCbr { payload, .. } | WorkloadKind::UdpStream { payload } => {
+                check(payload, c, "payload", "client")?
+            }
             WorkloadKind::UdpRr { request, response, .. } => {
                 check(request, c, "request", "client")?;
                 check(response, s, "response", "server")?;
@@ -1475,10 +1517,14 @@ fn check_service_sizes(
     target: Target,
 ) -> Res<()> {
     let (out, back) = match *kind {
-        WorkloadKind::UdpCbr { payload, .. } => (payload, 0),
+        WorkloadKind::UdpCbr { payload, .. } | WorkloadKind::UdpStream { payload } => (payload, 0),
         WorkloadKind::UdpRr { request, response, .. } => (request, response),
     };
-    let field = if matches!(kind, WorkloadKind::UdpCbr { .. }) { "payload" } else { "request" };
+    let field = if matches!(kind, WorkloadKind::UdpCbr { .. } | WorkloadKind::UdpStream { .. }) {
+        "payload"
+    } else {
+        "request"
+    };
     for &c in clients {
         if out + UDP_IP_HEADERS > pods[c].mtu {
             return Err(loc.err(

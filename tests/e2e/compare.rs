@@ -99,6 +99,8 @@ fn quickstart_under_every_cni_ranks_them_with_reasons() {
         "latency_cdf_cross-node.csv",
         "throughput.png",
         "cpu_per_packet.png",
+        "cpu_by_step.png",
+        "cpu_by_step.csv",
         "overhead.png",
         "overhead.csv",
     ] {
@@ -153,6 +155,43 @@ fn check_figures(doc: &serde_json::Value, r: &CompareResult) {
         }
     }
     assert!(checked > 10, "only {checked} figures");
+}
+
+/// Where the CPU goes adds up: every combination's steps sum to its total CPU, each workload's
+/// to its own, per datagram as in total; the userspace data planes spend it in userspace.
+#[test]
+fn cpu_by_step_adds_up_to_each_run_total() {
+    let (dir, r) = quickstart_all();
+    for c in &r.combinations {
+        let f = c.figures.as_ref().unwrap();
+        assert!(f.cpu_ns > 0, "{}", c.label);
+        assert_eq!(f.cpu_by_step.values().sum::<u64>(), f.cpu_ns, "{}", c.label);
+        let per: f64 = f.cpu_ns_per_datagram_by_step.values().sum();
+        let whole = f.cpu_ns as f64 / f.delivered as f64;
+        assert!((per - whole).abs() <= whole * 1e-9, "{}: {per} vs {whole}", c.label);
+        for w in &f.workloads {
+            assert!(w.cpu_ns > 0, "{} {}", c.label, w.name);
+            assert_eq!(w.cpu_by_step.values().sum::<u64>(), w.cpu_ns, "{} {}", c.label, w.name);
+        }
+        // The workloads' chains are part of everything the nodes served.
+        assert!(f.workloads.iter().map(|w| w.cpu_ns).sum::<u64>() <= f.cpu_ns, "{}", c.label);
+    }
+    let top = |cni: &str| {
+        let f = r.combinations.iter().find(|c| c.cni == cni).unwrap().figures.as_ref().unwrap();
+        let mut steps: Vec<(&String, &f64)> = f.cpu_ns_per_datagram_by_step.iter().collect();
+        steps.sort_by(|a, b| b.1.total_cmp(a.1));
+        steps[0].0.clone()
+    };
+    assert_eq!(top("flannel-udp"), "userspace");
+    assert_eq!(top("weave-sleeve"), "userspace");
+    let cilium = r.combinations.iter().find(|c| c.cni == "cilium-native").unwrap();
+    assert!(cilium.figures.as_ref().unwrap().cpu_by_step.get("ebpf").is_some_and(|&ns| ns > 0));
+    // The chart's data is the figures': one row per combination and step that took time.
+    let csv = std::fs::read_to_string(dir.join("cpu_by_step.csv")).unwrap();
+    assert!(csv.lines().any(|l| l.starts_with("cilium-native,ebpf,")), "{csv}");
+    // The verdict on CPU says where the most expensive combination's CPU goes.
+    let tpc = r.verdicts.iter().find(|v| v.key == "throughput_per_core").unwrap();
+    assert!(tpc.text.contains("Where its datagram's CPU goes: userspace "), "{}", tpc.text);
 }
 
 #[test]

@@ -2,11 +2,13 @@
 
 mod browser;
 mod cli;
+mod cli_safety;
 mod cni;
 mod compare;
 mod determinism;
 mod pcap;
 mod quickstart;
+mod saturation;
 mod services;
 
 use std::path::{Path, PathBuf};

@@ -28,6 +28,27 @@ fn colour(style: usize) -> RGBColor {
     PALETTE[style % PALETTE.len()]
 }
 
+/// Colours of a stacked bar's parts: as many as there are kernel steps, so no two parts of a
+/// bar share one (the ten of [`PALETTE`], then their light tints, as matplotlib's tab20).
+fn stack_colour(k: usize) -> RGBColor {
+    const LIGHT: [RGBColor; 10] = [
+        RGBColor(174, 199, 232),
+        RGBColor(255, 187, 120),
+        RGBColor(152, 223, 138),
+        RGBColor(255, 152, 150),
+        RGBColor(197, 176, 213),
+        RGBColor(196, 156, 148),
+        RGBColor(247, 182, 210),
+        RGBColor(199, 199, 199),
+        RGBColor(219, 219, 141),
+        RGBColor(158, 218, 229),
+    ];
+    match k / PALETTE.len() % 2 {
+        0 => PALETTE[k % PALETTE.len()],
+        _ => LIGHT[k % LIGHT.len()],
+    }
+}
+
 fn dashed(style: usize) -> bool {
     (style / PALETTE.len()) % 2 == 1
 }
@@ -98,7 +119,7 @@ pub(in crate::report) fn lines(
                 }
             }
         }
-        legend_column(&side, lines.iter().map(|l| (l.label.as_str(), l.style)), true)
+        legend_column(&side, lines.iter().map(|l| (l.label.as_str(), l.style)), true, colour)
     })
 }
 
@@ -134,12 +155,13 @@ fn legend_column<'a>(
     side: &Area,
     entries: impl Iterator<Item = (&'a str, usize)>,
     as_lines: bool,
+    colour_of: fn(usize) -> RGBColor,
 ) -> DrawResult {
     let text = TextStyle::from((FONT, 13).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
     let max_chars = ((LEGEND - 40) / 7) as usize;
     let mut y = 40;
     for (label, style) in entries {
-        let c = colour(style);
+        let c = colour_of(style);
         if as_lines {
             let s = c.stroke_width(3);
             if dashed(style) {
@@ -270,7 +292,7 @@ impl HBars<'_> {
             let mut start = 0.0;
             for (k, v) in row.iter().enumerate() {
                 let Some(v) = *v else { continue };
-                let c = colour(k);
+                let c = if self.stacked { stack_colour(k) } else { colour(k) };
                 let (a, b, bar_y0, bar_y1) = if self.stacked {
                     (start, start + v, y0, y1)
                 } else {
@@ -297,7 +319,13 @@ impl HBars<'_> {
             }
         }
         if legend {
-            legend_column(&side, self.series.iter().enumerate().map(|(k, l)| (l.as_str(), k)), false)?;
+            let colour_of = if self.stacked { stack_colour } else { colour };
+            legend_column(
+                &side,
+                self.series.iter().enumerate().map(|(k, l)| (l.as_str(), k)),
+                false,
+                colour_of,
+            )?;
         }
         Ok(())
     }

@@ -1,0 +1,287 @@
+//! How much memory a scenario needs, estimated from the resolved [`Cluster`] before anything
+//! is built, so that one too big for the machine is refused with what drives it instead of
+//! being killed half-way.
+//!
+//! The estimate is a sum of parts, each a count times a cost per item, the costs calibrated
+//! against the peak resident set (`/usr/bin/time -v`) of real runs (README, "Memory"): the
+//! process itself; per node and per pod state (namespaces, devices, addresses, tables); the
+//! per-peer state most CNIs keep on every node for every other node (a route, and with
+//! tunnels a neighbour and an FDB entry or a tunnel map entry: nodes x nodes in all); the
+//! proxies' rules (one shared copy, or one per node in userspace mode and for IPVS's per-node
+//! part); per-flow counters and histograms; pcap captures, buffered until the output is
+//! written; connections tracked (a sender faster than its core blocks on its socket, and the
+//! kernel's queues are bounded, so no backlog grows with the run).
+//!
+//! **Architecture Invariant:** the estimate reads only the model; it builds nothing.
+
+use crate::cluster::{Cluster, Cni, ProxyMode, WorkloadKind, UDP_IP_HEADERS};
+use crate::error::Error;
+
+/// One part of an estimate: what it is and the bytes it needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Part {
+    pub what: String,
+    pub bytes: u64,
+}
+
+/// The memory a scenario is expected to need at its peak.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Estimate {
+    pub total: u64,
+    /// Largest first.
+    pub parts: Vec<Part>,
+}
+
+/// The process with its code, fonts and report rendering, before any scenario state.
+const BASE: u64 = 10 << 20;
+/// A node: its namespace, devices, addresses, local routes, cores, proxy and conntrack.
+const PER_NODE: u64 = 7 << 10;
+/// A pod: namespace, veth pair, addresses, routes, neighbour table.
+const PER_POD: u64 = 5 << 10;
+/// Per-flow state: two latency histograms (1 ns to 1000 s at 3 significant digits: 254 KiB
+/// of counters each) and counters.
+const PER_FLOW: u64 = 512 << 10;
+/// A tracked connection (conntrack entry indexed both ways).
+const PER_CONNECTION: u64 = 300;
+
+/// Bytes a node keeps for each other node (routes, neighbours, FDB entries, tunnel maps),
+/// measured at 1,000 nodes.
+fn per_peer(c: &Cluster) -> u64 {
+    match c.cni {
+        // Cross-subnet VXLAN encapsulates only to other subnets (racks); on one switch every
+        // peer is a plain route.
+        Cni::CalicoVxlanCrossSubnet if matches!(c.underlay.fabric, crate::cluster::Fabric::L2Switch) => 100,
+        Cni::FlannelHostGw
+        | Cni::FlannelUdp
+        | Cni::CalicoBgp
+        | Cni::CalicoIpip
+        | Cni::CalicoIpipCrossSubnet => 100,
+        Cni::FlannelVxlan => 175,
+        Cni::CalicoVxlan | Cni::CalicoVxlanCrossSubnet => 275,
+        Cni::CiliumVxlan | Cni::CiliumGeneve | Cni::CiliumNative => 225,
+        Cni::WeaveFastdp => 25,
+        Cni::WeaveSleeve => 12,
+        Cni::IpvlanL3 => 100,
+        // Pods reach other nodes through the underlay directly.
+        Cni::Macvlan => 0,
+    }
+}
+
+/// Simulator bytes per unit of [`rules`] (two per Service port, two per endpoint of a port)
+/// for one copy of a proxy mode's rule set, measured at 10,000 and 50,000 Services.
+fn per_rule(mode: ProxyMode) -> u64 {
+    match mode {
+        ProxyMode::Iptables => 1000,
+        ProxyMode::Nftables => 575,
+        ProxyMode::Ipvs(_) => 280,
+        ProxyMode::Ebpf { .. } => 275,
+        // The shared Service table; each node adds [`PER_NODE_RULE`] per unit.
+        ProxyMode::Userspace => 250,
+    }
+}
+
+/// Userspace mode: each node's own portal rules and proxy sockets, per unit of [`rules`].
+const PER_NODE_RULE: u64 = 45;
+
+/// Estimates the peak memory of a run of `c`; `pcap`: the run captures on every interface
+/// its globs match (assumed: all of them).
+pub fn estimate(c: &Cluster, pcap: bool) -> Estimate {
+    let n = c.nodes.len() as u64;
+    let pods = c.pods.len() as u64;
+    let mut parts = vec![
+        Part { what: "the simulator itself".into(), bytes: BASE },
+        Part { what: format!("{n} nodes"), bytes: n.saturating_mul(PER_NODE) },
+        Part { what: format!("{pods} pods"), bytes: pods.saturating_mul(PER_POD) },
+    ];
+    // Calico routes each remote IPAM block (64 addresses) rather than each node.
+    let blocks = match c.cni {
+        Cni::CalicoBgp
+        | Cni::CalicoIpip
+        | Cni::CalicoIpipCrossSubnet
+        | Cni::CalicoVxlan
+        | Cni::CalicoVxlanCrossSubnet => {
+            let most = (0..c.nodes.len()).map(|i| c.pods.iter().filter(|p| p.node == i).count()).max();
+            (most.unwrap_or(0) as u64).div_ceil(64).max(1)
+        }
+        _ => 1,
+    };
+    let peers = n.saturating_mul(n.saturating_sub(1)).saturating_mul(blocks);
+    parts.push(Part {
+        what: format!(
+            "{peers} per-peer entries of {} (routes, neighbours, FDB or tunnel map entries: every node keeps \
+             some for every other node, so they grow with nodes x nodes)",
+            c.cni
+        ),
+        bytes: peers.saturating_mul(per_peer(c)),
+    });
+    let rules = rules(c);
+    if rules > 0 {
+        let services = c.services.services.len();
+        parts.push(Part {
+            what: format!("the {} rules or map entries of {services} Services", c.proxy),
+            bytes: rules.saturating_mul(per_rule(c.proxy)),
+        });
+        if c.proxy == ProxyMode::Userspace {
+            parts.push(Part {
+                what: format!(
+                    "userspace-mode portal rules and proxy sockets for {services} Services on each of {n} nodes"
+                ),
+                bytes: rules.saturating_mul(PER_NODE_RULE).saturating_mul(n),
+            });
+        }
+    }
+    let flows: u64 = c.workloads.iter().map(|w| w.flows.len() as u64).sum();
+    parts.push(Part {
+        what: format!("{flows} flows (counters and latency histograms)"),
+        bytes: flows.saturating_mul(PER_FLOW),
+    });
+    let (datagrams, frame_bytes) = datagrams(c);
+    if pcap {
+        // A datagram's frame is captured on every interface of its path (pod eth0, host veth,
+        // bridge, NIC, at both ends: up to nine), into buffers that grow by doubling: twelve
+        // times its bytes (measured: quickstart with --pcap '*' peaks at 561 MiB).
+        parts.push(Part {
+            what: format!(
+                "pcap captures of {datagrams} datagrams (kept in memory until the output is written)"
+            ),
+            bytes: frame_bytes.saturating_mul(12),
+        });
+    }
+    let connections = connections(c);
+    if connections > 0 {
+        parts.push(Part {
+            what: format!("{connections} tracked connections"),
+            bytes: connections.saturating_mul(PER_CONNECTION),
+        });
+    }
+    parts.retain(|p| p.bytes > 0);
+    parts.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.what.cmp(&b.what)));
+    Estimate { total: parts.iter().fold(0u64, |t, p| t.saturating_add(p.bytes)), parts }
+}
+
+/// The size of one copy of the proxies' rule set, in units of two per Service port and two
+/// per endpoint of each port.
+fn rules(c: &Cluster) -> u64 {
+    let ports: u64 = c.services.services.iter().map(|s| s.ports.len() as u64).sum();
+    let endpoints: u64 = c.services.services.iter().map(|s| (s.ports.len() * s.endpoints.len()) as u64).sum();
+    ports.saturating_add(endpoints).saturating_mul(2)
+}
+
+/// Workload datagrams a run sends (both ways) and the bytes of their frames.
+fn datagrams(c: &Cluster) -> (u64, u64) {
+    let (mut count, mut bytes) = (0u64, 0u64);
+    for w in &c.workloads {
+        let secs = w.duration.as_nanos().min(c.duration.as_nanos()) as f64 / 1e9;
+        let (per_flow, frame) = match w.kind {
+            WorkloadKind::UdpCbr { rate, payload } => {
+                let offered = rate.0 as f64 / (f64::from(payload) * 8.0);
+                (offered.min(max_send_rate(c, payload)) * secs, payload + UDP_IP_HEADERS + 14)
+            }
+            WorkloadKind::UdpStream { payload } => {
+                (max_send_rate(c, payload) * secs, payload + UDP_IP_HEADERS + 14)
+            }
+            // A closed loop: at most one exchange per round trip of some 20 us, plus think time.
+            WorkloadKind::UdpRr { request, response, think, .. } => {
+                let cycle = think.as_nanos() as f64 / 1e9 + 20e-6;
+                (2.0 * secs / cycle, (request + response) / 2 + UDP_IP_HEADERS + 14)
+            }
+        };
+        let n = (per_flow.ceil() as u64).saturating_mul(w.flows.len() as u64);
+        count = count.saturating_add(n);
+        bytes = bytes.saturating_add(n.saturating_mul(u64::from(frame) + 16));
+    }
+    (count, bytes)
+}
+
+/// Connections conntrack holds at the end: one per flow, or one per request for workloads that
+/// open a connection per request (entries outlive the 30 s UDP timeout in most runs).
+fn connections(c: &Cluster) -> u64 {
+    if c.services.services.is_empty() {
+        return 0;
+    }
+    let ct_max = c.conntrack_max.map_or(u64::MAX, |m| m as u64 * c.nodes.len() as u64);
+    let mut total = 0u64;
+    for w in &c.workloads {
+        let flows = w.flows.len() as u64;
+        let per = match w.kind {
+            WorkloadKind::UdpRr { think, .. } if w.new_connection_per_request => {
+                let secs = w.duration.as_nanos().min(c.duration.as_nanos()) as f64 / 1e9;
+                (secs / (think.as_nanos() as f64 / 1e9 + 20e-6)).ceil() as u64
+            }
+            _ => 1,
+        };
+        total = total.saturating_add(flows.saturating_mul(per));
+    }
+    total.min(ct_max)
+}
+
+/// Datagrams per second one flow of `payload` bytes can send at most: its core spends at
+/// least the socket send, the payload copy, a route lookup and the neighbour output on each (a
+/// sender blocks on its socket rather than queue without bound).
+fn max_send_rate(c: &Cluster, payload: u32) -> f64 {
+    let k = &c.costs;
+    let cost = (k.udp_send + k.copy(payload as usize) + k.fib_lookup + k.neigh_output).as_nanos().max(1);
+    1e9 / cost as f64
+}
+
+/// Refuses `total` bytes over the memory cap ([`crate::memory::cap`]; none: no check) with
+/// [`Error::TooBig`]: "`what` needs `needs`; that is more than the limit ...".
+pub fn check(what: &str, total: u64, needs: &str) -> Result<(), Error> {
+    let Some(cap) = crate::memory::cap() else { return Ok(()) };
+    if total <= cap {
+        return Ok(());
+    }
+    Err(Error::TooBig(format!(
+        "{what} needs {needs}; that is more than the memory limit of {} (--max-memory; by default 80% of the \
+         memory this process may have): shrink what drives it or raise --max-memory; nothing was built \
+         or written",
+        crate::memory::fmt_bytes(cap)
+    )))
+}
+
+/// [`check`] for one run.
+pub fn check_run(what: &str, e: &Estimate) -> Result<(), Error> {
+    check(what, e.total, &e.describe())
+}
+
+impl Estimate {
+    /// "about 7.9 GiB (7.8 GiB for ...; 12 MiB for ...)" (the three largest parts).
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = self
+            .parts
+            .iter()
+            .take(3)
+            .map(|p| format!("{} for {}", crate::memory::fmt_bytes(p.bytes), p.what))
+            .collect();
+        format!("about {} ({})", crate::memory::fmt_bytes(self.total), parts.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::cluster;
+    use crate::units::Bandwidth;
+
+    #[test]
+    fn small_clusters_need_little_and_nodes_grow_quadratically() {
+        let kind = WorkloadKind::UdpCbr { rate: Bandwidth(100_000_000), payload: 1000 };
+        let small = estimate(&cluster(2, 1, kind.clone(), &[(0, 1)]), false);
+        assert!(small.total < 20 << 20, "{}", small.describe());
+        let big = estimate(&cluster(200, 1, kind, &[(0, 1)]), false);
+        let peers = big.parts.iter().find(|p| p.what.contains("per-peer")).unwrap();
+        assert!(peers.what.starts_with("39800 per-peer entries"), "{}", peers.what);
+    }
+
+    #[test]
+    fn a_sender_faster_than_its_core_needs_no_more_than_a_slow_one() {
+        // The sender blocks on its socket: asking for 10 Gbit/s of 64 B datagrams costs no
+        // more memory than what its core can send, and nothing queues without bound.
+        let fast = WorkloadKind::UdpCbr { rate: Bandwidth(10_000_000_000), payload: 64 };
+        let e = estimate(&cluster(2, 1, fast, &[(0, 1)]), true);
+        let slower = WorkloadKind::UdpCbr { rate: Bandwidth(1_000_000_000), payload: 64 };
+        let f = estimate(&cluster(2, 1, slower, &[(0, 1)]), true);
+        assert_eq!(e.total, f.total, "{} vs {}", e.describe(), f.describe());
+        assert!(!e.describe().contains("queued"), "{}", e.describe());
+    }
+}
