@@ -266,8 +266,9 @@ impl Simulation {
         let waiting = sent.saturating_sub(delivered + self.obs.dropped_total());
         format!(
             "at simulated t = {} with {} events pending and {waiting} of {sent} datagrams sent still in flight: \
-             when a sender offers more than its CPU core serves, the backlog grows without bound (cnisim does \
-             not bound kernel queues yet); lower the workload's rate, shorten the scenario, or raise --max-memory",
+             they wait in queues as deep as the scenario sets them (socket buffers, backlogs, txqueuelen, the \
+             underlay's port queues); make those shallower, lower the workload's rate, shorten the scenario, \
+             or raise --max-memory",
             t - Instant::ZERO,
             self.queue.len()
         )
