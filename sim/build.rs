@@ -57,7 +57,7 @@ pub fn build(cluster: &Cluster) -> World {
             Fabric::L2Switch => "switch".to_string(),
             Fabric::LeafSpine { racks, .. } => format!("{}-switch", racks[r].name),
         };
-        w.switches.push(Switch { name, ports: Vec::new(), mac_table: HashMap::new(), mtu: u.mtu });
+        w.switches.push(Switch { name, ports: Vec::new(), mac_table: Default::default(), mtu: u.mtu });
     }
     crate::progress::stage("building the nodes", cluster.nodes.len() as u64);
     for (i, spec) in cluster.nodes.iter().enumerate() {

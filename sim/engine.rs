@@ -1,45 +1,46 @@
 //! The discrete-event engine: a time-ordered queue and the run's random streams.
 //!
 //! Events are ordered by (time, insertion sequence), so two events at the same instant run in
-//! the order they were scheduled, whatever the heap does. Time never goes backwards: scheduling
-//! in the past is a bug and panics. The engine knows nothing about packets or Kubernetes: it
-//! stores any event type `E`.
+//! the order they were scheduled, whatever the queue does internally. Time never goes
+//! backwards: scheduling in the past is a bug and panics. The engine knows nothing about
+//! packets or Kubernetes: it stores any event type `E`.
+//!
+//! The queue is a radix heap on time (the keys of a discrete-event queue only ever grow, which
+//! is what a radix heap needs) with the events themselves in a slab: what moves between buckets
+//! is a 24-byte key, never the event. Events at the current instant wait in a FIFO in insertion
+//! order; a bucket's events that share its earliest time join that FIFO sorted by sequence.
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::collections::VecDeque;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::time::Instant;
 
-struct Entry<E> {
-    time: Instant,
+/// A queued event's place in the radix heap: its time, insertion sequence and slab slot.
+#[derive(Clone, Copy, Debug)]
+struct Key {
+    time: u64,
     seq: u64,
-    event: E,
-}
-
-impl<E> PartialEq for Entry<E> {
-    fn eq(&self, other: &Self) -> bool {
-        (self.time, self.seq) == (other.time, other.seq)
-    }
-}
-impl<E> Eq for Entry<E> {}
-impl<E> PartialOrd for Entry<E> {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl<E> Ord for Entry<E> {
-    /// Reversed: `BinaryHeap` is a max-heap and we want the earliest (time, seq) on top.
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.time, other.seq).cmp(&(self.time, self.seq))
-    }
+    slot: u32,
 }
 
 /// A priority queue of events keyed by (time, insertion sequence), with the current time.
 pub struct EventQueue<E> {
-    heap: BinaryHeap<Entry<E>>,
+    /// Slots of the events at `now`, in insertion order.
+    current: VecDeque<u32>,
+    /// `buckets[i]`: the events later than `now` whose time first differs from `now` at bit `i`
+    /// (the highest differing bit). Every key in bucket `i` is before every key in bucket `j > i`.
+    buckets: [Vec<Key>; 64],
+    /// Bit `i` set when `buckets[i]` is not empty.
+    occupied: u64,
+    /// Keys of a bucket's earliest instant, gathered to be sorted by sequence (kept for its
+    /// allocation).
+    ties: Vec<Key>,
+    /// The events, by slot; `None` for a free slot.
+    slots: Vec<Option<E>>,
+    free: Vec<u32>,
+    len: usize,
     next_seq: u64,
     now: Instant,
     processed: u64,
@@ -51,9 +52,25 @@ impl<E> Default for EventQueue<E> {
     }
 }
 
+/// The bucket of time `t` relative to `now` (`t > now`): the highest bit in which they differ.
+fn bucket_of(t: u64, now: u64) -> usize {
+    63 - (t ^ now).leading_zeros() as usize
+}
+
 impl<E> EventQueue<E> {
     pub fn new() -> Self {
-        EventQueue { heap: BinaryHeap::new(), next_seq: 0, now: Instant::ZERO, processed: 0 }
+        EventQueue {
+            current: VecDeque::new(),
+            buckets: std::array::from_fn(|_| Vec::new()),
+            occupied: 0,
+            ties: Vec::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+            next_seq: 0,
+            now: Instant::ZERO,
+            processed: 0,
+        }
     }
 
     /// The time of the event being processed (or of the last one processed).
@@ -67,30 +84,102 @@ impl<E> EventQueue<E> {
     }
 
     pub fn len(&self) -> usize {
-        self.heap.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
+        self.len == 0
     }
 
     /// Schedules `event` at `time`. Panics if `time` is before `now`: time never goes back.
     pub fn schedule(&mut self, time: Instant, event: E) {
         assert!(time >= self.now, "event scheduled at {time} before now ({})", self.now);
-        self.heap.push(Entry { time, seq: self.next_seq, event });
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.slots[s as usize] = Some(event);
+                s
+            }
+            None => {
+                let s = u32::try_from(self.slots.len()).expect("fewer than 2^32 pending events");
+                self.slots.push(Some(event));
+                s
+            }
+        };
+        let (t, now) = (time.as_nanos(), self.now.as_nanos());
+        if t == now {
+            // Every event at `now` is in `current`, and this one was scheduled after them all.
+            self.current.push_back(slot);
+        } else {
+            let b = bucket_of(t, now);
+            self.buckets[b].push(Key { time: t, seq: self.next_seq, slot });
+            self.occupied |= 1 << b;
+        }
         self.next_seq += 1;
+        self.len += 1;
     }
 
     /// Removes the earliest event if it is at or before `limit`, advancing `now` to its time.
     pub fn pop_until(&mut self, limit: Instant) -> Option<(Instant, E)> {
-        if self.heap.peek()?.time > limit {
+        let slot = match self.current.pop_front() {
+            Some(slot) if self.now <= limit => slot,
+            Some(slot) => {
+                self.current.push_front(slot);
+                return None;
+            }
+            None => self.advance(limit.as_nanos())?,
+        };
+        let event = self.slots[slot as usize].take().expect("a queued slot holds its event");
+        self.free.push(slot);
+        self.len -= 1;
+        self.processed += 1;
+        Some((self.now, event))
+    }
+
+    /// With nothing left at `now`: moves `now` to the earliest queued time if it is at or
+    /// before `limit` and returns the slot of the first event scheduled for then (the others
+    /// for then wait in `current`, in sequence order).
+    fn advance(&mut self, limit: u64) -> Option<u32> {
+        if self.occupied == 0 {
             return None;
         }
-        let Entry { time, event, .. } = self.heap.pop()?;
-        debug_assert!(time >= self.now);
-        self.now = time;
-        self.processed += 1;
-        Some((time, event))
+        let i = self.occupied.trailing_zeros() as usize;
+        let bucket = &mut self.buckets[i];
+        if bucket.len() == 1 {
+            let k = bucket[0];
+            if k.time > limit {
+                return None;
+            }
+            bucket.clear();
+            self.occupied &= !(1 << i);
+            self.now = Instant::from_nanos(k.time);
+            return Some(k.slot);
+        }
+        let t = bucket.iter().map(|k| k.time).min().expect("occupied bucket");
+        if t > limit {
+            return None;
+        }
+        // Advance to `t`: the lowest bucket's keys move to lower buckets relative to `t` (the
+        // higher buckets' keys keep theirs: `t` shares their bits above `i`), and those at `t`
+        // itself are taken in sequence order.
+        let mut bucket = std::mem::take(bucket);
+        self.occupied &= !(1 << i);
+        for k in bucket.drain(..) {
+            if k.time == t {
+                self.ties.push(k);
+            } else {
+                let b = bucket_of(k.time, t);
+                self.buckets[b].push(k);
+                self.occupied |= 1 << b;
+            }
+        }
+        self.buckets[i] = bucket;
+        self.now = Instant::from_nanos(t);
+        if self.ties.len() == 1 {
+            return self.ties.pop().map(|k| k.slot);
+        }
+        self.ties.sort_unstable_by_key(|k| k.seq);
+        self.current.extend(self.ties.drain(..).map(|k| k.slot));
+        self.current.pop_front()
     }
 
     /// Runs `handler` on every event up to and including `limit`, in order. The handler may
@@ -105,7 +194,7 @@ impl<E> EventQueue<E> {
 
     /// The events still queued, in no particular order (for end-of-run accounting).
     pub fn pending(&self) -> impl Iterator<Item = &E> {
-        self.heap.iter().map(|e| &e.event)
+        self.slots.iter().filter_map(Option::as_ref)
     }
 }
 
@@ -167,6 +256,43 @@ mod tests {
         assert_eq!(n, 4); // t = 0, 30, 60, 90
         assert_eq!(q.now(), Instant::from_nanos(90));
         assert_eq!(q.len(), 1);
+    }
+
+    #[test]
+    fn matches_a_reference_heap_under_random_use() {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        let mut rng = RngFactory::new(11).stream(Component::Link, 0);
+        let mut q = EventQueue::new();
+        let mut reference = BinaryHeap::new();
+        let mut seq = 0u64;
+        for round in 0..20_000u64 {
+            let now = q.now().as_nanos();
+            for _ in 0..rng.random_range(0..4) {
+                let delay = match rng.random_range(0..4) {
+                    0 => 0,
+                    1 => rng.random_range(0..8),
+                    2 => rng.random_range(0..10_000),
+                    _ => rng.random_range(0..1u64 << 40),
+                };
+                q.schedule(Instant::from_nanos(now + delay), seq);
+                reference.push(Reverse((now + delay, seq)));
+                seq += 1;
+            }
+            let limit = if round % 7 == 0 { now + rng.random_range(0..5_000) } else { u64::MAX };
+            let got = q.pop_until(Instant::from_nanos(limit)).map(|(t, e)| (t.as_nanos(), e));
+            let want = match reference.peek() {
+                Some(&Reverse((t, _))) if t <= limit => reference.pop().map(|Reverse(k)| k),
+                _ => None,
+            };
+            assert_eq!(got, want);
+            assert_eq!(q.len(), reference.len());
+        }
+        let mut left: Vec<u64> = q.pending().copied().collect();
+        left.sort_unstable();
+        let mut want: Vec<u64> = reference.into_iter().map(|Reverse((_, s))| s).collect();
+        want.sort_unstable();
+        assert_eq!(left, want);
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! its LOCAL, broadcast and subnet routes), so CNI builders read like the plugin's netlink
 //! calls. The world holds state only; `datapath` moves packets through it.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::net::Ipv4Addr;
 
 use crate::addr::{Ipv4Net, Mac};
@@ -63,7 +65,7 @@ pub struct World {
     /// Every version of the Service table: the scenario's, then one per change.
     pub service_tables: Vec<std::sync::Arc<crate::cluster::ServiceTable>>,
     /// Every node's address.
-    pub node_ips: HashSet<Ipv4Addr>,
+    pub node_ips: FxHashSet<Ipv4Addr>,
     /// eBPF service programs sit on the host side of pod veths (Cilium's kube-proxy
     /// replacement, and Cilium's bpf_lxc, which load-balances ClusterIP traffic in any mode).
     pub service_bpf: bool,
@@ -134,17 +136,17 @@ pub struct Netns {
     /// `net.ipv4.ip_forward`.
     pub ip_forward: bool,
     /// UDP ports with a bound socket.
-    pub udp_ports: HashSet<u16>,
+    pub udp_ports: FxHashSet<u16>,
     /// UDP ports bound by tunnel devices, and the device that decapsulates them.
-    pub tunnel_ports: HashMap<u16, DevId>,
+    pub tunnel_ports: FxHashMap<u16, DevId>,
     /// Path MTU exceptions learned from ICMP "fragmentation needed" (destination -> MTU).
-    pub pmtu: HashMap<Ipv4Addr, u32>,
+    pub pmtu: FxHashMap<Ipv4Addr, u32>,
     /// IPv4 reassembly queue, and the metadata of each datagram's first fragment waiting in it
     /// (with its arrival time, for the 30 s `ipfrag_time`).
     pub reasm: crate::wire::ipv4frag::Reassembler,
-    pub frag_meta: HashMap<crate::wire::ipv4frag::FragKey, (crate::net::packet::Meta, Instant)>,
+    pub frag_meta: FxHashMap<crate::wire::ipv4frag::FragKey, (crate::net::packet::Meta, Instant)>,
     /// UDP ports whose socket belongs to a userspace process (`World::procs`).
-    pub user_ports: HashMap<u16, usize>,
+    pub user_ports: FxHashMap<u16, usize>,
     /// Cilium's BPF maps (host namespaces of Cilium nodes only).
     pub cilium: Option<Box<CiliumMaps>>,
     /// Next IPv4 identification value for locally generated packets.
@@ -247,7 +249,7 @@ pub struct OvsDatapath {
     /// Every other peer: (node IP, short ID).
     pub peers: Vec<(Ipv4Addr, u32)>,
     /// Learned MACs: `None` behind the local port, else the peer.
-    pub macs: HashMap<Mac, Option<(Ipv4Addr, u32)>>,
+    pub macs: FxHashMap<Mac, Option<(Ipv4Addr, u32)>>,
 }
 
 /// Cilium's programs on tc ingress (pkg/datapath/loader: `cil_from_container` on `lxc*`,
@@ -266,7 +268,7 @@ pub enum EbpfHook {
 #[derive(Default)]
 pub struct CiliumMaps {
     /// Local endpoints: pod IP -> (host-side `lxc` device, security identity).
-    pub endpoints: HashMap<Ipv4Addr, (DevId, u32)>,
+    pub endpoints: FxHashMap<Ipv4Addr, (DevId, u32)>,
     /// ipcache: remote pod CIDRs -> tunnel endpoint (as routes: `dst via <node IP>`).
     pub ipcache: RouteTable,
     /// The tunnel device in tunnel mode; native routing otherwise.
@@ -285,7 +287,7 @@ impl UdpTunnel {
             vni,
             port,
             local,
-            fdb: HashMap::new(),
+            fdb: FxHashMap::default(),
             learning: false,
             udp_csum: true,
             df: false,
@@ -311,7 +313,7 @@ pub struct UdpTunnel {
     /// Outer source address.
     pub local: Ipv4Addr,
     /// Remote VTEP per inner destination MAC (`bridge fdb ... dst IP self permanent`).
-    pub fdb: HashMap<Mac, Ipv4Addr>,
+    pub fdb: FxHashMap<Mac, Ipv4Addr>,
     /// Learn remote VTEPs from received packets (`learning`); CNIs turn it off.
     pub learning: bool,
     /// Compute the outer UDP checksum (`udpcsum`); zero otherwise.
@@ -338,7 +340,7 @@ pub struct Switch {
     pub name: String,
     /// Egress cable of each port.
     pub ports: Vec<LinkId>,
-    pub mac_table: HashMap<Mac, usize>,
+    pub mac_table: FxHashMap<Mac, usize>,
     /// Largest IP packet (L3 MTU) it forwards.
     pub mtu: u32,
 }
@@ -479,12 +481,12 @@ impl World {
             main: RouteTable::default(),
             neigh: NeighTable::default(),
             ip_forward,
-            udp_ports: HashSet::new(),
-            tunnel_ports: HashMap::new(),
-            user_ports: HashMap::new(),
-            pmtu: HashMap::new(),
+            udp_ports: FxHashSet::default(),
+            tunnel_ports: FxHashMap::default(),
+            user_ports: FxHashMap::default(),
+            pmtu: FxHashMap::default(),
             reasm: crate::wire::ipv4frag::Reassembler::new(crate::wire::ipv4frag::LINUX_HIGH_THRESH),
-            frag_meta: HashMap::new(),
+            frag_meta: FxHashMap::default(),
             cilium: None,
             next_ident: 1,
         });

@@ -4,7 +4,7 @@
 //! MAC (net/bridge/br_private.h). Entries for the bridge's own ports are permanent
 //! (`bridge fdb` shows them as `permanent`).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use crate::addr::Mac;
 use crate::net::route::DevId;
@@ -23,13 +23,13 @@ pub struct FdbEntry {
 
 #[derive(Clone, Debug)]
 pub struct Fdb {
-    entries: HashMap<Mac, FdbEntry>,
+    entries: FxHashMap<Mac, FdbEntry>,
     ageing: Duration,
 }
 
 impl Default for Fdb {
     fn default() -> Self {
-        Fdb { entries: HashMap::new(), ageing: DEFAULT_AGEING }
+        Fdb { entries: FxHashMap::default(), ageing: DEFAULT_AGEING }
     }
 }
 

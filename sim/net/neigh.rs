@@ -9,7 +9,9 @@
 //! REACHABLE -> STALE -> DELAY -> PROBE cycle (base_reachable_time 30 s) only re-confirms an
 //! address that does not change here, so it is not modelled.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 use std::net::Ipv4Addr;
 
 use crate::addr::Mac;
@@ -48,8 +50,8 @@ pub struct Incomplete {
 
 #[derive(Debug, Default)]
 pub struct NeighTable {
-    entries: HashMap<Ipv4Addr, Neighbour>,
-    incomplete: HashMap<Ipv4Addr, Incomplete>,
+    entries: FxHashMap<Ipv4Addr, Neighbour>,
+    incomplete: FxHashMap<Ipv4Addr, Incomplete>,
 }
 
 impl NeighTable {

@@ -4,7 +4,7 @@
 //! distinct prefix length in the table, not one comparison per route (host-gw on 5,000 nodes
 //! has 4,999 routes of one length). Iteration order for printing is insertion order.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 
@@ -105,7 +105,7 @@ impl Route {
 pub struct RouteTable {
     routes: Vec<Route>,
     /// (prefix length, network -> index into `routes`), longest prefix first.
-    by_len: Vec<(u8, HashMap<u32, usize>)>,
+    by_len: Vec<(u8, FxHashMap<u32, usize>)>,
 }
 
 impl RouteTable {
@@ -116,7 +116,7 @@ impl RouteTable {
         let pos = match self.by_len.binary_search_by(|(l, _)| len.cmp(l)) {
             Ok(p) => p,
             Err(p) => {
-                self.by_len.insert(p, (len, HashMap::new()));
+                self.by_len.insert(p, (len, FxHashMap::default()));
                 p
             }
         };

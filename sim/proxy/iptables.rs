@@ -26,7 +26,7 @@
 //! then the matches in the order kube-proxy gave them, then `-j`; addresses carry a prefix
 //! length (`/32`), comments are quoted as `xtables_save_string` does.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
@@ -215,7 +215,7 @@ enum End<'a> {
 pub struct NatTable {
     /// Built-ins first (hook order), then user chains in creation order.
     chains: Vec<Chain>,
-    index: HashMap<String, usize>,
+    index: FxHashMap<String, usize>,
     /// Filter-table REJECT/DROP rules for service ports without usable endpoints (filter
     /// KUBE-SERVICES and KUBE-EXTERNAL-SERVICES), consulted by [`NatTable::walk`] only.
     filter: Vec<(&'static str, Rule)>,
@@ -254,7 +254,7 @@ impl NatTable {
         order: &[usize],
         masquerade_all_random_fully: bool,
     ) -> NatTable {
-        let mut nat = NatTable { chains: Vec::new(), index: HashMap::new(), filter: Vec::new() };
+        let mut nat = NatTable { chains: Vec::new(), index: FxHashMap::default(), filter: Vec::new() };
         for b in BUILTINS {
             nat.chain(b, false);
         }

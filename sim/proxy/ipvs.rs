@@ -22,7 +22,9 @@
 //! (`ip_vs_service_find`) and asks its scheduler for a real server. The schedulers are modelled
 //! from `ip_vs_rr.c`, `ip_vs_lc.c`, `ip_vs_sed.c` and `ip_vs_sh.c` (see [`IpvsScheduler`]).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::fmt::{Display, Write};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -111,25 +113,25 @@ pub struct IpvsShared {
     servers: Vec<VirtualServer>,
     /// The IPVS service table for the ClusterIP servers: `ip_vs_svc_table`, hashed on protocol,
     /// address and port.
-    index: HashMap<(Ipv4Addr, u16), usize>,
+    index: FxHashMap<(Ipv4Addr, u16), usize>,
     /// NodePort virtual servers in creation order (so in increasing `base`).
     nodeports: Vec<NodePort>,
     /// The service table for NodePort servers, on the node's address: port -> `nodeports` index.
-    nodeport_index: HashMap<u16, usize>,
+    nodeport_index: FxHashMap<u16, usize>,
     /// Local-policy NodePorts' destinations on each node with local endpoints: node ->
     /// `nodeports` index -> positions in the base server's `dests`.
-    local_dests: HashMap<NodeId, HashMap<usize, Vec<usize>>>,
+    local_dests: FxHashMap<NodeId, FxHashMap<usize, Vec<usize>>>,
     /// KUBE-CLUSTER-IP (hash:ip,port): every cluster IP and port.
-    cluster_ip_set: HashSet<(Ipv4Addr, u16)>,
+    cluster_ip_set: FxHashSet<(Ipv4Addr, u16)>,
     /// KUBE-LOOP-BACK (hash:ip,port,ip) of each node: local endpoint IP, port, and the same IP
     /// as source.
-    loopback: HashMap<NodeId, HashSet<(Ipv4Addr, u16, Ipv4Addr)>>,
+    loopback: FxHashMap<NodeId, FxHashSet<(Ipv4Addr, u16, Ipv4Addr)>>,
     /// KUBE-NODE-PORT-UDP (bitmap:port).
     nodeport_udp: BTreeSet<u16>,
     /// KUBE-NODE-PORT-LOCAL-UDP (bitmap:port): NodePorts with externalTrafficPolicy Local.
     nodeport_local_udp: BTreeSet<u16>,
     /// KUBE-IPVS-IPS (hash:ip): the addresses bound to kube-ipvs0, which makes them LOCAL.
-    bound: HashSet<Ipv4Addr>,
+    bound: FxHashSet<Ipv4Addr>,
     /// Real servers of the ClusterIP servers, and of the NodePort servers with all of their
     /// base server's destinations.
     cluster_real_servers: usize,
@@ -183,9 +185,9 @@ pub struct Ipvs {
     node_ip: Ipv4Addr,
     shared: Arc<IpvsShared>,
     /// Scheduler state of the virtual servers this node has scheduled on, created on first use.
-    state: HashMap<usize, VsState>,
+    state: FxHashMap<usize, VsState>,
     /// Open connections per (service, port, endpoint): the virtual server each was scheduled on.
-    open: HashMap<(usize, usize, usize), Vec<usize>>,
+    open: FxHashMap<(usize, usize, usize), Vec<usize>>,
 }
 
 /// The destinations of virtual server `v` on node `node`.
@@ -221,15 +223,15 @@ impl Ipvs {
             services: table.services.len(),
             cluster_cidr: table.cluster_cidr,
             servers: Vec::new(),
-            index: HashMap::new(),
+            index: FxHashMap::default(),
             nodeports: Vec::new(),
-            nodeport_index: HashMap::new(),
-            local_dests: HashMap::new(),
-            cluster_ip_set: HashSet::new(),
-            loopback: HashMap::new(),
+            nodeport_index: FxHashMap::default(),
+            local_dests: FxHashMap::default(),
+            cluster_ip_set: FxHashSet::default(),
+            loopback: FxHashMap::default(),
             nodeport_udp: BTreeSet::new(),
             nodeport_local_udp: BTreeSet::new(),
-            bound: HashSet::new(),
+            bound: FxHashSet::default(),
             cluster_real_servers: 0,
             nodeport_real_servers: 0,
         };
@@ -297,8 +299,8 @@ impl Ipvs {
             node: node.id,
             node_ip: node.ip,
             shared,
-            state: HashMap::new(),
-            open: HashMap::new(),
+            state: FxHashMap::default(),
+            open: FxHashMap::default(),
         }
     }
 
@@ -334,7 +336,7 @@ impl Ipvs {
     }
 
     /// This node's KUBE-LOOP-BACK entries.
-    fn loopback_set(&self) -> Option<&HashSet<(Ipv4Addr, u16, Ipv4Addr)>> {
+    fn loopback_set(&self) -> Option<&FxHashSet<(Ipv4Addr, u16, Ipv4Addr)>> {
         self.shared.loopback.get(&self.node).filter(|s| !s.is_empty())
     }
 
@@ -590,7 +592,7 @@ impl Ipvs {
     pub fn ipset_entries(&self) -> usize {
         let sh = &*self.shared;
         sh.cluster_ip_set.len()
-            + self.loopback_set().map_or(0, HashSet::len)
+            + self.loopback_set().map_or(0, FxHashSet::len)
             + sh.nodeport_udp.len()
             + sh.nodeport_local_udp.len()
             + sh.bound.len()
@@ -627,7 +629,7 @@ impl Ipvs {
         self.virtual_servers() * (SERVICE_BYTES + sh)
             + self.real_servers() * DEST_BYTES
             + self.shared.cluster_ip_set.len() * IPPORT_ELEM_BYTES
-            + self.loopback_set().map_or(0, HashSet::len) * IPPORTIP_ELEM_BYTES
+            + self.loopback_set().map_or(0, FxHashSet::len) * IPPORTIP_ELEM_BYTES
             + self.shared.bound.len() * 4
             + 2 * BITMAP_PORT_BYTES
     }

@@ -14,7 +14,9 @@
 //! (the `fib daddr type local` form of the nodeports rule), no session affinity and no
 //! LoadBalancer or external IPs (their maps exist but stay empty).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use rustc_hash::FxHashMap;
 use std::fmt::{self, Display, Write};
 use std::net::Ipv4Addr;
 
@@ -132,13 +134,13 @@ pub struct NftTable {
     cluster_cidr: Option<Ipv4Net>,
     ports: Vec<SvcPort>,
     /// `service-ips`: (cluster IP, port) to the Service port whose chain it `goto`s.
-    service_ips: HashMap<(Ipv4Addr, u16), usize>,
+    service_ips: FxHashMap<(Ipv4Addr, u16), usize>,
     /// `service-nodeports`: node port to the Service port whose external chain it `goto`s.
-    service_nodeports: HashMap<u16, usize>,
+    service_nodeports: FxHashMap<u16, usize>,
     /// `no-endpoint-services`.
-    no_endpoint_services: HashMap<(Ipv4Addr, u16), (usize, NoEndpoints)>,
+    no_endpoint_services: FxHashMap<(Ipv4Addr, u16), (usize, NoEndpoints)>,
     /// `no-endpoint-nodeports`.
-    no_endpoint_nodeports: HashMap<u16, (usize, NoEndpoints)>,
+    no_endpoint_nodeports: FxHashMap<u16, (usize, NoEndpoints)>,
     /// `cluster-ips`.
     cluster_ips: BTreeSet<Ipv4Addr>,
     /// Chains and rules of the table, counted once at build time (listing them renders text).
@@ -153,10 +155,10 @@ impl NftTable {
         let mut nft = NftTable {
             cluster_cidr: table.cluster_cidr,
             ports: Vec::new(),
-            service_ips: HashMap::new(),
-            service_nodeports: HashMap::new(),
-            no_endpoint_services: HashMap::new(),
-            no_endpoint_nodeports: HashMap::new(),
+            service_ips: FxHashMap::default(),
+            service_nodeports: FxHashMap::default(),
+            no_endpoint_services: FxHashMap::default(),
+            no_endpoint_nodeports: FxHashMap::default(),
             cluster_ips: BTreeSet::new(),
             chain_count: 0,
             rule_lines: 0,

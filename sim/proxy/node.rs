@@ -5,7 +5,7 @@
 //! proxy keeps answering from the old rules until its sync finishes (the window in which new
 //! connections can still go to a deleted endpoint).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -55,7 +55,7 @@ pub enum Rules {
 /// `get_prandom_u32() % count`), a second lookup reads the backend.
 pub struct BpfLb {
     /// (frontend address, port) -> (service, port index). NodePorts are keyed on the node IP.
-    frontends: HashMap<(Ipv4Addr, u16), (usize, usize)>,
+    frontends: FxHashMap<(Ipv4Addr, u16), (usize, usize)>,
     /// Ready backends per service, as endpoint indices.
     backends: Vec<Vec<usize>>,
     /// Map entries (frontends + backend slots), for "rules installed".
@@ -64,7 +64,7 @@ pub struct BpfLb {
 
 impl BpfLb {
     pub fn build(table: &ServiceTable, node: &NodeView) -> BpfLb {
-        let mut frontends = HashMap::new();
+        let mut frontends = FxHashMap::default();
         let mut backends = Vec::with_capacity(table.services.len());
         let mut entries = 0;
         for (si, s) in table.services.iter().enumerate() {
