@@ -8,20 +8,24 @@
 //! engine in `sim` carries it out once the chain's CPU time has been served. Steps never
 //! touch the event queue, so each is testable on literal bytes.
 //!
-//! The underlay switch is here too: it is a device, but with no CPU.
+//! The underlay switch is here too (`switch`): it is a device, but with no CPU.
 
+mod bridge;
 mod ebpf;
 #[cfg(test)]
 mod fuzzed;
 mod mtu;
 mod nat;
 mod stacked;
+mod switch;
 mod tunnel;
 
 use std::net::Ipv4Addr;
 
+use bridge::{bridge_forward, bridge_input};
 use mtu::{fragment_and_send, icmp_rcv, reassemble, send_frag_needed};
 use stacked::{ipvlan_xmit, macvlan_xmit, upper_for};
+pub use switch::switch_input;
 use tunnel::{ipip_rcv, ipip_xmit, ovs_input, udp_tunnel_rcv, udp_tunnel_xmit};
 
 use smoltcp::wire::{
@@ -506,95 +510,6 @@ fn eth_dst_src(frame: &[u8]) -> (Mac, Mac) {
     (mac_of(eth.dst_addr()), mac_of(eth.src_addr()))
 }
 
-/// `br_handle_frame`: learn the source, then deliver locally, forward or flood.
-fn bridge_input(w: &mut World, cx: &mut Ctx, br: DevId, port: DevId, mut pkt: Packet) {
-    cx.charge(Step::Bridge, w.costs.bridge_forward);
-    let (dst, src) = eth_dst_src(&pkt.frame);
-    let now = cx.now();
-    let br_mac = w.devices[br].mac;
-    if let DeviceKind::Bridge { fdb, .. } = &mut w.devices[br].kind {
-        fdb.learn(src, port, now);
-    }
-    if dst == br_mac {
-        hop(w, cx, &mut pkt, br, "local", || format!("to the bridge's own MAC {dst}: up to the host stack"));
-        capture(w, cx, br, &pkt);
-        return netif_receive(w, cx, br, pkt);
-    }
-    if dst.is_multicast() {
-        // Broadcast: every other port, and the host stack through the bridge device.
-        hop(w, cx, &mut pkt, br, "flood", || format!("broadcast from {}", w.devices[port].name));
-        let copy = pkt.flood_copy();
-        bridge_flood(w, cx, br, Some(port), copy);
-        capture(w, cx, br, &pkt);
-        return netif_receive(w, cx, br, pkt);
-    }
-    // br_netfilter (bridge-nf-call-iptables = 1, which Kubernetes requires): bridged IPv4
-    // frames pass the nat PREROUTING hook too, so replies between pods of one bridge are
-    // reverse-translated and new connections walk the rules.
-    let mut pkt = pkt;
-    let ns = w.devices[br].ns;
-    if w.has_netfilter(ns)
-        && EthernetFrame::new_unchecked(&pkt.frame[..]).ethertype() == EthernetProtocol::Ipv4
-    {
-        match nat::netfilter(w, cx, ns, br, crate::proxy::Hook::Prerouting, pkt) {
-            Some(p) => pkt = p,
-            None => return,
-        }
-    }
-    bridge_forward(w, cx, br, Some(port), pkt);
-}
-
-/// Forwards a unicast frame by FDB, flooding when the destination is unknown.
-fn bridge_forward(w: &mut World, cx: &mut Ctx, br: DevId, in_port: Option<DevId>, mut pkt: Packet) {
-    let (dst, _) = eth_dst_src(&pkt.frame);
-    let now = cx.now();
-    let entry = match &w.devices[br].kind {
-        DeviceKind::Bridge { fdb, .. } => fdb.lookup(dst, now),
-        _ => None,
-    };
-    if dst.is_multicast() {
-        hop(w, cx, &mut pkt, br, "flood", || format!("broadcast {dst} from the host stack"));
-        return bridge_flood(w, cx, br, in_port, pkt);
-    }
-    match entry {
-        Some(e) if e.permanent && in_port.is_some() => {
-            // A port's own MAC: the frame is for this host.
-            hop(w, cx, &mut pkt, br, "local", || format!("{dst} is a local port address"));
-            netif_receive(w, cx, br, pkt)
-        }
-        Some(e) if Some(e.port) == in_port => {
-            hop(w, cx, &mut pkt, br, "drop", || format!("{dst} is behind the ingress port"));
-            cx.drop(pkt, DropReason::SamePort)
-        }
-        Some(e) => {
-            hop(w, cx, &mut pkt, br, "forward", || format!("FDB: {dst} on {}", w.devices[e.port].name));
-            dev_xmit(w, cx, e.port, pkt)
-        }
-        None => {
-            hop(w, cx, &mut pkt, br, "flood", || format!("{dst} not in FDB: unknown unicast"));
-            bridge_flood(w, cx, br, in_port, pkt)
-        }
-    }
-}
-
-fn bridge_flood(w: &mut World, cx: &mut Ctx, br: DevId, in_port: Option<DevId>, pkt: Packet) {
-    let ports: Vec<DevId> = match &w.devices[br].kind {
-        DeviceKind::Bridge { ports, .. } => ports.iter().copied().filter(|p| Some(*p) != in_port).collect(),
-        _ => Vec::new(),
-    };
-    if ports.is_empty() {
-        return cx.drop(pkt, DropReason::NotForThisHost);
-    }
-    let mut pkt = pkt;
-    stamp_flood(w, &mut pkt, ports.len(), &mut cx.actions);
-    let (last, others) = ports.split_last().expect("checked non-empty");
-    for &p in others {
-        let copy = pkt.flood_copy();
-        dev_xmit(w, cx, p, copy);
-    }
-    dev_xmit(w, cx, *last, pkt);
-}
-
 /// Before a data frame is copied `copies` ways, puts it in a flood group so the copies are
 /// accounted as one packet.
 fn stamp_flood(w: &mut World, pkt: &mut Packet, copies: usize, out: &mut Vec<Action>) {
@@ -787,69 +702,4 @@ fn ip_local_deliver(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, mut pkt: 
     cx.charge(Step::Socket, w.costs.udp_deliver);
     hop(w, cx, &mut pkt, dev, "deliver", || format!("UDP socket on port {port}, {payload} B payload"));
     cx.actions.push(Action::Deliver { ns, pkt });
-}
-
-/// Underlay switch `sw` receives a frame on `port`: learn, then forward or flood. Pushes the
-/// resulting transmissions or drop.
-pub fn switch_input(
-    w: &mut World,
-    sw: usize,
-    port: usize,
-    mut pkt: Packet,
-    now: Instant,
-    out: &mut Vec<Action>,
-) {
-    // A runt (shorter than its Ethernet header) is dropped by the switch's MAC, as by a NIC's
-    // (`nic_rx`). Found by `fuzz/` (datapath target).
-    if pkt.frame.len() < ETH_HEADER {
-        return out.push(Action::Drop { pkt, reason: DropReason::Malformed });
-    }
-    let (dst, src) = eth_dst_src(&pkt.frame);
-    let switch = &mut w.switches[sw];
-    if !src.is_multicast() {
-        switch.mac_table.insert(src, port);
-    }
-    let name = &switch.name;
-    // The words of a hop are written only for a traced frame.
-    let push = |pkt: &mut Packet, action: &str, why: &dyn Fn() -> String| {
-        if let Some(t) = pkt.meta.trace.as_mut() {
-            t.push(Hop {
-                time_ns: now.as_nanos(),
-                place: "underlay".into(),
-                device: format!("{name} port {port}"),
-                action: action.into(),
-                why: why(),
-                size: pkt.frame.len(),
-            });
-        }
-    };
-    let l3 = pkt.frame.len() - ETH_HEADER;
-    if l3 > switch.mtu as usize {
-        push(&mut pkt, "drop", &|| format!("{l3} B frame payload > underlay MTU {}", switch.mtu));
-        return out.push(Action::Drop { pkt, reason: DropReason::UnderlayMtuExceeded });
-    }
-    let known = (!dst.is_multicast()).then(|| switch.mac_table.get(&dst).copied()).flatten();
-    match known {
-        Some(p) if p == port => {
-            push(&mut pkt, "drop", &|| format!("{dst} is behind the ingress port"));
-            out.push(Action::Drop { pkt, reason: DropReason::SamePort })
-        }
-        Some(p) => {
-            push(&mut pkt, "forward", &|| format!("MAC table: {dst} on port {p}"));
-            out.push(Action::Transmit { link: switch.ports[p], pkt })
-        }
-        None => {
-            push(&mut pkt, "flood", &|| format!("{dst} unknown or broadcast"));
-            let links: Vec<LinkId> =
-                switch.ports.iter().enumerate().filter(|&(p, _)| p != port).map(|(_, l)| *l).collect();
-            let Some((&last, rest)) = links.split_last() else {
-                return out.push(Action::Drop { pkt, reason: DropReason::NotForThisHost });
-            };
-            stamp_flood(w, &mut pkt, links.len(), out);
-            for &l in rest {
-                out.push(Action::Transmit { link: l, pkt: pkt.flood_copy() });
-            }
-            out.push(Action::Transmit { link: last, pkt });
-        }
-    }
 }
