@@ -380,7 +380,9 @@ fn sleeve_in(port_dev: DevId, macs: &mut HashMap<Mac, (Ipv4Addr, Mac)>, mut pkt:
     sender.copy_from_slice(&body[..WEAVE_NAME]);
     let len = u16::from_be_bytes([body[3 * WEAVE_NAME], body[3 * WEAVE_NAME + 1]]) as usize;
     let frame_at = start + 3 * WEAVE_NAME + 2;
-    if pkt.frame.len() < frame_at + len {
+    // The carried frame must hold at least an Ethernet header (found by the datapath fuzz
+    // target: a sleeve packet whose length field is 0 panicked reading the inner source MAC).
+    if len < ETH_HEADER || pkt.frame.len() < frame_at + len {
         return vec![Output::Drop { pkt, reason: DropReason::Malformed }];
     }
     pkt.frame = pkt.frame[frame_at..frame_at + len].to_vec();
@@ -408,6 +410,33 @@ mod tests {
             0xaa, 0xbb, 0xcc,
         ];
         assert_eq!(b, expected);
+    }
+
+    /// A sleeve packet whose length field is shorter than an Ethernet header is malformed
+    /// (the datapath fuzz target's crash-6f4f4da3: length 0 with bytes after it).
+    #[test]
+    fn a_sleeve_packet_carrying_less_than_a_frame_header_is_malformed() {
+        for len in [0u8, 13] {
+            let mut body = sleeve_header(
+                Mac([2, 0, 0, 0, 0, 1]),
+                Mac([2, 0, 0, 0, 0, 1]),
+                Mac([2, 0, 0, 0, 0, 2]),
+                &[0; 14],
+            );
+            body[3 * WEAVE_NAME + 1] = len;
+            let frame = crate::net::packet::udp_frame_with(
+                [192, 168, 0, 1].into(),
+                [192, 168, 0, 3].into(),
+                6784,
+                6784,
+                &body,
+                1,
+                true,
+            );
+            let pkt = Packet { frame, meta: Default::default() };
+            let out = sleeve_in(0, &mut HashMap::default(), pkt);
+            assert!(matches!(out[..], [Output::Drop { reason: DropReason::Malformed, .. }]), "length {len}");
+        }
     }
 
     #[test]
