@@ -14,9 +14,13 @@ use crate::summary::{RunInfo, Summary};
 use crate::time::{Duration, Instant};
 use crate::{describe, estimate, report, scenario, trace};
 
+mod compare;
+pub use compare::{compare, is_compare_dir, merge_compare};
+
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
-    /// Output directory; default `reports/<scenario name>`.
+    /// Output directory; default `reports/<scenario name>` (`--<cni>--<proxy>` appended when
+    /// `cni` or `proxy` is set).
     pub out: Option<PathBuf>,
     /// Capture globs over `<namespace>/<device>`.
     pub pcap: Vec<String>,
@@ -54,7 +58,13 @@ pub fn load(path: &Path, seed: Option<u64>, choice: Choice) -> Result<Cluster, E
 /// `cnisim run`: simulate, summarise, render, write the output directory atomically.
 pub fn run(path: &Path, opts: &RunOptions) -> Result<RunOutcome, Error> {
     let cluster = load(path, opts.seed, Choice { cni: opts.cni, proxy: opts.proxy })?;
-    let (out_dir, named) = out_path(opts.out.clone(), &cluster.name);
+    // `reports/<scenario>` as written; `reports/<scenario>--<cni>--<proxy>` when a flag overrides
+    // the file, so such runs never overwrite each other.
+    let name = match (opts.cni, opts.proxy) {
+        (None, None) => cluster.name.clone(),
+        _ => format!("{}--{}--{}", cluster.name, cluster.cni, cluster.proxy),
+    };
+    let (out_dir, named) = out_path(opts.out.clone(), &name);
     // Refuse a path cnisim may not replace before spending the run on it.
     check_target(&out_dir, named)?;
     let e = estimate::estimate(&cluster, !opts.pcap.is_empty());
@@ -95,7 +105,7 @@ pub fn run(path: &Path, opts: &RunOptions) -> Result<RunOutcome, Error> {
 }
 
 /// The output directory: `--out`, else `reports/<default_name>`.
-fn out_path(out: Option<PathBuf>, default_name: &str) -> (PathBuf, Named) {
+pub(crate) fn out_path(out: Option<PathBuf>, default_name: &str) -> (PathBuf, Named) {
     match out {
         Some(p) => (p, Named::ByFlag),
         None => (Path::new("reports").join(default_name), Named::ByDefault),

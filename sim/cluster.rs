@@ -62,6 +62,8 @@ pub struct Cluster {
     pub conntrack_max: Option<usize>,
     /// The sweep `cnisim sweep` runs over this scenario.
     pub sweep: Option<SweepSpec>,
+    /// The CNIs and proxy modes `cnisim compare` runs this scenario under.
+    pub compare: Option<CompareSpec>,
     /// Hosts outside the cluster on the underlay (NodePort clients).
     pub externals: Vec<ExternalHost>,
 }
@@ -435,5 +437,15 @@ pub enum Parameter {
 pub struct SweepSpec {
     pub parameter: Parameter,
     pub values: Vec<u32>,
+    pub proxies: Vec<ProxyMode>,
+}
+
+/// A resolved `compare:` section: what `cnisim compare` runs the scenario under, in the order
+/// the file lists them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompareSpec {
+    /// Invariant: non-empty, no CNI twice.
+    pub cnis: Vec<Cni>,
+    /// No mode twice; empty: the scenario's own `proxy` only.
     pub proxies: Vec<ProxyMode>,
 }

@@ -17,7 +17,7 @@ use cnisim::time::Duration;
     name = "cnisim",
     version,
     about = "Packet-level simulator of Kubernetes cluster networks: compare CNI plugins on your cluster shape",
-    after_help = "Examples:\n  cnisim run scenarios/quickstart.ron\n  cnisim run scenarios/quickstart.ron --pcap 'node-1/*' --out /tmp/qs\n  cnisim run scenarios/quickstart.ron --cni calico-ipip\n  cnisim validate scenarios/quickstart.ron\n  cnisim describe scenarios/quickstart.ron --node node-1\n  cnisim trace scenarios/quickstart.ron --from node-1-pod-1 --to node-2-pod-1\n  cnisim run scenarios/services.ron --proxy ipvs\n  cnisim trace scenarios/services.ron --from client-1 --to web\n  cnisim sweep scenarios/rule-scaling.ron"
+    after_help = "Examples:\n  cnisim run scenarios/quickstart.ron\n  cnisim run scenarios/quickstart.ron --pcap 'node-1/*' --out /tmp/qs\n  cnisim run scenarios/quickstart.ron --cni calico-ipip\n  cnisim validate scenarios/quickstart.ron\n  cnisim describe scenarios/quickstart.ron --node node-1\n  cnisim trace scenarios/quickstart.ron --from node-1-pod-1 --to node-2-pod-1\n  cnisim run scenarios/services.ron --proxy ipvs\n  cnisim trace scenarios/services.ron --from client-1 --to web\n  cnisim sweep scenarios/rule-scaling.ron\n  cnisim compare scenarios/quickstart.ron --cni all"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -38,7 +38,8 @@ enum Command {
     Run {
         /// Scenario file (RON).
         scenario: PathBuf,
-        /// Output directory [default: reports/<scenario name>]; replaced atomically.
+        /// Output directory [default: reports/<scenario name>, or
+        /// reports/<scenario name>--<cni>--<proxy> with --cni or --proxy]; replaced atomically.
         #[arg(long)]
         out: Option<PathBuf>,
         /// Capture on interfaces matching GLOB over <node or pod>/<device> (e.g. 'node-1/*',
@@ -76,13 +77,42 @@ enum Command {
         #[arg(long, value_name = "I/N")]
         shard: Option<cnisim::sweep::Shard>,
     },
-    /// Join the output directories of every shard of a sweep into the whole sweep's outputs.
+    /// Run the scenario under several CNIs (and proxy modes), each a full simulation with the
+    /// same seed; writes one side-by-side report.html, compare.json, charts and CSVs.
+    #[command(
+        after_help = "Examples:\n  cnisim compare scenarios/quickstart.ron --cni all\n  cnisim compare scenarios/services.ron --cni flannel-vxlan,cilium-native --proxy iptables,ebpf\n  cnisim compare scenarios/compare-cnis.ron --shard 1/3 --out /tmp/c1"
+    )]
+    Compare {
+        scenario: PathBuf,
+        /// CNIs to compare: a,b,c or all [default: the scenario's compare: section].
+        #[arg(long, value_parser = parse_cni_list)]
+        cni: Option<CniList>,
+        /// Proxy modes to compare: p,q or all [default: the compare: section's, else the
+        /// scenario's proxy].
+        #[arg(long, value_parser = parse_proxy_list)]
+        proxy: Option<ProxyList>,
+        /// Output directory [default: reports/<scenario name>-compare]; replaced atomically.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Worker threads [default: one per core].
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+        /// Run only shard I of N (combinations I, I+N, ...); join the shards with `cnisim merge`.
+        #[arg(long, value_name = "I/N")]
+        shard: Option<cnisim::sweep::Shard>,
+    },
+    /// Join the output directories of every shard of a sweep (or of a comparison) into the
+    /// whole sweep's (or comparison's) outputs.
     #[command(after_help = "Example:\n  cnisim merge --out reports/rs reports/rs-1 reports/rs-2")]
     Merge {
-        /// The shards' output directories (each holds sweep.json).
+        /// The shards' output directories (each holds sweep.json, or compare.json).
         #[arg(required = true)]
         shards: Vec<PathBuf>,
-        /// Output directory [default: reports/<scenario name>-sweep]; replaced atomically.
+        /// Output directory [default: reports/<scenario name>-sweep, or -compare]; replaced
+        /// atomically.
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -146,6 +176,20 @@ fn parse_cni(s: &str) -> Result<Cni, String> {
 
 fn parse_proxy(s: &str) -> Result<ProxyMode, String> {
     s.parse()
+}
+
+/// `--cni a,b,c|all` of `compare` (a newtype: clap would read a `Vec` as repeated flags).
+#[derive(Clone)]
+struct CniList(Vec<Cni>);
+#[derive(Clone)]
+struct ProxyList(Vec<ProxyMode>);
+
+fn parse_cni_list(s: &str) -> Result<CniList, String> {
+    cnisim::compare::parse_cnis(s).map(CniList)
+}
+
+fn parse_proxy_list(s: &str) -> Result<ProxyList, String> {
+    cnisim::compare::parse_proxies(s).map(ProxyList)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -242,6 +286,47 @@ fn execute(cmd: Command) -> Result<ExitCode, Error> {
                 );
             }
             println!("report: {}", o.out_dir.join("report.html").display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Merge { shards, out } if shards.first().is_some_and(|d| app::is_compare_dir(d)) => {
+            let (dir, r) = app::merge_compare(out, &shards)?;
+            println!(
+                "merged {} shards of {}: {} combinations",
+                shards.len(),
+                r.scenario.name,
+                r.combinations.len()
+            );
+            println!("report: {}", dir.join("report.html").display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Compare { scenario, cni, proxy, out, jobs, quiet, shard } => {
+            if jobs == Some(0) {
+                return Err(Error::Usage("--jobs 0 runs nothing; give at least 1".into()));
+            }
+            let opts = cnisim::compare::Options {
+                cnis: cni.map(|c| c.0),
+                proxies: proxy.map(|p| p.0),
+                threads: jobs,
+                progress: !quiet,
+                shard,
+            };
+            let (dir, r) = app::compare(&scenario, out, &opts)?;
+            let works = r.combinations.iter().filter(|c| c.status == cnisim::compare::Status::Works).count();
+            println!(
+                "compared {} under {} combinations ({works} work here) in {:.1}s on {} threads",
+                r.scenario.name,
+                r.combinations.len(),
+                r.run.wall_seconds,
+                r.run.threads
+            );
+            for v in &r.verdicts {
+                println!(
+                    "  {}: {}",
+                    v.question,
+                    if v.answer.is_empty() { "none".into() } else { v.answer.join(", ") }
+                );
+            }
+            println!("report: {}", dir.join("report.html").display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Merge { shards, out } => {

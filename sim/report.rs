@@ -13,10 +13,12 @@
 //! the engine, devices or CNI plugins.
 
 mod charts;
+mod compare;
 mod csv;
 mod html;
 mod sweep;
 
+pub use compare::render as render_compare;
 pub use sweep::{render as render_sweep, rule_scaling_csv};
 
 use crate::summary::{FlowSummary, Summary};
@@ -123,48 +125,8 @@ fn drop_rows(summary: &Summary) -> Vec<(&'static str, &str, u64)> {
     data.chain(arp).collect()
 }
 
-/// Formats a duration in ns with three significant digits: "850 ns", "12.3 µs", "1.50 ms".
-fn fmt_ns(ns: u64) -> String {
-    let (value, unit) = match ns {
-        0..1_000 => return format!("{ns} ns"),
-        1_000..1_000_000 => (ns as f64 / 1e3, "µs"),
-        1_000_000..1_000_000_000 => (ns as f64 / 1e6, "ms"),
-        _ => (ns as f64 / 1e9, "s"),
-    };
-    format!("{} {unit}", sig3(value))
-}
-
-/// Formats a rate as "950 bit/s", "12.5 Mbit/s", "9.87 Gbit/s".
-fn fmt_bps(bps: f64) -> String {
-    const UNITS: [(f64, &str); 4] = [(1e12, "Tbit/s"), (1e9, "Gbit/s"), (1e6, "Mbit/s"), (1e3, "Kbit/s")];
-    match UNITS.iter().find(|(scale, _)| bps >= *scale) {
-        Some((scale, unit)) => format!("{} {unit}", sig3(bps / scale)),
-        None => format!("{} bit/s", sig3(bps)),
-    }
-}
-
-/// A count with thousands separators: 1234567 -> "1,234,567".
-fn fmt_count(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// Three significant digits for values >= 1, e.g. 1.23, 12.3, 123; fewer decimals never hurt.
-fn sig3(value: f64) -> String {
-    match value {
-        v if v >= 100.0 || v == 0.0 => format!("{v:.0}"),
-        v if v >= 10.0 => format!("{v:.1}"),
-        v if v >= 1.0 => format!("{v:.2}"),
-        v => format!("{v:.3}"),
-    }
-}
+// Number formatting is shared by every report and by `compare`'s sentences.
+use crate::fmt::{bps as fmt_bps, count as fmt_count, ns as fmt_ns, sig3};
 
 /// Standard base64 (RFC 4648 section 4) with `=` padding.
 fn base64(bytes: &[u8]) -> String {
@@ -469,7 +431,7 @@ mod tests {
         assert!(section
             .contains("flannel (vxlan) adds 50 B per packet on the underlay (outer Ethernet, IPv4, UDP"));
         assert!(section.contains("On the node NIC, a 64 B payload travels in a 156 B frame, 92 B (143.8 % of the payload) beyond it; \
-             a 1400 B payload travels in a 1492 B frame, 92 B (6.6 % of the payload) beyond it."));
+             a 1,400 B payload travels in a 1,492 B frame, 92 B (6.6 % of the payload) beyond it."));
         assert!(section
             .contains("<td class=\"num\">1,492</td><td class=\"num\">50</td><td class=\"num\">6.6 %</td>"));
         assert!(section.contains("src=\"data:image/png;base64,"));
@@ -488,8 +450,8 @@ mod tests {
         summary.overhead.push(lost);
         let files = render(&summary).unwrap();
         let html = std::str::from_utf8(file(&files, "report.html")).unwrap();
-        assert!(html.contains("50 B at 64–512 B payloads, 70 B at 1400 B payload."));
-        assert!(html.contains("The datagram with 2000 B payload never reached the node NIC."));
+        assert!(html.contains("50 B at 64–512 B payloads, 70 B at 1,400 B payload."));
+        assert!(html.contains("The datagram with 2,000 B payload never reached the node NIC."));
         assert_eq!(csv_rows(&files, "overhead.csv"), 4);
     }
 

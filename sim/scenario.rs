@@ -11,10 +11,13 @@
 //! data path. The CNI a scenario names (or `--cni`, through [`Overrides`]) matters here only
 //! for the pod MTU it defaults to and the options it accepts.
 
+mod compare;
 mod kernel;
 mod locate;
 mod resolve;
 mod ron_error;
+
+pub use compare::pick;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -171,6 +174,9 @@ pub struct Scenario {
     /// A sweep `cnisim sweep` runs over this scenario.
     #[serde(default, deserialize_with = "present")]
     pub sweep: Option<SweepSpec>,
+    /// The CNIs and proxy modes `cnisim compare` runs this scenario under.
+    #[serde(default, deserialize_with = "present")]
+    pub compare: Option<CompareSpec>,
     /// Hosts outside the cluster, on the node network, by name: `from: External("name")`.
     #[serde(default)]
     pub external_hosts: Vec<String>,
@@ -260,6 +266,17 @@ pub struct SweepSpec {
     pub parameter: String,
     pub values: Vec<u32>,
     /// Proxy modes to run at every value (default: every mode).
+    #[serde(default)]
+    pub proxies: Vec<String>,
+}
+
+/// `compare: (cnis: ["flannel-vxlan", "calico-bgp"], proxies: ["iptables", "ipvs"])`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompareSpec {
+    /// CNI identifiers, or `["all"]` for every one.
+    pub cnis: Vec<String>,
+    /// Proxy modes, or `["all"]` for every one (default: the scenario's `proxy`).
     #[serde(default)]
     pub proxies: Vec<String>,
 }

@@ -79,6 +79,7 @@ pub fn cluster(nodes: usize, pods: usize, kind: WorkloadKind, pairs: &[(usize, u
         changes: Vec::new(),
         conntrack_max: None,
         sweep: None,
+        compare: None,
         externals: Vec::new(),
     }
 }

@@ -12,7 +12,10 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{register_font, FontStyle};
 
-use super::{drop_rows, flow_label, fmt_count, RenderError};
+use super::{drop_rows, flow_label, RenderError};
+
+/// The charts of `cnisim compare` (they use this module's drawing helpers).
+pub(super) mod compare;
 use crate::summary::{FlowSummary, Summary};
 
 /// Width and height of every chart, px.
@@ -154,7 +157,7 @@ pub(super) fn drops(summary: &Summary) -> Result<Vec<u8>, RenderError> {
         series: scopes.iter().map(|(_, name)| name.to_string()).collect(),
         values: reasons.iter().map(|r| scopes.iter().map(|(s, _)| count(s, r)).collect()).collect(),
         y_max: None,
-        value_text: |n| fmt_count(n as u64),
+        value_text: |n| tick(n.round()),
         empty: "no drops: every datagram and ARP frame sent was delivered or is still in flight",
     };
     render_png("drops", |root| bars.draw(root))
@@ -338,10 +341,9 @@ fn y_label_count(y_top: f64) -> usize {
     (y_top.ceil() as usize + 1).clamp(2, 11)
 }
 
-/// An axis tick without float noise: "100", "2.5", "0.25".
+/// An axis tick without float noise, with thousands separators: "100", "2.5", "1,000,000".
 fn tick(v: f64) -> String {
-    let text = format!("{v:.3}");
-    text.trim_end_matches('0').trim_end_matches('.').to_string()
+    crate::fmt::tick(v)
 }
 
 fn legend<'a, C: CoordTranslate>(
@@ -405,10 +407,19 @@ fn ensure_fonts() -> Result<(), RenderError> {
 
 /// Draws into a white 900x500 RGB buffer with `draw`, then encodes it as PNG.
 fn render_png(chart: &'static str, draw: impl FnOnce(&Area) -> DrawResult) -> Result<Vec<u8>, RenderError> {
+    render_png_sized(chart, SIZE, draw)
+}
+
+/// [`render_png`] at another size (charts whose height follows their rows).
+fn render_png_sized(
+    chart: &'static str,
+    size: (u32, u32),
+    draw: impl FnOnce(&Area) -> DrawResult,
+) -> Result<Vec<u8>, RenderError> {
     ensure_fonts()?;
-    let mut rgb = vec![0u8; (SIZE.0 * SIZE.1 * 3) as usize];
+    let mut rgb = vec![0u8; (size.0 * size.1 * 3) as usize];
     {
-        let root = BitMapBackend::with_buffer(&mut rgb, SIZE).into_drawing_area();
+        let root = BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area();
         let drawn = || -> DrawResult {
             root.fill(&WHITE)?;
             draw(&root)?;
@@ -417,13 +428,13 @@ fn render_png(chart: &'static str, draw: impl FnOnce(&Area) -> DrawResult) -> Re
         };
         drawn().map_err(|e| RenderError::Chart { chart, message: e.to_string() })?;
     }
-    encode_png(chart, &rgb)
+    encode_png(chart, size, &rgb)
 }
 
-fn encode_png(chart: &'static str, rgb: &[u8]) -> Result<Vec<u8>, RenderError> {
+fn encode_png(chart: &'static str, size: (u32, u32), rgb: &[u8]) -> Result<Vec<u8>, RenderError> {
     let failed = |source| RenderError::Png { chart, source };
     let mut out = Vec::new();
-    let mut encoder = png::Encoder::new(&mut out, SIZE.0, SIZE.1);
+    let mut encoder = png::Encoder::new(&mut out, size.0, size.1);
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
     encoder.set_compression(png::Compression::Best);
@@ -472,7 +483,7 @@ pub(super) fn scaling(
             .bold_line_style(BLACK.mix(0.12))
             .x_desc(x_desc)
             .y_desc(y_desc)
-            .x_label_formatter(&|v| fmt_count(v.round() as u64))
+            .x_label_formatter(&|v| log_label(*v))
             .y_label_formatter(&|v| log_tick(*v))
             .axis_desc_style((FONT, 15))
             .label_style((FONT, 13))
@@ -493,10 +504,26 @@ pub(super) fn scaling(
     })
 }
 
+/// A label on a log x axis: only at 1, 2 and 5 times a power of ten ("10", "20", "50",
+/// "100"), so the ticks between them do not crowd into each other.
+fn log_label(v: f64) -> String {
+    let v = v.round();
+    if v <= 0.0 {
+        return String::new();
+    }
+    let mag = 10f64.powi(v.log10().floor() as i32);
+    let lead = (v / mag).round();
+    if [1.0, 2.0, 5.0].contains(&lead) && (lead * mag - v).abs() < 0.5 {
+        tick(v)
+    } else {
+        String::new()
+    }
+}
+
 /// A tick on a log axis: "0.01", "2.5", "1,000".
 fn log_tick(v: f64) -> String {
     if v >= 100.0 {
-        fmt_count(v.round() as u64)
+        tick(v.round())
     } else if v >= 1.0 {
         tick((v * 10.0).round() / 10.0)
     } else {

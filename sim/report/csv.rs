@@ -148,13 +148,13 @@ fn stats_fields(stats: Option<&LatencyStats>) -> Vec<String> {
         .to_vec()
 }
 
-fn header(names: &[&str]) -> String {
+pub(super) fn header(names: &[&str]) -> String {
     let mut out = String::new();
     row(&mut out, &names.iter().map(|s| s.to_string()).collect::<Vec<_>>());
     out
 }
 
-fn row(out: &mut String, fields: &[String]) {
+pub(super) fn row(out: &mut String, fields: &[String]) {
     for (i, field) in fields.iter().enumerate() {
         if i > 0 {
             out.push(',');

@@ -92,7 +92,7 @@ fn scenario(out: &mut String, s: &Summary) {
     let rows = sc
         .workloads
         .iter()
-        .map(|w| vec![w.name.clone(), w.kind.clone(), w.params.clone(), w.flows.to_string()]);
+        .map(|w| vec![w.name.clone(), w.kind.clone(), w.params.clone(), fmt_count(w.flows as u64)]);
     table(out, &[("Workload", false), ("Kind", false), ("Parameters", false), ("Flows", true)], rows);
     conservation(out, s);
     warnings(out, s);
@@ -324,7 +324,7 @@ fn overhead<'a>(out: &mut String, s: &Summary, charts: impl Iterator<Item = &'a 
             fmt_count(u64::from(p.payload)),
             fmt_count(p.pod_frame as u64),
             on_nic(fmt_count(p.underlay_frame as u64)),
-            on_nic(p.overhead_bytes.to_string()),
+            on_nic(crate::fmt::signed(p.overhead_bytes)),
             on_nic(format!("{:.1} %", p.overhead_pct)),
         ]
     });
@@ -349,8 +349,10 @@ fn overhead_sentence(cni: &str, points: &[OverheadPoint]) -> String {
                 "{cni} adds no bytes per packet on the underlay: the frame on the node NIC is the frame \
                  the pod sent (no encapsulation)."
             ),
-            (n, Some(what)) => format!("{cni} adds {n} B per packet on the underlay ({what})."),
-            (n, None) => format!("{cni} adds {n} B per packet on the underlay."),
+            (n, Some(what)) => {
+                format!("{cni} adds {} B per packet on the underlay ({what}).", crate::fmt::signed(n))
+            }
+            (n, None) => format!("{cni} adds {} B per packet on the underlay.", crate::fmt::signed(n)),
         }
     } else {
         let mut groups: Vec<(i64, Vec<u32>)> = Vec::new();
@@ -363,8 +365,13 @@ fn overhead_sentence(cni: &str, points: &[OverheadPoint]) -> String {
         let parts: Vec<String> = groups
             .iter()
             .map(|(n, payloads)| match payloads.as_slice() {
-                [one] => format!("{n} B at {one} B payload"),
-                [lo, .., hi] => format!("{n} B at {lo}–{hi} B payloads"),
+                [one] => format!("{} B at {} B payload", crate::fmt::signed(*n), fmt_count(u64::from(*one))),
+                [lo, .., hi] => format!(
+                    "{} B at {}–{} B payloads",
+                    crate::fmt::signed(*n),
+                    fmt_count(u64::from(*lo)),
+                    fmt_count(u64::from(*hi))
+                ),
                 [] => unreachable!("a group holds at least one payload"),
             })
             .collect();
@@ -377,7 +384,10 @@ fn overhead_sentence(cni: &str, points: &[OverheadPoint]) -> String {
         let beyond = (p.underlay_frame as u64).saturating_sub(u64::from(p.payload));
         format!(
             "a {} B payload travels in a {} B frame, {} B ({:.1} % of the payload) beyond it",
-            p.payload, p.underlay_frame, beyond, p.overhead_pct
+            fmt_count(u64::from(p.payload)),
+            fmt_count(p.underlay_frame as u64),
+            fmt_count(beyond),
+            p.overhead_pct
         )
     };
     if reached.len() > 1 {
@@ -386,7 +396,7 @@ fn overhead_sentence(cni: &str, points: &[OverheadPoint]) -> String {
         let _ = write!(text, " On the node NIC, {}.", share(first));
     }
     let lost: Vec<String> =
-        points.iter().filter(|p| p.underlay_frame == 0).map(|p| p.payload.to_string()).collect();
+        points.iter().filter(|p| p.underlay_frame == 0).map(|p| fmt_count(u64::from(p.payload))).collect();
     if !lost.is_empty() {
         let _ = write!(text, " The datagram with {} B payload never reached the node NIC.", lost.join(", "));
     }
@@ -418,7 +428,7 @@ fn services(out: &mut String, s: &Summary) {
         fmt_count(v.endpoints as u64),
         esc(&v.proxy)
     );
-    let mean = |x: f64| format!("{x:.1}");
+    let mean = |x: f64| crate::fmt::decimal(x, 1);
     let rows = [
         ("Rules installed (largest node)", fmt_count(v.rules_installed as u64)),
         (
@@ -428,11 +438,15 @@ fn services(out: &mut String, s: &Summary) {
         ("New connections (all nodes)", fmt_count(v.new_connections)),
         (
             "Rules evaluated per new connection, mean / worst",
-            format!("{} / {}", mean(v.rules_evaluated_mean), v.rules_evaluated_worst),
+            format!("{} / {}", mean(v.rules_evaluated_mean), fmt_count(u64::from(v.rules_evaluated_worst))),
         ),
         (
             "... of connections to a Service, mean / worst",
-            format!("{} / {}", mean(v.service_rules_evaluated_mean), v.service_rules_evaluated_worst),
+            format!(
+                "{} / {}",
+                mean(v.service_rules_evaluated_mean),
+                fmt_count(u64::from(v.service_rules_evaluated_worst))
+            ),
         ),
         ("Hash lookups per new connection, mean", mean(v.lookups_mean)),
         (
@@ -644,7 +658,7 @@ fn path(out: &mut String, s: &Summary, trace: &PathTrace) {
 
 fn hop_row(h: &Hop, start: u64) -> Vec<String> {
     vec![
-        format!("{}.{:06} ms", h.time_ns / 1_000_000, h.time_ns % 1_000_000),
+        crate::fmt::instant_ns(h.time_ns),
         format!("+{}", fmt_ns(h.time_ns.saturating_sub(start))),
         h.place.clone(),
         h.device.clone(),

@@ -114,8 +114,10 @@ pub(crate) fn resolve(s: Scenario, loc: &Locator, overrides: &Overrides) -> Res<
         Some(sw) => Some(check_sweep(loc, sw, &s)?),
         None => None,
     };
+    let compare = s.compare.as_ref().map(|c| super::compare::resolve(loc.text, loc.path, c)).transpose()?;
     Ok(Cluster {
         sweep,
+        compare,
         externals,
         proxy,
         services,

@@ -86,6 +86,7 @@ fn outer_name(outer: &str) -> &str {
         "GeneratedServices" => "generated_services",
         "ChangeSpec" => "a change",
         "SweepSpec" => "sweep",
+        "CompareSpec" => "compare",
         other => other,
     }
 }

@@ -1,8 +1,10 @@
 //! End-to-end runs of shipped scenarios, one module per behaviour, built as one test binary.
 
+mod browser;
 mod cli;
 mod cli_safety;
 mod cni;
+mod compare;
 mod determinism;
 mod pcap;
 mod quickstart;
