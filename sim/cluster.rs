@@ -430,6 +430,39 @@ pub enum Parameter {
     Services,
     /// `generated_services.endpoints`.
     Endpoints,
+    /// Every workload's payload (`UdpCbr`/`UdpStream` `payload`, `UdpRr` `request`), bytes.
+    Payload,
+    /// `nodes: Count(count)`.
+    Nodes,
+    /// `pods_per_node`.
+    PodsPerNode,
+}
+
+impl Parameter {
+    pub const ALL: [Parameter; 5] = [
+        Parameter::Services,
+        Parameter::Endpoints,
+        Parameter::Payload,
+        Parameter::Nodes,
+        Parameter::PodsPerNode,
+    ];
+
+    /// The word the scenario file uses.
+    pub fn id(self) -> &'static str {
+        match self {
+            Parameter::Services => "services",
+            Parameter::Endpoints => "endpoints",
+            Parameter::Payload => "payload",
+            Parameter::Nodes => "nodes",
+            Parameter::PodsPerNode => "pods_per_node",
+        }
+    }
+
+    /// Whether the parameter varies the Services (`generated_services`) rather than the data
+    /// path (payload, nodes, pods).
+    pub fn is_service(self) -> bool {
+        matches!(self, Parameter::Services | Parameter::Endpoints)
+    }
 }
 
 /// A resolved `sweep:` section.
@@ -438,6 +471,8 @@ pub struct SweepSpec {
     pub parameter: Parameter,
     pub values: Vec<u32>,
     pub proxies: Vec<ProxyMode>,
+    /// The CNIs to run every point under, in the file's order; empty: the scenario's own.
+    pub cnis: Vec<Cni>,
 }
 
 /// A resolved `compare:` section: what `cnisim compare` runs the scenario under, in the order

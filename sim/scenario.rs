@@ -45,6 +45,14 @@ pub struct Overrides {
     /// `.endpoints`.
     pub generated_count: Option<u32>,
     pub generated_endpoints: Option<u32>,
+    /// Set by `cnisim sweep` for a payload sweep: replaces every workload's payload
+    /// (`UdpCbr`/`UdpStream` `payload`, `UdpRr` `request`).
+    pub payload: Option<u32>,
+    /// Set by `cnisim sweep`: replaces `nodes: Count(count)` (ignored for listed nodes, which
+    /// a nodes sweep refuses).
+    pub node_count: Option<u32>,
+    /// Set by `cnisim sweep`: replaces `pods_per_node`.
+    pub pods_per_node: Option<u32>,
 }
 
 /// Reads and resolves a scenario file.
@@ -261,13 +269,17 @@ pub struct ChangeSpec {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SweepSpec {
-    /// What varies: `"services"` (generated_services.count) or `"endpoints"`
-    /// (generated_services.endpoints).
+    /// What varies: `"services"` (generated_services.count), `"endpoints"`
+    /// (generated_services.endpoints), `"payload"` (every workload's payload), `"nodes"`
+    /// (`nodes: Count(count)`) or `"pods_per_node"`.
     pub parameter: String,
     pub values: Vec<u32>,
     /// Proxy modes to run at every value (default: every mode).
     #[serde(default)]
     pub proxies: Vec<String>,
+    /// CNIs to run at every value, or `["all"]` (default: the scenario's `cni`).
+    #[serde(default)]
+    pub cnis: Vec<String>,
 }
 
 /// `compare: (cnis: ["flannel-vxlan", "calico-bgp"], proxies: ["iptables", "ipvs"])`.

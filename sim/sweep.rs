@@ -1,17 +1,25 @@
-//! `cnisim sweep`: run one scenario at every value of a parameter, under every proxy mode, and
-//! collect how the Service path scales.
+//! `cnisim sweep`: run one scenario at every value of a parameter, under every CNI and proxy
+//! mode listed, and collect how the Service path and the data path scale.
 //!
-//! Each point is a full simulation of the scenario with `generated_services.count` (or
-//! `.endpoints`) set to the value and the proxy mode replaced: rules are built and walked as in
-//! any run. Points run in parallel on a rayon pool; results are put back in point order, so the
-//! output does not depend on scheduling. Only [`SweepResult::run`] holds wall-clock values.
+//! Each point is a full simulation of the scenario with the parameter's field
+//! (`generated_services.count` or `.endpoints`, every workload's payload, the node count,
+//! `pods_per_node`) set to the value and the CNI and proxy mode replaced: rules are built and
+//! walked as in any run. Points run in parallel on a rayon pool; results are put back in point
+//! order, so the output does not depend on scheduling. Only [`SweepResult::run`] holds
+//! wall-clock values.
+//!
+//! A point the loader refuses (a payload above one CNI's pod MTU) stays in the sweep as
+//! "cannot be set up" with the loader's message, as `compare` keeps its impossible
+//! combinations; a value that no listed CNI and proxy can be set up with stops the sweep
+//! before anything runs.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{Parameter, ProxyMode};
+use crate::cluster::{Cluster, Cni, Parameter, ProxyMode};
 use crate::error::Error;
 use crate::run::Simulation;
 use crate::scenario::{self, Overrides};
@@ -40,10 +48,12 @@ impl std::str::FromStr for Shard {
     }
 }
 
-/// One simulated point: a proxy mode at one parameter value.
+/// One simulated point: a CNI and a proxy mode at one parameter value. The Service figures
+/// are 0 when the run has no Services, and every figure is 0 when the point cannot be set up
+/// (`invalid`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct SweepPoint {
-    /// Position in the whole sweep (value-major, then proxy order).
+    /// Position in the whole sweep (value-major, then CNI, then proxy order).
     pub index: usize,
     pub proxy: String,
     /// The parameter's value at this point.
@@ -79,6 +89,38 @@ pub struct SweepPoint {
     pub delivered: u64,
     /// What could not be set up in this point's run (as the report's warnings).
     pub warnings: Vec<String>,
+    pub cni: String,
+    /// Set when the scenario does not resolve at this point: the loader's message.
+    pub invalid: Option<String>,
+    /// The data path's figures; `None` exactly when `invalid` is set.
+    pub data_plane: Option<DataPlane>,
+}
+
+/// What a point's run says about the data path, from its summary.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DataPlane {
+    /// The smallest MTU of any pod's `eth0`.
+    pub pod_mtu: u32,
+    /// Payload delivered per second, every flow together, bit/s.
+    pub throughput_bps: f64,
+    /// delivered / sent * 100, all flows; `None` when nothing was sent.
+    pub delivered_pct: Option<f64>,
+    /// CPU served on every node (kernel and userspace), ns.
+    pub cpu_ns: u64,
+    /// cpu_ns / delivered (the summary's `totals.cpu_ns_per_datagram`); `None` when nothing
+    /// was delivered.
+    pub cpu_ns_per_datagram: Option<f64>,
+    /// `totals.cpu_by_step` / delivered, ns: adds up to `cpu_ns_per_datagram`.
+    pub cpu_ns_per_datagram_by_step: BTreeMap<String, f64>,
+    /// Flows between pods on two nodes.
+    pub cross_node_flows: usize,
+    /// The first cross-node flow's first datagram: its frame on the client pod's `eth0`, and
+    /// what the CNI adds to it on the node's NIC (bytes, and % of the pod frame). `None`
+    /// without a cross-node flow whose first datagram was traced (the trace is on for every
+    /// sweep but a services/endpoints one on the scenario's own CNI).
+    pub pod_frame_bytes: Option<u64>,
+    pub encap_overhead_bytes: Option<i64>,
+    pub encap_overhead_pct: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -89,7 +131,10 @@ pub struct SweepResult {
     pub parameter: Parameter,
     pub values: Vec<u32>,
     pub proxies: Vec<String>,
-    /// In (value, proxy) order.
+    /// The CNIs every value ran under (the scenario's `cni` alone unless `sweep.cnis` lists
+    /// others).
+    pub cnis: Vec<String>,
+    /// In (value, CNI, proxy) order.
     pub points: Vec<SweepPoint>,
     /// Set when this is one shard of the sweep (`--shard`); `cnisim merge` joins them.
     pub shard: Option<Shard>,
@@ -129,27 +174,61 @@ pub fn run(
             "{shown} has no sweep section; add e.g. sweep: (parameter: \"services\", values: [10, 100, 1000])"
         )));
     };
-    let all: Vec<(u32, ProxyMode)> =
-        spec.values.iter().flat_map(|&v| spec.proxies.iter().map(move |&m| (v, m))).collect();
+    let cnis: Vec<Cni> = if spec.cnis.is_empty() { vec![base.cni] } else { spec.cnis.clone() };
+    let mut all: Vec<Point> = Vec::new();
+    for &v in &spec.values {
+        for &c in &cnis {
+            all.extend(spec.proxies.iter().map(|&m| (v, c, m)));
+        }
+    }
     let total_points = all.len();
-    let (indices, points): (Vec<usize>, Vec<(u32, ProxyMode)>) =
-        all.into_iter().enumerate().filter(|(i, _)| shard.is_none_or(|s| i % s.count == s.index - 1)).unzip();
-    // Every point must resolve before any runs: a bad value fails fast, with its position.
-    let clusters = points
+    let (indices, points): (Vec<usize>, Vec<Point>) = all
         .iter()
-        .map(|&(v, mode)| {
-            let mut o = Overrides { proxy: Some(mode), ..Default::default() };
-            match spec.parameter {
-                Parameter::Services => o.generated_count = Some(v),
-                Parameter::Endpoints => o.generated_endpoints = Some(v),
+        .copied()
+        .enumerate()
+        .filter(|(i, _)| shard.is_none_or(|s| i % s.count == s.index - 1))
+        .unzip();
+    let load = |&(v, cni, mode): &Point| {
+        let mut o = Overrides { proxy: Some(mode), cni: Some(cni), ..Default::default() };
+        match spec.parameter {
+            Parameter::Services => o.generated_count = Some(v),
+            Parameter::Endpoints => o.generated_endpoints = Some(v),
+            Parameter::Payload => o.payload = Some(v),
+            Parameter::Nodes => o.node_count = Some(v),
+            Parameter::PodsPerNode => o.pods_per_node = Some(v),
+        }
+        scenario::load_str_with(&text, &shown, &o)
+    };
+    // Every point resolves (or is recorded as impossible here) before any runs. A value that
+    // no point of the whole sweep can be set up with is an error in the file: it fails fast,
+    // with its position.
+    let mut loaded: Vec<Result<Cluster, String>> = Vec::with_capacity(points.len());
+    let mut value_works: BTreeMap<u32, bool> = BTreeMap::new();
+    for p in &points {
+        match load(p) {
+            Ok(c) => {
+                value_works.insert(p.0, true);
+                loaded.push(Ok(c));
             }
-            scenario::load_str_with(&text, &shown, &o).map_err(Error::from)
-        })
-        .collect::<Result<Vec<_>, Error>>()?;
+            Err(e) => {
+                let works = *value_works
+                    .entry(p.0)
+                    .or_insert_with(|| all.iter().filter(|q| q.0 == p.0 && q != &p).any(|q| load(q).is_ok()));
+                if !works {
+                    return Err(e.into());
+                }
+                loaded.push(Err(e.to_string()));
+            }
+        }
+    }
+    let clusters: Vec<&Cluster> = loaded.iter().filter_map(|c| c.as_ref().ok()).collect();
+    // The first datagram's trace gives the encapsulation overhead; a Service sweep on the
+    // scenario's own CNI does not need it.
+    let trace_first = !spec.parameter.is_service() || !spec.cnis.is_empty();
     // The points running at once share the memory: the largest ones, one per thread.
     let workers = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut sizes: Vec<crate::estimate::Estimate> =
-        clusters.iter().map(|c| crate::estimate::estimate(c, false)).collect();
+        clusters.iter().map(|&c| crate::estimate::estimate(c, false)).collect();
     sizes.sort_by_key(|e| std::cmp::Reverse(e.total));
     if let Some(largest) = sizes.first() {
         let at_once = sizes.iter().take(workers).fold(0u64, |t, e| t.saturating_add(e.total));
@@ -179,21 +258,26 @@ pub fn run(
     };
     let wall = std::time::Instant::now();
     // Largest points first: the slowest runs start early and the pool stays busy.
-    let mut order: Vec<usize> = (0..clusters.len()).collect();
+    let mut order: Vec<usize> = (0..points.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(points[i].0));
     let mut results: Vec<(usize, Result<SweepPoint, Error>)> = pool.install(|| {
         order
             .par_iter()
             .map(|&i| {
-                let c = &clusters[i];
-                let mut sim = Simulation::new(c);
-                sim.trace_first = false;
-                let r = sim.run().map(|()| {
-                    let s = Summary::from_run(&sim, Vec::new(), RunInfo::default());
-                    point(&s, indices[i], points[i].0)
-                });
+                let (value, cni, proxy) = points[i];
+                let r = match &loaded[i] {
+                    Err(message) => Ok(unset(indices[i], value, cni, proxy, message.clone())),
+                    Ok(c) => {
+                        let mut sim = Simulation::new(c);
+                        sim.trace_first = trace_first;
+                        sim.run().map(|()| {
+                            let s = Summary::from_run(&sim, Vec::new(), RunInfo::default());
+                            point(&s, c, indices[i], value, cni, proxy)
+                        })
+                    }
+                };
                 bar.inc(1);
-                bar.set_message(format!("{} at {}", points[i].1, points[i].0));
+                bar.set_message(format!("{cni} / {proxy} at {value}"));
                 (i, r)
             })
             .collect()
@@ -208,6 +292,7 @@ pub fn run(
         parameter: spec.parameter,
         values: spec.values.clone(),
         proxies: spec.proxies.iter().map(|m| m.id().to_string()).collect(),
+        cnis: cnis.iter().map(|c| c.id().to_string()).collect(),
         points,
         shard,
         total_points,
@@ -219,13 +304,52 @@ pub fn run(
     })
 }
 
-/// The figures of one point, from its run's summary.
-fn point(s: &Summary, index: usize, value: u32) -> SweepPoint {
-    let v = s.services.as_ref().expect("a sweep scenario has generated Services");
+/// A point in the whole sweep: (value, CNI, proxy mode).
+type Point = (u32, Cni, ProxyMode);
+
+/// A point the scenario cannot be set up at: the loader's message, every figure 0.
+fn unset(index: usize, value: u32, cni: Cni, proxy: ProxyMode, message: String) -> SweepPoint {
     SweepPoint {
         index,
-        proxy: v.proxy.clone(),
+        proxy: proxy.id().into(),
         value,
+        services: 0,
+        endpoints: 0,
+        rules_installed: 0,
+        rules_memory_bytes: 0,
+        rules_evaluated_mean: 0.0,
+        rules_evaluated_worst: 0,
+        rules_evaluated_all_mean: 0.0,
+        lookups_mean: 0.0,
+        first_packet_p50_ns: 0,
+        first_packet_mean_ns: 0,
+        established_p50_ns: 0,
+        established_mean_ns: 0,
+        cpu_ns_per_1000_new_connections: 0.0,
+        userspace_cpu_ns_per_1000_datagrams: 0.0,
+        sync_ns_max: None,
+        new_connections: 0,
+        translated: 0,
+        sent: 0,
+        delivered: 0,
+        warnings: Vec::new(),
+        cni: cni.id().into(),
+        invalid: Some(message),
+        data_plane: None,
+    }
+}
+
+/// The figures of one point, from its run's summary.
+fn point(s: &Summary, c: &Cluster, index: usize, value: u32, cni: Cni, proxy: ProxyMode) -> SweepPoint {
+    let mut p = unset(index, value, cni, proxy, String::new());
+    p.invalid = None;
+    p.sent = s.totals.sent;
+    p.delivered = s.totals.delivered;
+    p.warnings = s.scenario.warnings.clone();
+    p.data_plane = Some(data_plane(s, c));
+    let Some(v) = s.services.as_ref() else { return p };
+    SweepPoint {
+        proxy: v.proxy.clone(),
         services: v.services,
         endpoints: v.endpoints,
         rules_installed: v.rules_installed,
@@ -247,9 +371,36 @@ fn point(s: &Summary, index: usize, value: u32) -> SweepPoint {
         sync_ns_max: v.sync_ns_max,
         new_connections: v.new_connections,
         translated: v.translated,
-        sent: s.totals.sent,
-        delivered: s.totals.delivered,
-        warnings: s.scenario.warnings.clone(),
+        ..p
+    }
+}
+
+/// The data path's figures of a run.
+fn data_plane(s: &Summary, c: &Cluster) -> DataPlane {
+    let t = &s.totals;
+    // The first cross-node flow with a traced first datagram, and that datagram's frame on the
+    // client pod's eth0.
+    let traced = s.flows.iter().enumerate().find_map(|(i, f)| {
+        let encap = f.encap_overhead_bytes?;
+        let hops = &s.paths.iter().find(|p| p.flow == i)?.hops;
+        let place = format!("pod/{}", f.src_pod);
+        let pod = hops.iter().find(|h| h.place == place && h.action == "sendmsg")?.size as u64;
+        Some((pod, encap))
+    });
+    DataPlane {
+        pod_mtu: c.pods.iter().map(|p| p.mtu).min().unwrap_or(0),
+        throughput_bps: s.flows.iter().map(|f| f.throughput_bps).sum(),
+        delivered_pct: (t.sent > 0).then(|| t.delivered as f64 * 100.0 / t.sent as f64),
+        cpu_ns: t.cpu_ns,
+        cpu_ns_per_datagram: (t.delivered > 0).then_some(t.cpu_ns_per_datagram),
+        cpu_ns_per_datagram_by_step: match t.delivered {
+            0 => BTreeMap::new(),
+            d => t.cpu_by_step.iter().map(|(k, &ns)| (k.clone(), ns as f64 / d as f64)).collect(),
+        },
+        cross_node_flows: s.flows.iter().filter(|f| !f.same_node).count(),
+        pod_frame_bytes: traced.map(|(pod, _)| pod),
+        encap_overhead_bytes: traced.map(|(_, e)| e),
+        encap_overhead_pct: traced.filter(|&(pod, _)| pod > 0).map(|(pod, e)| e as f64 * 100.0 / pod as f64),
     }
 }
 
@@ -287,10 +438,12 @@ pub fn merge(shards: &[std::path::PathBuf]) -> Result<SweepResult, Error> {
             && r.parameter == first.parameter
             && r.values == first.values
             && r.proxies == first.proxies
+            && r.cnis == first.cnis
+            && r.total_points == first.total_points
             && r.run.cnisim_version == first.run.cnisim_version;
         if !same {
             return Err(Error::Usage(format!(
-                "{} is from another sweep than {} (scenario, CNI, values, proxies or cnisim version differ)",
+                "{} is from another sweep than {} (scenario, CNIs, values, proxies or cnisim version differ)",
                 file.display(),
                 first_file.display()
             )));

@@ -916,9 +916,14 @@ fn generated_endpoints_more_than_pods() {
 fn unknown_sweep_parameter() {
     let text = edit(&[(
         "    underlay:",
-        "    generated_services: (count: 10), sweep: (parameter: \"nodes\", values: [1]), underlay:",
+        "    generated_services: (count: 10), sweep: (parameter: \"rate\", values: [1]), underlay:",
     )]);
-    check(&text, 16, 57, "unknown sweep parameter 'nodes', expected one of: services, endpoints");
+    check(
+        &text,
+        16,
+        57,
+        "unknown sweep parameter 'rate', expected one of: services, endpoints, payload, nodes, pods_per_node",
+    );
 }
 
 #[test]

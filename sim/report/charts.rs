@@ -530,3 +530,55 @@ fn log_tick(v: f64) -> String {
         format!("{v:.2e}").replace("e-", "e−")
     }
 }
+
+/// [`scaling`] on linear axes from 0, for measures that can be 0 (an overhead of 0 B) or
+/// that a log axis would flatten. The x axis keeps the swept values' range.
+pub(super) fn lines(
+    stem: &'static str,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[Series],
+) -> Result<Vec<u8>, RenderError> {
+    render_png(stem, |root| {
+        let pts = || series.iter().flat_map(|s| s.points.iter());
+        if pts().next().is_none() {
+            return message(root, title, "nothing to draw: no point has a value");
+        }
+        let (xlo, xhi) =
+            pts().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.0), hi.max(p.0)));
+        let yhi = pts().fold(0f64, |hi, p| hi.max(p.1));
+        let pad = ((xhi - xlo) * 0.05).max(1.0);
+        let yhi = if yhi > 0.0 { yhi * 1.15 } else { 1.0 };
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, (FONT, 22))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(70)
+            .build_cartesian_2d((xlo - pad)..(xhi + pad), 0f64..yhi)?;
+        chart
+            .configure_mesh()
+            .light_line_style(BLACK.mix(0.03))
+            .bold_line_style(BLACK.mix(0.12))
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .x_label_formatter(&|v| tick(v.round()))
+            .y_label_formatter(&|v| tick((*v * 100.0).round() / 100.0))
+            .axis_desc_style((FONT, 15))
+            .label_style((FONT, 13))
+            .draw()?;
+        for s in series {
+            let colour = PALETTE[s.colour % PALETTE.len()];
+            let style = colour.stroke_width(2);
+            let line = s.points.clone();
+            let drawn = if s.dashed {
+                chart.draw_series(DashedLineSeries::new(line.clone(), 8, 5, style))?
+            } else {
+                chart.draw_series(LineSeries::new(line.clone(), style))?
+            };
+            drawn.label(s.label.clone()).legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], style));
+            chart.draw_series(line.iter().map(|&p| Circle::new(p, 3, colour.filled())))?;
+        }
+        legend(&mut chart, SeriesLabelPosition::UpperRight)
+    })
+}

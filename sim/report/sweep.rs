@@ -1,5 +1,9 @@
 //! The outputs of `cnisim sweep`: `report.html`, one PNG (and its CSV) per scaling curve,
-//! `rule_scaling.csv` with every point. Reads only the [`SweepResult`].
+//! `rule_scaling.csv` with every point of a Service sweep, and for a sweep across CNIs or of a
+//! data-path parameter (payload, nodes, pods per node) the data-path charts, verdicts and
+//! `data_plane.csv` (`sweep/data.rs`). Reads only the [`SweepResult`].
+
+mod data;
 
 use std::fmt::Write;
 
@@ -99,23 +103,22 @@ pub fn render(r: &SweepResult) -> Result<Vec<OutputFile>, RenderError> {
     let x_desc = match r.parameter {
         Parameter::Services => "Services (log)",
         Parameter::Endpoints => "endpoints per Service (log)",
+        _ => "",
     };
     let mut files = Vec::new();
     let mut figures = Vec::new();
-    for c in &CURVES {
+    let service = r.parameter.is_service();
+    let all_lines = lines(r);
+    for c in CURVES.iter().filter(|_| service) {
         let mut series = Vec::new();
-        for (i, mode) in r.proxies.iter().enumerate() {
+        for (i, line) in all_lines.iter().enumerate() {
             let pts = |f: Metric| -> Vec<(f64, f64)> {
-                r.points
-                    .iter()
-                    .filter(|p| &p.proxy == mode)
-                    .filter_map(|p| Some((p.value as f64, f(p)?)))
-                    .collect()
+                of_line(r, line).into_iter().filter_map(|p| Some((p.value as f64, f(p)?))).collect()
             };
-            series.push(Series { label: mode.clone(), points: pts(c.value), dashed: false, colour: i });
+            series.push(Series { label: line.label.clone(), points: pts(c.value), dashed: false, colour: i });
             if let Some((what, f)) = c.dashed {
                 series.push(Series {
-                    label: format!("{mode} {what}"),
+                    label: format!("{} {what}", line.label),
                     points: pts(f),
                     dashed: true,
                     colour: i,
@@ -123,38 +126,97 @@ pub fn render(r: &SweepResult) -> Result<Vec<OutputFile>, RenderError> {
             }
         }
         let png = charts::scaling(c.stem, c.title, x_desc, c.y_desc, &series)?;
-        let mut csv = format!("proxy,value,{}\n", c.stem);
+        let mut csv = format!("{}value,{}\n", key_head(r), c.stem);
         for p in &r.points {
-            let v = (c.value)(p).map_or(String::new(), |v| format!("{v}"));
-            let _ = writeln!(csv, "{},{},{v}", p.proxy, p.value);
+            let v = (c.value)(p).filter(|_| p.invalid.is_none()).map_or(String::new(), |v| format!("{v}"));
+            let _ = writeln!(csv, "{}{},{v}", key(r, p), p.value);
         }
         figures.push((c, base64(&png)));
         files.push(OutputFile::new(format!("{}.png", c.stem), png));
         files.push(OutputFile::new(format!("{}.csv", c.stem), csv.into_bytes()));
     }
-    let mut out = vec![OutputFile::new("report.html", page(r, &figures).into_bytes())];
+    let data = if data::shown(r) { Some(data::render(r, &all_lines)?) } else { None };
+    let mut out = vec![OutputFile::new("report.html", page(r, &figures, data.as_ref()).into_bytes())];
     out.append(&mut files);
-    out.push(OutputFile::new("rule_scaling.csv", rule_scaling_csv(r).into_bytes()));
+    if service {
+        out.push(OutputFile::new("rule_scaling.csv", rule_scaling_csv(r).into_bytes()));
+    }
+    if let Some(d) = data {
+        out.extend(d.files);
+    }
     Ok(out)
+}
+
+/// One line of every chart: a CNI and proxy mode of the sweep.
+pub(super) struct Line {
+    /// The proxy mode when one CNI is swept, the CNI when one proxy is, else "CNI / proxy".
+    pub label: String,
+    pub cni: String,
+    pub proxy: String,
+}
+
+/// The sweep's lines, CNI-major.
+pub(super) fn lines(r: &SweepResult) -> Vec<Line> {
+    let mut out = Vec::new();
+    for cni in &r.cnis {
+        for proxy in &r.proxies {
+            let label = match (r.cnis.len() > 1, r.proxies.len() > 1) {
+                (true, true) => format!("{cni} / {proxy}"),
+                (true, false) => cni.clone(),
+                _ => proxy.clone(),
+            };
+            out.push(Line { label, cni: cni.clone(), proxy: proxy.clone() });
+        }
+    }
+    out
+}
+
+/// How charts and tables name a point's line.
+pub(super) fn label(r: &SweepResult, p: &SweepPoint) -> String {
+    match (r.cnis.len() > 1, r.proxies.len() > 1) {
+        (true, true) => format!("{} / {}", p.cni, p.proxy),
+        (true, false) => p.cni.clone(),
+        _ => p.proxy.clone(),
+    }
+}
+
+/// The points of one line that could be set up, in value order.
+pub(super) fn of_line<'a>(r: &'a SweepResult, line: &Line) -> Vec<&'a SweepPoint> {
+    r.points.iter().filter(|p| p.proxy == line.proxy && p.cni == line.cni && p.invalid.is_none()).collect()
+}
+
+/// The CSV columns naming a point: "proxy," (and "cni," first when CNIs are swept).
+fn key_head(r: &SweepResult) -> &'static str {
+    if r.cnis.len() > 1 {
+        "cni,proxy,"
+    } else {
+        "proxy,"
+    }
+}
+
+fn key(r: &SweepResult, p: &SweepPoint) -> String {
+    if r.cnis.len() > 1 {
+        format!("{},{},", p.cni, p.proxy)
+    } else {
+        format!("{},", p.proxy)
+    }
 }
 
 /// Every point, one row each.
 pub fn rule_scaling_csv(r: &SweepResult) -> String {
-    let mut s = String::from(
-        "proxy,parameter,value,services,endpoints,rules_installed,rules_memory_bytes,rules_evaluated_mean,\
+    let mut s = String::from(key_head(r));
+    s.push_str(
+        "parameter,value,services,endpoints,rules_installed,rules_memory_bytes,rules_evaluated_mean,\
          rules_evaluated_worst,rules_evaluated_all_mean,lookups_mean,first_packet_p50_ns,first_packet_mean_ns,\
          established_p50_ns,established_mean_ns,cpu_ns_per_1000_new_connections,\
          userspace_cpu_ns_per_1000_datagrams,sync_ns_max,new_connections,translated,sent,delivered\n",
     );
-    let param = match r.parameter {
-        Parameter::Services => "services",
-        Parameter::Endpoints => "endpoints",
-    };
-    for p in &r.points {
+    let param = r.parameter.id();
+    for p in r.points.iter().filter(|p| p.invalid.is_none()) {
         let _ = writeln!(
             s,
-            "{},{param},{},{},{},{},{},{:.3},{},{:.3},{:.3},{},{},{},{},{:.0},{:.0},{},{},{},{},{}",
-            p.proxy,
+            "{}{param},{},{},{},{},{},{:.3},{},{:.3},{:.3},{},{},{},{},{:.0},{:.0},{},{},{},{},{}",
+            key(r, p),
             p.value,
             p.services,
             p.endpoints,
@@ -178,11 +240,6 @@ pub fn rule_scaling_csv(r: &SweepResult) -> String {
         );
     }
     s
-}
-
-/// The points of one mode, in value order.
-fn of_mode<'a>(r: &'a SweepResult, mode: &str) -> Vec<&'a SweepPoint> {
-    r.points.iter().filter(|p| p.proxy == mode).collect()
 }
 
 /// Rules evaluated plus hash lookups per new connection to a Service.
@@ -209,7 +266,7 @@ fn possessive(name: &str) -> &'static str {
 }
 
 /// "a", "a and b", "a, b and c".
-fn names(list: &[&str]) -> String {
+pub(super) fn names(list: &[&str]) -> String {
     match list {
         [] => String::new(),
         [one] => one.to_string(),
@@ -228,13 +285,14 @@ fn first_ratio(p: &SweepPoint) -> Option<f64> {
 fn findings(out: &mut String, r: &SweepResult) {
     let unit = match r.parameter {
         Parameter::Services => "Services",
-        Parameter::Endpoints => "endpoints per Service",
+        _ => "endpoints per Service",
     };
     let (Some(&lo), Some(&hi)) = (r.values.first(), r.values.last()) else { return };
     let at = |v: u32| fmt_count(u64::from(v));
     out.push_str("<h2 id=\"findings\">What the curves say</h2>\n<ul>\n");
+    let all_lines = lines(r);
     let modes: Vec<(&str, Vec<&SweepPoint>)> =
-        r.proxies.iter().map(|m| (m.as_str(), of_mode(r, m))).filter(|(_, p)| !p.is_empty()).collect();
+        all_lines.iter().map(|l| (l.label.as_str(), of_line(r, l))).filter(|(_, p)| !p.is_empty()).collect();
     // The walk per new connection: growing or flat.
     // Growing: more than twice the work at the top of the range as at its bottom.
     let grows = |pts: &[&SweepPoint]| steps(pts[pts.len() - 1]) > 2.0 * steps(pts[0]);
@@ -331,9 +389,9 @@ fn findings(out: &mut String, r: &SweepResult) {
                 "<li>After an endpoint change at {} {unit}, rules were in place slowest under <strong>{}</strong> \
                  ({}) and fastest under <strong>{}</strong> ({}).</li>",
                 at(hi),
-                esc(&slow.proxy),
+                esc(&label(r, slow)),
                 fmt_ns(slow.sync_ns_max.unwrap_or(0)),
-                esc(&fast.proxy),
+                esc(&label(r, fast)),
                 fmt_ns(fast.sync_ns_max.unwrap_or(0))
             );
         }
@@ -348,9 +406,9 @@ fn findings(out: &mut String, r: &SweepResult) {
                 "<li>At {} {unit} the rules take the most kernel memory under <strong>{}</strong> ({}), the least \
                  under <strong>{}</strong> ({}).</li>",
                 at(hi),
-                esc(&big.proxy),
+                esc(&label(r, big)),
                 kib(big),
-                esc(&small.proxy),
+                esc(&label(r, small)),
                 kib(small)
             );
         }
@@ -363,7 +421,7 @@ fn findings(out: &mut String, r: &SweepResult) {
     let c5 = format!("Sync at {}", at(hi));
     let c6 = format!("Memory at {}", at(hi));
     let cols = [
-        ("Proxy", false),
+        (line_head(r), false),
         (c0.as_str(), true),
         (c1.as_str(), true),
         ("Growth at the top (y ~ x^k)", true),
@@ -397,7 +455,16 @@ fn findings(out: &mut String, r: &SweepResult) {
     table(out, &cols, rows);
 }
 
-fn page(r: &SweepResult, figures: &[(&Curve, String)]) -> String {
+/// The header of a column naming lines.
+pub(super) fn line_head(r: &SweepResult) -> &'static str {
+    match (r.cnis.len() > 1, r.proxies.len() > 1) {
+        (true, true) => "CNI / proxy",
+        (true, false) => "CNI",
+        _ => "Proxy",
+    }
+}
+
+fn page(r: &SweepResult, figures: &[(&Curve, String)], data: Option<&data::Rendered>) -> String {
     let mut out = String::with_capacity(512 * 1024);
     let title = format!("cnisim sweep: {}", r.scenario);
     let _ = write!(
@@ -411,6 +478,9 @@ fn page(r: &SweepResult, figures: &[(&Curve, String)]) -> String {
     let what = match r.parameter {
         Parameter::Services => "the number of Services",
         Parameter::Endpoints => "the number of endpoints per Service",
+        Parameter::Payload => "every workload's payload",
+        Parameter::Nodes => "the number of nodes",
+        Parameter::PodsPerNode => "the number of pods per node",
     };
     if let Some(s) = r.shard {
         let _ = writeln!(
@@ -423,17 +493,52 @@ fn page(r: &SweepResult, figures: &[(&Curve, String)]) -> String {
             r.total_points
         );
     }
-    let _ = writeln!(
-        out,
-        "<p>The scenario was simulated {} times: at each value of {what} ({}) under each proxy mode ({}), \
-         CNI {}. Every point is a full run: the proxy's rules are built as the real one builds them and each \
-         new connection walks them; nothing below is a formula.</p>",
-        r.points.len(),
-        r.values.iter().map(|v| fmt_count(*v as u64)).collect::<Vec<_>>().join(", "),
-        esc(&r.proxies.join(", ")),
-        esc(&r.cni)
-    );
-    findings(&mut out, r);
+    let values = r.values.iter().map(|v| fmt_count(*v as u64)).collect::<Vec<_>>().join(", ");
+    if r.cnis.len() > 1 || !r.parameter.is_service() {
+        let _ = writeln!(
+            out,
+            "<p>The scenario was simulated {} times: at each value of {what} ({values}) under each CNI ({}) and \
+             each proxy mode ({}). Every point is a full run: packets cross the CNI's devices, tunnels and \
+             rules as they do in a cluster, and the CPU is the cost profile's per step; nothing below is a \
+             formula.</p>",
+            r.points.len(),
+            esc(&r.cnis.join(", ")),
+            esc(&r.proxies.join(", "))
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "<p>The scenario was simulated {} times: at each value of {what} ({values}) under each proxy mode \
+             ({}), CNI {}. Every point is a full run: the proxy's rules are built as the real one builds them \
+             and each new connection walks them; nothing below is a formula.</p>",
+            r.points.len(),
+            esc(&r.proxies.join(", ")),
+            esc(&r.cni)
+        );
+    }
+    if r.parameter.is_service() {
+        findings(&mut out, r);
+    }
+    if let Some(d) = data {
+        out.push_str(&d.findings);
+    }
+    let invalid: Vec<&SweepPoint> = r.points.iter().filter(|p| p.invalid.is_some()).collect();
+    if !invalid.is_empty() {
+        out.push_str(
+            "<div class=\"conservation broken\"><strong>Some points cannot be set up</strong> (the scenario \
+             does not resolve there; they were not run):<ul>",
+        );
+        for p in invalid {
+            let _ = writeln!(
+                out,
+                "<li>{} at {}: cannot be set up: <code>{}</code></li>",
+                esc(&label(r, p)),
+                fmt_count(p.value as u64),
+                esc(p.invalid.as_deref().unwrap_or_default())
+            );
+        }
+        out.push_str("</ul></div>\n");
+    }
     let warned: Vec<&SweepPoint> = r.points.iter().filter(|p| !p.warnings.is_empty()).collect();
     if !warned.is_empty() {
         out.push_str(
@@ -445,7 +550,7 @@ fn page(r: &SweepResult, figures: &[(&Curve, String)]) -> String {
                 let _ = writeln!(
                     out,
                     "<li>{} at {}: <code>{}</code></li>",
-                    esc(&p.proxy),
+                    esc(&label(r, p)),
                     fmt_count(p.value as u64),
                     esc(w)
                 );
@@ -465,9 +570,30 @@ fn page(r: &SweepResult, figures: &[(&Curve, String)]) -> String {
             stem = c.stem
         );
     }
+    if let Some(d) = data {
+        out.push_str(&d.charts);
+    }
     out.push_str("<h2 id=\"points\">Every point</h2>\n");
+    if let Some(d) = data {
+        out.push_str(&d.points);
+    }
+    if r.parameter.is_service() {
+        service_points(&mut out, r);
+    }
+    // Wall-clock facts stay in sweep.json's `run`, so this page is the same on every machine.
+    let _ = writeln!(
+        out,
+        "<footer>cnisim {} · {} points · wall-clock time in sweep.json</footer>\n</body>\n</html>",
+        esc(&r.run.cnisim_version),
+        r.points.len()
+    );
+    out
+}
+
+/// The Service figures of every point that was run, one row each.
+fn service_points(out: &mut String, r: &SweepResult) {
     let cols = [
-        ("Proxy", false),
+        (line_head(r), false),
         ("Value", true),
         ("Rules installed", true),
         ("Memory", true),
@@ -480,9 +606,9 @@ fn page(r: &SweepResult, figures: &[(&Curve, String)]) -> String {
         ("Sync", true),
         ("Delivered / sent", true),
     ];
-    let rows = r.points.iter().map(|p| {
+    let rows = r.points.iter().filter(|p| p.invalid.is_none()).map(|p| {
         vec![
-            p.proxy.clone(),
+            label(r, p),
             fmt_count(p.value as u64),
             fmt_count(p.rules_installed as u64),
             format!("{} KiB", fmt_count((p.rules_memory_bytes as u64).div_ceil(1024))),
@@ -500,15 +626,7 @@ fn page(r: &SweepResult, figures: &[(&Curve, String)]) -> String {
             format!("{} / {}", fmt_count(p.delivered), fmt_count(p.sent)),
         ]
     });
-    table(&mut out, &cols, rows);
-    // Wall-clock facts stay in sweep.json's `run`, so this page is the same on every machine.
-    let _ = writeln!(
-        out,
-        "<footer>cnisim {} · {} points · wall-clock time in sweep.json</footer>\n</body>\n</html>",
-        esc(&r.run.cnisim_version),
-        r.points.len()
-    );
-    out
+    table(out, &cols, rows);
 }
 
 #[cfg(test)]
@@ -544,6 +662,9 @@ mod tests {
             sent: 100,
             delivered: 100,
             warnings: Vec::new(),
+            cni: "flannel-vxlan".into(),
+            invalid: None,
+            data_plane: None,
         }
     }
 
@@ -559,6 +680,7 @@ mod tests {
             parameter: Parameter::Services,
             values,
             proxies: vec!["iptables".into(), "nftables".into()],
+            cnis: vec!["flannel-vxlan".into()],
             points,
             shard: None,
             total_points: 10,

@@ -71,7 +71,8 @@ impl ChosenCni {
     }
 }
 
-pub(crate) fn resolve(s: Scenario, loc: &Locator, overrides: &Overrides) -> Res<Cluster> {
+pub(crate) fn resolve(mut s: Scenario, loc: &Locator, overrides: &Overrides) -> Res<Cluster> {
+    sweep::apply_overrides(&mut s, overrides);
     check_name(loc, &s.name, "scenario name", at!["name"])?;
     if s.duration == Duration::ZERO {
         return Err(loc.err(at!["duration"], "duration is zero; give the simulated time to run, e.g. \"1s\""));

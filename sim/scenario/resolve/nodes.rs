@@ -15,8 +15,8 @@ use crate::time::Instant;
 use crate::units::Bandwidth;
 
 /// Limits that keep a typo (`count: 4000000000`) from exhausting memory.
-const MAX_NODES: u64 = 100_000;
-const MAX_PODS: u64 = 2_000_000;
+pub(super) const MAX_NODES: u64 = 100_000;
+pub(super) const MAX_PODS: u64 = 2_000_000;
 
 pub(super) fn resolve_nodes(
     loc: &Locator,

@@ -1,30 +1,42 @@
-//! The sweep a scenario declares (`sweep:`): its parameter, values and proxy modes.
+//! The sweep a scenario declares (`sweep:`): its parameter, values, proxy modes and CNIs, and
+//! [`apply_overrides`], which puts one point's value in place of the field it varies.
 
+use super::nodes::{MAX_NODES, MAX_PODS};
 use super::services::MAX_SERVICES;
 use super::{Locator, Res};
-use crate::cluster::ProxyMode;
+use crate::cluster::{Cni, Parameter, ProxyMode, MAX_UDP_PAYLOAD};
 use crate::scenario::locate::Seg;
-use crate::scenario::{self, Scenario};
+use crate::scenario::{self, Overrides, Scenario};
 
 pub(super) fn check_sweep(
     loc: &Locator,
     sw: &scenario::SweepSpec,
     s: &Scenario,
 ) -> Res<crate::cluster::SweepSpec> {
-    let parameter = match sw.parameter.as_str() {
-        "services" => crate::cluster::Parameter::Services,
-        "endpoints" => crate::cluster::Parameter::Endpoints,
-        other => {
-            return Err(loc.err(
-                at!["sweep", "parameter"],
-                format!("unknown sweep parameter '{other}', expected one of: services, endpoints"),
-            ))
-        }
+    let Some(parameter) = Parameter::ALL.into_iter().find(|p| p.id() == sw.parameter) else {
+        let known = Parameter::ALL.map(Parameter::id).join(", ");
+        return Err(loc.err(
+            at!["sweep", "parameter"],
+            format!("unknown sweep parameter '{}', expected one of: {known}", sw.parameter),
+        ));
     };
-    if s.generated_services.is_none() {
+    if parameter.is_service() && s.generated_services.is_none() {
         return Err(loc.err(
             at!["sweep", "parameter"],
             format!("sweeping '{}' needs a generated_services section to vary; add one", sw.parameter),
+        ));
+    }
+    if parameter == Parameter::Payload && s.workloads.is_empty() {
+        return Err(loc.err(
+            at!["sweep", "parameter"],
+            "sweeping 'payload' needs a workload whose payload it sets; add one",
+        ));
+    }
+    if parameter == Parameter::Nodes && matches!(s.nodes, scenario::Nodes::List(_)) {
+        return Err(loc.err(
+            at!["sweep", "parameter"],
+            "sweeping 'nodes' needs nodes: Count(count: N, ...) to vary; this scenario lists its nodes by \
+             name, so there is no count to change",
         ));
     }
     if sw.values.is_empty() {
@@ -32,10 +44,22 @@ pub(super) fn check_sweep(
             loc.err(at!["sweep", "values"], "values is empty; give at least one, e.g. [10, 100, 1000]")
         );
     }
-    if let Some(v) = sw.values.iter().find(|&&v| v == 0 || v as usize > MAX_SERVICES) {
-        return Err(
-            loc.err(at!["sweep", "values"], format!("value {v} is outside 1..={MAX_SERVICES}; change it"))
-        );
+    let (max, what) = match parameter {
+        Parameter::Services | Parameter::Endpoints => (MAX_SERVICES as u64, ""),
+        Parameter::Payload => (u64::from(MAX_UDP_PAYLOAD), " (the most one UDP datagram holds over IPv4)"),
+        Parameter::Nodes => (MAX_NODES, " (the nodes cnisim supports)"),
+        Parameter::PodsPerNode => (MAX_PODS, " (the pods cnisim supports)"),
+    };
+    for (i, &v) in sw.values.iter().enumerate() {
+        if v == 0 || u64::from(v) > max {
+            return Err(loc.err(
+                at!["sweep", "values", i],
+                format!("value {v} is outside 1..={}{what}; change it", crate::fmt::count(max)),
+            ));
+        }
+        if sw.values[..i].contains(&v) {
+            return Err(loc.err(at!["sweep", "values", i], format!("value {v} is listed twice; keep one")));
+        }
     }
     let mut proxies = Vec::new();
     for (i, p) in sw.proxies.iter().enumerate() {
@@ -48,10 +72,33 @@ pub(super) fn check_sweep(
     if proxies.is_empty() {
         proxies = ProxyMode::ALL.to_vec();
     }
+    let cnis = if sw.cnis.is_empty() {
+        Vec::new()
+    } else {
+        scenario::pick(&scenario::compare::items(&sw.cnis), &Cni::ALL, Cni::id, "CNI")
+            .map_err(|(i, m)| loc.err(at!["sweep", "cnis", i], m))?
+    };
     let mut values = sw.values.clone();
     values.sort_unstable();
-    if let Some(w) = values.windows(2).find(|w| w[0] == w[1]) {
-        return Err(loc.err(at!["sweep", "values"], format!("value {} is listed twice; keep one", w[0])));
+    Ok(crate::cluster::SweepSpec { parameter, values, proxies, cnis })
+}
+
+/// Puts a sweep point's value in place of the field it varies, before anything is resolved
+/// (so every check sees it, located at the field it replaces).
+pub(super) fn apply_overrides(s: &mut Scenario, o: &Overrides) {
+    if let Some(p) = o.payload {
+        for w in &mut s.workloads {
+            match &mut w.kind {
+                scenario::WorkloadKind::UdpCbr { payload, .. }
+                | scenario::WorkloadKind::UdpStream { payload } => *payload = p,
+                scenario::WorkloadKind::UdpRr { request, .. } => *request = p,
+            }
+        }
     }
-    Ok(crate::cluster::SweepSpec { parameter, values, proxies })
+    if let (Some(n), scenario::Nodes::Count { count, .. }) = (o.node_count, &mut s.nodes) {
+        *count = n;
+    }
+    if let Some(n) = o.pods_per_node {
+        s.pods_per_node = n;
+    }
 }
