@@ -1,6 +1,6 @@
 //! The built world: every namespace, device, table and cable of the simulated cluster.
 //!
-//! `world::build` turns a resolved [`Cluster`] into a [`World`]: the underlay (one L2 switch,
+//! `build::build` (in `sim/build.rs`) turns a resolved [`Cluster`] into a [`World`]: the underlay (one L2 switch,
 //! one cable each way per node) and, through `cni`, what the CNI plugin creates on each node.
 //! Construction helpers here do what the kernel does as a side effect (adding an address adds
 //! its LOCAL, broadcast and subnet routes), so CNI builders read like the plugin's netlink
