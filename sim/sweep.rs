@@ -107,10 +107,12 @@ pub struct DataPlane {
     pub delivered_pct: Option<f64>,
     /// CPU served on every node (kernel and userspace), ns.
     pub cpu_ns: u64,
-    /// cpu_ns / delivered (the summary's `totals.cpu_ns_per_datagram`); `None` when nothing
-    /// was delivered.
+    /// The summary's `totals.cpu_ns_per_datagram`: the CPU of the chains that carried the
+    /// workloads' datagrams per datagram delivered; `None` when nothing was delivered.
     pub cpu_ns_per_datagram: Option<f64>,
-    /// `totals.cpu_by_step` / delivered, ns: adds up to `cpu_ns_per_datagram`.
+    /// `totals.cpu_by_step` / delivered, ns: adds up to `cpu_ns` / delivered (all of the nodes'
+    /// CPU, ARP and other work outside the flows' chains too, so a little more than
+    /// `cpu_ns_per_datagram`).
     pub cpu_ns_per_datagram_by_step: BTreeMap<String, f64>,
     /// Flows between pods on two nodes.
     pub cross_node_flows: usize,

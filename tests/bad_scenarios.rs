@@ -992,3 +992,76 @@ fn txqueuelen_zero() {
         edit(&[("nodes: Count(count: 2, mtu: 1500)", "nodes: Count(count: 2, mtu: 1500, txqueuelen: 0)")]);
     check(&text, 11, 51, "txqueuelen 0 is outside 1..=");
 }
+
+/// BASE with `sweep: <sweep>` on the underlay's line (16); `at` is the text whose first
+/// character the error must point at.
+fn sweep_case(sweep: &str, at: &str, message: &str) {
+    let text = edit(&[("    underlay:", &format!("    sweep: {sweep}, underlay:"))]);
+    let line = text.lines().nth(15).unwrap();
+    let col = line.find(at).unwrap_or_else(|| panic!("{at:?} not in {line:?}")) + 1;
+    check(&text, 16, col, message);
+}
+
+#[test]
+fn sweep_across_cnis_errors_at_the_element() {
+    sweep_case(
+        r#"(parameter: "payload", values: [64], cnis: ["calico-ipip", "calico"])"#,
+        r#""calico"]"#,
+        "unknown CNI 'calico', expected 'all' or one of",
+    );
+    sweep_case(
+        r#"(parameter: "payload", values: [64], cnis: ["macvlan", "macvlan"])"#,
+        r#""macvlan"]"#,
+        "CNI 'macvlan' is listed twice; keep one",
+    );
+    sweep_case(
+        r#"(parameter: "payload", values: [64], cnis: ["macvlan", "all"])"#,
+        r#""all""#,
+        "'all' stands for every CNI; give it alone",
+    );
+    sweep_case(
+        r#"(parameter: "payload", values: [64, 256, 64])"#,
+        "64])",
+        "value 64 is listed twice; keep one",
+    );
+    sweep_case(
+        r#"(parameter: "payload", values: [64, 70000])"#,
+        "70000",
+        "value 70000 is outside 1..=65,507 (the most one UDP datagram holds over IPv4)",
+    );
+    sweep_case(r#"(parameter: "nodes", values: [0, 2])"#, "0, 2", "value 0 is outside 1..=100,000");
+    sweep_case(r#"(parameter: "pods_per_node", values: [])"#, "[]", "values is empty");
+    sweep_case(
+        r#"(parameter: "services", values: [10])"#,
+        r#""services""#,
+        "sweeping 'services' needs a generated_services section to vary",
+    );
+}
+
+#[test]
+fn nodes_sweep_needs_counted_nodes() {
+    let text = edit(&[
+        ("nodes: Count(count: 2, mtu: 1500),", "nodes: List([(name: \"node-1\"), (name: \"node-2\")]),"),
+        ("    underlay:", "    sweep: (parameter: \"nodes\", values: [2, 4]), underlay:"),
+    ]);
+    let col = text.lines().nth(15).unwrap().find("\"nodes\"").unwrap() + 1;
+    check(&text, 16, col, "sweeping 'nodes' needs nodes: Count(count: N, ...) to vary");
+}
+
+#[test]
+fn payload_sweep_needs_a_workload() {
+    let text = edit(&[
+        ("    underlay:", "    sweep: (parameter: \"payload\", values: [64]), underlay:"),
+        (
+            "        (name: \"cbr\", kind: UdpCbr(rate: \"100Mbit\", payload: 1400), from: Pod(\"node-1-pod-1\"), to: Pod(\"srv\")),\n",
+            "",
+        ),
+        (
+            "        (name: \"rr\", kind: UdpRr(request: 64, response: 1024), from: Node(\"node-1\"), to: Labels({\"app\": \"srv\"})),\n",
+            "",
+        ),
+    ]);
+    let line = text.lines().position(|l| l.contains("sweep:")).unwrap();
+    let col = text.lines().nth(line).unwrap().find("\"payload\"").unwrap() + 1;
+    check(&text, line + 1, col, "sweeping 'payload' needs a workload whose payload it sets");
+}

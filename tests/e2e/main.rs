@@ -10,6 +10,7 @@ mod pcap;
 mod quickstart;
 mod saturation;
 mod services;
+mod sweep_cni;
 
 use std::path::{Path, PathBuf};
 
