@@ -396,15 +396,7 @@ impl Summary {
                 .map(|w| WorkloadInfo {
                     name: w.name.clone(),
                     kind: kind_name(&w.kind).into(),
-                    params: match &w.kind {
-                        WorkloadKind::UdpCbr { rate, payload } => format!("{rate}, {payload} B payload"),
-                        WorkloadKind::UdpStream { payload } => {
-                            format!("as fast as the socket allows, {payload} B payload")
-                        }
-                        WorkloadKind::UdpRr { request, response, think, timeout } => format!(
-                            "{request} B request, {response} B response, think {think}, timeout {timeout}"
-                        ),
-                    },
+                    params: workload_params(&w.kind),
                     flows: w.flows.len(),
                 })
                 .collect(),
@@ -615,7 +607,19 @@ fn user_busy(sim: &Simulation, node: usize) -> u64 {
     sim.world.procs.iter().filter(|p| p.node == node).map(|p| p.busy.as_nanos()).sum()
 }
 
-fn kind_name(k: &WorkloadKind) -> &'static str {
+/// A workload kind's parameters in words, as reports show them.
+pub fn workload_params(k: &WorkloadKind) -> String {
+    match k {
+        WorkloadKind::UdpCbr { rate, payload } => format!("{rate}, {payload} B payload"),
+        WorkloadKind::UdpStream { payload } => format!("as fast as the socket allows, {payload} B payload"),
+        WorkloadKind::UdpRr { request, response, think, timeout } => {
+            format!("{request} B request, {response} B response, think {think}, timeout {timeout}")
+        }
+    }
+}
+
+/// A workload kind's key in summary.json and compare.json (`udp_cbr`, ...).
+pub fn kind_name(k: &WorkloadKind) -> &'static str {
     match k {
         WorkloadKind::UdpCbr { .. } => "udp_cbr",
         WorkloadKind::UdpStream { .. } => "udp_stream",

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::cluster::{Client, Cluster, Fabric, Target, WorkloadKind};
 use crate::run::Simulation;
-use crate::summary::{LatencyStats, Summary};
+use crate::summary::{kind_name, workload_params, LatencyStats, Summary};
 
 /// What every combination shares, from the scenario as written.
 pub(super) fn facts(c: &Cluster) -> ScenarioFacts {
@@ -63,29 +63,13 @@ pub(super) fn facts(c: &Cluster) -> ScenarioFacts {
             .iter()
             .map(|w| WorkloadFacts {
                 name: w.name.clone(),
-                kind: kind(&w.kind).into(),
-                params: match &w.kind {
-                    WorkloadKind::UdpCbr { rate, payload } => format!("{rate}, {payload} B payload"),
-                    WorkloadKind::UdpRr { request, response, think, .. } => {
-                        format!("{request} B request, {response} B response, think {think}")
-                    }
-                    WorkloadKind::UdpStream { payload } => {
-                        format!("as fast as the socket allows, {payload} B payload")
-                    }
-                },
+                kind: kind_name(&w.kind).into(),
+                params: workload_params(&w.kind),
                 flows: w.flows.len(),
             })
             .collect(),
         sender_node: sender.map(|n| c.nodes[n].name.clone()),
         receiver_node: receiver.map(|n| c.nodes[n].name.clone()),
-    }
-}
-
-fn kind(k: &WorkloadKind) -> &'static str {
-    match k {
-        WorkloadKind::UdpCbr { .. } => "udp_cbr",
-        WorkloadKind::UdpRr { .. } => "udp_rr",
-        WorkloadKind::UdpStream { .. } => "udp_stream",
     }
 }
 
@@ -228,7 +212,7 @@ fn workload(sim: &Simulation, s: &Summary, wi: usize, w: &crate::cluster::Worklo
     let transactions = sum(|f| f.transactions);
     WorkloadFigures {
         name: w.name.clone(),
-        kind: kind(&w.kind).into(),
+        kind: kind_name(&w.kind).into(),
         sent,
         delivered,
         dropped,
