@@ -296,6 +296,36 @@ pub enum WorkloadKind {
     /// UDP as fast as the socket allows (iperf3 `-u -b 0`): the next datagram as soon as
     /// `sendmsg` returns and the send buffer has room.
     UdpStream { payload: u32 },
+    /// TCP bulk transfer as iperf3 does it: `streams` parallel connections per (client,
+    /// server) pair, each writing `write` bytes per `send()` (iperf3's `-l`, 128 KiB by
+    /// default) as fast as the socket takes them, for the workload's duration.
+    TcpStream { streams: u32, write: u32 },
+    /// netperf TCP_RR: one connection; `request` bytes, then `response` bytes back, repeated
+    /// at once.
+    TcpRr { request: u32, response: u32 },
+    /// netperf TCP_CRR: connect, `request` bytes, `response` bytes back, close, repeated: every
+    /// transaction is a new connection (a new SYN through the proxy's first-packet path).
+    TcpCrr { request: u32, response: u32 },
+}
+
+/// `net.ipv4.tcp_rmem`'s maximum, 6 MiB (`tcp_init` sets it to 6 MiB when memory allows,
+/// net/ipv4/tcp.c; Documentation/networking/ip-sysctl.rst): where receive autotuning ends.
+/// smoltcp's buffers do not grow, so every TCP socket's receive buffer is this from the start.
+pub const TCP_RMEM_MAX: u32 = 6 * 1024 * 1024;
+/// `net.ipv4.tcp_wmem`'s maximum, 4 MiB (ip-sysctl.rst): where send autotuning ends; every
+/// TCP socket's send buffer.
+pub const TCP_WMEM_MAX: u32 = 4 * 1024 * 1024;
+/// iperf3's default write size for TCP (`-l`), 128 KiB (`DEFAULT_TCP_BLKSIZE`, src/iperf.h).
+pub const IPERF3_TCP_WRITE: u32 = 128 * 1024;
+
+impl WorkloadKind {
+    /// Whether the workload runs over TCP (smoltcp sockets) rather than UDP datagrams.
+    pub fn is_tcp(&self) -> bool {
+        matches!(
+            self,
+            WorkloadKind::TcpStream { .. } | WorkloadKind::TcpRr { .. } | WorkloadKind::TcpCrr { .. }
+        )
+    }
 }
 
 /// The CNI identifiers of DESIGN.md; `cni::build` builds each of them.

@@ -26,6 +26,24 @@ pub struct CostProfile {
     /// The application's `recvmsg()` on a UDP socket: syscall entry/exit, dequeue, skb free;
     /// the payload copy is `copy_per_kib`. ~600 ns (a syscall is ~500 ns, see `syscall`).
     pub udp_recvmsg: Duration,
+    /// `sendmsg()`/`write()` on a TCP socket, per call: syscall entry and exit, `tcp_sendmsg_locked`
+    /// (skb allocation into the write queue, `sk_stream_memory_free`), without the copy
+    /// (`copy_per_kib`) and without the segments' transmission (`tcp_xmit`). ~1 us, like a
+    /// UDP `sendmsg` (see `udp_send`).
+    pub tcp_sendmsg: Duration,
+    /// Transmitting one TCP segment (`tcp_write_xmit` -> `tcp_transmit_skb`: header and options
+    /// build, checksum, `ip_queue_xmit` up to the route lookup), data or pure ACK. ~500 ns:
+    /// with TSO and GSO off, the per-segment send path is the larger part of a bulk sender's
+    /// CPU (Cai et al., "Understanding Host Network Stack Overheads", SIGCOMM 2021, sec. 3).
+    pub tcp_xmit: Duration,
+    /// Receiving one TCP segment in softirq (`tcp_v4_rcv`: socket lookup, `tcp_rcv_established`
+    /// fast path, ACK processing, queueing to the receive queue and waking the reader). ~600 ns,
+    /// a little more than UDP's delivery (`udp_deliver`) for the ACK and window bookkeeping.
+    pub tcp_rcv: Duration,
+    /// `recvmsg()`/`read()` on a TCP socket, per call: syscall entry and exit,
+    /// `tcp_recvmsg_locked` walking the receive queue and freeing skbs, the window update
+    /// check; the copy is `copy_per_kib`. ~600 ns, like `udp_recvmsg`.
+    pub tcp_recvmsg: Duration,
     /// Copying payload between user and kernel space, per KiB (memcpy at ~10 GB/s: ~100 ns/KiB).
     pub copy_per_kib: Duration,
     /// `veth_xmit()` handing a frame to the peer and `netif_rx()` on the other side (one
@@ -146,6 +164,10 @@ impl Default for CostProfile {
             udp_send: Duration::from_nanos(1_000),
             udp_deliver: Duration::from_nanos(400),
             udp_recvmsg: Duration::from_nanos(600),
+            tcp_sendmsg: Duration::from_nanos(1_000),
+            tcp_xmit: Duration::from_nanos(500),
+            tcp_rcv: Duration::from_nanos(600),
+            tcp_recvmsg: Duration::from_nanos(600),
             copy_per_kib: Duration::from_nanos(100),
             veth_xmit: Duration::from_nanos(300),
             bridge_forward: Duration::from_nanos(150),
@@ -200,6 +222,9 @@ pub enum Step {
     Socket,
     /// Payload copies between user and kernel space.
     Copy,
+    /// The TCP stack: segments built and sent (`tcp_write_xmit`), received and acknowledged
+    /// (`tcp_v4_rcv`).
+    Tcp,
     /// veth transmit and the peer's `netif_rx`.
     Veth,
     /// Linux bridge input, FDB lookup and learning.
@@ -235,10 +260,11 @@ pub enum Step {
 }
 
 impl Step {
-    pub const COUNT: usize = 17;
+    pub const COUNT: usize = 18;
     pub const ALL: [Step; Step::COUNT] = [
         Step::Socket,
         Step::Copy,
+        Step::Tcp,
         Step::Veth,
         Step::Bridge,
         Step::Ip,
@@ -261,6 +287,7 @@ impl Step {
         match self {
             Step::Socket => "socket",
             Step::Copy => "copy",
+            Step::Tcp => "tcp",
             Step::Veth => "veth",
             Step::Bridge => "bridge",
             Step::Ip => "ip",

@@ -57,6 +57,8 @@ pub enum Action {
     Deliver { ns: NsId, pkt: Packet },
     /// The application in namespace `ns` has read the datagram (`recvmsg` returned).
     Read { ns: NsId, pkt: Packet },
+    /// Hand the TCP segment to namespace `ns`'s TCP stack.
+    DeliverTcp { ns: NsId, pkt: Packet },
     /// The frame is gone, for this reason.
     Drop { pkt: Packet, reason: DropReason },
     /// Fire the ARP retransmit timer for `ip` in `ns` after `after`.
@@ -157,6 +159,20 @@ pub fn udp_send(w: &mut World, cx: &mut Ctx, ns: NsId, mut pkt: Packet) {
     let eth0 = w.netns[ns].devices.get(1).copied().unwrap_or(0);
     hop(w, cx, &mut pkt, eth0, "sendmsg", || format!("UDP socket, {payload} B payload"));
     ip_output(w, cx, ns, pkt);
+}
+
+/// A TCP stack in namespace `ns` sends the segment in `pkt` (Ethernet header blank):
+/// `tcp_transmit_skb`, then `ip_queue_xmit` routes it as any local packet.
+pub fn tcp_output(w: &mut World, cx: &mut Ctx, ns: NsId, mut pkt: Packet) {
+    cx.charge(Step::Tcp, w.costs.tcp_xmit);
+    let eth0 = w.netns[ns].devices.get(1).copied().unwrap_or(0);
+    let len = pkt_len(&pkt);
+    hop(w, cx, &mut pkt, eth0, "tcp xmit", || format!("TCP segment, {len} B"));
+    ip_output(w, cx, ns, pkt);
+}
+
+fn pkt_len(pkt: &Packet) -> usize {
+    pkt.frame.len() - ETH_HEADER
 }
 
 /// Routes a locally generated packet (`ip_route_output_key`, then [`ip_finish_output`]).
@@ -663,6 +679,20 @@ fn ip_rcv(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
     ip_finish_output(w, cx, ns, &route, dst, pkt, Some(dev));
 }
 
+/// `tcp_v4_rcv`: a segment for the namespace's TCP stack (its checksum, socket lookup and
+/// state machine are smoltcp's, once the chain's time has been served). A namespace with no
+/// TCP stack has no socket on any TCP port.
+fn tcp_rcv(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, mut pkt: Packet) {
+    if !w.netns[ns].tcp_stack {
+        hop(w, cx, &mut pkt, dev, "drop", || "no TCP socket in this namespace".into());
+        return cx.drop(pkt, DropReason::PortUnreachable);
+    }
+    cx.charge(Step::Tcp, w.costs.tcp_rcv);
+    let len = pkt_len(&pkt);
+    hop(w, cx, &mut pkt, dev, "deliver", || format!("TCP segment, {len} B"));
+    cx.actions.push(Action::DeliverTcp { ns, pkt });
+}
+
 /// `ip_local_deliver` -> `udp_rcv`: checksum, socket lookup, copy to the application.
 fn ip_local_deliver(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, mut pkt: Packet) {
     let ip = Ipv4Packet::new_unchecked(pkt.ip());
@@ -675,6 +705,7 @@ fn ip_local_deliver(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, mut pkt: 
     match ip.next_header() {
         IpProtocol::Icmp => return icmp_rcv(w, ns, pkt),
         IpProtocol::Udp => {}
+        IpProtocol::Tcp => return tcp_rcv(w, cx, ns, dev, pkt),
         IpProtocol::Unknown(4) => return ipip_rcv(w, cx, ns, pkt),
         _ => return cx.drop(pkt, DropReason::UnknownProtocol),
     }

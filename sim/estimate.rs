@@ -147,6 +147,18 @@ pub fn estimate(c: &Cluster, pcap: bool) -> Estimate {
             bytes: frame_bytes.saturating_mul(12),
         });
     }
+    let sockets = tcp_sockets(c);
+    if sockets > 0 {
+        parts.push(Part {
+            what: format!(
+                "{sockets} TCP sockets' buffers (tcp_rmem and tcp_wmem maxima, {} B each, used whole by a \
+                 stream)",
+                crate::cluster::TCP_RMEM_MAX + crate::cluster::TCP_WMEM_MAX
+            ),
+            bytes: sockets
+                .saturating_mul(u64::from(crate::cluster::TCP_RMEM_MAX + crate::cluster::TCP_WMEM_MAX)),
+        });
+    }
     let connections = connections(c);
     if connections > 0 {
         parts.push(Part {
@@ -180,6 +192,14 @@ fn datagrams(c: &Cluster) -> (u64, u64) {
             WorkloadKind::UdpStream { payload } => {
                 (max_send_rate(c, payload) * secs, payload + UDP_IP_HEADERS + 14)
             }
+            // A stream carries at most its client's NIC rate in segments of about an MTU.
+            WorkloadKind::TcpStream { streams, .. } => {
+                let per = c.nodes.first().map_or(0.0, |n| n.nic_bandwidth.0 as f64 / (1500.0 * 8.0));
+                (per * secs * f64::from(streams), 1514)
+            }
+            WorkloadKind::TcpRr { request, response } | WorkloadKind::TcpCrr { request, response } => {
+                (4.0 * secs / 30e-6, (request + response) / 2 + 54)
+            }
             // A closed loop: at most one exchange per round trip of some 20 us, plus think time.
             WorkloadKind::UdpRr { request, response, think, .. } => {
                 let cycle = think.as_nanos() as f64 / 1e9 + 20e-6;
@@ -191,6 +211,17 @@ fn datagrams(c: &Cluster) -> (u64, u64) {
         bytes = bytes.saturating_add(n.saturating_mul(u64::from(frame) + 16));
     }
     (count, bytes)
+}
+
+/// TCP sockets alive at once: both ends of every stream, of every request/response flow's
+/// connection (a connect-per-transaction flow has one open at a time).
+fn tcp_sockets(c: &Cluster) -> u64 {
+    let per = |k: &WorkloadKind| match *k {
+        WorkloadKind::TcpStream { streams, .. } => 2 * u64::from(streams),
+        WorkloadKind::TcpRr { .. } | WorkloadKind::TcpCrr { .. } => 2,
+        _ => 0,
+    };
+    c.workloads.iter().map(|w| per(&w.kind).saturating_mul(w.flows.len() as u64)).sum()
 }
 
 /// Connections conntrack holds at the end: one per flow, or one per request for workloads that

@@ -145,6 +145,90 @@ pub struct FlowObs {
     pub cores: BTreeMap<(usize, usize), Duration>,
     /// CPU time of userspace data-plane processes (`World::procs` index) spent on this flow.
     pub procs: BTreeMap<usize, Duration>,
+    /// A TCP workload's streams.
+    pub tcp: Option<TcpObs>,
+}
+
+/// Samples in a stream's time series: the workload's active time in this many intervals.
+pub const TCP_SERIES_POINTS: usize = 100;
+
+/// What a TCP flow's connections did.
+pub struct TcpObs {
+    /// One per stream of a bulk transfer; a request/response flow has one for all its
+    /// connections.
+    pub streams: Vec<StreamObs>,
+    /// Connections opened.
+    pub connections: u64,
+    start: Instant,
+    /// Length of one time-series interval.
+    pub interval: Duration,
+}
+
+/// One TCP stream's counters.
+pub struct StreamObs {
+    /// Bytes the applications wrote and read (goodput: what reached the reader).
+    pub bytes_written: u64,
+    pub bytes_read: u64,
+    /// Segments sent by the client (`[0]`) and the server (`[1]`); those that carried data;
+    /// those that were retransmissions (sequence space already sent).
+    pub segments: [u64; 2],
+    pub data_segments: [u64; 2],
+    pub retransmits: [u64; 2],
+    pub retransmitted_bytes: u64,
+    /// Round-trip times of the client's data: send to the ACK that covers it (Karn's rule).
+    pub rtt: Histogram<u64>,
+    /// Segments lost on the way, by reason.
+    pub drops: BTreeMap<DropReason, u64>,
+    /// Per interval: bytes read by the receiver; the most client bytes in flight (sent, not
+    /// acknowledged: what the congestion and receive windows allow).
+    pub goodput: Vec<u64>,
+    pub in_flight: Vec<u32>,
+}
+
+impl TcpObs {
+    pub fn new(streams: usize, start: Instant, end: Instant) -> TcpObs {
+        let span = end.saturating_since(start).as_nanos().max(1);
+        let interval = Duration::from_nanos(span.div_ceil(TCP_SERIES_POINTS as u64).max(1));
+        TcpObs {
+            streams: (0..streams)
+                .map(|_| StreamObs {
+                    bytes_written: 0,
+                    bytes_read: 0,
+                    segments: [0; 2],
+                    data_segments: [0; 2],
+                    retransmits: [0; 2],
+                    retransmitted_bytes: 0,
+                    rtt: new_histogram(),
+                    drops: BTreeMap::new(),
+                    goodput: vec![0; TCP_SERIES_POINTS],
+                    in_flight: vec![0; TCP_SERIES_POINTS],
+                })
+                .collect(),
+            connections: 0,
+            start,
+            interval,
+        }
+    }
+
+    fn slot(&self, t: Instant) -> usize {
+        ((t.saturating_since(self.start).as_nanos() / self.interval.as_nanos()) as usize)
+            .min(TCP_SERIES_POINTS - 1)
+    }
+
+    /// The receiver of `stream` read `bytes` at `t`.
+    pub fn read(&mut self, stream: usize, t: Instant, bytes: u64) {
+        let i = self.slot(t);
+        let s = &mut self.streams[stream];
+        s.bytes_read += bytes;
+        s.goodput[i] += bytes;
+    }
+
+    /// `bytes` of the client's data of `stream` were in flight at `t`.
+    pub fn in_flight(&mut self, stream: usize, t: Instant, bytes: u32) {
+        let i = self.slot(t);
+        let s = &mut self.streams[stream];
+        s.in_flight[i] = s.in_flight[i].max(bytes);
+    }
 }
 
 impl FlowObs {
@@ -166,6 +250,7 @@ impl FlowObs {
             steps: [Duration::ZERO; Step::COUNT],
             cores: BTreeMap::new(),
             procs: BTreeMap::new(),
+            tcp: None,
         }
     }
 }

@@ -211,6 +211,7 @@ mod tests {
                 utilisation: 0.25,
                 top_steps: vec![("socket".into(), 3_000)],
             }),
+            tcp: None,
         }
     }
 

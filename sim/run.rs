@@ -9,6 +9,7 @@
 //! events.
 
 mod socket;
+mod tcp;
 mod workload;
 
 use std::net::Ipv4Addr;
@@ -27,6 +28,7 @@ use crate::time::Instant;
 use crate::userspace::{Input, Output};
 use crate::world::{Core, LinkEnd, NsKind, World};
 pub use socket::Sock;
+pub use tcp::{Conn, TcpFlow, TcpHost};
 
 /// Every kind of event. Order of variants does not matter: ties break by insertion order.
 #[derive(Debug)]
@@ -43,6 +45,8 @@ pub enum Event {
     Deliver { ns: NsId, pkt: Packet },
     /// The application has read a datagram (`recvmsg` returned).
     Read { ns: NsId, pkt: Packet },
+    /// The kernel hands a TCP segment to the namespace's TCP stack (`tcp_v4_rcv` done).
+    DeliverTcp { ns: NsId, pkt: Packet },
     /// ARP retransmit timer.
     ArpTimer { ns: NsId, ip: Ipv4Addr },
     /// A userspace process reads a packet (it queues behind the process's earlier work).
@@ -51,6 +55,12 @@ pub enum Event {
     UserDone { proc: usize, outputs: Vec<Output> },
     /// Change `index` of the scenario happens (a pod is deleted).
     Change { index: usize },
+    /// smoltcp's next timer in TCP host `host` (`Simulation::tcp`) is due.
+    TcpPoll { host: u32 },
+    /// TCP host `host`'s last segment has been through its chain: the next one goes.
+    TcpXmit { host: u32 },
+    /// A TCP application's `write()` or `read()` has been served: the socket sees it.
+    TcpApp { host: u32, flow: u32, conn: u32, server: bool, op: tcp::AppOp },
     /// A node's proxy finished syncing to Service table `version` for a change made at
     /// `changed_at`: the new rules take effect.
     SyncDone { node: usize, version: usize, changed_at: Instant, rules: Box<crate::proxy::node::Rules> },
@@ -97,6 +107,8 @@ pub struct Flow {
     outstanding: Option<(u64, Instant)>,
     /// The client's socket (`[0]`: sends requests, reads answers) and the server's (`[1]`).
     pub socks: [Sock; 2],
+    /// A TCP workload's connections and applications.
+    pub tcp: Option<Box<TcpFlow>>,
 }
 
 pub struct Simulation {
@@ -109,6 +121,10 @@ pub struct Simulation {
     pub end: Instant,
     /// Ephemeral ports, headless and generated-Service picks, socket-LB backend choices.
     rng: rand_chacha::ChaCha8Rng,
+    /// The TCP stacks of the namespaces at the ends of TCP workloads.
+    pub tcp: Vec<TcpHost>,
+    /// `tcp` index of each namespace's stack, by namespace.
+    tcp_host_of: Vec<Option<usize>>,
 }
 
 impl Simulation {
@@ -161,6 +177,7 @@ impl Simulation {
                         Sock::new(ck.wmem_default, ck.rmem_default),
                         Sock::new(sk.wmem_default, sk.rmem_default),
                     ],
+                    tcp: None,
                 });
             }
         }
@@ -173,7 +190,7 @@ impl Simulation {
         }
         let obs = Observations::new(flows.len());
         let flow_rng = rngs.stream(Component::Workload, u64::MAX >> 16);
-        Simulation {
+        let mut sim = Simulation {
             world,
             queue,
             obs,
@@ -181,7 +198,11 @@ impl Simulation {
             trace_first: true,
             end: Instant::ZERO + cluster.duration,
             rng: flow_rng,
-        }
+            tcp: Vec::new(),
+            tcp_host_of: Vec::new(),
+        };
+        sim.tcp_setup();
+        sim
     }
 
     /// Runs to the end of the scenario and checks packet conservation.
@@ -256,7 +277,7 @@ impl Simulation {
                                 // sees it (rx_missed_errors), at no CPU cost.
                                 return self.drop(pkt, DropReason::RxRingFull);
                             }
-                            let flow = pkt.meta.data.map(|d| d.flow);
+                            let flow = pkt.meta.flow();
                             self.chain(node, t, hash, Work::Rx, flow, |w, cx| {
                                 datapath::nic_rx(w, cx, nic, pkt)
                             });
@@ -266,9 +287,15 @@ impl Simulation {
             }
             Event::Deliver { ns, pkt } => self.deliver(t, ns, pkt),
             Event::Read { ns, pkt } => self.read(t, ns, pkt),
+            Event::DeliverTcp { ns, pkt } => self.tcp_input(t, ns, pkt),
             Event::User { proc, input, pkt } => self.user(t, proc, input, pkt),
             Event::UserDone { proc, outputs } => self.user_done(t, proc, outputs),
             Event::Change { index } => self.change(t, index),
+            Event::TcpPoll { host } => self.tcp_timer(t, host),
+            Event::TcpXmit { host } => self.tcp_xmit_next(t, host as usize),
+            Event::TcpApp { host, flow, conn, server, op } => {
+                self.tcp_app_done(t, host as usize, flow, conn, server, op)
+            }
             Event::SyncDone { node, version, changed_at, rules } => {
                 self.sync_done(t, node, version, changed_at, *rules)
             }
@@ -372,6 +399,13 @@ impl Simulation {
                     }
                 }
                 Action::Deliver { ns, pkt } => self.queue.schedule(at, Event::Deliver { ns, pkt }),
+                Action::DeliverTcp { ns, pkt } => {
+                    if at == self.queue.now() {
+                        self.tcp_input(at, ns, pkt);
+                    } else {
+                        self.queue.schedule(at, Event::DeliverTcp { ns, pkt });
+                    }
+                }
                 Action::Read { ns, pkt } => self.queue.schedule(at, Event::Read { ns, pkt }),
                 Action::Drop { pkt, reason } => self.drop(pkt, reason),
                 Action::ArpTimer { ns, ip, after } => {
@@ -407,7 +441,7 @@ impl Simulation {
         if let Some(reason) = full {
             return self.drop(pkt, reason);
         }
-        let data_flow = pkt.meta.data.map(|d| d.flow);
+        let data_flow = pkt.meta.flow();
         let costs = &self.world.costs;
         let p = &mut self.world.procs[proc];
         if let Some(tr) = pkt.meta.trace.as_mut() {
@@ -470,21 +504,21 @@ impl Simulation {
                     // The socket the process sends from receives too.
                     self.world.netns[ns].user_ports.entry(sport).or_insert(proc);
                     let hash = flow_hash(&pkt.frame);
-                    let flow = pkt.meta.data.map(|d| d.flow);
+                    let flow = pkt.meta.flow();
                     self.chain(node, t, hash, Work::Process, flow, |w, cx| {
                         datapath::user_send_udp(w, cx, ns, (src, sport), (dst, port), &payload, pkt, df)
                     });
                 }
                 Output::Tun { dev, pkt } => {
                     let hash = flow_hash(&pkt.frame);
-                    let flow = pkt.meta.data.map(|d| d.flow);
+                    let flow = pkt.meta.flow();
                     self.chain(node, t, hash, Work::Process, flow, |w, cx| {
                         datapath::tun_write(w, cx, dev, pkt)
                     });
                 }
                 Output::Inject { dev, pkt } => {
                     let hash = flow_hash(&pkt.frame);
-                    let flow = pkt.meta.data.map(|d| d.flow);
+                    let flow = pkt.meta.flow();
                     self.chain(node, t, hash, Work::Process, flow, |w, cx| {
                         datapath::user_inject(w, cx, dev, pkt)
                     });
@@ -528,6 +562,23 @@ impl Simulation {
     }
 
     fn drop(&mut self, mut pkt: Packet, reason: DropReason) {
+        // A TCP segment's loss counts for its stream; a flooded copy that reached the wrong
+        // host (or went back out of its port) is no loss.
+        if let Some(tag) =
+            pkt.meta.tcp.filter(|_| !matches!(reason, DropReason::NotForThisHost | DropReason::SamePort))
+        {
+            let stream = match self.flows[tag.flow as usize].kind {
+                WorkloadKind::TcpStream { .. } => tag.conn as usize,
+                _ => 0,
+            };
+            if let Some(o) = self.obs.flows[tag.flow as usize].tcp.as_mut() {
+                *o.streams[stream].drops.entry(reason).or_default() += 1;
+            }
+            if let Some(t) = pkt.meta.trace.take() {
+                self.world.control_hops.extend(*t);
+            }
+            return;
+        }
         match pkt.meta.data {
             Some(tag) => {
                 self.obs.dropped(Some(&tag), pkt.meta.flood, reason);
@@ -658,7 +709,11 @@ impl Simulation {
                 | Event::Timeout { .. }
                 | Event::ArpTimer { .. }
                 | Event::Change { .. }
-                | Event::SyncDone { .. } => {}
+                | Event::SyncDone { .. }
+                | Event::DeliverTcp { .. }
+                | Event::TcpPoll { .. }
+                | Event::TcpXmit { .. }
+                | Event::TcpApp { .. } => {}
             }
         }
         for ns in &self.world.netns {

@@ -461,7 +461,7 @@ pub struct Workload {
     pub kind: WorkloadKind,
     pub from: Selector,
     pub to: Selector,
-    /// Destination UDP port on the server (default 5201).
+    /// Destination port on the server, UDP or TCP as the kind is (default 5201, iperf3's).
     #[serde(default = "default_port")]
     pub port: u16,
     /// When the generator starts (default `"0s"`).
@@ -504,6 +504,28 @@ pub enum WorkloadKind {
         think: Duration,
         #[serde(default = "default_timeout")]
         timeout: Duration,
+    },
+    /// TCP bulk transfer like iperf3: `streams` parallel connections (`-P`, default 1), each
+    /// writing `write` bytes per call (`-l`, default 128 KiB).
+    TcpStream {
+        #[serde(default = "default_streams")]
+        streams: u32,
+        #[serde(default = "default_tcp_write")]
+        write: u32,
+    },
+    /// netperf TCP_RR: request/response on one connection (netperf's defaults: 1 B each).
+    TcpRr {
+        #[serde(default = "default_rr_size")]
+        request: u32,
+        #[serde(default = "default_rr_size")]
+        response: u32,
+    },
+    /// netperf TCP_CRR: a new connection per request/response transaction.
+    TcpCrr {
+        #[serde(default = "default_rr_size")]
+        request: u32,
+        #[serde(default = "default_rr_size")]
+        response: u32,
     },
 }
 
@@ -569,6 +591,15 @@ fn default_port() -> u16 {
 }
 fn default_payload() -> u32 {
     1400
+}
+fn default_streams() -> u32 {
+    1
+}
+fn default_tcp_write() -> u32 {
+    crate::cluster::IPERF3_TCP_WRITE
+}
+fn default_rr_size() -> u32 {
+    1
 }
 fn default_timeout() -> Duration {
     Duration::from_secs(1)

@@ -247,6 +247,47 @@ pub struct FlowSummary {
     pub cpu_ns_per_datagram: f64,
     /// The busiest core or process the flow used.
     pub bottleneck: Option<Bottleneck>,
+    /// A TCP workload's connections (absent for UDP flows). For TCP flows `sent`, `delivered`
+    /// and `latency` are empty (they count datagrams), `payload_bytes` is the bytes the
+    /// applications read, and `rtt` (TCP_RR, TCP_CRR) is the transaction time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpSummary>,
+}
+
+/// What a TCP flow's connections did.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TcpSummary {
+    /// Connections opened (one per stream, or one per transaction for TCP_CRR).
+    pub connections: u64,
+    /// Length of one interval of the time series, ns (the flow's active time in 100).
+    pub interval_ns: u64,
+    /// One per stream of a bulk transfer; request/response flows have one for all their
+    /// connections.
+    pub streams: Vec<StreamSummary>,
+}
+
+/// One TCP stream.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StreamSummary {
+    /// Bytes the applications wrote, and read at the other end (both directions).
+    pub bytes_written: u64,
+    pub bytes_read: u64,
+    /// Bits read per second of the flow's active time: the stream's goodput.
+    pub goodput_bps: f64,
+    /// Segments the client and the server sent (`[client, server]`), those with data, and
+    /// retransmissions (sequence space sent before).
+    pub segments: [u64; 2],
+    pub data_segments: [u64; 2],
+    pub retransmits: [u64; 2],
+    pub retransmitted_bytes: u64,
+    /// Round-trip times of the client's data segments, send to covering ACK (Karn's rule).
+    pub rtt: LatencyStats,
+    /// Segments lost on the way, by reason.
+    pub drops_by_reason: BTreeMap<String, u64>,
+    /// Per interval: goodput in bit/s, and the most client bytes in flight (sent, not yet
+    /// acknowledged: what the congestion and receive windows let out).
+    pub goodput_bps_series: Vec<f64>,
+    pub in_flight_bytes_series: Vec<u32>,
 }
 
 /// Latency distribution, in nanoseconds. All zero when `count` is 0.
@@ -615,6 +656,16 @@ pub fn workload_params(k: &WorkloadKind) -> String {
         WorkloadKind::UdpRr { request, response, think, timeout } => {
             format!("{request} B request, {response} B response, think {think}, timeout {timeout}")
         }
+        WorkloadKind::TcpStream { streams, write } => {
+            let s = if *streams == 1 { "" } else { "s" };
+            format!("{streams} stream{s}, {write} B writes")
+        }
+        WorkloadKind::TcpRr { request, response } => {
+            format!("{request} B request, {response} B response, one connection")
+        }
+        WorkloadKind::TcpCrr { request, response } => {
+            format!("{request} B request, {response} B response, a new connection each")
+        }
     }
 }
 
@@ -624,6 +675,9 @@ pub fn kind_name(k: &WorkloadKind) -> &'static str {
         WorkloadKind::UdpCbr { .. } => "udp_cbr",
         WorkloadKind::UdpStream { .. } => "udp_stream",
         WorkloadKind::UdpRr { .. } => "udp_rr",
+        WorkloadKind::TcpStream { .. } => "tcp_stream",
+        WorkloadKind::TcpRr { .. } => "tcp_rr",
+        WorkloadKind::TcpCrr { .. } => "tcp_crr",
     }
 }
 
@@ -655,7 +709,35 @@ fn flow_summary(sim: &Simulation, i: usize, f: &crate::run::Flow) -> FlowSummary
     };
     let active = (f.end.saturating_since(f.start)).as_secs_f64();
     let cpu_ns: u64 = o.steps.iter().map(|d| d.as_nanos()).sum();
-    let rtt = matches!(f.kind, WorkloadKind::UdpRr { .. }).then(|| LatencyStats::from_histogram(&o.rtt));
+    let rtt = matches!(
+        f.kind,
+        WorkloadKind::UdpRr { .. } | WorkloadKind::TcpRr { .. } | WorkloadKind::TcpCrr { .. }
+    )
+    .then(|| LatencyStats::from_histogram(&o.rtt));
+    let tcp = o.tcp.as_ref().map(|t| {
+        let secs = t.interval.as_nanos() as f64 / 1e9;
+        TcpSummary {
+            connections: t.connections,
+            interval_ns: t.interval.as_nanos(),
+            streams: t
+                .streams
+                .iter()
+                .map(|st| StreamSummary {
+                    bytes_written: st.bytes_written,
+                    bytes_read: st.bytes_read,
+                    goodput_bps: if active > 0.0 { st.bytes_read as f64 * 8.0 / active } else { 0.0 },
+                    segments: st.segments,
+                    data_segments: st.data_segments,
+                    retransmits: st.retransmits,
+                    retransmitted_bytes: st.retransmitted_bytes,
+                    rtt: LatencyStats::from_histogram(&st.rtt),
+                    drops_by_reason: reasons(&st.drops),
+                    goodput_bps_series: st.goodput.iter().map(|&b| b as f64 * 8.0 / secs).collect(),
+                    in_flight_bytes_series: st.in_flight.clone(),
+                })
+                .collect(),
+        }
+    });
     FlowSummary {
         id: i,
         workload: c.workloads[f.workload].name.clone(),
@@ -689,11 +771,12 @@ fn flow_summary(sim: &Simulation, i: usize, f: &crate::run::Flow) -> FlowSummary
         cpu_by_step: step_map(&o.steps),
         cpu_ns_per_datagram: if o.delivered > 0 { cpu_ns as f64 / o.delivered as f64 } else { 0.0 },
         bottleneck: bottleneck(sim, o),
-        overhead_ratio: if o.payload_bytes > 0 {
+        overhead_ratio: if o.payload_bytes > 0 && o.wire_bytes >= o.payload_bytes {
             (o.wire_bytes - o.payload_bytes) as f64 / o.payload_bytes as f64
         } else {
             0.0
         },
+        tcp,
     }
 }
 

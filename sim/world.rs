@@ -151,6 +151,8 @@ pub struct Netns {
     pub cilium: Option<Box<CiliumMaps>>,
     /// Next IPv4 identification value for locally generated packets.
     pub next_ident: u16,
+    /// A TCP stack (smoltcp, in `run`) serves this namespace's TCP segments.
+    pub tcp_stack: bool,
 }
 
 pub struct Device {
@@ -489,6 +491,7 @@ impl World {
             frag_meta: FxHashMap::default(),
             cilium: None,
             next_ident: 1,
+            tcp_stack: false,
         });
         let lo = self.add_device(id, "lo".into(), Mac([0; 6]), 65536, DeviceKind::Loopback);
         self.add_addr(lo, Ipv4Addr::LOCALHOST, 8);

@@ -59,9 +59,19 @@ pub struct Hop {
     pub size: usize,
 }
 
+/// Accounting tag of a TCP segment: the flow and the connection of it that sent it. TCP
+/// segments carry no [`DataTag`] (they are not datagrams: packet conservation is about those).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpTag {
+    pub flow: u32,
+    pub conn: u32,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Meta {
     pub data: Option<DataTag>,
+    /// Set on the segments of a TCP workload's connections.
+    pub tcp: Option<TcpTag>,
     /// Hops taken so far, when this packet is traced.
     pub trace: Option<Box<Vec<Hop>>>,
     /// Flood group of a data packet copied by a bridge or switch flood (0: not a copy).
@@ -82,6 +92,14 @@ pub struct Meta {
 pub struct Packet {
     pub frame: Vec<u8>,
     pub meta: Meta,
+}
+
+impl Meta {
+    /// The workload flow whose traffic this is (a datagram's or a TCP segment's), for CPU
+    /// accounting.
+    pub fn flow(&self) -> Option<u32> {
+        self.data.map(|d| d.flow).or(self.tcp.map(|t| t.flow))
+    }
 }
 
 impl Packet {

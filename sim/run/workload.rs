@@ -31,6 +31,9 @@ impl Simulation {
         if t >= f.end {
             return;
         }
+        if f.kind.is_tcp() {
+            return self.tcp_start(t, flow);
+        }
         let s = &mut f.socks[0];
         if t < s.thread_free {
             let at = s.thread_free;
@@ -52,6 +55,9 @@ impl Simulation {
         let payload = match f.kind {
             WorkloadKind::UdpCbr { payload, .. } | WorkloadKind::UdpStream { payload } => payload,
             WorkloadKind::UdpRr { request, .. } => request,
+            WorkloadKind::TcpStream { .. } | WorkloadKind::TcpRr { .. } | WorkloadKind::TcpCrr { .. } => {
+                return self.tcp_start(t, flow);
+            }
         };
         if let WorkloadKind::UdpRr { timeout, .. } = f.kind {
             f.outstanding = Some((seq, t));
@@ -93,7 +99,10 @@ impl Simulation {
                 (f.start + Duration::from_nanos(ns as u64)).max(done)
             }
             WorkloadKind::UdpStream { .. } => done,
-            WorkloadKind::UdpRr { .. } => return,
+            WorkloadKind::UdpRr { .. }
+            | WorkloadKind::TcpStream { .. }
+            | WorkloadKind::TcpRr { .. }
+            | WorkloadKind::TcpCrr { .. } => return,
         };
         if next < f.end {
             self.queue.schedule(next, Event::Send { flow });

@@ -91,7 +91,10 @@ pub(super) fn apply_overrides(s: &mut Scenario, o: &Overrides) {
             match &mut w.kind {
                 scenario::WorkloadKind::UdpCbr { payload, .. }
                 | scenario::WorkloadKind::UdpStream { payload } => *payload = p,
-                scenario::WorkloadKind::UdpRr { request, .. } => *request = p,
+                scenario::WorkloadKind::UdpRr { request, .. }
+                | scenario::WorkloadKind::TcpRr { request, .. }
+                | scenario::WorkloadKind::TcpCrr { request, .. } => *request = p,
+                scenario::WorkloadKind::TcpStream { write, .. } => *write = p,
             }
         }
     }

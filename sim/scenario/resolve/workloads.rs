@@ -203,6 +203,19 @@ pub(super) fn resolve_workloads(
                 "an external host sends to the cluster (a NodePort); pods send to external hosts",
             ));
         }
+        if kind.is_tcp() && !matches!(w.to, Selector::Pod(_) | Selector::Node(_) | Selector::Labels(_)) {
+            return Err(loc.err(
+                at!["workloads", i, "to"],
+                "TCP workloads run between pods so far (TCP through Services and to or from external hosts \
+                 needs conntrack's TCP tracking, which is not built yet); select pods with Pod, Node or Labels",
+            ));
+        }
+        if kind.is_tcp() && matches!(w.from, Selector::External(_)) {
+            return Err(loc.err(
+                at!["workloads", i, "from"],
+                "TCP workloads run between pods so far; select pods with Pod, Node or Labels",
+            ));
+        }
         let from: Vec<Client> = match &w.from {
             Selector::External(name) => match externals.iter().position(|e| &e.name == name) {
                 Some(e) => vec![Client::External(e)],
@@ -357,8 +370,49 @@ fn resolve_kind(loc: &Locator, i: usize, kind: &scenario::WorkloadKind) -> Res<W
             }
             Ok(WorkloadKind::UdpRr { request, response, think, timeout })
         }
+        scenario::WorkloadKind::TcpStream { streams, write } => {
+            if !(1..=MAX_STREAMS).contains(&streams) {
+                return Err(loc.err(
+                    &field("streams"),
+                    format!("streams {streams} is outside 1..={MAX_STREAMS} (iperf3's -P limit)"),
+                ));
+            }
+            if !(1..=MAX_TCP_WRITE).contains(&write) {
+                return Err(loc.err(
+                    &field("write"),
+                    format!(
+                        "write {write} B is outside 1..={MAX_TCP_WRITE} (iperf3's largest -l, 1 MiB); iperf3 \
+                         writes 128 KiB by default"
+                    ),
+                ));
+            }
+            Ok(WorkloadKind::TcpStream { streams, write })
+        }
+        scenario::WorkloadKind::TcpRr { request, response }
+        | scenario::WorkloadKind::TcpCrr { request, response } => {
+            for (name, v) in [("request", request), ("response", response)] {
+                if !(1..=MAX_TCP_MESSAGE).contains(&v) {
+                    return Err(loc.err(
+                        &field(name),
+                        format!("{name} {v} B is outside 1..={MAX_TCP_MESSAGE} (one socket buffer); send at least 1 byte"),
+                    ));
+                }
+            }
+            Ok(match kind {
+                scenario::WorkloadKind::TcpRr { .. } => WorkloadKind::TcpRr { request, response },
+                _ => WorkloadKind::TcpCrr { request, response },
+            })
+        }
     }
 }
+
+/// iperf3's `-P` limit (`MAX_STREAMS`, src/iperf.h).
+const MAX_STREAMS: u32 = 128;
+/// iperf3's largest `-l` for TCP (`MAX_BLOCKSIZE`, 1 MiB, src/iperf.h).
+const MAX_TCP_WRITE: u32 = 1024 * 1024;
+/// A TCP_RR message fits a request/response socket's buffers (`tcp_rmem`'s default, 128 KiB):
+/// one write, one read.
+const MAX_TCP_MESSAGE: u32 = 128 * 1024;
 
 /// Datagrams must fit the pod MTU: fragmentation is not modelled.
 #[allow(clippy::too_many_arguments)]
@@ -398,6 +452,8 @@ fn check_sizes(
     };
     for &(c, s) in flows {
         match *kind {
+            // TCP segments to the route's MSS: any message size fits.
+            WorkloadKind::TcpStream { .. } | WorkloadKind::TcpRr { .. } | WorkloadKind::TcpCrr { .. } => {}
             WorkloadKind::UdpCbr { payload, .. } | WorkloadKind::UdpStream { payload } => {
                 check(payload, c, "payload", "client")?
             }
@@ -447,6 +503,9 @@ fn check_service_sizes(
     let (out, back) = match *kind {
         WorkloadKind::UdpCbr { payload, .. } | WorkloadKind::UdpStream { payload } => (payload, 0),
         WorkloadKind::UdpRr { request, response, .. } => (request, response),
+        WorkloadKind::TcpStream { .. } | WorkloadKind::TcpRr { .. } | WorkloadKind::TcpCrr { .. } => {
+            return Ok(())
+        }
     };
     let field = if matches!(kind, WorkloadKind::UdpCbr { .. } | WorkloadKind::UdpStream { .. }) {
         "payload"

@@ -1,0 +1,785 @@
+//! TCP endpoints: smoltcp's TCP on the simulated clock, and the applications that use it
+//! (iperf3's bulk writer and reader, netperf's TCP_RR and TCP_CRR).
+//!
+//! Every namespace at an end of a TCP workload (a client or server pod) gets one
+//! [`TcpHost`]: a smoltcp `Interface` of medium IP (smoltcp builds the IPv4 packets and TCP
+//! segments, bytes and checksums; cnisim's kernel routes them) and its `SocketSet`. A segment
+//! smoltcp emits runs down the namespace's kernel (`datapath::tcp_output`: the TCP transmit
+//! step, then the same `ip_output` a UDP datagram takes: netfilter, routing, veth, bridge,
+//! tunnels, NIC, cables); a segment the kernel delivers (`Action::DeliverTcp`, after
+//! `tcp_v4_rcv`'s cost) goes into the interface, which is polled at once. smoltcp's timers
+//! (retransmission, delayed ACK, Nagle, TIME-WAIT) are an `Event::TcpPoll` at its `poll_at`.
+//!
+//! The applications make syscalls: a `write()` or `read()` is a chain of its own on the
+//! connection's core (`tcp_sendmsg` or `tcp_recvmsg` plus the copy); its effect on the socket
+//! (`send_slice`, `recv`) happens when that CPU time has been served (`Event::TcpApp`), so a
+//! busy core slows the application and, through the windows, the connection.
+//!
+//! smoltcp is configured as close to Linux as it allows (ARCHITECTURE.md lists what differs):
+//! CUBIC (`net.ipv4.tcp_congestion_control`'s default), Nagle on, delayed ACKs of up to 40 ms (`TCP_DELACK_MIN`,
+//! include/net/tcp.h), MSS from the interface MTU (the pod's: MTU - 40), window scaling from
+//! the buffer sizes, buffers of the autotuning maxima ([`TCP_RMEM_MAX`], [`TCP_WMEM_MAX`]).
+
+use std::collections::VecDeque;
+use std::net::Ipv4Addr;
+
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::socket::tcp;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, Ipv4Packet, TcpPacket};
+
+use super::{Event, Simulation, Work};
+use crate::cluster::{WorkloadKind, TCP_RMEM_MAX, TCP_WMEM_MAX};
+use crate::cost::Step;
+use crate::datapath;
+use crate::net::packet::{tuple_hash, Meta, Packet, TcpTag, ETH_HEADER};
+use crate::net::NsId;
+use crate::time::{Duration, Instant};
+
+/// `net.ipv4.tcp_rmem`'s default, 128 KiB (ip-sysctl.rst).
+const TCP_RMEM_DEFAULT: u32 = 128 * 1024;
+/// Linux's delayed-ACK timer, `TCP_DELACK_MIN` = HZ/25 = 40 ms (include/net/tcp.h).
+const DELACK: smoltcp::time::Duration = smoltcp::time::Duration::from_millis(40);
+/// How long a closed connection's port stays reserved: `TCP_TIMEWAIT_LEN`, 60 s
+/// (include/net/tcp.h). smoltcp's own TIME-WAIT is 10 s; the socket leaves smoltcp when it
+/// enters TIME-WAIT and the port stays taken for Linux's time.
+const TIMEWAIT_LEN: Duration = Duration::from_secs(60);
+/// netperf's and iperf3's server read size: the read asks for up to this much.
+const READ_SIZE: usize = crate::cluster::IPERF3_TCP_WRITE as usize;
+
+fn smol(t: Instant) -> smoltcp::time::Instant {
+    smoltcp::time::Instant::from_micros((t.as_nanos() / 1_000) as i64)
+}
+
+/// The device between smoltcp and the simulated kernel: IPv4 packets in, frames out (with a
+/// blank Ethernet header that `neigh_output` fills).
+struct Wire {
+    rx: VecDeque<Vec<u8>>,
+    tx: Vec<Vec<u8>>,
+    mtu: usize,
+}
+
+struct Rx(Vec<u8>);
+struct Tx<'a>(&'a mut Vec<Vec<u8>>);
+
+impl RxToken for Rx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut frame = vec![0u8; ETH_HEADER + len];
+        let r = f(&mut frame[ETH_HEADER..]);
+        self.0.push(frame);
+        r
+    }
+}
+
+impl Device for Wire {
+    type RxToken<'a> = Rx;
+    type TxToken<'a> = Tx<'a>;
+    fn receive(&mut self, _: smoltcp::time::Instant) -> Option<(Rx, Tx<'_>)> {
+        let p = self.rx.pop_front()?;
+        Some((Rx(p), Tx(&mut self.tx)))
+    }
+    fn transmit(&mut self, _: smoltcp::time::Instant) -> Option<Tx<'_>> {
+        Some(Tx(&mut self.tx))
+    }
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut c = DeviceCapabilities::default();
+        c.medium = Medium::Ip;
+        c.max_transmission_unit = self.mtu;
+        c
+    }
+}
+
+/// A connection as its host sees it: (local port, remote address, remote port).
+type ConnKey = (u16, Ipv4Addr, u16);
+
+/// Which end of a connection a socket is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    Client = 0,
+    Server = 1,
+}
+
+/// A socket of a host and the connection it serves.
+#[derive(Clone, Copy, Debug)]
+struct Owner {
+    handle: SocketHandle,
+    flow: u32,
+    conn: u32,
+    side: Side,
+    /// (local port, remote address, remote port) once known, to attribute emitted segments.
+    tuple: Option<(u16, Ipv4Addr, u16)>,
+}
+
+/// The TCP stack of one namespace.
+pub struct TcpHost {
+    pub ns: NsId,
+    iface: Interface,
+    wire: Wire,
+    sockets: SocketSet<'static>,
+    /// When the poll for smoltcp's next timer is scheduled.
+    timer: Option<Instant>,
+    owners: Vec<Owner>,
+    /// Listening sockets waiting for a SYN, by port.
+    listening: Vec<(u16, SocketHandle)>,
+    /// Local ports in use or in TIME-WAIT, until when.
+    ports: Vec<(u16, Instant)>,
+    /// Segments smoltcp emitted that wait for the previous one's chain, per connection
+    /// (local port, remote address, remote port), served in turn.
+    xq: VecDeque<(ConnKey, VecDeque<Vec<u8>>)>,
+    xmitting: bool,
+}
+
+impl TcpHost {
+    fn new(ns: NsId, ip: Ipv4Addr, prefix: u8, mtu: u32, seed: u64) -> TcpHost {
+        let mtu = mtu as usize;
+        let mut wire = Wire { rx: VecDeque::new(), tx: Vec::new(), mtu };
+        let mut config = Config::new(HardwareAddress::Ip);
+        config.random_seed = seed;
+        let mut iface = Interface::new(config, &mut wire, smoltcp::time::Instant::ZERO);
+        iface.update_ip_addrs(|a| {
+            a.push(IpCidr::new(IpAddress::Ipv4(ip), prefix)).expect("one address");
+        });
+        // smoltcp needs a route for off-link peers; the kernel below does the real routing.
+        iface.routes_mut().add_default_ipv4_route(ip).expect("one route");
+        TcpHost {
+            ns,
+            iface,
+            wire,
+            sockets: SocketSet::new(Vec::new()),
+            timer: None,
+            owners: Vec::new(),
+            listening: Vec::new(),
+            ports: Vec::new(),
+            xq: VecDeque::new(),
+            xmitting: false,
+        }
+    }
+
+    /// A socket with Linux's defaults; `bulk`: buffers of the autotuning maxima (a stream's),
+    /// else of `tcp_rmem`'s default for both (a request/response connection, whose messages
+    /// autotuning would not grow them for).
+    fn socket(bulk: bool) -> tcp::Socket<'static> {
+        let (r, w) = if bulk { (TCP_RMEM_MAX, TCP_WMEM_MAX) } else { (TCP_RMEM_DEFAULT, TCP_RMEM_DEFAULT) };
+        let rx = tcp::SocketBuffer::new(vec![0u8; r as usize]);
+        let tx = tcp::SocketBuffer::new(vec![0u8; w as usize]);
+        let mut s = tcp::Socket::new(rx, tx);
+        s.set_congestion_control(tcp::CongestionControl::Cubic);
+        s.set_nagle_enabled(true);
+        s.set_ack_delay(Some(DELACK));
+        // No timestamps: smoltcp sizes a segment by the MSS without its options (Linux's
+        // `tcp_current_mss` subtracts them), so with the 12 B timestamp option a full segment
+        // would not fit the MTU. Linux's default is `net.ipv4.tcp_timestamps` = 1 (1,448 B per
+        // segment at MTU 1500); here segments carry 1,460 B, as with timestamps off.
+        s
+    }
+
+    fn listen(&mut self, port: u16, bulk: bool) {
+        let mut s = Self::socket(bulk);
+        s.listen(port).expect("a fresh socket listens on a non-zero port");
+        let h = self.sockets.add(s);
+        self.listening.push((port, h));
+    }
+
+    fn sock(&mut self, h: SocketHandle) -> &mut tcp::Socket<'static> {
+        self.sockets.get_mut::<tcp::Socket>(h)
+    }
+}
+
+/// What a TCP flow's applications are doing.
+#[derive(Clone, Debug, Default)]
+pub struct TcpFlow {
+    pub client_host: usize,
+    pub server_host: usize,
+    /// The streams (TcpStream), or the current connection (TcpRr, TcpCrr: the last one).
+    pub conns: Vec<Conn>,
+}
+
+/// One connection of a flow.
+#[derive(Clone, Debug, Default)]
+pub struct Conn {
+    pub sport: u16,
+    pub client: Option<SocketHandle>,
+    pub server: Option<SocketHandle>,
+    /// The side's thread is in a syscall.
+    busy: [bool; 2],
+    /// Request/response: bytes of the current message each side has read so far.
+    got: [u32; 2],
+    /// Request/response: when the current transaction started.
+    started: Instant,
+    /// The client has closed its socket.
+    closed: bool,
+    /// Request/response: the client has written a request and waits for its response.
+    in_tx: bool,
+    /// Segments each side sent: the highest sequence number sent, the data segments not yet
+    /// acknowledged (end sequence, when sent, retransmitted).
+    hi: [Option<u32>; 2],
+    unacked: [VecDeque<(u32, Instant, bool)>; 2],
+}
+
+/// An application's syscall, done when its CPU time has been served.
+#[derive(Clone, Copy, Debug)]
+pub enum AppOp {
+    /// `write()` of this many bytes.
+    Write(u32),
+    /// `read()` of this many bytes.
+    Read(u32),
+}
+
+fn seq_le(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) <= 0
+}
+
+impl Simulation {
+    /// Sets up the TCP hosts and listening sockets of every TCP flow (called once the flows
+    /// exist): a host in each client and server namespace, a listener on the server's port.
+    pub(super) fn tcp_setup(&mut self) {
+        let mut host_of: Vec<Option<usize>> = vec![None; self.world.netns.len()];
+        for fi in 0..self.flows.len() {
+            if !self.flows[fi].kind.is_tcp() {
+                continue;
+            }
+            let f = &self.flows[fi];
+            let server_ns = match f.target {
+                crate::cluster::Target::Pod(p) => self.world.pod_ns[p],
+                _ => continue,
+            };
+            let port = self.world.cluster.workloads[f.workload].port;
+            let mut host = |sim: &mut Simulation, ns: NsId| -> usize {
+                if let Some(h) = host_of[ns] {
+                    return h;
+                }
+                let dev = sim.world.netns[ns].devices.get(1).copied().unwrap_or(0);
+                let (ip, prefix) =
+                    sim.world.devices[dev].addrs.first().copied().unwrap_or((Ipv4Addr::LOCALHOST, 8));
+                let mtu = sim.world.devices[dev].mtu;
+                let seed = sim.world.cluster.seed ^ ((ns as u64) << 20) ^ 0x7463_7000;
+                sim.tcp.push(TcpHost::new(ns, ip, prefix, mtu, seed));
+                sim.world.netns[ns].tcp_stack = true;
+                host_of[ns] = Some(sim.tcp.len() - 1);
+                sim.tcp.len() - 1
+            };
+            let client_ns = f.client_ns;
+            let ch = host(self, client_ns);
+            let sh = host(self, server_ns);
+            let bulk = matches!(self.flows[fi].kind, WorkloadKind::TcpStream { .. });
+            if !self.tcp[sh].listening.iter().any(|&(p, _)| p == port) {
+                self.tcp[sh].listen(port, bulk);
+            }
+            let streams = match self.flows[fi].kind {
+                WorkloadKind::TcpStream { streams, .. } => streams as usize,
+                _ => 1,
+            };
+            self.flows[fi].tcp =
+                Some(Box::new(TcpFlow { client_host: ch, server_host: sh, conns: Vec::new() }));
+            self.obs.flows[fi].tcp =
+                Some(crate::observe::TcpObs::new(streams, self.flows[fi].start, self.flows[fi].end));
+        }
+        self.tcp_host_of = host_of;
+    }
+
+    /// A TCP flow starts: its client connects (every stream at once for a bulk transfer).
+    pub(super) fn tcp_start(&mut self, t: Instant, flow: u32) {
+        let n = match self.flows[flow as usize].kind {
+            WorkloadKind::TcpStream { streams, .. } => streams,
+            _ => 1,
+        };
+        for _ in 0..n {
+            self.tcp_connect(t, flow);
+        }
+    }
+
+    /// Opens a new connection of `flow`: a socket on a fresh ephemeral port connects to the
+    /// server (smoltcp sends the SYN at the poll).
+    fn tcp_connect(&mut self, t: Instant, flow: u32) {
+        let f = &self.flows[flow as usize];
+        let tf = f.tcp.as_ref().expect("a TCP flow");
+        let ch = tf.client_host;
+        let dst = match f.target {
+            crate::cluster::Target::Pod(p) => self.world.cluster.pods[p].ip,
+            _ => return,
+        };
+        let dport = self.world.cluster.workloads[f.workload].port;
+        let host = &mut self.tcp[ch];
+        host.ports.retain(|&(_, until)| until > t);
+        // An ephemeral port from Linux's default ip_local_port_range, 32768-60999.
+        let sport = loop {
+            let p = rand::Rng::random_range(&mut self.rng, 32768..=60999u16);
+            if !host.ports.iter().any(|&(q, _)| q == p) {
+                break p;
+            }
+        };
+        host.ports.push((sport, Instant::from_nanos(u64::MAX)));
+        let bulk = matches!(self.flows[flow as usize].kind, WorkloadKind::TcpStream { .. });
+        let mut s = TcpHost::socket(bulk);
+        let remote = (IpAddress::Ipv4(dst), dport);
+        let cx = host.iface.context();
+        if s.connect(cx, remote, sport).is_err() {
+            return;
+        }
+        let h = host.sockets.add(s);
+        let tf = self.flows[flow as usize].tcp.as_mut().expect("a TCP flow");
+        let conn = tf.conns.len() as u32;
+        tf.conns.push(Conn { sport, client: Some(h), started: t, ..Default::default() });
+        self.flows[flow as usize].connections += 1;
+        if let Some(o) = self.obs.flows[flow as usize].tcp.as_mut() {
+            o.connections += 1;
+        }
+        self.tcp[ch].owners.push(Owner {
+            handle: h,
+            flow,
+            conn,
+            side: Side::Client,
+            tuple: Some((sport, dst, dport)),
+        });
+        self.tcp_poll(t, ch);
+    }
+
+    /// The kernel delivered a TCP segment to namespace `ns`.
+    pub(super) fn tcp_input(&mut self, t: Instant, ns: NsId, pkt: Packet) {
+        let Some(h) = self.tcp_host_of.get(ns).copied().flatten() else { return };
+        let tag = pkt.meta.tcp;
+        let ip = pkt.frame[ETH_HEADER..].to_vec();
+        self.tcp_acked(t, h, &ip);
+        self.tcp[h].wire.rx.push_back(ip);
+        self.tcp_poll(t, h);
+        // A listener that took a connection serves it now; a new one listens in its place.
+        let host = &mut self.tcp[h];
+        let mut accepted = Vec::new();
+        host.listening.retain(|&(port, handle)| {
+            let s = host.sockets.get::<tcp::Socket>(handle);
+            if s.state() == tcp::State::Listen {
+                return true;
+            }
+            accepted.push((port, handle));
+            false
+        });
+        for (port, handle) in accepted {
+            let bulk = tag
+                .is_some_and(|g| matches!(self.flows[g.flow as usize].kind, WorkloadKind::TcpStream { .. }));
+            self.tcp[h].listen(port, bulk);
+            let Some(tag) = tag else { continue };
+            let s = self.tcp[h].sockets.get::<tcp::Socket>(handle);
+            let tuple = s.remote_endpoint().and_then(|r| match r.addr {
+                IpAddress::Ipv4(a) => Some((port, a, r.port)),
+                IpAddress::Ipv6(_) => None,
+            });
+            self.tcp[h].owners.push(Owner {
+                handle,
+                flow: tag.flow,
+                conn: tag.conn,
+                side: Side::Server,
+                tuple,
+            });
+            if let Some(c) =
+                self.flows[tag.flow as usize].tcp.as_mut().and_then(|f| f.conns.get_mut(tag.conn as usize))
+            {
+                c.server = Some(handle);
+            }
+        }
+        self.tcp_apps(t, h);
+    }
+
+    /// A smoltcp timer is due.
+    pub(super) fn tcp_timer(&mut self, t: Instant, host: u32) {
+        let h = host as usize;
+        if self.tcp[h].timer != Some(t) {
+            return;
+        }
+        self.tcp[h].timer = None;
+        self.tcp_poll(t, h);
+        self.tcp_apps(t, h);
+    }
+
+    /// Polls host `h`'s interface: it processes what arrived, sends what it may (each segment
+    /// a chain down the kernel), and its next timer is scheduled.
+    fn tcp_poll(&mut self, t: Instant, h: usize) {
+        let host = &mut self.tcp[h];
+        host.iface.poll(smol(t), &mut host.wire, &mut host.sockets);
+        let out = std::mem::take(&mut host.wire.tx);
+        for frame in out {
+            let key = frame_key(&frame);
+            match host.xq.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, q)) => q.push_back(frame),
+                None => host.xq.push_back((key, VecDeque::from([frame]))),
+            }
+        }
+        if !host.xmitting {
+            self.tcp_xmit_next(t, h);
+        }
+        let host = &mut self.tcp[h];
+        if let Some(at) = host.iface.poll_at(smol(t), &host.sockets) {
+            let at = Instant::from_nanos((at.total_micros().max(0) as u64).saturating_mul(1_000))
+                .max(t + Duration::from_micros(1));
+            if host.timer.is_none_or(|x| at < x) {
+                host.timer = Some(at);
+                self.queue.schedule(at, Event::TcpPoll { host: h as u32 });
+            }
+        }
+    }
+
+    /// Sends the next segment waiting in host `h`'s transmit queue: one chain, and the next
+    /// when its time has been served (`tcp_write_xmit` sends segment after segment, each
+    /// through the stack below it before the next, so a burst does not pile up in the
+    /// backlog).
+    pub(super) fn tcp_xmit_next(&mut self, t: Instant, h: usize) {
+        // One segment per connection in turn (each socket has its own write queue).
+        let host = &mut self.tcp[h];
+        let Some((key, mut q)) = host.xq.pop_front() else {
+            host.xmitting = false;
+            return;
+        };
+        let frame = q.pop_front().expect("queues in xq are not empty");
+        if !q.is_empty() {
+            host.xq.push_back((key, q));
+        }
+        let done = self.tcp_transmit(t, h, frame);
+        self.tcp[h].xmitting = true;
+        self.queue.schedule(done, Event::TcpXmit { host: h as u32 });
+    }
+
+    /// Which flow, connection and side sent a segment of host `h` from `(sport, dst, dport)`.
+    fn tcp_owner(&self, h: usize, key: (u16, Ipv4Addr, u16)) -> Option<Owner> {
+        self.tcp[h].owners.iter().rev().find(|o| o.tuple == Some(key)).copied()
+    }
+
+    /// A segment smoltcp built in host `h` goes down the kernel.
+    fn tcp_transmit(&mut self, t: Instant, h: usize, frame: Vec<u8>) -> Instant {
+        let ns = self.tcp[h].ns;
+        let (src, dst, sport, dport, seq, len) = {
+            let ip = Ipv4Packet::new_unchecked(&frame[ETH_HEADER..]);
+            let tcp = TcpPacket::new_unchecked(ip.payload());
+            let len = tcp.payload().len() as u32 + u32::from(tcp.syn()) + u32::from(tcp.fin());
+            (ip.src_addr(), ip.dst_addr(), tcp.src_port(), tcp.dst_port(), tcp.seq_number().0 as u32, len)
+        };
+        let owner = self.tcp_owner(h, (sport, dst, dport));
+        let mut meta = Meta::default();
+        if let Some(o) = owner {
+            meta.tcp = Some(TcpTag { flow: o.flow, conn: o.conn });
+            let payload = len.saturating_sub(u32::from(seq_flags(&frame)));
+            let side = o.side as usize;
+            let stream = self.stream_index(o.flow, o.conn);
+            let c = &mut self.flows[o.flow as usize].tcp.as_mut().expect("TCP flow").conns[o.conn as usize];
+            let mut retransmit = false;
+            if len > 0 {
+                let end = seq.wrapping_add(len);
+                match c.hi[side] {
+                    Some(hi) if seq_le(end, hi) => {
+                        retransmit = true;
+                        for e in c.unacked[side].iter_mut().filter(|e| seq_le(e.0, end)) {
+                            e.2 = true;
+                        }
+                    }
+                    _ => {
+                        c.hi[side] = Some(end);
+                        c.unacked[side].push_back((end, t, false));
+                    }
+                }
+            }
+            if let Some(o2) = self.obs.flows[o.flow as usize].tcp.as_mut() {
+                let s = &mut o2.streams[stream];
+                s.segments[side] += 1;
+                if payload > 0 {
+                    s.data_segments[side] += 1;
+                }
+                if retransmit {
+                    s.retransmits[side] += 1;
+                    s.retransmitted_bytes += u64::from(payload);
+                }
+            }
+        }
+        let pkt = Packet { frame, meta };
+        let node = self.world.netns[ns].node;
+        let hash = tuple_hash(src, dst, 6, (sport as u32) << 16 | dport as u32);
+        let flow = owner.map(|o| o.flow);
+        self.chain(node, t, hash, Work::Process, flow, |w, cx| datapath::tcp_output(w, cx, ns, pkt))
+    }
+
+    /// An arriving segment's ACK acknowledges what host `h`'s side of the connection sent:
+    /// RTT samples (Karn's rule: none from retransmitted data) and bytes in flight.
+    fn tcp_acked(&mut self, t: Instant, h: usize, ip: &[u8]) {
+        let ip = Ipv4Packet::new_unchecked(ip);
+        let tcp = TcpPacket::new_unchecked(ip.payload());
+        if !tcp.ack() {
+            return;
+        }
+        let key = (tcp.dst_port(), ip.src_addr(), tcp.src_port());
+        let Some(o) = self.tcp_owner(h, key) else { return };
+        let ack = tcp.ack_number().0 as u32;
+        let side = o.side as usize;
+        let stream = self.stream_index(o.flow, o.conn);
+        let c = &mut self.flows[o.flow as usize].tcp.as_mut().expect("TCP flow").conns[o.conn as usize];
+        let mut sample = None;
+        while c.unacked[side].front().is_some_and(|e| seq_le(e.0, ack)) {
+            let (_, sent, retx) = c.unacked[side].pop_front().expect("checked");
+            if !retx {
+                sample = Some(t - sent);
+            }
+        }
+        let in_flight = c.hi[side].map_or(0, |hi| hi.wrapping_sub(ack).min(u32::MAX / 2));
+        if let Some(obs) = self.obs.flows[o.flow as usize].tcp.as_mut() {
+            let s = &mut obs.streams[stream];
+            if let Some(rtt) = sample {
+                s.rtt.saturating_record(rtt.as_nanos().max(1));
+            }
+            if side == Side::Client as usize {
+                obs.in_flight(stream, t, in_flight);
+            }
+        }
+    }
+
+    /// The stream a connection's figures go to: itself for a bulk transfer, the one stream of
+    /// a request/response flow otherwise.
+    fn stream_index(&self, flow: u32, conn: u32) -> usize {
+        match self.flows[flow as usize].kind {
+            WorkloadKind::TcpStream { .. } => conn as usize,
+            _ => 0,
+        }
+    }
+
+    /// Runs the applications of every connection host `h` serves: each side that is not in a
+    /// syscall decides its next one from its socket's state.
+    fn tcp_apps(&mut self, t: Instant, h: usize) {
+        let owners: Vec<Owner> = self.tcp[h].owners.clone();
+        for o in owners {
+            self.tcp_app(t, h, o);
+        }
+        // Sockets that are done leave smoltcp (their ports stay reserved for TIME-WAIT).
+        let host = &mut self.tcp[h];
+        let mut gone = Vec::new();
+        host.owners.retain(|o| {
+            let s = host.sockets.get::<tcp::Socket>(o.handle);
+            let done = matches!(s.state(), tcp::State::Closed | tcp::State::TimeWait);
+            if done {
+                gone.push(*o);
+            }
+            !done
+        });
+        for o in gone {
+            let s = host.sockets.get::<tcp::Socket>(o.handle);
+            let timewait = s.state() == tcp::State::TimeWait;
+            host.sockets.remove(o.handle);
+            if o.side == Side::Client {
+                let until = if timewait { t + TIMEWAIT_LEN } else { t };
+                if let Some(p) = host.ports.iter_mut().find(|p| p.0 == o.tuple.map_or(0, |k| k.0)) {
+                    p.1 = until;
+                }
+            }
+        }
+    }
+
+    /// One side of one connection: start its next syscall if it has one to make.
+    fn tcp_app(&mut self, t: Instant, h: usize, o: Owner) {
+        let fi = o.flow as usize;
+        let side = o.side as usize;
+        let kind = self.flows[fi].kind.clone();
+        let end = self.flows[fi].end;
+        let c = &self.flows[fi].tcp.as_ref().expect("TCP flow").conns[o.conn as usize];
+        if c.busy[side] {
+            return;
+        }
+        let got = c.got[side];
+        let closed = c.closed;
+        let s = self.tcp[h].sock(o.handle);
+        let (state, can_send, queued, capacity, readable) =
+            (s.state(), s.may_send(), s.send_queue(), s.send_capacity(), s.recv_queue());
+        let op = match (kind, o.side) {
+            (WorkloadKind::TcpStream { write, .. }, Side::Client) => {
+                if t >= end {
+                    if !closed && can_send {
+                        self.tcp[h].sock(o.handle).close();
+                        self.conn_mut(o).closed = true;
+                        self.tcp_poll(t, h);
+                    }
+                    return;
+                }
+                // sk_stream_memory_free / sk_stream_wspace: a writer waits until the free
+                // space is at least half of what is queued (net/core/stream.c).
+                let free = capacity - queued;
+                if !can_send || free == 0 || free * 2 < queued {
+                    return;
+                }
+                AppOp::Write((write as usize).min(free) as u32)
+            }
+            (WorkloadKind::TcpStream { .. }, Side::Server) => {
+                if readable > 0 {
+                    AppOp::Read(readable.min(READ_SIZE) as u32)
+                } else {
+                    if state == tcp::State::CloseWait {
+                        self.tcp[h].sock(o.handle).close();
+                        self.tcp_poll(t, h);
+                    }
+                    return;
+                }
+            }
+            (
+                WorkloadKind::TcpRr { request, response } | WorkloadKind::TcpCrr { request, response },
+                side,
+            ) => {
+                // The client writes a request when none is outstanding and reads the response;
+                // the server reads the request and answers it whole (in `tcp_app_done`).
+                let in_tx = self.conn(o).in_tx;
+                let theirs = if side == Side::Client { response } else { request };
+                if readable > 0 && (side == Side::Server || in_tx) && got < theirs {
+                    AppOp::Read((readable as u32).min(theirs - got))
+                } else if side == Side::Client && !in_tx && state == tcp::State::Established && t < end {
+                    let c = self.conn_mut(o);
+                    c.in_tx = true;
+                    c.started = t;
+                    AppOp::Write(request)
+                } else {
+                    if side == Side::Server && state == tcp::State::CloseWait {
+                        self.tcp[h].sock(o.handle).close();
+                        self.tcp_poll(t, h);
+                    }
+                    return;
+                }
+            }
+            _ => return,
+        };
+        self.tcp_syscall(t, h, o, op);
+    }
+
+    fn conn(&self, o: Owner) -> &Conn {
+        &self.flows[o.flow as usize].tcp.as_ref().expect("TCP flow").conns[o.conn as usize]
+    }
+
+    fn conn_mut(&mut self, o: Owner) -> &mut Conn {
+        &mut self.flows[o.flow as usize].tcp.as_mut().expect("TCP flow").conns[o.conn as usize]
+    }
+
+    /// Starts a `write()` or `read()` of one side: a chain on the connection's core; the socket
+    /// sees it when the chain's time has been served.
+    fn tcp_syscall(&mut self, t: Instant, h: usize, o: Owner, op: AppOp) {
+        let ns = self.tcp[h].ns;
+        let node = self.world.netns[ns].node;
+        let hash = o.tuple.map_or(o.flow, |(lp, ra, rp)| {
+            tuple_hash(Ipv4Addr::UNSPECIFIED, ra, 6, (lp as u32) << 16 | rp as u32)
+        });
+        self.conn_mut(o).busy[o.side as usize] = true;
+        let costs = &self.world.costs;
+        let (call, copy) = match op {
+            AppOp::Write(n) => (costs.tcp_sendmsg, costs.copy(n as usize)),
+            AppOp::Read(n) => (costs.tcp_recvmsg, costs.copy(n as usize)),
+        };
+        let cx = self.run_chain(node, t, hash, Work::Read, Some(o.flow), |_, cx| {
+            cx.add(Step::Socket, call);
+            cx.add(Step::Copy, copy);
+        });
+        let done = cx.now();
+        self.queue.schedule(
+            done,
+            Event::TcpApp { host: h as u32, flow: o.flow, conn: o.conn, server: o.side == Side::Server, op },
+        );
+    }
+
+    /// A `write()` or `read()` returns: the socket takes or gives the bytes.
+    pub(super) fn tcp_app_done(
+        &mut self,
+        t: Instant,
+        h: usize,
+        flow: u32,
+        conn: u32,
+        server: bool,
+        op: AppOp,
+    ) {
+        let side = if server { Side::Server } else { Side::Client };
+        let Some(o) =
+            self.tcp[h].owners.iter().find(|o| o.flow == flow && o.conn == conn && o.side == side).copied()
+        else {
+            return;
+        };
+        self.conn_mut(o).busy[side as usize] = false;
+        let stream = self.stream_index(flow, conn);
+        let kind = self.flows[flow as usize].kind.clone();
+        match op {
+            AppOp::Write(n) => {
+                let s = self.tcp[h].sock(o.handle);
+                let free = s.send_capacity() - s.send_queue();
+                let n = (n as usize).min(free);
+                let written = s.send_slice(&ZEROS[..n.min(ZEROS.len())]).unwrap_or(0);
+                let mut left = n - written;
+                while left > 0 {
+                    let w = s.send_slice(&ZEROS[..left.min(ZEROS.len())]).unwrap_or(0);
+                    if w == 0 {
+                        break;
+                    }
+                    left -= w;
+                }
+                if let Some(obs) = self.obs.flows[flow as usize].tcp.as_mut() {
+                    obs.streams[stream].bytes_written += (n - left) as u64;
+                }
+            }
+            AppOp::Read(n) => {
+                let s = self.tcp[h].sock(o.handle);
+                let mut left = n as usize;
+                while left > 0 {
+                    let got = s.recv(|b| {
+                        let k = b.len().min(left);
+                        (k, k)
+                    });
+                    match got {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => left -= k,
+                    }
+                }
+                let read = n as usize - left;
+                if let Some(obs) = self.obs.flows[flow as usize].tcp.as_mut() {
+                    obs.read(stream, t, read as u64);
+                }
+                self.obs.flows[flow as usize].payload_bytes += read as u64;
+                if let WorkloadKind::TcpRr { request, response }
+                | WorkloadKind::TcpCrr { request, response } = kind
+                {
+                    let want = if server { request } else { response };
+                    let c = self.conn_mut(o);
+                    c.got[side as usize] += read as u32;
+                    if c.got[side as usize] >= want {
+                        c.got[side as usize] = 0;
+                        if server {
+                            // The server answers the whole request.
+                            self.tcp_syscall(t, h, o, AppOp::Write(response));
+                        } else {
+                            let started = c.started;
+                            c.in_tx = false;
+                            self.obs.rtt(flow, t - started);
+                            if matches!(kind, WorkloadKind::TcpCrr { .. }) {
+                                self.tcp[h].sock(o.handle).close();
+                                self.conn_mut(o).closed = true;
+                                self.tcp_poll(t, h);
+                                if t < self.flows[flow as usize].end {
+                                    self.tcp_connect(t, flow);
+                                }
+                                return self.tcp_apps(t, h);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.tcp_poll(t, h);
+        self.tcp_apps(t, h);
+    }
+}
+
+/// (source port, destination address, destination port) of a frame's TCP segment.
+fn frame_key(frame: &[u8]) -> ConnKey {
+    let ip = Ipv4Packet::new_unchecked(&frame[ETH_HEADER..]);
+    let tcp = TcpPacket::new_unchecked(ip.payload());
+    (tcp.src_port(), ip.dst_addr(), tcp.dst_port())
+}
+
+/// Flag bits that occupy sequence space (SYN, FIN) in a frame's TCP segment.
+fn seq_flags(frame: &[u8]) -> u8 {
+    let ip = Ipv4Packet::new_unchecked(&frame[ETH_HEADER..]);
+    let tcp = TcpPacket::new_unchecked(ip.payload());
+    u8::from(tcp.syn()) + u8::from(tcp.fin())
+}
+
+/// What the writers send: zeros, as `iperf3 -Z` would not, but the bytes do not matter.
+static ZEROS: [u8; 64 * 1024] = [0u8; 64 * 1024];
