@@ -543,3 +543,24 @@ pub fn go_map_order(n: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
     }
     order
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{Protocol, TrafficPolicy};
+    use crate::proxy::fixtures::{ep, node, svc, t, table, tcp, with_protocol};
+
+    #[test]
+    fn cilium_frontends_are_keyed_by_protocol() {
+        let dns = svc("dns", "10.96.0.10", 53, None, vec![ep(0, "10.244.0.5", 0)], TrafficPolicy::Cluster);
+        let web = svc("web", "10.96.0.20", 80, None, vec![ep(1, "10.244.0.6", 0)], TrafficPolicy::Cluster);
+        let tbl = table(vec![dns, with_protocol(web, Protocol::Tcp)]);
+        let lb = BpfLb::build(&tbl, &node());
+        let verdict = |tuple: &Tuple| lb.lookup(&tbl, &node(), tuple, 0, false).verdict;
+        let dnat = |service| Verdict::Dnat { service, port: 0, endpoint: 0, masq: false };
+        assert_eq!(verdict(&t("10.244.1.2", "10.96.0.10", 53)), dnat(0));
+        assert_eq!(verdict(&tcp("10.244.1.2", "10.96.0.20", 80)), dnat(1));
+        assert_eq!(verdict(&tcp("10.244.1.2", "10.96.0.10", 53)), Verdict::NoService);
+        assert_eq!(verdict(&t("10.244.1.2", "10.96.0.20", 80)), Verdict::NoService);
+    }
+}
