@@ -8,9 +8,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use cnisim::cluster::{
-    Endpoint, IpvsScheduler, Service, ServiceKind, ServicePort, ServiceTable, TrafficPolicy,
+    Endpoint, IpvsScheduler, Protocol, Service, ServiceKind, ServicePort, ServiceTable, TrafficPolicy,
 };
-use cnisim::net::conntrack::Tuple;
+use cnisim::net::conntrack::{Tuple, L4};
 use cnisim::proxy::iptables::NatTable;
 use cnisim::proxy::ipvs::Ipvs;
 use cnisim::proxy::nftables::NftTable;
@@ -23,7 +23,13 @@ fn table(n: usize) -> ServiceTable {
             name: format!("svc-{i}"),
             kind: ServiceKind::ClusterIp,
             cluster_ip: Some(std::net::Ipv4Addr::from(0x0a60_0002 + i as u32)),
-            ports: vec![ServicePort { name: String::new(), port: 80, target_port: 8080, node_port: None }],
+            ports: vec![ServicePort {
+                name: String::new(),
+                protocol: Protocol::Udp,
+                port: 80,
+                target_port: 8080,
+                node_port: None,
+            }],
             endpoints: (0..2)
                 .map(|e| Endpoint {
                     pod: e,
@@ -51,6 +57,7 @@ fn tuples(n: usize) -> Vec<Tuple> {
             sport: 32768 + k as u16,
             dst: std::net::Ipv4Addr::from(0x0a60_0002 + rng.random_range(0..n) as u32),
             dport: 80,
+            proto: L4::Udp,
         })
         .collect()
 }

@@ -19,7 +19,8 @@ use crate::units::{Bandwidth, ByteSize};
 mod service;
 
 pub use service::{
-    Endpoint, IpvsScheduler, ProxyMode, Service, ServiceKind, ServicePort, ServiceTable, TrafficPolicy,
+    Endpoint, IpvsScheduler, Protocol, ProxyMode, Service, ServiceKind, ServicePort, ServiceTable,
+    TrafficPolicy,
 };
 
 /// Index of a node in [`Cluster::nodes`].

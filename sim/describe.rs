@@ -77,9 +77,10 @@ fn describe_proxy(w: &World, node: NodeId, now: Instant, s: &mut String) {
             for svc in &p.table.services {
                 let Some(vip) = svc.cluster_ip else { continue };
                 for port in &svc.ports {
-                    let mut fronts = vec![(format!("{vip}:{}/UDP", port.port), "ClusterIP")];
+                    let proto = port.protocol;
+                    let mut fronts = vec![(format!("{vip}:{}/{proto}", port.port), "ClusterIP")];
                     if let Some(np) = port.node_port {
-                        fronts.push((format!("{}:{np}/UDP", p.node.ip), "NodePort"));
+                        fronts.push((format!("{}:{np}/{proto}", p.node.ip), "NodePort"));
                     }
                     for (front, kind) in fronts {
                         id += 1;
@@ -87,7 +88,7 @@ fn describe_proxy(w: &World, node: NodeId, now: Instant, s: &mut String) {
                             .ready()
                             .enumerate()
                             .map(|(i, (_, e))| {
-                                format!("{} => {}:{}/UDP (active)", i + 1, e.ip, port.target_port)
+                                format!("{} => {}:{}/{proto} (active)", i + 1, e.ip, port.target_port)
                             })
                             .collect();
                         let first = backends.first().cloned().unwrap_or_default();
@@ -101,9 +102,11 @@ fn describe_proxy(w: &World, node: NodeId, now: Instant, s: &mut String) {
         }
     }
     let entries = p.conntrack.list(now);
+    // `-p udp` while the table holds UDP entries only (what every UDP scenario printed).
+    let filter = if entries.iter().any(|e| !e.starts_with("udp ")) { "" } else { " -p udp" };
     let _ = writeln!(
         s,
-        "$ conntrack -L -p udp   (at t = {}; {} entries, nf_conntrack_max {})",
+        "$ conntrack -L{filter}   (at t = {}; {} entries, nf_conntrack_max {})",
         crate::time::Duration::from_nanos(now.as_nanos()),
         entries.len(),
         p.conntrack.max

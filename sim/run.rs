@@ -656,11 +656,15 @@ impl Simulation {
         if version < p.version {
             return;
         }
-        // kube-proxy deletes the UDP conntrack entries of endpoints that went away
+        // kube-proxy deletes the UDP conntrack entries of endpoints that went away (only UDP:
+        // TCP connections end by themselves)
         // (conntrack.CleanStaleEntries at the end of the sync).
         let live: std::collections::HashSet<Ipv4Addr> =
             table.services.iter().flat_map(|s| s.endpoints.iter().map(|e| e.ip)).collect();
-        p.conntrack.remove_where(|e| e.dnat.is_some_and(|d| !live.contains(&d.to.0)));
+        p.conntrack.remove_where(|e| {
+            e.original.proto == crate::net::conntrack::L4::Udp
+                && e.dnat.is_some_and(|d| !live.contains(&d.to.0))
+        });
         p.install(table.clone(), version, rules);
         p.stats.syncs.push((changed_at, t));
         if let Some(proc) = p.proc {

@@ -231,6 +231,10 @@ pub struct ServicePort {
     #[serde(default)]
     pub name: String,
     pub port: u16,
+    /// `"TCP"` or `"UDP"`. Default: `"UDP"`, unlike Kubernetes, whose default is TCP: cnisim's
+    /// workloads were UDP-only, and every scenario written before TCP existed means UDP.
+    #[serde(default, deserialize_with = "present")]
+    pub protocol: Option<String>,
     /// The port the endpoint pods listen on (default: `port`).
     #[serde(default, deserialize_with = "present")]
     pub target_port: Option<u16>,
@@ -249,6 +253,10 @@ pub struct GeneratedServices {
     pub endpoints: u32,
     #[serde(default = "default_service_port")]
     pub port: u16,
+    /// `"TCP"` or `"UDP"` for every generated Service's port. Default: `"UDP"` (Kubernetes'
+    /// default is TCP; see `ServicePort::protocol`).
+    #[serde(default, deserialize_with = "present")]
+    pub protocol: Option<String>,
     /// Default: the workloads' default port, 5201.
     #[serde(default = "default_port")]
     pub target_port: u16,

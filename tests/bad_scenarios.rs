@@ -1065,3 +1065,28 @@ fn payload_sweep_needs_a_workload() {
     let col = text.lines().nth(line).unwrap().find("\"payload\"").unwrap() + 1;
     check(&text, line + 1, col, "sweeping 'payload' needs a workload whose payload it sets");
 }
+
+#[test]
+fn unknown_service_port_protocol() {
+    // Kubernetes spells the protocols in capitals; "tcp" is not one of them.
+    let text = with_service("").replacen("ports: [(port: 80)]", "ports: [(port: 80, protocol: \"tcp\")]", 1);
+    check(&text, 16, 85, "unknown protocol 'tcp', expected one of: TCP, UDP");
+    let text = edit(&[("    underlay:", "    generated_services: (count: 2, protocol: \"Tcp\"), underlay:")]);
+    check(&text, 16, 46, "unknown protocol 'Tcp', expected one of: TCP, UDP");
+}
+
+#[test]
+fn service_port_repeated_with_its_protocol() {
+    let ports = "ports: [(name: \"a\", port: 80), (name: \"b\", port: 80)]";
+    let text = with_service("").replacen("ports: [(port: 80)]", ports, 1);
+    check(&text, 16, 87, "port 80/UDP is used twice in service 'web'");
+    // The same number with the other protocol is a port of its own, as DNS's 53/UDP and 53/TCP.
+    let ports = "ports: [(name: \"a\", port: 80), (name: \"b\", port: 80, protocol: \"TCP\")]";
+    let text = with_service("").replacen("ports: [(port: 80)]", ports, 1);
+    let c = load_str(&text, "ok.ron").expect("53/UDP beside 53/TCP is allowed");
+    let p = &c.services.services[0].ports;
+    assert_eq!(
+        (p[0].protocol, p[1].protocol),
+        (cnisim::cluster::Protocol::Udp, cnisim::cluster::Protocol::Tcp)
+    );
+}

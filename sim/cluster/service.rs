@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::addr::Ipv4Net;
 use crate::cluster::{NodeId, PodId};
+use crate::net::conntrack::L4;
 
 /// How Services are implemented on every node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -126,7 +127,7 @@ pub struct Service {
     pub kind: ServiceKind,
     /// The virtual IP, from the service CIDR; `None` for a headless Service.
     pub cluster_ip: Option<Ipv4Addr>,
-    /// Invariant: non-empty, port numbers and names unique within the Service.
+    /// Invariant: non-empty; names and (port number, protocol) pairs unique within the Service.
     pub ports: Vec<ServicePort>,
     /// Endpoints in EndpointSlice order (sorted by IP, as kube-proxy sorts them).
     pub endpoints: Vec<Endpoint>,
@@ -153,11 +154,69 @@ pub enum TrafficPolicy {
     Local,
 }
 
-/// One port of a Service. The protocol is UDP (cnisim's only transport so far).
+/// A Service port's transport protocol, serialised as Kubernetes spells it (`"TCP"`, `"UDP"`).
+/// SCTP is not modelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Protocol {
+    #[serde(rename = "TCP")]
+    Tcp,
+    #[serde(rename = "UDP")]
+    Udp,
+}
+
+impl Protocol {
+    /// Every protocol, in the order error messages list them.
+    pub const ALL: [Protocol; 2] = [Protocol::Tcp, Protocol::Udp];
+
+    /// As Kubernetes spells it in a Service (`"TCP"`), and as `ipvsadm -Ln` prints it.
+    pub fn id(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+        }
+    }
+
+    /// Lowercase, as iptables (`-p tcp`), nftables (`tcp dport`), ipset members (`tcp:80`) and
+    /// kube-proxy's chain-name hashes (`strings.ToLower(string(protocol))`) spell it.
+    pub fn lower(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+
+    /// The packet-level protocol conntrack tuples carry.
+    pub fn l4(self) -> L4 {
+        match self {
+            Protocol::Tcp => L4::Tcp,
+            Protocol::Udp => L4::Udp,
+        }
+    }
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Protocol, String> {
+        Protocol::ALL.into_iter().find(|p| p.id() == s).ok_or_else(|| {
+            let all = Protocol::ALL.iter().map(|p| p.id()).collect::<Vec<_>>().join(", ");
+            format!("unknown protocol '{s}', expected one of: {all}")
+        })
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.id())
+    }
+}
+
+/// One port of a Service.
 #[derive(Clone, Debug, Serialize)]
 pub struct ServicePort {
     /// The port's name ("" when the Service has a single unnamed port).
     pub name: String,
+    /// Invariant: (port, protocol) is unique within the Service (53/UDP and 53/TCP may coexist).
+    pub protocol: Protocol,
     pub port: u16,
     /// The port on the endpoint pods.
     pub target_port: u16,

@@ -1,21 +1,29 @@
 //! Service translation on the packet path: netfilter's conntrack + nat hooks in a node's host
 //! namespace (kube-proxy modes), and the tc programs on the host side of pod veths (eBPF).
 //!
-//! Every UDP packet through a hook is looked up in the node's conntrack table. A hit is
-//! rewritten from the entry (DNAT for the original direction, the reverse for replies); a miss
-//! is a new connection: the proxy's rules decide, and an entry records the decision, so the
-//! rules run once per connection (`nf_nat_inet_fn`). Masquerade is applied at the same time as
-//! DNAT, with the address routing picks for the new destination (POSTROUTING's MASQUERADE
+//! Every UDP and TCP packet through a hook is looked up in the node's conntrack table. A hit
+//! is rewritten from the entry (DNAT for the original direction, the reverse for replies); a
+//! miss is a new connection: the proxy's rules decide, and an entry records the decision, so
+//! the rules run once per connection (`nf_nat_inet_fn`). Masquerade is applied at the same time
+//! as DNAT, with the address routing picks for the new destination (POSTROUTING's MASQUERADE
 //! target uses the outgoing device's address, which is that one).
+//!
+//! TCP segments also drive the entry's state machine ([`Conntrack::track_tcp`]) on every hit
+//! and on the insert. A segment conntrack finds INVALID (one that cannot open a connection,
+//! such as a SYN-ACK or FIN with no entry, or an `sIV` transition) has no conntrack entry, so
+//! the nat hooks never see it (`nf_nat_inet_fn` needs one): it goes on untranslated, and one to
+//! a Service VIP then reaches no endpoint. kube-proxy's `-m conntrack --ctstate INVALID -j DROP`
+//! in filter KUBE-FORWARD is not modelled (it would need a drop reason of its own). A SYN that
+//! reopens a closed entry is looked up again as a new connection.
 
 use std::net::Ipv4Addr;
 
-use smoltcp::wire::{IpProtocol, Ipv4Packet, UdpPacket};
+use smoltcp::wire::{IpProtocol, Ipv4Packet, TcpPacket, UdpPacket};
 
 use super::{hop, Ctx, Step};
 use crate::cluster::Cni;
-use crate::net::conntrack::Tuple;
-use crate::net::conntrack::{Direction, Dnat, TableFull};
+use crate::net::conntrack::{Conntrack, Direction, Dnat, TableFull, TcpFlags, TcpState, TcpVerdict};
+use crate::net::conntrack::{Tuple, L4};
 use crate::net::packet::Packet;
 use crate::net::route::{DevId, RouteKind};
 use crate::net::NsId;
@@ -23,22 +31,47 @@ use crate::observe::DropReason;
 use crate::proxy::{Hook, Verdict};
 use crate::world::World;
 
-/// The UDP 5-tuple of an unfragmented IPv4/UDP packet (fragments are not tracked here).
+/// The 5-tuple of an unfragmented IPv4 UDP or TCP packet (fragments are not tracked here).
 pub(super) fn tuple_of(pkt: &Packet) -> Option<Tuple> {
     let ip = Ipv4Packet::new_checked(pkt.ip()).ok()?;
-    if ip.next_header() != IpProtocol::Udp || ip.more_frags() || ip.frag_offset() != 0 {
+    if ip.more_frags() || ip.frag_offset() != 0 {
         return None;
     }
-    let udp = UdpPacket::new_checked(ip.payload()).ok()?;
-    Some(Tuple { src: ip.src_addr(), sport: udp.src_port(), dst: ip.dst_addr(), dport: udp.dst_port() })
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    match ip.next_header() {
+        IpProtocol::Udp => {
+            let udp = UdpPacket::new_checked(ip.payload()).ok()?;
+            Some(Tuple { src, sport: udp.src_port(), dst, dport: udp.dst_port(), proto: L4::Udp })
+        }
+        IpProtocol::Tcp => {
+            let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+            Some(Tuple { src, sport: tcp.src_port(), dst, dport: tcp.dst_port(), proto: L4::Tcp })
+        }
+        _ => None,
+    }
 }
 
-/// Rewrites a packet's addresses and ports to `t`, fixing both checksums.
+/// The flags conntrack reads from a TCP packet `tuple_of` accepted.
+fn tcp_flags(pkt: &Packet) -> TcpFlags {
+    let ip = Ipv4Packet::new_unchecked(pkt.ip());
+    let tcp = TcpPacket::new_unchecked(ip.payload());
+    TcpFlags { syn: tcp.syn(), ack: tcp.ack(), fin: tcp.fin(), rst: tcp.rst() }
+}
+
+/// Rewrites a packet's addresses and ports to `t`, fixing the IPv4 checksum and the UDP one
+/// (when the sender filled it: it is optional) or the TCP one (mandatory).
 pub(super) fn rewrite(pkt: &mut Packet, t: &Tuple) {
     let mut ip = Ipv4Packet::new_unchecked(pkt.ip_mut());
     ip.set_src_addr(t.src);
     ip.set_dst_addr(t.dst);
     ip.fill_checksum();
+    if t.proto == L4::Tcp {
+        let mut tcp = TcpPacket::new_unchecked(ip.payload_mut());
+        tcp.set_src_port(t.sport);
+        tcp.set_dst_port(t.dport);
+        tcp.fill_checksum(&t.src.into(), &t.dst.into());
+        return;
+    }
     let had_csum = {
         let mut udp = UdpPacket::new_unchecked(ip.payload_mut());
         udp.set_src_port(t.sport);
@@ -49,6 +82,31 @@ pub(super) fn rewrite(pkt: &mut Packet, t: &Tuple) {
         let mut udp = UdpPacket::new_unchecked(ip.payload_mut());
         udp.fill_checksum(&t.src.into(), &t.dst.into());
     }
+}
+
+/// Updates entry `id` for a packet seen in `dir`: a UDP entry's timeout, or a TCP entry's state
+/// from the packet's flags.
+fn track(
+    table: &mut Conntrack,
+    id: u32,
+    dir: Direction,
+    pkt: &Packet,
+    t: &Tuple,
+    now: crate::time::Instant,
+) -> TcpVerdict {
+    match t.proto {
+        L4::Udp => {
+            table.refresh(id, dir, now);
+            TcpVerdict::Accept
+        }
+        L4::Tcp => table.track_tcp(id, dir, tcp_flags(pkt), now),
+    }
+}
+
+fn invalid(w: &mut World, cx: &mut Ctx, pkt: &mut Packet, dev: DevId, t: &Tuple, why: &str) {
+    hop(w, cx, pkt, dev, "conntrack", || {
+        format!("{}:{} -> {}:{} tcp: INVALID ({why}), not translated", t.src, t.sport, t.dst, t.dport)
+    });
 }
 
 /// A rule walk for a trace: runs of more than [`RUN_SHOWN`] x 2 rules that did not match (a
@@ -133,14 +191,12 @@ pub(super) fn bpf_reverse(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Pack
     let now = cx.now();
     let p = &mut w.proxies[node];
     if let Some((id, Direction::Reply)) = p.bpf_ct.lookup(&t, now) {
-        p.bpf_ct.refresh(id, Direction::Reply, now);
         let e = p.bpf_ct.get(id).clone();
-        let back = Tuple {
-            src: e.original.dst,
-            sport: e.original.dport,
-            dst: e.original.src,
-            dport: e.original.sport,
-        };
+        if track(&mut p.bpf_ct, id, Direction::Reply, &pkt, &t, now) == TcpVerdict::Invalid {
+            invalid(w, cx, &mut pkt, dev, &t, "not a valid reply in its state");
+            return Some(pkt);
+        }
+        let back = e.original.inverse();
         cx.charge(Step::Netfilter, w.costs.nat_rewrite);
         rewrite(&mut pkt, &back);
         hop(w, cx, &mut pkt, dev, "rev-nat", || {
@@ -196,21 +252,29 @@ fn translate(
             hit = None;
         }
     }
+    let mut known = None;
     if let Some((id, dir)) = hit {
         let table = table(&mut w.proxies[node], bpf);
-        table.refresh(id, dir, now);
+        // The entry as it was before this packet: a RST answering a SYN deletes it, and the
+        // packet is still translated from it.
         let e = table.get(id).clone();
+        match track(table, id, dir, &pkt, &t, now) {
+            TcpVerdict::Accept | TcpVerdict::Killed => known = Some((e, dir)),
+            TcpVerdict::Invalid => {
+                let why = format!("not valid in {}", e.tcp.map_or("", |c| c.state.name()));
+                invalid(w, cx, &mut pkt, dev, &t, &why);
+                return Some(pkt);
+            }
+            TcpVerdict::Reopen => hop(w, cx, &mut pkt, dev, "conntrack", || {
+                "SYN for a closed connection: the old entry is destroyed, the SYN tracked as new".into()
+            }),
+        }
+    }
+    if let Some((e, dir)) = known {
         let to = match dir {
             // As the connection's first packet was rewritten: the inverse of the reply tuple.
-            Direction::Original => {
-                Tuple { src: e.reply.dst, sport: e.reply.dport, dst: e.reply.src, dport: e.reply.sport }
-            }
-            Direction::Reply => Tuple {
-                src: e.original.dst,
-                sport: e.original.dport,
-                dst: e.original.src,
-                dport: e.original.sport,
-            },
+            Direction::Original => e.reply.inverse(),
+            Direction::Reply => e.original.inverse(),
         };
         let mut cost = w.costs.conntrack_lookup;
         if to != t {
@@ -230,7 +294,13 @@ fn translate(
         s.established_cpu += cost;
         return Some(pkt);
     }
-    // A new connection: the rules decide.
+    // A new connection: the rules decide, unless conntrack cannot open one with this segment
+    // (`tcp_new`: only a SYN, or an ACK picked up mid-stream).
+    let flags = (t.proto == L4::Tcp).then(|| tcp_flags(&pkt));
+    if flags.is_some_and(|f| TcpState::opening(f).is_none()) {
+        invalid(w, cx, &mut pkt, dev, &t, "no connection, and this segment cannot open one");
+        return Some(pkt);
+    }
     let (dst_local, src_local) = (is_local(w, ns, t.dst), is_local(w, ns, t.src));
     let traced = pkt.meta.trace.is_some();
     let nc = w.proxies[node].new_connection(&w.costs, hook, &t, dst_local, src_local, from_pod_veth, traced);
@@ -247,7 +317,7 @@ fn translate(
             hop(w, cx, &mut pkt, dev, "rule", || line);
         }
     }
-    let reply_plain = Tuple { src: t.dst, sport: t.dport, dst: t.src, dport: t.sport };
+    let reply_plain = t.inverse();
     let (reply, dnat, masq) = match lookup.verdict {
         Verdict::NoService if leaves_cluster(w, hook, &t, dst_local) => {
             // The CNI's outgoing masquerade (flannel's FLANNEL-POSTRTG, Calico's natOutgoing,
@@ -273,7 +343,7 @@ fn translate(
                 Hook::Output => None,
             };
             let addr = addr.unwrap_or(w.cluster.nodes[node].ip);
-            (Tuple { src: addr, sport: to, dst: t.src, dport: t.sport }, None, false)
+            (Tuple { src: addr, sport: to, dst: t.src, dport: t.sport, proto: t.proto }, None, false)
         }
         Verdict::Dnat { service, port, endpoint, masq } => {
             let table = &w.proxies[node].table;
@@ -282,7 +352,7 @@ fn translate(
             let d = Dnat { service, port, endpoint, from: (t.dst, t.dport), to };
             let pod = s.endpoints[endpoint].pod;
             *w.proxies[node].stats.per_endpoint.entry((service, pod)).or_default() += 1;
-            (Tuple { src: to.0, sport: to.1, dst: t.src, dport: t.sport }, Some(d), masq)
+            (Tuple { src: to.0, sport: to.1, dst: t.src, dport: t.sport, proto: t.proto }, Some(d), masq)
         }
     };
     let id = match table(&mut w.proxies[node], bpf).insert(t, reply, dnat, masq, now) {
@@ -294,7 +364,11 @@ fn translate(
             return None;
         }
     };
-    let mut out = Tuple { src: t.src, sport: t.sport, dst: reply.src, dport: reply.sport };
+    if let Some(f) = flags {
+        let v = table(&mut w.proxies[node], bpf).track_tcp(id, Direction::Original, f, now);
+        debug_assert_eq!(v, TcpVerdict::Accept, "an opening segment is tracked");
+    }
+    let mut out = Tuple { src: t.src, sport: t.sport, dst: reply.src, dport: reply.sport, proto: t.proto };
     if masq {
         // MASQUERADE --random-fully: the source the route to the endpoint would use.
         let src = super::source_for(w, ns, out.dst).unwrap_or(t.src);
@@ -331,7 +405,78 @@ fn translate(
 
 #[cfg(test)]
 mod tests {
-    use super::condense;
+    use super::{condense, rewrite, tcp_flags, tuple_of};
+    use crate::net::conntrack::{Conntrack, Direction, TcpFlags, TcpState, TcpVerdict, Tuple, L4};
+    use crate::net::packet::{Packet, ETH_HEADER};
+    use crate::time::Instant;
+    use smoltcp::wire::{Ipv4Packet, TcpPacket};
+
+    /// 10.244.0.2:40000 -> 10.96.0.10:80, SYN, seq 1, window 64240, checksums valid.
+    const SYN_TO_VIP: [u8; 40] = [
+        0x45, 0x00, 0x00, 0x28, 0x12, 0x34, 0x40, 0x00, 0x40, 0x06, 0x13, 0x3d, 0x0a, 0xf4, 0x00, 0x02, 0x0a,
+        0x60, 0x00, 0x0a, 0x9c, 0x40, 0x00, 0x50, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x50, 0x02,
+        0xfa, 0xf0, 0x03, 0x01, 0x00, 0x00,
+    ];
+    /// The same SYN DNATed to the endpoint 10.244.1.5:8080.
+    const SYN_TO_ENDPOINT: [u8; 40] = [
+        0x45, 0x00, 0x00, 0x28, 0x12, 0x34, 0x40, 0x00, 0x40, 0x06, 0x11, 0xae, 0x0a, 0xf4, 0x00, 0x02, 0x0a,
+        0xf4, 0x01, 0x05, 0x9c, 0x40, 0x1f, 0x90, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x50, 0x02,
+        0xfa, 0xf0, 0xe2, 0x31, 0x00, 0x00,
+    ];
+    /// The endpoint's SYN-ACK, 10.244.1.5:8080 -> 10.244.0.2:40000, seq 7, ack 2.
+    const SYN_ACK_FROM_ENDPOINT: [u8; 40] = [
+        0x45, 0x00, 0x00, 0x28, 0x12, 0x34, 0x40, 0x00, 0x40, 0x06, 0x11, 0xae, 0x0a, 0xf4, 0x01, 0x05, 0x0a,
+        0xf4, 0x00, 0x02, 0x1f, 0x90, 0x9c, 0x40, 0x00, 0x00, 0x00, 0x07, 0x00, 0x00, 0x00, 0x02, 0x50, 0x12,
+        0xfa, 0xf0, 0xe2, 0x19, 0x00, 0x00,
+    ];
+    /// That SYN-ACK reverse-translated: from the VIP 10.96.0.10:80.
+    const SYN_ACK_FROM_VIP: [u8; 40] = [
+        0x45, 0x00, 0x00, 0x28, 0x12, 0x34, 0x40, 0x00, 0x40, 0x06, 0x13, 0x3d, 0x0a, 0x60, 0x00, 0x0a, 0x0a,
+        0xf4, 0x00, 0x02, 0x00, 0x50, 0x9c, 0x40, 0x00, 0x00, 0x00, 0x07, 0x00, 0x00, 0x00, 0x02, 0x50, 0x12,
+        0xfa, 0xf0, 0x02, 0xe9, 0x00, 0x00,
+    ];
+
+    fn packet(ip: &[u8]) -> Packet {
+        let mut frame = vec![0u8; ETH_HEADER];
+        frame.extend_from_slice(ip);
+        Packet { frame, meta: Default::default() }
+    }
+
+    fn checksums_valid(pkt: &Packet) -> bool {
+        let ip = Ipv4Packet::new_checked(pkt.ip()).unwrap();
+        let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+        ip.verify_checksum() && tcp.verify_checksum(&ip.src_addr().into(), &ip.dst_addr().into())
+    }
+
+    #[test]
+    fn tcp_syn_to_a_vip_is_dnated_and_its_reply_reverse_translated() {
+        let ip = |s: &str| s.parse().unwrap();
+        let mut syn = packet(&SYN_TO_VIP);
+        let t = tuple_of(&syn).expect("an unfragmented TCP segment has a tuple");
+        assert_eq!(
+            t,
+            Tuple { src: ip("10.244.0.2"), sport: 40000, dst: ip("10.96.0.10"), dport: 80, proto: L4::Tcp }
+        );
+        assert_eq!(tcp_flags(&syn), TcpFlags::SYN);
+        // The rules chose 10.244.1.5:8080; conntrack records the binding, the SYN is rewritten.
+        let reply = Tuple { src: ip("10.244.1.5"), sport: 8080, dst: t.src, dport: t.sport, proto: L4::Tcp };
+        let mut ct = Conntrack::new(8);
+        let id = ct.insert(t, reply, None, false, Instant::ZERO).unwrap();
+        assert_eq!(ct.track_tcp(id, Direction::Original, tcp_flags(&syn), Instant::ZERO), TcpVerdict::Accept);
+        rewrite(&mut syn, &reply.inverse());
+        assert!(checksums_valid(&syn), "IPv4 and TCP checksums fixed after DNAT");
+        assert_eq!(syn.ip(), &SYN_TO_ENDPOINT[..]);
+        // The endpoint answers; the reply tuple finds the entry and is rewritten from the VIP.
+        let mut syn_ack = packet(&SYN_ACK_FROM_ENDPOINT);
+        let rt = tuple_of(&syn_ack).unwrap();
+        let (rid, dir) = ct.lookup(&rt, Instant::ZERO).expect("the reply finds its connection");
+        assert_eq!((rid, dir), (id, Direction::Reply));
+        assert_eq!(ct.track_tcp(rid, dir, tcp_flags(&syn_ack), Instant::ZERO), TcpVerdict::Accept);
+        assert_eq!(ct.get(id).tcp.unwrap().state, TcpState::SynRecv);
+        rewrite(&mut syn_ack, &ct.get(id).original.inverse());
+        assert!(checksums_valid(&syn_ack));
+        assert_eq!(syn_ack.ip(), &SYN_ACK_FROM_VIP[..]);
+    }
 
     #[test]
     fn long_runs_of_misses_are_condensed() {

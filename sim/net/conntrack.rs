@@ -1,4 +1,5 @@
-//! Connection tracking (`nf_conntrack`) for UDP, with the NAT bindings kube-proxy's rules create.
+//! Connection tracking (`nf_conntrack`) for UDP and TCP, with the NAT bindings kube-proxy's
+//! rules create.
 //!
 //! An entry holds the connection's original tuple (as the first packet looked) and its reply
 //! tuple (as the answer will look after NAT: from the chosen endpoint, to the masquerade
@@ -12,6 +13,15 @@
 //! ASSURED. A full table (`nf_conntrack_max`) first reaps expired entries, then evicts one
 //! unassured entry (`early_drop`); if there is none, the new connection's packet is dropped
 //! ("nf_conntrack: table full, dropping packet").
+//!
+//! TCP entries follow `net/netfilter/nf_conntrack_proto_tcp.c` ([`Conntrack::track_tcp`]):
+//! the `tcp_conntracks` state table on the SYN / SYN-ACK / FIN / ACK / RST of each packet in
+//! each direction, the `nf_conntrack_tcp_timeout_*` defaults, ASSURED on the first ACK that
+//! keeps an answered connection ESTABLISHED, `tcp_new`'s rule for what may open an entry (a
+//! SYN, or with `nf_conntrack_tcp_loose = 1` a mid-stream ACK), and a SYN for a closed
+//! connection (TIME_WAIT, CLOSE) destroying the old entry so the SYN is tracked as new.
+//! Sequence and window checks (`tcp_in_window`) are not modelled: every segment counts as in
+//! window; so is the unacknowledged-data timeout (300 s) and the max-retrans one.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -19,19 +29,230 @@ use std::net::Ipv4Addr;
 
 use crate::time::{Duration, Instant};
 
-/// A connection's first packet as the rules see it (UDP).
+/// The transport protocol of a tuple (the IP protocol numbers conntrack tracks by port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum L4 {
+    Udp,
+    Tcp,
+}
+
+impl L4 {
+    /// The IP protocol number (`conntrack -L`'s second column).
+    pub fn number(self) -> u8 {
+        match self {
+            L4::Udp => 17,
+            L4::Tcp => 6,
+        }
+    }
+
+    /// The lowercase name `conntrack -L` prints first.
+    pub fn name(self) -> &'static str {
+        match self {
+            L4::Udp => "udp",
+            L4::Tcp => "tcp",
+        }
+    }
+}
+
+/// A packet's 5-tuple as conntrack and the rules see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Tuple {
     pub src: Ipv4Addr,
     pub sport: u16,
     pub dst: Ipv4Addr,
     pub dport: u16,
+    pub proto: L4,
+}
+
+impl Tuple {
+    /// The tuple of a packet going the other way (`nf_ct_invert_tuple`).
+    pub fn inverse(&self) -> Tuple {
+        Tuple { src: self.dst, sport: self.dport, dst: self.src, dport: self.sport, proto: self.proto }
+    }
+}
+
+/// The TCP flags conntrack reads from a segment (`get_conntrack_index`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpFlags {
+    pub syn: bool,
+    pub ack: bool,
+    pub fin: bool,
+    pub rst: bool,
+}
+
+impl TcpFlags {
+    pub const SYN: TcpFlags = TcpFlags { syn: true, ack: false, fin: false, rst: false };
+    pub const SYN_ACK: TcpFlags = TcpFlags { syn: true, ack: true, fin: false, rst: false };
+    pub const ACK: TcpFlags = TcpFlags { syn: false, ack: true, fin: false, rst: false };
+    pub const FIN_ACK: TcpFlags = TcpFlags { syn: false, ack: true, fin: true, rst: false };
+    pub const RST: TcpFlags = TcpFlags { syn: false, ack: false, fin: false, rst: true };
+
+    /// `get_conntrack_index`: RST first, then SYN (with or without ACK), FIN, ACK.
+    fn index(self) -> usize {
+        if self.rst {
+            RST_SET
+        } else if self.syn {
+            if self.ack {
+                SYNACK_SET
+            } else {
+                SYN_SET
+            }
+        } else if self.fin {
+            FIN_SET
+        } else if self.ack {
+            ACK_SET
+        } else {
+            NONE_SET
+        }
+    }
+}
+
+/// `enum tcp_bit_set`.
+const SYN_SET: usize = 0;
+const SYNACK_SET: usize = 1;
+const FIN_SET: usize = 2;
+const ACK_SET: usize = 3;
+const RST_SET: usize = 4;
+const NONE_SET: usize = 5;
+
+/// `enum tcp_conntrack`, the states `conntrack -L` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TcpState {
+    None,
+    SynSent,
+    SynRecv,
+    Established,
+    FinWait,
+    CloseWait,
+    LastAck,
+    TimeWait,
+    Close,
+    /// A SYN seen in the reply direction while SYN_SENT (simultaneous open).
+    SynSent2,
+}
+
+impl TcpState {
+    /// `tcp_conntrack_names`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TcpState::None => "NONE",
+            TcpState::SynSent => "SYN_SENT",
+            TcpState::SynRecv => "SYN_RECV",
+            TcpState::Established => "ESTABLISHED",
+            TcpState::FinWait => "FIN_WAIT",
+            TcpState::CloseWait => "CLOSE_WAIT",
+            TcpState::LastAck => "LAST_ACK",
+            TcpState::TimeWait => "TIME_WAIT",
+            TcpState::Close => "CLOSE",
+            TcpState::SynSent2 => "SYN_SENT2",
+        }
+    }
+
+    /// `tcp_timeouts[]`, the `nf_conntrack_tcp_timeout_*` sysctl defaults.
+    pub fn timeout(self) -> Duration {
+        Duration::from_secs(match self {
+            TcpState::None => 0,
+            TcpState::SynSent | TcpState::SynSent2 => 120,
+            TcpState::SynRecv => 60,
+            TcpState::Established => 432_000,
+            TcpState::FinWait => 120,
+            TcpState::CloseWait => 60,
+            TcpState::LastAck => 30,
+            TcpState::TimeWait => 120,
+            TcpState::Close => 10,
+        })
+    }
+
+    /// The state `tcp_new` gives a connection whose first segment has `flags`: SYN_SENT for a
+    /// SYN, ESTABLISHED for an ACK picked up mid-stream (`nf_conntrack_tcp_loose`, default 1);
+    /// `None` when the segment cannot open one (SYN-ACK, FIN, RST, no flag): conntrack marks it
+    /// INVALID and creates nothing.
+    pub fn opening(flags: TcpFlags) -> Option<TcpState> {
+        match next(Direction::Original, flags.index(), TcpState::None) {
+            Next::To(s) => Some(s),
+            Next::Ignore | Next::Invalid => None,
+        }
+    }
+}
+
+/// A cell of `tcp_conntracks`: a state, `sIG` (ignore: accepted, nothing changes) or `sIV`
+/// (invalid).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Next {
+    To(TcpState),
+    Ignore,
+    Invalid,
+}
+
+/// `tcp_conntracks[dir][index][old]` of nf_conntrack_proto_tcp.c (Linux 6.x).
+fn next(dir: Direction, index: usize, old: TcpState) -> Next {
+    use Next::{Ignore as IG, Invalid as IV};
+    use TcpState::*;
+    let (ss, sr, es, fw, cw, la, tw, cl, s2) = (
+        Next::To(SynSent),
+        Next::To(SynRecv),
+        Next::To(Established),
+        Next::To(FinWait),
+        Next::To(CloseWait),
+        Next::To(LastAck),
+        Next::To(TimeWait),
+        Next::To(Close),
+        Next::To(SynSent2),
+    );
+    //        sNO, sSS, sSR, sES, sFW, sCW, sLA, sTW, sCL, sS2
+    const N: usize = 10;
+    let original: [[Next; N]; 6] = [
+        /* syn    */ [ss, ss, IG, IG, IG, IG, IG, ss, ss, s2],
+        /* synack */ [IV, IV, sr, IV, IV, IV, IV, IV, IV, sr],
+        /* fin    */ [IV, IV, fw, fw, la, la, la, tw, cl, IV],
+        /* ack    */ [es, IV, es, es, cw, cw, tw, tw, cl, IV],
+        /* rst    */ [IV, cl, cl, cl, cl, cl, cl, cl, cl, cl],
+        /* none   */ [IV; N],
+    ];
+    let reply: [[Next; N]; 6] = [
+        /* syn    */ [IV, s2, IV, IV, IV, IV, IV, ss, IV, s2],
+        /* synack */ [IV, sr, IG, IG, IG, IG, IG, IG, IG, sr],
+        /* fin    */ [IV, IV, fw, fw, la, la, la, tw, cl, IV],
+        /* ack    */ [IV, IG, sr, es, cw, cw, tw, tw, cl, IG],
+        /* rst    */ [IV, cl, cl, cl, cl, cl, cl, cl, cl, cl],
+        /* none   */ [IV; N],
+    ];
+    let table = if dir == Direction::Original { &original } else { &reply };
+    table[index][old as usize]
+}
+
+/// The TCP part of an entry (`struct ip_ct_tcp`, without the window tracking).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpCt {
+    pub state: TcpState,
+    /// The last in-window segment's direction and flag index (`last_dir`, `last_index`).
+    last: Option<(Direction, usize)>,
+    /// A FIN started the close (`IP_CT_TCP_FLAG_CLOSE_INIT`, in either direction).
+    close_init: bool,
+}
+
+/// What [`Conntrack::track_tcp`] made of a segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpVerdict {
+    /// Tracked (state and timeout updated, or an ignored segment): NAT it from the entry.
+    Accept,
+    /// The entry was deleted after this segment (a RST as the only answer): NAT it from the
+    /// entry as it was.
+    Killed,
+    /// `sIV`: conntrack marks the segment INVALID (`-NF_ACCEPT`): no state change, no NAT.
+    Invalid,
+    /// A SYN reopening a closed or aborted connection: the entry was deleted
+    /// (`nf_ct_kill` + `-NF_REPEAT`); look the SYN up again as a new connection.
+    Reopen,
 }
 
 /// `nf_conntrack_udp_timeout`.
 pub const UDP_TIMEOUT: Duration = Duration::from_secs(30);
 /// `nf_conntrack_udp_timeout_stream`.
 pub const UDP_TIMEOUT_STREAM: Duration = Duration::from_secs(120);
+/// `nf_conntrack_tcp_timeout_unacknowledged`: here only the cap on an ESTABLISHED entry that
+/// has seen no reply (a connection picked up mid-stream).
+pub const TCP_TIMEOUT_UNACK: Duration = Duration::from_secs(300);
 /// A replied flow still active this long after creation gets the stream timeout.
 pub const STREAM_AFTER: Duration = Duration::from_secs(2);
 /// kube-proxy's `conntrack.min` (131072) and `maxPerCore` (32768): it sets
@@ -74,6 +295,8 @@ pub struct Entry {
     pub expires: Instant,
     pub seen_reply: bool,
     pub assured: bool,
+    /// TCP entries: the connection's state (`None` for UDP).
+    pub tcp: Option<TcpCt>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -160,6 +383,75 @@ impl Conntrack {
         e.expires = now + timeout;
     }
 
+    /// A TCP segment with `flags` seen in `dir` at `now` on entry `id`, as `tcp_packet` handles
+    /// it after the lookup (call it on a new entry right after [`Conntrack::insert`], with the
+    /// first segment's flags, as `tcp_new` + `tcp_packet` do). Updates the state, the timeout
+    /// (`tcp_timeouts[new state]`), ASSURED and SEEN_REPLY; see [`TcpVerdict`] for what the
+    /// caller does with the segment.
+    ///
+    /// From nf_conntrack_proto_tcp.c: a new state SYN_SENT from TIME_WAIT or CLOSE, once a FIN
+    /// started the close or the last segment this way was a RST, deletes the entry
+    /// ([`TcpVerdict::Reopen`]); `sIG` keeps the state and the timeout; a SYN retransmitted in
+    /// SYN_SENT before any answer does not renew the timeout ("do not renew entry stuck in tcp
+    /// SYN_SENT state"); with no reply seen yet a RST deletes the entry; ASSURED is set when a
+    /// replied connection goes from SYN_RECV or ESTABLISHED to ESTABLISHED. IPS_SEEN_REPLY is
+    /// set after the state machine ran (`nf_conntrack_in`), not for an invalid segment.
+    pub fn track_tcp(&mut self, id: EntryId, dir: Direction, flags: TcpFlags, now: Instant) -> TcpVerdict {
+        let e = self.slab[id as usize].as_mut().expect("live entry");
+        let Some(tcp) = e.tcp.as_mut() else { panic!("track_tcp on a UDP entry") };
+        let index = flags.index();
+        let old = tcp.state;
+        let mut next = next(dir, index, old);
+        if next == Next::To(TcpState::SynSent) && old >= TcpState::TimeWait {
+            if tcp.close_init || tcp.last == Some((dir, RST_SET)) {
+                // "Attempt to reopen a closed/aborted connection. Delete this connection and
+                // look up again."
+                self.remove(id);
+                return TcpVerdict::Reopen;
+            }
+            next = Next::Ignore;
+        }
+        let new = match next {
+            Next::Invalid => return TcpVerdict::Invalid,
+            Next::Ignore => {
+                tcp.last = Some((dir, index));
+                if dir == Direction::Reply {
+                    e.seen_reply = true;
+                }
+                return TcpVerdict::Accept;
+            }
+            Next::To(s) => s,
+        };
+        tcp.last = Some((dir, index));
+        tcp.state = new;
+        if old != new && new == TcpState::FinWait {
+            tcp.close_init = true;
+        }
+        if !e.seen_reply {
+            if flags.rst {
+                self.remove(id);
+                return TcpVerdict::Killed;
+            }
+            if !(index == SYN_SET && old == TcpState::SynSent) {
+                // "ESTABLISHED without SEEN_REPLY, i.e. mid-connection pickup with loose=1.
+                // Avoid large ESTABLISHED timeout": capped at the unacknowledged timeout.
+                e.expires = now + new.timeout().min(TCP_TIMEOUT_UNACK);
+            }
+        } else {
+            if !e.assured
+                && matches!(old, TcpState::SynRecv | TcpState::Established)
+                && new == TcpState::Established
+            {
+                e.assured = true;
+            }
+            e.expires = now + new.timeout();
+        }
+        if dir == Direction::Reply {
+            e.seen_reply = true;
+        }
+        TcpVerdict::Accept
+    }
+
     /// Creates the entry for a new connection. When the table is full, expired entries are
     /// reaped and then one unassured entry is evicted; failing both, the insert is refused.
     pub fn insert(
@@ -187,6 +479,11 @@ impl Conntrack {
             expires: now + UDP_TIMEOUT,
             seen_reply: false,
             assured: false,
+            tcp: (original.proto == L4::Tcp).then_some(TcpCt {
+                state: TcpState::None,
+                last: None,
+                close_init: false,
+            }),
         };
         let id = match self.free.pop() {
             Some(id) => {
@@ -278,7 +575,17 @@ impl Conntrack {
                 let unreplied = if e.seen_reply { "" } else { " [UNREPLIED]" };
                 let assured = if e.assured { " [ASSURED]" } else { "" };
                 let left = (e.expires - now).as_nanos() / 1_000_000_000;
-                format!("udp      17 {left} {}{unreplied} {}{assured}", t(&e.original), t(&e.reply))
+                // conntrack-tools' "%-8s %u " for the protocol, then the timeout, then for TCP
+                // the state (`ctnetlink_dump_protoinfo`).
+                let proto = e.original.proto;
+                let state = e.tcp.map_or(String::new(), |c| format!("{} ", c.state.name()));
+                format!(
+                    "{:<8} {} {left} {state}{}{unreplied} {}{assured}",
+                    proto.name(),
+                    proto.number(),
+                    t(&e.original),
+                    t(&e.reply)
+                )
             })
             .collect()
     }
@@ -324,9 +631,182 @@ mod tests {
     }
 
     fn conn(sport: u16) -> (Tuple, Tuple) {
-        let o = Tuple { src: ip("10.244.0.2"), sport, dst: ip("10.96.0.10"), dport: 53 };
-        let r = Tuple { src: ip("10.244.1.5"), sport: 53, dst: ip("10.244.0.2"), dport: sport };
+        let o = Tuple { src: ip("10.244.0.2"), sport, dst: ip("10.96.0.10"), dport: 53, proto: L4::Udp };
+        let r =
+            Tuple { src: ip("10.244.1.5"), sport: 53, dst: ip("10.244.0.2"), dport: sport, proto: L4::Udp };
         (o, r)
+    }
+
+    fn tcp_conn(sport: u16) -> (Tuple, Tuple) {
+        let (o, r) = conn(sport);
+        (Tuple { proto: L4::Tcp, dport: 80, ..o }, Tuple { proto: L4::Tcp, sport: 8080, ..r })
+    }
+
+    fn ms(n: u64) -> Instant {
+        Instant::ZERO + Duration::from_millis(n)
+    }
+
+    /// Runs `steps` (direction, flags, expected state) on entry `id`, one millisecond apart
+    /// from `from` ms, checking each verdict is Accept and each state and timeout.
+    fn run(ct: &mut Conntrack, id: EntryId, from: u64, steps: &[(Direction, TcpFlags, TcpState)]) {
+        for (i, &(dir, flags, state)) in steps.iter().enumerate() {
+            let now = ms(from + i as u64);
+            assert_eq!(ct.track_tcp(id, dir, flags, now), TcpVerdict::Accept, "step {i}: {dir:?} {flags:?}");
+            let e = ct.get(id);
+            assert_eq!(e.tcp.unwrap().state, state, "step {i}: {dir:?} {flags:?}");
+        }
+    }
+
+    use Direction::{Original as O, Reply as R};
+
+    #[test]
+    fn tcp_handshake_data_and_fin_close() {
+        let mut ct = Conntrack::new(10);
+        let (o, r) = tcp_conn(40000);
+        assert_eq!(TcpState::opening(TcpFlags::SYN), Some(TcpState::SynSent));
+        let id = ct.insert(o, r, None, false, ms(0)).unwrap();
+        run(&mut ct, id, 0, &[(O, TcpFlags::SYN, TcpState::SynSent)]);
+        assert_eq!(ct.get(id).expires, ms(0) + Duration::from_secs(120), "syn_sent 120 s");
+        assert_eq!(
+            ct.list(ms(0)),
+            vec![
+                "tcp      6 120 SYN_SENT src=10.244.0.2 dst=10.96.0.10 sport=40000 dport=80 [UNREPLIED] \
+                 src=10.244.1.5 dst=10.244.0.2 sport=8080 dport=40000"
+            ]
+        );
+        run(&mut ct, id, 1, &[(R, TcpFlags::SYN_ACK, TcpState::SynRecv)]);
+        assert_eq!(ct.get(id).expires, ms(1) + Duration::from_secs(60), "syn_recv 60 s");
+        assert!(!ct.get(id).assured && ct.get(id).seen_reply);
+        run(&mut ct, id, 2, &[(O, TcpFlags::ACK, TcpState::Established)]);
+        assert!(ct.get(id).assured, "the handshake's last ACK assures the connection");
+        assert_eq!(ct.get(id).expires, ms(2) + Duration::from_secs(432_000), "established 5 days");
+        assert_eq!(
+            ct.list(ms(2) + Duration::from_secs(1)),
+            vec![
+                "tcp      6 431999 ESTABLISHED src=10.244.0.2 dst=10.96.0.10 sport=40000 dport=80 \
+                 src=10.244.1.5 dst=10.244.0.2 sport=8080 dport=40000 [ASSURED]"
+            ]
+        );
+        // Data both ways, then the client closes first.
+        run(
+            &mut ct,
+            id,
+            3,
+            &[
+                (O, TcpFlags::ACK, TcpState::Established),
+                (R, TcpFlags::ACK, TcpState::Established),
+                (O, TcpFlags::FIN_ACK, TcpState::FinWait),
+                (R, TcpFlags::ACK, TcpState::CloseWait),
+                (R, TcpFlags::FIN_ACK, TcpState::LastAck),
+            ],
+        );
+        assert_eq!(ct.get(id).expires, ms(7) + Duration::from_secs(30), "last_ack 30 s");
+        run(&mut ct, id, 8, &[(O, TcpFlags::ACK, TcpState::TimeWait)]);
+        assert_eq!(ct.get(id).expires, ms(8) + Duration::from_secs(120), "time_wait 120 s");
+        assert!(ct.lookup(&o, ms(8) + Duration::from_secs(119)).is_some());
+        assert!(ct.lookup(&o, ms(8) + Duration::from_secs(120)).is_none(), "gone after TIME_WAIT");
+    }
+
+    #[test]
+    fn tcp_rst_closes_and_a_lone_rst_answer_kills() {
+        let mut ct = Conntrack::new(10);
+        let (o, r) = tcp_conn(40000);
+        let id = ct.insert(o, r, None, false, ms(0)).unwrap();
+        run(
+            &mut ct,
+            id,
+            0,
+            &[
+                (O, TcpFlags::SYN, TcpState::SynSent),
+                (R, TcpFlags::SYN_ACK, TcpState::SynRecv),
+                (O, TcpFlags::ACK, TcpState::Established),
+                (R, TcpFlags::RST, TcpState::Close),
+            ],
+        );
+        assert_eq!(ct.get(id).expires, ms(3) + Duration::from_secs(10), "close 10 s");
+        // A SYN answered only by a RST (port closed): the entry goes at once.
+        let (o2, r2) = tcp_conn(40001);
+        let id2 = ct.insert(o2, r2, None, false, ms(10)).unwrap();
+        run(&mut ct, id2, 10, &[(O, TcpFlags::SYN, TcpState::SynSent)]);
+        assert_eq!(ct.track_tcp(id2, R, TcpFlags::RST, ms(11)), TcpVerdict::Killed);
+        assert!(ct.lookup(&o2, ms(11)).is_none());
+    }
+
+    #[test]
+    fn tcp_syn_retransmission_does_not_renew_and_stray_segments_are_invalid() {
+        let mut ct = Conntrack::new(10);
+        let (o, r) = tcp_conn(40000);
+        let id = ct.insert(o, r, None, false, ms(0)).unwrap();
+        run(&mut ct, id, 0, &[(O, TcpFlags::SYN, TcpState::SynSent)]);
+        run(&mut ct, id, 3000, &[(O, TcpFlags::SYN, TcpState::SynSent)]);
+        assert_eq!(ct.get(id).expires, ms(0) + Duration::from_secs(120), "retransmitted SYN: not renewed");
+        // An ACK before any SYN-ACK is invalid (sSS -> sIV): nothing changes.
+        assert_eq!(ct.track_tcp(id, O, TcpFlags::ACK, ms(3001)), TcpVerdict::Invalid);
+        assert_eq!(ct.get(id).tcp.unwrap().state, TcpState::SynSent);
+        // What may open an entry (tcp_new): a SYN, or an ACK picked up mid-stream.
+        assert_eq!(TcpState::opening(TcpFlags::ACK), Some(TcpState::Established));
+        for f in [TcpFlags::SYN_ACK, TcpFlags::FIN_ACK, TcpFlags::RST, TcpFlags::default()] {
+            assert_eq!(TcpState::opening(f), None, "{f:?}");
+        }
+    }
+
+    #[test]
+    fn tcp_loose_pickup_is_assured_by_its_first_answer() {
+        let mut ct = Conntrack::new(10);
+        let (o, r) = tcp_conn(40000);
+        let id = ct.insert(o, r, None, false, ms(0)).unwrap();
+        run(&mut ct, id, 0, &[(O, TcpFlags::ACK, TcpState::Established)]);
+        assert_eq!(ct.get(id).expires, ms(0) + TCP_TIMEOUT_UNACK, "unanswered pickup: 300 s, not 5 days");
+        assert!(!ct.get(id).assured);
+        run(&mut ct, id, 1, &[(R, TcpFlags::ACK, TcpState::Established)]);
+        assert!(!ct.get(id).assured, "SEEN_REPLY is set after the state machine ran");
+        run(&mut ct, id, 2, &[(O, TcpFlags::ACK, TcpState::Established)]);
+        assert!(ct.get(id).assured);
+        assert_eq!(ct.get(id).expires, ms(2) + Duration::from_secs(432_000));
+    }
+
+    #[test]
+    fn tcp_syn_in_time_wait_reopens() {
+        let mut ct = Conntrack::new(10);
+        let (o, r) = tcp_conn(40000);
+        let id = ct.insert(o, r, None, false, ms(0)).unwrap();
+        run(
+            &mut ct,
+            id,
+            0,
+            &[
+                (O, TcpFlags::SYN, TcpState::SynSent),
+                (R, TcpFlags::SYN_ACK, TcpState::SynRecv),
+                (O, TcpFlags::ACK, TcpState::Established),
+                (R, TcpFlags::FIN_ACK, TcpState::FinWait),
+                (O, TcpFlags::FIN_ACK, TcpState::LastAck),
+                (R, TcpFlags::ACK, TcpState::TimeWait),
+            ],
+        );
+        // The client reuses its port for a new connection while the entry is in TIME_WAIT.
+        assert_eq!(ct.track_tcp(id, O, TcpFlags::SYN, ms(10)), TcpVerdict::Reopen);
+        assert!(ct.lookup(&o, ms(10)).is_none(), "the old entry is destroyed");
+        let id2 = ct.insert(o, r, None, false, ms(10)).unwrap();
+        run(&mut ct, id2, 10, &[(O, TcpFlags::SYN, TcpState::SynSent)]);
+        assert!(!ct.get(id2).assured && !ct.get(id2).seen_reply, "tracked as new");
+        // A SYN for a connection reset from the other side is only ignored (no reopen).
+        let (o3, r3) = tcp_conn(40003);
+        let id3 = ct.insert(o3, r3, None, false, ms(20)).unwrap();
+        run(
+            &mut ct,
+            id3,
+            20,
+            &[
+                (O, TcpFlags::SYN, TcpState::SynSent),
+                (R, TcpFlags::SYN_ACK, TcpState::SynRecv),
+                (O, TcpFlags::ACK, TcpState::Established),
+                (R, TcpFlags::RST, TcpState::Close),
+                (O, TcpFlags::SYN, TcpState::Close),
+            ],
+        );
+        // ... but one after its own RST reopens.
+        run(&mut ct, id3, 30, &[(O, TcpFlags::RST, TcpState::Close)]);
+        assert_eq!(ct.track_tcp(id3, O, TcpFlags::SYN, ms(31)), TcpVerdict::Reopen);
     }
 
     fn at(s: u64) -> Instant {

@@ -3,8 +3,8 @@
 use std::net::Ipv4Addr;
 
 use super::NodeView;
-use crate::cluster::{Endpoint, Service, ServiceKind, ServicePort, ServiceTable, TrafficPolicy};
-use crate::net::conntrack::Tuple;
+use crate::cluster::{Endpoint, Protocol, Service, ServiceKind, ServicePort, ServiceTable, TrafficPolicy};
+use crate::net::conntrack::{Tuple, L4};
 
 pub fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
@@ -27,7 +27,13 @@ pub fn svc(
         name: name.into(),
         kind: if np.is_some() { ServiceKind::NodePort } else { ServiceKind::ClusterIp },
         cluster_ip: Some(ip(cip)),
-        ports: vec![ServicePort { name: String::new(), port, target_port: port, node_port: np }],
+        ports: vec![ServicePort {
+            name: String::new(),
+            protocol: Protocol::Udp,
+            port,
+            target_port: port,
+            node_port: np,
+        }],
         endpoints: eps,
         external_traffic_policy: policy,
     }
@@ -41,8 +47,20 @@ pub fn table(services: Vec<Service>) -> ServiceTable {
     ServiceTable { services, cluster_cidr: Some("10.244.0.0/16".parse().unwrap()) }
 }
 
+/// A UDP tuple from port 40000.
 pub fn t(src: &str, dst: &str, dport: u16) -> Tuple {
-    Tuple { src: ip(src), sport: 40000, dst: ip(dst), dport }
+    Tuple { src: ip(src), sport: 40000, dst: ip(dst), dport, proto: L4::Udp }
+}
+
+/// The same as [`t`], TCP.
+pub fn tcp(src: &str, dst: &str, dport: u16) -> Tuple {
+    Tuple { proto: L4::Tcp, ..t(src, dst, dport) }
+}
+
+/// `s` with its one port's protocol set to `protocol`.
+pub fn with_protocol(mut s: Service, protocol: Protocol) -> Service {
+    s.ports[0].protocol = protocol;
+    s
 }
 
 /// `n` ClusterIP Services `s0`, `s1` ... at 10.96.0.1, .2 ..., port 80, one endpoint each.

@@ -16,6 +16,8 @@
 //! KUBE-SEP-Y      -s EP/32 -j KUBE-MARK-MASQ; -p udp -j DNAT --to-destination EP:TARGET
 //! ```
 //!
+//! (`-p tcp -m tcp` for a TCP port; the chain-name hashes take the lowercase protocol.)
+//!
 //! A service port with no ready endpoint gets no nat rule at all, only a filter-table REJECT
 //! (proxier.go: "we will not generate any chains in the "nat" table for the service; only rules
 //! in the "filter" table rejecting incoming packets"). Those filter rules are kept apart: the
@@ -35,8 +37,8 @@ use sha2::{Digest, Sha256};
 
 use super::{Hook, Lookup, NodeView, Verdict};
 use crate::addr::Ipv4Net;
-use crate::cluster::{ServiceKind, ServiceTable, TrafficPolicy};
-use crate::net::conntrack::Tuple;
+use crate::cluster::{Protocol, ServiceKind, ServiceTable, TrafficPolicy};
+use crate::net::conntrack::{Tuple, L4};
 
 /// The masquerade mark: `1 << masqueradeBit`, default bit 14 (kube-proxy config defaults.go,
 /// `MasqueradeBit ... temp := int32(14)`; facts §1.8).
@@ -102,8 +104,8 @@ pub fn statistic_probability(remaining: usize) -> u32 {
 enum Match {
     /// `-m comment --comment TEXT`: always matches.
     Comment(String),
-    /// `-m udp [--dport P]`.
-    Udp { dport: Option<u16> },
+    /// `-m udp [--dport P]` or `-m tcp [--dport P]`.
+    Port { protocol: Protocol, dport: Option<u16> },
     /// `-m statistic --mode random --probability P`, P as the kernel's 31-bit fixed point.
     Statistic { probability: u32 },
     /// `-m addrtype --src-type LOCAL` (`src`) or `--dst-type LOCAL`.
@@ -149,15 +151,15 @@ struct Rule {
     /// `[!] -s net`: (inverted, net).
     src: Option<(bool, Ipv4Net)>,
     dst: Option<Ipv4Net>,
-    /// `-p udp`.
-    udp: bool,
+    /// `-p udp` / `-p tcp`.
+    protocol: Option<Protocol>,
     matches: Vec<Match>,
     target: Target,
 }
 
 impl Rule {
     fn new(target: Target) -> Rule {
-        Rule { src: None, dst: None, udp: false, matches: Vec::new(), target }
+        Rule { src: None, dst: None, protocol: None, matches: Vec::new(), target }
     }
     fn src(mut self, invert: bool, net: Ipv4Net) -> Rule {
         self.src = Some((invert, net));
@@ -178,10 +180,10 @@ impl Rule {
             None => self,
         }
     }
-    /// kube-proxy's `-m udp -p udp [--dport p]`.
-    fn udp(mut self, dport: Option<u16>) -> Rule {
-        self.udp = true;
-        self.m(Match::Udp { dport })
+    /// kube-proxy's `-m udp -p udp [--dport p]` (or tcp: `"-m", protocol, "-p", protocol`).
+    fn proto(mut self, protocol: Protocol, dport: Option<u16>) -> Rule {
+        self.protocol = Some(protocol);
+        self.m(Match::Port { protocol, dport })
     }
 }
 
@@ -226,6 +228,7 @@ struct PortCtx {
     service: usize,
     port: usize,
     name: String,
+    protocol: Protocol,
     vip: Ipv4Addr,
     dport: u16,
     target_port: u16,
@@ -284,6 +287,7 @@ impl NatTable {
                     service: si,
                     port: pi,
                     name: svc.port_name(pi),
+                    protocol: port.protocol,
                     vip,
                     dport: port.port,
                     target_port: port.target_port,
@@ -351,16 +355,18 @@ impl NatTable {
             self.add_rejects(p);
             return;
         }
-        let svc = self.chain(&chain_name("KUBE-SVC-", &p.name, "udp"), true);
+        let proto = p.protocol.lower();
+        let svc = self.chain(&chain_name("KUBE-SVC-", &p.name, proto), true);
         let masq = self.index[KUBE_MARK_MASQ];
         let cluster_ip = || Some(format!("{} cluster IP", p.name));
-        let capture = Rule::new(Target::Jump(svc)).dst(p.vip).comment(cluster_ip()).udp(Some(p.dport));
+        let capture =
+            Rule::new(Target::Jump(svc)).dst(p.vip).comment(cluster_ip()).proto(p.protocol, Some(p.dport));
         self.push(KUBE_SERVICES, capture);
         let local: Vec<_> = p.ready.iter().copied().filter(|e| e.2).collect();
-        let ext = p.node_port.map(|_| chain_name("KUBE-EXT-", &p.name, "udp"));
+        let ext = p.node_port.map(|_| chain_name("KUBE-EXT-", &p.name, proto));
         if let (Some(np), Some(ext)) = (p.node_port, &ext) {
             let ext = self.chain(ext, true);
-            let rule = Rule::new(Target::Jump(ext)).comment(Some(p.name.clone())).udp(Some(np));
+            let rule = Rule::new(Target::Jump(ext)).comment(Some(p.name.clone())).proto(p.protocol, Some(np));
             self.push(KUBE_NODEPORTS, rule);
             if p.etp_local && local.is_empty() {
                 // hasExternalEndpoints false: filter KUBE-EXTERNAL-SERVICES DROP.
@@ -370,14 +376,14 @@ impl NatTable {
         // Off-cluster traffic to the VIP is masqueraded (localDetector.IfNotLocal()).
         if let Some(cidr) = p.cidr {
             let rule = Rule::new(Target::Jump(masq)).src(true, cidr).dst(p.vip);
-            self.chains[svc].rules.push(rule.comment(cluster_ip()).udp(Some(p.dport)));
+            self.chains[svc].rules.push(rule.comment(cluster_ip()).proto(p.protocol, Some(p.dport)));
         }
         if let Some(ext) = &ext {
             self.add_ext(p, ext, svc, !local.is_empty());
         }
         self.add_lb(p, svc, &p.ready);
         if p.etp_local && !local.is_empty() {
-            let svl = self.chain(&chain_name("KUBE-SVL-", &p.name, "udp"), true);
+            let svl = self.chain(&chain_name("KUBE-SVL-", &p.name, proto), true);
             self.add_lb(p, svl, &local);
         }
         for &(ei, ip, _) in &p.ready {
@@ -407,7 +413,7 @@ impl NatTable {
         let rule = Rule::new(Target::Jump(svc)).comment(Some(c)).m(Match::AddrTypeLocal { src: true });
         self.push(ext, rule);
         if has_local {
-            let svl = self.chain(&chain_name("KUBE-SVL-", n, "udp"), true);
+            let svl = self.chain(&chain_name("KUBE-SVL-", n, p.protocol.lower()), true);
             self.push(ext, Rule::new(Target::Jump(svl)));
         }
     }
@@ -417,7 +423,8 @@ impl NatTable {
     fn add_lb(&mut self, p: &PortCtx, chain: usize, eps: &[(usize, Ipv4Addr, bool)]) {
         let n = eps.len();
         for (i, &(_, ip, _)) in eps.iter().enumerate() {
-            let sep = self.chain(&endpoint_chain_name(&p.name, "udp", &ep_str(ip, p.target_port)), true);
+            let ep = ep_str(ip, p.target_port);
+            let sep = self.chain(&endpoint_chain_name(&p.name, p.protocol.lower(), &ep), true);
             let comment = (!p.large).then(|| format!("{} -> {}", p.name, ep_str(ip, p.target_port)));
             let mut rule = Rule::new(Target::Jump(sep)).comment(comment);
             if i + 1 < n {
@@ -429,13 +436,14 @@ impl NatTable {
 
     /// KUBE-SEP-Y: hairpin masquerade, then DNAT (proxier.go "Generate the per-endpoint chains").
     fn add_sep(&mut self, p: &PortCtx, endpoint: usize, ip: Ipv4Addr) {
-        let sep = self.chain(&endpoint_chain_name(&p.name, "udp", &ep_str(ip, p.target_port)), true);
+        let ep = ep_str(ip, p.target_port);
+        let sep = self.chain(&endpoint_chain_name(&p.name, p.protocol.lower(), &ep), true);
         let masq = self.index[KUBE_MARK_MASQ];
         let comment = || (!p.large).then(|| p.name.clone());
         let host = Ipv4Net::new(ip, 32).expect("/32 of any address");
         let hairpin = Rule::new(Target::Jump(masq)).comment(comment()).src(false, host);
         let dnat = Target::Dnat { ip, to_port: p.target_port, service: p.service, port: p.port, endpoint };
-        let dnat = Rule::new(dnat).comment(comment()).udp(None);
+        let dnat = Rule::new(dnat).comment(comment()).proto(p.protocol, None);
         self.chains[sep].rules.extend([hairpin, dnat]);
     }
 
@@ -444,7 +452,7 @@ impl NatTable {
     fn add_rejects(&mut self, p: &PortCtx) {
         let comment = format!("{} has no endpoints", p.name);
         let target = Target::Reject { service: p.service, port: p.port, drop: false };
-        let rule = Rule::new(target).dst(p.vip).comment(Some(comment)).udp(Some(p.dport));
+        let rule = Rule::new(target).dst(p.vip).comment(Some(comment)).proto(p.protocol, Some(p.dport));
         self.filter.push((KUBE_SERVICES, rule));
         if let Some(np) = p.node_port {
             self.add_nodeport_filter(p, np, false);
@@ -457,7 +465,7 @@ impl NatTable {
         let rule = Rule::new(target)
             .comment(Some(format!("{} {text}", p.name)))
             .m(Match::AddrTypeLocal { src: false })
-            .udp(Some(node_port));
+            .proto(p.protocol, Some(node_port));
         self.filter.push(("KUBE-EXTERNAL-SERVICES", rule));
     }
 
@@ -519,7 +527,13 @@ impl NatTable {
     /// POSTROUTING -> KUBE-POSTROUTING for a packet whose mark is `marked` (0x4000 set by
     /// KUBE-MARK-MASQ): (rules evaluated, counting the POSTROUTING jump; masquerade?).
     pub fn postrouting(&self, marked: bool) -> (u32, bool) {
-        let t = Tuple { src: Ipv4Addr::UNSPECIFIED, sport: 0, dst: Ipv4Addr::UNSPECIFIED, dport: 0 };
+        let t = Tuple {
+            src: Ipv4Addr::UNSPECIFIED,
+            sport: 0,
+            dst: Ipv4Addr::UNSPECIFIED,
+            dport: 0,
+            proto: L4::Udp,
+        };
         let mark = if marked { MASQ_MARK } else { 0 };
         let mut pkt = Pkt { t: &t, dst_local: false, src_local: false, mark, rules: 0, trace: None };
         let end = self.run(self.index["POSTROUTING"], &mut pkt, &mut || u32::MAX);
@@ -576,10 +590,12 @@ impl NatTable {
         if rule.dst.is_some_and(|net| !net.contains(pkt.t.dst)) {
             return false;
         }
-        // `-p udp` always matches: every tuple is UDP.
+        if rule.protocol.is_some_and(|p| p.l4() != pkt.t.proto) {
+            return false;
+        }
         rule.matches.iter().all(|m| match *m {
             Match::Comment(_) => true,
-            Match::Udp { dport } => dport.is_none_or(|p| p == pkt.t.dport),
+            Match::Port { dport, .. } => dport.is_none_or(|p| p == pkt.t.dport),
             Match::Statistic { probability } => (random() & 0x7FFF_FFFF) < probability,
             Match::AddrTypeLocal { src: true } => pkt.src_local,
             Match::AddrTypeLocal { src: false } => pkt.dst_local,
@@ -644,8 +660,8 @@ impl NatTable {
         if let Some(net) = r.dst {
             let _ = write!(s, " -d {net}");
         }
-        if r.udp {
-            s.push_str(" -p udp");
+        if let Some(p) = r.protocol {
+            let _ = write!(s, " -p {}", p.lower());
         }
         for m in &r.matches {
             match m {
@@ -653,10 +669,12 @@ impl NatTable {
                     s.push_str(" -m comment --comment");
                     save_string(&mut s, c);
                 }
-                Match::Udp { dport: Some(p) } => {
-                    let _ = write!(s, " -m udp --dport {p}");
+                Match::Port { protocol, dport: Some(p) } => {
+                    let _ = write!(s, " -m {} --dport {p}", protocol.lower());
                 }
-                Match::Udp { dport: None } => s.push_str(" -m udp"),
+                Match::Port { protocol, dport: None } => {
+                    let _ = write!(s, " -m {}", protocol.lower());
+                }
                 Match::Statistic { probability } => {
                     // libxt_statistic.c: "%smode random%s %sprobability %.11f".
                     let p = *probability as f64 / 2_147_483_648.0;
@@ -764,8 +782,10 @@ fn entry_bytes(r: &Rule) -> usize {
                 + match m {
                     // xt_comment_info: char comment[XT_MAX_COMMENT_LEN = 256].
                     Match::Comment(_) => 256,
-                    // xt_udp: u16 spts[2], u16 dpts[2], u8 invflags = 10 -> XT_ALIGN 16.
-                    Match::Udp { .. } => 16,
+                    // xt_udp: u16 spts[2], u16 dpts[2], u8 invflags = 10 -> XT_ALIGN 16;
+                    // xt_tcp: u16 spts[2], u16 dpts[2], u8 option, flg_mask, flg_cmp,
+                    // invflags = 12 -> XT_ALIGN 16 (include/uapi/linux/netfilter/xt_tcpudp.h).
+                    Match::Port { .. } => 16,
                     // xt_statistic_info: u16 mode, u16 flags, 12-byte union, 8-aligned
                     // pointer `master` = 24.
                     Match::Statistic { .. } => 24,

@@ -2,7 +2,7 @@
 //! few iptables rules kube-proxy still installs.
 //!
 //! What kube-proxy programs (`k8s/pkg/proxy/ipvs/proxier.go`, `syncProxyRules` and
-//! `writeIptablesRules`): one UDP virtual server per Service port on its cluster IP (bound to the
+//! `writeIptablesRules`): one virtual server per Service port (of the port's protocol) on its cluster IP (bound to the
 //! dummy device `kube-ipvs0`), one per NodePort on each node address, each endpoint a real server
 //! with forwarding method Masq and weight 1 (`syncEndpoint`). Masquerade decisions stay in
 //! iptables, driven by ipsets so that the rule count does not grow with the number of Services:
@@ -16,6 +16,10 @@
 //! -A KUBE-NODE-PORT -p udp -m set --match-set KUBE-NODE-PORT-UDP dst -j KUBE-MARK-MASQ
 //! -A KUBE-POSTROUTING -m set --match-set KUBE-LOOP-BACK dst,dst,src -j MASQUERADE
 //! ```
+//!
+//! TCP ports get their own KUBE-NODE-PORT-LOCAL-TCP / KUBE-NODE-PORT-TCP sets and `-p tcp`
+//! rules, written before the UDP ones (`ipsetWithIptablesChain`); the virtual servers, the
+//! KUBE-CLUSTER-IP and KUBE-LOOP-BACK members (`ip,tcp:port`) carry the protocol.
 //!
 //! The kernel side follows `net/netfilter/ipvs/`: `ip_vs_in` looks the packet up in the IPVS
 //! connection table (`conn_in_get`), and on a miss `udp_conn_schedule` finds the virtual server
@@ -31,8 +35,8 @@ use std::sync::Arc;
 
 use crate::addr::Ipv4Net;
 use crate::cluster::NodeId;
-use crate::cluster::{IpvsScheduler, ServiceKind, ServiceTable, TrafficPolicy};
-use crate::net::conntrack::Tuple;
+use crate::cluster::{IpvsScheduler, Protocol, ServiceKind, ServiceTable, TrafficPolicy};
+use crate::net::conntrack::{Tuple, L4};
 use crate::proxy::{Hook, Lookup, NodeView, Verdict};
 
 /// `ip_vs_conn_tab_size` as the kernel reports it in ipvsadm's header (`CONFIG_IP_VS_TAB_BITS`
@@ -81,6 +85,7 @@ pub struct RealServer {
 /// with the node's counters.
 #[derive(Clone, Debug)]
 pub struct VirtualServer {
+    pub protocol: Protocol,
     pub addr: Ipv4Addr,
     pub port: u16,
     pub service: usize,
@@ -113,23 +118,25 @@ pub struct IpvsShared {
     servers: Vec<VirtualServer>,
     /// The IPVS service table for the ClusterIP servers: `ip_vs_svc_table`, hashed on protocol,
     /// address and port.
-    index: FxHashMap<(Ipv4Addr, u16), usize>,
+    index: FxHashMap<(Ipv4Addr, u16, L4), usize>,
     /// NodePort virtual servers in creation order (so in increasing `base`).
     nodeports: Vec<NodePort>,
-    /// The service table for NodePort servers, on the node's address: port -> `nodeports` index.
-    nodeport_index: FxHashMap<u16, usize>,
+    /// The service table for NodePort servers, on the node's address: (port, protocol) ->
+    /// `nodeports` index.
+    nodeport_index: FxHashMap<(u16, L4), usize>,
     /// Local-policy NodePorts' destinations on each node with local endpoints: node ->
     /// `nodeports` index -> positions in the base server's `dests`.
     local_dests: FxHashMap<NodeId, FxHashMap<usize, Vec<usize>>>,
-    /// KUBE-CLUSTER-IP (hash:ip,port): every cluster IP and port.
-    cluster_ip_set: FxHashSet<(Ipv4Addr, u16)>,
-    /// KUBE-LOOP-BACK (hash:ip,port,ip) of each node: local endpoint IP, port, and the same IP
-    /// as source.
-    loopback: FxHashMap<NodeId, FxHashSet<(Ipv4Addr, u16, Ipv4Addr)>>,
-    /// KUBE-NODE-PORT-UDP (bitmap:port).
-    nodeport_udp: BTreeSet<u16>,
-    /// KUBE-NODE-PORT-LOCAL-UDP (bitmap:port): NodePorts with externalTrafficPolicy Local.
-    nodeport_local_udp: BTreeSet<u16>,
+    /// KUBE-CLUSTER-IP (hash:ip,port): every cluster IP, port and protocol.
+    cluster_ip_set: FxHashSet<(Ipv4Addr, u16, L4)>,
+    /// KUBE-LOOP-BACK (hash:ip,port,ip) of each node: local endpoint IP, port, protocol, and
+    /// the same IP as source.
+    loopback: FxHashMap<NodeId, FxHashSet<(Ipv4Addr, u16, L4, Ipv4Addr)>>,
+    /// KUBE-NODE-PORT-TCP and KUBE-NODE-PORT-UDP (bitmap:port), indexed by [`proto_index`].
+    nodeport_set: [BTreeSet<u16>; 2],
+    /// KUBE-NODE-PORT-LOCAL-TCP / -UDP (bitmap:port): NodePorts with externalTrafficPolicy
+    /// Local.
+    nodeport_local_set: [BTreeSet<u16>; 2],
     /// KUBE-IPVS-IPS (hash:ip): the addresses bound to kube-ipvs0, which makes them LOCAL.
     bound: FxHashSet<Ipv4Addr>,
     /// Real servers of the ClusterIP servers, and of the NodePort servers with all of their
@@ -229,8 +236,8 @@ impl Ipvs {
             local_dests: FxHashMap::default(),
             cluster_ip_set: FxHashSet::default(),
             loopback: FxHashMap::default(),
-            nodeport_udp: BTreeSet::new(),
-            nodeport_local_udp: BTreeSet::new(),
+            nodeport_set: [BTreeSet::new(), BTreeSet::new()],
+            nodeport_local_set: [BTreeSet::new(), BTreeSet::new()],
             bound: FxHashSet::default(),
             cluster_real_servers: 0,
             nodeport_real_servers: 0,
@@ -242,12 +249,13 @@ impl Ipvs {
             }
             for (p, sp) in svc.ports.iter().enumerate() {
                 let tp = sp.target_port;
+                let l4 = sp.protocol.l4();
                 let all: Vec<(usize, Ipv4Addr, NodeId)> =
                     svc.ready().map(|(i, e)| (i, e.ip, e.node)).collect();
                 for &(_, ip, node) in &all {
-                    sh.loopback.entry(node).or_default().insert((ip, tp, ip));
+                    sh.loopback.entry(node).or_default().insert((ip, tp, l4, ip));
                 }
-                sh.cluster_ip_set.insert((cip, sp.port));
+                sh.cluster_ip_set.insert((cip, sp.port, l4));
                 sh.bound.insert(cip);
                 // kube-proxy adds real servers in Go set order, which is random; cnisim adds them
                 // in EndpointSlice order, each at the list head.
@@ -264,14 +272,21 @@ impl Ipvs {
                     })
                     .collect();
                 let base = sh.servers.len();
-                sh.index.insert((cip, sp.port), base);
+                sh.index.insert((cip, sp.port, l4), base);
                 sh.cluster_real_servers += dests.len();
-                sh.servers.push(VirtualServer { addr: cip, port: sp.port, service: s, port_index: p, dests });
+                sh.servers.push(VirtualServer {
+                    protocol: sp.protocol,
+                    addr: cip,
+                    port: sp.port,
+                    service: s,
+                    port_index: p,
+                    dests,
+                });
                 let Some(np) = sp.node_port.filter(|_| svc.kind == ServiceKind::NodePort) else { continue };
-                sh.nodeport_udp.insert(np);
+                sh.nodeport_set[proto_index(sp.protocol)].insert(np);
                 let j = sh.nodeports.len();
                 if svc.external_traffic_policy == TrafficPolicy::Local {
-                    sh.nodeport_local_udp.insert(np);
+                    sh.nodeport_local_set[proto_index(sp.protocol)].insert(np);
                     // The base list is `all` reversed: the positions of each node's endpoints in
                     // it are that node's endpoints in the same list order.
                     for (pos, &(_, _, node)) in all.iter().rev().enumerate() {
@@ -279,7 +294,7 @@ impl Ipvs {
                     }
                 }
                 sh.nodeport_real_servers += all.len();
-                sh.nodeport_index.insert(np, j);
+                sh.nodeport_index.insert((np, l4), j);
                 sh.nodeports.push(NodePort { port: np, base });
             }
         }
@@ -304,17 +319,17 @@ impl Ipvs {
         }
     }
 
-    /// Virtual server `v`'s address, port, service and port index.
-    fn key(&self, v: usize) -> (Ipv4Addr, u16, usize, usize) {
+    /// Virtual server `v`'s address, port, service, port index and protocol.
+    fn key(&self, v: usize) -> (Ipv4Addr, u16, usize, usize, Protocol) {
         let sh = &*self.shared;
         let c = sh.servers.len();
         if v < c {
             let vs = &sh.servers[v];
-            (vs.addr, vs.port, vs.service, vs.port_index)
+            (vs.addr, vs.port, vs.service, vs.port_index, vs.protocol)
         } else {
             let np = &sh.nodeports[v - c];
             let base = &sh.servers[np.base];
-            (self.node_ip, np.port, base.service, base.port_index)
+            (self.node_ip, np.port, base.service, base.port_index, base.protocol)
         }
     }
 
@@ -322,13 +337,14 @@ impl Ipvs {
         dests_of(&self.shared, self.node, v)
     }
 
-    /// `ip_vs_service_find`: the virtual server at (addr, port). When a ClusterIP and a NodePort
-    /// server share the key, the one added last wins, as in one hash map filled in creation
-    /// order.
-    fn find(&self, addr: Ipv4Addr, port: u16) -> Option<usize> {
+    /// `ip_vs_service_find`: the virtual server at (protocol, addr, port). When a ClusterIP and
+    /// a NodePort server share the key, the one added last wins, as in one hash map filled in
+    /// creation order.
+    fn find(&self, proto: L4, addr: Ipv4Addr, port: u16) -> Option<usize> {
         let sh = &*self.shared;
-        let cluster = sh.index.get(&(addr, port)).copied();
-        let nodeport = if addr == self.node_ip { sh.nodeport_index.get(&port).copied() } else { None };
+        let cluster = sh.index.get(&(addr, port, proto)).copied();
+        let nodeport =
+            if addr == self.node_ip { sh.nodeport_index.get(&(port, proto)).copied() } else { None };
         match (cluster, nodeport) {
             (Some(k), Some(j)) => Some(if sh.nodeports[j].base >= k { sh.servers.len() + j } else { k }),
             (k, j) => k.or(j.map(|j| sh.servers.len() + j)),
@@ -336,7 +352,7 @@ impl Ipvs {
     }
 
     /// This node's KUBE-LOOP-BACK entries.
-    fn loopback_set(&self) -> Option<&FxHashSet<(Ipv4Addr, u16, Ipv4Addr)>> {
+    fn loopback_set(&self) -> Option<&FxHashSet<(Ipv4Addr, u16, L4, Ipv4Addr)>> {
         self.shared.loopback.get(&self.node).filter(|s| !s.is_empty())
     }
 
@@ -372,20 +388,20 @@ impl Ipvs {
         let local = dst_is_local || self.shared.bound.contains(&t.dst);
         w.rule("KUBE-SERVICES: -m addrtype --dst-type LOCAL -j KUBE-NODE-PORT");
         if local {
-            masq |= self.nodeport_chain(&mut w, t.dport);
+            masq |= self.nodeport_chain(&mut w, t);
         }
         if !self.shared.cluster_ip_set.is_empty() {
             w.rule("KUBE-SERVICES: -m set --match-set KUBE-CLUSTER-IP dst,dst -j ACCEPT");
-            w.lookup(self.shared.cluster_ip_set.contains(&(t.dst, t.dport)), "KUBE-CLUSTER-IP");
+            w.lookup(self.shared.cluster_ip_set.contains(&(t.dst, t.dport, t.proto)), "KUBE-CLUSTER-IP");
         }
         if hook == Hook::Prerouting && !local {
             return w.done(Verdict::NoService);
         }
         w.lookup(false, "IPVS connection table (ip_vs_conn_in_get)");
-        let found = self.find(t.dst, t.dport);
+        let found = self.find(t.proto, t.dst, t.dport);
         w.lookup(found.is_some(), "IPVS service table (ip_vs_service_find)");
         let Some(v) = found else { return w.done(Verdict::NoService) };
-        let (_, _, service, port) = self.key(v);
+        let (_, _, service, port, _) = self.key(v);
         let Some(d) = self.schedule(v, t.src) else {
             w.note("scheduler: no destination available -> ip_vs_leave: ICMP port unreachable");
             return w.done(Verdict::Reject { service, port });
@@ -396,7 +412,7 @@ impl Ipvs {
         self.open.entry((service, port, endpoint)).or_default().push(v);
         if let Some(lb) = self.loopback_set() {
             w.rule("KUBE-POSTROUTING: -m set --match-set KUBE-LOOP-BACK dst,dst,src -j MASQUERADE");
-            masq |= w.lookup(lb.contains(&(ep_ip, ep_port, t.src)), "KUBE-LOOP-BACK");
+            masq |= w.lookup(lb.contains(&(ep_ip, ep_port, t.proto, t.src)), "KUBE-LOOP-BACK");
         }
         w.done(Verdict::Dnat { service, port, endpoint, masq })
     }
@@ -412,11 +428,11 @@ impl Ipvs {
                 w.rule(format_args!(
                     "KUBE-SERVICES: -m set --match-set KUBE-CLUSTER-IP dst,dst ! -s {cidr} -j KUBE-MARK-MASQ"
                 ));
-                !cidr.contains(t.src) && w.lookup(set.contains(&(t.dst, t.dport)), "KUBE-CLUSTER-IP")
+                !cidr.contains(t.src) && w.lookup(set.contains(&(t.dst, t.dport, t.proto)), "KUBE-CLUSTER-IP")
             }
             None => {
                 w.rule("KUBE-SERVICES: -m set --match-set KUBE-CLUSTER-IP src,dst -j KUBE-MARK-MASQ");
-                w.lookup(set.contains(&(t.src, t.dport)), "KUBE-CLUSTER-IP")
+                w.lookup(set.contains(&(t.src, t.dport, t.proto)), "KUBE-CLUSTER-IP")
             }
         };
         if hit {
@@ -425,20 +441,31 @@ impl Ipvs {
         hit
     }
 
-    /// KUBE-NODE-PORT (nat); true when it marks the packet.
-    fn nodeport_chain(&self, w: &mut Walk, dport: u16) -> bool {
+    /// KUBE-NODE-PORT (nat), TCP rules first as `ipsetWithIptablesChain` orders them; true
+    /// when it marks the packet. A rule of the other protocol fails its `-p` match before any
+    /// ipset test.
+    fn nodeport_chain(&self, w: &mut Walk, t: &Tuple) -> bool {
         let sh = &*self.shared;
-        if !sh.nodeport_local_udp.is_empty() {
-            w.rule("KUBE-NODE-PORT: -p udp -m set --match-set KUBE-NODE-PORT-LOCAL-UDP dst -j RETURN");
-            if w.lookup(sh.nodeport_local_udp.contains(&dport), "KUBE-NODE-PORT-LOCAL-UDP") {
-                return false;
+        for proto in [Protocol::Tcp, Protocol::Udp] {
+            let (i, p, same) = (proto_index(proto), proto.lower(), proto.l4() == t.proto);
+            let local = &sh.nodeport_local_set[i];
+            if !local.is_empty() {
+                w.rule(format_args!(
+                    "KUBE-NODE-PORT: -p {p} -m set --match-set KUBE-NODE-PORT-LOCAL-{proto} dst -j RETURN"
+                ));
+                if same && w.lookup(local.contains(&t.dport), format_args!("KUBE-NODE-PORT-LOCAL-{proto}")) {
+                    return false;
+                }
             }
-        }
-        if !sh.nodeport_udp.is_empty() {
-            w.rule("KUBE-NODE-PORT: -p udp -m set --match-set KUBE-NODE-PORT-UDP dst -j KUBE-MARK-MASQ");
-            if w.lookup(sh.nodeport_udp.contains(&dport), "KUBE-NODE-PORT-UDP") {
-                w.rule("KUBE-MARK-MASQ: -j MARK --or-mark 0x4000");
-                return true;
+            let set = &sh.nodeport_set[i];
+            if !set.is_empty() {
+                w.rule(format_args!(
+                    "KUBE-NODE-PORT: -p {p} -m set --match-set KUBE-NODE-PORT-{proto} dst -j KUBE-MARK-MASQ"
+                ));
+                if same && w.lookup(set.contains(&t.dport), format_args!("KUBE-NODE-PORT-{proto}")) {
+                    w.rule("KUBE-MARK-MASQ: -j MARK --or-mark 0x4000");
+                    return true;
+                }
             }
         }
         false
@@ -507,21 +534,26 @@ impl Ipvs {
     /// with `"  -> %-28s %-7s %-6d %-10u %-10u\n"` (so it ends in padding spaces).
     pub fn ipvsadm_ln(&self) -> String {
         let mut out = format!("IP Virtual Server version 1.2.1 (size={CONN_TAB_SIZE})\n");
-        let mut order: Vec<(Ipv4Addr, u16, usize)> = self
+        let mut order: Vec<(Ipv4Addr, u16, usize, Protocol)> = self
             .creation_order()
             .into_iter()
             .map(|v| {
-                let (addr, port, _, _) = self.key(v);
-                (addr, port, v)
+                let (addr, port, _, _, proto) = self.key(v);
+                (addr, port, v, proto)
             })
             .collect();
-        glibc_msort(&mut order, &|a, b| cmp_addr_port(a.0, a.1, b.0, b.1));
+        // ipvs_cmp_services: the protocol number first (TCP 6 before UDP 17), then address, port.
+        let number = |p: Protocol| i32::from(p.l4().number());
+        glibc_msort(&mut order, &|a, b| match number(a.3) - number(b.3) {
+            0 => cmp_addr_port(a.0, a.1, b.0, b.1),
+            r => r,
+        });
         if !order.is_empty() {
             out.push_str("Prot LocalAddress:Port Scheduler Flags\n");
             out.push_str("  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n");
         }
-        for (addr, port, v) in order {
-            let name = truncate(&format!("UDP  {addr}:{port}"), 33);
+        for (addr, port, v, proto) in order {
+            let name = truncate(&format!("{proto}  {addr}:{port}"), 33);
             let _ = writeln!(out, "{name} {}", self.scheduler.id());
             let mut dests = self.merged_dests(v);
             glibc_msort(&mut dests, &|a, b| cmp_addr_port(a.0, a.1, b.0, b.1));
@@ -550,7 +582,7 @@ impl Ipvs {
             .collect()
     }
 
-    /// An abridged `ipset list` of the non-empty sets that decide UDP Service traffic (Name,
+    /// An abridged `ipset list` of the non-empty sets that decide Service traffic (Name,
     /// Type, Number of entries, Members; the real command adds Revision, Header, Size in memory
     /// and References). Members are sorted; the kernel lists them in hash order.
     pub fn ipset_list(&self) -> String {
@@ -558,20 +590,20 @@ impl Ipvs {
         let mut out = String::new();
         let mut cluster: Vec<_> = sh.cluster_ip_set.iter().collect();
         cluster.sort();
-        let members = cluster.iter().map(|(ip, port)| format!("{ip},udp:{port}")).collect();
+        let members = cluster.iter().map(|(ip, port, l4)| format!("{ip},{}:{port}", l4.name())).collect();
         set_block(&mut out, "KUBE-CLUSTER-IP", "hash:ip,port", members);
         let mut lb: Vec<_> = self.loopback_set().into_iter().flatten().collect();
         lb.sort();
-        let members = lb.iter().map(|(ip, port, src)| format!("{ip},udp:{port},{src}")).collect();
+        let members =
+            lb.iter().map(|(ip, port, l4, src)| format!("{ip},{}:{port},{src}", l4.name())).collect();
         set_block(&mut out, "KUBE-LOOP-BACK", "hash:ip,port,ip", members);
-        set_block(
-            &mut out,
-            "KUBE-NODE-PORT-UDP",
-            "bitmap:port",
-            sh.nodeport_udp.iter().map(u16::to_string).collect(),
-        );
-        let local = sh.nodeport_local_udp.iter().map(u16::to_string).collect();
-        set_block(&mut out, "KUBE-NODE-PORT-LOCAL-UDP", "bitmap:port", local);
+        for proto in [Protocol::Tcp, Protocol::Udp] {
+            let i = proto_index(proto);
+            let all = sh.nodeport_set[i].iter().map(u16::to_string).collect();
+            set_block(&mut out, &format!("KUBE-NODE-PORT-{proto}"), "bitmap:port", all);
+            let local = sh.nodeport_local_set[i].iter().map(u16::to_string).collect();
+            set_block(&mut out, &format!("KUBE-NODE-PORT-LOCAL-{proto}"), "bitmap:port", local);
+        }
         out
     }
 
@@ -593,15 +625,15 @@ impl Ipvs {
         let sh = &*self.shared;
         sh.cluster_ip_set.len()
             + self.loopback_set().map_or(0, FxHashSet::len)
-            + sh.nodeport_udp.len()
-            + sh.nodeport_local_udp.len()
+            + sh.nodeport_set.iter().map(BTreeSet::len).sum::<usize>()
+            + sh.nodeport_local_set.iter().map(BTreeSet::len).sum::<usize>()
             + sh.bound.len()
     }
 
     /// The iptables rules kube-proxy writes in IPVS mode for this table: the nine jump rules of
     /// `iptablesJumpChain`, then `writeIptablesRules`: in nat KUBE-SERVICES (RETURN for
     /// loopback, the KUBE-CLUSTER-IP mark and ACCEPT rules when that set is non-empty, the
-    /// addrtype jump), KUBE-NODE-PORT's two UDP rules when their sets are non-empty,
+    /// addrtype jump), KUBE-NODE-PORT's rule per non-empty NodePort set (TCP, UDP, local or not),
     /// KUBE-LOAD-BALANCER's mark, KUBE-POSTROUTING (loop-back MASQUERADE when non-empty, RETURN,
     /// xor-mark, MASQUERADE) and KUBE-MARK-MASQ; in filter KUBE-SOURCE-RANGES-FIREWALL's DROP,
     /// two KUBE-FORWARD rules, the health-check ACCEPT and six KUBE-IPVS-FILTER rules.
@@ -609,7 +641,8 @@ impl Ipvs {
         let sh = &*self.shared;
         let nonempty = |b: bool| usize::from(b);
         let cluster = 2 * nonempty(!sh.cluster_ip_set.is_empty());
-        let nodeport = nonempty(!sh.nodeport_udp.is_empty()) + nonempty(!sh.nodeport_local_udp.is_empty());
+        let sets = sh.nodeport_set.iter().chain(&sh.nodeport_local_set);
+        let nodeport: usize = sets.map(|s| nonempty(!s.is_empty())).sum();
         let nat = 2 + cluster + nodeport + 1 + nonempty(self.loopback_set().is_some()) + 3 + 1;
         let filter = 1 + 2 + 1 + 6;
         9 + nat + filter
@@ -634,10 +667,10 @@ impl Ipvs {
             + 2 * BITMAP_PORT_BYTES
     }
 
-    /// The virtual server at (addr, port) with this node's counters, for inspection.
-    pub fn virtual_server(&self, addr: Ipv4Addr, port: u16) -> Option<VirtualServer> {
-        let v = self.find(addr, port)?;
-        let (addr, port, service, port_index) = self.key(v);
+    /// The virtual server at (protocol, addr, port) with this node's counters, for inspection.
+    pub fn virtual_server(&self, protocol: Protocol, addr: Ipv4Addr, port: u16) -> Option<VirtualServer> {
+        let v = self.find(protocol.l4(), addr, port)?;
+        let (addr, port, service, port_index, protocol) = self.key(v);
         let dests = self.dests(v);
         let st = self.state.get(&v);
         let dests = (0..dests.len())
@@ -647,7 +680,7 @@ impl Ipvs {
                 ..dests.get(i).clone()
             })
             .collect();
-        Some(VirtualServer { addr, port, service, port_index, dests })
+        Some(VirtualServer { protocol, addr, port, service, port_index, dests })
     }
 
     /// The node this state was built for.
@@ -678,7 +711,7 @@ impl Walk {
         self.rules += 1;
         self.note(text);
     }
-    fn lookup(&mut self, hit: bool, what: &str) -> bool {
+    fn lookup(&mut self, hit: bool, what: impl Display) -> bool {
         self.lookups += 1;
         self.note(format_args!("  lookup {what}: {}", if hit { "hit" } else { "miss" }));
         hit
@@ -772,6 +805,14 @@ fn glibc_msort<T: Copy>(v: &mut [T], cmp: &impl Fn(&T, &T) -> i32) {
         } else {
             j += 1;
         }
+    }
+}
+
+/// The index of a protocol's NodePort sets: TCP first, as kube-proxy writes their rules.
+fn proto_index(p: Protocol) -> usize {
+    match p {
+        Protocol::Tcp => 0,
+        Protocol::Udp => 1,
     }
 }
 

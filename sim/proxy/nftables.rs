@@ -4,7 +4,7 @@
 //! `syncProxyRules` per Service port): base chains at `dstnat - 10` (filter) and `dstnat` /
 //! `srcnat` (nat); the `services` chain dispatching through the `service-ips` verdict map keyed
 //! `ip daddr . meta l4proto . th dport` and, for local destinations, the `service-nodeports` map;
-//! one `service-HASH-ns/name/udp/port` chain per Service port choosing an endpoint with
+//! one `service-HASH-ns/name/udp/port` chain (`/tcp/` for TCP) per Service port choosing an endpoint with
 //! `numgen random mod N vmap`; one `endpoint-HASH-...` chain per endpoint doing the DNAT.
 //! Services without endpoints are handled in the filter chains through `no-endpoint-services` /
 //! `no-endpoint-nodeports` (`goto reject-chain`, or `drop` for "no local endpoints").
@@ -24,8 +24,8 @@ use data_encoding::BASE32;
 use sha2::{Digest, Sha256};
 
 use crate::addr::Ipv4Net;
-use crate::cluster::{ServiceKind, ServiceTable, TrafficPolicy};
-use crate::net::conntrack::Tuple;
+use crate::cluster::{Protocol, ServiceKind, ServiceTable, TrafficPolicy};
+use crate::net::conntrack::{Tuple, L4};
 use crate::proxy::{Hook, Lookup, NodeView, Verdict};
 
 /// Estimated kernel bytes per rule: `struct nft_rule` (a list head and a 64-bit handle/length
@@ -77,8 +77,9 @@ struct SvcPort {
     port: usize,
     /// `ns/name` or `ns/name:port`, the comment of no-endpoint elements.
     port_name: String,
-    /// `HASH-ns/name/udp/portname` (`servicePortChainNameBase`).
+    /// `HASH-ns/name/udp/portname` (`servicePortChainNameBase`, the protocol lowercased).
     base: String,
+    protocol: Protocol,
     cluster_ip: Ipv4Addr,
     port_num: u16,
     node_port: Option<u16>,
@@ -133,14 +134,16 @@ impl SvcPort {
 pub struct NftTable {
     cluster_cidr: Option<Ipv4Net>,
     ports: Vec<SvcPort>,
-    /// `service-ips`: (cluster IP, port) to the Service port whose chain it `goto`s.
-    service_ips: FxHashMap<(Ipv4Addr, u16), usize>,
-    /// `service-nodeports`: node port to the Service port whose external chain it `goto`s.
-    service_nodeports: FxHashMap<u16, usize>,
+    /// `service-ips`: (cluster IP, port, protocol) to the Service port whose chain it `goto`s
+    /// (the map's key is `ipv4_addr . inet_proto . inet_service`).
+    service_ips: FxHashMap<(Ipv4Addr, u16, L4), usize>,
+    /// `service-nodeports`: (node port, protocol) to the Service port whose external chain it
+    /// `goto`s.
+    service_nodeports: FxHashMap<(u16, L4), usize>,
     /// `no-endpoint-services`.
-    no_endpoint_services: FxHashMap<(Ipv4Addr, u16), (usize, NoEndpoints)>,
+    no_endpoint_services: FxHashMap<(Ipv4Addr, u16, L4), (usize, NoEndpoints)>,
     /// `no-endpoint-nodeports`.
-    no_endpoint_nodeports: FxHashMap<u16, (usize, NoEndpoints)>,
+    no_endpoint_nodeports: FxHashMap<(u16, L4), (usize, NoEndpoints)>,
     /// `cluster-ips`.
     cluster_ips: BTreeSet<Ipv4Addr>,
     /// Chains and rules of the table, counted once at build time (listing them renders text).
@@ -168,7 +171,7 @@ impl NftTable {
                 continue;
             };
             for (p, sp) in svc.ports.iter().enumerate() {
-                let stem = format!("{}/{}/udp/{}", svc.namespace, svc.name, sp.name);
+                let stem = format!("{}/{}/{}/{}", svc.namespace, svc.name, sp.protocol.lower(), sp.name);
                 let ep = |(endpoint, e): (usize, &crate::cluster::Endpoint)| Ep {
                     endpoint,
                     ip: e.ip,
@@ -183,6 +186,7 @@ impl NftTable {
                     port: p,
                     port_name: svc.port_name(p),
                     base: hash_and_truncate(&stem),
+                    protocol: sp.protocol,
                     cluster_ip,
                     port_num: sp.port,
                     node_port: sp.node_port.filter(|_| svc.kind == ServiceKind::NodePort),
@@ -203,19 +207,20 @@ impl NftTable {
     /// and "Capture nodeports").
     fn add_port(&mut self, sp: SvcPort) {
         let i = self.ports.len();
+        let l4 = sp.protocol.l4();
         self.cluster_ips.insert(sp.cluster_ip);
         if sp.has_endpoints() {
-            self.service_ips.insert((sp.cluster_ip, sp.port_num), i);
+            self.service_ips.insert((sp.cluster_ip, sp.port_num, l4), i);
         } else {
-            self.no_endpoint_services.insert((sp.cluster_ip, sp.port_num), (i, NoEndpoints::Reject));
+            self.no_endpoint_services.insert((sp.cluster_ip, sp.port_num, l4), (i, NoEndpoints::Reject));
         }
         if let Some(np) = sp.node_port {
             if sp.has_endpoints() {
-                self.service_nodeports.insert(np, i);
+                self.service_nodeports.insert((np, l4), i);
             }
             if !sp.has_external_endpoints() {
                 let v = if sp.has_endpoints() { NoEndpoints::Drop } else { NoEndpoints::Reject };
-                self.no_endpoint_nodeports.insert(np, (i, v));
+                self.no_endpoint_nodeports.insert((np, l4), (i, v));
             }
         }
         self.ports.push(sp);
@@ -256,21 +261,21 @@ impl NftTable {
             w.filter_reject(jump_from, check, v, service, port)
         };
         if hook == Hook::Output {
-            if let Some(&hit) = self.no_endpoint_services.get(&(t.dst, t.dport)) {
+            if let Some(&hit) = self.no_endpoint_services.get(&(t.dst, t.dport, t.proto)) {
                 return reject(w, "service-endpoints-check", "filter-output", hit);
             }
         }
         let base = if hook == Hook::Prerouting { "nat-prerouting" } else { "nat-output" };
         w.rule(format_args!("{base}: jump services"));
         w.rule("services: ip daddr . meta l4proto . th dport vmap @service-ips");
-        if let Some(&i) = self.service_ips.get(&(t.dst, t.dport)) {
+        if let Some(&i) = self.service_ips.get(&(t.dst, t.dport, t.proto)) {
             w.lookup(true, "service-ips");
             return self.service_chain(w, i, t, random, false);
         }
         w.lookup(false, "service-ips");
         w.rule(format_args!("services: {NODEPORTS_RULE}"));
         let local = dst_is_local && t.dst.octets()[0] != 127;
-        let nodeport = if local { self.service_nodeports.get(&t.dport).copied() } else { None };
+        let nodeport = if local { self.service_nodeports.get(&(t.dport, t.proto)).copied() } else { None };
         if local {
             w.lookup(nodeport.is_some(), "service-nodeports");
         }
@@ -278,11 +283,11 @@ impl NftTable {
             return self.external_chain(w, i, hook, t, random);
         }
         if local {
-            if let Some(&hit) = self.no_endpoint_nodeports.get(&t.dport) {
+            if let Some(&hit) = self.no_endpoint_nodeports.get(&(t.dport, t.proto)) {
                 return reject(w, "nodeport-endpoints-check", "filter-input", hit);
             }
         }
-        match self.no_endpoint_services.get(&(t.dst, t.dport)) {
+        match self.no_endpoint_services.get(&(t.dst, t.dport, t.proto)) {
             Some(&hit) => reject(w, "service-endpoints-check", "filter-forward", hit),
             None => w.done(Verdict::NoService),
         }
@@ -321,7 +326,7 @@ impl NftTable {
             return self.service_chain(w, i, t, random, true);
         }
         if sp.local_eps.is_empty() {
-            let hit = self.no_endpoint_nodeports[&t.dport];
+            let hit = self.no_endpoint_nodeports[&(t.dport, t.proto)];
             return w.filter_reject("filter-input", "nodeport-endpoints-check", hit.1, sp.service, sp.port);
         }
         w.rule(format_args!("{ext}: goto {}", sp.local_chain()));
@@ -342,7 +347,8 @@ impl NftTable {
         let mut masq = masq;
         if let Some(cidr) = self.cluster_cidr {
             w.rule(format_args!("{chain}: {}", masq_rule(sp, cidr)));
-            if t.dst == sp.cluster_ip && t.dport == sp.port_num && !cidr.contains(t.src) {
+            let to_vip = t.dst == sp.cluster_ip && t.dport == sp.port_num && t.proto == sp.protocol.l4();
+            if to_vip && !cidr.contains(t.src) {
                 w.mark();
                 masq = true;
             }
@@ -371,8 +377,9 @@ impl NftTable {
         if hairpin {
             w.mark();
         }
-        w.rule(format_args!("{}: meta l4proto udp dnat to {}:{}", ep.chain, ep.ip, ep.port));
         let sp = &self.ports[i];
+        let proto = sp.protocol.lower();
+        w.rule(format_args!("{}: meta l4proto {proto} dnat to {}:{}", ep.chain, ep.ip, ep.port));
         w.done(Verdict::Dnat {
             service: sp.service,
             port: sp.port,
@@ -406,19 +413,23 @@ impl NftTable {
         let ips: Vec<String> = self.cluster_ips.iter().map(|ip| ip.to_string()).collect();
         let mut svc: Vec<_> = self.service_ips.iter().collect();
         svc.sort();
-        let svc = svc
-            .iter()
-            .map(|(&(ip, port), &i)| format!("{ip} . udp . {port} : goto {}", self.ports[i].service_chain()));
+        let svc = svc.iter().map(|(&(ip, port, l4), &i)| {
+            format!("{ip} . {} . {port} : goto {}", l4.name(), self.ports[i].service_chain())
+        });
         let mut nps: Vec<_> = self.service_nodeports.iter().collect();
         nps.sort();
-        let nps =
-            nps.iter().map(|(port, &i)| format!("udp . {port} : goto {}", self.ports[i].external_chain()));
+        let nps = nps.iter().map(|((port, l4), &i)| {
+            format!("{} . {port} : goto {}", l4.name(), self.ports[i].external_chain())
+        });
         let mut noep: Vec<_> = self.no_endpoint_services.iter().collect();
         noep.sort();
-        let noep = noep.iter().map(|((ip, port), v)| format!("{ip} . udp . {port}{}", self.noep_value(**v)));
+        let noep = noep
+            .iter()
+            .map(|((ip, port, l4), v)| format!("{ip} . {} . {port}{}", l4.name(), self.noep_value(**v)));
         let mut nonp: Vec<_> = self.no_endpoint_nodeports.iter().collect();
         nonp.sort();
-        let nonp = nonp.iter().map(|(port, v)| format!("udp . {port}{}", self.noep_value(**v)));
+        let nonp =
+            nonp.iter().map(|((port, l4), v)| format!("{} . {port}{}", l4.name(), self.noep_value(**v)));
         vec![
             set_text("set", "cluster-ips", "ipv4_addr", "Active ClusterIPs", &ips, false),
             set_text(
@@ -506,7 +517,7 @@ impl NftTable {
         for ep in &sp.cluster_eps {
             let rules = vec![
                 format!("ip saddr {} jump mark-for-masquerade", ep.ip),
-                format!("meta l4proto udp dnat to {}:{}", ep.ip, ep.port),
+                format!("meta l4proto {} dnat to {}:{}", sp.protocol.lower(), ep.ip, ep.port),
             ];
             chains.push((ep.chain.clone(), None, rules));
         }
@@ -625,19 +636,21 @@ fn base_chains() -> Vec<(String, Option<String>, Vec<String>)> {
 /// The internal-traffic masquerade rule of a service chain (`localDetector.IfNotLocalNFT()`),
 /// written out only when displayed.
 fn masq_rule(sp: &SvcPort, cidr: Ipv4Net) -> MasqRule {
-    MasqRule { ip: sp.cluster_ip, port: sp.port_num, cidr }
+    MasqRule { ip: sp.cluster_ip, port: sp.port_num, protocol: sp.protocol, cidr }
 }
 
 struct MasqRule {
     ip: Ipv4Addr,
     port: u16,
+    protocol: Protocol,
     cidr: Ipv4Net,
 }
 
 impl Display for MasqRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let MasqRule { ip, port, cidr } = self;
-        write!(f, "ip daddr {ip} udp dport {port} ip saddr != {cidr} jump mark-for-masquerade")
+        let MasqRule { ip, port, protocol, cidr } = self;
+        let p = protocol.lower();
+        write!(f, "ip daddr {ip} {p} dport {port} ip saddr != {cidr} jump mark-for-masquerade")
     }
 }
 

@@ -20,7 +20,7 @@ use super::{Hook, Lookup, NodeView, Verdict};
 use crate::cluster::{ProxyMode, ServiceTable};
 use crate::cost::CostProfile;
 use crate::net::conntrack::Conntrack;
-use crate::net::conntrack::Tuple;
+use crate::net::conntrack::{Tuple, L4};
 use crate::time::{Duration, Instant};
 
 /// Cilium's `bpf-ct-global-any-max` default: entries of the non-TCP connection-tracking map.
@@ -54,8 +54,9 @@ pub enum Rules {
 /// finds the frontend, a random slot picks the backend (`lb4_select_backend_id_random`:
 /// `get_prandom_u32() % count`), a second lookup reads the backend.
 pub struct BpfLb {
-    /// (frontend address, port) -> (service, port index). NodePorts are keyed on the node IP.
-    frontends: FxHashMap<(Ipv4Addr, u16), (usize, usize)>,
+    /// (frontend address, port, protocol) -> (service, port index), as `struct lb4_key` holds
+    /// address, dport and proto. NodePorts are keyed on the node IP.
+    frontends: FxHashMap<(Ipv4Addr, u16, L4), (usize, usize)>,
     /// Ready backends per service, as endpoint indices.
     backends: Vec<Vec<usize>>,
     /// Map entries (frontends + backend slots), for "rules installed".
@@ -72,10 +73,11 @@ impl BpfLb {
             let local: Vec<usize> = s.ready().filter(|(_, e)| e.node == node.id).map(|(i, _)| i).collect();
             if let Some(vip) = s.cluster_ip {
                 for (pi, p) in s.ports.iter().enumerate() {
-                    frontends.insert((vip, p.port), (si, pi));
+                    let proto = p.protocol.l4();
+                    frontends.insert((vip, p.port, proto), (si, pi));
                     entries += 1 + ready.len();
                     if let Some(np) = p.node_port {
-                        frontends.insert((node.ip, np), (si, pi));
+                        frontends.insert((node.ip, np, proto), (si, pi));
                         let n = match s.external_traffic_policy {
                             crate::cluster::TrafficPolicy::Cluster => ready.len(),
                             crate::cluster::TrafficPolicy::Local => local.len(),
@@ -91,7 +93,7 @@ impl BpfLb {
 
     fn lookup(&self, table: &ServiceTable, node: &NodeView, t: &Tuple, random: u32, trace: bool) -> Lookup {
         let mut walk = Vec::new();
-        let Some(&(si, pi)) = self.frontends.get(&(t.dst, t.dport)) else {
+        let Some(&(si, pi)) = self.frontends.get(&(t.dst, t.dport, t.proto)) else {
             if trace {
                 walk.push(format!("lb4_lookup_service {}:{}: miss, not a service", t.dst, t.dport));
             }
@@ -540,4 +542,25 @@ pub fn go_map_order(n: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
         order.swap(i, j);
     }
     order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{Protocol, TrafficPolicy};
+    use crate::proxy::fixtures::{ep, node, svc, t, table, tcp, with_protocol};
+
+    #[test]
+    fn cilium_frontends_are_keyed_by_protocol() {
+        let dns = svc("dns", "10.96.0.10", 53, None, vec![ep(0, "10.244.0.5", 0)], TrafficPolicy::Cluster);
+        let web = svc("web", "10.96.0.20", 80, None, vec![ep(1, "10.244.0.6", 0)], TrafficPolicy::Cluster);
+        let tbl = table(vec![dns, with_protocol(web, Protocol::Tcp)]);
+        let lb = BpfLb::build(&tbl, &node());
+        let verdict = |tuple: &Tuple| lb.lookup(&tbl, &node(), tuple, 0, false).verdict;
+        let dnat = |service| Verdict::Dnat { service, port: 0, endpoint: 0, masq: false };
+        assert_eq!(verdict(&t("10.244.1.2", "10.96.0.10", 53)), dnat(0));
+        assert_eq!(verdict(&tcp("10.244.1.2", "10.96.0.20", 80)), dnat(1));
+        assert_eq!(verdict(&tcp("10.244.1.2", "10.96.0.10", 53)), Verdict::NoService);
+        assert_eq!(verdict(&t("10.244.1.2", "10.96.0.20", 80)), Verdict::NoService);
+    }
 }

@@ -5,14 +5,14 @@
 //! Layout from pkg/proxy/userspace/proxier.go (v1.25): the nat chains `KUBE-PORTALS-CONTAINER`
 //! (jumped to from PREROUTING) and `KUBE-PORTALS-HOST` (from OUTPUT) hold one rule per Service
 //! port, `-d VIP/32 -p udp -m comment --comment "ns/svc:port" -m udp --dport PORT -j REDIRECT
-//! --to-ports PROXYPORT` (container) or `-j DNAT --to-destination NODEIP:PROXYPORT` (host);
+//! --to-ports PROXYPORT` (`-p tcp -m tcp` for a TCP port) (container) or `-j DNAT --to-destination NODEIP:PROXYPORT` (host);
 //! NodePorts get `KUBE-NODEPORT-CONTAINER` / `KUBE-NODEPORT-HOST` rules on `--dport NODEPORT`.
 //! The proxy port is whatever the kernel gave the proxy's listening socket (`:0`).
 
 use std::fmt::Write;
 
 use super::{Hook, Lookup, NodeView, Verdict};
-use crate::cluster::ServiceTable;
+use crate::cluster::{Protocol, ServiceTable};
 use crate::net::conntrack::Tuple;
 
 /// kube-proxy userspace's `UDPIdleTimeout` default: a client's backend connection is closed
@@ -27,6 +27,7 @@ struct Portal {
     /// local address).
     vip: Option<std::net::Ipv4Addr>,
     dport: u16,
+    protocol: Protocol,
     proxy_port: u16,
     comment: String,
 }
@@ -57,6 +58,7 @@ impl Portals {
                     port: pi,
                     vip: Some(vip),
                     dport: p.port,
+                    protocol: p.protocol,
                     proxy_port,
                     comment: comment.clone(),
                 });
@@ -66,6 +68,7 @@ impl Portals {
                         port: pi,
                         vip: None,
                         dport: np,
+                        protocol: p.protocol,
                         proxy_port,
                         comment,
                     });
@@ -91,10 +94,11 @@ impl Portals {
         let mut rules = 1; // the jump from PREROUTING/OUTPUT
         for p in &self.portals {
             rules += 1;
-            let hit = match p.vip {
-                Some(vip) => t.dst == vip && t.dport == p.dport,
-                None => dst_is_local && t.dport == p.dport,
-            };
+            let hit = p.protocol.l4() == t.proto
+                && match p.vip {
+                    Some(vip) => t.dst == vip && t.dport == p.dport,
+                    None => dst_is_local && t.dport == p.dport,
+                };
             if trace {
                 walk.push(format!(
                     "nat {} [{}]",
@@ -122,8 +126,9 @@ impl Portals {
         } else {
             format!("-j REDIRECT --to-ports {}", p.proxy_port)
         };
+        let proto = p.protocol.lower();
         format!(
-            "-A {chain} {dst}-p udp -m comment --comment \"{}\" -m udp --dport {} {target}",
+            "-A {chain} {dst}-p {proto} -m comment --comment \"{}\" -m {proto} --dport {} {target}",
             p.comment, p.dport
         )
     }
@@ -168,6 +173,7 @@ impl Portals {
 mod tests {
     use super::*;
     use crate::cluster::{Endpoint, Service, ServiceKind, ServicePort, TrafficPolicy};
+    use crate::net::conntrack::L4;
 
     fn table() -> ServiceTable {
         let svc = |name: &str, ip: [u8; 4], np: Option<u16>| Service {
@@ -175,7 +181,13 @@ mod tests {
             name: name.into(),
             kind: if np.is_some() { ServiceKind::NodePort } else { ServiceKind::ClusterIp },
             cluster_ip: Some(ip.into()),
-            ports: vec![ServicePort { name: String::new(), port: 80, target_port: 8080, node_port: np }],
+            ports: vec![ServicePort {
+                name: String::new(),
+                protocol: Protocol::Udp,
+                port: 80,
+                target_port: 8080,
+                node_port: np,
+            }],
             endpoints: vec![Endpoint { pod: 0, ip: [10, 244, 1, 2].into(), node: 1, ready: true }],
             external_traffic_policy: TrafficPolicy::Cluster,
         };
@@ -192,8 +204,13 @@ mod tests {
     #[test]
     fn portals_redirect_in_order() {
         let p = Portals::build(&table(), &node(), &[40001, 40002]);
-        let t =
-            |dst: [u8; 4], dport| Tuple { src: [10, 244, 0, 2].into(), sport: 5555, dst: dst.into(), dport };
+        let t = |dst: [u8; 4], dport| Tuple {
+            src: [10, 244, 0, 2].into(),
+            sport: 5555,
+            dst: dst.into(),
+            dport,
+            proto: L4::Udp,
+        };
         let l = p.walk(Hook::Prerouting, &t([10, 96, 0, 3], 80), false, true);
         assert_eq!(l.verdict, Verdict::Redirect { service: 1, port: 0, to: 40002 });
         assert_eq!(l.rules, 3);
@@ -207,6 +224,12 @@ mod tests {
         assert_eq!(np.rules, 4);
         let miss = p.walk(Hook::Prerouting, &t([10, 244, 1, 2], 8080), false, false);
         assert_eq!((miss.verdict, miss.rules), (Verdict::NoService, 4));
+        let tcp = Tuple { proto: L4::Tcp, ..t([10, 96, 0, 3], 80) };
+        assert_eq!(
+            p.walk(Hook::Prerouting, &tcp, false, false).verdict,
+            Verdict::NoService,
+            "UDP portals only"
+        );
         assert_eq!(p.rule_count(), 10);
         assert!(p.save().contains(
             "-A KUBE-PORTALS-HOST -d 10.96.0.2/32 -p udp -m comment --comment \"default/a\" -m udp --dport 80 \

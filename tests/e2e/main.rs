@@ -11,6 +11,7 @@ mod quickstart;
 mod saturation;
 mod services;
 mod sweep_cni;
+mod tcp;
 
 use std::path::{Path, PathBuf};
 

@@ -1,7 +1,7 @@
 //! Tests of kube-proxy's iptables mode: chain names and probabilities, rule walks, `iptables-save`.
 
 use super::*;
-use crate::cluster::{Endpoint, Service, ServicePort};
+use crate::cluster::{Endpoint, Protocol, Service, ServicePort};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -19,7 +19,13 @@ fn svc(ns: &str, name: &str, port_name: &str, vip: &str, port: u16, eps: Vec<End
         name: name.into(),
         kind: ServiceKind::ClusterIp,
         cluster_ip: Some(ip(vip)),
-        ports: vec![ServicePort { name: port_name.into(), port, target_port: port, node_port: None }],
+        ports: vec![ServicePort {
+            name: port_name.into(),
+            protocol: Protocol::Udp,
+            port,
+            target_port: port,
+            node_port: None,
+        }],
         endpoints: eps,
         external_traffic_policy: TrafficPolicy::Cluster,
     }
@@ -30,7 +36,7 @@ fn node() -> NodeView {
 }
 
 fn tuple(src: &str, dst: &str, dport: u16) -> Tuple {
-    Tuple { src: ip(src), sport: 40000, dst: ip(dst), dport }
+    Tuple { src: ip(src), sport: 40000, dst: ip(dst), dport, proto: L4::Udp }
 }
 
 /// kube-dns (2 endpoints) and a NodePort service `default/web` (80 -> 8080, node port 30080).
@@ -375,4 +381,46 @@ fn memory_and_large_cluster_mode() {
     assert!(s.lines().any(|l| l.starts_with("-A KUBE-SEP-")
         && l.ends_with("-p udp -m udp -j DNAT --to-destination 10.244.0.1:53")));
     assert_eq!(t.rule_count(), 8 + 2 * (2 + 3 * 501));
+}
+
+#[test]
+fn tcp_and_udp_ports_of_one_number_get_their_own_rules() {
+    // Chains every cluster has: kube-dns's TCP port and the API server's.
+    assert_eq!(chain_name("KUBE-SVC-", "kube-system/kube-dns:dns-tcp", "tcp"), "KUBE-SVC-ERIFXISQEP7F7OF4");
+    assert_eq!(chain_name("KUBE-SVC-", "default/kubernetes:https", "tcp"), "KUBE-SVC-NPX46M4PTMTKRN6Y");
+    let mut dns = svc("kube-system", "kube-dns", "dns", "10.96.0.10", 53, vec![ep("10.244.0.3", 0)]);
+    let mut tcp = dns.ports[0].clone();
+    tcp.name = "dns-tcp".into();
+    tcp.protocol = Protocol::Tcp;
+    dns.ports.push(tcp);
+    let table = ServiceTable { services: vec![dns], cluster_cidr: Some("10.244.0.0/16".parse().unwrap()) };
+    let t = NatTable::build(&table, &node(), &[0], true);
+    let s = t.save();
+    for line in [
+        "-A KUBE-SERVICES -d 10.96.0.10/32 -p udp -m comment --comment \"kube-system/kube-dns:dns cluster IP\" \
+         -m udp --dport 53 -j KUBE-SVC-TCOU7JCQXEZGVUNU\n",
+        "-A KUBE-SERVICES -d 10.96.0.10/32 -p tcp -m comment --comment \"kube-system/kube-dns:dns-tcp cluster \
+         IP\" -m tcp --dport 53 -j KUBE-SVC-ERIFXISQEP7F7OF4\n",
+        "-A KUBE-SVC-ERIFXISQEP7F7OF4 ! -s 10.244.0.0/16 -d 10.96.0.10/32 -p tcp -m comment --comment \
+         \"kube-system/kube-dns:dns-tcp cluster IP\" -m tcp --dport 53 -j KUBE-MARK-MASQ\n",
+    ] {
+        assert!(s.contains(line), "missing {line:?} in\n{s}");
+    }
+    let sep = endpoint_chain_name("kube-system/kube-dns:dns-tcp", "tcp", "10.244.0.3:53");
+    let dnat = format!(
+        "-A {sep} -p tcp -m comment --comment \"kube-system/kube-dns:dns-tcp\" -m tcp -j DNAT --to-destination \
+         10.244.0.3:53\n"
+    );
+    assert!(s.contains(&dnat), "missing {dnat:?} in\n{s}");
+    // Each protocol's packets reach their own port's chain.
+    let walk = |tuple: &Tuple| t.walk(Hook::Prerouting, tuple, false, false, &mut || 0, false).verdict;
+    let udp = tuple("10.244.0.9", "10.96.0.10", 53);
+    let tcp = Tuple { proto: L4::Tcp, ..udp };
+    assert_eq!(walk(&udp), Verdict::Dnat { service: 0, port: 0, endpoint: 0, masq: false });
+    assert_eq!(walk(&tcp), Verdict::Dnat { service: 0, port: 1, endpoint: 0, masq: false });
+    // A UDP-only Service does not catch TCP.
+    let udp_only = NatTable::build(&small(), &node(), &[0, 1], true);
+    let tcp = Tuple { proto: L4::Tcp, ..tuple("10.244.0.9", "10.96.0.20", 80) };
+    let l = udp_only.walk(Hook::Prerouting, &tcp, false, false, &mut || 0, false);
+    assert_eq!(l.verdict, Verdict::NoService);
 }

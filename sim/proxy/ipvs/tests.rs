@@ -121,7 +121,7 @@ fn sh_maps_source_to_hand_computed_bucket() {
 fn udp_connections_stay_active_until_closed() {
     let mut ipvs = Ipvs::build(&three_eps(), &node(), IpvsScheduler::Lc);
     assert_eq!(picks(&mut ipvs, "10.244.0.20", 1), [2]);
-    let d = |i: &Ipvs| i.virtual_server(ip("10.96.0.10"), 53).unwrap().dests[0].clone();
+    let d = |i: &Ipvs| i.virtual_server(Protocol::Udp, ip("10.96.0.10"), 53).unwrap().dests[0].clone();
     assert_eq!((d(&ipvs).active, d(&ipvs).inactive), (1, 0));
     ipvs.connection_closed(0, 0, 2);
     assert_eq!((d(&ipvs).active, d(&ipvs).inactive), (0, 0));
@@ -179,9 +179,9 @@ fn nodeport_local_lists_only_local_endpoints() {
     let eps = vec![ep(0, "10.244.0.5", 0), ep(1, "10.244.1.7", 1)];
     let s = svc("web", "10.96.0.100", 8080, Some(30080), eps, TrafficPolicy::Local);
     let mut ipvs = Ipvs::build(&table(vec![s]), &node(), IpvsScheduler::Rr);
-    let vs = ipvs.virtual_server(ip("172.18.0.2"), 30080).unwrap();
+    let vs = ipvs.virtual_server(Protocol::Udp, ip("172.18.0.2"), 30080).unwrap();
     assert_eq!(vs.dests.iter().map(|d| d.endpoint).collect::<Vec<_>>(), [0]);
-    assert_eq!(ipvs.virtual_server(ip("10.96.0.100"), 8080).unwrap().dests.len(), 2);
+    assert_eq!(ipvs.virtual_server(Protocol::Udp, ip("10.96.0.100"), 8080).unwrap().dests.len(), 2);
     let l = ipvs.lookup(Hook::Prerouting, &t("192.168.5.5", "172.18.0.2", 30080), true, false);
     assert_eq!(l.verdict, Verdict::Dnat { service: 0, port: 0, endpoint: 0, masq: false });
     let out = ipvs.ipset_list();
@@ -194,7 +194,7 @@ fn nodeport_local_lists_only_local_endpoints() {
 fn nodeport_local_without_local_endpoints_falls_back_to_all() {
     let s = svc("web", "10.96.0.100", 8080, Some(30080), vec![ep(1, "10.244.1.7", 1)], TrafficPolicy::Local);
     let ipvs = Ipvs::build(&table(vec![s]), &node(), IpvsScheduler::Rr);
-    assert_eq!(ipvs.virtual_server(ip("172.18.0.2"), 30080).unwrap().dests.len(), 1);
+    assert_eq!(ipvs.virtual_server(Protocol::Udp, ip("172.18.0.2"), 30080).unwrap().dests.len(), 1);
 }
 
 #[test]
@@ -223,7 +223,7 @@ fn nodes_sharing_one_table_keep_their_own_state() {
         assert_eq!((ipvs.rule_count(), ipvs.memory_bytes()), (own.rule_count(), own.memory_bytes()));
     }
     // Local NodePort: node 1 lists its two endpoints, node 2 (none local) all three.
-    let np = |i: &Ipvs, n: usize| i.virtual_server(views[n].ip, 30080).unwrap().dests.len();
+    let np = |i: &Ipvs, n: usize| i.virtual_server(Protocol::Udp, views[n].ip, 30080).unwrap().dests.len();
     assert_eq!((np(&nodes[0], 0), np(&nodes[1], 1), np(&nodes[2], 2)), (1, 2, 3));
     assert_eq!(nodes[1].real_servers(), 3 + 3 + 2);
     assert!(nodes[0].ipset_list().contains("10.244.0.5,udp:8080,10.244.0.5"));
@@ -243,7 +243,7 @@ fn nodes_sharing_one_table_keep_their_own_state() {
     assert_eq!(dnat(&mut nodes[1], "172.18.0.3", 30080), 1);
     assert_eq!(dnat(&mut nodes[1], "172.18.0.3", 30080), 2);
     let active = |i: &Ipvs, a: &str, p: u16| {
-        i.virtual_server(ip(a), p).unwrap().dests.iter().map(|d| d.active).collect::<Vec<_>>()
+        i.virtual_server(Protocol::Udp, ip(a), p).unwrap().dests.iter().map(|d| d.active).collect::<Vec<_>>()
     };
     assert_eq!(active(&nodes[0], "10.96.0.10", 53), [1, 1, 0]);
     assert_eq!(active(&nodes[1], "10.96.0.10", 53), [1, 0, 0]);
@@ -251,4 +251,55 @@ fn nodes_sharing_one_table_keep_their_own_state() {
     assert_eq!(active(&nodes[2], "10.96.0.10", 53), [0, 0, 0]);
     assert!(nodes[1].ipvsadm_ln().contains("  -> 10.244.1.8:8080              Masq    1      2          0"));
     assert_eq!(nodes[2].ipvsadm_ln(), Ipvs::build(&tbl, &views[2], IpvsScheduler::Rr).ipvsadm_ln());
+}
+
+#[test]
+fn tcp_virtual_servers_and_sets_carry_the_protocol() {
+    use crate::proxy::fixtures::{tcp, with_protocol};
+    let dns = svc("kube-dns", "10.96.0.10", 53, None, vec![ep(0, "10.244.0.5", 0)], TrafficPolicy::Cluster);
+    let dns_tcp = with_protocol(dns.clone(), Protocol::Tcp);
+    let web = with_protocol(
+        svc("web", "10.96.0.100", 8080, Some(30080), vec![ep(2, "10.244.0.9", 0)], TrafficPolicy::Cluster),
+        Protocol::Tcp,
+    );
+    let mut ipvs = Ipvs::build(&table(vec![dns, dns_tcp, web]), &node(), IpvsScheduler::Rr);
+    // ipvs_cmp_services compares the protocol first: TCP (6) before UDP (17).
+    let expected = concat!(
+        "IP Virtual Server version 1.2.1 (size=4096)\n",
+        "Prot LocalAddress:Port Scheduler Flags\n",
+        "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n",
+        "TCP  172.18.0.2:30080 rr\n",
+        "  -> 10.244.0.9:8080              Masq    1      0          0         \n",
+        "TCP  10.96.0.10:53 rr\n",
+        "  -> 10.244.0.5:53                Masq    1      0          0         \n",
+        "TCP  10.96.0.100:8080 rr\n",
+        "  -> 10.244.0.9:8080              Masq    1      0          0         \n",
+        "UDP  10.96.0.10:53 rr\n",
+        "  -> 10.244.0.5:53                Masq    1      0          0         \n",
+    );
+    assert_eq!(ipvs.ipvsadm_ln(), expected);
+    let sets = ipvs.ipset_list();
+    for member in ["10.96.0.10,tcp:53\n", "10.96.0.10,udp:53\n", "10.244.0.9,tcp:8080,10.244.0.9\n"] {
+        assert!(sets.contains(member), "{member:?} in\n{sets}");
+    }
+    assert!(sets.contains("Name: KUBE-NODE-PORT-TCP\n") && !sets.contains("KUBE-NODE-PORT-UDP"), "{sets}");
+    // The NodePort is TCP: a TCP packet is marked by KUBE-NODE-PORT-TCP, a UDP one finds no server.
+    let l = ipvs.lookup(Hook::Prerouting, &tcp("192.168.5.5", "172.18.0.2", 30080), true, true);
+    assert!(matches!(l.verdict, Verdict::Dnat { service: 2, masq: true, .. }), "{l:?}");
+    assert!(l
+        .walk
+        .iter()
+        .any(|w| w == "KUBE-NODE-PORT: -p tcp -m set --match-set KUBE-NODE-PORT-TCP dst -j KUBE-MARK-MASQ"));
+    let l = ipvs.lookup(Hook::Prerouting, &t("192.168.5.5", "172.18.0.2", 30080), true, false);
+    assert_eq!(l.verdict, Verdict::NoService);
+    // Same address and port, each protocol its own virtual server.
+    let l = ipvs.lookup(Hook::Prerouting, &tcp("10.244.0.20", "10.96.0.10", 53), false, false);
+    assert!(matches!(l.verdict, Verdict::Dnat { service: 1, .. }), "{l:?}");
+    let l = ipvs.lookup(Hook::Prerouting, &t("10.244.0.20", "10.96.0.10", 53), false, false);
+    assert!(matches!(l.verdict, Verdict::Dnat { service: 0, .. }), "{l:?}");
+    assert_eq!(ipvs.virtual_server(Protocol::Tcp, ip("10.96.0.10"), 53).unwrap().service, 1);
+    assert_eq!(
+        ipvs.iptables_rules(),
+        Ipvs::build(&two_services(), &node(), IpvsScheduler::Rr).iptables_rules()
+    );
 }

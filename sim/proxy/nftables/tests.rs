@@ -285,3 +285,31 @@ fn nodeport_cluster_policy_masquerades() {
     assert_eq!(nft.rule_count(), nft.rules() + nft.map_elements());
     assert!(nft.memory_bytes() > 0);
 }
+
+#[test]
+fn tcp_ports_are_keyed_and_dnated_as_tcp() {
+    use crate::cluster::Protocol;
+    use crate::proxy::fixtures::{tcp, with_protocol};
+    let web = with_protocol(
+        svc("web", "10.96.0.20", 80, Some(30080), vec![ep(0, "10.244.0.5", 0)], TrafficPolicy::Cluster),
+        Protocol::Tcp,
+    );
+    let nft = NftTable::build(&table(vec![dns(), web]), &node());
+    let out = nft.list();
+    let base = hash_and_truncate("default/web/tcp/");
+    for text in [
+        format!("10.96.0.20 . tcp . 80 : goto service-{base}"),
+        format!("tcp . 30080 : goto external-{base}"),
+        "10.96.0.10 . udp . 53 : goto service-".to_string(),
+        "ip daddr 10.96.0.20 tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade".to_string(),
+        "meta l4proto tcp dnat to 10.244.0.5:80".to_string(),
+    ] {
+        assert!(out.contains(&text), "{text:?} in\n{out}");
+    }
+    let l = nft.lookup(Hook::Prerouting, &tcp("10.244.1.9", "10.96.0.20", 80), false, &mut zero(), false);
+    assert!(matches!(l.verdict, Verdict::Dnat { service: 1, .. }), "{l:?}");
+    let l = nft.lookup(Hook::Prerouting, &t("10.244.1.9", "10.96.0.20", 80), false, &mut zero(), false);
+    assert_eq!(l.verdict, Verdict::NoService, "UDP to a TCP-only port");
+    let l = nft.lookup(Hook::Prerouting, &tcp("10.244.1.9", "10.96.0.10", 53), false, &mut zero(), false);
+    assert_eq!(l.verdict, Verdict::NoService, "TCP to a UDP-only port");
+}

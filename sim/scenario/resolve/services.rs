@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use super::{check_name, Locator, Res};
 use crate::cluster::{
-    Endpoint, Network, PodId, PodSpec, ProxyMode, Service, ServiceKind, ServicePort, ServiceTable,
+    Endpoint, Network, PodId, PodSpec, Protocol, ProxyMode, Service, ServiceKind, ServicePort, ServiceTable,
     TrafficPolicy,
 };
 use crate::scenario::locate::Seg;
@@ -19,6 +19,15 @@ pub(super) fn resolve_proxy(loc: &Locator, s: &Scenario, overrides: &Overrides) 
     match &s.proxy {
         None => Ok(ProxyMode::Iptables),
         Some(id) => id.parse().map_err(|e: String| loc.err(at!["proxy"], e)),
+    }
+}
+
+/// A port's `protocol`: UDP when absent (Kubernetes' default is TCP; cnisim's stays UDP, the
+/// transport every earlier scenario meant).
+fn resolve_protocol(loc: &Locator, protocol: &Option<String>, at: &[Seg]) -> Res<Protocol> {
+    match protocol {
+        None => Ok(Protocol::Udp),
+        Some(p) => p.parse().map_err(|e: String| loc.err(at, e)),
     }
 }
 
@@ -170,10 +179,12 @@ pub(super) fn resolve_services(
         }
         let mut ports: Vec<ServicePort> = Vec::new();
         for (j, p) in svc.ports.iter().enumerate() {
+            let protocol = resolve_protocol(loc, &p.protocol, at!["services", i, "ports", j, "protocol"])?;
             if p.port == 0 || p.target_port == Some(0) {
-                return Err(
-                    loc.err(at!["services", i, "ports", j], "port 0 is not a valid UDP port; use 1..=65535")
-                );
+                return Err(loc.err(
+                    at!["services", i, "ports", j],
+                    format!("port 0 is not a valid {protocol} port; use 1..=65535"),
+                ));
             }
             if svc.ports.len() > 1 && p.name.is_empty() {
                 return Err(loc.err(
@@ -185,10 +196,21 @@ pub(super) fn resolve_services(
                     ),
                 ));
             }
-            if ports.iter().any(|o| o.port == p.port || (!p.name.is_empty() && o.name == p.name)) {
+            if !p.name.is_empty() && ports.iter().any(|o| o.name == p.name) {
                 return Err(loc.err(
                     at!["services", i, "ports", j],
-                    format!("port {} or name '{}' is used twice in service '{}'", p.port, p.name, svc.name),
+                    format!("port name '{}' is used twice in service '{}'", p.name, svc.name),
+                ));
+            }
+            // Kubernetes refuses a repeated (port, protocol); 53/UDP beside 53/TCP is fine.
+            if ports.iter().any(|o| o.port == p.port && o.protocol == protocol) {
+                return Err(loc.err(
+                    at!["services", i, "ports", j],
+                    format!(
+                        "port {}/{protocol} is used twice in service '{}'; the same number is allowed only \
+                         with another protocol",
+                        p.port, svc.name
+                    ),
                 ));
             }
             let node_port = match (kind, p.node_port) {
@@ -210,6 +232,7 @@ pub(super) fn resolve_services(
             };
             ports.push(ServicePort {
                 name: p.name.clone(),
+                protocol,
                 port: p.port,
                 target_port: p.target_port.unwrap_or(p.port),
                 node_port,
@@ -266,8 +289,12 @@ pub(super) fn resolve_services(
                 ),
             ));
         }
+        let protocol = resolve_protocol(loc, &g.protocol, at!["generated_services", "protocol"])?;
         if g.port == 0 || g.target_port == 0 {
-            return Err(loc.err(at!["generated_services"], "port 0 is not a valid UDP port; use 1..=65535"));
+            return Err(loc.err(
+                at!["generated_services"],
+                format!("port 0 is not a valid {protocol} port; use 1..=65535"),
+            ));
         }
         for k in 0..count {
             let mut endpoints: Vec<Endpoint> = (0..per)
@@ -285,6 +312,7 @@ pub(super) fn resolve_services(
                 cluster_ip: Some(alloc_ip(at!["generated_services", "count"])?),
                 ports: vec![ServicePort {
                     name: String::new(),
+                    protocol,
                     port: g.port,
                     target_port: g.target_port,
                     node_port: None,

@@ -1,0 +1,143 @@
+//! TCP on smoltcp between pods: segments tshark decodes with valid checksums and no gaps on a
+//! loss-free path, one stream limited by a core, TCP_RR and TCP_CRR transactions, and
+//! byte-identical output for the same seed.
+
+use cnisim::app::{self, RunOptions};
+use cnisim::cluster::Cni;
+use cnisim::summary::Summary;
+
+use crate::{repo, scratch, tshark};
+
+/// `scenarios/tcp.ron` shortened to `duration`, with one stream alone (no other workload).
+fn one_stream(dir: &std::path::Path, duration: &str, loss: &str) -> std::path::PathBuf {
+    let text = format!(
+        r#"Scenario(
+    name: "tcp-one", seed: 3, duration: "{duration}", cni: "flannel-host-gw",
+    nodes: Count(count: 2, cores: 4, nic: "10Gbit"),
+    pods_per_node: 1,
+    underlay: (loss: {loss}),
+    workloads: [(name: "s", kind: TcpStream(), from: Pod("node-1-pod-1"), to: Pod("node-2-pod-1"))],
+)"#
+    );
+    let path = dir.join(format!("one-{duration}.ron"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run(scenario: &std::path::Path, out: std::path::PathBuf, cni: Option<Cni>, pcap: Vec<String>) -> Summary {
+    let opts = RunOptions { out: Some(out), pcap, seed: None, cni, proxy: None };
+    app::run(scenario, &opts).unwrap().summary
+}
+
+#[test]
+fn tcp_scenario_streams_rr_and_crr() {
+    let dir = scratch("tcp");
+    let s = run(&repo("scenarios/tcp.ron"), dir.join("a"), None, vec![]);
+    let by = |w: &str| s.flows.iter().find(|f| f.workload == w).unwrap();
+    let one = by("one-stream").tcp.as_ref().unwrap();
+    let eight = by("eight-streams").tcp.as_ref().unwrap();
+    assert_eq!((one.connections, one.streams.len()), (1, 1));
+    assert_eq!((eight.connections, eight.streams.len()), (8, 8));
+    // One stream is served by one core of the receiver: a few Gbit/s on a 40 Gbit/s link.
+    let g1 = one.streams[0].goodput_bps;
+    assert!(g1 > 1e9 && g1 < 0.5 * 40e9, "one stream {g1}");
+    // Every stream of the eight moves data; what the applications read is what was written
+    // and acknowledged, never more.
+    for st in &eight.streams {
+        assert!(st.bytes_read > 0 && st.bytes_read <= st.bytes_written, "{st:?}");
+        assert!(st.data_segments[0] > 0 && st.segments[1] > 0, "data one way, ACKs back");
+    }
+    let rr = by("tcp-rr");
+    assert!(rr.transactions > 1000, "TCP_RR transactions {}", rr.transactions);
+    assert_eq!(rr.tcp.as_ref().unwrap().connections, 1, "TCP_RR keeps one connection");
+    let crr = by("tcp-crr");
+    let c = crr.tcp.as_ref().unwrap();
+    assert!(crr.transactions > 100);
+    // A new connection per transaction (the last one may still be open at the end).
+    assert!(c.connections == crr.transactions || c.connections == crr.transactions + 1, "{c:?}");
+    // A new connection costs a handshake and a close: TCP_CRR is slower than TCP_RR.
+    assert!(crr.rtt.as_ref().unwrap().p50_ns > rr.rtt.as_ref().unwrap().p50_ns);
+    assert!(s.totals.cpu_by_step.get("tcp").copied().unwrap_or(0) > 0);
+}
+
+#[test]
+fn tcp_is_byte_identical_for_the_same_seed() {
+    let dir = scratch("tcp-det");
+    let scenario = one_stream(&dir, "20ms", "0.0");
+    let pcap = vec!["node-1-pod-1/eth0".to_string()];
+    run(&scenario, dir.join("a"), None, pcap.clone());
+    run(&scenario, dir.join("b"), None, pcap);
+    let strip = |p: &std::path::Path| {
+        let t = std::fs::read_to_string(p.join("summary.json")).unwrap();
+        t[..t.find("\"run\"").unwrap()].to_string()
+    };
+    assert_eq!(strip(&dir.join("a")), strip(&dir.join("b")));
+    let pa = std::fs::read(dir.join("a/pcap/node-1-pod-1-eth0.pcap")).unwrap();
+    assert_eq!(pa, std::fs::read(dir.join("b/pcap/node-1-pod-1-eth0.pcap")).unwrap());
+}
+
+#[test]
+fn tshark_decodes_every_segment_with_valid_checksums() {
+    if std::env::var_os("CNISIM_SKIP_TSHARK").is_some() {
+        return;
+    }
+    let dir = scratch("tcp-pcap");
+    let scenario = one_stream(&dir, "3ms", "0.0");
+    for cni in [Cni::FlannelHostGw, Cni::FlannelVxlan, Cni::CalicoIpip, Cni::CiliumGeneve] {
+        let out = dir.join(cni.id());
+        let s =
+            run(&scenario, out.clone(), Some(cni), vec!["node-2-pod-1/eth0".into(), "node-1/eth0".into()]);
+        let st = &s.flows[0].tcp.as_ref().unwrap().streams[0];
+        assert!(st.drops_by_reason.is_empty(), "{cni}: loss-free path: {:?}", st.drops_by_reason);
+        let pod = out.join("pcap/node-2-pod-1-eth0.pcap");
+        let p = pod.to_str().unwrap();
+        let bad = tshark(&[
+            "-r", p, "-o", "tcp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE", "-Y",
+            "_ws.malformed or tcp.checksum.status == 0 or ip.checksum.status == 0 or tcp.analysis.lost_segment or tcp.analysis.retransmission",
+        ]);
+        assert!(bad.trim().is_empty(), "{cni}: {bad}");
+        let handshake = tshark(&["-r", p, "-Y", "tcp.flags.syn == 1", "-T", "fields", "-e", "tcp.flags.str"]);
+        assert_eq!(handshake.lines().count(), 2, "{cni}: SYN and SYN-ACK: {handshake}");
+        let data = tshark(&["-r", p, "-Y", "tcp.len > 0", "-T", "fields", "-e", "tcp.len"]);
+        assert!(data.lines().count() > 100, "{cni}: data segments");
+        // On the underlay, the CNI's encapsulation carries the same segments.
+        let nic = out.join("pcap/node-1-eth0.pcap");
+        // flannel's VXLAN port is 8472 (the kernel's default, not IANA's 4789).
+        let n = tshark(&[
+            "-r",
+            nic.to_str().unwrap(),
+            "-d",
+            "udp.port==8472,vxlan",
+            "-Y",
+            "tcp.len > 0 and tcp.srcport != 0",
+            "-T",
+            "fields",
+            "-e",
+            "tcp.len",
+        ]);
+        assert!(n.lines().count() > 100, "{cni}: segments on node-1's NIC");
+    }
+}
+
+#[test]
+fn vxlan_carries_a_stream_slower_than_host_gw() {
+    let dir = scratch("tcp-vxlan");
+    let scenario = one_stream(&dir, "15ms", "0.0");
+    let g = |cni| {
+        let s = run(&scenario, dir.join(format!("{cni:?}")), Some(cni), vec![]);
+        s.flows[0].tcp.as_ref().unwrap().streams[0].goodput_bps
+    };
+    let (hostgw, vxlan) = (g(Cni::FlannelHostGw), g(Cni::FlannelVxlan));
+    assert!(vxlan < hostgw, "vxlan {vxlan} host-gw {hostgw}");
+}
+
+#[test]
+fn loss_on_the_cable_costs_the_stream_goodput() {
+    let dir = scratch("tcp-loss");
+    let clean = run(&one_stream(&dir, "30ms", "0.0"), dir.join("clean"), None, vec![]);
+    let lossy = run(&one_stream(&dir, "30ms", "0.001"), dir.join("lossy"), None, vec![]);
+    let st = |s: &Summary| s.flows[0].tcp.as_ref().unwrap().streams[0].clone();
+    let (c, l) = (st(&clean), st(&lossy));
+    assert!(l.drops_by_reason.get("link_loss").copied().unwrap_or(0) > 0, "{l:?}");
+    assert!(l.goodput_bps < c.goodput_bps, "lossy {} clean {}", l.goodput_bps, c.goodput_bps);
+}
