@@ -58,7 +58,7 @@ pub enum Event {
     /// smoltcp's next timer in TCP host `host` (`Simulation::tcp`) is due.
     TcpPoll { host: u32 },
     /// TCP host `host`'s last segment has been through its chain: the next one goes.
-    TcpXmit { host: u32 },
+    TcpXmit { host: u32, key: tcp::ConnKey },
     /// A TCP application's `write()` or `read()` has been served: the socket sees it.
     TcpApp { host: u32, flow: u32, conn: u32, server: bool, op: tcp::AppOp },
     /// A node's proxy finished syncing to Service table `version` for a change made at
@@ -292,7 +292,7 @@ impl Simulation {
             Event::UserDone { proc, outputs } => self.user_done(t, proc, outputs),
             Event::Change { index } => self.change(t, index),
             Event::TcpPoll { host } => self.tcp_timer(t, host),
-            Event::TcpXmit { host } => self.tcp_xmit_next(t, host as usize),
+            Event::TcpXmit { host, key } => self.tcp_xmit_next(t, host as usize, key),
             Event::TcpApp { host, flow, conn, server, op } => {
                 self.tcp_app_done(t, host as usize, flow, conn, server, op)
             }

@@ -96,7 +96,15 @@ impl Device for Wire {
 }
 
 /// A connection as its host sees it: (local port, remote address, remote port).
-type ConnKey = (u16, Ipv4Addr, u16);
+pub type ConnKey = (u16, Ipv4Addr, u16);
+
+/// Segments of one connection waiting to go down the kernel.
+struct XmitQueue {
+    key: ConnKey,
+    frames: VecDeque<Vec<u8>>,
+    /// Its previous segment's chain is being served.
+    busy: bool,
+}
 
 /// Which end of a connection a socket is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,8 +139,7 @@ pub struct TcpHost {
     ports: Vec<(u16, Instant)>,
     /// Segments smoltcp emitted that wait for the previous one's chain, per connection
     /// (local port, remote address, remote port), served in turn.
-    xq: VecDeque<(ConnKey, VecDeque<Vec<u8>>)>,
-    xmitting: bool,
+    xq: Vec<XmitQueue>,
 }
 
 impl TcpHost {
@@ -156,8 +163,7 @@ impl TcpHost {
             owners: Vec::new(),
             listening: Vec::new(),
             ports: Vec::new(),
-            xq: VecDeque::new(),
-            xmitting: false,
+            xq: Vec::new(),
         }
     }
 
@@ -402,15 +408,23 @@ impl Simulation {
         let host = &mut self.tcp[h];
         host.iface.poll(smol(t), &mut host.wire, &mut host.sockets);
         let out = std::mem::take(&mut host.wire.tx);
+        let mut idle = Vec::new();
         for frame in out {
             let key = frame_key(&frame);
-            match host.xq.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, q)) => q.push_back(frame),
-                None => host.xq.push_back((key, VecDeque::from([frame]))),
+            let i = match host.xq.iter().position(|q| q.key == key) {
+                Some(i) => i,
+                None => {
+                    host.xq.push(XmitQueue { key, frames: VecDeque::new(), busy: false });
+                    host.xq.len() - 1
+                }
+            };
+            host.xq[i].frames.push_back(frame);
+            if !host.xq[i].busy && !idle.contains(&key) {
+                idle.push(key);
             }
         }
-        if !host.xmitting {
-            self.tcp_xmit_next(t, h);
+        for key in idle {
+            self.tcp_xmit_next(t, h, key);
         }
         let host = &mut self.tcp[h];
         if let Some(at) = host.iface.poll_at(smol(t), &host.sockets) {
@@ -423,24 +437,21 @@ impl Simulation {
         }
     }
 
-    /// Sends the next segment waiting in host `h`'s transmit queue: one chain, and the next
-    /// when its time has been served (`tcp_write_xmit` sends segment after segment, each
-    /// through the stack below it before the next, so a burst does not pile up in the
-    /// backlog).
-    pub(super) fn tcp_xmit_next(&mut self, t: Instant, h: usize) {
-        // One segment per connection in turn (each socket has its own write queue).
+    /// Sends the next segment waiting in connection `key`'s transmit queue of host `h`: one
+    /// chain, and the next when its time has been served (`tcp_write_xmit` sends segment after
+    /// segment, each through the stack below it before the next, so a burst does not pile up
+    /// in the backlog; connections send independently, each from its own context).
+    pub(super) fn tcp_xmit_next(&mut self, t: Instant, h: usize, key: ConnKey) {
         let host = &mut self.tcp[h];
-        let Some((key, mut q)) = host.xq.pop_front() else {
-            host.xmitting = false;
+        let Some(i) = host.xq.iter().position(|q| q.key == key) else { return };
+        let Some(frame) = host.xq[i].frames.pop_front() else {
+            // Drained: the queue goes (a closed connection's would otherwise stay).
+            host.xq.swap_remove(i);
             return;
         };
-        let frame = q.pop_front().expect("queues in xq are not empty");
-        if !q.is_empty() {
-            host.xq.push_back((key, q));
-        }
+        host.xq[i].busy = true;
         let done = self.tcp_transmit(t, h, frame);
-        self.tcp[h].xmitting = true;
-        self.queue.schedule(done, Event::TcpXmit { host: h as u32 });
+        self.queue.schedule(done, Event::TcpXmit { host: h as u32, key });
     }
 
     /// Which flow, connection and side sent a segment of host `h` from `(sport, dst, dport)`.

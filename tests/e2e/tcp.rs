@@ -47,6 +47,9 @@ fn tcp_scenario_streams_rr_and_crr() {
         assert!(st.bytes_read > 0 && st.bytes_read <= st.bytes_written, "{st:?}");
         assert!(st.data_segments[0] > 0 && st.segments[1] > 0, "data one way, ACKs back");
     }
+    // Eight streams spread over the cores carry several times what one core lets one carry.
+    let g8: f64 = eight.streams.iter().map(|st| st.goodput_bps).sum();
+    assert!(g8 > 2.0 * g1, "eight streams {g8} vs one {g1}");
     let rr = by("tcp-rr");
     assert!(rr.transactions > 1000, "TCP_RR transactions {}", rr.transactions);
     assert_eq!(rr.tcp.as_ref().unwrap().connections, 1, "TCP_RR keeps one connection");
