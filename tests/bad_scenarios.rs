@@ -1090,3 +1090,39 @@ fn service_port_repeated_with_its_protocol() {
         (cnisim::cluster::Protocol::Udp, cnisim::cluster::Protocol::Tcp)
     );
 }
+
+#[test]
+fn workload_protocol_must_match_the_service_port() {
+    // A UDP workload to a TCP port, and a TCP workload to a UDP one (the default).
+    let tcp_port =
+        with_service("").replacen("ports: [(port: 80)]", "ports: [(port: 80, protocol: \"TCP\")]", 1);
+    let text = tcp_port.replacen("to: Pod(\"srv\")", "to: Service(\"web\")", 1);
+    check(
+        &text,
+        18,
+        100,
+        "Service 'web' port 80 is TCP, and this workload sends UDP; give the port protocol: \"UDP\"",
+    );
+    let text = with_service("")
+        .replacen("kind: UdpCbr(rate: \"100Mbit\", payload: 1400)", "kind: TcpStream()", 1)
+        .replacen("to: Pod(\"srv\")", "to: Service(\"web\")", 1);
+    check(
+        &text,
+        18,
+        73,
+        "Service 'web' port 80 is UDP, and this workload sends TCP; give the port protocol: \"TCP\"",
+    );
+}
+
+#[test]
+fn tcp_workload_fields_are_checked() {
+    let text = edit(&[("kind: UdpCbr(rate: \"100Mbit\", payload: 1400)", "kind: TcpStream(streams: 0)")]);
+    check(&text, 18, 48, "streams 0 is outside 1..=128");
+    let text = edit(&[("kind: UdpCbr(rate: \"100Mbit\", payload: 1400)", "kind: TcpCrr(request: 0)")]);
+    check(&text, 18, 45, "request 0 B is outside 1..=131072");
+    let text = edit(&[
+        ("to: Pod(\"srv\")", "to: External(\"x\")"),
+        ("kind: UdpCbr(rate: \"100Mbit\", payload: 1400)", "kind: TcpRr()"),
+    ]);
+    check(&text, 18, 69, "TCP workloads run to pods and Services so far");
+}

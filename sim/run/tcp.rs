@@ -29,7 +29,7 @@ use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, Ipv4Packet, TcpPacket};
 
 use super::{Event, Simulation, Work};
-use crate::cluster::{WorkloadKind, TCP_RMEM_MAX, TCP_WMEM_MAX};
+use crate::cluster::{Target, WorkloadKind, TCP_RMEM_MAX, TCP_WMEM_MAX};
 use crate::cost::Step;
 use crate::datapath;
 use crate::net::packet::{tuple_hash, Meta, Packet, TcpTag, ETH_HEADER};
@@ -251,11 +251,28 @@ impl Simulation {
                 continue;
             }
             let f = &self.flows[fi];
-            let server_ns = match f.target {
-                crate::cluster::Target::Pod(p) => self.world.pod_ns[p],
-                _ => continue,
-            };
             let port = self.world.cluster.workloads[f.workload].port;
+            // Who serves: the pod, or every endpoint of the Service(s), on the target port.
+            let servers: Vec<(NsId, u16)> = match f.target {
+                Target::Pod(p) => vec![(self.world.pod_ns[p], port)],
+                Target::External(e) => vec![(self.world.external_ns[e], port)],
+                Target::Service { service, port } | Target::NodePort { service, port, .. } => {
+                    let s = &self.world.cluster.services.services[service];
+                    s.endpoints
+                        .iter()
+                        .map(|e| (self.world.pod_ns[e.pod], s.ports[port].target_port))
+                        .collect()
+                }
+                Target::AnyService { first, count } => (first..first + count)
+                    .flat_map(|si| {
+                        let s = &self.world.cluster.services.services[si];
+                        s.endpoints
+                            .iter()
+                            .map(|e| (self.world.pod_ns[e.pod], s.ports[0].target_port))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect(),
+            };
             let mut host = |sim: &mut Simulation, ns: NsId| -> usize {
                 if let Some(h) = host_of[ns] {
                     return h;
@@ -272,10 +289,13 @@ impl Simulation {
             };
             let client_ns = f.client_ns;
             let ch = host(self, client_ns);
-            let sh = host(self, server_ns);
             let bulk = matches!(self.flows[fi].kind, WorkloadKind::TcpStream { .. });
-            if !self.tcp[sh].listening.iter().any(|&(p, _)| p == port) {
-                self.tcp[sh].listen(port, bulk);
+            let mut sh = ch;
+            for (ns, port) in servers {
+                sh = host(self, ns);
+                if !self.tcp[sh].listening.iter().any(|&(p, _)| p == port) {
+                    self.tcp[sh].listen(port, bulk);
+                }
             }
             let streams = match self.flows[fi].kind {
                 WorkloadKind::TcpStream { streams, .. } => streams as usize,
@@ -303,30 +323,31 @@ impl Simulation {
     /// Opens a new connection of `flow`: a socket on a fresh ephemeral port connects to the
     /// server (smoltcp sends the SYN at the poll).
     fn tcp_connect(&mut self, t: Instant, flow: u32) {
+        let ch = self.flows[flow as usize].tcp.as_ref().expect("a TCP flow").client_host;
+        // The destination as a UDP connection's would be chosen: the pod, the Service's
+        // address or a headless pick, Cilium's socket LB at connect(); a fresh ephemeral port.
+        if self.open_connection(flow).is_err() {
+            return self.tcp_retry(t, flow);
+        }
         let f = &self.flows[flow as usize];
-        let tf = f.tcp.as_ref().expect("a TCP flow");
-        let ch = tf.client_host;
-        let dst = match f.target {
-            crate::cluster::Target::Pod(p) => self.world.cluster.pods[p].ip,
-            _ => return,
-        };
-        let dport = self.world.cluster.workloads[f.workload].port;
+        let (dst, dport, picked) = (f.peer.0, f.peer.1, f.sport);
+        self.world.netns[f.client_ns].udp_ports.remove(&picked);
+        self.flows[flow as usize].connections -= 1;
         let host = &mut self.tcp[ch];
         host.ports.retain(|&(_, until)| until > t);
-        // An ephemeral port from Linux's default ip_local_port_range, 32768-60999.
-        let sport = loop {
-            let p = rand::Rng::random_range(&mut self.rng, 32768..=60999u16);
-            if !host.ports.iter().any(|&(q, _)| q == p) {
-                break p;
-            }
-        };
+        // Linux's ip_local_port_range, 32768-60999, avoiding ports in use or in TIME-WAIT.
+        let mut sport = picked;
+        while host.ports.iter().any(|&(q, _)| q == sport) {
+            sport = rand::Rng::random_range(&mut self.rng, 32768..=60999u16);
+        }
+        self.flows[flow as usize].sport = sport;
         host.ports.push((sport, Instant::from_nanos(u64::MAX)));
         let bulk = matches!(self.flows[flow as usize].kind, WorkloadKind::TcpStream { .. });
         let mut s = TcpHost::socket(bulk);
         let remote = (IpAddress::Ipv4(dst), dport);
         let cx = host.iface.context();
         if s.connect(cx, remote, sport).is_err() {
-            return;
+            return self.tcp_retry(t, flow);
         }
         let h = host.sockets.add(s);
         let tf = self.flows[flow as usize].tcp.as_mut().expect("a TCP flow");
@@ -344,6 +365,17 @@ impl Simulation {
             tuple: Some((sport, dst, dport)),
         });
         self.tcp_poll(t, ch);
+    }
+
+    /// A connection could not be opened (no backend at connect(), or smoltcp refused the
+    /// address): a request/response client tries again 1 ms later, as netperf's loop would
+    /// after a failed connect; a stream gives up.
+    fn tcp_retry(&mut self, t: Instant, flow: u32) {
+        let f = &self.flows[flow as usize];
+        let next = t + Duration::from_millis(1);
+        if !matches!(f.kind, WorkloadKind::TcpStream { .. }) && next < f.end {
+            self.queue.schedule(next, Event::Send { flow });
+        }
     }
 
     /// The kernel delivered a TCP segment to namespace `ns`.

@@ -112,7 +112,7 @@ impl Simulation {
     /// Opens the flow's next connection: a new socket with a fresh ephemeral port, the
     /// destination for this connection, and with Cilium's socket LB the backend chosen at
     /// connect(). Returns the CPU the connect-time translation cost, if any.
-    fn open_connection(&mut self, flow: u32) -> Result<Option<Duration>, DropReason> {
+    pub(super) fn open_connection(&mut self, flow: u32) -> Result<Option<Duration>, DropReason> {
         let f = &self.flows[flow as usize];
         let (cns, target, old, node) = (f.client_ns, f.target, f.sport, self.world.netns[f.client_ns].node);
         let udp = &mut self.world.netns[cns].udp_ports;

@@ -144,3 +144,43 @@ fn loss_on_the_cable_costs_the_stream_goodput() {
     assert!(l.drops_by_reason.get("link_loss").copied().unwrap_or(0) > 0, "{l:?}");
     assert!(l.goodput_bps < c.goodput_bps, "lossy {} clean {}", l.goodput_bps, c.goodput_bps);
 }
+
+/// TCP_CRR to a ClusterIP Service beside 1,000 generated Services: every transaction is a new
+/// connection through the proxy's first-packet path, so iptables' rule walk makes it slower
+/// than IPVS's and nftables' hash lookups.
+#[test]
+fn tcp_crr_to_a_service_is_slowest_with_iptables() {
+    let dir = scratch("tcp-svc");
+    let text = r#"Scenario(
+    name: "tcp-svc", seed: 5, duration: "30ms", cni: "flannel-vxlan",
+    nodes: Count(count: 3, cores: 4),
+    pods_per_node: 1,
+    pods: [
+        (name: "web-1", node: "node-2", labels: {"app": "web"}),
+        (name: "web-2", node: "node-3", labels: {"app": "web"}),
+    ],
+    services: [(name: "web", selector: {"app": "web"}, ports: [(port: 80, target_port: 8080, protocol: "TCP")])],
+    generated_services: (count: 1000, endpoints: 2, protocol: "TCP"),
+    workloads: [(name: "crr", kind: TcpCrr(request: 64, response: 1024), from: Pod("node-1-pod-1"), to: Service("web"))],
+)"#;
+    let path = dir.join("svc.ron");
+    std::fs::write(&path, text).unwrap();
+    let tx = |proxy: &str| {
+        let opts = RunOptions {
+            out: Some(dir.join(proxy)),
+            proxy: Some(proxy.parse().unwrap()),
+            ..Default::default()
+        };
+        let s = app::run(&path, &opts).unwrap().summary;
+        let f = &s.flows[0];
+        let sv = s.services.as_ref().unwrap();
+        assert!(sv.translated >= f.transactions, "{proxy}: every connection translated");
+        assert!(f.cpu_by_step.get("service_rules").copied().unwrap_or(0) > 0, "{proxy}");
+        (f.transactions, sv.service_rules_evaluated_mean)
+    };
+    let (ipt, ipt_rules) = tx("iptables");
+    let (ipvs, _) = tx("ipvs");
+    let (nft, _) = tx("nftables");
+    assert!(ipt_rules > 100.0, "iptables walks KUBE-SERVICES: {ipt_rules}");
+    assert!(ipt < ipvs && ipt < nft, "iptables {ipt} ipvs {ipvs} nftables {nft}");
+}

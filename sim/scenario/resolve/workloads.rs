@@ -203,17 +203,16 @@ pub(super) fn resolve_workloads(
                 "an external host sends to the cluster (a NodePort); pods send to external hosts",
             ));
         }
-        if kind.is_tcp() && !matches!(w.to, Selector::Pod(_) | Selector::Node(_) | Selector::Labels(_)) {
+        if kind.is_tcp() && matches!(w.to, Selector::External(_)) {
             return Err(loc.err(
                 at!["workloads", i, "to"],
-                "TCP workloads run between pods so far (TCP through Services and to or from external hosts \
-                 needs conntrack's TCP tracking, which is not built yet); select pods with Pod, Node or Labels",
+                "TCP workloads run to pods and Services so far (not to external hosts); select pods or a Service",
             ));
         }
         if kind.is_tcp() && matches!(w.from, Selector::External(_)) {
             return Err(loc.err(
                 at!["workloads", i, "from"],
-                "TCP workloads run between pods so far; select pods with Pod, Node or Labels",
+                "TCP workloads run from pods so far (not from external hosts); select pods with Pod, Node or Labels",
             ));
         }
         let from: Vec<Client> = match &w.from {
@@ -254,6 +253,7 @@ pub(super) fn resolve_workloads(
             let from_pods: Vec<PodId> =
                 from.iter().filter_map(|c| if let Client::Pod(p) = c { Some(*p) } else { None }).collect();
             check_service_sizes(loc, i, &kind, &from_pods, pods, services, target)?;
+            check_protocol(loc, i, &kind, services, target)?;
             let duration = workload_duration(loc, i, w, s)?;
             out.push(Workload {
                 name: w.name.clone(),
@@ -488,6 +488,43 @@ fn workload_duration(loc: &Locator, i: usize, w: &scenario::Workload, s: &Scenar
         )),
         Some(d) => Ok(d),
     }
+}
+
+/// A workload reaches only a Service port of its own protocol (kube-proxy programs each port for
+/// its protocol alone).
+fn check_protocol(
+    loc: &Locator,
+    i: usize,
+    kind: &WorkloadKind,
+    services: &ServiceTable,
+    target: Target,
+) -> Res<()> {
+    let want = if kind.is_tcp() { crate::cluster::Protocol::Tcp } else { crate::cluster::Protocol::Udp };
+    let ports: Vec<(usize, usize)> = match target {
+        Target::Service { service, port } | Target::NodePort { service, port, .. } => vec![(service, port)],
+        Target::AnyService { first, count } => (first..first + count).map(|s| (s, 0)).collect(),
+        Target::Pod(_) | Target::External(_) => vec![],
+    };
+    for (s, p) in ports {
+        let svc = &services.services[s];
+        let got = svc.ports[p].protocol;
+        if got != want {
+            return Err(loc.err(
+                at!["workloads", i, "to"],
+                format!(
+                    "Service '{}' port {} is {}, and this workload sends {}; give the port protocol: \"{}\" \
+                     (a Service port carries one protocol; Kubernetes allows the same port twice, once per \
+                     protocol)",
+                    svc.name,
+                    svc.ports[p].port,
+                    got.id(),
+                    want.id(),
+                    want.id()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Datagrams to a Service must fit the client's MTU and every endpoint's MTU (replies).
