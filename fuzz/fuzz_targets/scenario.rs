@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(!cluster.nodes.is_empty());
             if small(&cluster) {
                 let mut sim = Simulation::new(&cluster);
-                sim.run_until(Instant::ZERO + cluster.duration.min(Duration::from_micros(200)));
+                let _ = sim.run_until(Instant::ZERO + cluster.duration.min(Duration::from_micros(200)));
                 if let Err(e) = sim.check_conservation() {
                     panic!("{e}\n{text}");
                 }
@@ -51,6 +51,9 @@ fn small(c: &Cluster) -> bool {
             WorkloadKind::UdpRr { .. } => 100_000.0,
             // As fast as the socket allows: about what one core sends.
             WorkloadKind::UdpStream { .. } => 1_000_000.0,
+            // Segments each way at a core's pace, per stream.
+            WorkloadKind::TcpStream { streams, .. } => 1_000_000.0 * f64::from(streams),
+            WorkloadKind::TcpRr { .. } | WorkloadKind::TcpCrr { .. } => 200_000.0,
         } * w.flows.len() as f64)
         .sum();
     c.nodes.len() <= 16
