@@ -567,10 +567,7 @@ impl Simulation {
         if let Some(tag) =
             pkt.meta.tcp.filter(|_| !matches!(reason, DropReason::NotForThisHost | DropReason::SamePort))
         {
-            let stream = match self.flows[tag.flow as usize].kind {
-                WorkloadKind::TcpStream { .. } => tag.conn as usize,
-                _ => 0,
-            };
+            let stream = self.stream_index(tag.flow, tag.conn);
             if let Some(o) = self.obs.flows[tag.flow as usize].tcp.as_mut() {
                 *o.streams[stream].drops.entry(reason).or_default() += 1;
             }

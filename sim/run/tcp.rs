@@ -201,7 +201,6 @@ impl TcpHost {
 #[derive(Clone, Debug, Default)]
 pub struct TcpFlow {
     pub client_host: usize,
-    pub server_host: usize,
     /// The streams (TcpStream), or the current connection (TcpRr, TcpCrr: the last one).
     pub conns: Vec<Conn>,
 }
@@ -209,9 +208,6 @@ pub struct TcpFlow {
 /// One connection of a flow.
 #[derive(Clone, Debug, Default)]
 pub struct Conn {
-    pub sport: u16,
-    pub client: Option<SocketHandle>,
-    pub server: Option<SocketHandle>,
     /// The side's thread is in a syscall.
     busy: [bool; 2],
     /// Request/response: bytes of the current message each side has read so far.
@@ -290,9 +286,8 @@ impl Simulation {
             let client_ns = f.client_ns;
             let ch = host(self, client_ns);
             let bulk = matches!(self.flows[fi].kind, WorkloadKind::TcpStream { .. });
-            let mut sh = ch;
             for (ns, port) in servers {
-                sh = host(self, ns);
+                let sh = host(self, ns);
                 if !self.tcp[sh].listening.iter().any(|&(p, _)| p == port) {
                     self.tcp[sh].listen(port, bulk);
                 }
@@ -301,8 +296,7 @@ impl Simulation {
                 WorkloadKind::TcpStream { streams, .. } => streams as usize,
                 _ => 1,
             };
-            self.flows[fi].tcp =
-                Some(Box::new(TcpFlow { client_host: ch, server_host: sh, conns: Vec::new() }));
+            self.flows[fi].tcp = Some(Box::new(TcpFlow { client_host: ch, conns: Vec::new() }));
             self.obs.flows[fi].tcp =
                 Some(crate::observe::TcpObs::new(streams, self.flows[fi].start, self.flows[fi].end));
         }
@@ -352,7 +346,7 @@ impl Simulation {
         let h = host.sockets.add(s);
         let tf = self.flows[flow as usize].tcp.as_mut().expect("a TCP flow");
         let conn = tf.conns.len() as u32;
-        tf.conns.push(Conn { sport, client: Some(h), started: t, ..Default::default() });
+        tf.conns.push(Conn { started: t, ..Default::default() });
         self.flows[flow as usize].connections += 1;
         if let Some(o) = self.obs.flows[flow as usize].tcp.as_mut() {
             o.connections += 1;
@@ -414,11 +408,6 @@ impl Simulation {
                 side: Side::Server,
                 tuple,
             });
-            if let Some(c) =
-                self.flows[tag.flow as usize].tcp.as_mut().and_then(|f| f.conns.get_mut(tag.conn as usize))
-            {
-                c.server = Some(handle);
-            }
         }
         self.tcp_apps(t, h);
     }
@@ -494,17 +483,26 @@ impl Simulation {
     /// A segment smoltcp built in host `h` goes down the kernel.
     fn tcp_transmit(&mut self, t: Instant, h: usize, frame: Vec<u8>) -> Instant {
         let ns = self.tcp[h].ns;
-        let (src, dst, sport, dport, seq, len) = {
+        let (src, dst, sport, dport, seq, payload, len) = {
             let ip = Ipv4Packet::new_unchecked(&frame[ETH_HEADER..]);
             let tcp = TcpPacket::new_unchecked(ip.payload());
-            let len = tcp.payload().len() as u32 + u32::from(tcp.syn()) + u32::from(tcp.fin());
-            (ip.src_addr(), ip.dst_addr(), tcp.src_port(), tcp.dst_port(), tcp.seq_number().0 as u32, len)
+            let payload = tcp.payload().len() as u32;
+            // SYN and FIN occupy sequence space too.
+            let len = payload + u32::from(tcp.syn()) + u32::from(tcp.fin());
+            (
+                ip.src_addr(),
+                ip.dst_addr(),
+                tcp.src_port(),
+                tcp.dst_port(),
+                tcp.seq_number().0 as u32,
+                payload,
+                len,
+            )
         };
         let owner = self.tcp_owner(h, (sport, dst, dport));
         let mut meta = Meta::default();
         if let Some(o) = owner {
             meta.tcp = Some(TcpTag { flow: o.flow, conn: o.conn });
-            let payload = len.saturating_sub(u32::from(seq_flags(&frame)));
             let side = o.side as usize;
             let stream = self.stream_index(o.flow, o.conn);
             let c = &mut self.flows[o.flow as usize].tcp.as_mut().expect("TCP flow").conns[o.conn as usize];
@@ -578,7 +576,7 @@ impl Simulation {
 
     /// The stream a connection's figures go to: itself for a bulk transfer, the one stream of
     /// a request/response flow otherwise.
-    fn stream_index(&self, flow: u32, conn: u32) -> usize {
+    pub(super) fn stream_index(&self, flow: u32, conn: u32) -> usize {
         match self.flows[flow as usize].kind {
             WorkloadKind::TcpStream { .. } => conn as usize,
             _ => 0,
@@ -815,13 +813,6 @@ fn frame_key(frame: &[u8]) -> ConnKey {
     let ip = Ipv4Packet::new_unchecked(&frame[ETH_HEADER..]);
     let tcp = TcpPacket::new_unchecked(ip.payload());
     (tcp.src_port(), ip.dst_addr(), tcp.dst_port())
-}
-
-/// Flag bits that occupy sequence space (SYN, FIN) in a frame's TCP segment.
-fn seq_flags(frame: &[u8]) -> u8 {
-    let ip = Ipv4Packet::new_unchecked(&frame[ETH_HEADER..]);
-    let tcp = TcpPacket::new_unchecked(ip.payload());
-    u8::from(tcp.syn()) + u8::from(tcp.fin())
 }
 
 /// What the writers send: zeros, as `iperf3 -Z` would not, but the bytes do not matter.
