@@ -44,6 +44,19 @@ const DELACK: smoltcp::time::Duration = smoltcp::time::Duration::from_millis(40)
 /// (include/net/tcp.h). smoltcp's own TIME-WAIT is 10 s; the socket leaves smoltcp when it
 /// enters TIME-WAIT and the port stays taken for Linux's time.
 const TIMEWAIT_LEN: Duration = Duration::from_secs(60);
+/// How many segments a receiver acknowledges at once at the start of a connection, and again
+/// after an idle gap longer than the RTO: `TCP_MAX_QUICKACKS` (include/net/tcp.h), the bound
+/// `tcp_incr_quickack` (net/ipv4/tcp_input.c) puts on `rcv_wnd / (2 * rcv_mss)`, which is
+/// larger for every window here.
+const MAX_QUICKACKS: u8 = 16;
+/// `TCP_ATO_MIN`, 40 ms (include/net/tcp.h): a reply sent sooner than this after data arrived
+/// puts the socket in pingpong (interactive) mode (`tcp_event_data_sent`, net/ipv4/tcp_output.c;
+/// `net.ipv4.tcp_pingpong_thresh` = 1), where ACKs wait to ride on the reply.
+const ATO_MIN: Duration = Duration::from_millis(40);
+/// The idle gap after which a receiver goes back to quick ACKs (`tcp_event_data_recv`: a gap
+/// longer than `icsk_rto`); `TCP_RTO_MIN`, 200 ms, the RTO of a connection whose RTT is far
+/// below it, as every in-cluster one's is.
+const RTO_MIN: Duration = Duration::from_millis(200);
 /// netperf's and iperf3's server read size: the read asks for up to this much.
 const READ_SIZE: usize = crate::cluster::IPERF3_TCP_WRITE as usize;
 
@@ -222,6 +235,53 @@ pub struct Conn {
     /// acknowledged (end sequence, when sent, retransmitted).
     hi: [Option<u32>; 2],
     unacked: [VecDeque<(u32, Instant, bool)>; 2],
+    /// Each side's receiver ACK policy, as Linux's `icsk_ack`.
+    ack: [AckMode; 2],
+}
+
+/// When a receiver acknowledges at once and when it delays, as Linux decides it
+/// (net/ipv4/tcp_input.c, `__tcp_ack_snd_check`): smoltcp delays every ACK up to its ack delay
+/// (but sends one for every second full segment), Linux acknowledges the first
+/// [`MAX_QUICKACKS`] segments of a connection at once (quickack mode), and delays in
+/// interactive (pingpong) mode. Without it a connection's first segment would wait 40 ms for
+/// its ACK, with smoltcp's initial window of two 1,024 B segments.
+#[derive(Clone, Copy, Debug, Default)]
+struct AckMode {
+    /// Quick ACKs left (`icsk_ack.quick`).
+    quick: u8,
+    /// When data last arrived (`icsk_ack.lrcvtime`); `None` before the first.
+    last_rx: Option<Instant>,
+    /// Interactive: replies follow data within [`ATO_MIN`] (`icsk_ack.pingpong`).
+    pingpong: bool,
+}
+
+impl AckMode {
+    /// A data segment arrives at `t`: whether it is acknowledged at once.
+    fn on_data(&mut self, t: Instant) -> bool {
+        match self.last_rx {
+            // The first data of the connection: `tcp_incr_quickack(sk, TCP_MAX_QUICKACKS)`.
+            None => self.quick = MAX_QUICKACKS,
+            // "Too long gap. Apparently sender failed to restart window, so that we send
+            // ACKs quickly."
+            Some(last) if t - last > RTO_MIN => self.quick = self.quick.max(MAX_QUICKACKS),
+            Some(_) => {}
+        }
+        self.last_rx = Some(t);
+        let quick = self.quick > 0 && !self.pingpong;
+        if quick {
+            // `tcp_dec_quickack_mode`: one quick ACK spent per segment acknowledged.
+            self.quick -= 1;
+        }
+        quick
+    }
+
+    /// The side sends data at `t`: a reply within `ATO_MIN` of the last data received makes the
+    /// connection interactive.
+    fn on_send(&mut self, t: Instant) {
+        if self.last_rx.is_some_and(|r| t - r < ATO_MIN) {
+            self.pingpong = true;
+        }
+    }
 }
 
 /// An application's syscall, done when its CPU time has been served.
@@ -377,7 +437,7 @@ impl Simulation {
         let Some(h) = self.tcp_host_of.get(ns).copied().flatten() else { return };
         let tag = pkt.meta.tcp;
         let ip = pkt.frame[ETH_HEADER..].to_vec();
-        self.tcp_acked(t, h, &ip);
+        self.tcp_received(t, h, &ip);
         self.tcp[h].wire.rx.push_back(ip);
         self.tcp_poll(t, h);
         // A listener that took a connection serves it now; a new one listens in its place.
@@ -507,6 +567,9 @@ impl Simulation {
             let stream = self.stream_index(o.flow, o.conn);
             let c = &mut self.flows[o.flow as usize].tcp.as_mut().expect("TCP flow").conns[o.conn as usize];
             let mut retransmit = false;
+            if payload > 0 {
+                c.ack[side].on_send(t);
+            }
             if len > 0 {
                 let end = seq.wrapping_add(len);
                 match c.hi[side] {
@@ -541,18 +604,24 @@ impl Simulation {
         self.chain(node, t, hash, Work::Process, flow, |w, cx| datapath::tcp_output(w, cx, ns, pkt))
     }
 
-    /// An arriving segment's ACK acknowledges what host `h`'s side of the connection sent:
-    /// RTT samples (Karn's rule: none from retransmitted data) and bytes in flight.
-    fn tcp_acked(&mut self, t: Instant, h: usize, ip: &[u8]) {
+    /// A segment arrives at host `h`, before smoltcp sees it: its data sets how the socket
+    /// acknowledges it ([`AckMode`]), its ACK acknowledges what this side sent: RTT samples
+    /// (Karn's rule: none from retransmitted data) and bytes in flight.
+    fn tcp_received(&mut self, t: Instant, h: usize, ip: &[u8]) {
         let ip = Ipv4Packet::new_unchecked(ip);
         let tcp = TcpPacket::new_unchecked(ip.payload());
+        let key = (tcp.dst_port(), ip.src_addr(), tcp.src_port());
+        let Some(o) = self.tcp_owner(h, key) else { return };
+        let side = o.side as usize;
+        let c = &mut self.flows[o.flow as usize].tcp.as_mut().expect("TCP flow").conns[o.conn as usize];
+        if !tcp.payload().is_empty() {
+            let quick = c.ack[side].on_data(t);
+            self.tcp[h].sock(o.handle).set_ack_delay(if quick { None } else { Some(DELACK) });
+        }
         if !tcp.ack() {
             return;
         }
-        let key = (tcp.dst_port(), ip.src_addr(), tcp.src_port());
-        let Some(o) = self.tcp_owner(h, key) else { return };
         let ack = tcp.ack_number().0 as u32;
-        let side = o.side as usize;
         let stream = self.stream_index(o.flow, o.conn);
         let c = &mut self.flows[o.flow as usize].tcp.as_mut().expect("TCP flow").conns[o.conn as usize];
         let mut sample = None;
