@@ -274,16 +274,33 @@ fn execute(cmd: Command) -> Result<ExitCode, Error> {
                 s.run.wall_seconds
             );
             for f in &s.flows {
-                println!(
-                    "  flow {:>3} {:<14} {:<40} delivered {}/{}  p50 {}  p99 {}",
-                    f.id,
-                    f.workload,
-                    f.describe(),
-                    f.delivered,
-                    f.sent,
-                    Duration::from_nanos(f.latency.p50_ns),
-                    Duration::from_nanos(f.latency.p99_ns)
-                );
+                let what = match (&f.tcp, &f.rtt) {
+                    // A request/response flow: its transactions and their times.
+                    (Some(_), Some(rtt)) => format!(
+                        "{} transactions  p50 {}  p99 {}",
+                        f.transactions,
+                        Duration::from_nanos(rtt.p50_ns),
+                        Duration::from_nanos(rtt.p99_ns)
+                    ),
+                    (Some(tcp), None) => {
+                        let goodput: f64 = tcp.streams.iter().map(|s| s.goodput_bps).sum();
+                        let retx: u64 = tcp.streams.iter().map(|s| s.retransmits[0]).sum();
+                        let n = tcp.streams.len();
+                        format!(
+                            "{n} stream{}  goodput {}  {retx} retransmissions",
+                            if n == 1 { "" } else { "s" },
+                            cnisim::fmt::bps(goodput)
+                        )
+                    }
+                    (None, _) => format!(
+                        "delivered {}/{}  p50 {}  p99 {}",
+                        f.delivered,
+                        f.sent,
+                        Duration::from_nanos(f.latency.p50_ns),
+                        Duration::from_nanos(f.latency.p99_ns)
+                    ),
+                };
+                println!("  flow {:>3} {:<14} {:<40} {what}", f.id, f.workload, f.describe());
             }
             println!("report: {}", o.out_dir.join("report.html").display());
             Ok(ExitCode::SUCCESS)

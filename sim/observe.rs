@@ -215,12 +215,18 @@ impl TcpObs {
             .min(TCP_SERIES_POINTS - 1)
     }
 
-    /// The receiver of `stream` read `bytes` at `t`.
+    /// The receiver of `stream` read `bytes` at `t`. What it reads after the flow's active
+    /// time (the queues draining once the writer stopped) counts in `bytes_read`, not in the
+    /// goodput series (whose sum the goodput is).
     pub fn read(&mut self, stream: usize, t: Instant, bytes: u64) {
+        let active =
+            t.saturating_since(self.start).as_nanos() < self.interval.as_nanos() * TCP_SERIES_POINTS as u64;
         let i = self.slot(t);
         let s = &mut self.streams[stream];
         s.bytes_read += bytes;
-        s.goodput[i] += bytes;
+        if active {
+            s.goodput[i] += bytes;
+        }
     }
 
     /// `bytes` of the client's data of `stream` were in flight at `t`.

@@ -57,6 +57,8 @@ enum Section {
     Charts,
     /// The "Encapsulation overhead" section, with the table of the same data.
     Overhead,
+    /// The "TCP" section (runs with TCP workloads only).
+    Tcp,
 }
 
 /// Renders every report file for `summary`, in a fixed order.
@@ -98,6 +100,45 @@ pub fn render(summary: &Summary) -> Result<Vec<OutputFile>, RenderError> {
             csv: csv::overhead(summary),
         },
     ];
+    let mut charts = Vec::from(charts);
+    // A run with TCP workloads has a TCP section with its own charts.
+    if summary.flows.iter().any(|f| f.tcp.is_some()) {
+        charts.push(Chart {
+            stem: "tcp_goodput",
+            section: Section::Tcp,
+            title: "TCP goodput per stream over time".into(),
+            png: charts::tcp_series(
+                summary,
+                "tcp_goodput",
+                "TCP goodput per stream over time",
+                "goodput (Gbit/s)",
+                |s| s.goodput_bps_series.iter().map(|b| b / 1e9).collect(),
+            )?,
+            csv: csv::tcp_series(summary),
+        });
+        charts.push(Chart {
+            stem: "tcp_in_flight",
+            section: Section::Tcp,
+            title:
+                "TCP bytes in flight per stream over time (what the congestion and receive windows let out)"
+                    .into(),
+            png: charts::tcp_series(
+                summary,
+                "tcp_in_flight",
+                "TCP bytes in flight per stream",
+                "most bytes in flight (KiB)",
+                |s| s.in_flight_bytes_series.iter().map(|&b| f64::from(b) / 1024.0).collect(),
+            )?,
+            csv: csv::tcp_series(summary),
+        });
+        charts.push(Chart {
+            stem: "tcp_transactions",
+            section: Section::Tcp,
+            title: "TCP transaction time CDF per request/response flow".into(),
+            png: charts::tcp_transactions(summary)?,
+            csv: csv::tcp_transactions(summary),
+        });
+    }
     let mut files =
         vec![OutputFile { name: "report.html".into(), bytes: html::page(summary, &charts).into_bytes() }];
     for chart in charts {

@@ -55,10 +55,11 @@ pub enum Event {
     UserDone { proc: usize, outputs: Vec<Output> },
     /// Change `index` of the scenario happens (a pod is deleted).
     Change { index: usize },
-    /// smoltcp's next timer in TCP host `host` (`Simulation::tcp`) is due.
-    TcpPoll { host: u32 },
-    /// TCP host `host`'s last segment has been through its chain: the next one goes.
-    TcpXmit { host: u32, key: tcp::ConnKey },
+    /// smoltcp's next timer of socket `sock` of TCP host `host` (`Simulation::tcp`) is due.
+    TcpPoll { host: u32, sock: u32 },
+    /// Socket `sock` of TCP host `host`: its last segment has been through its chain, the
+    /// next one goes.
+    TcpXmit { host: u32, sock: u32 },
     /// A TCP application's `write()` or `read()` has been served: the socket sees it.
     TcpApp { host: u32, flow: u32, conn: u32, server: bool, op: tcp::AppOp },
     /// A node's proxy finished syncing to Service table `version` for a change made at
@@ -291,8 +292,8 @@ impl Simulation {
             Event::User { proc, input, pkt } => self.user(t, proc, input, pkt),
             Event::UserDone { proc, outputs } => self.user_done(t, proc, outputs),
             Event::Change { index } => self.change(t, index),
-            Event::TcpPoll { host } => self.tcp_timer(t, host),
-            Event::TcpXmit { host, key } => self.tcp_xmit_next(t, host as usize, key),
+            Event::TcpPoll { host, sock } => self.tcp_timer(t, host, sock),
+            Event::TcpXmit { host, sock } => self.tcp_xmit_done(t, host as usize, sock),
             Event::TcpApp { host, flow, conn, server, op } => {
                 self.tcp_app_done(t, host as usize, flow, conn, server, op)
             }

@@ -272,7 +272,8 @@ pub struct StreamSummary {
     /// Bytes the applications wrote, and read at the other end (both directions).
     pub bytes_written: u64,
     pub bytes_read: u64,
-    /// Bits read per second of the flow's active time: the stream's goodput.
+    /// Bits read within the flow's active time per second of it: the stream's goodput (what
+    /// is read after it, queues draining, is in `bytes_read` only).
     pub goodput_bps: f64,
     /// Segments the client and the server sent (`[client, server]`), those with data, and
     /// retransmissions (sequence space sent before).
@@ -725,7 +726,11 @@ fn flow_summary(sim: &Simulation, i: usize, f: &crate::run::Flow) -> FlowSummary
                 .map(|st| StreamSummary {
                     bytes_written: st.bytes_written,
                     bytes_read: st.bytes_read,
-                    goodput_bps: if active > 0.0 { st.bytes_read as f64 * 8.0 / active } else { 0.0 },
+                    goodput_bps: if active > 0.0 {
+                        st.goodput.iter().sum::<u64>() as f64 * 8.0 / active
+                    } else {
+                        0.0
+                    },
                     segments: st.segments,
                     data_segments: st.data_segments,
                     retransmits: st.retransmits,
@@ -762,7 +767,12 @@ fn flow_summary(sim: &Simulation, i: usize, f: &crate::run::Flow) -> FlowSummary
         timeouts: o.timeouts,
         payload_bytes: o.payload_bytes,
         wire_bytes: o.wire_bytes,
-        throughput_bps: if active > 0.0 { o.payload_bytes as f64 * 8.0 / active } else { 0.0 },
+        // A TCP flow's: its streams' goodput (what was read within the active time).
+        throughput_bps: match &tcp {
+            Some(t) => t.streams.iter().map(|s| s.goodput_bps).sum(),
+            None if active > 0.0 => o.payload_bytes as f64 * 8.0 / active,
+            None => 0.0,
+        },
         encap_overhead_bytes: encap_overhead(sim, i, f),
         send_blocks: o.send_blocks,
         peak_send_buffer_bytes: f.socks.iter().map(|s| s.peak_wmem).max().unwrap_or(0),

@@ -91,6 +91,125 @@ pub(super) fn latency_cdf(summary: &Summary) -> Result<Vec<u8>, RenderError> {
     })
 }
 
+/// A TCP stream's label for legends: "1 eight-streams #3".
+fn stream_label(flow: &FlowSummary, stream: usize, streams: usize) -> String {
+    if streams == 1 {
+        format!("{} {}", flow.id, flow.workload)
+    } else {
+        format!("{} {} #{stream}", flow.id, flow.workload)
+    }
+}
+
+/// `tcp_goodput.png` or `tcp_in_flight.png`: one line per bulk TCP stream over the time since
+/// its flow started (ms); `pick` chooses the series and its unit.
+pub(super) fn tcp_series(
+    summary: &Summary,
+    chart_name: &'static str,
+    title: &str,
+    y_desc: &str,
+    pick: fn(&crate::summary::StreamSummary) -> Vec<f64>,
+) -> Result<Vec<u8>, RenderError> {
+    // (label, [(ms, value)]) per stream of every bulk transfer.
+    let mut lines: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for flow in summary.flows.iter().filter(|f| f.rtt.is_none()) {
+        let Some(tcp) = &flow.tcp else { continue };
+        for (i, st) in tcp.streams.iter().enumerate() {
+            let pts = pick(st)
+                .into_iter()
+                .enumerate()
+                .map(|(k, v)| ((k as u64 + 1) as f64 * tcp.interval_ns as f64 / 1e6, v))
+                .collect();
+            lines.push((stream_label(flow, i, tcp.streams.len()), pts));
+        }
+    }
+    render_png(chart_name, |root| {
+        if lines.is_empty() {
+            return message(root, title, "no TCP stream: the scenario has no TcpStream workload");
+        }
+        let x_hi = lines.iter().flat_map(|(_, p)| p.iter().map(|(x, _)| *x)).fold(0f64, f64::max);
+        let y_max = lines.iter().flat_map(|(_, p)| p.iter().map(|(_, y)| *y)).fold(0f64, f64::max);
+        let y_top = if y_max > 0.0 { y_max * 1.1 } else { 1.0 };
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, (FONT, 22))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(65)
+            .build_cartesian_2d(0f64..x_hi.max(1e-3), 0f64..y_top)?;
+        chart
+            .configure_mesh()
+            .light_line_style(BLACK.mix(0.03))
+            .bold_line_style(BLACK.mix(0.12))
+            .x_desc("time since the flow started (ms)")
+            .y_desc(y_desc)
+            .x_label_formatter(&|v| tick(*v))
+            .y_label_formatter(&|v| tick(*v))
+            .axis_desc_style((FONT, 15))
+            .label_style((FONT, 13))
+            .draw()?;
+        for (i, (label, pts)) in lines.iter().enumerate() {
+            let style = PALETTE[i % PALETTE.len()].stroke_width(2);
+            let series = chart.draw_series(LineSeries::new(pts.iter().copied(), style))?;
+            if i < LEGEND_MAX {
+                series.label(label).legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], style));
+            }
+        }
+        if lines.len() > LEGEND_MAX {
+            let more = format!("... and {} more streams", lines.len() - LEGEND_MAX);
+            chart.draw_series(LineSeries::new(std::iter::empty(), WHITE))?.label(more);
+        }
+        legend(&mut chart, SeriesLabelPosition::UpperRight)
+    })
+}
+
+/// `tcp_transactions.png`: CDF of the transaction times of each TCP_RR / TCP_CRR flow (µs).
+pub(super) fn tcp_transactions(summary: &Summary) -> Result<Vec<u8>, RenderError> {
+    let title = "TCP transaction time CDF per request/response flow";
+    let flows: Vec<&FlowSummary> = summary
+        .flows
+        .iter()
+        .filter(|f| f.tcp.is_some() && f.rtt.as_ref().is_some_and(|r| !r.cdf.is_empty()))
+        .collect();
+    render_png("tcp_transactions", |root| {
+        if flows.is_empty() {
+            return message(root, title, "no TCP transaction completed");
+        }
+        let cdf = |f: &&FlowSummary| f.rtt.as_ref().map(|r| r.cdf.clone()).unwrap_or_default();
+        let points = flows.iter().flat_map(|f| cdf(f).into_iter().map(|(_, ns)| ns as f64 / 1e3));
+        // A log axis: a tenth below the fastest and above the slowest.
+        let (lo, hi) = points.fold((f64::INFINITY, 0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        let (lo, hi) = (lo * 0.9, hi * 1.1);
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, (FONT, 22))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d((lo.max(0.1)..hi.max(lo.max(0.1) * 2.0)).log_scale(), 0f64..1f64)?;
+        chart
+            .configure_mesh()
+            .light_line_style(BLACK.mix(0.03))
+            .bold_line_style(BLACK.mix(0.12))
+            .x_desc("transaction time (µs, log scale)")
+            .y_desc("quantile")
+            .x_label_formatter(&|v| log_tick(*v))
+            .y_label_formatter(&|v| tick(*v))
+            .axis_desc_style((FONT, 15))
+            .label_style((FONT, 13))
+            .draw()?;
+        for (i, flow) in flows.iter().enumerate() {
+            let style = PALETTE[i % PALETTE.len()].stroke_width(2);
+            let line: Vec<(f64, f64)> =
+                cdf(flow).into_iter().map(|(q, ns)| ((ns as f64 / 1e3).max(lo.max(0.1)), q)).collect();
+            let series = chart.draw_series(LineSeries::new(line, style))?;
+            if i < LEGEND_MAX {
+                series
+                    .label(flow_label(flow))
+                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], style));
+            }
+        }
+        legend(&mut chart, SeriesLabelPosition::LowerRight)
+    })
+}
+
 /// `latency_percentiles.png`: p50 / p99 / max one-way latency per flow, grouped bars (µs).
 pub(super) fn latency_percentiles(summary: &Summary) -> Result<Vec<u8>, RenderError> {
     let delivered: Vec<&FlowSummary> = summary.flows.iter().filter(|f| f.latency.count > 0).collect();

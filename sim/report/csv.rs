@@ -63,6 +63,37 @@ pub(super) fn overhead(summary: &Summary) -> String {
     out
 }
 
+/// `flow,stream,t_ns,goodput_bps,in_flight_bytes`: every point of every TCP stream's time
+/// series (`t_ns` from the flow's start, the end of the point's interval).
+pub(super) fn tcp_series(summary: &Summary) -> String {
+    let mut out = header(&["flow", "stream", "t_ns", "goodput_bps", "in_flight_bytes"]);
+    for flow in &summary.flows {
+        let Some(tcp) = &flow.tcp else { continue };
+        for (i, st) in tcp.streams.iter().enumerate() {
+            for (k, (g, f)) in st.goodput_bps_series.iter().zip(&st.in_flight_bytes_series).enumerate() {
+                let t = (k as u64 + 1) * tcp.interval_ns;
+                row(
+                    &mut out,
+                    &[flow.id.to_string(), i.to_string(), t.to_string(), g.to_string(), f.to_string()],
+                );
+            }
+        }
+    }
+    out
+}
+
+/// `flow,quantile,transaction_ns`: every CDF point of every TCP request/response flow's
+/// transaction times.
+pub(super) fn tcp_transactions(summary: &Summary) -> String {
+    let mut out = header(&["flow", "quantile", "transaction_ns"]);
+    for flow in summary.flows.iter().filter(|f| f.tcp.is_some()) {
+        for (q, ns) in flow.rtt.iter().flat_map(|r| &r.cdf) {
+            row(&mut out, &[flow.id.to_string(), q.to_string(), ns.to_string()]);
+        }
+    }
+    out
+}
+
 /// One row per flow with every scalar field of `FlowSummary`; `rtt_*` are empty without RTT.
 pub(super) fn flows(summary: &Summary) -> String {
     let mut names: Vec<String> = [

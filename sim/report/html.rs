@@ -47,6 +47,7 @@ pub(super) fn page(summary: &Summary, charts: &[Chart]) -> String {
     scenario(&mut out, summary);
     flows(&mut out, summary);
     services(&mut out, summary);
+    tcp(&mut out, summary, charts.iter().filter(|c| c.section == Section::Tcp));
     overhead(&mut out, summary, charts.iter().filter(|c| c.section == Section::Overhead));
     figures(&mut out, charts.iter().filter(|c| c.section == Section::Charts));
     drops(&mut out, summary);
@@ -65,9 +66,11 @@ fn scenario(out: &mut String, s: &Summary) {
     let _ = writeln!(out, "<p class=\"lead\">{}</p>\n</header>", esc(&sc.description));
     // The Services section exists only when the scenario has Services.
     let services = if s.services.is_some() { "<a href=\"#services\">Services</a>" } else { "" };
+    // So does the TCP section, with TCP workloads.
+    let tcp = if s.flows.iter().any(|f| f.tcp.is_some()) { "<a href=\"#tcp\">TCP</a>" } else { "" };
     let _ = writeln!(
         out,
-        "<nav><a href=\"#flows\">Flows</a>{services}<a href=\"#overhead\">Encapsulation overhead</a>\
+        "<nav><a href=\"#flows\">Flows</a>{services}{tcp}<a href=\"#overhead\">Encapsulation overhead</a>\
          <a href=\"#charts\">Charts</a><a href=\"#drops\">Drops</a>\
          <a href=\"#cpu\">CPU</a><a href=\"#cpu-steps\">Where the CPU goes</a>\
          <a href=\"#paths\">Packet paths</a></nav>",
@@ -272,6 +275,121 @@ fn flow_row(f: &FlowSummary) -> Vec<String> {
         fmt_bps(f.throughput_bps),
         format!("{:.2} %", f.overhead_ratio * 100.0),
     ]
+}
+
+/// "TCP": per stream of a bulk transfer, per request/response flow, and the TCP charts. Only
+/// in runs with TCP workloads.
+fn tcp<'a>(out: &mut String, s: &Summary, charts: impl Iterator<Item = &'a Chart>) {
+    let flows: Vec<&FlowSummary> = s.flows.iter().filter(|f| f.tcp.is_some()).collect();
+    if flows.is_empty() {
+        return;
+    }
+    out.push_str("<h2 id=\"tcp\">TCP</h2>\n");
+    out.push_str(
+        "<p>Segments are smoltcp's (CUBIC, Nagle, delayed ACKs as Linux's quickack and pingpong \
+         modes, window scaling), through every device, rule and route of the data path. Goodput is \
+         what the reading application got per second of the flow's time; a retransmission is a \
+         data segment sent again; RTT is from a data segment's send to the ACK that covers it \
+         (none from retransmitted data).</p>\n",
+    );
+    let cols = [
+        ("#", true),
+        ("Workload", false),
+        ("Stream", true),
+        ("Goodput", true),
+        ("Read", true),
+        ("Data segments", true),
+        ("Retransmitted", true),
+        ("RTT p50", true),
+        ("RTT p99", true),
+        ("Segments lost", false),
+    ];
+    let rows = flows.iter().filter(|f| f.rtt.is_none()).flat_map(|f| {
+        let tcp = f.tcp.as_ref().expect("filtered");
+        tcp.streams.iter().enumerate().map(move |(i, st)| {
+            let lost = if st.drops_by_reason.is_empty() {
+                "none".to_string()
+            } else {
+                st.drops_by_reason
+                    .iter()
+                    .map(|(r, n)| format!("{r} {}", fmt_count(*n)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let retx = if st.data_segments[0] > 0 {
+                format!(
+                    "{} ({:.2} %)",
+                    fmt_count(st.retransmits[0]),
+                    st.retransmits[0] as f64 * 100.0 / st.data_segments[0] as f64
+                )
+            } else {
+                "–".into()
+            };
+            let rtt = |ns: u64| if st.rtt.count > 0 { fmt_ns(ns) } else { "–".into() };
+            vec![
+                f.id.to_string(),
+                f.workload.clone(),
+                i.to_string(),
+                fmt_bps(st.goodput_bps),
+                format!("{} B", fmt_count(st.bytes_read)),
+                fmt_count(st.data_segments[0]),
+                retx,
+                rtt(st.rtt.p50_ns),
+                rtt(st.rtt.p99_ns),
+                lost,
+            ]
+        })
+    });
+    out.push_str("<h3>Bulk transfers (iperf3-like), per stream</h3>\n");
+    table(out, &cols, rows);
+    let rr: Vec<&&FlowSummary> = flows.iter().filter(|f| f.rtt.is_some()).collect();
+    if !rr.is_empty() {
+        let cols = [
+            ("#", true),
+            ("Workload", false),
+            ("Kind", false),
+            ("Connections", true),
+            ("Transactions", true),
+            ("Per second", true),
+            ("p50", true),
+            ("p99", true),
+            ("Max", true),
+            ("Retransmitted", true),
+        ];
+        let rows = rr.iter().map(|f| {
+            let tcp = f.tcp.as_ref().expect("filtered");
+            let rtt = f.rtt.as_ref().expect("filtered");
+            let secs = tcp.interval_ns as f64 * 100.0 / 1e9;
+            let per_s = if secs > 0.0 {
+                fmt_count((f.transactions as f64 / secs).round() as u64)
+            } else {
+                "–".into()
+            };
+            let retx: u64 = tcp.streams.iter().map(|s| s.retransmits[0] + s.retransmits[1]).sum();
+            vec![
+                f.id.to_string(),
+                f.workload.clone(),
+                if f.kind == "tcp_crr" {
+                    "TCP_CRR (a connection per transaction)"
+                } else {
+                    "TCP_RR (one connection)"
+                }
+                .to_string(),
+                fmt_count(tcp.connections),
+                fmt_count(f.transactions),
+                per_s,
+                fmt_ns(rtt.p50_ns),
+                fmt_ns(rtt.p99_ns),
+                fmt_ns(rtt.max_ns),
+                fmt_count(retx),
+            ]
+        });
+        out.push_str("<h3>Request/response (netperf TCP_RR and TCP_CRR)</h3>\n");
+        table(out, &cols, rows);
+    }
+    for c in charts {
+        figure(out, c);
+    }
 }
 
 fn figures<'a>(out: &mut String, charts: impl Iterator<Item = &'a Chart>) {

@@ -70,6 +70,10 @@ struct Wire {
     rx: VecDeque<Vec<u8>>,
     tx: Vec<Vec<u8>>,
     mtu: usize,
+    /// Segments the socket being polled may still emit (0 while its previous one's chain is
+    /// being served: smoltcp keeps the data and sends it at the next poll, as Linux's
+    /// `tcp_write_xmit` sends the next segment once the previous one went down the stack).
+    budget: usize,
 }
 
 struct Rx(Vec<u8>);
@@ -98,6 +102,7 @@ impl Device for Wire {
         Some((Rx(p), Tx(&mut self.tx)))
     }
     fn transmit(&mut self, _: smoltcp::time::Instant) -> Option<Tx<'_>> {
+        self.budget = self.budget.checked_sub(1)?;
         Some(Tx(&mut self.tx))
     }
     fn capabilities(&self) -> DeviceCapabilities {
@@ -108,15 +113,29 @@ impl Device for Wire {
     }
 }
 
-/// A connection as its host sees it: (local port, remote address, remote port).
-pub type ConnKey = (u16, Ipv4Addr, u16);
-
-/// Segments of one connection waiting to go down the kernel.
-struct XmitQueue {
-    key: ConnKey,
+/// One socket in a `SocketSet` of its own, so that it is polled on its own: what it sends goes
+/// down the kernel one segment at a time, each when the previous one's chain has been served
+/// (connections send independently, each from its own context), and a segment it has not sent
+/// is not in flight for its congestion control. Slot 0 of a host holds no socket: a segment
+/// no socket takes goes there, and smoltcp answers it with a RST (`tcp_v4_send_reset`).
+struct Sock {
+    set: SocketSet<'static>,
+    handle: Option<SocketHandle>,
+    /// When the poll for its next smoltcp timer is scheduled.
+    timer: Option<Instant>,
+    /// Segments emitted while the previous one's chain is served (a reply smoltcp makes while
+    /// it processes an arriving segment).
     frames: VecDeque<Vec<u8>>,
-    /// Its previous segment's chain is being served.
+    /// A segment's chain is being served.
     busy: bool,
+}
+
+impl Sock {
+    fn new(socket: Option<tcp::Socket<'static>>) -> Sock {
+        let mut set = SocketSet::new(Vec::new());
+        let handle = socket.map(|s| set.add(s));
+        Sock { set, handle, timer: None, frames: VecDeque::new(), busy: false }
+    }
 }
 
 /// Which end of a connection a socket is.
@@ -129,7 +148,8 @@ enum Side {
 /// A socket of a host and the connection it serves.
 #[derive(Clone, Copy, Debug)]
 struct Owner {
-    handle: SocketHandle,
+    /// Its slot in the host's sockets.
+    sock: u32,
     flow: u32,
     conn: u32,
     side: Side,
@@ -142,23 +162,20 @@ pub struct TcpHost {
     pub ns: NsId,
     iface: Interface,
     wire: Wire,
-    sockets: SocketSet<'static>,
-    /// When the poll for smoltcp's next timer is scheduled.
-    timer: Option<Instant>,
+    /// Sockets by slot; a slot is not reused (`None` once its socket has gone), so an event
+    /// for a socket that has gone finds nothing.
+    socks: Vec<Option<Sock>>,
     owners: Vec<Owner>,
-    /// Listening sockets waiting for a SYN, by port.
-    listening: Vec<(u16, SocketHandle)>,
+    /// Listening sockets waiting for a SYN: (port, slot).
+    listening: Vec<(u16, u32)>,
     /// Local ports in use or in TIME-WAIT, until when.
     ports: Vec<(u16, Instant)>,
-    /// Segments smoltcp emitted that wait for the previous one's chain, per connection
-    /// (local port, remote address, remote port), served in turn.
-    xq: Vec<XmitQueue>,
 }
 
 impl TcpHost {
     fn new(ns: NsId, ip: Ipv4Addr, prefix: u8, mtu: u32, seed: u64) -> TcpHost {
         let mtu = mtu as usize;
-        let mut wire = Wire { rx: VecDeque::new(), tx: Vec::new(), mtu };
+        let mut wire = Wire { rx: VecDeque::new(), tx: Vec::new(), mtu, budget: 0 };
         let mut config = Config::new(HardwareAddress::Ip);
         config.random_seed = seed;
         let mut iface = Interface::new(config, &mut wire, smoltcp::time::Instant::ZERO);
@@ -171,12 +188,10 @@ impl TcpHost {
             ns,
             iface,
             wire,
-            sockets: SocketSet::new(Vec::new()),
-            timer: None,
+            socks: vec![Some(Sock::new(None))],
             owners: Vec::new(),
             listening: Vec::new(),
             ports: Vec::new(),
-            xq: Vec::new(),
         }
     }
 
@@ -201,12 +216,20 @@ impl TcpHost {
     fn listen(&mut self, port: u16, bulk: bool) {
         let mut s = Self::socket(bulk);
         s.listen(port).expect("a fresh socket listens on a non-zero port");
-        let h = self.sockets.add(s);
-        self.listening.push((port, h));
+        let slot = self.add(s);
+        self.listening.push((port, slot));
     }
 
-    fn sock(&mut self, h: SocketHandle) -> &mut tcp::Socket<'static> {
-        self.sockets.get_mut::<tcp::Socket>(h)
+    /// Puts a socket in a slot of its own.
+    fn add(&mut self, s: tcp::Socket<'static>) -> u32 {
+        self.socks.push(Some(Sock::new(Some(s))));
+        (self.socks.len() - 1) as u32
+    }
+
+    /// The socket in `slot`; the slot holds one (owners and listeners hold live slots).
+    fn sock(&mut self, slot: u32) -> &mut tcp::Socket<'static> {
+        let sk = self.socks[slot as usize].as_mut().expect("a live slot");
+        sk.set.get_mut::<tcp::Socket>(sk.handle.expect("a slot with a socket"))
     }
 }
 
@@ -403,7 +426,7 @@ impl Simulation {
         if s.connect(cx, remote, sport).is_err() {
             return self.tcp_retry(t, flow);
         }
-        let h = host.sockets.add(s);
+        let slot = host.add(s);
         let tf = self.flows[flow as usize].tcp.as_mut().expect("a TCP flow");
         let conn = tf.conns.len() as u32;
         tf.conns.push(Conn { started: t, ..Default::default() });
@@ -412,13 +435,13 @@ impl Simulation {
             o.connections += 1;
         }
         self.tcp[ch].owners.push(Owner {
-            handle: h,
+            sock: slot,
             flow,
             conn,
             side: Side::Client,
             tuple: Some((sport, dst, dport)),
         });
-        self.tcp_poll(t, ch);
+        self.tcp_poll(t, ch, slot);
     }
 
     /// A connection could not be opened (no backend at connect(), or smoltcp refused the
@@ -432,107 +455,110 @@ impl Simulation {
         }
     }
 
-    /// The kernel delivered a TCP segment to namespace `ns`.
+    /// The kernel delivered a TCP segment to namespace `ns`: the socket of its connection
+    /// takes it, else a listener on its port, else none (smoltcp answers with a RST).
     pub(super) fn tcp_input(&mut self, t: Instant, ns: NsId, pkt: Packet) {
         let Some(h) = self.tcp_host_of.get(ns).copied().flatten() else { return };
         let tag = pkt.meta.tcp;
         let ip = pkt.frame[ETH_HEADER..].to_vec();
-        self.tcp_received(t, h, &ip);
-        self.tcp[h].wire.rx.push_back(ip);
-        self.tcp_poll(t, h);
-        // A listener that took a connection serves it now; a new one listens in its place.
-        let host = &mut self.tcp[h];
-        let mut accepted = Vec::new();
-        host.listening.retain(|&(port, handle)| {
-            let s = host.sockets.get::<tcp::Socket>(handle);
-            if s.state() == tcp::State::Listen {
-                return true;
-            }
-            accepted.push((port, handle));
-            false
-        });
-        for (port, handle) in accepted {
-            let bulk = tag
-                .is_some_and(|g| matches!(self.flows[g.flow as usize].kind, WorkloadKind::TcpStream { .. }));
-            self.tcp[h].listen(port, bulk);
-            let Some(tag) = tag else { continue };
-            let s = self.tcp[h].sockets.get::<tcp::Socket>(handle);
-            let tuple = s.remote_endpoint().and_then(|r| match r.addr {
-                IpAddress::Ipv4(a) => Some((port, a, r.port)),
-                IpAddress::Ipv6(_) => None,
-            });
-            self.tcp[h].owners.push(Owner {
-                handle,
-                flow: tag.flow,
-                conn: tag.conn,
-                side: Side::Server,
-                tuple,
-            });
-        }
-        self.tcp_apps(t, h);
-    }
-
-    /// A smoltcp timer is due.
-    pub(super) fn tcp_timer(&mut self, t: Instant, host: u32) {
-        let h = host as usize;
-        if self.tcp[h].timer != Some(t) {
-            return;
-        }
-        self.tcp[h].timer = None;
-        self.tcp_poll(t, h);
-        self.tcp_apps(t, h);
-    }
-
-    /// Polls host `h`'s interface: it processes what arrived, sends what it may (each segment
-    /// a chain down the kernel), and its next timer is scheduled.
-    fn tcp_poll(&mut self, t: Instant, h: usize) {
-        let host = &mut self.tcp[h];
-        host.iface.poll(smol(t), &mut host.wire, &mut host.sockets);
-        let out = std::mem::take(&mut host.wire.tx);
-        let mut idle = Vec::new();
-        for frame in out {
-            let key = frame_key(&frame);
-            let i = match host.xq.iter().position(|q| q.key == key) {
-                Some(i) => i,
-                None => {
-                    host.xq.push(XmitQueue { key, frames: VecDeque::new(), busy: false });
-                    host.xq.len() - 1
-                }
-            };
-            host.xq[i].frames.push_back(frame);
-            if !host.xq[i].busy && !idle.contains(&key) {
-                idle.push(key);
-            }
-        }
-        for key in idle {
-            self.tcp_xmit_next(t, h, key);
-        }
-        let host = &mut self.tcp[h];
-        if let Some(at) = host.iface.poll_at(smol(t), &host.sockets) {
-            let at = Instant::from_nanos((at.total_micros().max(0) as u64).saturating_mul(1_000))
-                .max(t + Duration::from_micros(1));
-            if host.timer.is_none_or(|x| at < x) {
-                host.timer = Some(at);
-                self.queue.schedule(at, Event::TcpPoll { host: h as u32 });
-            }
-        }
-    }
-
-    /// Sends the next segment waiting in connection `key`'s transmit queue of host `h`: one
-    /// chain, and the next when its time has been served (`tcp_write_xmit` sends segment after
-    /// segment, each through the stack below it before the next, so a burst does not pile up
-    /// in the backlog; connections send independently, each from its own context).
-    pub(super) fn tcp_xmit_next(&mut self, t: Instant, h: usize, key: ConnKey) {
-        let host = &mut self.tcp[h];
-        let Some(i) = host.xq.iter().position(|q| q.key == key) else { return };
-        let Some(frame) = host.xq[i].frames.pop_front() else {
-            // Drained: the queue goes (a closed connection's would otherwise stay).
-            host.xq.swap_remove(i);
-            return;
+        let (key, dport) = {
+            let ipp = Ipv4Packet::new_unchecked(&ip[..]);
+            let tcp = TcpPacket::new_unchecked(ipp.payload());
+            ((tcp.dst_port(), ipp.src_addr(), tcp.src_port()), tcp.dst_port())
         };
-        host.xq[i].busy = true;
+        self.tcp_received(t, h, &ip);
+        let host = &mut self.tcp[h];
+        let listener = host.listening.iter().position(|l| l.0 == dport);
+        let slot = match host.owners.iter().rev().find(|o| o.tuple == Some(key)) {
+            Some(o) => o.sock,
+            None => listener.map_or(0, |i| host.listening[i].1),
+        };
+        host.wire.rx.push_back(ip);
+        self.tcp_poll(t, h, slot);
+        // A listener that took a connection serves it now; a new one listens in its place.
+        if let Some(i) = listener.filter(|&i| self.tcp[h].listening[i].1 == slot) {
+            if self.tcp[h].sock(slot).state() != tcp::State::Listen {
+                self.tcp[h].listening.swap_remove(i);
+                let bulk = tag.is_some_and(|g| {
+                    matches!(self.flows[g.flow as usize].kind, WorkloadKind::TcpStream { .. })
+                });
+                self.tcp[h].listen(dport, bulk);
+                if let Some(tag) = tag {
+                    self.tcp[h].owners.push(Owner {
+                        sock: slot,
+                        flow: tag.flow,
+                        conn: tag.conn,
+                        side: Side::Server,
+                        tuple: Some(key),
+                    });
+                }
+            }
+        }
+        self.tcp_apps(t, h);
+    }
+
+    /// A smoltcp timer of socket `sock` of host `host` is due.
+    pub(super) fn tcp_timer(&mut self, t: Instant, host: u32, sock: u32) {
+        let h = host as usize;
+        let Some(sk) = self.tcp[h].socks[sock as usize].as_mut() else { return };
+        if sk.timer != Some(t) {
+            return;
+        }
+        sk.timer = None;
+        self.tcp_poll(t, h, sock);
+        self.tcp_apps(t, h);
+    }
+
+    /// Polls socket `slot` of host `h`: smoltcp processes what arrived and, unless a segment
+    /// of this socket is still going down the kernel, sends one segment if it has one; its
+    /// next timer is scheduled.
+    fn tcp_poll(&mut self, t: Instant, h: usize, slot: u32) {
+        let host = &mut self.tcp[h];
+        let Some(sk) = host.socks[slot as usize].as_mut() else { return };
+        host.wire.budget = usize::from(!sk.busy && sk.frames.is_empty());
+        host.iface.poll(smol(t), &mut host.wire, &mut sk.set);
+        sk.frames.extend(host.wire.tx.drain(..));
+        let at = host
+            .iface
+            .poll_at(smol(t), &sk.set)
+            .map(|at| Instant::from_nanos((at.total_micros().max(0) as u64).saturating_mul(1_000)));
+        let send = !sk.busy && !sk.frames.is_empty();
+        // While a segment is being served, its completion polls again: a timer due before
+        // then is that poll's.
+        if let Some(at) = at.filter(|&at| !(sk.busy || send) || at > t) {
+            let at = at.max(t + Duration::from_micros(1));
+            if sk.timer.is_none_or(|x| at < x) {
+                sk.timer = Some(at);
+                self.queue.schedule(at, Event::TcpPoll { host: h as u32, sock: slot });
+            }
+        }
+        if send {
+            self.tcp_xmit_next(t, h, slot);
+        }
+    }
+
+    /// Sends the next segment socket `slot` of host `h` has emitted: one chain; when its time
+    /// has been served (`Event::TcpXmit`) the socket is polled for the next.
+    fn tcp_xmit_next(&mut self, t: Instant, h: usize, slot: u32) {
+        let Some(sk) = self.tcp[h].socks[slot as usize].as_mut() else { return };
+        let Some(frame) = sk.frames.pop_front() else { return };
+        sk.busy = true;
         let done = self.tcp_transmit(t, h, frame);
-        self.queue.schedule(done, Event::TcpXmit { host: h as u32, key });
+        self.queue.schedule(done, Event::TcpXmit { host: h as u32, sock: slot });
+    }
+
+    /// A segment of socket `slot` has gone down the kernel: the next one goes.
+    pub(super) fn tcp_xmit_done(&mut self, t: Instant, h: usize, slot: u32) {
+        let Some(sk) = self.tcp[h].socks[slot as usize].as_mut() else { return };
+        sk.busy = false;
+        if sk.frames.is_empty() {
+            self.tcp_poll(t, h, slot);
+        } else {
+            self.tcp_xmit_next(t, h, slot);
+        }
+        if self.tcp[h].socks[slot as usize].as_ref().is_some_and(|sk| !sk.busy) {
+            self.tcp_reap(t, h);
+        }
     }
 
     /// Which flow, connection and side sent a segment of host `h` from `(sport, dst, dport)`.
@@ -616,7 +642,7 @@ impl Simulation {
         let c = &mut self.flows[o.flow as usize].tcp.as_mut().expect("TCP flow").conns[o.conn as usize];
         if !tcp.payload().is_empty() {
             let quick = c.ack[side].on_data(t);
-            self.tcp[h].sock(o.handle).set_ack_delay(if quick { None } else { Some(DELACK) });
+            self.tcp[h].sock(o.sock).set_ack_delay(if quick { None } else { Some(DELACK) });
         }
         if !tcp.ack() {
             return;
@@ -659,21 +685,37 @@ impl Simulation {
         for o in owners {
             self.tcp_app(t, h, o);
         }
-        // Sockets that are done leave smoltcp (their ports stay reserved for TIME-WAIT).
-        let host = &mut self.tcp[h];
-        let mut gone = Vec::new();
-        host.owners.retain(|o| {
-            let s = host.sockets.get::<tcp::Socket>(o.handle);
-            let done = matches!(s.state(), tcp::State::Closed | tcp::State::TimeWait);
-            if done {
-                gone.push(*o);
+        self.tcp_reap(t, h);
+    }
+
+    /// Sockets of host `h` that are done (closed, or in TIME-WAIT) and have sent everything
+    /// leave smoltcp; a client's port stays reserved for TIME-WAIT. The last ACK goes at once
+    /// (Linux acknowledges the FIN that ends FIN-WAIT-2 without delay, `tcp_fin`).
+    fn tcp_reap(&mut self, t: Instant, h: usize) {
+        let done = |host: &mut TcpHost, o: &Owner| {
+            let s = host.sock(o.sock);
+            matches!(s.state(), tcp::State::Closed | tcp::State::TimeWait)
+        };
+        let ending: Vec<Owner> = {
+            let host = &mut self.tcp[h];
+            let owners = host.owners.clone();
+            owners.into_iter().filter(|o| done(host, o)).collect()
+        };
+        for o in ending {
+            let sk = self.tcp[h].socks[o.sock as usize].as_ref().expect("a live slot");
+            if sk.busy || !sk.frames.is_empty() {
+                continue;
             }
-            !done
-        });
-        for o in gone {
-            let s = host.sockets.get::<tcp::Socket>(o.handle);
-            let timewait = s.state() == tcp::State::TimeWait;
-            host.sockets.remove(o.handle);
+            self.tcp[h].sock(o.sock).set_ack_delay(None);
+            self.tcp_poll(t, h, o.sock);
+            let host = &mut self.tcp[h];
+            let sk = host.socks[o.sock as usize].as_ref().expect("a live slot");
+            if sk.busy || !sk.frames.is_empty() {
+                continue;
+            }
+            let timewait = host.sock(o.sock).state() == tcp::State::TimeWait;
+            host.socks[o.sock as usize] = None;
+            host.owners.retain(|x| x.sock != o.sock);
             if o.side == Side::Client {
                 let until = if timewait { t + TIMEWAIT_LEN } else { t };
                 if let Some(p) = host.ports.iter_mut().find(|p| p.0 == o.tuple.map_or(0, |k| k.0)) {
@@ -695,16 +737,16 @@ impl Simulation {
         }
         let got = c.got[side];
         let closed = c.closed;
-        let s = self.tcp[h].sock(o.handle);
+        let s = self.tcp[h].sock(o.sock);
         let (state, can_send, queued, capacity, readable) =
             (s.state(), s.may_send(), s.send_queue(), s.send_capacity(), s.recv_queue());
         let op = match (kind, o.side) {
             (WorkloadKind::TcpStream { write, .. }, Side::Client) => {
                 if t >= end {
                     if !closed && can_send {
-                        self.tcp[h].sock(o.handle).close();
+                        self.tcp[h].sock(o.sock).close();
                         self.conn_mut(o).closed = true;
-                        self.tcp_poll(t, h);
+                        self.tcp_poll(t, h, o.sock);
                     }
                     return;
                 }
@@ -721,8 +763,8 @@ impl Simulation {
                     AppOp::Read(readable.min(READ_SIZE) as u32)
                 } else {
                     if state == tcp::State::CloseWait {
-                        self.tcp[h].sock(o.handle).close();
-                        self.tcp_poll(t, h);
+                        self.tcp[h].sock(o.sock).close();
+                        self.tcp_poll(t, h, o.sock);
                     }
                     return;
                 }
@@ -744,8 +786,8 @@ impl Simulation {
                     AppOp::Write(request)
                 } else {
                     if side == Side::Server && state == tcp::State::CloseWait {
-                        self.tcp[h].sock(o.handle).close();
-                        self.tcp_poll(t, h);
+                        self.tcp[h].sock(o.sock).close();
+                        self.tcp_poll(t, h, o.sock);
                     }
                     return;
                 }
@@ -809,7 +851,7 @@ impl Simulation {
         let kind = self.flows[flow as usize].kind.clone();
         match op {
             AppOp::Write(n) => {
-                let s = self.tcp[h].sock(o.handle);
+                let s = self.tcp[h].sock(o.sock);
                 let free = s.send_capacity() - s.send_queue();
                 let n = (n as usize).min(free);
                 let written = s.send_slice(&ZEROS[..n.min(ZEROS.len())]).unwrap_or(0);
@@ -826,7 +868,7 @@ impl Simulation {
                 }
             }
             AppOp::Read(n) => {
-                let s = self.tcp[h].sock(o.handle);
+                let s = self.tcp[h].sock(o.sock);
                 let mut left = n as usize;
                 while left > 0 {
                     let got = s.recv(|b| {
@@ -859,9 +901,9 @@ impl Simulation {
                             c.in_tx = false;
                             self.obs.rtt(flow, t - started);
                             if matches!(kind, WorkloadKind::TcpCrr { .. }) {
-                                self.tcp[h].sock(o.handle).close();
+                                self.tcp[h].sock(o.sock).close();
                                 self.conn_mut(o).closed = true;
-                                self.tcp_poll(t, h);
+                                self.tcp_poll(t, h, o.sock);
                                 if t < self.flows[flow as usize].end {
                                     self.tcp_connect(t, flow);
                                 }
@@ -872,16 +914,9 @@ impl Simulation {
                 }
             }
         }
-        self.tcp_poll(t, h);
+        self.tcp_poll(t, h, o.sock);
         self.tcp_apps(t, h);
     }
-}
-
-/// (source port, destination address, destination port) of a frame's TCP segment.
-fn frame_key(frame: &[u8]) -> ConnKey {
-    let ip = Ipv4Packet::new_unchecked(&frame[ETH_HEADER..]);
-    let tcp = TcpPacket::new_unchecked(ip.payload());
-    (tcp.src_port(), ip.dst_addr(), tcp.dst_port())
 }
 
 /// What the writers send: zeros, as `iperf3 -Z` would not, but the bytes do not matter.

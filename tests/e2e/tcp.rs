@@ -134,15 +134,21 @@ fn vxlan_carries_a_stream_slower_than_host_gw() {
     assert!(vxlan < hostgw, "vxlan {vxlan} host-gw {hostgw}");
 }
 
+/// Loss on the cable costs a stream goodput: every lost segment is retransmitted (fast
+/// retransmit on three duplicate ACKs), and the more is lost the more often the window falls
+/// (smoltcp has no SACK: a second loss in one window waits for the RTO).
 #[test]
 fn loss_on_the_cable_costs_the_stream_goodput() {
     let dir = scratch("tcp-loss");
-    let clean = run(&one_stream(&dir, "30ms", "0.0"), dir.join("clean"), None, vec![]);
-    let lossy = run(&one_stream(&dir, "30ms", "0.001"), dir.join("lossy"), None, vec![]);
+    let some = run(&one_stream(&dir, "30ms", "0.001"), dir.join("some"), None, vec![]);
+    let more = run(&one_stream(&dir, "30ms", "0.005"), dir.join("more"), None, vec![]);
     let st = |s: &Summary| s.flows[0].tcp.as_ref().unwrap().streams[0].clone();
-    let (c, l) = (st(&clean), st(&lossy));
-    assert!(l.drops_by_reason.get("link_loss").copied().unwrap_or(0) > 0, "{l:?}");
-    assert!(l.goodput_bps < c.goodput_bps, "lossy {} clean {}", l.goodput_bps, c.goodput_bps);
+    let (a, b) = (st(&some), st(&more));
+    for s in [&a, &b] {
+        assert!(s.drops_by_reason.get("link_loss").copied().unwrap_or(0) > 0, "{s:?}");
+        assert!(s.retransmits[0] > 0, "lost segments are sent again: {s:?}");
+    }
+    assert!(b.goodput_bps < a.goodput_bps, "0.5 %: {} 0.1 %: {}", b.goodput_bps, a.goodput_bps);
 }
 
 /// TCP_CRR to a ClusterIP Service beside 1,000 generated Services: every transaction is a new
