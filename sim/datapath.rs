@@ -191,6 +191,14 @@ fn ip_output(w: &mut World, cx: &mut Ctx, ns: NsId, mut pkt: Packet) {
 fn ip_route_output(w: &mut World, cx: &mut Ctx, ns: NsId, mut pkt: Packet) {
     let dst = Ipv4Packet::new_unchecked(pkt.ip()).dst_addr();
     cx.charge(Step::Routing, w.costs.fib_lookup);
+    // The LOCAL table comes first (rule 0): a packet to one of the namespace's own addresses
+    // leaves through `lo` (`ip_route_output_key_hash_rcu`: RTN_LOCAL, `dev_out` = loopback).
+    if w.netns[ns].local.lookup(dst).is_some_and(|r| r.kind == RouteKind::Local) {
+        let lo = w.netns[ns].devices[0];
+        hop(w, cx, &mut pkt, lo, "route", || format!("local {dst} via lo"));
+        set_ethernet(&mut pkt.frame, Mac([0; 6]), Mac([0; 6]), EthernetProtocol::Ipv4);
+        return dev_xmit(w, cx, lo, pkt);
+    }
     let Some(route) = w.netns[ns].main.lookup(dst).cloned() else {
         let dev = w.netns[ns].devices[0];
         hop(w, cx, &mut pkt, dev, "drop", || format!("no route to {dst} (ENETUNREACH)"));

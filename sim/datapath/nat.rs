@@ -167,6 +167,10 @@ pub(super) fn netfilter(
     translate(w, cx, ns, dev, hook, pkt, t, false)
 }
 
+/// Cilium's service loopback address, the source of a pod's connection to a Service that picked
+/// the pod itself (`--ipv4-service-loopback-address`, default 169.254.42.1).
+const CILIUM_SERVICE_LOOPBACK: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 42, 1);
+
 /// The eBPF service program on the host side of a pod's veth, from the pod: per-packet service
 /// lookup and DNAT through the node's connection table.
 pub(super) fn bpf_from_pod(w: &mut World, cx: &mut Ctx, dev: DevId, pkt: Packet) -> Option<Packet> {
@@ -369,6 +373,15 @@ fn translate(
         debug_assert_eq!(v, TcpVerdict::Accept, "an opening segment is tracked");
     }
     let mut out = Tuple { src: t.src, sport: t.sport, dst: reply.src, dport: reply.sport, proto: t.proto };
+    if bpf && dnat.is_some() && reply.src == t.src {
+        // "Special loopback case: The origin endpoint has transmitted to a service which is
+        // being translated back to the source. [...] Perform NAT on the source address to make
+        // it appear from an outside address" (cilium bpf/lib/lb.h, `lb4_local`): the source
+        // becomes IPV4_LOOPBACK, the agent's `--ipv4-service-loopback-address` (169.254.42.1
+        // by default); the reply to it is reverse-translated by the same entry.
+        table(&mut w.proxies[node], bpf).set_snat(id, (CILIUM_SERVICE_LOOPBACK, t.sport));
+        out.src = CILIUM_SERVICE_LOOPBACK;
+    }
     if masq {
         // MASQUERADE --random-fully: the source the route to the endpoint would use.
         let src = super::source_for(w, ns, out.dst).unwrap_or(t.src);

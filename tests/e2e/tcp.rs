@@ -190,3 +190,46 @@ fn tcp_crr_to_a_service_is_slowest_with_iptables() {
     assert!(ipt_rules > 100.0, "iptables walks KUBE-SERVICES: {ipt_rules}");
     assert!(ipt < ipvs && ipt < nft, "iptables {ipt} ipvs {ipvs} nftables {nft}");
 }
+
+/// TCP_CRR to generated Services whose endpoints include the client pod itself: with socket LB
+/// the connect() goes to the pod's own address, through `lo`; without, Cilium's `lb4_local`
+/// source-NATs the hairpin to 169.254.42.1, and kube-proxy masquerades it. Every mode keeps
+/// completing transactions (they stopped after the first hairpin before).
+#[test]
+fn tcp_crr_survives_connections_to_the_client_itself() {
+    let dir = scratch("tcp-hairpin");
+    let text = r#"Scenario(
+    name: "tcp-hairpin", seed: 5, duration: "10ms", cni: "flannel-vxlan",
+    nodes: Count(count: 3, cores: 4),
+    pods_per_node: 1,
+    generated_services: (count: 100, endpoints: 2, protocol: "TCP"),
+    workloads: [(name: "crr", kind: TcpCrr(request: 64, response: 1024), from: Pod("node-1-pod-1"), to: AnyGeneratedService)],
+)"#;
+    let path = dir.join("hairpin.ron");
+    std::fs::write(&path, text).unwrap();
+    for proxy in ["iptables", "ebpf", "ebpf-no-socket-lb"] {
+        let opts = RunOptions {
+            out: Some(dir.join(proxy)),
+            proxy: Some(proxy.parse().unwrap()),
+            pcap: vec!["node-1-pod-1/eth0".into()],
+            ..Default::default()
+        };
+        let s = app::run(&path, &opts).unwrap().summary;
+        let f = &s.flows[0];
+        assert!(f.transactions > 100, "{proxy}: {} transactions", f.transactions);
+        if proxy == "ebpf-no-socket-lb" && std::env::var_os("CNISIM_SKIP_TSHARK").is_none() {
+            let p = dir.join(proxy).join("pcap/node-1-pod-1-eth0.pcap");
+            let src = tshark(&[
+                "-r",
+                p.to_str().unwrap(),
+                "-Y",
+                "ip.src == 169.254.42.1",
+                "-T",
+                "fields",
+                "-e",
+                "tcp.dstport",
+            ]);
+            assert!(src.lines().count() > 0, "the hairpin arrives from Cilium's service loopback address");
+        }
+    }
+}
