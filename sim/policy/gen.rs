@@ -157,7 +157,7 @@ pub fn compare_with_oracle(
     for i in 0..worlds {
         let world_seed = seed.wrapping_add(i);
         let g = world(world_seed, shape);
-        let mut rng = ChaCha8Rng::seed_from_u64(world_seed ^ 0x5eed_0f_c0ee);
+        let mut rng = ChaCha8Rng::seed_from_u64(world_seed ^ 0x5eed_c0ee);
         for _ in 0..per_world {
             let (src, dst, protocol, port) = g.connection(&mut rng);
             let want = allowed_with(&g.world, sem, src, dst, protocol, port);
