@@ -16,8 +16,10 @@ use crate::cost::CostProfile;
 use crate::time::{Duration, Instant};
 use crate::units::{Bandwidth, ByteSize};
 
+mod policy;
 mod service;
 
+pub use policy::{PolicyFlow, PolicyPeer};
 pub use service::{
     Endpoint, IpvsScheduler, Protocol, ProxyMode, Service, ServiceKind, ServicePort, ServiceTable,
     TrafficPolicy,
@@ -67,6 +69,10 @@ pub struct Cluster {
     pub compare: Option<CompareSpec>,
     /// Hosts outside the cluster on the underlay (NodePort clients).
     pub externals: Vec<ExternalHost>,
+    /// Namespaces (`default` always among them) and NetworkPolicy objects. Invariant: every
+    /// pod's namespace is listed; policies are only present with a CNI that does not enforce
+    /// them ([`Cni::enforces_network_policy`] false) until enforcement is built (issue 14).
+    pub policy: crate::policy::PolicyWorld,
 }
 
 /// A machine on the node network that is not part of the cluster: no CNI, no proxy, outside
@@ -178,6 +184,10 @@ pub struct PodSpec {
     /// MTU of the pod's `eth0` (for flannel-host-gw the node MTU, as the bridge plugin sets it).
     pub mtu: u32,
     pub labels: BTreeMap<String, String>,
+    /// The pod's namespace (`"default"` unless the scenario says otherwise); NetworkPolicy
+    /// selects pods within it. Services still select pods of every namespace, as before
+    /// namespaces existed.
+    pub namespace: String,
 }
 
 /// Options of the CNI plugin.
@@ -350,6 +360,25 @@ pub enum Cni {
 }
 
 impl Cni {
+    /// Whether the plugin enforces NetworkPolicy on a real cluster: Calico (Felix), Cilium
+    /// and Weave (weave-npc) do; flannel, macvlan and ipvlan have no policy engine, so the API
+    /// accepts policies that nothing enforces.
+    pub fn enforces_network_policy(self) -> bool {
+        matches!(
+            self,
+            Cni::CalicoBgp
+                | Cni::CalicoIpip
+                | Cni::CalicoIpipCrossSubnet
+                | Cni::CalicoVxlan
+                | Cni::CalicoVxlanCrossSubnet
+                | Cni::CiliumVxlan
+                | Cni::CiliumGeneve
+                | Cni::CiliumNative
+                | Cni::WeaveSleeve
+                | Cni::WeaveFastdp
+        )
+    }
+
     pub const ALL: [Cni; 15] = [
         Cni::FlannelUdp,
         Cni::FlannelVxlan,

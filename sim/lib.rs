@@ -22,6 +22,7 @@ pub mod memory;
 pub mod net;
 pub mod observe;
 pub mod output;
+pub mod policy;
 pub mod progress;
 pub mod proxy;
 pub mod report;

@@ -188,6 +188,145 @@ pub struct Scenario {
     /// Hosts outside the cluster, on the node network, by name: `from: External("name")`.
     #[serde(default)]
     pub external_hosts: Vec<String>,
+    /// Namespaces and their labels, for NetworkPolicy's `namespace_selector`; `default`
+    /// exists without being listed.
+    #[serde(default)]
+    pub namespaces: Vec<NamespaceSpec>,
+    /// NetworkPolicy objects (`networking.k8s.io/v1`), see [`NetworkPolicySpec`].
+    #[serde(default)]
+    pub network_policies: Vec<NetworkPolicySpec>,
+}
+
+/// `(name: "prod", labels: {"team": "a"})`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceSpec {
+    pub name: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A NetworkPolicy, with the API's field names in snake case:
+/// `(name: "db", namespace: "prod", pod_selector: (match_labels: {"app": "db"}),
+/// ingress: [(from: [(pod_selector: (match_labels: {"app": "web"}))], ports: [(port: 5432)])])`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkPolicySpec {
+    pub name: String,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// The pods of `namespace` the policy applies to (default: all of them).
+    #[serde(default)]
+    pub pod_selector: LabelSelectorSpec,
+    /// `["Ingress"]`, `["Egress"]` or both; left out, Ingress plus Egress if `egress` has rules.
+    #[serde(default, deserialize_with = "present")]
+    pub policy_types: Option<Vec<String>>,
+    #[serde(default)]
+    pub ingress: Vec<IngressRuleSpec>,
+    #[serde(default)]
+    pub egress: Vec<EgressRuleSpec>,
+}
+
+/// `(match_labels: {"app": "web"}, match_expressions: [(key: "tier", operator: "In", values: ["a"])])`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LabelSelectorSpec {
+    pub match_labels: BTreeMap<String, String>,
+    pub match_expressions: Vec<RequirementSpec>,
+}
+
+/// `(key: "tier", operator: "NotIn", values: ["test"])`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequirementSpec {
+    pub key: String,
+    /// `"In"`, `"NotIn"`, `"Exists"` or `"DoesNotExist"`.
+    pub operator: String,
+    #[serde(default)]
+    pub values: Vec<String>,
+}
+
+/// `(from: [...], ports: [...])`: empty `from` is every source, empty `ports` every port.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngressRuleSpec {
+    #[serde(default)]
+    pub from: Vec<PeerSpec>,
+    #[serde(default)]
+    pub ports: Vec<PolicyPortSpec>,
+}
+
+/// `(to: [...], ports: [...])`: empty `to` is every destination, empty `ports` every port.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressRuleSpec {
+    #[serde(default)]
+    pub to: Vec<PeerSpec>,
+    #[serde(default)]
+    pub ports: Vec<PolicyPortSpec>,
+}
+
+/// A peer: `pod_selector` and/or `namespace_selector` (both: AND), or `ip_block` alone.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerSpec {
+    #[serde(default, deserialize_with = "present")]
+    pub pod_selector: Option<LabelSelectorSpec>,
+    #[serde(default, deserialize_with = "present")]
+    pub namespace_selector: Option<LabelSelectorSpec>,
+    #[serde(default, deserialize_with = "present")]
+    pub ip_block: Option<IpBlockSpec>,
+}
+
+/// `(cidr: "10.0.0.0/8", except: ["10.1.0.0/16"])`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpBlockSpec {
+    pub cidr: String,
+    #[serde(default)]
+    pub except: Vec<String>,
+}
+
+/// `(protocol: "TCP", port: 8000, end_port: 8080)`; every field optional (protocol TCP).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyPortSpec {
+    #[serde(deserialize_with = "present")]
+    pub protocol: Option<String>,
+    #[serde(deserialize_with = "present")]
+    pub port: Option<PortSpec>,
+    #[serde(deserialize_with = "present")]
+    pub end_port: Option<i64>,
+}
+
+/// A port written as a number (`80`) or, as the API allows and cnisim does not model, a name
+/// (`"http"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortSpec {
+    Number(i64),
+    Name(String),
+}
+
+impl<'de> Deserialize<'de> for PortSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = PortSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a port number or a port name")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<PortSpec, E> {
+                Ok(PortSpec::Number(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<PortSpec, E> {
+                Ok(PortSpec::Number(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PortSpec, E> {
+                Ok(PortSpec::Name(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `(name: "web", selector: {"app": "web"}, ports: [(port: 80, target_port: 8080)])`.
@@ -403,6 +542,9 @@ pub struct Pod {
     pub node: String,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// A namespace of `namespaces` (default `"default"`).
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
 }
 
 /// The physical network between the nodes: its shape, and what every cable shares.

@@ -34,6 +34,7 @@ pub fn cluster(nodes: usize, pods: usize, kind: WorkloadKind, pairs: &[(usize, u
             ip: node_specs[p / pods].pod_subnet.nth((p % pods) as u64 + 2).unwrap(),
             mtu: 1500,
             labels: BTreeMap::new(),
+            namespace: "default".into(),
         })
         .collect();
     Cluster {
@@ -81,5 +82,9 @@ pub fn cluster(nodes: usize, pods: usize, kind: WorkloadKind, pairs: &[(usize, u
         sweep: None,
         compare: None,
         externals: Vec::new(),
+        policy: crate::policy::PolicyWorld {
+            namespaces: vec![crate::policy::Namespace::new("default", BTreeMap::new())],
+            policies: Vec::new(),
+        },
     }
 }

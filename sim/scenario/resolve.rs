@@ -1,8 +1,9 @@
 //! Second step of loading: checks what a parsed [`Scenario`] means as a whole and turns it into
 //! a [`Cluster`], one step per part of the cluster, each in a file of its own: the address plan
 //! (`network`), nodes, pods and hosts outside the cluster (`nodes`), Services and the proxy mode
-//! (`services`), workloads into flows (`workloads`) and the sweep (`sweep`). This file runs the
-//! steps in order and holds the checks they share (names, MTUs, rates).
+//! (`services`), workloads into flows (`workloads`), the sweep (`sweep`), and namespaces and
+//! NetworkPolicy objects (`policy`). This file runs the steps in order and holds the checks
+//! they share (names, MTUs, rates).
 //!
 //! Each check reports the first problem at the position of the value that causes it, found in
 //! the text by `locate`. Nothing is clamped or corrected silently.
@@ -42,12 +43,14 @@ type Res<T> = Result<T, ScenarioError>;
 // definition).
 mod network;
 mod nodes;
+mod policy;
 mod services;
 mod sweep;
 mod workloads;
 
 use network::{resolve_network, resolve_underlay};
 use nodes::{resolve_changes, resolve_externals, resolve_nodes, resolve_pods};
+use policy::{resolve_namespaces, resolve_policies};
 use services::{resolve_proxy, resolve_services};
 use sweep::check_sweep;
 use workloads::resolve_workloads;
@@ -88,6 +91,7 @@ pub(crate) fn resolve(mut s: Scenario, loc: &Locator, overrides: &Overrides) -> 
     let network = resolve_network(loc, &s.network)?;
     let underlay = resolve_underlay(loc, &s.underlay, &network)?;
     let nodes = resolve_nodes(loc, &s.nodes, &network, &underlay.fabric, chosen, &cni_options)?;
+    let namespaces = resolve_namespaces(loc, &s)?;
     let pods = resolve_pods(loc, &s, &nodes, &network, chosen.cni, &cni_options)?;
     let proxy = resolve_proxy(loc, &s, overrides)?;
     let (services, generated) = resolve_services(loc, &s, &network, &pods, overrides)?;
@@ -115,6 +119,7 @@ pub(crate) fn resolve(mut s: Scenario, loc: &Locator, overrides: &Overrides) -> 
         Some(sw) => Some(check_sweep(loc, sw, &s)?),
         None => None,
     };
+    let policies = resolve_policies(loc, &s, &namespaces, chosen)?;
     let compare = s.compare.as_ref().map(|c| super::compare::resolve(loc.text, loc.path, c)).transpose()?;
     Ok(Cluster {
         sweep,
@@ -137,6 +142,7 @@ pub(crate) fn resolve(mut s: Scenario, loc: &Locator, overrides: &Overrides) -> 
         underlay,
         workloads,
         costs: s.costs,
+        policy: crate::policy::PolicyWorld { namespaces, policies },
     })
 }
 

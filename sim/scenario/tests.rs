@@ -328,3 +328,5 @@ fn never_panics_on_damaged_input() {
         }
     }
 }
+
+mod policy;

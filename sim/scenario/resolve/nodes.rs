@@ -278,19 +278,20 @@ pub(super) fn resolve_pods(
     let mut used = vec![0u64; nodes.len()];
     let mut names: HashSet<String> = HashSet::new();
     let mut pods = Vec::with_capacity(total as usize);
-    let mut place = |node: NodeId, name: String, labels: BTreeMap<String, String>, used: &mut [u64]| {
-        used[node] += 1;
-        // .1 is the gateway; pods take .2, .3, ... (fits: checked against `per_node`).
-        let ip = nodes[node].pod_subnet.nth(used[node] + 1);
-        let mtu = scenario::pod_mtu(cni, options, nodes[node].mtu);
-        ip.map(|ip| pods.push(PodSpec { name, node, ip, mtu, labels }))
-    };
+    let mut place =
+        |node: NodeId, name: String, labels: BTreeMap<String, String>, namespace: &str, used: &mut [u64]| {
+            used[node] += 1;
+            // .1 is the gateway; pods take .2, .3, ... (fits: checked against `per_node`).
+            let ip = nodes[node].pod_subnet.nth(used[node] + 1);
+            let mtu = scenario::pod_mtu(cni, options, nodes[node].mtu);
+            ip.map(|ip| pods.push(PodSpec { name, node, ip, mtu, labels, namespace: namespace.to_string() }))
+        };
     for (ni, node) in nodes.iter().enumerate() {
         for k in 1..=s.pods_per_node {
             let name = format!("{}-pod-{k}", node.name);
             names.insert(name.clone());
             let labels = BTreeMap::from([("node".to_string(), node.name.clone())]);
-            if place(ni, name, labels, &mut used).is_none() {
+            if place(ni, name, labels, "default", &mut used).is_none() {
                 return Err(loc.err(at!["pods_per_node"], "pods_per_node does not fit the pod subnet"));
             }
         }
@@ -323,7 +324,7 @@ pub(super) fn resolve_pods(
                 ),
             ));
         }
-        if place(node, p.name.clone(), p.labels.clone(), &mut used).is_none() {
+        if place(node, p.name.clone(), p.labels.clone(), &p.namespace, &mut used).is_none() {
             return Err(loc.err(at!["pods", i], "pod does not fit its node's pod subnet"));
         }
     }

@@ -1,0 +1,151 @@
+//! The NetworkPolicy verdict of every connection a cluster's workloads open, from the oracle
+//! (`policy::allowed`): with a CNI that enforces nothing (flannel, macvlan, ipvlan) these are
+//! the flows a policy meant to block that go through anyway.
+//!
+//! A connection is judged as the destination pod sees it, after the Service proxy: a flow to
+//! a Service is one connection per endpoint pod at its target port (kube-proxy's DNAT happens
+//! before any plugin's policy hook on the destination). A NodePort flow under
+//! `externalTrafficPolicy: Cluster` is masqueraded by kube-proxy (`KUBE-EXT-*` jumps to
+//! `KUBE-MARK-MASQ`), so its source is the node the client addressed, not the client;
+//! under `Local` the client's address is kept.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use super::{Client, Cluster, NodeId, PodId, Protocol, Target, TrafficPolicy};
+use crate::policy::{self, Endpoint, PodRef, Verdict};
+
+/// One end of a connection, by index into the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PolicyPeer {
+    Pod(PodId),
+    /// A node's own address (the source of a masqueraded NodePort connection).
+    Node(NodeId),
+    /// A host outside the cluster (`Cluster::externals`).
+    External(usize),
+}
+
+/// One connection of a workload and the oracle's verdict on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyFlow {
+    /// Index into `Cluster::workloads`.
+    pub workload: usize,
+    pub src: PolicyPeer,
+    pub dst: PolicyPeer,
+    pub protocol: policy::Protocol,
+    /// Destination port as the destination sees it (a Service's target port).
+    pub port: u16,
+    pub verdict: Verdict,
+}
+
+impl Cluster {
+    /// The address and identity NetworkPolicy sees for `peer`.
+    pub fn policy_endpoint(&self, peer: PolicyPeer) -> Endpoint<'_> {
+        match peer {
+            PolicyPeer::Pod(p) => {
+                let pod = &self.pods[p];
+                Endpoint::Pod(PodRef {
+                    name: &pod.name,
+                    namespace: &pod.namespace,
+                    labels: &pod.labels,
+                    ip: pod.ip,
+                    node: pod.node,
+                })
+            }
+            PolicyPeer::Node(n) => Endpoint::Node { node: n, ip: self.nodes[n].ip },
+            PolicyPeer::External(e) => {
+                Endpoint::External(self.externals.get(e).map_or(Ipv4Addr::UNSPECIFIED, |h| h.ip))
+            }
+        }
+    }
+
+    /// Every distinct connection (source, destination, protocol, port) of each workload, in
+    /// workload order, with the oracle's verdict.
+    pub fn policy_flows(&self) -> Vec<PolicyFlow> {
+        let mut out = Vec::new();
+        for (wi, w) in self.workloads.iter().enumerate() {
+            let pod_protocol = if w.kind.is_tcp() { policy::Protocol::Tcp } else { policy::Protocol::Udp };
+            let mut seen: BTreeSet<(PolicyPeer, PolicyPeer, policy::Protocol, u16)> = BTreeSet::new();
+            for &(client, target) in &w.flows {
+                let src = match client {
+                    Client::Pod(p) => PolicyPeer::Pod(p),
+                    Client::External(e) => PolicyPeer::External(e),
+                };
+                // (service, port) pairs the target reaches, and the source the endpoints see.
+                let (services, src): (Vec<(usize, usize)>, PolicyPeer) = match target {
+                    Target::Pod(s) => {
+                        seen.insert((src, PolicyPeer::Pod(s), pod_protocol, w.port));
+                        continue;
+                    }
+                    Target::External(e) => {
+                        seen.insert((src, PolicyPeer::External(e), pod_protocol, w.port));
+                        continue;
+                    }
+                    Target::Service { service, port } => (vec![(service, port)], src),
+                    Target::NodePort { service, port, node } => {
+                        let masqueraded = self
+                            .services
+                            .services
+                            .get(service)
+                            .is_some_and(|s| matches!(s.external_traffic_policy, TrafficPolicy::Cluster));
+                        (vec![(service, port)], if masqueraded { PolicyPeer::Node(node) } else { src })
+                    }
+                    Target::AnyService { first, count } => {
+                        ((first..first + count).map(|s| (s, 0)).collect(), src)
+                    }
+                };
+                for (s, port) in services {
+                    let Some(svc) = self.services.services.get(s) else { continue };
+                    let Some(sp) = svc.ports.get(port) else { continue };
+                    let protocol = match sp.protocol {
+                        Protocol::Tcp => policy::Protocol::Tcp,
+                        Protocol::Udp => policy::Protocol::Udp,
+                    };
+                    for e in &svc.endpoints {
+                        seen.insert((src, PolicyPeer::Pod(e.pod), protocol, sp.target_port));
+                    }
+                }
+            }
+            for (src, dst, protocol, port) in seen {
+                // A pod's connection to itself (through a Service it backs) is left out: it
+                // is not between two endpoints.
+                if src == dst {
+                    continue;
+                }
+                let verdict = policy::allowed(
+                    &self.policy,
+                    self.policy_endpoint(src),
+                    self.policy_endpoint(dst),
+                    protocol,
+                    port,
+                );
+                out.push(PolicyFlow { workload: wi, src, dst, protocol, port, verdict });
+            }
+        }
+        out
+    }
+
+    /// The connections NetworkPolicy denies: on a CNI without a policy engine, the flows a
+    /// policy meant to block that go through. Empty when the cluster has no policies.
+    pub fn policy_denied_flows(&self) -> Vec<PolicyFlow> {
+        if self.policy.policies.is_empty() {
+            return Vec::new();
+        }
+        self.policy_flows().into_iter().filter(|f| !f.verdict.is_allowed()).collect()
+    }
+}
+
+impl PolicyFlow {
+    /// `workload "w": pod prod/web (10.244.1.2) -> pod prod/db (10.244.2.2) TCP 5432: denied (...)`.
+    pub fn describe(&self, c: &Cluster) -> String {
+        let name = c.workloads.get(self.workload).map_or("?", |w| w.name.as_str());
+        format!(
+            "workload \"{name}\": {} -> {} {} {}: {}",
+            c.policy_endpoint(self.src),
+            c.policy_endpoint(self.dst),
+            self.protocol,
+            self.port,
+            self.verdict.explain(&c.policy)
+        )
+    }
+}
