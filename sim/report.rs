@@ -114,7 +114,7 @@ pub fn render(summary: &Summary) -> Result<Vec<OutputFile>, RenderError> {
                 "goodput (Gbit/s)",
                 |s| s.goodput_bps_series.iter().map(|b| b / 1e9).collect(),
             )?,
-            csv: csv::tcp_series(summary),
+            csv: csv::tcp_series(summary, "goodput_bps", |s| s.goodput_bps_series.clone()),
         });
         charts.push(Chart {
             stem: "tcp_in_flight",
@@ -129,7 +129,9 @@ pub fn render(summary: &Summary) -> Result<Vec<OutputFile>, RenderError> {
                 "most bytes in flight (KiB)",
                 |s| s.in_flight_bytes_series.iter().map(|&b| f64::from(b) / 1024.0).collect(),
             )?,
-            csv: csv::tcp_series(summary),
+            csv: csv::tcp_series(summary, "in_flight_bytes", |s| {
+                s.in_flight_bytes_series.iter().map(|&b| f64::from(b)).collect()
+            }),
         });
         charts.push(Chart {
             stem: "tcp_transactions",

@@ -63,19 +63,21 @@ pub(super) fn overhead(summary: &Summary) -> String {
     out
 }
 
-/// `flow,stream,t_ns,goodput_bps,in_flight_bytes`: every point of every TCP stream's time
-/// series (`t_ns` from the flow's start, the end of the point's interval).
-pub(super) fn tcp_series(summary: &Summary) -> String {
-    let mut out = header(&["flow", "stream", "t_ns", "goodput_bps", "in_flight_bytes"]);
+/// `flow,stream,t_ns,<column>`: every point of one time series of every TCP stream (`t_ns` from
+/// the flow's start, the end of the point's interval), as `tcp_goodput` (`goodput_bps`) or
+/// `tcp_in_flight` (`in_flight_bytes`) charts it.
+pub(super) fn tcp_series(
+    summary: &Summary,
+    column: &str,
+    pick: fn(&crate::summary::StreamSummary) -> Vec<f64>,
+) -> String {
+    let mut out = header(&["flow", "stream", "t_ns", column]);
     for flow in &summary.flows {
         let Some(tcp) = &flow.tcp else { continue };
         for (i, st) in tcp.streams.iter().enumerate() {
-            for (k, (g, f)) in st.goodput_bps_series.iter().zip(&st.in_flight_bytes_series).enumerate() {
+            for (k, v) in pick(st).into_iter().enumerate() {
                 let t = (k as u64 + 1) * tcp.interval_ns;
-                row(
-                    &mut out,
-                    &[flow.id.to_string(), i.to_string(), t.to_string(), g.to_string(), f.to_string()],
-                );
+                row(&mut out, &[flow.id.to_string(), i.to_string(), t.to_string(), v.to_string()]);
             }
         }
     }

@@ -461,15 +461,11 @@ impl Simulation {
         let Some(h) = self.tcp_host_of.get(ns).copied().flatten() else { return };
         let tag = pkt.meta.tcp;
         let ip = pkt.frame[ETH_HEADER..].to_vec();
-        let (key, dport) = {
-            let ipp = Ipv4Packet::new_unchecked(&ip[..]);
-            let tcp = TcpPacket::new_unchecked(ipp.payload());
-            ((tcp.dst_port(), ipp.src_addr(), tcp.src_port()), tcp.dst_port())
-        };
-        self.tcp_received(t, h, &ip);
+        let (key, owner) = self.tcp_received(t, h, &ip);
+        let dport = key.0;
         let host = &mut self.tcp[h];
         let listener = host.listening.iter().position(|l| l.0 == dport);
-        let slot = match host.owners.iter().rev().find(|o| o.tuple == Some(key)) {
+        let slot = match owner {
             Some(o) => o.sock,
             None => listener.map_or(0, |i| host.listening[i].1),
         };
@@ -556,7 +552,14 @@ impl Simulation {
         } else {
             self.tcp_xmit_next(t, h, slot);
         }
-        if self.tcp[h].socks[slot as usize].as_ref().is_some_and(|sk| !sk.busy) {
+        // A socket that is done leaves once it has nothing left to send.
+        let done = self.tcp[h].socks[slot as usize].as_ref().is_some_and(|sk| {
+            !sk.busy
+                && sk.handle.is_some_and(|hd| {
+                    matches!(sk.set.get::<tcp::Socket>(hd).state(), tcp::State::Closed | tcp::State::TimeWait)
+                })
+        });
+        if done {
             self.tcp_reap(t, h);
         }
     }
@@ -633,11 +636,14 @@ impl Simulation {
     /// A segment arrives at host `h`, before smoltcp sees it: its data sets how the socket
     /// acknowledges it ([`AckMode`]), its ACK acknowledges what this side sent: RTT samples
     /// (Karn's rule: none from retransmitted data) and bytes in flight.
-    fn tcp_received(&mut self, t: Instant, h: usize, ip: &[u8]) {
+    /// Returns the segment's connection as this host sees it (local port, remote address,
+    /// remote port) and the socket's owner, if a connection socket has it.
+    fn tcp_received(&mut self, t: Instant, h: usize, ip: &[u8]) -> ((u16, Ipv4Addr, u16), Option<Owner>) {
         let ip = Ipv4Packet::new_unchecked(ip);
         let tcp = TcpPacket::new_unchecked(ip.payload());
         let key = (tcp.dst_port(), ip.src_addr(), tcp.src_port());
-        let Some(o) = self.tcp_owner(h, key) else { return };
+        let owner = self.tcp_owner(h, key);
+        let Some(o) = owner else { return (key, None) };
         let side = o.side as usize;
         let c = &mut self.flows[o.flow as usize].tcp.as_mut().expect("TCP flow").conns[o.conn as usize];
         if !tcp.payload().is_empty() {
@@ -645,7 +651,7 @@ impl Simulation {
             self.tcp[h].sock(o.sock).set_ack_delay(if quick { None } else { Some(DELACK) });
         }
         if !tcp.ack() {
-            return;
+            return (key, owner);
         }
         let ack = tcp.ack_number().0 as u32;
         let stream = self.stream_index(o.flow, o.conn);
@@ -667,6 +673,7 @@ impl Simulation {
                 obs.in_flight(stream, t, in_flight);
             }
         }
+        (key, owner)
     }
 
     /// The stream a connection's figures go to: itself for a bulk transfer, the one stream of
