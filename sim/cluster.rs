@@ -379,6 +379,12 @@ impl Cni {
         )
     }
 
+    /// Whether cnisim models this plugin's enforcement yet: a scenario with policies and an
+    /// enforcing plugin whose enforcement is not built is refused rather than run unenforced.
+    pub fn policy_enforcement_built(self) -> bool {
+        false
+    }
+
     pub const ALL: [Cni; 15] = [
         Cni::FlannelUdp,
         Cni::FlannelVxlan,

@@ -70,6 +70,9 @@ pub enum DropReason {
     RcvbufFull,
     /// A tun device's queue towards its process held `txqueuelen` packets (`tun_net_xmit`).
     TunQueueFull,
+    /// A NetworkPolicy the plugin enforces denied the connection (Calico's or weave-npc's
+    /// filter chains, Cilium's policy map): the trace names the rule or map entry.
+    PolicyDenied,
 }
 
 impl DropReason {
@@ -103,6 +106,7 @@ impl DropReason {
             DropReason::QdiscFull => "qdisc_drop",
             DropReason::RcvbufFull => "rcvbuf_full",
             DropReason::TunQueueFull => "tun_queue_full",
+            DropReason::PolicyDenied => "policy_denied",
         }
     }
 

@@ -190,7 +190,7 @@ pub(super) fn resolve_policies(
             egress,
         });
     }
-    if !out.is_empty() && chosen.cni.enforces_network_policy() {
+    if !out.is_empty() && chosen.cni.enforces_network_policy() && !chosen.cni.policy_enforcement_built() {
         return Err(loc.err(
             at!["network_policies"],
             format!(
