@@ -242,6 +242,9 @@ pub enum Step {
     /// The Service proxy's new-connection path: rule walks, map lookups, the conntrack entry
     /// and NAT set-up it creates, Cilium's socket LB and reverse-NAT lookups.
     ServiceRules,
+    /// NetworkPolicy enforcement: the policy engine's filter-table walks (Calico's Felix
+    /// chains, weave-npc) and Cilium's policy-map lookups.
+    Policy,
     /// Tunnel encapsulation (VXLAN, Geneve, IPIP, Weave fastdp).
     Encap,
     /// Tunnel decapsulation.
@@ -260,7 +263,7 @@ pub enum Step {
 }
 
 impl Step {
-    pub const COUNT: usize = 18;
+    pub const COUNT: usize = 19;
     pub const ALL: [Step; Step::COUNT] = [
         Step::Socket,
         Step::Copy,
@@ -273,6 +276,7 @@ impl Step {
         Step::Arp,
         Step::Netfilter,
         Step::ServiceRules,
+        Step::Policy,
         Step::Encap,
         Step::Decap,
         Step::Ebpf,
@@ -296,6 +300,7 @@ impl Step {
             Step::Arp => "arp",
             Step::Netfilter => "netfilter",
             Step::ServiceRules => "service_rules",
+            Step::Policy => "policy",
             Step::Encap => "encap",
             Step::Decap => "decap",
             Step::Ebpf => "ebpf",

@@ -6,6 +6,7 @@
 
 pub mod bridge;
 pub mod conntrack;
+pub mod filter;
 pub mod link;
 pub mod neigh;
 pub mod packet;

@@ -13,6 +13,8 @@ use crate::net::neigh::NeighState;
 use crate::net::route::{Proto, Route};
 use crate::world::{DeviceKind, UdpTunnel, World};
 
+pub mod policy;
+
 use super::{eth0, fnv64, install, pod_netns, same_subnet};
 
 /// Calico's IPv4 IPAM block size (IPPool `blockSize` default 26).
