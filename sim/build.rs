@@ -42,6 +42,7 @@ pub fn build(cluster: &Cluster) -> World {
         warnings_more: 0,
         procs: Vec::new(),
         proxies: Vec::new(),
+        policy_stats: vec![Default::default(); cluster.nodes.len()],
         service_tables: vec![std::sync::Arc::new(cluster.services.clone())],
         service_bpf: false,
         node_ips: cluster.nodes.iter().map(|n| n.ip).collect(),

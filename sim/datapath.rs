@@ -12,6 +12,7 @@
 
 mod bridge;
 mod ebpf;
+mod filter;
 #[cfg(test)]
 mod fuzzed;
 mod mtu;
@@ -684,6 +685,12 @@ fn ip_rcv(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
         ip.set_hop_limit(ttl - 1);
         ip.fill_checksum();
     }
+    if w.netns[ns].filter.is_some() {
+        match filter::hook(w, cx, ns, crate::net::filter::FORWARD, Some(dev), Some(route.dev), pkt) {
+            Some(p) => pkt = p,
+            None => return,
+        }
+    }
     ip_finish_output(w, cx, ns, &route, dst, pkt, Some(dev));
 }
 
@@ -708,6 +715,12 @@ fn ip_local_deliver(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, mut pkt: 
         let Some(whole) = reassemble(w, cx, ns, pkt) else { return };
         pkt = whole;
         hop(w, cx, &mut pkt, dev, "reassemble", || "all fragments received".into());
+    }
+    if w.netns[ns].filter.is_some() {
+        match filter::hook(w, cx, ns, crate::net::filter::INPUT, Some(dev), None, pkt) {
+            Some(p) => pkt = p,
+            None => return,
+        }
     }
     let ip = Ipv4Packet::new_unchecked(pkt.ip());
     match ip.next_header() {

@@ -62,6 +62,8 @@ pub struct World {
     pub procs: Vec<crate::userspace::UserProc>,
     /// Each node's Service proxy, by `NodeId`.
     pub proxies: Vec<crate::proxy::node::NodeProxy>,
+    /// Per node: what the policy engine's filter walks cost.
+    pub policy_stats: Vec<PolicyStats>,
     /// Every version of the Service table: the scenario's, then one per change.
     pub service_tables: Vec<std::sync::Arc<crate::cluster::ServiceTable>>,
     /// Every node's address.
@@ -70,6 +72,19 @@ pub struct World {
     /// replacement, and Cilium's bpf_lxc, which load-balances ClusterIP traffic in any mode).
     pub service_bpf: bool,
     pub(crate) rngs: RngFactory,
+}
+
+/// A node's policy-enforcement counters: filter walks on a connection's first packets (ctstate
+/// NEW) and on the rest, rules evaluated, ipset lookups, the CPU they cost, packets denied.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolicyStats {
+    pub new_walks: u64,
+    pub new_rules: u64,
+    pub new_set_lookups: u64,
+    pub new_cpu: crate::time::Duration,
+    pub other_walks: u64,
+    pub other_rules: u64,
+    pub denied: u64,
 }
 
 /// One simulated machine: its host namespace and CPU cores.
@@ -153,6 +168,10 @@ pub struct Netns {
     pub next_ident: u16,
     /// A TCP stack (smoltcp, in `run`) serves this namespace's TCP segments.
     pub tcp_stack: bool,
+    /// The filter table a policy engine programs in a node's namespace (Calico's Felix,
+    /// weave-npc), walked on the FORWARD and INPUT hooks; `None`: no filter rules (every
+    /// packet accepted).
+    pub filter: Option<Box<crate::net::filter::FilterTable>>,
 }
 
 pub struct Device {
@@ -492,6 +511,7 @@ impl World {
             cilium: None,
             next_ident: 1,
             tcp_stack: false,
+            filter: None,
         });
         let lo = self.add_device(id, "lo".into(), Mac([0; 6]), 65536, DeviceKind::Loopback);
         self.add_addr(lo, Ipv4Addr::LOCALHOST, 8);

@@ -15,7 +15,7 @@ use crate::world::{DeviceKind, UdpTunnel, World};
 
 pub mod policy;
 
-use super::{eth0, fnv64, install, pod_netns, same_subnet};
+use super::{eth0, install, pod_netns, same_subnet};
 
 /// Calico's IPv4 IPAM block size (IPPool `blockSize` default 26).
 const BLOCK_PREFIX: u8 = 26;
@@ -44,6 +44,7 @@ pub(super) fn build(w: &mut World) {
         other => unreachable!("not a Calico mode: {other}"),
     };
     pods(w);
+    felix_filter(w);
     let c = w.cluster.clone();
     let blocks: Vec<Vec<Ipv4Net>> = (0..c.nodes.len()).map(|n| node_blocks(w, n)).collect();
     // Tunnel devices. The tunnel address is ordinal 0 of the node's first block, as a /32
@@ -135,7 +136,7 @@ fn pods(w: &mut World) {
     for (p, pod) in c.pods.iter().enumerate() {
         let host = w.nodes[pod.node].ns;
         let ns = pod_netns(w, p);
-        let name = format!("cali{:011x}", fnv64(pod.name.as_bytes()) & 0xfff_ffff_ffff);
+        let name = policy::veth_name(&pod.namespace, &pod.name);
         let pod_mac = Mac::local(0xca, p as u32 + 1);
         let (eth0, cali) = w.add_veth(ns, "eth0".into(), pod_mac, host, name, CALI_MAC, pod.mtu);
         w.devices[cali].proxy_arp = true;
@@ -145,6 +146,24 @@ fn pods(w: &mut World) {
         w.add_route(Route::new(Ipv4Net::DEFAULT, Some(FAKE_GATEWAY), eth0, Proto::Boot)).expect("on-link");
         let host_route = Route::new(Ipv4Net::new(pod.ip, 32).expect("/32"), None, cali, Proto::Boot);
         w.add_route(host_route).expect("device route");
+    }
+}
+
+/// Felix's filter table on every node (policy enforcement; programmed with or without
+/// policies: the endpoint chains and profiles are there from the pod's start).
+fn felix_filter(w: &mut World) {
+    let c = w.cluster.clone();
+    let ifaces: Vec<String> = c.pods.iter().map(|p| policy::veth_name(&p.namespace, &p.name)).collect();
+    let workloads: Vec<policy::Workload> = (0..c.pods.len())
+        .map(|p| match c.policy_endpoint(crate::cluster::PolicyPeer::Pod(p)) {
+            crate::policy::Endpoint::Pod(pod) => policy::Workload { pod, iface: &ifaces[p] },
+            _ => unreachable!("a pod's policy endpoint is a pod"),
+        })
+        .collect();
+    for n in 0..c.nodes.len() {
+        let table = policy::filter_table(&c.policy, &workloads, n);
+        let ns = w.nodes[n].ns;
+        w.netns[ns].filter = Some(Box::new(table));
     }
 }
 

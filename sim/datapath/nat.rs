@@ -22,6 +22,7 @@ use smoltcp::wire::{IpProtocol, Ipv4Packet, TcpPacket, UdpPacket};
 
 use super::{hop, Ctx, Step};
 use crate::cluster::Cni;
+use crate::net::filter::CtState;
 use crate::net::conntrack::{Conntrack, Direction, Dnat, TableFull, TcpFlags, TcpState, TcpVerdict};
 use crate::net::conntrack::{Tuple, L4};
 use crate::net::packet::Packet;
@@ -161,9 +162,16 @@ pub(super) fn netfilter(
     ns: NsId,
     dev: DevId,
     hook: Hook,
-    pkt: Packet,
+    mut pkt: Packet,
 ) -> Option<Packet> {
-    let Some(t) = tuple_of(&pkt) else { return Some(pkt) };
+    let Some(t) = tuple_of(&pkt) else {
+        // Not TCP or UDP: the ICMP errors the datapath sends (fragmentation needed) are
+        // RELATED to the connection they quote (nf_conntrack_icmp `icmp_error_message`).
+        let icmp = smoltcp::wire::Ipv4Packet::new_unchecked(pkt.ip()).next_header() == IpProtocol::Icmp;
+        pkt.meta.ct = if icmp { CtState::Related } else { CtState::Untracked };
+        pkt.meta.ct_unconfirmed = None;
+        return Some(pkt);
+    };
     translate(w, cx, ns, dev, hook, pkt, t, false)
 }
 
@@ -228,6 +236,7 @@ fn translate(
 ) -> Option<Packet> {
     let node = w.netns[ns].node;
     let now = cx.now();
+    pkt.meta.ct_unconfirmed = None;
     cx.charge(Step::Netfilter, w.costs.conntrack_lookup);
     fn table(p: &mut crate::proxy::node::NodeProxy, bpf: bool) -> &mut crate::net::conntrack::Conntrack {
         if bpf {
@@ -267,6 +276,7 @@ fn translate(
             TcpVerdict::Invalid => {
                 let why = format!("not valid in {}", e.tcp.map_or("", |c| c.state.name()));
                 invalid(w, cx, &mut pkt, dev, &t, &why);
+                pkt.meta.ct = CtState::Invalid;
                 return Some(pkt);
             }
             TcpVerdict::Reopen => hop(w, cx, &mut pkt, dev, "conntrack", || {
@@ -275,6 +285,10 @@ fn translate(
         }
     }
     if let Some((e, dir)) = known {
+        // ctinfo: a reply, or a packet of a connection that has seen one, is ESTABLISHED;
+        // the original direction stays NEW until then (nf_conntrack_core `resolve_normal_ct`).
+        pkt.meta.ct =
+            if dir == Direction::Reply || e.seen_reply { CtState::Established } else { CtState::New };
         let to = match dir {
             // As the connection's first packet was rewritten: the inverse of the reply tuple.
             Direction::Original => e.reply.inverse(),
@@ -303,6 +317,7 @@ fn translate(
     let flags = (t.proto == L4::Tcp).then(|| tcp_flags(&pkt));
     if flags.is_some_and(|f| TcpState::opening(f).is_none()) {
         invalid(w, cx, &mut pkt, dev, &t, "no connection, and this segment cannot open one");
+        pkt.meta.ct = CtState::Invalid;
         return Some(pkt);
     }
     let (dst_local, src_local) = (is_local(w, ns, t.dst), is_local(w, ns, t.src));
@@ -368,6 +383,8 @@ fn translate(
             return None;
         }
     };
+    pkt.meta.ct = CtState::New;
+    pkt.meta.ct_unconfirmed = Some(id);
     if let Some(f) = flags {
         let v = table(&mut w.proxies[node], bpf).track_tcp(id, Direction::Original, f, now);
         debug_assert_eq!(v, TcpVerdict::Accept, "an opening segment is tracked");

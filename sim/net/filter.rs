@@ -47,6 +47,17 @@ pub enum CtState {
 }
 
 impl CtState {
+    /// As `--ctstate` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            CtState::New => "NEW",
+            CtState::Established => "ESTABLISHED",
+            CtState::Related => "RELATED",
+            CtState::Invalid => "INVALID",
+            CtState::Untracked => "UNTRACKED",
+        }
+    }
+
     fn bit(self) -> u8 {
         match self {
             CtState::New => 1,

@@ -86,6 +86,13 @@ pub struct Meta {
     /// The sending socket uses IP_PMTUDISC_DO (never fragment locally: EMSGSIZE instead);
     /// otherwise IP_PMTUDISC_WANT, Linux's default for UDP.
     pub pmtudisc_do: bool,
+    /// The conntrack state the namespace's netfilter gave this packet at PREROUTING or OUTPUT
+    /// (what `-m conntrack --ctstate` sees on the later hooks).
+    pub ct: crate::net::filter::CtState,
+    /// The conntrack entry this packet created, unconfirmed until the packet leaves the
+    /// namespace: a filter DROP destroys it, as the kernel frees an unconfirmed entry with
+    /// its skb.
+    pub ct_unconfirmed: Option<crate::net::conntrack::EntryId>,
 }
 
 #[derive(Clone, Debug)]
