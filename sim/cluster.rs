@@ -379,6 +379,19 @@ impl Cni {
         )
     }
 
+    /// The policy engine cnisim runs for this plugin, as summary.json names it; `None`: no
+    /// enforcement (no engine, or not built yet).
+    pub fn policy_engine(self) -> Option<&'static str> {
+        if !self.policy_enforcement_built() {
+            return None;
+        }
+        Some(match self {
+            Cni::CiliumVxlan | Cni::CiliumGeneve | Cni::CiliumNative => "cilium-bpf-policymap",
+            Cni::WeaveSleeve | Cni::WeaveFastdp => "weave-npc-iptables",
+            _ => "calico-felix-iptables",
+        })
+    }
+
     /// Whether cnisim models this plugin's enforcement yet: a scenario with policies and an
     /// enforcing plugin whose enforcement is not built is refused rather than run unenforced.
     pub fn policy_enforcement_built(self) -> bool {
@@ -509,15 +522,18 @@ pub enum Parameter {
     Nodes,
     /// `pods_per_node`.
     PodsPerNode,
+    /// `generated_policies.count`.
+    Policies,
 }
 
 impl Parameter {
-    pub const ALL: [Parameter; 5] = [
+    pub const ALL: [Parameter; 6] = [
         Parameter::Services,
         Parameter::Endpoints,
         Parameter::Payload,
         Parameter::Nodes,
         Parameter::PodsPerNode,
+        Parameter::Policies,
     ];
 
     /// The word the scenario file uses.
@@ -528,6 +544,7 @@ impl Parameter {
             Parameter::Payload => "payload",
             Parameter::Nodes => "nodes",
             Parameter::PodsPerNode => "pods_per_node",
+            Parameter::Policies => "policies",
         }
     }
 

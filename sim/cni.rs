@@ -34,6 +34,36 @@ pub fn build(w: &mut World) {
         Cni::Macvlan | Cni::IpvlanL3 => underlay::build(w),
         Cni::WeaveSleeve | Cni::WeaveFastdp => weave::build(w),
     }
+    unenforced_policies(w);
+}
+
+/// A plugin with no policy engine: the API server accepts the policies and nothing enforces
+/// them. The run says so, with the connections they deny that will go through.
+fn unenforced_policies(w: &mut World) {
+    let c = &w.cluster;
+    if c.policy.policies.is_empty() || c.cni.policy_engine().is_some() {
+        return;
+    }
+    let denied = c.policy_denied_flows();
+    let mut msg = format!(
+        "{}: no NetworkPolicy engine; {} policies are accepted by the API server and enforced by nothing",
+        c.cni,
+        c.policy.policies.len()
+    );
+    if denied.is_empty() {
+        msg.push_str(" (no connection of the workloads is one they deny)");
+    } else {
+        let _ = std::fmt::Write::write_fmt(
+            &mut msg,
+            format_args!("; {} connections they deny go through: ", denied.len()),
+        );
+        let shown: Vec<String> = denied.iter().take(5).map(|f| f.describe(c)).collect();
+        msg.push_str(&shown.join("; "));
+        if denied.len() > 5 {
+            let _ = std::fmt::Write::write_fmt(&mut msg, format_args!("; and {} more", denied.len() - 5));
+        }
+    }
+    w.warn(msg);
 }
 
 /// Whether node `b`'s address is inside node `a`'s own subnet (its `eth0` address and prefix):

@@ -34,6 +34,7 @@ pub fn describe_node(w: &World, node: NodeId, now: Instant) -> String {
     );
     describe_ns(w, w.nodes[node].ns, now, &mut s);
     describe_proxy(w, node, now, &mut s);
+    describe_filter(w, node, &mut s);
     for ns in 0..w.netns.len() {
         if w.netns[ns].node == node && ns != w.nodes[node].ns {
             let _ = writeln!(s, "\n# pod {} (network namespace on {})", w.netns[ns].name, spec.name);
@@ -41,6 +42,26 @@ pub fn describe_node(w: &World, node: NodeId, now: Instant) -> String {
         }
     }
     s
+}
+
+/// The filter table and ipsets a policy engine programmed on the node (Felix, weave-npc).
+fn describe_filter(w: &World, node: NodeId, s: &mut String) {
+    let Some(t) = w.netns[w.nodes[node].ns].filter.as_deref() else { return };
+    let engine = w.cluster.cni.policy_engine().unwrap_or("none");
+    let _ = writeln!(
+        s,
+        "# NetworkPolicy: {engine}, {} policies; filter table: {} chains, {} rules, {} ipsets",
+        w.cluster.policy.policies.len(),
+        t.chains.len(),
+        t.rule_count(),
+        t.sets.len()
+    );
+    let _ = writeln!(s, "$ iptables-save -t filter");
+    s.push_str(&t.save());
+    if !t.sets.is_empty() {
+        let _ = writeln!(s, "$ ipset list");
+        s.push_str(&t.save_sets());
+    }
 }
 
 /// The node's Service rules as the mode's own tool prints them, and its conntrack table.

@@ -356,6 +356,7 @@ mod tests {
                 })
                 .collect(),
             services: None,
+            policy: None,
             run: RunInfo { cnisim_version: "0.1.0".into(), wall_seconds: 0.5, events_per_second: 246_912.0 },
         }
     }

@@ -53,6 +53,8 @@ pub struct Overrides {
     pub node_count: Option<u32>,
     /// Set by `cnisim sweep`: replaces `pods_per_node`.
     pub pods_per_node: Option<u32>,
+    /// Set by `cnisim sweep`: replaces `generated_policies.count`.
+    pub generated_policies: Option<u32>,
 }
 
 /// Reads and resolves a scenario file.
@@ -195,6 +197,25 @@ pub struct Scenario {
     /// NetworkPolicy objects (`networking.k8s.io/v1`), see [`NetworkPolicySpec`].
     #[serde(default)]
     pub network_policies: Vec<NetworkPolicySpec>,
+    /// Many similar NetworkPolicies, for policy-scaling studies (see [`GeneratedPolicies`]).
+    #[serde(default, deserialize_with = "present")]
+    pub generated_policies: Option<GeneratedPolicies>,
+}
+
+/// `generated_policies: (count: 1000)`: policies `gen-1` ... `gen-<count>` in `namespace`,
+/// each selecting the pods of `pod_selector` and allowing ingress from the pods of its
+/// namespace labelled `policy-gen: "<k>"`, on `port` over TCP and UDP. A pod labelled
+/// `policy-gen: "<count>"` is allowed by the last one; one without the label by none.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratedPolicies {
+    pub count: u32,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    #[serde(default)]
+    pub pod_selector: LabelSelectorSpec,
+    #[serde(default = "default_port")]
+    pub port: u16,
 }
 
 /// `(name: "prod", labels: {"team": "a"})`.

@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::net::packet::Hop;
 
+mod policy;
+pub use policy::{PolicyConnection, PolicyNode, PolicySummary};
+
 /// Version of the summary.json schema.
 pub const SCHEMA_VERSION: u32 = 3;
 
@@ -31,6 +34,10 @@ pub struct Summary {
     /// How Services were implemented and what it cost. `None` when the scenario has no
     /// Services.
     pub services: Option<ServicesSummary>,
+    /// NetworkPolicy: the engine, its per-node cost, every connection's verdict. Left out
+    /// when the scenario has no policies and the CNI has no policy engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicySummary>,
     /// Wall-clock facts about this run (the only non-deterministic part).
     pub run: RunInfo,
 }
@@ -536,6 +543,7 @@ impl Summary {
             paths,
             overhead,
             services,
+            policy: policy::policy_summary(sim),
             run,
         }
     }

@@ -94,6 +94,27 @@ pub struct SweepPoint {
     pub invalid: Option<String>,
     /// The data path's figures; `None` exactly when `invalid` is set.
     pub data_plane: Option<DataPlane>,
+    /// The NetworkPolicy engine's figures; `None` when the run had no policy engine.
+    #[serde(default)]
+    pub policy: Option<PolicyPoint>,
+}
+
+/// A point's NetworkPolicy figures (summary.json's `policy`, over all nodes).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PolicyPoint {
+    pub engine: String,
+    pub policies: usize,
+    /// Filter rules (or policy-map entries) on the node that has the most.
+    pub installed_max: usize,
+    /// Rules evaluated plus ipset or map lookups, per walk of a packet in conntrack state NEW.
+    pub evaluations_per_new_walk: f64,
+    /// CPU of those walks, per 1,000.
+    pub cpu_ns_per_1000_new_walks: u64,
+    pub new_walks: u64,
+    pub denied_packets: u64,
+    /// Rules plus lookups evaluated before a DROP, on average, and their CPU per 1,000 drops.
+    pub evaluations_per_denied_packet: f64,
+    pub cpu_ns_per_1000_denied_packets: u64,
 }
 
 /// What a point's run says about the data path, from its summary.
@@ -198,6 +219,7 @@ pub fn run(
             Parameter::Payload => o.payload = Some(v),
             Parameter::Nodes => o.node_count = Some(v),
             Parameter::PodsPerNode => o.pods_per_node = Some(v),
+            Parameter::Policies => o.generated_policies = Some(v),
         }
         scenario::load_str_with(&text, &shown, &o)
     };
@@ -338,6 +360,7 @@ fn unset(index: usize, value: u32, cni: Cni, proxy: ProxyMode, message: String) 
         cni: cni.id().into(),
         invalid: Some(message),
         data_plane: None,
+        policy: None,
     }
 }
 
@@ -349,6 +372,38 @@ fn point(s: &Summary, c: &Cluster, index: usize, value: u32, cni: Cni, proxy: Pr
     p.delivered = s.totals.delivered;
     p.warnings = s.scenario.warnings.clone();
     p.data_plane = Some(data_plane(s, c));
+    p.policy = s.policy.as_ref().filter(|x| x.engine != "none").map(|x| {
+        let walks: u64 = x.nodes.iter().map(|n| n.new_walks).sum();
+        let evals: f64 = x
+            .nodes
+            .iter()
+            .map(|n| (n.rules_per_new_walk + n.ipset_lookups_per_new_walk) * n.new_walks as f64)
+            .sum();
+        let cpu: u64 = x.nodes.iter().map(|n| n.cpu_ns_per_1000_new_walks * n.new_walks).sum();
+        let denied: u64 = x.nodes.iter().map(|n| n.denied_packets).sum();
+        PolicyPoint {
+            engine: x.engine.clone(),
+            policies: x.policies,
+            installed_max: x.nodes.iter().map(|n| n.filter_rules).max().unwrap_or(0),
+            evaluations_per_new_walk: if walks == 0 { 0.0 } else { evals / walks as f64 },
+            cpu_ns_per_1000_new_walks: cpu.checked_div(walks).unwrap_or(0),
+            new_walks: walks,
+            denied_packets: denied,
+            evaluations_per_denied_packet: if denied == 0 {
+                0.0
+            } else {
+                x.nodes.iter().map(|n| n.evaluations_per_denied_packet * n.denied_packets as f64).sum::<f64>()
+                    / denied as f64
+            },
+            cpu_ns_per_1000_denied_packets: x
+                .nodes
+                .iter()
+                .map(|n| n.cpu_ns_per_1000_denied_packets * n.denied_packets)
+                .sum::<u64>()
+                .checked_div(denied)
+                .unwrap_or(0),
+        }
+    });
     let Some(v) = s.services.as_ref() else { return p };
     SweepPoint {
         proxy: v.proxy.clone(),

@@ -84,7 +84,11 @@ pub struct PolicyStats {
     pub new_cpu: crate::time::Duration,
     pub other_walks: u64,
     pub other_rules: u64,
+    /// Walks that ended in DROP, and their rules, ipset lookups and CPU (counted in the
+    /// `new_` figures too when the packet was NEW).
     pub denied: u64,
+    pub denied_evaluations: u64,
+    pub denied_cpu: crate::time::Duration,
 }
 
 /// One simulated machine: its host namespace and CPU cores.

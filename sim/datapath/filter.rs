@@ -54,25 +54,37 @@ pub(super) fn hook(
     };
     let traced = pkt.meta.trace.is_some();
     let walk = table.walk(hook, &info, traced);
-    let cost = w.costs.iptables_rule * u64::from(walk.rules) + w.costs.hash_lookup * u64::from(walk.set_lookups);
+    let cost =
+        w.costs.iptables_rule * u64::from(walk.rules) + w.costs.hash_lookup * u64::from(walk.set_lookups);
     cx.charge(Step::Policy, cost);
     let node = w.netns[ns].node;
+    // The counters describe policy work: packets from or to a pod (not, say, the tunnel
+    // packets the INPUT hook also sees, whose walk is charged all the same).
+    let workload = in_dev.is_some_and(|d| w.is_pod_facing(d)) || out_dev.is_some_and(|d| w.is_pod_facing(d));
     let s = &mut w.policy_stats[node];
-    if info.ct == crate::net::filter::CtState::New {
-        s.new_walks += 1;
-        s.new_rules += u64::from(walk.rules);
-        s.new_set_lookups += u64::from(walk.set_lookups);
-        s.new_cpu += cost;
-    } else {
-        s.other_walks += 1;
-        s.other_rules += u64::from(walk.rules);
+    match (workload, info.ct) {
+        (false, _) => {}
+        (true, crate::net::filter::CtState::New) => {
+            s.new_walks += 1;
+            s.new_rules += u64::from(walk.rules);
+            s.new_set_lookups += u64::from(walk.set_lookups);
+            s.new_cpu += cost;
+        }
+        (true, _) => {
+            s.other_walks += 1;
+            s.other_rules += u64::from(walk.rules);
+        }
     }
     let dev = in_dev.or(out_dev).unwrap_or(0);
     if traced {
         let hook_name = if hook == FORWARD { "FORWARD" } else { "INPUT" };
         let head = format!(
             "filter {hook_name} ({} -> {}, ctstate {}): {} rules, {} ipset lookups",
-            info.in_dev, info.out_dev, info.ct.name(), walk.rules, walk.set_lookups
+            info.in_dev,
+            info.out_dev,
+            info.ct.name(),
+            walk.rules,
+            walk.set_lookups
         );
         hop(w, cx, &mut pkt, dev, "filter", || head);
         for line in walk.lines {
@@ -82,7 +94,10 @@ pub(super) fn hook(
     if walk.verdict == Verdict::Accept {
         return Some(pkt);
     }
-    w.policy_stats[node].denied += 1;
+    let s = &mut w.policy_stats[node];
+    s.denied += 1;
+    s.denied_evaluations += u64::from(walk.rules + walk.set_lookups);
+    s.denied_cpu += cost;
     if let Some(id) = pkt.meta.ct_unconfirmed.take() {
         w.proxies[node].conntrack.remove(id);
     }

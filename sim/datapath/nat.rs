@@ -22,9 +22,9 @@ use smoltcp::wire::{IpProtocol, Ipv4Packet, TcpPacket, UdpPacket};
 
 use super::{hop, Ctx, Step};
 use crate::cluster::Cni;
-use crate::net::filter::CtState;
 use crate::net::conntrack::{Conntrack, Direction, Dnat, TableFull, TcpFlags, TcpState, TcpVerdict};
 use crate::net::conntrack::{Tuple, L4};
+use crate::net::filter::CtState;
 use crate::net::packet::Packet;
 use crate::net::route::{DevId, RouteKind};
 use crate::net::NsId;

@@ -169,7 +169,10 @@ pub enum Target {
     Jump(ChainId),
     Goto(ChainId),
     /// `-j MARK --set-xmark VALUE/MASK`: non-terminating.
-    SetMark { value: u32, mask: u32 },
+    SetMark {
+        value: u32,
+        mask: u32,
+    },
     /// No target: the rule only counts packets (Felix writes one to carry a chain's comment).
     Nothing,
 }
@@ -281,8 +284,12 @@ const MAX_DEPTH: usize = 32;
 impl FilterTable {
     /// The built-in chains, empty, with policy ACCEPT (the kernel's default).
     pub fn new() -> FilterTable {
-        let mut t =
-            FilterTable { chains: Vec::new(), sets: Vec::new(), chain_index: FxHashMap::default(), set_index: FxHashMap::default() };
+        let mut t = FilterTable {
+            chains: Vec::new(),
+            sets: Vec::new(),
+            chain_index: FxHashMap::default(),
+            set_index: FxHashMap::default(),
+        };
         for name in BUILTINS {
             t.chains.push(Chain { name: name.to_string(), rules: Vec::new(), policy: Some(Verdict::Accept) });
             t.chain_index.insert(name.to_string(), t.chains.len() - 1);
@@ -327,7 +334,8 @@ impl FilterTable {
 
     /// Walks the built-in chain `hook` for `p`.
     pub fn walk(&self, hook: ChainId, p: &PacketInfo, trace: bool) -> Walk {
-        let mut out = Walk { verdict: Verdict::Accept, rules: 0, set_lookups: 0, decided_by: None, lines: Vec::new() };
+        let mut out =
+            Walk { verdict: Verdict::Accept, rules: 0, set_lookups: 0, decided_by: None, lines: Vec::new() };
         let mut mark = 0u32;
         // Return points: (chain, next rule).
         let mut stack: Vec<(ChainId, usize)> = Vec::new();
@@ -339,7 +347,11 @@ impl FilterTable {
                     (Some(policy), _) => {
                         out.verdict = policy;
                         if trace {
-                            out.lines.push(format!("{}: end of chain, policy {}", self.chains[chain].name, verdict_name(policy)));
+                            out.lines.push(format!(
+                                "{}: end of chain, policy {}",
+                                self.chains[chain].name,
+                                verdict_name(policy)
+                            ));
                         }
                         return out;
                     }
@@ -404,7 +416,9 @@ impl FilterTable {
             Match::Out { iface, invert } => iface.matches(p.out_dev) != *invert,
             Match::Net { dir, net, invert } => net.contains(addr(p, *dir)) != *invert,
             Match::Proto(n) => p.proto == *n,
-            Match::Dports(ranges) => p.dport.is_some_and(|d| ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&d))),
+            Match::Dports(ranges) => {
+                p.dport.is_some_and(|d| ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&d)))
+            }
             Match::Set { set, dir, invert } => {
                 *set_lookups += 1;
                 self.sets[*set].contains(addr(p, *dir)) != *invert
@@ -421,7 +435,13 @@ impl FilterTable {
             for m in &rule.matches {
                 if let Match::Net { dir: d, net, invert } = m {
                     if *d == dir {
-                        let _ = write!(s, " {}{flag} {}/{}", if *invert { "! " } else { "" }, net.network(), net.prefix());
+                        let _ = write!(
+                            s,
+                            " {}{flag} {}/{}",
+                            if *invert { "! " } else { "" },
+                            net.network(),
+                            net.prefix()
+                        );
                     }
                 }
             }
@@ -450,8 +470,10 @@ impl FilterTable {
                     let _ = write!(s, " -m comment --comment \"{c}\"");
                 }
                 Match::Dports(r) => {
-                    let list: Vec<String> =
-                        r.iter().map(|&(lo, hi)| if lo == hi { lo.to_string() } else { format!("{lo}:{hi}") }).collect();
+                    let list: Vec<String> = r
+                        .iter()
+                        .map(|&(lo, hi)| if lo == hi { lo.to_string() } else { format!("{lo}:{hi}") })
+                        .collect();
                     let _ = write!(s, " -m multiport --dports {}", list.join(","));
                 }
                 Match::Set { set, dir, invert } => {
@@ -467,7 +489,8 @@ impl FilterTable {
                     let _ = write!(s, " -m conntrack --ctstate {}", states.names());
                 }
                 Match::Mark { value, mask, invert } => {
-                    let _ = write!(s, " -m mark {}--mark {value:#x}/{mask:#x}", if *invert { "! " } else { "" });
+                    let _ =
+                        write!(s, " -m mark {}--mark {value:#x}/{mask:#x}", if *invert { "! " } else { "" });
                 }
                 Match::In { .. } | Match::Out { .. } | Match::Net { .. } | Match::Proto(_) => {}
             }
@@ -510,7 +533,12 @@ impl FilterTable {
     pub fn save_sets(&self) -> String {
         let mut s = String::new();
         for set in &self.sets {
-            let _ = writeln!(s, "Name: {}\nType: hash:net\nNumber of entries: {}\nMembers:", set.name, set.members.len());
+            let _ = writeln!(
+                s,
+                "Name: {}\nType: hash:net\nNumber of entries: {}\nMembers:",
+                set.name,
+                set.members.len()
+            );
             for m in &set.members {
                 if m.prefix() == 32 {
                     let _ = writeln!(s, "{}", m.network());
@@ -577,7 +605,10 @@ mod tests {
         let mut t = FilterTable::new();
         let (a, b) = (t.chain("A"), t.chain("B"));
         t.append(FORWARD, Rule::new(vec![], Target::Jump(a)));
-        t.append(FORWARD, Rule::new(vec![Match::Mark { value: 0x1, mask: 0x1, invert: false }], Target::Drop));
+        t.append(
+            FORWARD,
+            Rule::new(vec![Match::Mark { value: 0x1, mask: 0x1, invert: false }], Target::Drop),
+        );
         t.append(a, Rule::new(vec![], Target::Goto(b)));
         t.append(a, Rule::new(vec![], Target::Accept));
         t.append(b, Rule::new(vec![], Target::SetMark { value: 1, mask: 1 }));
@@ -594,12 +625,19 @@ mod tests {
         let s = t.set("cali40s:x", || vec![net("10.1.0.5/32"), net("10.2.0.0/16")]);
         let c = t.chain("c");
         t.append(FORWARD, Rule::new(vec![Match::Ct(CtStates::RELATED_ESTABLISHED)], Target::Accept));
-        t.append(FORWARD, Rule::new(vec![Match::In { iface: Iface::parse("cali+"), invert: false }], Target::Jump(c)));
+        t.append(
+            FORWARD,
+            Rule::new(vec![Match::In { iface: Iface::parse("cali+"), invert: false }], Target::Jump(c)),
+        );
         t.append(FORWARD, Rule::new(vec![], Target::Drop));
         t.append(
             c,
             Rule::new(
-                vec![Match::Proto(6), Match::Set { set: s, dir: Dir::Src, invert: false }, Match::Dports(vec![(80, 80), (8000, 8080)])],
+                vec![
+                    Match::Proto(6),
+                    Match::Set { set: s, dir: Dir::Src, invert: false },
+                    Match::Dports(vec![(80, 80), (8000, 8080)]),
+                ],
                 Target::Accept,
             ),
         );
@@ -619,7 +657,10 @@ mod tests {
         let mut t = FilterTable::new();
         let s = t.set("cali40s:abc", || vec![net("10.1.0.5/32")]);
         let c = t.chain("cali-fw-cali1");
-        t.append(FORWARD, Rule::new(vec![Match::In { iface: Iface::parse("cali+"), invert: false }], Target::Goto(c)));
+        t.append(
+            FORWARD,
+            Rule::new(vec![Match::In { iface: Iface::parse("cali+"), invert: false }], Target::Goto(c)),
+        );
         t.append(
             c,
             Rule::new(

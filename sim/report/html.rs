@@ -48,6 +48,7 @@ pub(super) fn page(summary: &Summary, charts: &[Chart]) -> String {
     flows(&mut out, summary);
     services(&mut out, summary);
     tcp(&mut out, summary, charts.iter().filter(|c| c.section == Section::Tcp));
+    policy(&mut out, summary);
     overhead(&mut out, summary, charts.iter().filter(|c| c.section == Section::Overhead));
     figures(&mut out, charts.iter().filter(|c| c.section == Section::Charts));
     drops(&mut out, summary);
@@ -68,9 +69,14 @@ fn scenario(out: &mut String, s: &Summary) {
     let services = if s.services.is_some() { "<a href=\"#services\">Services</a>" } else { "" };
     // So does the TCP section, with TCP workloads.
     let tcp = if s.flows.iter().any(|f| f.tcp.is_some()) { "<a href=\"#tcp\">TCP</a>" } else { "" };
+    let policy = if s.policy.as_ref().is_some_and(|p| p.policies > 0) {
+        "<a href=\"#policy\">NetworkPolicy</a>"
+    } else {
+        ""
+    };
     let _ = writeln!(
         out,
-        "<nav><a href=\"#flows\">Flows</a>{services}{tcp}<a href=\"#overhead\">Encapsulation overhead</a>\
+        "<nav><a href=\"#flows\">Flows</a>{services}{tcp}{policy}<a href=\"#overhead\">Encapsulation overhead</a>\
          <a href=\"#charts\">Charts</a><a href=\"#drops\">Drops</a>\
          <a href=\"#cpu\">CPU</a><a href=\"#cpu-steps\">Where the CPU goes</a>\
          <a href=\"#paths\">Packet paths</a></nav>",
@@ -279,6 +285,96 @@ fn flow_row(f: &FlowSummary) -> Vec<String> {
 
 /// "TCP": per stream of a bulk transfer, per request/response flow, and the TCP charts. Only
 /// in runs with TCP workloads.
+/// Which connections the policies allow, and what the plugin's engine installed and cost.
+fn policy(out: &mut String, s: &Summary) {
+    let Some(p) = s.policy.as_ref().filter(|p| p.policies > 0) else { return };
+    out.push_str("<h2 id=\"policy\">NetworkPolicy</h2>\n");
+    if p.engine == "none" {
+        let _ = writeln!(
+            out,
+            "<div class=\"conservation broken\"><strong>{} has no NetworkPolicy engine</strong>: the {} \
+             policies are accepted by the API server and enforced by nothing; <span class=\"bad\">{} \
+             connections they deny went through</span> (rows in red).</div>",
+            esc(&s.scenario.cni),
+            p.policies,
+            p.denied_but_not_enforced
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "<p>{} policies in {} namespaces, enforced by <code>{}</code>. A denied connection's packets \
+             are dropped with <code>policy_denied</code>; <code>cnisim trace</code> shows the rule walk \
+             and <code>cnisim describe</code> the installed rules.</p>",
+            p.policies,
+            p.namespaces,
+            esc(&p.engine)
+        );
+    }
+    let cols = [
+        ("Workload", false),
+        ("Source", false),
+        ("Destination", false),
+        ("Port", true),
+        ("Policy verdict", false),
+        ("Why", false),
+    ];
+    let unenforced = p.engine == "none";
+    let _ = writeln!(out, "<table>{}<tbody>", head(&cols));
+    for c in &p.connections {
+        let verdict = match (c.allowed, unenforced) {
+            (true, _) => "allowed",
+            (false, true) => "denied, NOT enforced",
+            (false, false) => "denied",
+        };
+        let row = [
+            c.workload.clone(),
+            c.src.clone(),
+            c.dst.clone(),
+            format!("{}/{}", c.port, c.protocol),
+            verdict.to_string(),
+            c.why.clone(),
+        ];
+        // Red: a connection the policies deny that went through.
+        let class = if !c.allowed && unenforced { " class=\"drop\"" } else { "" };
+        let _ = writeln!(out, "<tr{class}>{}</tr>", cells(&cols, &row));
+    }
+    out.push_str("</tbody></table>\n");
+    if p.engine != "none" {
+        let cols = [
+            ("Node", false),
+            ("Filter rules", true),
+            ("ipsets (members)", true),
+            ("New-state walks", true),
+            ("Rules per walk", true),
+            ("ipset lookups per walk", true),
+            ("CPU per 1,000 walks", true),
+            ("Other walks", true),
+            ("Rules per other walk", true),
+            ("Denied packets", true),
+        ];
+        let rows = p.nodes.iter().map(|n| {
+            vec![
+                n.node.clone(),
+                fmt_count(n.filter_rules as u64),
+                format!("{} ({})", n.ipsets, fmt_count(n.ipset_members as u64)),
+                fmt_count(n.new_walks),
+                format!("{:.1}", n.rules_per_new_walk),
+                format!("{:.1}", n.ipset_lookups_per_new_walk),
+                fmt_ns(n.cpu_ns_per_1000_new_walks),
+                fmt_count(n.other_walks),
+                format!("{:.1}", n.rules_per_other_walk),
+                fmt_count(n.denied_packets),
+            ]
+        });
+        out.push_str(
+            "<p>The policy engine on each node: what it installed, and what its walks of packets in \
+                      conntrack state NEW (a connection's first packet; every packet of a UDP flow nobody \
+                      answers) and of the others cost.</p>\n",
+        );
+        table(out, &cols, rows);
+    }
+}
+
 fn tcp<'a>(out: &mut String, s: &Summary, charts: impl Iterator<Item = &'a Chart>) {
     let flows: Vec<&FlowSummary> = s.flows.iter().filter(|f| f.tcp.is_some()).collect();
     if flows.is_empty() {

@@ -98,18 +98,61 @@ const CURVES: [Curve; 6] = [
     },
 ];
 
+/// A `policies` sweep's curves: what the policy engine installs and what a connection's first
+/// packet costs it.
+const POLICY_CURVES: [Curve; 4] = [
+    Curve {
+        stem: "policy_denied_cpu",
+        title: "Policy CPU per 1,000 denied packets",
+        y_desc: "ns (log)",
+        value: |p| p.policy.as_ref().filter(|x| x.denied_packets > 0).map(|x| x.cpu_ns_per_1000_denied_packets as f64),
+        dashed: None,
+        explain: "What the policy engine spends on a packet before it drops it: a denied connection is walked \
+                  past every policy that selects its destination (iptables), or looked up once (a policy map).",
+    },
+    Curve {
+        stem: "policy_first_packet_cpu",
+        title: "Policy enforcement CPU per 1,000 first packets",
+        y_desc: "ns (log)",
+        value: |p| p.policy.as_ref().filter(|x| x.new_walks > 0).map(|x| x.cpu_ns_per_1000_new_walks as f64),
+        dashed: None,
+        explain: "What the policy engine's walk of a packet in conntrack state NEW costs (Calico's and \
+                  weave-npc's filter rules and ipset lookups, Cilium's policy-map lookups), from the cost \
+                  profile, per 1,000 such packets, over every node.",
+    },
+    Curve {
+        stem: "policy_evaluations",
+        title: "Rules and lookups per first packet",
+        y_desc: "rules + lookups (log)",
+        value: |p| p.policy.as_ref().filter(|x| x.new_walks > 0).map(|x| x.evaluations_per_new_walk),
+        dashed: None,
+        explain: "Rules tested plus ipset or map lookups in one walk of a new connection's packet, on \
+                  average.",
+    },
+    Curve {
+        stem: "policy_installed",
+        title: "Policy rules or entries installed on a node",
+        y_desc: "rules / entries (log)",
+        value: |p| p.policy.as_ref().map(|x| x.installed_max as f64),
+        dashed: None,
+        explain: "The policy engine's filter rules (or policy-map entries) on the node that has the most.",
+    },
+];
+
 /// Renders every sweep output file, in a fixed order.
 pub fn render(r: &SweepResult) -> Result<Vec<OutputFile>, RenderError> {
     let x_desc = match r.parameter {
         Parameter::Services => "Services (log)",
         Parameter::Endpoints => "endpoints per Service (log)",
+        Parameter::Policies => "NetworkPolicies (log)",
         _ => "",
     };
     let mut files = Vec::new();
     let mut figures = Vec::new();
     let service = r.parameter.is_service();
     let all_lines = lines(r);
-    for c in CURVES.iter().filter(|_| service) {
+    let policy = r.parameter == Parameter::Policies;
+    for c in CURVES.iter().filter(|_| service).chain(POLICY_CURVES.iter().filter(|_| policy)) {
         let mut series = Vec::new();
         for (i, line) in all_lines.iter().enumerate() {
             let pts = |f: Metric| -> Vec<(f64, f64)> {
@@ -481,6 +524,7 @@ fn page(r: &SweepResult, figures: &[(&Curve, String)], data: Option<&data::Rende
         Parameter::Payload => "every workload's payload",
         Parameter::Nodes => "the number of nodes",
         Parameter::PodsPerNode => "the number of pods per node",
+        Parameter::Policies => "the number of NetworkPolicies (generated_policies.count)",
     };
     if let Some(s) = r.shard {
         let _ = writeln!(
@@ -665,6 +709,7 @@ mod tests {
             cni: "flannel-vxlan".into(),
             invalid: None,
             data_plane: None,
+            policy: None,
         }
     }
 

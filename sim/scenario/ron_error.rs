@@ -84,6 +84,7 @@ fn outer_name(outer: &str) -> &str {
         "Service" => "a service",
         "ServicePort" => "a service port",
         "GeneratedServices" => "generated_services",
+        "GeneratedPolicies" => "generated_policies",
         "ChangeSpec" => "a change",
         "SweepSpec" => "sweep",
         "CompareSpec" => "compare",

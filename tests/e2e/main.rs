@@ -7,6 +7,7 @@ mod cni;
 mod compare;
 mod determinism;
 mod pcap;
+mod policy;
 mod quickstart;
 mod saturation;
 mod services;

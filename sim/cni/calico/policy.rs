@@ -46,9 +46,7 @@ use data_encoding::BASE64URL_NOPAD;
 use sha2::{Digest, Sha224, Sha256};
 
 use crate::addr::Ipv4Net;
-use crate::net::filter::{
-    CtStates, Dir, FilterTable, Iface, Match, Rule, SetId, Target, FORWARD, INPUT,
-};
+use crate::net::filter::{CtStates, Dir, FilterTable, Iface, Match, Rule, SetId, Target, FORWARD, INPUT};
 use crate::policy::{IpBlock, LabelSelector, NetworkPolicy, Peer, PodRef, PolicyType, PolicyWorld, Protocol};
 
 const MARK_ACCEPT: u32 = 0x10000;
@@ -125,6 +123,9 @@ fn proto_number(p: Protocol) -> u8 {
     }
 }
 
+/// Inclusive destination-port ranges.
+type Ports = Vec<(u16, u16)>;
+
 /// One Calico rule of a converted policy: protocol, the peer, destination ports.
 struct CalicoRule<'p> {
     protocol: Option<Protocol>,
@@ -136,7 +137,7 @@ struct CalicoRule<'p> {
 /// `k8sRuleToCalico`: protocols (sorted by name) outer, peers inner.
 fn convert(rule: &crate::policy::Rule) -> Vec<CalicoRule<'_>> {
     // protocol -> None (every port of it) or the ranges.
-    let mut by_proto: Vec<(Option<Protocol>, Option<Vec<(u16, u16)>>)> = Vec::new();
+    let mut by_proto: Vec<(Option<Protocol>, Option<Ports>)> = Vec::new();
     for p in &rule.ports {
         let range = p.port.map(|lo| (lo, p.end_port.unwrap_or(lo)));
         match by_proto.iter_mut().find(|(pr, _)| *pr == Some(p.protocol)) {
@@ -203,16 +204,25 @@ pub fn filter_table(world: &PolicyWorld, workloads: &[Workload], node: usize) ->
     let cidr_block = t.chain("cali-cidr-block");
     let wl_to_host = t.chain("cali-wl-to-host");
     t.append(INPUT, Rule::new(vec![], Target::Jump(cali_input)));
-    t.append(cali_input, Rule::new(vec![Match::In { iface: cali(), invert: false }], Target::Goto(wl_to_host)));
+    t.append(
+        cali_input,
+        Rule::new(vec![Match::In { iface: cali(), invert: false }], Target::Goto(wl_to_host)),
+    );
     t.append(wl_to_host, Rule::new(vec![], Target::Jump(from_wl)));
     t.append(wl_to_host, Rule::new(vec![comment("Configured DefaultEndpointToHostAction")], Target::Accept));
     t.append(FORWARD, Rule::new(vec![], Target::Jump(cali_forward)));
-    t.append(FORWARD, Rule::new(vec![comment("Policy explicitly accepted packet."), mark_set(MARK_ACCEPT)], Target::Accept));
+    t.append(
+        FORWARD,
+        Rule::new(vec![comment("Policy explicitly accepted packet."), mark_set(MARK_ACCEPT)], Target::Accept),
+    );
     t.append(FORWARD, Rule::new(vec![], set_mark(MARK_ACCEPT, MARK_ACCEPT)));
     let all_but_accept = (MARK_ACCEPT | MARK_PASS | MARK_SCRATCH0 | MARK_SCRATCH1) & !MARK_ACCEPT;
     t.append(cali_forward, Rule::new(vec![], set_mark(0, all_but_accept)));
     t.append(cali_forward, Rule::new(vec![mark_clear(MARK_ACCEPT)], Target::Jump(from_hep)));
-    t.append(cali_forward, Rule::new(vec![Match::In { iface: cali(), invert: false }], Target::Jump(from_wl)));
+    t.append(
+        cali_forward,
+        Rule::new(vec![Match::In { iface: cali(), invert: false }], Target::Jump(from_wl)),
+    );
     t.append(cali_forward, Rule::new(vec![Match::Out { iface: cali(), invert: false }], Target::Jump(to_wl)));
     t.append(cali_forward, Rule::new(vec![], Target::Jump(to_hep)));
     t.append(cali_forward, Rule::new(vec![], Target::Jump(cidr_block)));
@@ -283,10 +293,16 @@ pub fn filter_table(world: &PolicyWorld, workloads: &[Workload], node: usize) ->
                 for &pi in &selecting {
                     let chain = policy_chain(&mut t, pi, ty);
                     rules.push(Rule::new(vec![mark_clear(MARK_PASS)], Target::Jump(chain)));
-                    rules.push(Rule::new(vec![comment("Return if policy accepted"), mark_set(MARK_ACCEPT)], Target::Return));
+                    rules.push(Rule::new(
+                        vec![comment("Return if policy accepted"), mark_set(MARK_ACCEPT)],
+                        Target::Return,
+                    ));
                 }
                 rules.push(Rule::new(
-                    vec![comment("End of tier default. DROP if no policies passed packet"), mark_clear(MARK_PASS)],
+                    vec![
+                        comment("End of tier default. DROP if no policies passed packet"),
+                        mark_clear(MARK_PASS),
+                    ],
                     Target::Drop,
                 ));
             }
@@ -299,14 +315,20 @@ pub fn filter_table(world: &PolicyWorld, workloads: &[Workload], node: usize) ->
                         let text = format!("Profile {profile} {dir}");
                         // kns profiles allow everything (the allow rule's RETURN is stripped as
                         // the chain's last); ksa profiles have no rules.
-                        let target =
-                            if profile.starts_with("kns.") { set_mark(MARK_ACCEPT, MARK_ACCEPT) } else { Target::Nothing };
+                        let target = if profile.starts_with("kns.") {
+                            set_mark(MARK_ACCEPT, MARK_ACCEPT)
+                        } else {
+                            Target::Nothing
+                        };
                         t.append(c, Rule::new(vec![Match::Comment(text)], target));
                         c
                     }
                 };
                 rules.push(Rule::new(vec![], Target::Jump(chain)));
-                rules.push(Rule::new(vec![comment("Return if profile accepted"), mark_set(MARK_ACCEPT)], Target::Return));
+                rules.push(Rule::new(
+                    vec![comment("Return if profile accepted"), mark_set(MARK_ACCEPT)],
+                    Target::Return,
+                ));
             }
             rules.push(Rule::new(vec![comment("DROP if no profiles matched")], Target::Drop));
             let chain = t.chain(&limited_id(prefix, w.iface));
@@ -316,8 +338,10 @@ pub fn filter_table(world: &PolicyWorld, workloads: &[Workload], node: usize) ->
             }
         }
     }
-    let to_names: Vec<(&str, usize)> =
-        local.iter().map(|w| (w.iface, t.find(&limited_id("cali-tw-", w.iface)).expect("built above"))).collect();
+    let to_names: Vec<(&str, usize)> = local
+        .iter()
+        .map(|w| (w.iface, t.find(&limited_id("cali-tw-", w.iface)).expect("built above")))
+        .collect();
     dispatch(&mut t, from_wl, "cali-from-wl-dispatch", &from_names, true);
     dispatch(&mut t, to_wl, "cali-to-wl-dispatch", &to_names, false);
     t
@@ -336,7 +360,8 @@ fn dispatch(t: &mut FilterTable, root: usize, root_name: &str, names: &[(&str, u
     let common = common_prefix(names.iter().map(|(n, _)| *n));
     let mut bins: Vec<(String, Vec<(&str, usize)>)> = Vec::new();
     for &(name, chain) in names {
-        let prefix = if name.len() > common.len() { name[..common.len() + 1].to_string() } else { common.clone() };
+        let prefix =
+            if name.len() > common.len() { name[..common.len() + 1].to_string() } else { common.clone() };
         match bins.last_mut() {
             Some((p, v)) if *p == prefix => v.push((name, chain)),
             _ => bins.push((prefix, vec![(name, chain)])),
@@ -426,14 +451,21 @@ fn policy_rules(
                     }
                     if !except.is_empty() {
                         // AppendNegatedCIDRMatchBlock: scratch0 set, cleared by any except.
-                        block.push(Rule::new(vec![], Target::SetMark { value: MARK_SCRATCH0, mask: MARK_SCRATCH0 | MARK_SCRATCH1 }));
+                        block.push(Rule::new(
+                            vec![],
+                            Target::SetMark { value: MARK_SCRATCH0, mask: MARK_SCRATCH0 | MARK_SCRATCH1 },
+                        ));
                         for e in except {
                             block.push(Rule::new(
                                 vec![Match::Net { dir, net: *e, invert: false }],
                                 Target::SetMark { value: 0, mask: MARK_SCRATCH0 },
                             ));
                         }
-                        matches.push(Match::Mark { value: MARK_SCRATCH0, mask: MARK_SCRATCH0, invert: false });
+                        matches.push(Match::Mark {
+                            value: MARK_SCRATCH0,
+                            mask: MARK_SCRATCH0,
+                            invert: false,
+                        });
                     }
                 }
             }
@@ -442,7 +474,10 @@ fn policy_rules(
             }
             out.extend(block);
             out.push(Rule::new(matches, Target::SetMark { value: MARK_ACCEPT, mask: MARK_ACCEPT }));
-            out.push(Rule::new(vec![Match::Mark { value: MARK_ACCEPT, mask: MARK_ACCEPT, invert: false }], Target::Return));
+            out.push(Rule::new(
+                vec![Match::Mark { value: MARK_ACCEPT, mask: MARK_ACCEPT, invert: false }],
+                Target::Return,
+            ));
         }
     }
     while out.last().is_some_and(|r| r.target == Target::Return) {

@@ -92,6 +92,8 @@ fn at(r: &SweepResult, v: u32) -> String {
         Parameter::PodsPerNode => format!("{n} pods per node"),
         Parameter::Services => format!("{n} Services"),
         Parameter::Endpoints => format!("{n} endpoints per Service"),
+        Parameter::Policies if v == 1 => "1 policy".into(),
+        Parameter::Policies => format!("{n} policies"),
     }
 }
 
@@ -102,6 +104,7 @@ fn x_desc(r: &SweepResult, linear: bool) -> String {
         Parameter::PodsPerNode => "pods per node",
         Parameter::Services => "Services",
         Parameter::Endpoints => "endpoints per Service",
+        Parameter::Policies => "NetworkPolicies",
     };
     if linear {
         what.into()

@@ -190,6 +190,9 @@ pub(super) fn resolve_policies(
             egress,
         });
     }
+    if let Some(g) = &s.generated_policies {
+        generated(loc, g, namespaces, &mut out)?;
+    }
     if !out.is_empty() && chosen.cni.enforces_network_policy() && !chosen.cni.policy_enforcement_built() {
         return Err(loc.err(
             at!["network_policies"],
@@ -203,6 +206,75 @@ pub(super) fn resolve_policies(
         ));
     }
     Ok(out)
+}
+
+/// The most policies `generated_policies` makes (and a `policies` sweep may ask for).
+pub(super) const MAX_GENERATED_POLICIES: u64 = 100_000;
+
+/// The label a generated policy's ingress rule selects its clients by.
+pub const GENERATED_CLIENT_LABEL: &str = "policy-gen";
+
+/// `generated_policies`: `gen-1` ... `gen-<count>`, appended after the listed policies.
+fn generated(
+    loc: &Locator,
+    g: &scenario::GeneratedPolicies,
+    namespaces: &[Namespace],
+    out: &mut Vec<NetworkPolicy>,
+) -> Res<()> {
+    if g.count == 0 || u64::from(g.count) > MAX_GENERATED_POLICIES {
+        return Err(loc.err(
+            at!["generated_policies", "count"],
+            format!(
+                "generated_policies.count {} is outside 1..={}; change it",
+                g.count,
+                crate::fmt::count(MAX_GENERATED_POLICIES)
+            ),
+        ));
+    }
+    if !namespaces.iter().any(|n| n.name == g.namespace) {
+        return Err(loc.err(
+            at!["generated_policies", "namespace"],
+            format!(
+                "generated_policies.namespace '{}' is not a namespace; add it to `namespaces:` (namespaces \
+                 are: {})",
+                g.namespace,
+                names(namespaces)
+            ),
+        ));
+    }
+    if g.port == 0 {
+        return Err(loc.err(at!["generated_policies", "port"], "port 0 is not a port; give 1 to 65535"));
+    }
+    let pod_selector = selector(loc, &g.pod_selector, at!["generated_policies", "pod_selector"])?;
+    for k in 1..=g.count {
+        let name = format!("gen-{k}");
+        if out.iter().any(|p| p.namespace == g.namespace && p.name == name) {
+            return Err(loc.err(
+                at!["generated_policies"],
+                format!(
+                    "network policy '{name}' in namespace '{}' is also made by generated_policies (gen-1, \
+                     gen-2, ...); rename the listed one",
+                    g.namespace
+                ),
+            ));
+        }
+        let client = LabelSelector::labels(&[(GENERATED_CLIENT_LABEL, &k.to_string())]);
+        out.push(NetworkPolicy {
+            name,
+            namespace: g.namespace.clone(),
+            pod_selector: pod_selector.clone(),
+            policy_types: vec![PolicyType::Ingress],
+            ingress: vec![Rule {
+                peers: vec![Peer::Pods { pods: Some(client), namespaces: None }],
+                ports: vec![
+                    PolicyPort { protocol: Protocol::Tcp, port: Some(g.port), end_port: None },
+                    PolicyPort { protocol: Protocol::Udp, port: Some(g.port), end_port: None },
+                ],
+            }],
+            egress: Vec::new(),
+        });
+    }
+    Ok(())
 }
 
 fn selector(loc: &Locator, s: &scenario::LabelSelectorSpec, at: &[Seg<'static>]) -> Res<LabelSelector> {

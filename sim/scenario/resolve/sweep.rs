@@ -26,6 +26,13 @@ pub(super) fn check_sweep(
             format!("sweeping '{}' needs a generated_services section to vary; add one", sw.parameter),
         ));
     }
+    if parameter == Parameter::Policies && s.generated_policies.is_none() {
+        return Err(loc.err(
+            at!["sweep", "parameter"],
+            "sweeping 'policies' needs a generated_policies section to vary; add one, e.g. \
+             generated_policies: (count: 10)",
+        ));
+    }
     if parameter == Parameter::Payload && s.workloads.is_empty() {
         return Err(loc.err(
             at!["sweep", "parameter"],
@@ -49,6 +56,7 @@ pub(super) fn check_sweep(
         Parameter::Payload => (u64::from(MAX_UDP_PAYLOAD), " (the most one UDP datagram holds over IPv4)"),
         Parameter::Nodes => (MAX_NODES, " (the nodes cnisim supports)"),
         Parameter::PodsPerNode => (MAX_PODS, " (the pods cnisim supports)"),
+        Parameter::Policies => (super::policy::MAX_GENERATED_POLICIES, ""),
     };
     for (i, &v) in sw.values.iter().enumerate() {
         if v == 0 || u64::from(v) > max {
@@ -103,5 +111,8 @@ pub(super) fn apply_overrides(s: &mut Scenario, o: &Overrides) {
     }
     if let Some(n) = o.pods_per_node {
         s.pods_per_node = n;
+    }
+    if let (Some(n), Some(g)) = (o.generated_policies, s.generated_policies.as_mut()) {
+        g.count = n;
     }
 }

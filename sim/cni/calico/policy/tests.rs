@@ -45,11 +45,15 @@ fn decide(
         tables[node].walk(hook, &p, false).verdict == Verdict::Accept
     };
     match (src, dst) {
-        (Endpoint::Pod(s), Endpoint::Pod(d)) if s.node == d.node => walk(s.node, FORWARD, iface(&s), iface(&d)),
+        (Endpoint::Pod(s), Endpoint::Pod(d)) if s.node == d.node => {
+            walk(s.node, FORWARD, iface(&s), iface(&d))
+        }
         (Endpoint::Pod(s), Endpoint::Pod(d)) => {
             walk(s.node, FORWARD, iface(&s), "eth0") && walk(d.node, FORWARD, "eth0", iface(&d))
         }
-        (Endpoint::Pod(s), Endpoint::Node { node, .. }) if node == s.node => walk(s.node, INPUT, iface(&s), ""),
+        (Endpoint::Pod(s), Endpoint::Node { node, .. }) if node == s.node => {
+            walk(s.node, INPUT, iface(&s), "")
+        }
         (Endpoint::Pod(s), _) => walk(s.node, FORWARD, iface(&s), "eth0"),
         (Endpoint::Node { node, .. }, Endpoint::Pod(d)) if node == d.node => true,
         (_, Endpoint::Pod(d)) => walk(d.node, FORWARD, "eth0", iface(&d)),
@@ -61,10 +65,11 @@ fn decide(
 /// semantics do. 200 worlds x 10 connections.
 #[test]
 fn felix_chains_agree_with_the_oracle() {
-    let checked = gen::compare_with_oracle(14, 200, 10, Shape::default(), Semantics::default(), |g, s, d, p, port| {
-        let (ifaces, tables) = workloads(g);
-        decide(g, &ifaces, &tables, s, d, p, port)
-    });
+    let checked =
+        gen::compare_with_oracle(14, 200, 10, Shape::default(), Semantics::default(), |g, s, d, p, port| {
+            let (ifaces, tables) = workloads(g);
+            decide(g, &ifaces, &tables, s, d, p, port)
+        });
     assert_eq!(checked, Ok(2000));
 }
 
@@ -72,20 +77,24 @@ fn felix_chains_agree_with_the_oracle() {
 /// what no policy allows, and the harness names the first such connection.
 #[test]
 fn a_broken_end_of_tier_rule_is_caught() {
-    let err = gen::compare_with_oracle(14, 200, 10, Shape::default(), Semantics::default(), |g, s, d, p, port| {
-        let (ifaces, mut tables) = workloads(g);
-        for t in &mut tables {
-            for c in &mut t.chains {
-                for r in &mut c.rules {
-                    if r.matches.iter().any(|m| matches!(m, Match::Comment(c) if c.starts_with("End of tier"))) {
-                        r.target = Target::Nothing;
+    let err =
+        gen::compare_with_oracle(14, 200, 10, Shape::default(), Semantics::default(), |g, s, d, p, port| {
+            let (ifaces, mut tables) = workloads(g);
+            for t in &mut tables {
+                for c in &mut t.chains {
+                    for r in &mut c.rules {
+                        if r.matches
+                            .iter()
+                            .any(|m| matches!(m, Match::Comment(c) if c.starts_with("End of tier")))
+                        {
+                            r.target = Target::Nothing;
+                        }
                     }
                 }
             }
-        }
-        decide(g, &ifaces, &tables, s, d, p, port)
-    })
-    .expect_err("a broken table must disagree with the oracle");
+            decide(g, &ifaces, &tables, s, d, p, port)
+        })
+        .expect_err("a broken table must disagree with the oracle");
     assert!(err.contains("the enforcement allowed it, the oracle says"), "{err}");
 }
 
@@ -121,7 +130,7 @@ fn k8s_rules_convert_one_calico_rule_per_protocol_and_peer() {
         ],
     };
     let out = convert(&r);
-    let got: Vec<(Option<Protocol>, Vec<(u16, u16)>)> = out.iter().map(|c| (c.protocol, c.ports.clone())).collect();
+    let got: Vec<(Option<Protocol>, Ports)> = out.iter().map(|c| (c.protocol, c.ports.clone())).collect();
     assert_eq!(
         got,
         vec![

@@ -1,0 +1,103 @@
+//! NetworkPolicy end to end (`scenarios/network-policy.ron`): Calico's Felix chains drop what
+//! the policies deny with `policy_denied` and let the rest through; flannel, with no policy
+//! engine, delivers everything and says which connections went through against the policies;
+//! the same seed gives the same bytes.
+
+use cnisim::app::{self, Choice, RunOptions};
+use cnisim::cluster::Cni;
+use cnisim::summary::Summary;
+
+use crate::{repo, scratch};
+
+fn run(out: std::path::PathBuf, cni: Option<Cni>) -> Summary {
+    let opts = RunOptions { out: Some(out), cni, ..Default::default() };
+    app::run(&repo("scenarios/network-policy.ron"), &opts).unwrap().summary
+}
+
+fn flow<'a>(s: &'a Summary, name: &str) -> &'a cnisim::summary::FlowSummary {
+    s.flows.iter().find(|f| f.workload == name).unwrap_or_else(|| panic!("flow {name}"))
+}
+
+#[test]
+fn calico_drops_what_the_policies_deny() {
+    let dir = scratch("np-calico");
+    for cni in [Cni::CalicoIpip, Cni::CalicoBgp, Cni::CalicoVxlan] {
+        let s = run(dir.join(cni.id()), Some(cni));
+        let p = s.policy.as_ref().expect("a policy section");
+        assert_eq!(p.engine, "calico-felix-iptables");
+        assert_eq!(p.denied_but_not_enforced, 0);
+        // Allowed by both ends' policies.
+        assert!(flow(&s, "web-to-db").transactions > 1000, "{cni}");
+        assert!(flow(&s, "web-dns").delivered > 1000, "{cni}");
+        // Denied: every datagram dropped by the policy, nothing else.
+        for name in ["dev-to-web", "web-to-db-udp"] {
+            let f = flow(&s, name);
+            assert!(f.sent > 100, "{cni} {name}");
+            assert_eq!(f.delivered, 0, "{cni} {name}");
+            assert_eq!(
+                f.drops_by_reason.get("policy_denied"),
+                Some(&f.sent),
+                "{cni} {name}: {:?}",
+                f.drops_by_reason
+            );
+        }
+        // A TCP client whose SYNs are dropped completes no transaction.
+        let crr = flow(&s, "dev-to-db");
+        assert_eq!(crr.transactions, 0, "{cni}");
+        // The denials happen where the policies are: db's node for dev-to-db (ingress), node-1
+        // for the rest (web's ingress, web's egress).
+        let denied: Vec<u64> = p.nodes.iter().map(|n| n.denied_packets).collect();
+        assert!(denied[0] > 0 && denied[1] > 0 && denied[2] == 0, "{cni}: {denied:?}");
+        assert!(p.nodes[0].rules_per_new_walk > 10.0, "{cni}: {:?}", p.nodes[0]);
+        assert!(s.totals.cpu_by_step.contains_key("policy"), "{cni}");
+    }
+}
+
+#[test]
+fn flannel_warns_and_delivers_what_the_policies_deny() {
+    let dir = scratch("np-flannel");
+    let s = run(dir.join("f"), Some(Cni::FlannelVxlan));
+    let p = s.policy.as_ref().expect("a policy section");
+    assert_eq!(p.engine, "none");
+    assert_eq!(p.denied_but_not_enforced, 3, "{:?}", p.connections);
+    let dev = flow(&s, "dev-to-web");
+    assert_eq!(dev.delivered, dev.sent);
+    assert!(
+        s.scenario.warnings.iter().any(|w| w.contains("no NetworkPolicy engine")
+            && w.contains("3 connections they deny go through")
+            && w.contains("workload \"dev-to-web\"")),
+        "{:?}",
+        s.scenario.warnings
+    );
+    let html = std::fs::read_to_string(dir.join("f/report.html")).unwrap();
+    assert!(html.contains("denied, NOT enforced") && html.contains("href=\"#policy\""));
+}
+
+#[test]
+fn policy_runs_are_byte_identical_for_the_same_seed() {
+    let dir = scratch("np-det");
+    let json = |d: &str| {
+        run(dir.join(d), None);
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(d).join("summary.json")).unwrap()).unwrap();
+        v.as_object_mut().unwrap().remove("run");
+        v
+    };
+    assert_eq!(json("a"), json("b"));
+    let html = |d: &str| std::fs::read(dir.join(d).join("report.html")).unwrap();
+    assert!(html("a") == html("b"));
+}
+
+#[test]
+fn describe_prints_felix_chains_and_trace_the_walk() {
+    let path = repo("scenarios/network-policy.ron");
+    let d = app::describe(&path, "node-2", None, Choice::default()).unwrap();
+    assert!(d.contains("$ iptables-save -t filter"), "{d}");
+    assert!(d.contains("-A cali-FORWARD -i cali+ -j cali-from-wl-dispatch"), "{d}");
+    assert!(d.contains("KubernetesNetworkPolicy prod/db-from-web ingress"), "{d}");
+    assert!(d.contains("$ ipset list") && d.contains("Name: cali40s:"), "{d}");
+    let t = app::trace(&path, "dev-client", "web", 64, Choice::default()).unwrap();
+    let text = t.render();
+    assert!(text.contains("End of tier default. DROP if no policies passed packet"), "{text}");
+    assert!(text.contains("result: dropped: policy_denied"), "{text}");
+}
