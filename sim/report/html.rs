@@ -342,28 +342,28 @@ fn policy(out: &mut String, s: &Summary) {
     if p.engine != "none" {
         let cols = [
             ("Node", false),
-            ("Filter rules", true),
-            ("ipsets (members)", true),
-            ("New-state walks", true),
-            ("Rules per walk", true),
-            ("ipset lookups per walk", true),
-            ("CPU per 1,000 walks", true),
+            ("Rules", true),
+            ("ipsets", true),
+            ("NEW walks", true),
+            ("Rules + lookups / walk", true),
+            ("CPU / 1,000", true),
             ("Other walks", true),
-            ("Rules per other walk", true),
-            ("Denied packets", true),
+            ("Rules / walk", true),
+            ("Denied", true),
+            ("Evaluated / denied", true),
         ];
         let rows = p.nodes.iter().map(|n| {
             vec![
                 n.node.clone(),
                 fmt_count(n.filter_rules as u64),
-                format!("{} ({})", n.ipsets, fmt_count(n.ipset_members as u64)),
+                format!("{} ({} members)", n.ipsets, fmt_count(n.ipset_members as u64)),
                 fmt_count(n.new_walks),
-                format!("{:.1}", n.rules_per_new_walk),
-                format!("{:.1}", n.ipset_lookups_per_new_walk),
+                format!("{:.1} + {:.1}", n.rules_per_new_walk, n.ipset_lookups_per_new_walk),
                 fmt_ns(n.cpu_ns_per_1000_new_walks),
                 fmt_count(n.other_walks),
                 format!("{:.1}", n.rules_per_other_walk),
                 fmt_count(n.denied_packets),
+                format!("{:.1}", n.evaluations_per_denied_packet),
             ]
         });
         out.push_str(
