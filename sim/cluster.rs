@@ -382,7 +382,7 @@ impl Cni {
     /// Whether cnisim models this plugin's enforcement yet: a scenario with policies and an
     /// enforcing plugin whose enforcement is not built is refused rather than run unenforced.
     pub fn policy_enforcement_built(self) -> bool {
-        false
+        matches!(self, Cni::CiliumVxlan | Cni::CiliumGeneve | Cni::CiliumNative)
     }
 
     pub const ALL: [Cni; 15] = [
