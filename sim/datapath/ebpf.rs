@@ -63,7 +63,13 @@ pub(super) fn ingress(w: &mut World, cx: &mut Ctx, dev: DevId, hook: EbpfHook, m
     let local = maps.endpoints.get(&dst).copied();
     let from_node = matches!(hook, EbpfHook::FromContainer | EbpfHook::FromHost);
     let remote = if from_node { maps.ipcache.lookup(dst).cloned() } else { None };
-    let src_ep = maps.endpoints.get(&src).copied();
+    // The endpoint the program serves (its `SECLABEL`) for `cil_from_container`: the one behind
+    // this lxc, whatever source address the packet has (a reply the service program already
+    // reverse-translated comes from the VIP); for the host's program, the source's endpoint.
+    let src_ep = match hook {
+        EbpfHook::FromContainer => lxc_endpoint(w, dev),
+        _ => maps.endpoints.get(&src).copied(),
+    };
     // The identity the tunnel carries: the sending endpoint's, else the host's, which "any node
     // encapsulating will map ... to be presented as REMOTE_NODE_ID" (bpf_overlay.c;
     // lib/encap.h `__encap_with_nodeid`: HOST_ID becomes LOCAL_NODE_ID).
@@ -244,6 +250,15 @@ fn before_rev_nat(w: &mut World, node: NodeId, t: Tuple, now: Instant) -> Tuple 
         Some((id, Direction::Original)) => p.bpf_ct.get(id).reply,
         _ => t,
     }
+}
+
+/// The local endpoint (`lxc` device, identity) whose pod is behind `lxc`: its pod's `eth0`
+/// address is the endpoint's.
+fn lxc_endpoint(w: &World, lxc: DevId) -> Option<(DevId, Identity)> {
+    let crate::world::DeviceKind::Veth { peer } = w.devices[lxc].kind else { return None };
+    let ip = w.devices[peer].addrs.first()?.0;
+    let maps = w.netns[w.devices[lxc].ns].cilium.as_ref()?;
+    maps.endpoints.get(&ip).copied().filter(|e| e.0 == lxc)
 }
 
 /// `pod default/web` for the endpoint behind `lxc`.

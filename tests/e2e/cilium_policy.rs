@@ -14,7 +14,8 @@ use crate::scratch;
 
 /// `web` in prod takes UDP 5000 and TCP 5201 from pods labelled `role: client` of namespace
 /// dev only. `intruder` (dev, no label) and `imposter` (default, the same labels as `client`)
-/// are denied.
+/// are denied. `web` may open nothing (a default-deny egress): its replies still go, as replies
+/// of connections it accepted, through a Service on the same node too.
 const SCENARIO: &str = r#"Scenario(name: "cilium-np", seed: 7, duration: "60ms", cni: "cilium-vxlan",
     nodes: Count(count: 2),
     namespaces: [(name: "prod", labels: {"team": "a"}), (name: "dev")],
@@ -32,15 +33,19 @@ const SCENARIO: &str = r#"Scenario(name: "cilium-np", seed: 7, duration: "60ms",
          ingress: [(from: [(namespace_selector: (match_labels: {"kubernetes.io/metadata.name": "dev"}),
                             pod_selector: (match_labels: {"role": "client"}))],
                     ports: [(protocol: "UDP", port: 5000), (protocol: "TCP", port: 5201)])]),
+        (name: "web-opens-nothing", namespace: "prod", pod_selector: (match_labels: {"app": "web"}),
+         policy_types: ["Egress"]),
     ],
     workloads: [
         (name: "udp-ok", kind: UdpCbr(rate: "10Mbit", payload: 500), from: Pod("client"), to: Pod("web"), port: 5000),
         (name: "udp-local", kind: UdpCbr(rate: "10Mbit", payload: 500), from: Pod("local"), to: Pod("web"), port: 5000),
         (name: "udp-svc", kind: UdpRr(request: 100, response: 100), from: Pod("client"), to: Service("web")),
+        (name: "udp-svc-local", kind: UdpRr(request: 100, response: 100), from: Pod("local"), to: Service("web")),
         (name: "tcp-ok", kind: TcpRr(request: 100, response: 100), from: Pod("client"), to: Pod("web"), port: 5201),
         (name: "udp-intruder", kind: UdpCbr(rate: "10Mbit", payload: 500), from: Pod("intruder"), to: Pod("web"), port: 5000),
         (name: "udp-imposter", kind: UdpCbr(rate: "10Mbit", payload: 500), from: Pod("imposter"), to: Pod("web"), port: 5000),
         (name: "tcp-intruder", kind: TcpRr(request: 100, response: 100), from: Pod("intruder"), to: Pod("web"), port: 5201),
+        (name: "udp-from-web", kind: UdpCbr(rate: "10Mbit", payload: 500), from: Pod("web"), to: Pod("client"), port: 6000),
         (name: "udp-wrong-port", kind: UdpCbr(rate: "10Mbit", payload: 500), from: Pod("client"), to: Pod("web"), port: 5001),
     ],
 )"#;
@@ -67,12 +72,12 @@ fn cilium_delivers_the_allowed_flows_and_drops_the_denied_ones() {
             assert_eq!(f.dropped, 0, "{cni} {w}: {:?}", f.drops_by_reason);
             assert!(f.delivered + 2 >= f.sent, "{cni} {w}: {} of {}", f.delivered, f.sent);
         }
-        for w in ["udp-svc", "tcp-ok"] {
+        for w in ["udp-svc", "udp-svc-local", "tcp-ok"] {
             let f = flow(&s, w);
             assert!(f.transactions > 50, "{cni} {w}: {} transactions", f.transactions);
             assert_eq!(f.dropped, 0, "{cni} {w}: {:?}", f.drops_by_reason);
         }
-        for w in ["udp-intruder", "udp-imposter", "udp-wrong-port"] {
+        for w in ["udp-intruder", "udp-imposter", "udp-wrong-port", "udp-from-web"] {
             let f = flow(&s, w);
             assert!(f.sent > 100, "{cni} {w}");
             assert_eq!(f.delivered, 0, "{cni} {w}");
