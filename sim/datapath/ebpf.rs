@@ -310,7 +310,9 @@ fn enforce(w: &mut World, cx: &mut Ctx, host: NsId, dev: DevId, c: Check, mut pk
     let (tuple, flags, proto, dport) = match info {
         L4Info::Icmp => return Some(pkt),
         L4Info::UnknownFragment => {
-            hop(w, cx, &mut pkt, dev, "drop", || "fragment of a datagram whose first fragment was not seen".into());
+            hop(w, cx, &mut pkt, dev, "drop", || {
+                "fragment of a datagram whose first fragment was not seen".into()
+            });
             cx.drop(pkt, DropReason::Reassembly);
             return None;
         }

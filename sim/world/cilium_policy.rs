@@ -88,7 +88,13 @@ pub struct PolicyKey {
 
 impl PolicyKey {
     /// A key with the wildcarded bits cleared, as the LPM trie compares them.
-    pub fn new(direction: TrafficDirection, identity: Identity, proto: u8, dport: u16, prefix: u8) -> PolicyKey {
+    pub fn new(
+        direction: TrafficDirection,
+        identity: Identity,
+        proto: u8,
+        dport: u16,
+        prefix: u8,
+    ) -> PolicyKey {
         let prefix = prefix.min(FULL_BITS);
         let proto = if prefix < PROTO_BITS { 0 } else { proto };
         let dport = if prefix <= PROTO_BITS { 0 } else { dport & (u16::MAX << (FULL_BITS - prefix)) };
@@ -135,9 +141,15 @@ pub struct PolicyEntry {
 /// What [`EndpointPolicy::lookup`] decided, with the entry that decided it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    Allowed { key: PolicyKey, entry: PolicyEntry },
+    Allowed {
+        key: PolicyKey,
+        entry: PolicyEntry,
+    },
     /// `DROP_POLICY_DENY`: a deny entry matched.
-    Denied { key: PolicyKey, entry: PolicyEntry },
+    Denied {
+        key: PolicyKey,
+        entry: PolicyEntry,
+    },
     /// `DROP_POLICY`: neither lookup found an entry.
     NoEntry,
 }

@@ -81,15 +81,47 @@ fn cilium_delivers_the_allowed_flows_and_drops_the_denied_ones() {
             let f = flow(&s, w);
             assert!(f.sent > 100, "{cni} {w}");
             assert_eq!(f.delivered, 0, "{cni} {w}");
-            assert_eq!(f.drops_by_reason.get("policy_denied"), Some(&f.sent), "{cni} {w}: {:?}", f.drops_by_reason);
+            assert_eq!(
+                f.drops_by_reason.get("policy_denied"),
+                Some(&f.sent),
+                "{cni} {w}: {:?}",
+                f.drops_by_reason
+            );
         }
         assert_eq!(flow(&s, "tcp-intruder").transactions, 0, "{cni}");
         let t = &s.totals;
-        assert!(t.drops_by_reason.get("policy_denied").is_some_and(|&n| n > 300), "{cni}: {:?}", t.drops_by_reason);
+        assert!(
+            t.drops_by_reason.get("policy_denied").is_some_and(|&n| n > 300),
+            "{cni}: {:?}",
+            t.drops_by_reason
+        );
         // summary.json says so too.
         let json: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join(cni.id()).join("summary.json")).unwrap()).unwrap();
-        assert!(json["totals"]["drops_by_reason"]["policy_denied"].as_u64().is_some_and(|n| n > 300), "{cni}");
+        assert!(
+            json["totals"]["drops_by_reason"]["policy_denied"].as_u64().is_some_and(|n| n > 300),
+            "{cni}"
+        );
+    }
+}
+
+/// `describe` lists the identities and the node's endpoints' policy maps.
+#[test]
+fn describe_prints_identities_and_policy_maps() {
+    let dir = scratch("cilium-np-describe");
+    let path = dir.join("np.ron");
+    std::fs::write(&path, SCENARIO).unwrap();
+    let d = app::describe(&path, "node-1", None, Default::default()).unwrap();
+    for want in [
+        "$ cilium-dbg identity list",
+        "k8s:io.kubernetes.pod.namespace=prod",
+        "pod prod/web, identity 256; policy enforcement: ingress Enabled, egress Enabled)",
+        "Allow    Ingress     1          ANY              0       allow-localhost-ingress",
+        "5000/UDP         24      NetworkPolicy prod/web-from-clients ingress rule 0",
+        "pod dev/local, identity 259; policy enforcement: ingress Disabled, egress Disabled)",
+        "Allow    Egress      0          ANY              0       allow-any-egress",
+    ] {
+        assert!(d.contains(want), "{want:?} not in:\n{d}");
     }
 }
 
@@ -119,7 +151,10 @@ fn cilium_policy_outputs_are_byte_identical() {
             if f == "summary.json" {
                 assert_eq!(without_run(&a, &f), without_run(&b, &f), "{cni}");
             } else {
-                assert!(std::fs::read(a.join(&f)).unwrap() == std::fs::read(b.join(&f)).unwrap(), "{cni}: {f}");
+                assert!(
+                    std::fs::read(a.join(&f)).unwrap() == std::fs::read(b.join(&f)).unwrap(),
+                    "{cni}: {f}"
+                );
             }
         }
     }

@@ -186,8 +186,12 @@ struct CompiledRule {
 /// A pod's identity labels (keys without the `k8s:` source, which all of them have):
 /// `SanitizePodLabels`, then the label filter.
 fn identity_labels(world: &PolicyWorld, pod: &PodInfo) -> Labels {
-    let mut l: Labels =
-        pod.labels.iter().filter(|(k, _)| !k.starts_with(CILIUM_PREFIX)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut l: Labels = pod
+        .labels
+        .iter()
+        .filter(|(k, _)| !k.starts_with(CILIUM_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     if let Some(ns) = world.namespace(pod.namespace) {
         for (k, v) in &ns.labels {
             // policy.JoinPath: the two parts joined by ".".
@@ -288,7 +292,11 @@ fn subject(p: &NetworkPolicy) -> Selector {
 /// a pod selector alone gets the policy's namespace. So every peer selector needs the cluster
 /// label, which only pod identities carry: host, world, remote-node and CIDR identities are
 /// never selected by one.
-fn peer_selector(p: &NetworkPolicy, pods: Option<&LabelSelector>, namespaces: Option<&LabelSelector>) -> Selector {
+fn peer_selector(
+    p: &NetworkPolicy,
+    pods: Option<&LabelSelector>,
+    namespaces: Option<&LabelSelector>,
+) -> Selector {
     let mut s = Selector::from_k8s(pods, "");
     s.match_labels.insert(CLUSTER.into(), CLUSTER_NAME.into());
     match namespaces {

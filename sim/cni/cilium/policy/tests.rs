@@ -18,7 +18,10 @@ fn ip(s: &str) -> Ipv4Addr {
 #[test]
 fn equal_labels_in_two_namespaces_are_two_identities() {
     let world = PolicyWorld {
-        namespaces: vec![Namespace::new("default", Labels::new()), Namespace::new("prod", labels(&[("team", "a")]))],
+        namespaces: vec![
+            Namespace::new("default", Labels::new()),
+            Namespace::new("prod", labels(&[("team", "a")])),
+        ],
         policies: Vec::new(),
     };
     let web = labels(&[("app", "web"), ("pod-template-hash", "5d8f7c9b4")]);
@@ -103,8 +106,15 @@ fn a_default_deny_and_an_allow_by_label() {
                 pod_selector: LabelSelector::labels(&[("app", "web")]),
                 policy_types: vec![PolicyType::Ingress],
                 ingress: vec![Rule {
-                    peers: vec![Peer::Pods { pods: Some(LabelSelector::labels(&[("app", "client")])), namespaces: None }],
-                    ports: vec![PolicyPort { protocol: Protocol::Tcp, port: Some(8000), end_port: Some(8080) }],
+                    peers: vec![Peer::Pods {
+                        pods: Some(LabelSelector::labels(&[("app", "client")])),
+                        namespaces: None,
+                    }],
+                    ports: vec![PolicyPort {
+                        protocol: Protocol::Tcp,
+                        port: Some(8000),
+                        end_port: Some(8080),
+                    }],
                 }],
                 egress: Vec::new(),
             },
@@ -142,7 +152,14 @@ fn pod_infos(g: &GenWorld) -> Vec<PodInfo<'_>> {
 /// map against the destination's identity from the ipcache (on the source's node), then the
 /// destination pod's ingress map against the source's identity as the destination's node
 /// resolves it (the local node's own address is host, another node's remote-node).
-fn decide(world: &PolicyWorld, g: &GenWorld, src: Endpoint, dst: Endpoint, protocol: Protocol, port: u16) -> bool {
+fn decide(
+    world: &PolicyWorld,
+    g: &GenWorld,
+    src: Endpoint,
+    dst: Endpoint,
+    protocol: Protocol,
+    port: u16,
+) -> bool {
     let nodes: Vec<Vec<Ipv4Addr>> = g.nodes.iter().map(|&a| vec![a]).collect();
     let c = compile(world, &pod_infos(g), &nodes);
     let m = &c.maps;
@@ -169,13 +186,17 @@ const CILIUM: Semantics = Semantics { ip_block_matches_cluster: false };
 #[test]
 fn the_compiled_maps_agree_with_the_oracle() {
     let shape = Shape::default();
-    let n = compare_with_oracle(0xc111, 100, 20, shape, CILIUM, |g, s, d, p, port| decide(&g.world, g, s, d, p, port))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let n = compare_with_oracle(0xc111, 100, 20, shape, CILIUM, |g, s, d, p, port| {
+        decide(&g.world, g, s, d, p, port)
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(n, 2000);
     // Larger worlds: more namespaces, nodes and policies.
     let big = Shape { namespaces: 5, nodes: 4, pods: 30, policies: 15 };
-    let n = compare_with_oracle(0xc222, 40, 30, big, CILIUM, |g, s, d, p, port| decide(&g.world, g, s, d, p, port))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let n = compare_with_oracle(0xc222, 40, 30, big, CILIUM, |g, s, d, p, port| {
+        decide(&g.world, g, s, d, p, port)
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(n, 1200);
 }
 
@@ -186,9 +207,11 @@ fn a_broken_compiler_disagrees_with_the_oracle() {
     let broken = |mutate: fn(&mut Peer)| {
         compare_with_oracle(0xc111, 100, 20, Shape::default(), CILIUM, |g, s, d, p, port| {
             let mut w = g.world.clone();
-            w.policies.iter_mut().flat_map(|p| p.ingress.iter_mut().chain(p.egress.iter_mut())).for_each(|r| {
-                r.peers.iter_mut().for_each(mutate);
-            });
+            w.policies.iter_mut().flat_map(|p| p.ingress.iter_mut().chain(p.egress.iter_mut())).for_each(
+                |r| {
+                    r.peers.iter_mut().for_each(mutate);
+                },
+            );
             decide(&w, g, s, d, p, port)
         })
     };
