@@ -402,6 +402,9 @@ impl Cni {
                 | Cni::CalicoIpipCrossSubnet
                 | Cni::CalicoVxlan
                 | Cni::CalicoVxlanCrossSubnet
+                | Cni::CiliumVxlan
+                | Cni::CiliumGeneve
+                | Cni::CiliumNative
         )
     }
 

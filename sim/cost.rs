@@ -90,6 +90,15 @@ pub struct CostProfile {
     /// and the redirect. ~150 ns: JIT-compiled programs doing a few hash lookups (Cilium
     /// performance docs report the BPF datapath below the cost of the iptables path it skips).
     pub ebpf_prog: Duration,
+    /// One lookup in a Cilium endpoint's policy map (`cilium_policy_v2`, a
+    /// `BPF_MAP_TYPE_LPM_TRIE`; bpf/lib/policy.h): a policy check is two (the identity's
+    /// entry, then the wildcard identity's), or one when the first finds a deny, for every
+    /// packet that is not a reply, whatever the number of policies. ~50 ns, as `hash_lookup`:
+    /// a trie of tens of entries walked a few nodes deep; Cloudflare's measurements of the
+    /// kernel's LPM trie (Fleming and Brouer, "A deep dive into BPF LPM trie performance and
+    /// optimization", 2025) find lookups fast at such sizes and slow only at millions of
+    /// entries. `ebpf_prog` covers the program's other lookups (endpoint, ipcache, CT).
+    pub ebpf_policy_lookup: Duration,
     /// macvlan/ipvlan forwarding between a sub-interface and its lower device (a hash lookup
     /// of the destination MAC or IP; no bridge, no netfilter). ~150 ns.
     pub macvlan_forward: Duration,
@@ -183,6 +192,7 @@ impl Default for CostProfile {
             vxlan_encap: Duration::from_nanos(600),
             vxlan_decap: Duration::from_nanos(450),
             ebpf_prog: Duration::from_nanos(150),
+            ebpf_policy_lookup: Duration::from_nanos(50),
             macvlan_forward: Duration::from_nanos(150),
             context_switch: Duration::from_nanos(2_000),
             syscall: Duration::from_nanos(500),

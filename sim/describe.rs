@@ -35,6 +35,7 @@ pub fn describe_node(w: &World, node: NodeId, now: Instant) -> String {
     describe_ns(w, w.nodes[node].ns, now, &mut s);
     describe_proxy(w, node, now, &mut s);
     describe_filter(w, node, &mut s);
+    describe_cilium_policy(w, node, &mut s);
     for ns in 0..w.netns.len() {
         if w.netns[ns].node == node && ns != w.nodes[node].ns {
             let _ = writeln!(s, "\n# pod {} (network namespace on {})", w.netns[ns].name, spec.name);
@@ -139,6 +140,78 @@ fn describe_proxy(w: &World, node: NodeId, now: Instant, s: &mut String) {
     if entries.len() > SHOWN {
         let _ = writeln!(s, "... {} more", entries.len() - SHOWN);
     }
+}
+
+/// Cilium's identities and the node's endpoints' policy maps, as `cilium-dbg identity list` and
+/// `cilium-dbg bpf policy get -n <endpoint>` print them (cilium-dbg/cmd/bpf_policy_get.go:
+/// POLICY, DIRECTION, IDENTITY, PORT/PROTO, PREFIX; without the proxy-port, auth-type and
+/// byte/packet counter columns, which cnisim does not keep; with what each entry was derived
+/// from). Endpoint IDs are the pods' order on the node.
+fn describe_cilium_policy(w: &World, node: NodeId, s: &mut String) {
+    let Some(maps) = w.netns[w.nodes[node].ns].cilium.as_ref() else { return };
+    let policy = &maps.policy;
+    const SHOWN: usize = 20;
+    let _ = writeln!(s, "# Cilium: security identities, policy maps of this node's endpoints");
+    let _ = writeln!(s, "$ cilium-dbg identity list");
+    let _ = writeln!(s, "{:<10} LABELS", "ID");
+    for (id, labels) in policy.identities.iter().take(SHOWN * 2) {
+        for (i, l) in labels.iter().enumerate() {
+            let shown_id = if i == 0 { id.to_string() } else { String::new() };
+            let _ = writeln!(s, "{shown_id:<10} {l}");
+        }
+    }
+    if policy.identities.len() > SHOWN * 2 {
+        let _ = writeln!(s, "... {} more", policy.identities.len() - SHOWN * 2);
+    }
+    let local: Vec<(usize, &crate::cluster::PodSpec, (crate::net::route::DevId, u32))> = w
+        .cluster
+        .pods
+        .iter()
+        .filter(|p| p.node == node)
+        .filter_map(|p| maps.endpoints.get(&p.ip).map(|&e| (p, e)))
+        .enumerate()
+        .map(|(i, (p, e))| (i + 1, p, e))
+        .collect();
+    for &(ep, pod, (lxc, id)) in local.iter().take(SHOWN) {
+        let map = policy.policy(id);
+        let state = |on: bool| if on { "Enabled" } else { "Disabled" };
+        let _ = writeln!(
+            s,
+            "$ cilium-dbg bpf policy get -n {ep}   ({}, pod {}/{}, identity {id}; policy enforcement: \
+             ingress {}, egress {})",
+            w.devices[lxc].name,
+            pod.namespace,
+            pod.name,
+            state(map.enforced[0]),
+            state(map.enforced[1])
+        );
+        let _ = writeln!(
+            s,
+            "{:<8} {:<11} {:<10} {:<16} {:<7} DERIVED FROM",
+            "POLICY", "DIRECTION", "IDENTITY", "PORT/PROTO", "PREFIX"
+        );
+        for (key, entry) in map.sorted() {
+            let _ = writeln!(
+                s,
+                "{:<8} {:<11} {:<10} {:<16} {:<7} {}",
+                if entry.deny { "Deny" } else { "Allow" },
+                key.direction.name(),
+                key.identity,
+                key.port_proto(),
+                key.prefix,
+                policy.origin(&entry)
+            );
+        }
+    }
+    if local.len() > SHOWN {
+        let _ = writeln!(s, "... {} more endpoints", local.len() - SHOWN);
+    }
+    let _ = writeln!(
+        s,
+        "(policy connection tracking: {} CT_EGRESS and {} CT_INGRESS entries)",
+        maps.policy_ct.egress.len(),
+        maps.policy_ct.ingress.len()
+    );
 }
 
 fn describe_ns(w: &World, ns: NsId, now: Instant, s: &mut String) {

@@ -8,6 +8,8 @@
 
 use std::collections::VecDeque;
 
+pub mod cilium_policy;
+
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::net::Ipv4Addr;
 
@@ -300,6 +302,10 @@ pub struct CiliumMaps {
     pub tunnel: Option<DevId>,
     /// The node's router address (on `cilium_host`), the pods' gateway.
     pub router_ip: Option<Ipv4Addr>,
+    /// Identities, ipcache and policy maps: the same on every node, one shared copy.
+    pub policy: std::sync::Arc<cilium_policy::PolicyMaps>,
+    /// This node's connection tracking of policy verdicts.
+    pub policy_ct: cilium_policy::PolicyCt,
 }
 
 impl UdpTunnel {

@@ -1366,12 +1366,12 @@ fn policy_fields_are_snake_case() {
 }
 
 #[test]
-fn enforcing_cni_refuses_policies_for_now() {
+fn weave_refuses_policies_until_weave_npc_is_built() {
     // Calico's enforcement is built: its scenario loads.
     let text = with_policy("").replacen("\"flannel-host-gw\"", "\"calico-bgp\"", 1);
     assert!(load_str(&text, "ok.ron").is_ok());
     let text = with_policy("").replacen("\"flannel-host-gw\"", "\"cilium-native\"", 1);
-    check_at(&text, "[(name: \"p\"", "NetworkPolicy enforcement for cilium-native is not built yet");
+    assert!(load_str(&text, "np.ron").is_ok_and(|c| c.policy.policies.len() == 1));
     // Weave's pod MTU is 1376: a smaller payload keeps the workloads valid.
     let text = with_policy("").replacen("\"flannel-host-gw\"", "\"weave-fastdp\"", 1).replacen(
         "payload: 1400",

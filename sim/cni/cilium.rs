@@ -4,8 +4,13 @@
 //! outer UDP checksum zero, VNI = source security identity) or native routing with
 //! `auto-direct-node-routes`. Pod devices keep the link MTU; in tunnel mode the pod's routes
 //! carry MTU link - 50 (pkg/mtu `TunnelOverhead`).
+//!
+//! Security identities, the ipcache and the policy maps come from [`policy::compile`], once
+//! for the cluster: every node's `CiliumMaps` shares them.
 
-use std::collections::BTreeMap;
+pub mod policy;
+
+use std::sync::Arc;
 
 use crate::addr::{Ipv4Net, Mac};
 use crate::cluster::Cni;
@@ -13,9 +18,6 @@ use crate::net::route::{Proto, Route};
 use crate::world::{CiliumMaps, EbpfHook, TunnelProto, UdpTunnel, World};
 
 use super::{eth0, install, pod_netns};
-
-/// First cluster-scoped security identity (identities below are reserved: host 1, world 2 ...).
-const FIRST_IDENTITY: u32 = 256;
 
 pub(super) fn build(w: &mut World) {
     let c = w.cluster.clone();
@@ -25,16 +27,18 @@ pub(super) fn build(w: &mut World) {
         Cni::CiliumNative => None,
         other => unreachable!("not a Cilium mode: {other}"),
     };
-    // Security identities: one per distinct label set, in pod order.
-    let mut identities = BTreeMap::new();
-    let identity: Vec<u32> = c
+    // Security identities (of the pod's identity-relevant labels, its namespace's among them),
+    // the ipcache and the policy maps.
+    let pods: Vec<policy::PodInfo> = c
         .pods
         .iter()
-        .map(|p| {
-            let next = FIRST_IDENTITY + identities.len() as u32;
-            *identities.entry(p.labels.clone()).or_insert(next)
-        })
+        .map(|p| policy::PodInfo { namespace: &p.namespace, labels: &p.labels, ip: p.ip })
         .collect();
+    let node_addrs: Vec<Vec<std::net::Ipv4Addr>> =
+        (0..c.nodes.len()).map(|n| vec![c.nodes[n].ip, c.pod_gateway(n)]).collect();
+    let compiled = policy::compile(&c.policy, &pods, &node_addrs);
+    let identity = compiled.pod_identity;
+    let shared = Arc::new(compiled.maps);
     for (n, node) in c.nodes.iter().enumerate() {
         let ns = w.nodes[n].ns;
         let router = c.pod_gateway(n);
@@ -77,7 +81,12 @@ pub(super) fn build(w: &mut World) {
             w.devices[d].ebpf = Some(EbpfHook::FromOverlay);
             d
         });
-        let mut maps = CiliumMaps { tunnel: tun, router_ip: Some(router), ..Default::default() };
+        let mut maps = CiliumMaps {
+            tunnel: tun,
+            router_ip: Some(router),
+            policy: Arc::clone(&shared),
+            ..Default::default()
+        };
         for (m, other) in c.nodes.iter().enumerate() {
             if m == n {
                 continue;

@@ -79,9 +79,15 @@ pub(super) fn policy_summary(sim: &Simulation) -> Option<PolicySummary> {
         .map(|n| {
             let s = &w.policy_stats[n];
             let table = w.netns[w.nodes[n].ns].filter.as_deref();
+            // Cilium: the entries of the policy maps of the node's endpoints.
+            let map_entries = w.netns[w.nodes[n].ns].cilium.as_deref().map_or(0, |m| {
+                let mut local: Vec<u32> = m.endpoints.values().map(|&(_, id)| id).collect();
+                local.sort_unstable();
+                local.iter().map(|id| m.policy.policies.get(id).unwrap_or(&m.policy.unrestricted).len()).sum()
+            });
             PolicyNode {
                 node: c.nodes[n].name.clone(),
-                filter_rules: table.map_or(0, |t| t.rule_count()),
+                filter_rules: table.map_or(map_entries, |t| t.rule_count()),
                 ipsets: table.map_or(0, |t| t.sets.len()),
                 ipset_members: table.map_or(0, |t| t.sets.iter().map(|s| s.members().len()).sum()),
                 new_walks: s.new_walks,

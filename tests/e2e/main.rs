@@ -1,6 +1,7 @@
 //! End-to-end runs of shipped scenarios, one module per behaviour, built as one test binary.
 
 mod browser;
+mod cilium_policy;
 mod cli;
 mod cli_safety;
 mod cni;

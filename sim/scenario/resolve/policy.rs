@@ -4,9 +4,9 @@
 //! operators and their values as `metav1` validates them), `policyTypes` defaulted as the API
 //! defaults it, then turned into the `policy` model.
 //!
-//! Until NetworkPolicy enforcement is built (issue 14), a scenario with policies and a CNI that
-//! enforces them is refused; a CNI without a policy engine accepts them and enforces nothing,
-//! as on a real cluster.
+//! Until a plugin's NetworkPolicy enforcement is built (issue 14: Weave's weave-npc), a
+//! scenario with policies and that CNI is refused; a CNI without a policy engine accepts them
+//! and enforces nothing, as on a real cluster.
 
 use super::{ChosenCni, Locator, Res};
 use crate::addr::Ipv4Net;
@@ -197,10 +197,10 @@ pub(super) fn resolve_policies(
         return Err(loc.err(
             at!["network_policies"],
             format!(
-                "NetworkPolicy enforcement for {} is not built yet (issue 14); remove network_policies, or \
-                 run the scenario with a CNI that has no policy engine (flannel-udp, flannel-vxlan, \
-                 flannel-host-gw, macvlan, ipvlan-l3), which accepts the policies and enforces none, as \
-                 on a real cluster",
+                "NetworkPolicy enforcement for {} is not built yet (issue 14); remove network_policies, run \
+                 the scenario with a CNI whose enforcement is built (calico-*, cilium-*), or with one that \
+                 has no policy engine (flannel-udp, flannel-vxlan, flannel-host-gw, macvlan, ipvlan-l3), \
+                 which accepts the policies and enforces none, as on a real cluster",
                 chosen.describe()
             ),
         ));
