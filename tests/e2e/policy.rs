@@ -101,3 +101,37 @@ fn describe_prints_felix_chains_and_trace_the_walk() {
     assert!(text.contains("End of tier default. DROP if no policies passed packet"), "{text}");
     assert!(text.contains("result: dropped: policy_denied"), "{text}");
 }
+
+/// `scenarios/policy-scaling.ron` at 10 and 1,000 policies: Calico's walk before a DROP grows
+/// with the policies selecting the server, Cilium's policy-map lookups stay two; flannel runs no
+/// engine. One thread and two give the same sweep.json.
+#[test]
+fn policy_sweep_calico_grows_cilium_stays_flat() {
+    let dir = scratch("np-sweep");
+    let text = std::fs::read_to_string(repo("scenarios/policy-scaling.ron")).unwrap();
+    let text = text.replace("values: [10, 100, 1000, 10000]", "values: [10, 1000]");
+    let path = dir.join("ps.ron");
+    std::fs::write(&path, text).unwrap();
+    let (out, r) = app::sweep(&path, Some(dir.join("a")), Some(1), false, None).unwrap();
+    let at = |cni: &str, v: u32| {
+        r.points.iter().find(|p| p.cni == cni && p.value == v).and_then(|p| p.policy.clone())
+    };
+    let (c10, c1k) = (at("calico-ipip", 10).unwrap(), at("calico-ipip", 1000).unwrap());
+    assert!(c10.evaluations_per_denied_packet > 20.0, "{c10:?}");
+    assert!(c1k.evaluations_per_denied_packet > 50.0 * c10.evaluations_per_denied_packet, "{c1k:?}");
+    assert!(c1k.cpu_ns_per_1000_denied_packets > 50 * c10.cpu_ns_per_1000_denied_packets);
+    let (l10, l1k) = (at("cilium-vxlan", 10).unwrap(), at("cilium-vxlan", 1000).unwrap());
+    assert_eq!((l10.evaluations_per_denied_packet, l1k.evaluations_per_denied_packet), (2.0, 2.0));
+    assert_eq!(l10.cpu_ns_per_1000_denied_packets, l1k.cpu_ns_per_1000_denied_packets);
+    assert!(at("flannel-vxlan", 10).is_none());
+    assert!(out.join("policy_denied_cpu.png").exists() && out.join("policy_denied_cpu.csv").exists());
+    let (_, r2) = app::sweep(&path, Some(dir.join("b")), Some(2), false, None).unwrap();
+    let json = |d: &str| {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(d).join("sweep.json")).unwrap()).unwrap();
+        v.as_object_mut().unwrap().remove("run");
+        v
+    };
+    assert_eq!(r2.points.len(), r.points.len());
+    assert_eq!(json("a"), json("b"));
+}
