@@ -1380,3 +1380,56 @@ fn weave_refuses_policies_until_weave_npc_is_built() {
     );
     check_at(&text, "[(name: \"p\"", "NetworkPolicy enforcement for weave-fastdp is not built yet");
 }
+
+#[test]
+fn generated_policies_count_out_of_range() {
+    let text = with_fields("generated_policies: (count: 0)");
+    let at = text.find("(count: 0)").unwrap() + "(count: ".len();
+    let line = text[..at].matches('\n').count() + 1;
+    let col = text[..at].rsplit('\n').next().unwrap().chars().count() + 1;
+    check(&text, line, col, "generated_policies.count 0 is outside 1..=100,000; change it");
+    check_at(
+        &with_fields("generated_policies: (count: 100001)"),
+        "100001",
+        "generated_policies.count 100001 is outside 1..=100,000",
+    );
+}
+
+#[test]
+fn generated_policies_in_unknown_namespace() {
+    check_at(
+        &with_fields("generated_policies: (count: 3, namespace: \"prod\")"),
+        "\"prod\"",
+        "generated_policies.namespace 'prod' is not a namespace; add it to `namespaces:` (namespaces are: default)",
+    );
+}
+
+#[test]
+fn generated_policy_name_taken_by_a_listed_one() {
+    let text = with_fields("network_policies: [(name: \"gen-2\")], generated_policies: (count: 3)");
+    check_at(
+        &text,
+        "(count: 3)",
+        "network policy 'gen-2' in namespace 'default' is also made by generated_policies",
+    );
+}
+
+#[test]
+fn policies_sweep_without_generated_policies() {
+    check_at(
+        &with_fields("sweep: (parameter: \"policies\", values: [10])"),
+        "\"policies\"",
+        "sweeping 'policies' needs a generated_policies section to vary; add one",
+    );
+}
+
+#[test]
+fn generated_policies_make_the_policies_they_say() {
+    let c = load_str(&with_fields("generated_policies: (count: 3, port: 80)"), "ok.ron")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = c.policy.policies.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["gen-1", "gen-2", "gen-3"]);
+    let p = &c.policy.policies[2];
+    assert_eq!(p.ingress[0].ports.len(), 2, "TCP and UDP on the port");
+    assert!(p.ingress[0].ports.iter().all(|x| x.port == Some(80)));
+}

@@ -158,7 +158,13 @@ pub fn render(r: &SweepResult) -> Result<Vec<OutputFile>, RenderError> {
             let pts = |f: Metric| -> Vec<(f64, f64)> {
                 of_line(r, line).into_iter().filter_map(|p| Some((p.value as f64, f(p)?))).collect()
             };
-            series.push(Series { label: line.label.clone(), points: pts(c.value), dashed: false, colour: i });
+            let points = pts(c.value);
+            if points.is_empty() {
+                // A line with no value at any point (a CNI without a policy engine on the policy
+                // curves) is left out of the chart and its legend.
+                continue;
+            }
+            series.push(Series { label: line.label.clone(), points, dashed: false, colour: i });
             if let Some((what, f)) = c.dashed {
                 series.push(Series {
                     label: format!("{} {what}", line.label),
