@@ -556,7 +556,9 @@ fn encode_png(chart: &'static str, size: (u32, u32), rgb: &[u8]) -> Result<Vec<u
     let mut encoder = png::Encoder::new(&mut out, size.0, size.1);
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
-    encoder.set_compression(png::Compression::Best);
+    // Default rather than Best: the charts come out 2.5% larger and the whole quickstart run
+    // (report included) takes 0.10 s instead of 0.16 s (farm-bench, 10 paired runs; issue 15).
+    encoder.set_compression(png::Compression::Default);
     let mut writer = encoder.write_header().map_err(failed)?;
     writer.write_image_data(rgb).map_err(failed)?;
     writer.finish().map_err(failed)?;
