@@ -395,17 +395,8 @@ impl Cni {
     /// Whether cnisim models this plugin's enforcement yet: a scenario with policies and an
     /// enforcing plugin whose enforcement is not built is refused rather than run unenforced.
     pub fn policy_enforcement_built(self) -> bool {
-        matches!(
-            self,
-            Cni::CalicoBgp
-                | Cni::CalicoIpip
-                | Cni::CalicoIpipCrossSubnet
-                | Cni::CalicoVxlan
-                | Cni::CalicoVxlanCrossSubnet
-                | Cni::CiliumVxlan
-                | Cni::CiliumGeneve
-                | Cni::CiliumNative
-        )
+        // Weave's weave-npc is the one engine not built yet.
+        self.enforces_network_policy() && !matches!(self, Cni::WeaveSleeve | Cni::WeaveFastdp)
     }
 
     pub const ALL: [Cni; 15] = [

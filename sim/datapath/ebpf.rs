@@ -39,9 +39,8 @@ use crate::world::cilium_policy::{
 };
 use crate::world::{EbpfHook, World};
 
-/// `--ipv4-service-loopback-address`'s default: the source `lb4_local` gives a Service
-/// connection sent back to its own client (as `datapath::nat` applies it).
-const SERVICE_LOOPBACK: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 42, 1);
+/// The source `lb4_local` gives a Service connection sent back to its own client.
+use super::nat::CILIUM_SERVICE_LOOPBACK as SERVICE_LOOPBACK;
 
 pub(super) fn ingress(w: &mut World, cx: &mut Ctx, dev: DevId, hook: EbpfHook, mut pkt: Packet) {
     cx.charge(Step::Ebpf, w.costs.ebpf_prog);

@@ -177,7 +177,7 @@ pub(super) fn netfilter(
 
 /// Cilium's service loopback address, the source of a pod's connection to a Service that picked
 /// the pod itself (`--ipv4-service-loopback-address`, default 169.254.42.1).
-const CILIUM_SERVICE_LOOPBACK: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 42, 1);
+pub(super) const CILIUM_SERVICE_LOOPBACK: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 42, 1);
 
 /// The eBPF service program on the host side of a pod's veth, from the pod: per-packet service
 /// lookup and DNAT through the node's connection table.

@@ -332,80 +332,93 @@ impl FilterTable {
         self.chains.iter().map(|c| c.rules.len()).sum()
     }
 
-    /// Walks the built-in chain `hook` for `p`.
+    /// Walks the built-in chain `hook` for `p`. The jump stack lives on the stack: a walk
+    /// allocates nothing unless traced.
     pub fn walk(&self, hook: ChainId, p: &PacketInfo, trace: bool) -> Walk {
         let mut out =
             Walk { verdict: Verdict::Accept, rules: 0, set_lookups: 0, decided_by: None, lines: Vec::new() };
         let mut mark = 0u32;
-        // Return points: (chain, next rule).
-        let mut stack: Vec<(ChainId, usize)> = Vec::new();
+        // Return points: (chain, next rule); the walk starts in a built-in chain, so an empty
+        // stack with nothing to return to means that chain's policy.
+        let mut stack = [(0usize, 0usize); MAX_DEPTH];
+        let mut depth = 0;
         let (mut chain, mut i) = (hook, 0usize);
         loop {
-            let Some(rule) = self.chains[chain].rules.get(i) else {
-                // End of the chain: a built-in applies its policy, a user chain returns.
-                match (self.chains[chain].policy, stack.pop()) {
-                    (Some(policy), _) => {
-                        out.verdict = policy;
-                        if trace {
-                            out.lines.push(format!(
-                                "{}: end of chain, policy {}",
-                                self.chains[chain].name,
-                                verdict_name(policy)
-                            ));
+            let returned = match self.chains[chain].rules.get(i) {
+                // The end of a chain returns, as RETURN does.
+                None => true,
+                Some(rule) => {
+                    out.rules += 1;
+                    if !self.matches(rule, p, mark, &mut out.set_lookups) {
+                        i += 1;
+                        continue;
+                    }
+                    if trace {
+                        out.lines.push(format!(
+                            "{} #{}: {}",
+                            self.chains[chain].name,
+                            i + 1,
+                            self.rule_text(rule)
+                        ));
+                    }
+                    match rule.target {
+                        Target::Accept | Target::Drop => {
+                            out.verdict =
+                                if rule.target == Target::Accept { Verdict::Accept } else { Verdict::Drop };
+                            out.decided_by = Some((chain, i));
+                            return out;
                         }
-                        return out;
-                    }
-                    (None, Some((c, next))) => (chain, i) = (c, next),
-                    (None, None) => {
-                        // A user chain reached without a built-in below it: the hook's policy.
-                        out.verdict = self.chains[hook].policy.unwrap_or(Verdict::Accept);
-                        return out;
+                        Target::Return => true,
+                        Target::Jump(to) => {
+                            if depth == MAX_DEPTH {
+                                // The kernel refuses such a ruleset at load; never built here.
+                                out.verdict = Verdict::Drop;
+                                out.decided_by = Some((chain, i));
+                                return out;
+                            }
+                            stack[depth] = (chain, i + 1);
+                            depth += 1;
+                            (chain, i) = (to, 0);
+                            false
+                        }
+                        Target::Goto(to) => {
+                            (chain, i) = (to, 0);
+                            false
+                        }
+                        Target::SetMark { value, mask } => {
+                            mark = (mark & !mask) ^ value;
+                            i += 1;
+                            false
+                        }
+                        Target::Nothing => {
+                            i += 1;
+                            false
+                        }
                     }
                 }
-                continue;
             };
-            out.rules += 1;
-            if !self.matches(rule, p, mark, &mut out.set_lookups) {
-                i += 1;
+            if !returned {
                 continue;
             }
-            if trace {
-                out.lines.push(format!("{} #{}: {}", self.chains[chain].name, i + 1, self.rule_text(rule)));
+            // A built-in chain's end or RETURN applies its policy; a user chain's goes back.
+            if let Some(policy) = self.chains[chain].policy {
+                out.verdict = policy;
+                if trace {
+                    out.lines.push(format!(
+                        "{}: end of chain, policy {}",
+                        self.chains[chain].name,
+                        verdict_name(policy)
+                    ));
+                }
+                return out;
             }
-            match rule.target {
-                Target::Accept | Target::Drop => {
-                    out.verdict = if rule.target == Target::Accept { Verdict::Accept } else { Verdict::Drop };
-                    out.decided_by = Some((chain, i));
-                    return out;
-                }
-                Target::Return => match (self.chains[chain].policy, stack.pop()) {
-                    (Some(policy), _) => {
-                        out.verdict = policy;
-                        return out;
-                    }
-                    (None, Some((c, next))) => (chain, i) = (c, next),
-                    (None, None) => {
-                        out.verdict = self.chains[hook].policy.unwrap_or(Verdict::Accept);
-                        return out;
-                    }
-                },
-                Target::Jump(to) => {
-                    if stack.len() >= MAX_DEPTH {
-                        // The kernel refuses such a ruleset at load; never built here.
-                        out.verdict = Verdict::Drop;
-                        out.decided_by = Some((chain, i));
-                        return out;
-                    }
-                    stack.push((chain, i + 1));
-                    (chain, i) = (to, 0);
-                }
-                Target::Goto(to) => (chain, i) = (to, 0),
-                Target::SetMark { value, mask } => {
-                    mark = (mark & !mask) ^ value;
-                    i += 1;
-                }
-                Target::Nothing => i += 1,
+            if depth == 0 {
+                // A goto chain returning with nothing below: the hook's policy.
+                out.verdict = self.chains[hook].policy.unwrap_or(Verdict::Accept);
+                return out;
             }
+            depth -= 1;
+            (chain, i) = stack[depth];
         }
     }
 

@@ -115,14 +115,6 @@ fn selector_text(s: &LabelSelector) -> String {
     }
 }
 
-fn proto_number(p: Protocol) -> u8 {
-    match p {
-        Protocol::Tcp => 6,
-        Protocol::Udp => 17,
-        Protocol::Sctp => 132,
-    }
-}
-
 /// Inclusive destination-port ranges.
 type Ports = Vec<(u16, u16)>;
 
@@ -260,7 +252,7 @@ pub fn filter_table(world: &PolicyWorld, workloads: &[Workload], node: usize) ->
                     .policies
                     .iter()
                     .enumerate()
-                    .filter(|(_, p)| p.has(ty) && selects(world, p, &w.pod))
+                    .filter(|(_, p)| p.has(ty) && selects(p, &w.pod))
                     .map(|(i, _)| i)
                     .collect();
                 v.sort_by(|&a, &b| {
@@ -393,7 +385,7 @@ fn common_prefix<'a>(mut names: impl Iterator<Item = &'a str>) -> String {
 }
 
 /// Whether policy `p` selects pod `pod` (its namespace, its pod selector).
-fn selects(_world: &PolicyWorld, p: &NetworkPolicy, pod: &PodRef) -> bool {
+fn selects(p: &NetworkPolicy, pod: &PodRef) -> bool {
     p.namespace == pod.namespace && p.pod_selector.matches(pod.labels)
 }
 
@@ -429,7 +421,7 @@ fn policy_rules(
             let mut matches = Vec::new();
             let mut block = Vec::new();
             if let Some(proto) = cr.protocol {
-                matches.push(Match::Proto(proto_number(proto)));
+                matches.push(Match::Proto(proto.number()));
             }
             match cr.peer {
                 None => {}

@@ -22,7 +22,6 @@ use std::net::Ipv4Addr;
 use crate::addr::Ipv4Net;
 use crate::policy::{
     IpBlock, LabelSelector, Labels, NetworkPolicy, Operator, Peer, PolicyPort, PolicyType, PolicyWorld,
-    Protocol,
 };
 use crate::world::cilium_policy::{
     EndpointPolicy, Identity, PolicyEntry, PolicyKey, PolicyMaps, TrafficDirection, ANY, FIRST_CLUSTER,
@@ -351,20 +350,11 @@ fn select_cidr(b: &IpBlock, cidrs: &[(Ipv4Net, Identity)]) -> Vec<Identity> {
     out
 }
 
-/// The IP protocol number of a policy port's protocol.
-fn proto_number(p: Protocol) -> u8 {
-    match p {
-        Protocol::Tcp => 6,
-        Protocol::Udp => 17,
-        Protocol::Sctp => 132,
-    }
-}
-
 /// A policy port's map keys as (protocol, port, prefix): `parsePorts` makes a missing port
 /// "0", every port of the protocol (prefix 8); a port the full key (24); a range the masked
 /// ports of `PortRangeToMaskedPorts`, each a prefix of 8 + its mask's bits.
 fn port_keys(p: &PolicyPort) -> Vec<(u8, u16, u8)> {
-    let proto = proto_number(p.protocol);
+    let proto = p.protocol.number();
     match (p.port, p.end_port) {
         (None, _) => vec![(proto, 0, PROTO_BITS)],
         (Some(port), None) => vec![(proto, port, FULL_BITS)],

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use super::*;
 use crate::policy::gen::{compare_with_oracle, GenWorld, Shape};
-use crate::policy::{Endpoint, Namespace, Rule, Semantics};
+use crate::policy::{Endpoint, Namespace, Protocol, Rule, Semantics};
 use crate::world::cilium_policy::{Verdict, HOST, REMOTE_NODE};
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
@@ -163,7 +163,7 @@ fn decide(
     let nodes: Vec<Vec<Ipv4Addr>> = g.nodes.iter().map(|&a| vec![a]).collect();
     let c = compile(world, &pod_infos(g), &nodes);
     let m = &c.maps;
-    let proto = proto_number(protocol);
+    let proto = protocol.number();
     let egress = match src {
         Endpoint::Pod(p) => {
             let remote = m.ipcache.identity(p.node, dst.ip());
