@@ -5,6 +5,9 @@
 //! - [`icmp_frag`]: ICMPv4 "fragmentation needed" with the next-hop MTU (RFC 792, RFC 1191),
 //!   which smoltcp parses but cannot write.
 //! - [`ipv4frag`]: IPv4 fragmentation and reassembly over raw packets (RFC 791).
+//! - [`bgp`]: BGP-4 messages (RFC 4271 and the extensions Calico's BIRD 1.6 negotiates:
+//!   capabilities, 4-octet AS, ADD-PATH, graceful restart, route reflection), over TCP port
+//!   179; its `Message` has `parse` and `emit` in place of a `Repr`.
 //!
 //! Each packet type wraps a buffer (`Packet<T: AsRef<[u8]>>`): `new_checked` checks the length
 //! once, after which no accessor can panic; a small validated `Repr` has `parse` and `emit`.
@@ -12,6 +15,7 @@
 //!
 //! Nothing here knows about devices, routes or events: these are bytes in, bytes out.
 
+pub mod bgp;
 pub mod geneve;
 pub mod icmp_frag;
 pub mod ipv4frag;
