@@ -1,7 +1,8 @@
 //! Writes the committed seed corpora, `fuzz/seeds/<target>/`, from real inputs: the shipped
 //! scenario files, and frames captured on every interface while the `datapath` target's worlds
 //! run (VXLAN and Geneve headers, ICMP "fragmentation needed", IPv4 datagrams and their
-//! fragments). Deterministic: running it again rewrites the same files.
+//! fragments), plus BGP streams built with `cnisim::wire::bgp` (Calico's session as BIRD writes
+//! it). Deterministic: running it again rewrites the same files.
 //!
 //! ```sh
 //! cargo run --manifest-path fuzz/Cargo.toml --example seeds
@@ -151,11 +152,121 @@ fn main() {
         }
         write(&frag, &format!("{name}.bin"), &seed);
     }
+    bgp_seeds(&dir("bgp_parse"));
+
     let mut seeds = 0;
-    for t in ["scenario", "vxlan", "geneve", "icmp_frag", "ipv4frag", "datapath"] {
+    for t in ["scenario", "vxlan", "geneve", "icmp_frag", "ipv4frag", "bgp_parse", "datapath"] {
         seeds += fs::read_dir(root.join(t)).unwrap().count();
     }
     println!("wrote {seeds} seeds under {}", root.display());
+}
+
+/// bgp_parse: a session byte (bit 0 4-octet AS, bit 1 ADD-PATH), then a TCP stream of messages.
+/// Calico's session as BIRD writes it (OPEN, KEEPALIVE, two /26s with ADD-PATH, End-of-RIB);
+/// a 4-octet session without ADD-PATH (a reflected route, withdrawals, ROUTE-REFRESH, Cease);
+/// a 2-octet one (AS4_PATH, Hold Timer Expired); 1,000 routes packed as BIRD does; and an
+/// UPDATE whose ORIGIN is 2 octets long, which must be refused.
+fn bgp_seeds(d: &Path) {
+    use cnisim::addr::Ipv4Net;
+    use cnisim::wire::bgp::*;
+    use std::net::Ipv4Addr;
+
+    let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+    let net = |s: &str| s.parse::<Ipv4Net>().unwrap();
+    let seed = |name: &str, flags: u8, s: Session, msgs: &[Message]| {
+        let mut bytes = vec![flags];
+        for m in msgs {
+            bytes.extend(m.to_bytes(s));
+        }
+        fs::write(d.join(name), bytes).unwrap();
+    };
+    let (plain, add_path, old) = (
+        Session { four_octet_as: true, add_path: false },
+        Session { four_octet_as: true, add_path: true },
+        Session { four_octet_as: false, add_path: false },
+    );
+    let attrs = PathAttrs {
+        origin: Some(Origin::Igp),
+        next_hop: Some(ip("10.192.0.2")),
+        local_pref: Some(100),
+        ..PathAttrs::default()
+    };
+    let blocks = |path_id: Option<u32>| {
+        [net("10.244.1.0/26"), net("10.244.1.64/26")].map(|net| Prefix { path_id, net }).to_vec()
+    };
+    seed(
+        "calico-session.bin",
+        3,
+        add_path,
+        &[
+            Message::Open(Open::bird_calico(64512, 240, ip("10.192.0.2"), 120, true)),
+            Message::Keepalive,
+            Message::Update(Update { withdrawn: vec![], attrs: attrs.clone(), nlri: blocks(Some(1)) }),
+            Message::Update(Update::end_of_rib()),
+        ],
+    );
+    let reflected = PathAttrs {
+        originator_id: Some(ip("10.192.0.3")),
+        cluster_list: vec![ip("10.192.0.1")],
+        ..attrs.clone()
+    };
+    let caps = vec![
+        Capability::Multiprotocol { afi: 1, safi: 1 },
+        Capability::RouteRefresh,
+        Capability::FourOctetAs(64512),
+    ];
+    seed(
+        "plain-session.bin",
+        1,
+        plain,
+        &[
+            Message::Open(Open {
+                version: 4,
+                my_as: 64512,
+                hold_time: 90,
+                bgp_id: ip("10.192.0.1"),
+                capabilities: caps,
+            }),
+            Message::Keepalive,
+            Message::Update(Update { withdrawn: vec![], attrs: reflected, nlri: blocks(None) }),
+            Message::Update(Update { withdrawn: blocks(None), ..Update::default() }),
+            Message::RouteRefresh(RouteRefresh::ipv4_unicast()),
+            Message::Notification(Notification::cease(2)),
+        ],
+    );
+    let ebgp = PathAttrs {
+        as_path: vec![AsSegment::Sequence(vec![64512, 4_200_000_000]), AsSegment::Set(vec![65001, 65002])],
+        med: Some(50),
+        ..attrs.clone()
+    };
+    seed(
+        "old-session.bin",
+        0,
+        old,
+        &[
+            Message::Open(Open {
+                version: 4,
+                my_as: 65000,
+                hold_time: 3,
+                bgp_id: ip("10.192.0.9"),
+                capabilities: vec![],
+            }),
+            Message::Update(Update { withdrawn: vec![], attrs: ebgp, nlri: blocks(None) }),
+            Message::Notification(Notification::hold_timer_expired()),
+        ],
+    );
+    let many: Vec<Prefix> =
+        (0..1000).map(|i| Prefix::new(net("10.0.0.0/8").subnet(26, i).unwrap())).collect();
+    let packed: Vec<Message> = pack_updates(&attrs, &many, plain).into_iter().map(Message::Update).collect();
+    seed("packed-1000.bin", 1, plain, &packed);
+    let mut bad = vec![1];
+    bad.extend(Message::Update(Update { withdrawn: vec![], attrs, nlri: blocks(None) }).to_bytes(plain));
+    // ORIGIN 40 01 01 00 becomes 40 01 02 00 00: every length grows by one.
+    bad.insert(1 + 23 + 3, 0);
+    bad[1 + 23 + 2] = 2;
+    bad[1 + 17] += 1;
+    bad[1 + 22] += 1;
+    fs::write(d.join("origin-length.bin"), bad).unwrap();
 }
 
 /// Inputs the mutator would take long to find: at a node's NIC, an ICMP
