@@ -205,9 +205,9 @@ pub mod error {
         pub const ADMINISTRATIVE_RESET: u8 = 4;
         pub const CONNECTION_REJECTED: u8 = 5;
         pub const OTHER_CONFIGURATION_CHANGE: u8 = 6;
-        /// RFC 4486 §4: "If a BGP speaker decides to send a NOTIFICATION message with the Error
-        /// Code Cease as a result of the collision resolution procedure (as described in
-        /// [BGP-4])" (RFC 4271 §6.8).
+        /// RFC 4486 §4: the Cease a speaker sends on the connection it closes when resolving a
+        /// connection collision (RFC 4271 §6.8; BIRD `bgp_rx_open`: `bgp_error(other, 6, 7,
+        /// NULL, 0)`).
         pub const CONNECTION_COLLISION_RESOLUTION: u8 = 7;
         pub const OUT_OF_RESOURCES: u8 = 8;
     }
@@ -486,9 +486,10 @@ pub enum Capability {
     Multiprotocol { afi: u16, safi: u8 },
     /// RFC 2918 §2: no value.
     RouteRefresh,
-    /// RFC 4724 §3: Restart Flags (4 bits: R = "the BGP speaker has restarted") and Restart
-    /// Time in seconds (12 bits, at most 4095), then per family AFI (2), SAFI (1) and Flags for
-    /// Address Family (1, bit 0 F = "the forwarding state has been preserved").
+    /// RFC 4724 §3: Restart Flags (4 bits; the top one, R, set when the speaker has restarted)
+    /// and Restart Time in seconds (12 bits, at most 4095), then per family AFI (2), SAFI (1)
+    /// and Flags for Address Family (1; the top bit, F, set when the forwarding state of the
+    /// family was preserved across the restart). Other flag bits are ignored on receipt.
     GracefulRestart {
         restarting: bool,
         restart_time: u16,
@@ -952,10 +953,9 @@ impl Message {
             Kind::Keepalive => Message::Keepalive,
             Kind::RouteRefresh => {
                 if len != ROUTE_REFRESH_LEN {
-                    // RFC 7313 §5: "the BGP speaker MUST send a NOTIFICATION message with the
-                    // Error Code of 'ROUTE-REFRESH Message Error' and the subcode of 'Invalid
-                    // Message Length'. The Data field ... MUST contain the complete
-                    // ROUTE-REFRESH message." (BIRD `bgp_rx_route_refresh` likewise.)
+                    // RFC 7313 §5: a ROUTE-REFRESH of the wrong length gets the NOTIFICATION
+                    // ROUTE-REFRESH Message Error / Invalid Message Length, whose data is the
+                    // complete message (BIRD `bgp_rx_route_refresh` likewise).
                     return Err(Notification::new(
                         error::ROUTE_REFRESH_MESSAGE,
                         error::route_refresh::INVALID_MESSAGE_LENGTH,
@@ -978,13 +978,15 @@ impl Open {
     /// as`, `hold_time` 240 (BIRD's default), `bgp_id` the node's `router id`, `restart_time`
     /// 120 (BIRD's default `graceful restart time`), `restarting` as described below.
     ///
-    /// Calico's confd template (`confd/templates/bird.cfg.template`, compiled e.g. in
-    /// `confd/tests/compiled_templates/mesh/bgp-export/bird.cfg`):
-    /// `template bgp bgp_template { local as 64512; gateway recursive; add paths on; graceful
-    /// restart; connect delay time 2; connect retry time 5; error wait time 5,30; }`, each peer
-    /// `neighbor <ip> as <as>; source address ...; ttl security off; multihop; passive on`
-    /// (some). None but `local as`, `add paths` and `graceful restart` touch the OPEN; the rest
-    /// are defaults of `bgp_proto_start` in `proto/bgp/config.Y`.
+    /// Calico's confd template (calico `node/filesystem/etc/calico/confd/templates/
+    /// bird.cfg.template`, compiled e.g. in `confd/tests/compiled_templates/mesh/bgp-export/
+    /// bird.cfg`): `template bgp bgp_template { local as 64512; gateway recursive; add paths
+    /// on; graceful restart; connect delay time 2; connect retry time 5; error wait time 5,30;
+    /// }`, each peer `neighbor <ip> as <as>; source address ...; ttl security off; multihop;
+    /// passive on` (some). None but `local as`, `add paths` and `graceful restart` touch the
+    /// OPEN; the rest are defaults of `bgp_proto_start` in `proto/bgp/config.Y`. A BGPPeer may
+    /// add `local as N` (its `localASNumber`) and `graceful restart time N` (its
+    /// `maxRestartTime`), which give other `my_as` and `restart_time` values.
     ///
     /// `proto/bgp/packets.c:bgp_create_open` writes (projectcalico/bird, the BIRD 1.6 fork
     /// calico-node ships):
@@ -1799,7 +1801,8 @@ fn pack(attrs: &PathAttrs, routes: &[Prefix], s: Session, withdraw: bool) -> Vec
 /// ([`pack_withdrawals`]). It adds a prefix while 9 octets remain, so without ADD-PATH a
 /// message holds up to 809 /26s with Calico's 21 octets of attributes (4089 octets), with it
 /// 450 (4094 octets). No NLRI, no UPDATE; attributes longer than about 3 KB, none either (BIRD
-/// drops such routes).
+/// drops such routes). `attrs` should hold ORIGIN and NEXT_HOP (AS_PATH is always written): a
+/// receiver refuses NLRI without them with (3, 3).
 pub fn pack_updates(attrs: &PathAttrs, nlri: &[Prefix], s: Session) -> Vec<Update> {
     pack(attrs, nlri, s, false)
 }
