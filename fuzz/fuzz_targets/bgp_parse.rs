@@ -29,8 +29,9 @@ fuzz_target!(|data: &[u8]| {
                 stream = &stream[n..];
             }
             Ok(None) => {
-                let declared = stream.get(16..18).map(|l| usize::from(u16::from_be_bytes([l[0], l[1]])));
-                assert!(declared.is_none_or(|len| stream.len() < len));
+                if stream.len() >= HEADER_LEN {
+                    assert!(stream.len() < usize::from(u16::from_be_bytes([stream[16], stream[17]])));
+                }
                 return;
             }
             Err(notification) => {
