@@ -150,7 +150,7 @@ pub fn describe(path: &Path, node: &str, at: Option<Duration>, choice: Choice) -
     let until = Instant::ZERO + at.unwrap_or(c.duration);
     let mut sim = Simulation::new(&c);
     sim.run_until(until)?;
-    Ok(describe::describe_node(&sim.world, n, until))
+    Ok(describe::describe_sim(&sim, n, until))
 }
 
 /// `cnisim trace`: one datagram from pod to pod, hop by hop.

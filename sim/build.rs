@@ -77,6 +77,7 @@ pub fn build(cluster: &Cluster) -> World {
             cores: vec![Core::default(); spec.cores as usize],
             kernel: spec.kernel,
             packets: 0,
+            down: false,
         });
     }
     for (i, e) in cluster.externals.iter().enumerate() {
@@ -90,7 +91,13 @@ pub fn build(cluster: &Cluster) -> World {
         };
         let node = cluster.nodes.len() + i;
         let ns = add_host(&mut w, e.name.clone(), node, NsKind::External(i), false, nic);
-        w.nodes.push(Node { ns, cores: vec![Core::default()], kernel: Default::default(), packets: 0 });
+        w.nodes.push(Node {
+            ns,
+            cores: vec![Core::default()],
+            kernel: Default::default(),
+            packets: 0,
+            down: false,
+        });
         w.external_ns.push(ns);
     }
     if let Fabric::LeafSpine { racks, spines, uplink, fabric_cidr } = &u.fabric {

@@ -59,8 +59,11 @@ pub struct Cluster {
     pub services: ServiceTable,
     /// Index of the first generated Service in `services.services` and how many there are.
     pub generated: (usize, usize),
-    /// Pods deleted during the run (an endpoint change every proxy must sync), by time.
+    /// Changes during the run (pods deleted, nodes powered off, BIRD stopped), by time.
     pub changes: Vec<Change>,
+    /// Calico's BGP speakers, when the scenario simulates them; `None`: the routes they
+    /// would install are there from the start.
+    pub bgp: Option<Bgp>,
     /// `nf_conntrack_max` per node; `None`: kube-proxy's max(32768 * cores, 131072).
     pub conntrack_max: Option<usize>,
     /// The sweep `cnisim sweep` runs over this scenario.
@@ -97,12 +100,36 @@ pub enum Client {
     External(usize),
 }
 
-/// A change to the cluster during the run: the pod's process exits at `at`; the endpoint
-/// controller removes it from every Service at once, and each node's proxy then syncs.
+/// A change to the cluster during the run.
 #[derive(Clone, Debug, Serialize)]
 pub struct Change {
     pub at: Instant,
-    pub pod: PodId,
+    pub what: ChangeKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    /// The pod's process exits; the endpoint controller removes it from every Service at
+    /// once, and each node's proxy then syncs.
+    DeletePod(PodId),
+    /// The node loses power: nothing on it runs any more, frames reaching it are lost, its
+    /// BGP peers notice only when their hold timers expire.
+    PowerOff(NodeId),
+    /// BIRD on the node shuts down gracefully: Cease NOTIFICATIONs, routes withdrawn at once.
+    StopBird(NodeId),
+}
+
+/// Calico's BGP control plane, simulated (`bgp:` in the scenario). Invariant: only with a
+/// CNI that runs BIRD ([`Cni::runs_bird`]) and not on a leaf-spine fabric with
+/// `calico-bgp` (ToR peering is not modelled).
+#[derive(Clone, Debug, Serialize)]
+pub struct Bgp {
+    pub as_number: u32,
+    /// Nodes that are route reflectors; empty: the node-to-node mesh.
+    pub reflectors: Vec<NodeId>,
+    pub cluster_id: Ipv4Addr,
+    pub timers: crate::bgp::Timers,
 }
 
 /// Address plan of the cluster. Invariant: the three ranges do not overlap.
@@ -360,6 +387,13 @@ pub enum Cni {
 }
 
 impl Cni {
+    /// Whether the plugin runs BIRD, Calico's BGP speaker: its BGP modes (calico-node's
+    /// `CALICO_NETWORKING_BACKEND=bird`); the VXLAN modes program routes from Felix and run
+    /// without it (Calico docs, "Configure BGP peering": VXLAN "does not use BGP").
+    pub fn runs_bird(self) -> bool {
+        matches!(self, Cni::CalicoBgp | Cni::CalicoIpip | Cni::CalicoIpipCrossSubnet)
+    }
+
     /// Whether the plugin enforces NetworkPolicy on a real cluster: Calico (Felix), Cilium
     /// and Weave (weave-npc) do; flannel, macvlan and ipvlan have no policy engine, so the API
     /// accepts policies that nothing enforces.

@@ -6,7 +6,7 @@
 //! A route the kernel would refuse is not installed; the refusal goes to `World::warnings`, as
 //! the plugin's agent would log it.
 
-mod calico;
+pub mod calico;
 mod cilium;
 mod flannel;
 mod underlay;

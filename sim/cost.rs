@@ -165,6 +165,17 @@ pub struct CostProfile {
     /// "duration ... to propagate the data plane programming of a service ... excluding the
     /// event queue latency") reports in the milliseconds on healthy clusters.
     pub cilium_service_update: Duration,
+    /// BIRD handling one BGP message, received or sent: the socket read or write, the header
+    /// and attribute parsing or encoding (`bgp_rx_packet`, `bgp_create_update`), timers
+    /// restarted. ~5 us, an estimate: a syscall (~0.5 us, see `syscall`) and a few thousand
+    /// instructions of BIRD's packet code per message.
+    pub bird_message: Duration,
+    /// BIRD taking one route through a protocol: import filter, `rte_update` into the table,
+    /// best-path selection, the export filters of the kernel protocol and of every peer it is
+    /// sent to (`rt_notify`). ~10 us, an estimate: BIRD route servers are reported to load a
+    /// full Internet table (~10^6 routes) from one peer in the order of ten seconds on one
+    /// core. Installing the route into the kernel is `netlink_object` on top.
+    pub bird_route: Duration,
 }
 
 impl Default for CostProfile {
@@ -213,6 +224,8 @@ impl Default for CostProfile {
             netlink_dump_entry: Duration::from_micros(1),
             bpf_map_update: Duration::from_micros(2),
             cilium_service_update: Duration::from_millis(2),
+            bird_message: Duration::from_micros(5),
+            bird_route: Duration::from_micros(10),
         }
     }
 }
@@ -270,10 +283,12 @@ pub enum Step {
     /// Userspace data planes (flanneld, Weave's router, kube-proxy's userspace mode): context
     /// switches, their syscalls and copies.
     Userspace,
+    /// Routing daemons (BIRD): BGP messages, routes through the table, kernel route updates.
+    ControlPlane,
 }
 
 impl Step {
-    pub const COUNT: usize = 19;
+    pub const COUNT: usize = 20;
     pub const ALL: [Step; Step::COUNT] = [
         Step::Socket,
         Step::Copy,
@@ -294,6 +309,7 @@ impl Step {
         Step::Macvlan,
         Step::Fragment,
         Step::Userspace,
+        Step::ControlPlane,
     ];
 
     /// Stable key used in summary.json and CSVs.
@@ -318,6 +334,7 @@ impl Step {
             Step::Macvlan => "macvlan",
             Step::Fragment => "fragment",
             Step::Userspace => "userspace",
+            Step::ControlPlane => "control_plane",
         }
     }
 }

@@ -12,6 +12,17 @@ use crate::world::{DeviceKind, LinkEnd, TunnelProto, World};
 
 /// The node's host namespace, then each pod namespace on it, at simulated time `now`.
 pub fn describe_node(w: &World, node: NodeId, now: Instant) -> String {
+    describe_node_with(w, node, now, "")
+}
+
+/// [`describe_node`] of a simulation: with its BIRD's view when the run simulates BGP.
+pub fn describe_sim(sim: &crate::run::Simulation, node: NodeId, now: Instant) -> String {
+    let bird = sim.bgp.as_ref().and_then(|cp| cp.birds.iter().find(|b| b.node == node));
+    let extra = bird.map(|b| describe_bird(sim, b, now)).unwrap_or_default();
+    describe_node_with(&sim.world, node, now, &extra)
+}
+
+fn describe_node_with(w: &World, node: NodeId, now: Instant, after_host: &str) -> String {
     let mut s = String::new();
     let spec = &w.cluster.nodes[node];
     let _ = writeln!(
@@ -36,6 +47,7 @@ pub fn describe_node(w: &World, node: NodeId, now: Instant) -> String {
     describe_proxy(w, node, now, &mut s);
     describe_filter(w, node, &mut s);
     describe_cilium_policy(w, node, &mut s);
+    s.push_str(after_host);
     for ns in 0..w.netns.len() {
         if w.netns[ns].node == node && ns != w.nodes[node].ns {
             let _ = writeln!(s, "\n# pod {} (network namespace on {})", w.netns[ns].name, spec.name);
@@ -454,4 +466,149 @@ fn routes(w: &World, t: &RouteTable, local: bool, s: &mut String) {
         }
         let _ = writeln!(s, "{line}");
     }
+}
+
+/// The greeting of Calico's BIRD build (`birdc` on calico-node, bird-facts.md §9).
+const BIRD_READY: &str = "BIRD v0.3.3+birdv1.6.8 ready.";
+
+/// A simulated time as BIRD's and calicoctl's `since` column shows a time of day, counted from
+/// the run's start at 00:00:00.
+fn clock(t: Instant) -> String {
+    let secs = t.as_nanos() / 1_000_000_000;
+    format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+/// BIRD's own view: `birdc show protocols`, `birdc show route` and `calicoctl node status`.
+fn describe_bird(sim: &crate::run::Simulation, b: &crate::run::bgp::Bird, now: Instant) -> String {
+    use crate::bgp::State;
+    let sp = &b.speaker;
+    let mut s = String::new();
+    let w = &sim.world;
+    let name = &w.cluster.nodes[b.node].name;
+    let running = sp.running && !b.dead;
+    let _ = writeln!(
+        s,
+        "# BGP: BIRD on {name}, router id {}, AS {}{}; {} sessions, {} routes in its table",
+        sp.config.router_id,
+        sp.config.local_as,
+        sp.config.cluster_id.map(|c| format!(", route reflector (cluster id {c})")).unwrap_or_default(),
+        sp.peers.len(),
+        sp.rib_len()
+    );
+    let _ = writeln!(s, "$ birdc show protocols");
+    if !running {
+        let _ = writeln!(s, "Unable to connect to server control socket (/var/run/calico/bird.ctl): No such file or directory");
+    } else {
+        // nest/proto.c `proto_cmd_show`: "%-8s %-8s %-8s %-5s  %-10s  %s", the BGP info the
+        // state padded to 14 characters, then the last error (proto/bgp/bgp.c `bgp_show_proto_info`).
+        let _ = writeln!(s, "{BIRD_READY}");
+        let _ = writeln!(s, "name     proto    table    state  since       info");
+        for (n, proto) in
+            [("static1", "Static"), ("kernel1", "Kernel"), ("device1", "Device"), ("direct1", "Direct")]
+        {
+            let _ =
+                writeln!(s, "{n:<8} {proto:<8} {:<8} {:<5}  {:<10}  ", "master", "up", clock(Instant::ZERO));
+        }
+        for p in &sp.peers {
+            let state = if p.state == State::Established { "up" } else { "start" };
+            let err = if p.state == State::Established { "" } else { p.last_error.as_deref().unwrap_or("") };
+            let info = format!("{:<14}{err}", p.state.name());
+            let _ = writeln!(
+                s,
+                "{:<8} {:<8} {:<8} {:<5}  {:<10}  {info}",
+                p.config.name,
+                "BGP",
+                "master",
+                state,
+                clock(p.since)
+            );
+        }
+    }
+    let _ = writeln!(s, "$ birdc show route");
+    if running {
+        let _ = writeln!(s, "{BIRD_READY}");
+        for net in &sp.config.own {
+            let _ =
+                writeln!(s, "{:<18} blackhole [static1 {}] * (200)", net.to_string(), clock(Instant::ZERO));
+        }
+        let mut rows: Vec<(crate::addr::Ipv4Net, String)> = Vec::new();
+        let best: std::collections::BTreeMap<_, _> =
+            sp.fib.keys().filter_map(|&n| sp.best(n).map(|(i, id, _)| (n, (i, id)))).collect();
+        for (i, p) in sp.peers.iter().enumerate() {
+            for ((net, id), path) in &p.adj_in {
+                let star = if best.get(net) == Some(&(i, *id)) { " *" } else { "" };
+                let origin = match path.origin {
+                    crate::wire::bgp::Origin::Igp => "i",
+                    crate::wire::bgp::Origin::Egp => "e",
+                    crate::wire::bgp::Origin::Incomplete => "?",
+                };
+                let dev = w.netns[w.nodes[b.node].ns]
+                    .main
+                    .lookup(path.next_hop)
+                    .map(|r| w.devices[r.dev].name.clone())
+                    .unwrap_or_else(|| "eth0".into());
+                let stale = if path.stale { " (stale)" } else { "" };
+                // nest/rt-table.c `rt_show_rte`: "%-18s %s [%s %s%s]%s%s", with " from <peer>"
+                // when the route came from another address than its next hop (a reflector).
+                let from = if path.next_hop != p.config.addr {
+                    format!(" from {}", p.config.addr)
+                } else {
+                    String::new()
+                };
+                rows.push((
+                    *net,
+                    format!(
+                        "via {} on {dev} [{} {}{from}]{star} (100/0) [{origin}]{stale}",
+                        path.next_hop,
+                        p.config.name,
+                        clock(p.since)
+                    ),
+                ));
+            }
+        }
+        rows.sort_by_key(|r| r.0);
+        let mut last = None;
+        for (net, row) in rows {
+            let first = if last == Some(net) { String::new() } else { net.to_string() };
+            let _ = writeln!(s, "{first:<18} {row}");
+            last = Some(net);
+        }
+    }
+    let _ = writeln!(s, "$ calicoctl node status");
+    if !running {
+        let _ = writeln!(s, "Calico process is not running.");
+        return s;
+    }
+    let _ = writeln!(s, "Calico process is running.\n\nIPv4 BGP status");
+    let rows: Vec<[String; 5]> = sp
+        .peers
+        .iter()
+        .map(|p| {
+            let kind = if p.config.name.starts_with("Mesh_") { "node-to-node mesh" } else { "node specific" };
+            let state = if p.state == State::Established { "up" } else { "start" };
+            [p.config.addr.to_string(), kind.into(), state.into(), clock(p.since), p.state.name().into()]
+        })
+        .collect();
+    let heads = ["PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO"];
+    let widths: Vec<usize> = (0..5)
+        .map(|i| rows.iter().map(|r| r[i].len()).chain([heads[i].len()]).max().unwrap_or(0) + 2)
+        .collect();
+    let rule: String = widths.iter().map(|w| format!("+{}", "-".repeat(*w))).collect::<String>() + "+";
+    let centre = |t: &str, w: usize| {
+        let pad = w - t.len();
+        format!("{}{t}{}", " ".repeat(pad / 2), " ".repeat(pad - pad / 2))
+    };
+    let _ = writeln!(s, "{rule}");
+    let _ = writeln!(s, "|{}|", (0..5).map(|i| centre(heads[i], widths[i])).collect::<Vec<_>>().join("|"));
+    let _ = writeln!(s, "{rule}");
+    for r in &rows {
+        let _ = writeln!(
+            s,
+            "|{}|",
+            (0..5).map(|i| format!(" {:<w$}", r[i], w = widths[i] - 1)).collect::<Vec<_>>().join("|")
+        );
+    }
+    let _ = writeln!(s, "{rule}\n\nIPv6 BGP status\nNo IPv6 peers found.");
+    let _ = now;
+    s
 }

@@ -207,6 +207,8 @@ pub enum Component {
     Workload = 2,
     Node = 3,
     Proxy = 4,
+    /// A BGP speaker's timer jitter.
+    Bgp = 5,
 }
 
 /// Splits one seed into independent, reproducible random streams.

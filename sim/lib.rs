@@ -7,6 +7,7 @@
 
 pub mod addr;
 pub mod app;
+pub mod bgp;
 pub mod build;
 pub mod cluster;
 pub mod cni;

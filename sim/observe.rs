@@ -15,6 +15,8 @@ use crate::time::{Duration, Instant};
 pub enum DropReason {
     /// No route in the namespace's MAIN table matches the destination.
     NoRoute,
+    /// The node the frame reached, or the packet was on, is powered off.
+    NodeDown,
     /// A packet to forward arrived in a namespace with `ip_forward = 0`.
     NotForwarding,
     /// TTL would reach zero.
@@ -80,6 +82,7 @@ impl DropReason {
     pub fn name(self) -> &'static str {
         match self {
             DropReason::NoRoute => "no_route",
+            DropReason::NodeDown => "node_down",
             DropReason::NotForwarding => "ip_forward_disabled",
             DropReason::TtlExceeded => "ttl_exceeded",
             DropReason::MtuExceeded => "mtu_exceeded",
@@ -406,5 +409,16 @@ impl Observations {
 
     pub fn dropped_total(&self) -> u64 {
         self.flows.iter().map(|f| f.drops.values().sum::<u64>()).sum()
+    }
+
+    /// Workload datagrams dropped so far, by reason.
+    pub fn drops_by_reason(&self) -> std::collections::BTreeMap<DropReason, u64> {
+        let mut by = std::collections::BTreeMap::new();
+        for f in &self.flows {
+            for (r, n) in &f.drops {
+                *by.entry(*r).or_default() += n;
+            }
+        }
+        by
     }
 }

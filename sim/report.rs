@@ -357,6 +357,7 @@ mod tests {
                 .collect(),
             services: None,
             policy: None,
+            bgp: None,
             run: RunInfo { cnisim_version: "0.1.0".into(), wall_seconds: 0.5, events_per_second: 246_912.0 },
         }
     }

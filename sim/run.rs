@@ -8,6 +8,7 @@
 //! cables as `Enqueue` (offered to the transmitter) and `Arrive` (last bit at the far end)
 //! events.
 
+pub mod bgp;
 mod socket;
 mod tcp;
 mod workload;
@@ -15,7 +16,7 @@ mod workload;
 use std::net::Ipv4Addr;
 
 use crate::build;
-use crate::cluster::{Client, Cluster, Target, WorkloadKind};
+use crate::cluster::{ChangeKind, Client, Cluster, Target, WorkloadKind};
 use crate::datapath::{self, Action, Ctx};
 use crate::engine::{Component, EventQueue, RngFactory};
 use crate::error::Error;
@@ -65,6 +66,8 @@ pub enum Event {
     /// A node's proxy finished syncing to Service table `version` for a change made at
     /// `changed_at`: the new rules take effect.
     SyncDone { node: usize, version: usize, changed_at: Instant, rules: Box<crate::proxy::node::Rules> },
+    /// Work of the BIRD process `bird` (`Simulation::bgp`) is due.
+    Bird { bird: u32, work: bgp::BirdWork },
 }
 
 /// Where a chain of kernel work comes from, which decides the queue it waits in.
@@ -126,6 +129,10 @@ pub struct Simulation {
     pub tcp: Vec<TcpHost>,
     /// `tcp` index of each namespace's stack, by namespace.
     tcp_host_of: Vec<Option<usize>>,
+    /// Calico's BGP control plane, when the scenario simulates it.
+    pub bgp: Option<Box<bgp::ControlPlane>>,
+    /// Some node has been powered off: events are checked for it.
+    any_down: bool,
 }
 
 impl Simulation {
@@ -201,8 +208,11 @@ impl Simulation {
             rng: flow_rng,
             tcp: Vec::new(),
             tcp_host_of: Vec::new(),
+            bgp: None,
+            any_down: false,
         };
         sim.tcp_setup();
+        sim.bgp_setup();
         sim
     }
 
@@ -243,6 +253,9 @@ impl Simulation {
     }
 
     fn handle(&mut self, t: Instant, ev: Event) {
+        if self.any_down && self.event_node(&ev).is_some_and(|n| self.world.nodes[n].down) {
+            return self.lost_with_node(ev);
+        }
         match ev {
             Event::Send { flow } => self.send(t, flow),
             Event::Timeout { flow, seq } => {
@@ -300,6 +313,7 @@ impl Simulation {
             Event::SyncDone { node, version, changed_at, rules } => {
                 self.sync_done(t, node, version, changed_at, *rules)
             }
+            Event::Bird { bird, work } => self.bird(t, bird as usize, work),
             Event::ArpTimer { ns, ip } => {
                 if let NsKind::Router(_) = self.world.netns[ns].kind {
                     let mut cx = Ctx::hardware(t);
@@ -610,7 +624,11 @@ impl Simulation {
     /// A pod is deleted: its sockets close and its flows stop at once; every Service loses it
     /// as an endpoint, and each node's proxy syncs when its sync runner allows.
     fn change(&mut self, t: Instant, index: usize) {
-        let pod = self.world.cluster.changes[index].pod;
+        let pod = match self.world.cluster.changes[index].what {
+            ChangeKind::DeletePod(pod) => pod,
+            ChangeKind::PowerOff(node) => return self.power_off(t, index, node),
+            ChangeKind::StopBird(node) => return self.bgp_change(t, index, node, false),
+        };
         let ns = self.world.pod_ns[pod];
         self.world.netns[ns].udp_ports.clear();
         for f in self.flows.iter_mut().filter(|f| f.client == Client::Pod(pod)) {
@@ -638,6 +656,69 @@ impl Simulation {
             p.stats.sync_cpu += cost;
             let rules = Box::new(rules);
             self.queue.schedule(start + cost, Event::SyncDone { node, version, changed_at: t, rules });
+        }
+    }
+
+    /// Node `node` loses power: nothing on it runs any more (its workloads, kernel, proxy and
+    /// BIRD stop without a word to anyone), and what reaches it or was in its queues is lost.
+    fn power_off(&mut self, t: Instant, index: usize, node: usize) {
+        self.world.nodes[node].down = true;
+        self.any_down = true;
+        for f in self.flows.iter_mut() {
+            if self.world.netns[f.client_ns].node == node {
+                f.end = f.end.min(t);
+            }
+        }
+        self.bgp_change(t, index, node, true);
+    }
+
+    /// The node an event happens on, where a powered-off node would stop it (`None`: a fabric
+    /// router, a switch, or no node).
+    fn event_node(&self, ev: &Event) -> Option<usize> {
+        let w = &self.world;
+        let of_ns = |ns: NsId| match w.netns[ns].kind {
+            NsKind::Router(_) => None,
+            _ => Some(w.netns[ns].node),
+        };
+        match ev {
+            Event::Arrive { link, .. } => match w.link_ends[*link] {
+                LinkEnd::Device(nic) => of_ns(w.devices[nic].ns),
+                LinkEnd::Switch { .. } => None,
+            },
+            Event::Deliver { ns, .. }
+            | Event::Read { ns, .. }
+            | Event::DeliverTcp { ns, .. }
+            | Event::ArpTimer { ns, .. } => of_ns(*ns),
+            Event::User { proc, .. } | Event::UserDone { proc, .. } => Some(w.procs[*proc].node),
+            Event::Send { flow } => of_ns(self.flows[*flow as usize].client_ns),
+            Event::TcpPoll { host, .. } | Event::TcpXmit { host, .. } | Event::TcpApp { host, .. } => {
+                of_ns(self.tcp[*host as usize].ns)
+            }
+            Event::SyncDone { node, .. } => Some(*node),
+            Event::Bird { bird, .. } => self.bgp.as_ref().map(|cp| cp.birds[*bird as usize].node),
+            Event::Enqueue { .. } | Event::Timeout { .. } | Event::Change { .. } => None,
+        }
+    }
+
+    /// An event of a powered-off node: the packets it carries are lost.
+    fn lost_with_node(&mut self, ev: Event) {
+        match ev {
+            Event::Arrive { pkt, .. }
+            | Event::Deliver { pkt, .. }
+            | Event::Read { pkt, .. }
+            | Event::DeliverTcp { pkt, .. }
+            | Event::User { pkt, .. } => self.drop(pkt, DropReason::NodeDown),
+            Event::UserDone { outputs, .. } => {
+                for o in outputs {
+                    match o {
+                        Output::Udp { pkt, .. } | Output::Tun { pkt, .. } | Output::Inject { pkt, .. } => {
+                            self.drop(pkt, DropReason::NodeDown)
+                        }
+                        Output::Drop { .. } => {}
+                    }
+                }
+            }
+            _ => {}
         }
     }
 
@@ -715,7 +796,8 @@ impl Simulation {
                 | Event::DeliverTcp { .. }
                 | Event::TcpPoll { .. }
                 | Event::TcpXmit { .. }
-                | Event::TcpApp { .. } => {}
+                | Event::TcpApp { .. }
+                | Event::Bird { .. } => {}
             }
         }
         for ns in &self.world.netns {

@@ -175,9 +175,12 @@ pub struct Scenario {
     /// Many similar ClusterIP Services, for rule-scaling studies.
     #[serde(default, deserialize_with = "present")]
     pub generated_services: Option<GeneratedServices>,
-    /// Pods deleted during the run: endpoint changes every proxy must sync.
+    /// Changes during the run: pods deleted, nodes powered off, BIRD stopped.
     #[serde(default)]
     pub changes: Vec<ChangeSpec>,
+    /// Calico's BGP control plane, simulated (see [`BgpSpec`]).
+    #[serde(default, deserialize_with = "present")]
+    pub bgp: Option<BgpSpec>,
     /// `nf_conntrack_max` on every node (default: kube-proxy's max(32768 x cores, 131072)).
     #[serde(default, deserialize_with = "present")]
     pub conntrack_max: Option<u64>,
@@ -425,12 +428,64 @@ pub struct GeneratedServices {
     pub selector: BTreeMap<String, String>,
 }
 
-/// `(at: "500ms", delete_pod: "node-2-pod-1")`.
+/// `(at: "500ms", delete_pod: "node-2-pod-1")`, `(at: "10s", power_off: "node-3")` or
+/// `(at: "10s", stop_bird: "node-3")`: exactly one of the three.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeSpec {
     pub at: Duration,
-    pub delete_pod: String,
+    /// The pod's process exits; the endpoint controller removes it from every Service.
+    #[serde(default, deserialize_with = "present")]
+    pub delete_pod: Option<String>,
+    /// The node loses power: it stops at once, sends nothing more (no FIN, no NOTIFICATION),
+    /// and every frame reaching it is lost.
+    #[serde(default, deserialize_with = "present")]
+    pub power_off: Option<String>,
+    /// BIRD on the node shuts down gracefully (calico-node stopping): a Cease NOTIFICATION to
+    /// every peer, which withdraw its routes at once. Needs `bgp:`.
+    #[serde(default, deserialize_with = "present")]
+    pub stop_bird: Option<String>,
+}
+
+/// Calico's BGP control plane, simulated: a BIRD speaker on every node of a BGP mode
+/// (`calico-bgp`, `calico-ipip`, `calico-ipip-crosssubnet`) whose sessions run over the
+/// simulated TCP and whose routes are the only ones the nodes have to other nodes' blocks.
+/// Without this section those routes are installed at start, as if converged.
+///
+/// `bgp: ()` is the node-to-node mesh; `bgp: (route_reflectors: ["node-1", "node-2"])` turns
+/// the mesh off and peers every other node with each reflector (Calico's
+/// `routeReflectorClusterID` on the reflectors' Node resources and a BGPPeer selecting them).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BgpSpec {
+    /// Nodes that are route reflectors (default: none, the full mesh).
+    #[serde(default)]
+    pub route_reflectors: Vec<String>,
+    /// The reflectors' cluster ID (default "244.0.0.1", the value Calico's route-reflector
+    /// documentation uses).
+    #[serde(default, deserialize_with = "present")]
+    pub cluster_id: Option<String>,
+    /// The cluster's AS (default 64512, Calico's BGPConfiguration `asNumber` default).
+    #[serde(default, deserialize_with = "present")]
+    pub as_number: Option<u32>,
+    /// BIRD `hold time` (default "240s"): 0 or 3 s to 65,535 s.
+    #[serde(default, deserialize_with = "present")]
+    pub hold_time: Option<Duration>,
+    /// BIRD `keepalive time` (default a third of the negotiated hold time).
+    #[serde(default, deserialize_with = "present")]
+    pub keepalive_time: Option<Duration>,
+    /// BIRD `connect delay time` (Calico: "2s").
+    #[serde(default, deserialize_with = "present")]
+    pub connect_delay: Option<Duration>,
+    /// BIRD `connect retry time` (Calico: "5s").
+    #[serde(default, deserialize_with = "present")]
+    pub connect_retry: Option<Duration>,
+    /// BIRD `error wait time` min and max (Calico: ("5s", "30s")).
+    #[serde(default, deserialize_with = "present")]
+    pub error_wait: Option<(Duration, Duration)>,
+    /// Graceful restart time advertised (BIRD default "120s").
+    #[serde(default, deserialize_with = "present")]
+    pub graceful_restart: Option<Duration>,
 }
 
 /// `sweep: (parameter: "services", values: [10, 100, 1000], proxies: ["iptables", "ipvs"])`.

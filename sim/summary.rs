@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::net::packet::Hop;
 
+mod bgp;
 mod policy;
+pub use bgp::{BgpNode, BgpSummary, ConvergencePeriod};
 pub use policy::{PolicyConnection, PolicyNode, PolicySummary};
 
 /// Version of the summary.json schema.
@@ -38,6 +40,9 @@ pub struct Summary {
     /// when the scenario has no policies and the CNI has no policy engine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicySummary>,
+    /// Calico's BGP control plane, when the scenario simulates it (`bgp:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<BgpSummary>,
     /// Wall-clock facts about this run (the only non-deterministic part).
     pub run: RunInfo,
 }
@@ -544,6 +549,7 @@ impl Summary {
             overhead,
             services,
             policy: policy::policy_summary(sim),
+            bgp: bgp::bgp_summary(sim),
             run,
         }
     }

@@ -78,6 +78,7 @@ pub fn cluster(nodes: usize, pods: usize, kind: WorkloadKind, pairs: &[(usize, u
         services: crate::cluster::ServiceTable::default(),
         generated: (0, 0),
         changes: Vec::new(),
+        bgp: None,
         conntrack_max: None,
         sweep: None,
         compare: None,

@@ -101,6 +101,8 @@ pub struct Node {
     pub kernel: crate::cluster::KernelQueues,
     /// Frames whose processing this node's kernel started.
     pub packets: u64,
+    /// Powered off (a `power_off` change): nothing on it runs.
+    pub down: bool,
 }
 
 /// A CPU core as a FIFO server with the kernel's bounded queues in front of it.

@@ -1,8 +1,9 @@
 //! Calico (calico docs: networking/bgp, mtu, ippool; projectcalico/calico felix and
 //! cni-plugin sources): pods on `cali*` veths with no bridge, /32 addresses and proxy ARP, IPAM
 //! blocks (/26) affine to nodes, and per remote block a route that BIRD (BGP, IPIP) or Felix
-//! (VXLAN) programs. Routes come from the cluster's IPAM blocks here; they are the routes the
-//! BGP full mesh (or ToR peering) would deliver once converged.
+//! (VXLAN) programs. Without `bgp:` in the scenario, routes come from the cluster's IPAM blocks
+//! here: the routes the BGP full mesh (or ToR peering) would deliver once converged; with it,
+//! BIRD's speakers (`run/bgp.rs`) install [`block_route`] when their sessions deliver a block.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -73,9 +74,11 @@ pub(super) fn build(w: &mut World) {
         }
         tunnels.push(dev);
     }
+    // With the BGP control plane simulated, BIRD installs the routes to other nodes' blocks
+    // when its sessions deliver them (`run/bgp.rs`); without it they are here from the start.
+    let bird_routes = c.bgp.is_none() || !c.cni.runs_bird();
     for (n, node) in c.nodes.iter().enumerate() {
         let who = format!("calico-node on {}", node.name);
-        let eth = eth0(w, n);
         for (m, other) in c.nodes.iter().enumerate() {
             if m == n {
                 continue;
@@ -93,31 +96,11 @@ pub(super) fn build(w: &mut World) {
                     .insert(vtep_mac(&other.name), other.ip);
                 install(w, &who, Route::new(Ipv4Net::new(vtep, 32).expect("/32"), None, dev, Proto::Static));
             }
-            for &block in &blocks[m] {
-                let route = match (direct, encap) {
-                    // BGP-learned next hop: the peer itself on a shared subnet, else the ToR
-                    // that re-advertised it (eBGP next-hop-self).
-                    // VXLAN pools' routes come from Felix (BIRD rejects them), with onlink.
-                    (true, _) if same_subnet(node, other) => match encap {
-                        Encap::Vxlan => Route::new(block, Some(other.ip), eth, Proto::Static).onlink(),
-                        _ => Route::new(block, Some(other.ip), eth, Proto::Bird),
-                    },
-                    (true, _) => match node.gateway {
-                        Some(gw) => Route::new(block, Some(gw), eth, Proto::Bird),
-                        None => Route::new(block, Some(other.ip), eth, Proto::Bird),
-                    },
-                    (false, Encap::Ipip) => {
-                        Route::new(block, Some(other.ip), tunnels[n].expect("tunl0"), Proto::Bird).onlink()
-                    }
-                    (false, _) => Route::new(
-                        block,
-                        Some(blocks[m][0].network()),
-                        tunnels[n].expect("vxlan.calico"),
-                        Proto::Static,
-                    )
-                    .onlink(),
-                };
-                install(w, &who, route);
+            if encap == Encap::Vxlan || bird_routes {
+                for &block in &blocks[m] {
+                    let route = block_route(w, n, m, block);
+                    install(w, &who, route);
+                }
             }
         }
     }
@@ -126,6 +109,49 @@ pub(super) fn build(w: &mut World) {
             fabric_routes(w, &blocks);
         }
     }
+}
+
+/// The route node `n` has to `block`, one of node `m`'s IPAM blocks: what BIRD's kernel
+/// protocol installs for the BGP route (through `calico_kernel_programming` in
+/// bird_ipam.cfg: `dev tunl0 onlink` for an IPIP pool's block when the peer needs the
+/// tunnel), or what Felix programs for a VXLAN pool.
+pub fn block_route(w: &World, n: usize, m: usize, block: Ipv4Net) -> Route {
+    let c = &w.cluster;
+    let (node, other) = (&c.nodes[n], &c.nodes[m]);
+    let (encap, cross_subnet) = match c.cni {
+        Cni::CalicoBgp => (Encap::None, false),
+        Cni::CalicoIpip => (Encap::Ipip, false),
+        Cni::CalicoIpipCrossSubnet => (Encap::Ipip, true),
+        Cni::CalicoVxlan => (Encap::Vxlan, false),
+        _ => (Encap::Vxlan, true),
+    };
+    let eth = eth0(w, n);
+    let tunnel = |name: &str| w.dev_by_name(w.nodes[n].ns, name).expect("the mode's tunnel device");
+    let direct = encap == Encap::None || (cross_subnet && same_subnet(node, other));
+    match (direct, encap) {
+        // BGP-learned next hop: the peer itself on a shared subnet, else the gateway the
+        // recursive next hop resolves through (or, with ToR peering, the ToR that
+        // re-advertised it: eBGP next-hop-self).
+        // VXLAN pools' routes come from Felix (BIRD rejects them), with onlink.
+        (true, _) if same_subnet(node, other) => match encap {
+            Encap::Vxlan => Route::new(block, Some(other.ip), eth, Proto::Static).onlink(),
+            _ => Route::new(block, Some(other.ip), eth, Proto::Bird),
+        },
+        (true, _) => match node.gateway {
+            Some(gw) => Route::new(block, Some(gw), eth, Proto::Bird),
+            None => Route::new(block, Some(other.ip), eth, Proto::Bird),
+        },
+        (false, Encap::Ipip) => Route::new(block, Some(other.ip), tunnel("tunl0"), Proto::Bird).onlink(),
+        (false, _) => {
+            let vtep = node_blocks(w, m)[0].network();
+            Route::new(block, Some(vtep), tunnel("vxlan.calico"), Proto::Static).onlink()
+        }
+    }
+}
+
+/// The IPAM blocks of every node, as BIRD on that node originates them.
+pub fn blocks(w: &World) -> Vec<Vec<Ipv4Net>> {
+    (0..w.cluster.nodes.len()).map(|n| node_blocks(w, n)).collect()
 }
 
 /// The pods: a veth per pod, `eth0` inside with a /32 address, `169.254.1.1 dev eth0 scope

@@ -129,6 +129,25 @@ impl RouteTable {
         }
     }
 
+    /// Removes the route to `dst` (`ip route del`); the others keep their order.
+    pub fn remove(&mut self, dst: Ipv4Net) -> Option<Route> {
+        let len = dst.prefix();
+        let pos = self.by_len.binary_search_by(|(l, _)| len.cmp(l)).ok()?;
+        let i = self.by_len[pos].1.remove(&u32::from(dst.network()))?;
+        if self.by_len[pos].1.is_empty() {
+            self.by_len.remove(pos);
+        }
+        let route = self.routes.remove(i);
+        for (_, map) in &mut self.by_len {
+            for j in map.values_mut() {
+                if *j > i {
+                    *j -= 1;
+                }
+            }
+        }
+        Some(route)
+    }
+
     /// Longest-prefix match.
     pub fn lookup(&self, addr: Ipv4Addr) -> Option<&Route> {
         let a = u32::from(addr);
@@ -195,5 +214,24 @@ mod tests {
         assert_eq!(t.len(), 3);
         let empty = RouteTable::default();
         assert!(empty.lookup("1.2.3.4".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn remove_keeps_the_others_and_their_order() {
+        let mut t = RouteTable::default();
+        t.insert(r("10.244.1.0/26", 1));
+        t.insert(r("10.244.2.0/26", 2));
+        t.insert(r("10.244.0.0/16", 3));
+        t.insert(r("10.244.3.0/26", 4));
+        assert_eq!(t.remove("10.244.2.0/26".parse().unwrap()).map(|r| r.dev), Some(2));
+        assert_eq!(t.remove("10.244.2.0/26".parse().unwrap()), None);
+        let devs: Vec<DevId> = t.routes().iter().map(|r| r.dev).collect();
+        assert_eq!(devs, [1, 3, 4]);
+        let at = |t: &RouteTable, s: &str| t.lookup(s.parse().unwrap()).map(|r| r.dev);
+        assert_eq!(at(&t, "10.244.2.9"), Some(3), "the /16 takes over");
+        assert_eq!(at(&t, "10.244.3.9"), Some(4), "indices after the removed one still match");
+        t.remove("10.244.0.0/16".parse().unwrap());
+        assert_eq!(at(&t, "10.244.2.9"), None);
+        assert_eq!(at(&t, "10.244.1.9"), Some(1));
     }
 }

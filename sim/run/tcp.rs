@@ -160,16 +160,19 @@ struct Owner {
 /// The TCP stack of one namespace.
 pub struct TcpHost {
     pub ns: NsId,
-    iface: Interface,
+    pub(super) iface: Interface,
     wire: Wire,
     /// Sockets by slot; a slot is not reused (`None` once its socket has gone), so an event
     /// for a socket that has gone finds nothing.
     socks: Vec<Option<Sock>>,
     owners: Vec<Owner>,
     /// Listening sockets waiting for a SYN: (port, slot).
-    listening: Vec<(u16, u32)>,
+    pub(super) listening: Vec<(u16, u32)>,
     /// Local ports in use or in TIME-WAIT, until when.
-    ports: Vec<(u16, Instant)>,
+    pub(super) ports: Vec<(u16, Instant)>,
+    /// Sockets of BGP sessions (`run/bgp.rs`): (slot, (local port, remote address, remote
+    /// port)).
+    pub(super) bgp_socks: Vec<(u32, (u16, Ipv4Addr, u16))>,
 }
 
 impl TcpHost {
@@ -192,7 +195,23 @@ impl TcpHost {
             owners: Vec::new(),
             listening: Vec::new(),
             ports: Vec::new(),
+            bgp_socks: Vec::new(),
         }
+    }
+
+    /// A BGP session's socket: Linux's defaults as [`TcpHost::socket`] sets them, with
+    /// buffers of `size` bytes (`run/bgp.rs` says why), and ACKs sent at once: Linux is in
+    /// quickack mode for a connection's first segments and again after every idle gap longer
+    /// than the RTO (`tcp_event_data_recv`), which is every gap between a session's bursts
+    /// (KEEPALIVEs are a minute apart).
+    pub(super) fn bgp_socket(size: usize) -> tcp::Socket<'static> {
+        let rx = tcp::SocketBuffer::new(vec![0u8; size]);
+        let tx = tcp::SocketBuffer::new(vec![0u8; size]);
+        let mut s = tcp::Socket::new(rx, tx);
+        s.set_congestion_control(tcp::CongestionControl::Cubic);
+        s.set_nagle_enabled(true);
+        s.set_ack_delay(None);
+        s
     }
 
     /// A socket with Linux's defaults; `bulk`: buffers of the autotuning maxima (a stream's),
@@ -221,13 +240,13 @@ impl TcpHost {
     }
 
     /// Puts a socket in a slot of its own.
-    fn add(&mut self, s: tcp::Socket<'static>) -> u32 {
+    pub(super) fn add(&mut self, s: tcp::Socket<'static>) -> u32 {
         self.socks.push(Some(Sock::new(Some(s))));
         (self.socks.len() - 1) as u32
     }
 
     /// The socket in `slot`; the slot holds one (owners and listeners hold live slots).
-    fn sock(&mut self, slot: u32) -> &mut tcp::Socket<'static> {
+    pub(super) fn sock(&mut self, slot: u32) -> &mut tcp::Socket<'static> {
         let sk = self.socks[slot as usize].as_mut().expect("a live slot");
         sk.set.get_mut::<tcp::Socket>(sk.handle.expect("a slot with a socket"))
     }
@@ -324,7 +343,7 @@ impl Simulation {
     /// Sets up the TCP hosts and listening sockets of every TCP flow (called once the flows
     /// exist): a host in each client and server namespace, a listener on the server's port.
     pub(super) fn tcp_setup(&mut self) {
-        let mut host_of: Vec<Option<usize>> = vec![None; self.world.netns.len()];
+        self.tcp_host_of = vec![None; self.world.netns.len()];
         for fi in 0..self.flows.len() {
             if !self.flows[fi].kind.is_tcp() {
                 continue;
@@ -352,25 +371,11 @@ impl Simulation {
                     })
                     .collect(),
             };
-            let mut host = |sim: &mut Simulation, ns: NsId| -> usize {
-                if let Some(h) = host_of[ns] {
-                    return h;
-                }
-                let dev = sim.world.netns[ns].devices.get(1).copied().unwrap_or(0);
-                let (ip, prefix) =
-                    sim.world.devices[dev].addrs.first().copied().unwrap_or((Ipv4Addr::LOCALHOST, 8));
-                let mtu = sim.world.devices[dev].mtu;
-                let seed = sim.world.cluster.seed ^ ((ns as u64) << 20) ^ 0x7463_7000;
-                sim.tcp.push(TcpHost::new(ns, ip, prefix, mtu, seed));
-                sim.world.netns[ns].tcp_stack = true;
-                host_of[ns] = Some(sim.tcp.len() - 1);
-                sim.tcp.len() - 1
-            };
             let client_ns = f.client_ns;
-            let ch = host(self, client_ns);
+            let ch = self.tcp_host(client_ns);
             let bulk = matches!(self.flows[fi].kind, WorkloadKind::TcpStream { .. });
             for (ns, port) in servers {
-                let sh = host(self, ns);
+                let sh = self.tcp_host(ns);
                 if !self.tcp[sh].listening.iter().any(|&(p, _)| p == port) {
                     self.tcp[sh].listen(port, bulk);
                 }
@@ -383,7 +388,22 @@ impl Simulation {
             self.obs.flows[fi].tcp =
                 Some(crate::observe::TcpObs::new(streams, self.flows[fi].start, self.flows[fi].end));
         }
-        self.tcp_host_of = host_of;
+    }
+
+    /// The TCP stack of namespace `ns`, made on first use: smoltcp on the address of its
+    /// first device after `lo` (a pod's `eth0`, a node's `eth0`).
+    pub(super) fn tcp_host(&mut self, ns: NsId) -> usize {
+        if let Some(h) = self.tcp_host_of[ns] {
+            return h;
+        }
+        let dev = self.world.netns[ns].devices.get(1).copied().unwrap_or(0);
+        let (ip, prefix) = self.world.devices[dev].addrs.first().copied().unwrap_or((Ipv4Addr::LOCALHOST, 8));
+        let mtu = self.world.devices[dev].mtu;
+        let seed = self.world.cluster.seed ^ ((ns as u64) << 20) ^ 0x7463_7000;
+        self.tcp.push(TcpHost::new(ns, ip, prefix, mtu, seed));
+        self.world.netns[ns].tcp_stack = true;
+        self.tcp_host_of[ns] = Some(self.tcp.len() - 1);
+        self.tcp.len() - 1
     }
 
     /// A TCP flow starts: its client connects (every stream at once for a bulk transfer).
@@ -465,9 +485,11 @@ impl Simulation {
         let dport = key.0;
         let host = &mut self.tcp[h];
         let listener = host.listening.iter().position(|l| l.0 == dport);
-        let slot = match owner {
-            Some(o) => o.sock,
-            None => listener.map_or(0, |i| host.listening[i].1),
+        let bgp = host.bgp_socks.iter().rev().find(|b| b.1 == key).map(|b| b.0);
+        let slot = match (owner, bgp) {
+            (Some(o), _) => o.sock,
+            (None, Some(slot)) => slot,
+            (None, None) => listener.map_or(0, |i| host.listening[i].1),
         };
         host.wire.rx.push_back(ip);
         self.tcp_poll(t, h, slot);
@@ -487,10 +509,13 @@ impl Simulation {
                         side: Side::Server,
                         tuple: Some(key),
                     });
+                } else if dport == crate::wire::bgp::PORT {
+                    self.bgp_accepted(t, h, slot, key);
                 }
             }
         }
         self.tcp_apps(t, h);
+        self.bgp_io(t, h);
     }
 
     /// A smoltcp timer of socket `sock` of host `host` is due.
@@ -503,12 +528,13 @@ impl Simulation {
         sk.timer = None;
         self.tcp_poll(t, h, sock);
         self.tcp_apps(t, h);
+        self.bgp_io(t, h);
     }
 
     /// Polls socket `slot` of host `h`: smoltcp processes what arrived and, unless a segment
     /// of this socket is still going down the kernel, sends one segment if it has one; its
     /// next timer is scheduled.
-    fn tcp_poll(&mut self, t: Instant, h: usize, slot: u32) {
+    pub(super) fn tcp_poll(&mut self, t: Instant, h: usize, slot: u32) {
         let host = &mut self.tcp[h];
         let Some(sk) = host.socks[slot as usize].as_mut() else { return };
         host.wire.budget = usize::from(!sk.busy && sk.frames.is_empty());

@@ -41,6 +41,7 @@ type Res<T> = Result<T, ScenarioError>;
 
 // The steps, declared below `at!` so that they can use it (a macro is in scope only after its
 // definition).
+mod bgp;
 mod network;
 mod nodes;
 mod policy;
@@ -48,6 +49,7 @@ mod services;
 mod sweep;
 mod workloads;
 
+use bgp::resolve_bgp;
 use network::{resolve_network, resolve_underlay};
 use nodes::{resolve_changes, resolve_externals, resolve_nodes, resolve_pods};
 use policy::{resolve_namespaces, resolve_policies};
@@ -98,7 +100,8 @@ pub(crate) fn resolve(mut s: Scenario, loc: &Locator, overrides: &Overrides) -> 
     let externals = resolve_externals(loc, &s, &network, &nodes, &underlay.fabric)?;
     let workloads =
         resolve_workloads(loc, &s, &nodes, &pods, chosen, &cni_options, &services, generated, &externals)?;
-    let changes = resolve_changes(loc, &s, &pods)?;
+    let changes = resolve_changes(loc, &s, &nodes, &pods)?;
+    let bgp = resolve_bgp(loc, &s, chosen, &nodes, &underlay.fabric)?;
     let conntrack_max = match s.conntrack_max {
         Some(0) => {
             return Err(loc.err(
@@ -129,6 +132,7 @@ pub(crate) fn resolve(mut s: Scenario, loc: &Locator, overrides: &Overrides) -> 
         services,
         generated,
         changes,
+        bgp,
         conntrack_max,
         cni: chosen.cni,
         cni_options,

@@ -7,7 +7,8 @@ use std::net::Ipv4Addr;
 
 use super::{check_bandwidth, check_mtu, check_name, ChosenCni, Locator, Res};
 use crate::cluster::{
-    Change, Cni, CniOptions, ExternalHost, Fabric, KernelQueues, Network, NodeId, NodeSpec, PodSpec,
+    Change, ChangeKind, Cni, CniOptions, ExternalHost, Fabric, KernelQueues, Network, NodeId, NodeSpec,
+    PodSpec,
 };
 use crate::scenario::locate::Seg;
 use crate::scenario::{self, Nodes, Scenario};
@@ -381,14 +382,80 @@ pub(super) fn resolve_externals(
     Ok(out)
 }
 
-pub(super) fn resolve_changes(loc: &Locator, s: &Scenario, pods: &[PodSpec]) -> Res<Vec<Change>> {
+pub(super) fn resolve_changes(
+    loc: &Locator,
+    s: &Scenario,
+    nodes: &[NodeSpec],
+    pods: &[PodSpec],
+) -> Res<Vec<Change>> {
     let mut out: Vec<Change> = Vec::new();
     for (i, c) in s.changes.iter().enumerate() {
-        let Some(pod) = pods.iter().position(|p| p.name == c.delete_pod) else {
+        let given: Vec<&str> = [
+            c.delete_pod.as_ref().map(|_| "delete_pod"),
+            c.power_off.as_ref().map(|_| "power_off"),
+            c.stop_bird.as_ref().map(|_| "stop_bird"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if given.len() != 1 {
+            let what = if given.is_empty() { "none".to_string() } else { given.join(" and ") };
             return Err(loc.err(
-                at!["changes", i, "delete_pod"],
-                format!("delete_pod '{}' names no pod; check the name against `pods:`", c.delete_pod),
+                at!["changes", i],
+                format!(
+                    "a change does one thing: give exactly one of delete_pod, power_off and stop_bird \
+                     (this one has {what}); split it into several changes"
+                ),
             ));
+        }
+        let node = |name: &str, key: &'static str| -> Res<usize> {
+            nodes.iter().position(|n| n.name == name).ok_or_else(|| {
+                loc.err(
+                    at!["changes", i, key],
+                    format!("{key} '{name}' names no node; check the name against the nodes"),
+                )
+            })
+        };
+        let what = if let Some(name) = &c.delete_pod {
+            let Some(pod) = pods.iter().position(|p| &p.name == name) else {
+                return Err(loc.err(
+                    at!["changes", i, "delete_pod"],
+                    format!("delete_pod '{name}' names no pod; check the name against `pods:`"),
+                ));
+            };
+            if out.iter().any(|o| o.what == ChangeKind::DeletePod(pod)) {
+                return Err(loc.err(
+                    at!["changes", i, "delete_pod"],
+                    format!("pod '{name}' is deleted twice; delete it once"),
+                ));
+            }
+            ChangeKind::DeletePod(pod)
+        } else if let Some(name) = &c.power_off {
+            let n = node(name, "power_off")?;
+            if out.iter().any(|o| o.what == ChangeKind::PowerOff(n)) {
+                return Err(loc.err(
+                    at!["changes", i, "power_off"],
+                    format!("node '{name}' is powered off twice; power it off once"),
+                ));
+            }
+            ChangeKind::PowerOff(n)
+        } else {
+            let name = c.stop_bird.as_deref().unwrap_or_default();
+            let n = node(name, "stop_bird")?;
+            if s.bgp.is_none() {
+                return Err(loc.err(
+                    at!["changes", i, "stop_bird"],
+                    "stop_bird needs the BGP control plane simulated: add a `bgp: ()` section (or \
+                     remove this change)",
+                ));
+            }
+            if out.iter().any(|o| o.what == ChangeKind::StopBird(n)) {
+                return Err(loc.err(
+                    at!["changes", i, "stop_bird"],
+                    format!("BIRD on node '{name}' is stopped twice; stop it once"),
+                ));
+            }
+            ChangeKind::StopBird(n)
         };
         if c.at >= s.duration {
             return Err(loc.err(
@@ -399,13 +466,7 @@ pub(super) fn resolve_changes(loc: &Locator, s: &Scenario, pods: &[PodSpec]) -> 
                 ),
             ));
         }
-        if out.iter().any(|o| o.pod == pod) {
-            return Err(loc.err(
-                at!["changes", i, "delete_pod"],
-                format!("pod '{}' is deleted twice; delete it once", c.delete_pod),
-            ));
-        }
-        out.push(Change { at: Instant::from_nanos(c.at.as_nanos()), pod });
+        out.push(Change { at: Instant::from_nanos(c.at.as_nanos()), what });
     }
     out.sort_by_key(|c| c.at);
     Ok(out)

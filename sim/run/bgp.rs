@@ -1,0 +1,607 @@
+//! Calico's BGP control plane in the run: a BIRD process on every node of a BGP mode, its
+//! speaker (`crate::bgp`) fed by TCP connections to port 179 of the other nodes, carried by
+//! the node's smoltcp stack (`run/tcp.rs`) through the same kernel pipeline as any segment.
+//!
+//! BIRD is single-threaded: one batch of work at a time, on one core of its node. A batch
+//! reads what its sockets hold (every whole message), is served on the core
+//! (`bird_message` per message, `bird_route` per route in it), and only then does the
+//! speaker act on it; what it decides (messages to send, routes for the kernel, timers) is
+//! served in turn (`bird_message` per message sent, `bird_route` per route sent,
+//! `bird_route` plus `netlink_object` per kernel route) and takes effect when that is done.
+//! While a batch is served, arriving bytes wait in the socket, as they wait for BIRD's event
+//! loop. The kernel routes are exactly the speaker's: before a block's route arrives, and
+//! after it is withdrawn, the node has no route to it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::Ipv4Addr;
+
+use smoltcp::socket::tcp;
+use smoltcp::wire::IpAddress;
+
+use super::tcp::TcpHost;
+use super::{Event, Simulation, Work};
+use crate::addr::Ipv4Net;
+use crate::bgp::{Config, Input, Output, PeerConfig, PeerId, Speaker, TimerKind};
+use crate::cluster::Bgp;
+use crate::cost::Step;
+use crate::engine::{Component, RngFactory};
+use crate::observe::DropReason;
+use crate::time::{Duration, Instant};
+use crate::wire::bgp::{Message, PORT};
+
+/// Which core of its node BIRD runs on: the core this hash selects (BIRD is one thread).
+const BIRD_HASH: u32 = 179;
+/// Socket buffers of a BGP connection. BIRD leaves the kernel's defaults (`tcp_rmem` 128
+/// KiB, autotuned); smoltcp allocates its buffers whole, so a full mesh of 1,000 nodes would
+/// need 2 x 999 x 256 KiB per node. 16 KiB holds a few hundred routes in flight, more than
+/// any UPDATE burst of a Calico node needs (ARCHITECTURE.md lists this departure).
+const BGP_BUFFER: usize = 16 * 1024;
+
+/// A session's TCP connection.
+#[derive(Debug)]
+struct Conn {
+    slot: u32,
+    /// Bytes read and not yet a whole message.
+    rx: Vec<u8>,
+    /// Bytes written by BIRD that the socket had no room for yet.
+    tx: VecDeque<u8>,
+    /// The connection has been reported established to the speaker.
+    up: bool,
+}
+
+/// One node's BIRD.
+pub struct Bird {
+    pub node: usize,
+    pub speaker: Speaker,
+    host: usize,
+    conns: Vec<Option<Conn>>,
+    /// Inputs waiting for the process.
+    pending: Vec<Input>,
+    busy: bool,
+    /// CPU time BIRD has used (served within the run).
+    pub cpu: Duration,
+    /// The node was powered off.
+    pub dead: bool,
+    /// Kernel routes BIRD added and removed.
+    pub routes_added: u64,
+    pub routes_removed: u64,
+}
+
+/// Work of a BIRD process, when it has been served.
+#[derive(Debug)]
+pub enum BirdWork {
+    /// calico-node starts BIRD.
+    Start,
+    /// A timer of the speaker fires.
+    Timer { peer: PeerId, kind: TimerKind, gen: u32 },
+    /// A batch of inputs has been read and parsed: the speaker acts on it.
+    Inputs(Vec<Input>),
+    /// What the speaker decided has been served: it takes effect.
+    Apply { outputs: Vec<Output>, fib: Vec<(Ipv4Net, Option<Ipv4Addr>)> },
+    /// A graceful shutdown.
+    Stop,
+}
+
+/// The control plane's whole state: every BIRD, and where the cluster is in converging.
+#[derive(Default)]
+pub struct ControlPlane {
+    pub birds: Vec<Bird>,
+    /// `birds` index of each TCP host that runs a BIRD.
+    bird_of_host: Vec<Option<usize>>,
+    /// Next hop address -> the node whose blocks it announces.
+    node_of_ip: BTreeMap<Ipv4Addr, usize>,
+    /// The IPAM blocks each node originates.
+    pub blocks: Vec<Vec<Ipv4Net>>,
+    /// The initial convergence (every live node with a route to every block of every other
+    /// live node), then, per change that takes a node's routes away, the time until no live
+    /// node has a route through it.
+    pub convergences: Vec<Convergence>,
+    /// Since when the routes have been incomplete at the start, with the drop counts then.
+    incomplete_since: Option<(Instant, BTreeMap<DropReason, u64>)>,
+    /// Changes whose node some live node still routes to: (change, node, since, drops then).
+    pending: Vec<(usize, usize, Instant, BTreeMap<DropReason, u64>)>,
+}
+
+/// One period from a cause (the start, a change) to every live node's routes being complete.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Convergence {
+    /// Index into the scenario's changes; `None`: the cluster's start.
+    pub change: Option<usize>,
+    pub from: Instant,
+    pub to: Instant,
+    /// Datagrams dropped meanwhile, by reason.
+    pub drops: BTreeMap<String, u64>,
+}
+
+impl ControlPlane {
+    /// Since when the initial convergence has been waited for, if it has not happened.
+    pub fn incomplete_since(&self) -> Option<Instant> {
+        self.incomplete_since.as_ref().map(|x| x.0)
+    }
+
+    /// Changes not converged by the end: (change, since).
+    pub fn unconverged(&self) -> Vec<(usize, Instant)> {
+        self.pending.iter().map(|p| (p.0, p.2)).collect()
+    }
+}
+
+impl Simulation {
+    /// Sets up a BIRD on every node when the scenario simulates BGP: its speaker with the
+    /// peers confd would configure, a TCP stack on the node's address listening on port 179.
+    pub(super) fn bgp_setup(&mut self) {
+        let Some(cfg) = self.world.cluster.bgp.clone() else { return };
+        if !self.world.cluster.cni.runs_bird() {
+            return;
+        }
+        let c = self.world.cluster.clone();
+        let blocks = crate::cni::calico::blocks(&self.world);
+        let mut cp = ControlPlane { blocks, ..Default::default() };
+        let rngs = RngFactory::new(c.seed);
+        for (n, node) in c.nodes.iter().enumerate() {
+            cp.node_of_ip.insert(node.ip, n);
+        }
+        for n in 0..c.nodes.len() {
+            let ns = self.world.nodes[n].ns;
+            let h = self.tcp_host(ns);
+            let mut s = TcpHost::bgp_socket(BGP_BUFFER);
+            s.listen(PORT).expect("port 179 is free on a fresh host");
+            let slot = self.tcp[h].add(s);
+            self.tcp[h].listening.push((PORT, slot));
+            let config = speaker_config(&cfg, &c, n, cp.blocks[n].clone());
+            let conns = (0..config.peers.len()).map(|_| None).collect();
+            if cp.bird_of_host.len() <= h {
+                cp.bird_of_host.resize(h + 1, None);
+            }
+            cp.bird_of_host[h] = Some(cp.birds.len());
+            cp.birds.push(Bird {
+                node: n,
+                speaker: Speaker::new(config, Instant::ZERO, rngs.stream(Component::Bgp, n as u64)),
+                host: h,
+                conns,
+                pending: Vec::new(),
+                busy: false,
+                cpu: Duration::ZERO,
+                dead: false,
+                routes_added: 0,
+                routes_removed: 0,
+            });
+            self.queue.schedule(Instant::ZERO, Event::Bird { bird: n as u32, work: BirdWork::Start });
+        }
+        cp.incomplete_since = Some((Instant::ZERO, BTreeMap::new()));
+        self.bgp = Some(Box::new(cp));
+    }
+
+    /// BIRD's work `work` is due.
+    pub(super) fn bird(&mut self, t: Instant, b: usize, work: BirdWork) {
+        let Some(cp) = self.bgp.as_mut() else { return };
+        if cp.birds[b].dead {
+            return;
+        }
+        match work {
+            BirdWork::Start => {
+                let mut out = Vec::new();
+                cp.birds[b].speaker.start(t, &mut out);
+                self.bird_decided(t, b, out);
+            }
+            BirdWork::Stop => {
+                let mut out = Vec::new();
+                cp.birds[b].speaker.stop(t, &mut out);
+                self.bird_decided(t, b, out);
+            }
+            BirdWork::Timer { peer, kind, gen } => {
+                cp.birds[b].pending.push(Input::Timer(peer, kind, gen));
+                self.bird_kick(t, b);
+            }
+            BirdWork::Inputs(inputs) => {
+                let mut out = Vec::new();
+                for i in inputs {
+                    cp.birds[b].speaker.handle(t, i, &mut out);
+                }
+                self.bird_decided(t, b, out);
+            }
+            BirdWork::Apply { outputs, fib } => {
+                self.bird_apply(t, b, outputs, fib);
+                self.bgp.as_mut().expect("control plane").birds[b].busy = false;
+                let h = self.bgp.as_ref().expect("control plane").birds[b].host;
+                self.bgp_io(t, h);
+            }
+        }
+    }
+
+    /// The speaker decided `out`: its cost is served on BIRD's core, then it takes effect.
+    fn bird_decided(&mut self, t: Instant, b: usize, out: Vec<Output>) {
+        let costs = self.world.costs.clone();
+        let cp = self.bgp.as_mut().expect("control plane");
+        let bird = &mut cp.birds[b];
+        bird.busy = true;
+        let fib = bird.speaker.take_fib_changes();
+        let mut cost = Duration::ZERO;
+        for o in &out {
+            if let Output::Send(_, m, _) = o {
+                cost += costs.bird_message;
+                if let Message::Update(u) = m {
+                    let routes = (u.nlri.len() + u.withdrawn.len()) as u64;
+                    cost += costs.bird_route.saturating_mul(routes);
+                }
+            }
+        }
+        cost += (costs.bird_route + costs.netlink_object).saturating_mul(fib.len() as u64);
+        let done = self.bird_serve(t, b, cost);
+        self.queue
+            .schedule(done, Event::Bird { bird: b as u32, work: BirdWork::Apply { outputs: out, fib } });
+    }
+
+    /// Serves `cost` of BIRD's CPU on its node's core from `t`; returns when it is done.
+    fn bird_serve(&mut self, t: Instant, b: usize, cost: Duration) -> Instant {
+        let node = self.bgp.as_ref().expect("control plane").birds[b].node;
+        let cx =
+            self.run_chain(node, t, BIRD_HASH, Work::Read, None, |_, cx| cx.add(Step::ControlPlane, cost));
+        let done = cx.now();
+        if done <= self.end {
+            self.bgp.as_mut().expect("control plane").birds[b].cpu += cost;
+        }
+        done
+    }
+
+    /// BIRD takes the inputs waiting for it, if it is idle: their cost is served, then the
+    /// speaker acts on them (`BirdWork::Inputs`).
+    fn bird_kick(&mut self, t: Instant, b: usize) {
+        let costs = self.world.costs.clone();
+        let bird = &mut self.bgp.as_mut().expect("control plane").birds[b];
+        if bird.busy || bird.pending.is_empty() {
+            return;
+        }
+        let inputs = std::mem::take(&mut bird.pending);
+        let mut cost = Duration::ZERO;
+        for i in &inputs {
+            match i {
+                Input::Message(_, m) => {
+                    cost += costs.bird_message;
+                    if let Message::Update(u) = m {
+                        let routes = (u.nlri.len() + u.withdrawn.len()) as u64;
+                        cost += costs.bird_route.saturating_mul(routes);
+                    }
+                }
+                _ => cost += costs.bird_message,
+            }
+        }
+        bird.busy = true;
+        let done = self.bird_serve(t, b, cost);
+        self.queue.schedule(done, Event::Bird { bird: b as u32, work: BirdWork::Inputs(inputs) });
+    }
+
+    /// What the speaker decided takes effect: connections opened, messages written, sockets
+    /// closed, timers armed, kernel routes replaced or deleted.
+    fn bird_apply(
+        &mut self,
+        t: Instant,
+        b: usize,
+        outputs: Vec<Output>,
+        fib: Vec<(Ipv4Net, Option<Ipv4Addr>)>,
+    ) {
+        let h = self.bgp.as_ref().expect("control plane").birds[b].host;
+        for o in outputs {
+            match o {
+                Output::Connect(p) => self.bgp_connect(t, b, p),
+                Output::Send(p, m, s) => {
+                    let bird = &mut self.bgp.as_mut().expect("control plane").birds[b];
+                    if let Some(c) = bird.conns[p].as_mut() {
+                        c.tx.extend(m.to_bytes(s));
+                    }
+                }
+                Output::Close(p) => {
+                    self.bgp_flush(t, b, p);
+                    let bird = &mut self.bgp.as_mut().expect("control plane").birds[b];
+                    if let Some(c) = bird.conns[p].take() {
+                        self.tcp[h].sock(c.slot).close();
+                        self.tcp_poll(t, h, c.slot);
+                    }
+                }
+                Output::Timer { peer, kind, after, gen } => self.queue.schedule(
+                    t + after,
+                    Event::Bird { bird: b as u32, work: BirdWork::Timer { peer, kind, gen } },
+                ),
+            }
+        }
+        let n = self.bgp.as_ref().expect("control plane").birds[b].node;
+        for (net, nh) in fib {
+            let cp = self.bgp.as_mut().expect("control plane");
+            let ns = self.world.nodes[n].ns;
+            match nh.and_then(|ip| cp.node_of_ip.get(&ip).copied()) {
+                Some(m) => {
+                    let route = crate::cni::calico::block_route(&self.world, n, m, net);
+                    if let Err(e) = self.world.add_route(route) {
+                        self.world.warn(format!("BIRD on {}: {e}", self.world.cluster.nodes[n].name));
+                    } else {
+                        cp.birds[b].routes_added += 1;
+                    }
+                }
+                None => {
+                    if self.world.netns[ns].main.remove(net).is_some() {
+                        cp.birds[b].routes_removed += 1;
+                    }
+                }
+            }
+        }
+        let peers = self.bgp.as_ref().expect("control plane").birds[b].conns.len();
+        for p in 0..peers {
+            self.bgp_flush(t, b, p);
+        }
+        self.bgp_check_convergence(t);
+    }
+
+    /// Opens the TCP connection of session `p`: from the node's address and an ephemeral
+    /// port to the peer's port 179.
+    fn bgp_connect(&mut self, t: Instant, b: usize, p: PeerId) {
+        let cp = self.bgp.as_mut().expect("control plane");
+        let bird = &mut cp.birds[b];
+        let h = bird.host;
+        let addr = bird.speaker.peers[p].config.addr;
+        if let Some(old) = bird.conns[p].take() {
+            self.tcp[h].sock(old.slot).abort();
+        }
+        let host = &mut self.tcp[h];
+        host.ports.retain(|&(_, until)| until > t);
+        let mut sport = 32768 + (rand::Rng::random_range(&mut self.rng, 0..28232u32) as u16);
+        while host.ports.iter().any(|&(q, _)| q == sport) {
+            sport = rand::Rng::random_range(&mut self.rng, 32768..=60999u16);
+        }
+        host.ports.push((sport, t + Duration::from_secs(60)));
+        let mut s = TcpHost::bgp_socket(BGP_BUFFER);
+        let cx = host.iface.context();
+        if s.connect(cx, (IpAddress::Ipv4(addr), PORT), sport).is_err() {
+            return;
+        }
+        let slot = host.add(s);
+        host.bgp_socks.push((slot, (sport, addr, PORT)));
+        bird.conns[p] = Some(Conn { slot, rx: Vec::new(), tx: VecDeque::new(), up: false });
+        self.tcp_poll(t, h, slot);
+    }
+
+    /// A listener on port 179 of host `h` took a connection from `remote`: it is a session's
+    /// if the speaker expects that peer, else BIRD closes it.
+    pub(super) fn bgp_accepted(&mut self, t: Instant, h: usize, slot: u32, key: (u16, Ipv4Addr, u16)) {
+        let Some(cp) = self.bgp.as_mut() else { return };
+        let Some(b) = cp.bird_of_host.get(h).copied().flatten() else { return };
+        let bird = &mut cp.birds[b];
+        self.tcp[h].bgp_socks.push((slot, key));
+        match bird.speaker.accepts(key.1).filter(|_| !bird.dead) {
+            Some(p) if bird.conns[p].is_none() => {
+                bird.conns[p] = Some(Conn { slot, rx: Vec::new(), tx: VecDeque::new(), up: false });
+            }
+            _ => {
+                self.tcp[h].sock(slot).close();
+                self.tcp_poll(t, h, slot);
+            }
+        }
+    }
+
+    /// The TCP stack of host `h` has processed segments or timers: each of its BIRD's
+    /// connections that came up or went down is reported, what they hold is read (when BIRD
+    /// is idle), what BIRD wrote goes out.
+    pub(super) fn bgp_io(&mut self, t: Instant, h: usize) {
+        let Some(cp) = self.bgp.as_mut() else { return };
+        let Some(b) = cp.bird_of_host.get(h).copied().flatten() else { return };
+        if cp.birds[b].dead || !cp.birds[b].speaker.running {
+            return;
+        }
+        let peers = cp.birds[b].conns.len();
+        for p in 0..peers {
+            self.bgp_flush(t, b, p);
+            let cp = self.bgp.as_mut().expect("control plane");
+            let bird = &mut cp.birds[b];
+            let busy = bird.busy;
+            let Some(c) = bird.conns[p].as_mut() else { continue };
+            let s = self.tcp[h].sock(c.slot);
+            let state = s.state();
+            if !c.up && state == tcp::State::Established {
+                c.up = true;
+                bird.pending.push(Input::TcpUp(p));
+            }
+            if !busy {
+                while s.can_recv() {
+                    match s.recv(|buf| {
+                        c.rx.extend_from_slice(buf);
+                        (buf.len(), buf.len())
+                    }) {
+                        Ok(n) if n > 0 => {}
+                        _ => break,
+                    }
+                }
+                let mut at = 0;
+                loop {
+                    let sess = bird.speaker.peers[p].session_rx;
+                    match Message::parse(&c.rx[at..], sess) {
+                        Ok(Some((m, used))) => {
+                            at += used;
+                            let open = matches!(m, Message::Open(_));
+                            bird.pending.push(Input::Message(p, m));
+                            // The session's parameters follow from the OPEN: what comes after
+                            // it is parsed once the speaker has seen it.
+                            if open {
+                                break;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(n) => {
+                            bird.pending.push(Input::Malformed(p, n));
+                            c.rx.clear();
+                            at = 0;
+                            break;
+                        }
+                    }
+                }
+                c.rx.drain(..at);
+            }
+            let gone = matches!(
+                state,
+                tcp::State::Closed
+                    | tcp::State::CloseWait
+                    | tcp::State::TimeWait
+                    | tcp::State::Closing
+                    | tcp::State::LastAck
+            );
+            if gone && !s.can_recv() {
+                if state == tcp::State::CloseWait {
+                    s.close();
+                }
+                let slot = c.slot;
+                bird.conns[p] = None;
+                bird.pending.push(Input::TcpDown(p));
+                self.tcp_poll(t, h, slot);
+            }
+        }
+        self.bird_kick(t, b);
+    }
+
+    /// Drops so far of the workload datagrams sent to pods on `node`, by reason.
+    fn drops_to_node(&self, node: usize) -> BTreeMap<DropReason, u64> {
+        let mut by = BTreeMap::new();
+        for (f, o) in self.flows.iter().zip(&self.obs.flows) {
+            let on = match f.target {
+                crate::cluster::Target::Pod(p) => self.world.cluster.pods[p].node == node,
+                _ => false,
+            };
+            if on {
+                for (r, n) in &o.drops {
+                    *by.entry(*r).or_default() += n;
+                }
+            }
+        }
+        by
+    }
+
+    /// Writes what session `p` has waiting into its socket, as far as the socket has room.
+    fn bgp_flush(&mut self, t: Instant, b: usize, p: PeerId) {
+        let cp = self.bgp.as_mut().expect("control plane");
+        let bird = &mut cp.birds[b];
+        let h = bird.host;
+        let Some(c) = bird.conns[p].as_mut() else { return };
+        if c.tx.is_empty() {
+            return;
+        }
+        let s = self.tcp[h].sock(c.slot);
+        if !s.may_send() {
+            return;
+        }
+        let (a, bb) = c.tx.as_slices();
+        let mut n = s.send_slice(a).unwrap_or(0);
+        if n == a.len() {
+            n += s.send_slice(bb).unwrap_or(0);
+        }
+        c.tx.drain(..n);
+        let slot = c.slot;
+        if n > 0 {
+            self.tcp_poll(t, h, slot);
+        }
+    }
+
+    /// Records the end of the initial convergence (every live node's kernel with a route to
+    /// every block of every other live node whose BIRD runs) and of each change's (no live
+    /// node with a route through the node the change took away).
+    fn bgp_check_convergence(&mut self, t: Instant) {
+        let all_now = self.obs.drops_by_reason();
+        let to_node: Vec<BTreeMap<DropReason, u64>> =
+            (0..self.world.cluster.nodes.len()).map(|n| self.drops_to_node(n)).collect();
+        let cp = self.bgp.as_mut().expect("control plane");
+        let live: Vec<bool> = cp.birds.iter().map(|b| !b.dead && b.speaker.running).collect();
+        let since =
+            |now: &BTreeMap<DropReason, u64>, before: &BTreeMap<DropReason, u64>| -> BTreeMap<String, u64> {
+                now.iter()
+                    .filter_map(|(r, n)| {
+                        let d = n - before.get(r).copied().unwrap_or(0);
+                        (d > 0).then(|| (r.name().to_string(), d))
+                    })
+                    .collect()
+            };
+        if let Some((from, before)) = &cp.incomplete_since {
+            let complete = cp.birds.iter().enumerate().filter(|(i, _)| live[*i]).all(|(i, b)| {
+                let want: usize = cp
+                    .blocks
+                    .iter()
+                    .enumerate()
+                    .filter(|(m, _)| *m != i && live[*m])
+                    .map(|(_, v)| v.len())
+                    .sum();
+                b.speaker.fib.len() == want
+                    && b.speaker.fib.values().all(|nh| cp.node_of_ip.get(nh).is_some_and(|&m| live[m]))
+            });
+            if complete {
+                let drops = since(&all_now, before);
+                cp.convergences.push(Convergence { change: None, from: *from, to: t, drops });
+                cp.incomplete_since = None;
+            }
+        }
+        let mut i = 0;
+        while i < cp.pending.len() {
+            let (change, node, from, _) = cp.pending[i];
+            let ip = cp.birds[node].speaker.config.router_id;
+            let routed = cp
+                .birds
+                .iter()
+                .enumerate()
+                .any(|(m, b)| live[m] && b.speaker.fib.values().any(|&nh| nh == ip));
+            if routed {
+                i += 1;
+                continue;
+            }
+            let (_, _, _, before) = cp.pending.remove(i);
+            let drops = since(&to_node[cp.birds[node].node], &before);
+            cp.convergences.push(Convergence { change: Some(change), from, to: t, drops });
+        }
+    }
+
+    /// A change that breaks the routes (a node off, BIRD stopped) starts a period that ends
+    /// when every live node's routes are complete again.
+    pub(super) fn bgp_change(&mut self, t: Instant, index: usize, node: usize, power_off: bool) {
+        let drops_now = self.drops_to_node(node);
+        let Some(cp) = self.bgp.as_mut() else { return };
+        if let Some(b) = cp.birds.iter().position(|b| b.node == node) {
+            if power_off {
+                cp.birds[b].dead = true;
+            } else {
+                self.queue.schedule(t, Event::Bird { bird: b as u32, work: BirdWork::Stop });
+            }
+        }
+        let cp = self.bgp.as_mut().expect("control plane");
+        if let Some(b) = cp.birds.iter().position(|b| b.node == node) {
+            cp.pending.push((index, b, t, drops_now));
+        }
+    }
+}
+
+/// The speaker confd would configure on node `n`: the mesh (every other node, `Mesh_<ip>`),
+/// or with route reflectors: a reflector peers with every other node (`Node_<ip>`), a client
+/// with every reflector; a reflector's clients are the nodes that are not reflectors (a peer
+/// with the same cluster ID is not a client, confd `bgp_processor.go`). The peer whose
+/// address is the lexically greater string is the passive end.
+fn speaker_config(b: &Bgp, c: &crate::cluster::Cluster, n: usize, own: Vec<Ipv4Net>) -> Config {
+    let me = &c.nodes[n];
+    let is_rr = b.reflectors.contains(&n);
+    let peers = c
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(m, _)| *m != n && (b.reflectors.is_empty() || is_rr || b.reflectors.contains(m)))
+        .map(|(m, o)| PeerConfig {
+            name: format!(
+                "{}_{}",
+                if b.reflectors.is_empty() { "Mesh" } else { "Node" },
+                o.ip.to_string().replace('.', "_")
+            ),
+            addr: o.ip,
+            peer_as: b.as_number,
+            passive: o.ip.to_string() > me.ip.to_string(),
+            rr_client: is_rr && !b.reflectors.contains(&m),
+        })
+        .collect();
+    Config {
+        router_id: me.ip,
+        local_as: b.as_number,
+        source: me.ip,
+        cluster_id: is_rr.then_some(b.cluster_id),
+        timers: b.timers,
+        peers,
+        own,
+    }
+}
