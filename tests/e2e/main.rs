@@ -1,5 +1,6 @@
 //! End-to-end runs of shipped scenarios, one module per behaviour, built as one test binary.
 
+mod bgp;
 mod browser;
 mod cilium_policy;
 mod cli;

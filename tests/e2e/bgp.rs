@@ -1,0 +1,86 @@
+//! Calico's BGP control plane end to end (`scenarios/bgp-mesh-vs-rr.ron`,
+//! `scenarios/node-failure.ron`): sessions per topology, every node's kernel with exactly the
+//! other nodes' blocks after convergence and nothing before, the power-off black hole lasting
+//! the (jittered) hold time, the graceful shutdown withdrawn at once, BGP on the wire as tshark
+//! decodes it, and the same bytes for the same seed.
+
+use cnisim::app::{self, Choice, RunOptions};
+use cnisim::summary::Summary;
+
+use crate::{repo, scratch, tshark};
+
+fn run(file: &str, out: std::path::PathBuf, pcap: Vec<String>) -> Summary {
+    let opts = RunOptions { out: Some(out), pcap, ..Default::default() };
+    app::run(&repo(file), &opts).unwrap().summary
+}
+
+#[test]
+fn a_mesh_has_a_session_per_pair_and_every_node_routes_every_other_block() {
+    let dir = scratch("bgp-mesh");
+    let s = run("scenarios/bgp-mesh-vs-rr.ron", dir.join("out"), vec!["node-1/eth0".into()]);
+    let b = s.bgp.as_ref().expect("bgp summary");
+    assert_eq!(b.topology, "node-to-node mesh");
+    assert_eq!(b.sessions, 8 * 7 / 2);
+    assert_eq!(b.sessions_established, 28);
+    for n in &b.nodes {
+        assert_eq!(n.fib_routes, 7, "{}: one block of each other node", n.node);
+        assert_eq!(n.kernel_routes_added, 7);
+        assert_eq!(n.established, 7);
+    }
+    // Nothing gets through before the 2 s connect delay; all of it after convergence.
+    let start = &b.convergence[0];
+    assert_eq!(start.cause, "start");
+    assert!((2_000_000_000..2_100_000_000).contains(&start.to_ns), "{start:?}");
+    let f = &s.flows[0];
+    assert!(f.delivered > 0 && f.sent - f.delivered >= 240, "sent {} delivered {}", f.sent, f.delivered);
+    // Every BGP message on node-1's wire decodes, nothing malformed.
+    let pcap = dir.join("out/pcap/node-1-eth0.pcap");
+    let p = pcap.to_str().unwrap();
+    let msgs = tshark(&["-r", p, "-Y", "bgp", "-T", "fields", "-e", "bgp.type"]);
+    let types: Vec<&str> = msgs.lines().flat_map(|l| l.split(',')).collect();
+    assert!(types.contains(&"1") && types.contains(&"2") && types.contains(&"4"), "{types:?}");
+    assert_eq!(tshark(&["-r", p, "-Y", "_ws.malformed"]).trim(), "");
+    // describe shows BIRD's and calicoctl's views.
+    let d = app::describe(&repo("scenarios/bgp-mesh-vs-rr.ron"), "node-1", None, Choice::default()).unwrap();
+    assert!(d.contains("Mesh_192_168_0_8 BGP      master   up"), "{d}");
+    assert!(d.contains("| node-to-node mesh | up    |"), "{d}");
+    assert!(d.contains("proto bird"), "{d}");
+    // Before the connect delay, no BGP route in the kernel.
+    let early = app::describe(
+        &repo("scenarios/bgp-mesh-vs-rr.ron"),
+        "node-1",
+        Some(cnisim::time::Duration::from_secs(1)),
+        Choice::default(),
+    )
+    .unwrap();
+    assert!(!early.contains("proto bird"), "{early}");
+}
+
+#[test]
+fn power_off_black_holes_for_the_hold_time_and_a_stop_is_withdrawn_at_once() {
+    let dir = scratch("bgp-fail");
+    let s = run("scenarios/node-failure.ron", dir.join("a"), Vec::new());
+    let b = s.bgp.as_ref().unwrap();
+    assert_eq!(b.topology, "route reflectors");
+    // Two reflectors peer with each other and with both clients: 1 + 2 * 2.
+    assert_eq!(b.sessions, 5);
+    let off = b.convergence.iter().find(|c| c.cause == "power_off node-3").expect("power-off converged");
+    // BIRD arms the hold timer at 240 s minus up to a quarter, from the dead node's last
+    // message (at most one keepalive, 80 s, before the power-off).
+    let d = off.duration_ns as f64 / 1e9;
+    assert!((180.0 - 80.0..=240.0).contains(&d), "black hole {d} s");
+    assert!(off.drops.get("node_down").copied().unwrap_or(0) > 0, "{off:?}");
+    let stop = b.convergence.iter().find(|c| c.cause == "stop_bird node-4").expect("stop converged");
+    assert!(stop.duration_ns < 10_000_000, "withdrawn within a propagation round: {stop:?}");
+    let n4 = b.nodes.iter().find(|n| n.node == "node-4").unwrap();
+    assert!(!n4.running);
+    assert_eq!(n4.kernel_routes_removed, 0, "BIRD's `persist`: the kernel keeps its routes");
+    // Same seed, same bytes.
+    let again = run("scenarios/node-failure.ron", dir.join("b"), Vec::new());
+    let strip = |s: &Summary| {
+        let mut v = serde_json::to_value(s).unwrap();
+        v.as_object_mut().unwrap().remove("run");
+        v
+    };
+    assert_eq!(strip(&s), strip(&again));
+}
