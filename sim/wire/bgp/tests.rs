@@ -934,6 +934,45 @@ fn a_restart_time_over_12_bits_panics() {
     Message::Open(Open::bird_calico(64512, 240, ip("10.192.0.2"), 4096, false)).to_bytes(PLAIN);
 }
 
+/// A pcap file of raw IPv4 packets with nanosecond times (the format `net::pcap` writes; wire
+/// formats sit below `net`, so the test writes its own).
+struct Pcap {
+    buf: Vec<u8>,
+    packets: u64,
+}
+
+impl Pcap {
+    fn new_raw() -> Pcap {
+        let mut buf = Vec::new();
+        buf.extend_from_slice(&0xa1b2_3c4du32.to_le_bytes());
+        buf.extend_from_slice(&2u16.to_le_bytes());
+        buf.extend_from_slice(&4u16.to_le_bytes());
+        buf.extend_from_slice(&0i32.to_le_bytes());
+        buf.extend_from_slice(&0u32.to_le_bytes());
+        buf.extend_from_slice(&262_144u32.to_le_bytes());
+        buf.extend_from_slice(&101u32.to_le_bytes()); // LINKTYPE_RAW
+        Pcap { buf, packets: 0 }
+    }
+
+    fn record(&mut self, time: crate::time::Instant, frame: &[u8]) {
+        let ns = time.as_nanos();
+        self.buf.extend_from_slice(&((ns / 1_000_000_000) as u32).to_le_bytes());
+        self.buf.extend_from_slice(&((ns % 1_000_000_000) as u32).to_le_bytes());
+        self.buf.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(frame);
+        self.packets += 1;
+    }
+
+    fn packets(&self) -> u64 {
+        self.packets
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
 /// One TCP connection of a capture: addresses, ports, next sequence numbers.
 struct TcpStream {
     ends: [(Ipv4Addr, u16); 2],
@@ -942,7 +981,7 @@ struct TcpStream {
 
 impl TcpStream {
     /// A segment from end `from` (0 the client, 1 the server), SYN or carrying `payload`.
-    fn segment(&mut self, pcap: &mut crate::net::pcap::PcapWriter, from: usize, syn: bool, payload: &[u8]) {
+    fn segment(&mut self, pcap: &mut Pcap, from: usize, syn: bool, payload: &[u8]) {
         use crate::time::Instant;
         use smoltcp::wire::{IpProtocol, Ipv4Packet, TcpPacket, TcpSeqNumber};
 
@@ -978,7 +1017,7 @@ impl TcpStream {
     }
 
     /// The three-way handshake, then each message from its end.
-    fn session(pcap: &mut crate::net::pcap::PcapWriter, client_port: u16, messages: &[(usize, &[u8])]) {
+    fn session(pcap: &mut Pcap, client_port: u16, messages: &[(usize, &[u8])]) {
         let mut tcp = TcpStream {
             ends: [(ip("10.192.0.3"), client_port), (ip("10.192.0.2"), PORT)],
             seq: [1000, 5000],
@@ -999,7 +1038,7 @@ impl TcpStream {
 /// ROUTE-REFRESH, Cease); a 2-octet one (AS4_PATH, Hold Timer Expired).
 #[test]
 fn pcap_of_three_sessions() {
-    let mut pcap = crate::net::pcap::PcapWriter::new_raw();
+    let mut pcap = Pcap::new_raw();
     let (a, b) = (ip("10.192.0.3"), ip("10.192.0.2"));
     let (open_a, open_b) =
         (Open::bird_calico(64512, 240, a, 120, true), Open::bird_calico(64512, 240, b, 120, true));
