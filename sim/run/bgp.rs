@@ -218,11 +218,7 @@ impl Simulation {
         let mut cost = Duration::ZERO;
         for o in &out {
             if let Output::Send(_, m, _) = o {
-                cost += costs.bird_message;
-                if let Message::Update(u) = m {
-                    let routes = (u.nlri.len() + u.withdrawn.len()) as u64;
-                    cost += costs.bird_route.saturating_mul(routes);
-                }
+                cost += message_cost(&costs, m);
             }
         }
         cost += (costs.bird_route + costs.netlink_object).saturating_mul(fib.len() as u64);
@@ -254,16 +250,10 @@ impl Simulation {
         let inputs = std::mem::take(&mut bird.pending);
         let mut cost = Duration::ZERO;
         for i in &inputs {
-            match i {
-                Input::Message(_, m) => {
-                    cost += costs.bird_message;
-                    if let Message::Update(u) = m {
-                        let routes = (u.nlri.len() + u.withdrawn.len()) as u64;
-                        cost += costs.bird_route.saturating_mul(routes);
-                    }
-                }
-                _ => cost += costs.bird_message,
-            }
+            cost += match i {
+                Input::Message(_, m) => message_cost(&costs, m),
+                _ => costs.bird_message,
+            };
         }
         bird.busy = true;
         let done = self.bird_serve(t, b, cost);
@@ -568,6 +558,16 @@ impl Simulation {
             cp.pending.push((index, b, t, drops_now));
         }
     }
+}
+
+/// BIRD's CPU for one message it reads or writes: `bird_message`, plus `bird_route` per route
+/// an UPDATE announces or withdraws.
+fn message_cost(costs: &crate::cost::CostProfile, m: &Message) -> Duration {
+    let routes = match m {
+        Message::Update(u) => (u.nlri.len() + u.withdrawn.len()) as u64,
+        _ => 0,
+    };
+    costs.bird_message + costs.bird_route.saturating_mul(routes)
 }
 
 /// The speaker confd would configure on node `n`: the mesh (every other node, `Mesh_<ip>`),

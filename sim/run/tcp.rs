@@ -205,12 +205,20 @@ impl TcpHost {
     /// than the RTO (`tcp_event_data_recv`), which is every gap between a session's bursts
     /// (KEEPALIVEs are a minute apart).
     pub(super) fn bgp_socket(size: usize) -> tcp::Socket<'static> {
-        let rx = tcp::SocketBuffer::new(vec![0u8; size]);
-        let tx = tcp::SocketBuffer::new(vec![0u8; size]);
-        let mut s = tcp::Socket::new(rx, tx);
+        Self::linux_socket(size, size, None)
+    }
+
+    /// A socket with CUBIC and Nagle on, buffers of `rx` and `tx` bytes and this ACK delay.
+    fn linux_socket(
+        rx: usize,
+        tx: usize,
+        ack_delay: Option<smoltcp::time::Duration>,
+    ) -> tcp::Socket<'static> {
+        let mut s =
+            tcp::Socket::new(tcp::SocketBuffer::new(vec![0u8; rx]), tcp::SocketBuffer::new(vec![0u8; tx]));
         s.set_congestion_control(tcp::CongestionControl::Cubic);
         s.set_nagle_enabled(true);
-        s.set_ack_delay(None);
+        s.set_ack_delay(ack_delay);
         s
     }
 
@@ -219,12 +227,7 @@ impl TcpHost {
     /// autotuning would not grow them for).
     fn socket(bulk: bool) -> tcp::Socket<'static> {
         let (r, w) = if bulk { (TCP_RMEM_MAX, TCP_WMEM_MAX) } else { (TCP_RMEM_DEFAULT, TCP_RMEM_DEFAULT) };
-        let rx = tcp::SocketBuffer::new(vec![0u8; r as usize]);
-        let tx = tcp::SocketBuffer::new(vec![0u8; w as usize]);
-        let mut s = tcp::Socket::new(rx, tx);
-        s.set_congestion_control(tcp::CongestionControl::Cubic);
-        s.set_nagle_enabled(true);
-        s.set_ack_delay(Some(DELACK));
+        let s = Self::linux_socket(r as usize, w as usize, Some(DELACK));
         // No timestamps: smoltcp sizes a segment by the MSS without its options (Linux's
         // `tcp_current_mss` subtracts them), so with the 12 B timestamp option a full segment
         // would not fit the MTU. Linux's default is `net.ipv4.tcp_timestamps` = 1 (1,448 B per
