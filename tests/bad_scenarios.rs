@@ -1433,3 +1433,118 @@ fn generated_policies_make_the_policies_they_say() {
     assert_eq!(p.ingress[0].ports.len(), 2, "TCP and UDP on the port");
     assert!(p.ingress[0].ports.iter().all(|x| x.port == Some(80)));
 }
+
+/// BASE under calico-ipip (BIRD runs) with `bgp: <section>` and `more` top-level fields.
+fn with_bgp(section: &str, more: &str) -> String {
+    let fields = if more.is_empty() { format!("bgp: {section}") } else { format!("bgp: {section}, {more}") };
+    with_fields(&fields).replacen("\"flannel-host-gw\"", "\"calico-ipip\"", 1)
+}
+
+#[test]
+fn bgp_sections_valid_as_written() {
+    for text in [
+        with_bgp("()", ""),
+        with_bgp("(route_reflectors: [\"node-1\"], cluster_id: \"10.0.0.1\", as_number: 65001)", ""),
+        with_bgp(
+            "(hold_time: \"90s\", keepalive_time: \"30s\", connect_delay: \"1s\", connect_retry: \"2s\", \
+             error_wait: (\"1s\", \"10s\"), graceful_restart: \"60s\")",
+            "changes: [(at: \"1s\", stop_bird: \"node-1\"), (at: \"1500ms\", power_off: \"node-2\")]",
+        ),
+    ] {
+        let c = load_str(&text, "ok.ron").unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert!(c.bgp.is_some());
+    }
+}
+
+#[test]
+fn bgp_under_a_cni_without_bird() {
+    let text = with_fields("bgp: ()");
+    check_at(&text, "(),\n    underlay", "but flannel-host-gw runs no BGP (only calico-bgp, calico-ipip");
+}
+
+#[test]
+fn bgp_route_reflector_errors() {
+    check_at(
+        &with_bgp("(route_reflectors: [\"node-9\"])", ""),
+        "\"node-9\"",
+        "route reflector 'node-9' names no node",
+    );
+    let text = with_bgp("(route_reflectors: [\"node-1\", \"node-1\"])", "");
+    let at = text.find("\"node-1\"]").unwrap();
+    let line = text[..at].matches('\n').count() + 1;
+    let col = text[..at].rsplit('\n').next().unwrap().chars().count() + 1;
+    check(&text, line, col, "node 'node-1' is listed twice as a route reflector");
+    check_at(
+        &with_bgp("(route_reflectors: [\"node-1\", \"node-2\"])", ""),
+        "[\"node-1\", \"node-2\"]",
+        "every node is a route reflector, so no node is a client",
+    );
+    check_at(
+        &with_bgp("(cluster_id: \"244.0.0.1\")", ""),
+        "\"244.0.0.1\"",
+        "cluster_id is the route reflectors' and there are none",
+    );
+    check_at(
+        &with_bgp("(route_reflectors: [\"node-1\"], cluster_id: \"244.0.0\")", ""),
+        "\"244.0.0\"",
+        "cluster_id '244.0.0' is not an IPv4 address",
+    );
+}
+
+#[test]
+fn bgp_numbers_and_timers_out_of_range() {
+    for (section, marker, message) in [
+        ("(as_number: 23456)", "23456", "AS 23456 is reserved"),
+        ("(as_number: 0, hold_time: \"240s\")", "0, hold", "AS 0 is reserved"),
+        ("(hold_time: \"2s\")", "\"2s\")", "hold_time 2s must be 0 or 3s to 65535s"),
+        ("(hold_time: \"1500ms\")", "\"1500ms\"", "must be 0 or 3s to 65535s"),
+        ("(hold_time: \"3500ms\")", "\"3500ms\"", "is not whole seconds"),
+        (
+            "(keepalive_time: \"240s\")",
+            "\"240s\"",
+            "keepalive_time 240s must be above zero and below the hold time 240s",
+        ),
+        ("(connect_retry: \"0s\")", "\"0s\"", "connect_retry is zero"),
+        ("(error_wait: (\"30s\", \"5s\"))", "(\"30s\"", "must be (min, max) with 0 < min <= max"),
+        ("(graceful_restart: \"4096s\")", "\"4096s\"", "up to 4095s"),
+    ] {
+        check_at(&with_bgp(section, ""), marker, message);
+    }
+}
+
+#[test]
+fn change_errors() {
+    check_at(
+        &with_fields("changes: [(at: \"1s\", power_off: \"node-1\", delete_pod: \"srv\")]"),
+        "(at: \"1s\"",
+        "give exactly one of delete_pod, power_off and stop_bird (this one has delete_pod and power_off)",
+    );
+    check_at(&with_fields("changes: [(at: \"1s\")]"), "(at: \"1s\")", "(this one has none)");
+    check_at(
+        &with_fields("changes: [(at: \"1s\", power_off: \"node-7\")]"),
+        "\"node-7\"",
+        "power_off 'node-7' names no node",
+    );
+    let text = with_fields(
+        "changes: [(at: \"1s\", power_off: \"node-1\"), (at: \"1200ms\", power_off: \"node-1\")]",
+    );
+    let at = text.rfind("\"node-1\")]").unwrap();
+    let line = text[..at].matches('\n').count() + 1;
+    let col = text[..at].rsplit('\n').next().unwrap().chars().count() + 1;
+    check(&text, line, col, "node 'node-1' is powered off twice");
+    check_at(
+        &with_fields("changes: [(at: \"1s\", stop_bird: \"node-1\")]"),
+        "\"node-1\")]",
+        "stop_bird needs the BGP control plane simulated",
+    );
+    check_at(
+        &with_bgp("()", "changes: [(at: \"1s\", stop_bird: \"node-3\")]"),
+        "\"node-3\"",
+        "stop_bird 'node-3' names no node",
+    );
+    check_at(
+        &with_fields("changes: [(at: \"2s\", power_off: \"node-1\")]"),
+        "\"2s\", power_off",
+        "change at 2s is not before the end of the scenario at 2s",
+    );
+}
