@@ -273,6 +273,9 @@ pub struct Speaker {
     pub running: bool,
     /// Prefixes whose candidates changed since the last export.
     dirty: BTreeSet<Ipv4Net>,
+    /// Which peers hold a path for each prefix: an index over the peers' `adj_in`, so that
+    /// choosing a prefix's best path looks at its candidates only, not at every peer.
+    holders: BTreeSet<(Ipv4Net, PeerId)>,
     /// The route the kernel has for each prefix learned from a peer: its next hop.
     pub fib: BTreeMap<Ipv4Net, Ipv4Addr>,
     /// Prefixes whose kernel route changed since [`Speaker::take_fib_changes`].
@@ -333,6 +336,7 @@ impl Speaker {
             peers,
             running: false,
             dirty: BTreeSet::new(),
+            holders: BTreeSet::new(),
             fib: BTreeMap::new(),
             fib_changed: BTreeSet::new(),
             rng,
@@ -542,12 +546,7 @@ impl Speaker {
             }
             TimerKind::Restart => {
                 // The restarting peer did not come back in time: its stale routes go.
-                let stale: Vec<(Ipv4Net, u32)> =
-                    self.peers[p].adj_in.iter().filter(|(_, r)| r.stale).map(|(k, _)| *k).collect();
-                for k in stale {
-                    self.peers[p].adj_in.remove(&k);
-                    self.dirty.insert(k.0);
-                }
+                self.rib_remove_stale(p);
             }
         }
     }
@@ -612,6 +611,7 @@ impl Speaker {
             }
         } else {
             for (k, _) in std::mem::take(&mut peer.adj_in) {
+                self.holders.remove(&(k.0, p));
                 self.dirty.insert(k.0);
             }
         }
@@ -642,19 +642,14 @@ impl Speaker {
                     })
                 });
                 if !keeps {
-                    let stale: Vec<(Ipv4Net, u32)> =
-                        self.peers[p].adj_in.iter().filter(|(_, r)| r.stale).map(|(k, _)| *k).collect();
-                    for k in stale {
-                        self.peers[p].adj_in.remove(&k);
-                        self.dirty.insert(k.0);
-                    }
+                    self.rib_remove_stale(p);
                 }
-                // The initial table, then End-of-RIB (RFC 4724 §2: sent after the initial
-                // update even without a restart).
-                for net in self.candidates() {
-                    self.dirty.insert(net);
-                }
+                // What changed for everyone, then the whole table to the new peer (BIRD's
+                // feed, `bgp_feed_begin`) and End-of-RIB (RFC 4724 §2: sent after the
+                // initial update even without a restart).
                 self.export(now, out);
+                let all = self.candidates();
+                self.export_to(p, &all, out);
                 self.send(p, Message::Update(Update::end_of_rib()), out);
             }
             (State::Established, Message::Keepalive) => self.restart_hold(p, out),
@@ -666,9 +661,8 @@ impl Speaker {
                 // RFC 2918 §4: the Adj-RIB-Out is sent again.
                 self.restart_hold(p, out);
                 self.peers[p].adj_out.clear();
-                for net in self.candidates() {
-                    self.dirty.insert(net);
-                }
+                let all = self.candidates();
+                self.export_to(p, &all, out);
             }
             (_, Message::Notification(n)) => {
                 out.push(Output::Close(p));
@@ -749,68 +743,79 @@ impl Speaker {
                     q.recovering = false;
                 }
             }
-            let peer = &mut self.peers[p];
             // RFC 4724 §4.2: stale routes not refreshed before End-of-RIB go.
-            let stale: Vec<(Ipv4Net, u32)> =
-                peer.adj_in.iter().filter(|(_, r)| r.stale).map(|(k, _)| *k).collect();
-            for k in stale {
-                peer.adj_in.remove(&k);
-                self.dirty.insert(k.0);
-            }
-            let g = &mut peer.gens[TimerKind::Restart as usize];
+            self.rib_remove_stale(p);
+            let g = &mut self.peers[p].gens[TimerKind::Restart as usize];
             *g = g.wrapping_add(1);
             return;
         }
+        peer.stats.withdrawals_received += u.withdrawn.len() as u64;
         for w in &u.withdrawn {
-            peer.stats.withdrawals_received += 1;
-            if peer.adj_in.remove(&(w.net, w.path_id.unwrap_or(0))).is_some() {
-                self.dirty.insert(w.net);
-            }
+            self.rib_remove(p, (w.net, w.path_id.unwrap_or(0)));
         }
+        let peer = &mut self.peers[p];
         let a = &u.attrs;
         // Loop checks (RFC 4456 §8, BIRD `bgp_rte_update`): our router ID as originator; our
         // cluster ID in the list, checked on client sessions only.
         let looped = a.originator_id == Some(rid)
             || (peer.config.rr_client && cluster.is_some_and(|c| a.cluster_list.contains(&c)));
+        peer.stats.routes_received += u.nlri.len() as u64;
+        let path = Path {
+            next_hop: a.next_hop.unwrap_or(peer.config.addr),
+            local_pref: a.local_pref.unwrap_or(100),
+            // "AS_SET counts as 1, no matter how many ASes are in the set" (RFC 4271
+            // §9.1.2.2 a).
+            as_path_len: a
+                .as_path
+                .iter()
+                .map(|s| match s {
+                    AsSegment::Set(_) => 1,
+                    AsSegment::Sequence(v) => v.len(),
+                })
+                .sum(),
+            origin: a.origin.unwrap_or(Origin::Incomplete),
+            med: a.med.unwrap_or(0),
+            originator_id: a.originator_id,
+            cluster_list: a.cluster_list.clone(),
+            stale: false,
+        };
         for n in &u.nlri {
-            peer.stats.routes_received += 1;
             let key = (n.net, n.path_id.unwrap_or(0));
             if looped {
-                if peer.adj_in.remove(&key).is_some() {
-                    self.dirty.insert(n.net);
-                }
-                continue;
+                self.rib_remove(p, key);
+            } else {
+                self.peers[p].adj_in.insert(key, path.clone());
+                self.holders.insert((n.net, p));
+                self.dirty.insert(n.net);
             }
-            let path = Path {
-                next_hop: a.next_hop.unwrap_or(peer.config.addr),
-                local_pref: a.local_pref.unwrap_or(100),
-                // "AS_SET counts as 1, no matter how many ASes are in the set" (RFC 4271
-                // §9.1.2.2 a).
-                as_path_len: a
-                    .as_path
-                    .iter()
-                    .map(|s| match s {
-                        AsSegment::Set(_) => 1,
-                        AsSegment::Sequence(v) => v.len(),
-                    })
-                    .sum(),
-                origin: a.origin.unwrap_or(Origin::Incomplete),
-                med: a.med.unwrap_or(0),
-                originator_id: a.originator_id,
-                cluster_list: a.cluster_list.clone(),
-                stale: false,
-            };
-            peer.adj_in.insert(key, path);
-            self.dirty.insert(n.net);
+        }
+    }
+
+    /// Removes the path `key` received from `p`, if there is one.
+    fn rib_remove(&mut self, p: PeerId, key: (Ipv4Net, u32)) {
+        let peer = &mut self.peers[p];
+        if peer.adj_in.remove(&key).is_none() {
+            return;
+        }
+        if peer.adj_in.range((key.0, 0)..=(key.0, u32::MAX)).next().is_none() {
+            self.holders.remove(&(key.0, p));
+        }
+        self.dirty.insert(key.0);
+    }
+
+    /// Removes the stale paths received from `p`.
+    fn rib_remove_stale(&mut self, p: PeerId) {
+        let stale: Vec<(Ipv4Net, u32)> =
+            self.peers[p].adj_in.iter().filter(|(_, r)| r.stale).map(|(k, _)| *k).collect();
+        for k in stale {
+            self.rib_remove(p, k);
         }
     }
 
     /// Every prefix the speaker has a candidate for.
     fn candidates(&self) -> BTreeSet<Ipv4Net> {
         let mut s: BTreeSet<Ipv4Net> = self.config.own.iter().copied().collect();
-        for p in &self.peers {
-            s.extend(p.adj_in.keys().map(|k| k.0));
-        }
+        s.extend(self.holders.iter().map(|h| h.0));
         s
     }
 
@@ -833,7 +838,8 @@ impl Speaker {
     /// The best path learned from peers for `net`: (peer, path ID, path).
     pub fn best(&self, net: Ipv4Net) -> Option<(PeerId, u32, &Path)> {
         let mut best: Option<(PeerId, u32, &Path)> = None;
-        for (i, p) in self.peers.iter().enumerate() {
+        for &(_, i) in self.holders.range((net, 0)..=(net, PeerId::MAX)) {
+            let p = &self.peers[i];
             let rid = p.remote.as_ref().map_or(p.config.addr, |o| o.bgp_id);
             for ((n, id), path) in p.adj_in.range((net, 0)..=(net, u32::MAX)) {
                 debug_assert_eq!(*n, net);
@@ -881,7 +887,8 @@ impl Speaker {
             Some(p)
         };
         if self.peers[to].session.add_path {
-            for (i, p) in self.peers.iter().enumerate() {
+            for &(_, i) in self.holders.range((net, 0)..=(net, PeerId::MAX)) {
+                let p = &self.peers[i];
                 for ((_, _), path) in p.adj_in.range((net, 0)..=(net, u32::MAX)) {
                     if let Some(x) = reflect(i, path) {
                         // Path IDs as BIRD gives them: one per route source (the peer).
@@ -897,13 +904,12 @@ impl Speaker {
         out
     }
 
-    /// For every changed prefix: the kernel route and what each established peer is sent
-    /// (announcements grouped by attributes, then withdrawals, as few UPDATEs as fit).
+    /// For every changed prefix: the kernel route and what each established peer is sent.
     fn export(&mut self, _now: Instant, out: &mut Vec<Output>) {
         if self.dirty.is_empty() {
             return;
         }
-        let dirty = std::mem::take(&mut self.dirty);
+        let mut dirty = std::mem::take(&mut self.dirty);
         for &net in &dirty {
             let nh = if self.config.own.contains(&net) { None } else { self.best(net).map(|b| b.2.next_hop) };
             let had = self.fib.get(&net).copied();
@@ -915,57 +921,75 @@ impl Speaker {
                 self.fib_changed.insert(net);
             }
         }
-        for to in 0..self.peers.len() {
-            if self.peers[to].state != State::Established {
-                continue;
-            }
-            let s = self.peers[to].session;
-            let mut announce: Vec<(Path, Prefix)> = Vec::new();
-            let mut withdraw: Vec<Prefix> = Vec::new();
-            for &net in &dirty {
-                let want = self.export_paths(net, to);
-                let peer = &mut self.peers[to];
-                let had: Vec<u32> =
-                    peer.adj_out.range((net, 0)..=(net, u32::MAX)).map(|(k, _)| k.1).collect();
-                for id in had {
-                    if !want.iter().any(|w| w.0 == id) {
-                        peer.adj_out.remove(&(net, id));
-                        withdraw.push(Prefix { path_id: s.add_path.then_some(id), net });
-                    }
-                }
-                for (id, path) in want {
-                    if peer.adj_out.get(&(net, id)) != Some(&path) {
-                        announce.push((path.clone(), Prefix { path_id: s.add_path.then_some(id), net }));
-                        peer.adj_out.insert((net, id), path);
-                    }
-                }
-            }
-            // One UPDATE (or more, if they do not fit) per set of attributes, as BIRD's buckets.
-            let mut buckets: Vec<(PathAttrs, Vec<Prefix>)> = Vec::new();
-            for (path, prefix) in announce {
-                let attrs = self.attrs(&path, to);
-                match buckets.iter_mut().find(|b| b.0 == attrs) {
-                    Some(b) => b.1.push(prefix),
-                    None => buckets.push((attrs, vec![prefix])),
-                }
-            }
-            let n_withdraw = withdraw.len() as u64;
-            if !withdraw.is_empty() {
-                for u in pack_withdrawals(&withdraw, s) {
-                    self.send(to, Message::Update(u), out);
-                }
-            }
-            let mut n_announce = 0;
-            for (attrs, prefixes) in buckets {
-                n_announce += prefixes.len() as u64;
-                for u in pack_updates(&attrs, &prefixes, s) {
-                    self.send(to, Message::Update(u), out);
-                }
-            }
-            let st = &mut self.peers[to].stats;
-            st.routes_sent += n_announce;
-            st.withdrawals_sent += n_withdraw;
+        // A speaker that reflects nothing exports its own prefixes only: a change to a learned
+        // prefix concerns its kernel alone (and it never sent that prefix, so has nothing to
+        // withdraw).
+        if self.config.cluster_id.is_none() {
+            dirty.retain(|n| self.config.own.contains(n));
         }
+        if dirty.is_empty() {
+            return;
+        }
+        for to in 0..self.peers.len() {
+            if self.peers[to].state == State::Established {
+                self.export_to(to, &dirty, out);
+            }
+        }
+    }
+
+    /// Brings what peer `to` has been sent of `nets` up to date: announcements grouped by
+    /// attributes, then withdrawals, as few UPDATEs as fit.
+    fn export_to(&mut self, to: PeerId, nets: &BTreeSet<Ipv4Net>, out: &mut Vec<Output>) {
+        let s = self.peers[to].session;
+        let mut announce: Vec<(Path, Prefix)> = Vec::new();
+        let mut withdraw: Vec<Prefix> = Vec::new();
+        for &net in nets {
+            let want = self.export_paths(net, to);
+            let peer = &mut self.peers[to];
+            let had: Vec<u32> = peer.adj_out.range((net, 0)..=(net, u32::MAX)).map(|(k, _)| k.1).collect();
+            for id in had {
+                if !want.iter().any(|w| w.0 == id) {
+                    peer.adj_out.remove(&(net, id));
+                    withdraw.push(Prefix { path_id: s.add_path.then_some(id), net });
+                }
+            }
+            for (id, path) in want {
+                if peer.adj_out.get(&(net, id)) != Some(&path) {
+                    announce.push((path.clone(), Prefix { path_id: s.add_path.then_some(id), net }));
+                    peer.adj_out.insert((net, id), path);
+                }
+            }
+        }
+        // One UPDATE (or more, if they do not fit) per set of attributes, as BIRD's buckets,
+        // in the order the buckets were first filled.
+        let mut buckets: Vec<(PathAttrs, Vec<Prefix>)> = Vec::new();
+        let mut bucket_of: std::collections::HashMap<PathAttrs, usize> = std::collections::HashMap::new();
+        for (path, prefix) in announce {
+            let attrs = self.attrs(&path, to);
+            match bucket_of.get(&attrs) {
+                Some(&b) => buckets[b].1.push(prefix),
+                None => {
+                    bucket_of.insert(attrs.clone(), buckets.len());
+                    buckets.push((attrs, vec![prefix]));
+                }
+            }
+        }
+        let n_withdraw = withdraw.len() as u64;
+        if !withdraw.is_empty() {
+            for u in pack_withdrawals(&withdraw, s) {
+                self.send(to, Message::Update(u), out);
+            }
+        }
+        let mut n_announce = 0;
+        for (attrs, prefixes) in buckets {
+            n_announce += prefixes.len() as u64;
+            for u in pack_updates(&attrs, &prefixes, s) {
+                self.send(to, Message::Update(u), out);
+            }
+        }
+        let st = &mut self.peers[to].stats;
+        st.routes_sent += n_announce;
+        st.withdrawals_sent += n_withdraw;
     }
 
     /// The attributes of a path sent to an internal peer: ORIGIN, an empty AS_PATH, NEXT_HOP,

@@ -12,7 +12,7 @@
 //! loop. The kernel routes are exactly the speaker's: before a block's route arrives, and
 //! after it is withdrawn, the node has no route to it.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::Ipv4Addr;
 
 use smoltcp::socket::tcp;
@@ -49,12 +49,20 @@ struct Conn {
     up: bool,
 }
 
-/// One node's BIRD.
+/// One node's BIRD. Invariant: `ControlPlane::birds[n]` is node `n`'s.
 pub struct Bird {
     pub node: usize,
     pub speaker: Speaker,
     host: usize,
     conns: Vec<Option<Conn>>,
+    /// Session of each connection's socket slot.
+    peer_of_slot: BTreeMap<u32, PeerId>,
+    /// Sessions whose socket may hold bytes BIRD has not read (it was busy), or whose
+    /// written bytes did not all fit the socket.
+    unread: BTreeSet<PeerId>,
+    unsent: BTreeSet<PeerId>,
+    /// Kernel routes BIRD installed: prefix -> the node whose address is the next hop.
+    installed: BTreeMap<Ipv4Net, usize>,
     /// Inputs waiting for the process.
     pending: Vec<Input>,
     busy: bool,
@@ -100,6 +108,14 @@ pub struct ControlPlane {
     incomplete_since: Option<(Instant, BTreeMap<DropReason, u64>)>,
     /// Changes whose node some live node still routes to: (change, node, since, drops then).
     pending: Vec<(usize, usize, Instant, BTreeMap<DropReason, u64>)>,
+    /// The convergence tally, kept as routes come and go so that checking is O(1): a node is
+    /// live while its BIRD runs; `via[m]`: kernel routes of live nodes whose next hop is
+    /// node `m`; `valid`: those whose next hop is live; `want`: the routes the live nodes
+    /// need (every block of every other live node).
+    live: Vec<bool>,
+    via: Vec<u64>,
+    valid: u64,
+    want: u64,
 }
 
 /// One period from a cause (the start, a change) to every live node's routes being complete.
@@ -114,6 +130,48 @@ pub struct Convergence {
 }
 
 impl ControlPlane {
+    /// Node `n`'s BIRD stops being live (powered off, stopped): its routes no longer count,
+    /// nor do routes through it, nor its blocks among those wanted.
+    fn set_down(&mut self, n: usize) {
+        if !std::mem::replace(&mut self.live[n], false) {
+            return;
+        }
+        for &m in self.birds[n].installed.values() {
+            self.via[m] -= 1;
+            if self.live[m] {
+                self.valid -= 1;
+            }
+        }
+        self.valid -= self.via[n];
+        let blocks: u64 =
+            (0..self.birds.len()).filter(|&m| self.live[m]).map(|m| self.blocks[m].len() as u64).sum();
+        let live = self.live.iter().filter(|&&l| l).count() as u64;
+        self.want = blocks * live.saturating_sub(1);
+    }
+
+    /// Node `n`'s kernel route to `net` now goes through node `via` (`None`: it went).
+    fn set_route(&mut self, n: usize, net: Ipv4Net, via: Option<usize>) {
+        let old = match via {
+            Some(m) => self.birds[n].installed.insert(net, m),
+            None => self.birds[n].installed.remove(&net),
+        };
+        if !self.live[n] {
+            return;
+        }
+        if let Some(m) = old {
+            self.via[m] -= 1;
+            if self.live[m] {
+                self.valid -= 1;
+            }
+        }
+        if let Some(m) = via {
+            self.via[m] += 1;
+            if self.live[m] {
+                self.valid += 1;
+            }
+        }
+    }
+
     /// Since when the initial convergence has been waited for, if it has not happened.
     pub fn incomplete_since(&self) -> Option<Instant> {
         self.incomplete_since.as_ref().map(|x| x.0)
@@ -158,6 +216,10 @@ impl Simulation {
                 speaker: Speaker::new(config, Instant::ZERO, rngs.stream(Component::Bgp, n as u64)),
                 host: h,
                 conns,
+                peer_of_slot: BTreeMap::new(),
+                unread: BTreeSet::new(),
+                unsent: BTreeSet::new(),
+                installed: BTreeMap::new(),
                 pending: Vec::new(),
                 busy: false,
                 cpu: Duration::ZERO,
@@ -167,6 +229,10 @@ impl Simulation {
             });
             self.queue.schedule(Instant::ZERO, Event::Bird { bird: n as u32, work: BirdWork::Start });
         }
+        let n = c.nodes.len();
+        cp.live = vec![true; n];
+        cp.via = vec![0; n];
+        cp.want = cp.blocks.iter().map(|b| b.len() as u64).sum::<u64>() * (n as u64).saturating_sub(1);
         cp.incomplete_since = Some((Instant::ZERO, BTreeMap::new()));
         self.bgp = Some(Box::new(cp));
     }
@@ -186,6 +252,8 @@ impl Simulation {
             BirdWork::Stop => {
                 let mut out = Vec::new();
                 cp.birds[b].speaker.stop(t, &mut out);
+                let n = cp.birds[b].node;
+                cp.set_down(n);
                 self.bird_decided(t, b, out);
             }
             BirdWork::Timer { peer, kind, gen } => {
@@ -203,7 +271,7 @@ impl Simulation {
                 self.bird_apply(t, b, outputs, fib);
                 self.bgp.as_mut().expect("control plane").birds[b].busy = false;
                 let h = self.bgp.as_ref().expect("control plane").birds[b].host;
-                self.bgp_io(t, h);
+                self.bgp_io(t, h, None);
             }
         }
     }
@@ -277,12 +345,14 @@ impl Simulation {
                     let bird = &mut self.bgp.as_mut().expect("control plane").birds[b];
                     if let Some(c) = bird.conns[p].as_mut() {
                         c.tx.extend(m.to_bytes(s));
+                        bird.unsent.insert(p);
                     }
                 }
                 Output::Close(p) => {
                     self.bgp_flush(t, b, p);
                     let bird = &mut self.bgp.as_mut().expect("control plane").birds[b];
                     if let Some(c) = bird.conns[p].take() {
+                        bird.peer_of_slot.remove(&c.slot);
                         self.tcp[h].sock(c.slot).close();
                         self.tcp_poll(t, h, c.slot);
                     }
@@ -304,17 +374,19 @@ impl Simulation {
                         self.world.warn(format!("BIRD on {}: {e}", self.world.cluster.nodes[n].name));
                     } else {
                         cp.birds[b].routes_added += 1;
+                        cp.set_route(n, net, Some(m));
                     }
                 }
                 None => {
                     if self.world.netns[ns].main.remove(net).is_some() {
                         cp.birds[b].routes_removed += 1;
+                        cp.set_route(n, net, None);
                     }
                 }
             }
         }
-        let peers = self.bgp.as_ref().expect("control plane").birds[b].conns.len();
-        for p in 0..peers {
+        let unsent = std::mem::take(&mut self.bgp.as_mut().expect("control plane").birds[b].unsent);
+        for p in unsent {
             self.bgp_flush(t, b, p);
         }
         self.bgp_check_convergence(t);
@@ -328,6 +400,7 @@ impl Simulation {
         let h = bird.host;
         let addr = bird.speaker.peers[p].config.addr;
         if let Some(old) = bird.conns[p].take() {
+            bird.peer_of_slot.remove(&old.slot);
             self.tcp[h].sock(old.slot).abort();
         }
         let host = &mut self.tcp[h];
@@ -343,20 +416,26 @@ impl Simulation {
             return;
         }
         let slot = host.add(s);
-        host.bgp_socks.push((slot, (sport, addr, PORT)));
+        host.bgp_socks.insert((sport, addr, PORT), slot);
+        bird.peer_of_slot.insert(slot, p);
         bird.conns[p] = Some(Conn { slot, rx: Vec::new(), tx: VecDeque::new(), up: false });
         self.tcp_poll(t, h, slot);
     }
 
     /// A listener on port 179 of host `h` took a connection from `remote`: it is a session's
-    /// if the speaker expects that peer, else BIRD closes it.
+    /// if the speaker expects that peer, else BIRD closes it. A new listener takes its place.
     pub(super) fn bgp_accepted(&mut self, t: Instant, h: usize, slot: u32, key: (u16, Ipv4Addr, u16)) {
+        let mut s = TcpHost::bgp_socket(BGP_BUFFER);
+        s.listen(PORT).expect("a fresh socket listens on a non-zero port");
+        let listener = self.tcp[h].add(s);
+        self.tcp[h].listening.push((PORT, listener));
         let Some(cp) = self.bgp.as_mut() else { return };
         let Some(b) = cp.bird_of_host.get(h).copied().flatten() else { return };
         let bird = &mut cp.birds[b];
-        self.tcp[h].bgp_socks.push((slot, key));
+        self.tcp[h].bgp_socks.insert(key, slot);
         match bird.speaker.accepts(key.1).filter(|_| !bird.dead) {
             Some(p) if bird.conns[p].is_none() => {
+                bird.peer_of_slot.insert(slot, p);
                 bird.conns[p] = Some(Conn { slot, rx: Vec::new(), tx: VecDeque::new(), up: false });
             }
             _ => {
@@ -366,17 +445,22 @@ impl Simulation {
         }
     }
 
-    /// The TCP stack of host `h` has processed segments or timers: each of its BIRD's
-    /// connections that came up or went down is reported, what they hold is read (when BIRD
-    /// is idle), what BIRD wrote goes out.
-    pub(super) fn bgp_io(&mut self, t: Instant, h: usize) {
+    /// The TCP stack of host `h` has processed a segment or timer of socket `slot` (`None`:
+    /// BIRD has become idle): the connection, or each that holds bytes BIRD has not read, is
+    /// reported if it came up or went down, what it holds is read (when BIRD is idle), what
+    /// BIRD wrote goes out.
+    pub(super) fn bgp_io(&mut self, t: Instant, h: usize, slot: Option<u32>) {
         let Some(cp) = self.bgp.as_mut() else { return };
         let Some(b) = cp.bird_of_host.get(h).copied().flatten() else { return };
         if cp.birds[b].dead || !cp.birds[b].speaker.running {
             return;
         }
-        let peers = cp.birds[b].conns.len();
-        for p in 0..peers {
+        let bird = &mut cp.birds[b];
+        let peers: Vec<PeerId> = match slot {
+            Some(slot) => bird.peer_of_slot.get(&slot).copied().into_iter().collect(),
+            None => std::mem::take(&mut bird.unread).into_iter().collect(),
+        };
+        for p in peers {
             self.bgp_flush(t, b, p);
             let cp = self.bgp.as_mut().expect("control plane");
             let bird = &mut cp.birds[b];
@@ -388,7 +472,9 @@ impl Simulation {
                 c.up = true;
                 bird.pending.push(Input::TcpUp(p));
             }
-            if !busy {
+            if busy {
+                bird.unread.insert(p);
+            } else {
                 while s.can_recv() {
                     match s.recv(|buf| {
                         c.rx.extend_from_slice(buf);
@@ -437,6 +523,7 @@ impl Simulation {
                 }
                 let slot = c.slot;
                 bird.conns[p] = None;
+                bird.peer_of_slot.remove(&slot);
                 bird.pending.push(Input::TcpDown(p));
                 self.tcp_poll(t, h, slot);
             }
@@ -472,6 +559,7 @@ impl Simulation {
         }
         let s = self.tcp[h].sock(c.slot);
         if !s.may_send() {
+            bird.unsent.insert(p);
             return;
         }
         let (a, bb) = c.tx.as_slices();
@@ -480,6 +568,9 @@ impl Simulation {
             n += s.send_slice(bb).unwrap_or(0);
         }
         c.tx.drain(..n);
+        if !c.tx.is_empty() {
+            bird.unsent.insert(p);
+        }
         let slot = c.slot;
         if n > 0 {
             self.tcp_poll(t, h, slot);
@@ -490,11 +581,12 @@ impl Simulation {
     /// every block of every other live node whose BIRD runs) and of each change's (no live
     /// node with a route through the node the change took away).
     fn bgp_check_convergence(&mut self, t: Instant) {
-        let all_now = self.obs.drops_by_reason();
-        let to_node: Vec<BTreeMap<DropReason, u64>> =
-            (0..self.world.cluster.nodes.len()).map(|n| self.drops_to_node(n)).collect();
-        let cp = self.bgp.as_mut().expect("control plane");
-        let live: Vec<bool> = cp.birds.iter().map(|b| !b.dead && b.speaker.running).collect();
+        let cp = self.bgp.as_ref().expect("control plane");
+        let start_done = cp.incomplete_since.is_some() && cp.valid == cp.want;
+        let done: Vec<usize> = (0..cp.pending.len()).filter(|&i| cp.via[cp.pending[i].1] == 0).collect();
+        if !start_done && done.is_empty() {
+            return;
+        }
         let since =
             |now: &BTreeMap<DropReason, u64>, before: &BTreeMap<DropReason, u64>| -> BTreeMap<String, u64> {
                 now.iter()
@@ -504,40 +596,25 @@ impl Simulation {
                     })
                     .collect()
             };
-        if let Some((from, before)) = &cp.incomplete_since {
-            let complete = cp.birds.iter().enumerate().filter(|(i, _)| live[*i]).all(|(i, b)| {
-                let want: usize = cp
-                    .blocks
-                    .iter()
-                    .enumerate()
-                    .filter(|(m, _)| *m != i && live[*m])
-                    .map(|(_, v)| v.len())
-                    .sum();
-                b.speaker.fib.len() == want
-                    && b.speaker.fib.values().all(|nh| cp.node_of_ip.get(nh).is_some_and(|&m| live[m]))
-            });
-            if complete {
-                let drops = since(&all_now, before);
-                cp.convergences.push(Convergence { change: None, from: *from, to: t, drops });
-                cp.incomplete_since = None;
-            }
+        if start_done {
+            let all_now = self.obs.drops_by_reason();
+            let cp = self.bgp.as_mut().expect("control plane");
+            let (from, before) = cp.incomplete_since.take().expect("waiting for the start");
+            let drops = since(&all_now, &before);
+            cp.convergences.push(Convergence { change: None, from, to: t, drops });
         }
-        let mut i = 0;
-        while i < cp.pending.len() {
-            let (change, node, from, _) = cp.pending[i];
-            let ip = cp.birds[node].speaker.config.router_id;
-            let routed = cp
-                .birds
-                .iter()
-                .enumerate()
-                .any(|(m, b)| live[m] && b.speaker.fib.values().any(|&nh| nh == ip));
-            if routed {
-                i += 1;
-                continue;
-            }
-            let (_, _, _, before) = cp.pending.remove(i);
-            let drops = since(&to_node[cp.birds[node].node], &before);
-            cp.convergences.push(Convergence { change: Some(change), from, to: t, drops });
+        let now: Vec<BTreeMap<DropReason, u64>> = {
+            let cp = self.bgp.as_ref().expect("control plane");
+            done.iter().map(|&i| self.drops_to_node(cp.pending[i].1)).collect()
+        };
+        let cp = self.bgp.as_mut().expect("control plane");
+        for (&i, now) in done.iter().zip(&now) {
+            let (change, _, from, before) = &cp.pending[i];
+            let drops = since(now, before);
+            cp.convergences.push(Convergence { change: Some(*change), from: *from, to: t, drops });
+        }
+        for &i in done.iter().rev() {
+            cp.pending.remove(i);
         }
     }
 
@@ -549,6 +626,7 @@ impl Simulation {
         if let Some(b) = cp.birds.iter().position(|b| b.node == node) {
             if power_off {
                 cp.birds[b].dead = true;
+                cp.set_down(node);
             } else {
                 self.queue.schedule(t, Event::Bird { bird: b as u32, work: BirdWork::Stop });
             }

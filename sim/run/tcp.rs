@@ -170,9 +170,8 @@ pub struct TcpHost {
     pub(super) listening: Vec<(u16, u32)>,
     /// Local ports in use or in TIME-WAIT, until when.
     pub(super) ports: Vec<(u16, Instant)>,
-    /// Sockets of BGP sessions (`run/bgp.rs`): (slot, (local port, remote address, remote
-    /// port)).
-    pub(super) bgp_socks: Vec<(u32, (u16, Ipv4Addr, u16))>,
+    /// Sockets of BGP sessions (`run/bgp.rs`) by (local port, remote address, remote port).
+    pub(super) bgp_socks: std::collections::HashMap<(u16, Ipv4Addr, u16), u32>,
 }
 
 impl TcpHost {
@@ -195,7 +194,7 @@ impl TcpHost {
             owners: Vec::new(),
             listening: Vec::new(),
             ports: Vec::new(),
-            bgp_socks: Vec::new(),
+            bgp_socks: std::collections::HashMap::new(),
         }
     }
 
@@ -488,7 +487,7 @@ impl Simulation {
         let dport = key.0;
         let host = &mut self.tcp[h];
         let listener = host.listening.iter().position(|l| l.0 == dport);
-        let bgp = host.bgp_socks.iter().rev().find(|b| b.1 == key).map(|b| b.0);
+        let bgp = host.bgp_socks.get(&key).copied();
         let slot = match (owner, bgp) {
             (Some(o), _) => o.sock,
             (None, Some(slot)) => slot,
@@ -503,7 +502,9 @@ impl Simulation {
                 let bulk = tag.is_some_and(|g| {
                     matches!(self.flows[g.flow as usize].kind, WorkloadKind::TcpStream { .. })
                 });
-                self.tcp[h].listen(dport, bulk);
+                if tag.is_some() || dport != crate::wire::bgp::PORT {
+                    self.tcp[h].listen(dport, bulk);
+                }
                 if let Some(tag) = tag {
                     self.tcp[h].owners.push(Owner {
                         sock: slot,
@@ -518,7 +519,7 @@ impl Simulation {
             }
         }
         self.tcp_apps(t, h);
-        self.bgp_io(t, h);
+        self.bgp_io(t, h, Some(slot));
     }
 
     /// A smoltcp timer of socket `sock` of host `host` is due.
@@ -531,7 +532,7 @@ impl Simulation {
         sk.timer = None;
         self.tcp_poll(t, h, sock);
         self.tcp_apps(t, h);
-        self.bgp_io(t, h);
+        self.bgp_io(t, h, Some(sock));
     }
 
     /// Polls socket `slot` of host `h`: smoltcp processes what arrived and, unless a segment

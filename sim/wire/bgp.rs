@@ -616,7 +616,7 @@ impl Prefix {
 /// An empty CLUSTER_LIST is not written (`bgp_encode_attrs`: "Skip empty sets"). BIRD sorts
 /// CLUSTER_LIST numerically before sending (`bgp_get_bucket` -> `bgp_normalize_int_set`); this
 /// codec writes it in the order given.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PathAttrs {
     /// ORIGIN, type 1 (RFC 4271 §5.1.1).
     pub origin: Option<Origin>,
