@@ -591,6 +591,42 @@ pub struct SweepSpec {
     pub proxies: Vec<ProxyMode>,
     /// The CNIs to run every point under, in the file's order; empty: the scenario's own.
     pub cnis: Vec<Cni>,
+    /// The BGP topologies to run every point under, in the file's order; empty: the file's.
+    pub bgp: Vec<BgpTopology>,
+}
+
+/// How a sweep point's BIRD speakers peer (`sweep.bgp`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BgpTopology {
+    /// The node-to-node mesh.
+    Mesh,
+    /// The first N nodes are route reflectors, every other node their client.
+    Reflectors(u32),
+}
+
+impl BgpTopology {
+    /// The word the scenario file uses: `"mesh"`, `"rr:2"`.
+    pub fn id(self) -> String {
+        match self {
+            BgpTopology::Mesh => "mesh".into(),
+            BgpTopology::Reflectors(n) => format!("rr:{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for BgpTopology {
+    type Err = String;
+    fn from_str(s: &str) -> Result<BgpTopology, String> {
+        if s == "mesh" {
+            return Ok(BgpTopology::Mesh);
+        }
+        match s.strip_prefix("rr:").map(str::parse::<u32>) {
+            Some(Ok(n)) if n > 0 => Ok(BgpTopology::Reflectors(n)),
+            _ => Err(format!(
+                "unknown BGP topology '{s}': write \"mesh\" or \"rr:N\" with N >= 1 route reflectors, e.g. \"rr:2\""
+            )),
+        }
+    }
 }
 
 /// A resolved `compare:` section: what `cnisim compare` runs the scenario under, in the order

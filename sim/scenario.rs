@@ -55,6 +55,8 @@ pub struct Overrides {
     pub pods_per_node: Option<u32>,
     /// Set by `cnisim sweep`: replaces `generated_policies.count`.
     pub generated_policies: Option<u32>,
+    /// Set by `cnisim sweep` for a BGP topology: replaces `bgp.route_reflectors`.
+    pub bgp: Option<crate::cluster::BgpTopology>,
 }
 
 /// Reads and resolves a scenario file.
@@ -503,6 +505,10 @@ pub struct SweepSpec {
     /// CNIs to run at every value, or `["all"]` (default: the scenario's `cni`).
     #[serde(default)]
     pub cnis: Vec<String>,
+    /// BGP topologies to run at every value: `"mesh"`, or `"rr:N"` (the first N nodes are
+    /// route reflectors); needs a `bgp:` section (default: the file's own).
+    #[serde(default)]
+    pub bgp: Vec<String>,
 }
 
 /// `compare: (cnis: ["flannel-vxlan", "calico-bgp"], proxies: ["iptables", "ipvs"])`.

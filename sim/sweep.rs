@@ -19,7 +19,7 @@ use std::path::Path;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{Cluster, Cni, Parameter, ProxyMode};
+use crate::cluster::{BgpTopology, Cluster, Cni, Parameter, ProxyMode};
 use crate::error::Error;
 use crate::run::Simulation;
 use crate::scenario::{self, Overrides};
@@ -97,6 +97,39 @@ pub struct SweepPoint {
     /// The NetworkPolicy engine's figures; `None` when the run had no policy engine.
     #[serde(default)]
     pub policy: Option<PolicyPoint>,
+    /// The BGP topology this point ran (`sweep.bgp`); `None` when the sweep does not vary it.
+    #[serde(default)]
+    pub topology: Option<String>,
+    /// The BGP control plane's figures; `None` when the run simulated no BGP.
+    #[serde(default)]
+    pub bgp: Option<BgpPoint>,
+}
+
+/// A point's BGP figures (summary.json's `bgp`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct BgpPoint {
+    pub topology: String,
+    pub sessions: usize,
+    pub sessions_established: usize,
+    /// Messages every speaker sent, all types, and their bytes; UPDATEs among them.
+    pub messages: u64,
+    pub message_bytes: u64,
+    pub updates: u64,
+    /// From BIRD's start to every live node's kernel routes complete, ns; `None`: not by the end.
+    pub convergence_ns: Option<u64>,
+    /// After the scenario's first change that takes a node's routes away (a power-off, BIRD
+    /// stopped), until no live node routes through it, ns, and the workload datagrams to that
+    /// node lost meanwhile; `None` without such a change or when it did not converge.
+    pub reconvergence_ns: Option<u64>,
+    pub reconvergence_drops: u64,
+    /// BIRD's CPU and estimated memory on the node where they are largest, and CPU over
+    /// every node, ns and bytes.
+    pub cpu_ns_max: u64,
+    pub cpu_ns: u64,
+    pub memory_bytes_max: u64,
+    /// Routes in the largest BIRD table (RIB) and kernel (FIB).
+    pub rib_routes_max: usize,
+    pub fib_routes_max: usize,
 }
 
 /// A point's NetworkPolicy figures (summary.json's `policy`, over all nodes).
@@ -157,7 +190,10 @@ pub struct SweepResult {
     /// The CNIs every value ran under (the scenario's `cni` alone unless `sweep.cnis` lists
     /// others).
     pub cnis: Vec<String>,
-    /// In (value, CNI, proxy) order.
+    /// The BGP topologies every value ran under (`sweep.bgp`; empty: the file's own).
+    #[serde(default)]
+    pub bgp_topologies: Vec<String>,
+    /// In (value, CNI, proxy, topology) order.
     pub points: Vec<SweepPoint>,
     /// Set when this is one shard of the sweep (`--shard`); `cnisim merge` joins them.
     pub shard: Option<Shard>,
@@ -198,10 +234,14 @@ pub fn run(
         )));
     };
     let cnis: Vec<Cni> = if spec.cnis.is_empty() { vec![base.cni] } else { spec.cnis.clone() };
+    let topologies: Vec<Option<BgpTopology>> =
+        if spec.bgp.is_empty() { vec![None] } else { spec.bgp.iter().copied().map(Some).collect() };
     let mut all: Vec<Point> = Vec::new();
     for &v in &spec.values {
         for &c in &cnis {
-            all.extend(spec.proxies.iter().map(|&m| (v, c, m)));
+            for &m in &spec.proxies {
+                all.extend(topologies.iter().map(|&t| (v, c, m, t)));
+            }
         }
     }
     let total_points = all.len();
@@ -211,8 +251,8 @@ pub fn run(
         .enumerate()
         .filter(|(i, _)| shard.is_none_or(|s| i % s.count == s.index - 1))
         .unzip();
-    let load = |&(v, cni, mode): &Point| {
-        let mut o = Overrides { proxy: Some(mode), cni: Some(cni), ..Default::default() };
+    let load = |&(v, cni, mode, bgp): &Point| {
+        let mut o = Overrides { proxy: Some(mode), cni: Some(cni), bgp, ..Default::default() };
         match spec.parameter {
             Parameter::Services => o.generated_count = Some(v),
             Parameter::Endpoints => o.generated_endpoints = Some(v),
@@ -288,20 +328,21 @@ pub fn run(
         order
             .par_iter()
             .map(|&i| {
-                let (value, cni, proxy) = points[i];
+                let (value, cni, proxy, topology) = points[i];
                 let r = match &loaded[i] {
-                    Err(message) => Ok(unset(indices[i], value, cni, proxy, message.clone())),
+                    Err(message) => Ok(unset(indices[i], points[i], message.clone())),
                     Ok(c) => {
                         let mut sim = Simulation::new(c);
                         sim.trace_first = trace_first;
                         sim.run().map(|()| {
                             let s = Summary::from_run(&sim, Vec::new(), RunInfo::default());
-                            point(&s, c, indices[i], value, cni, proxy)
+                            point(&s, c, indices[i], points[i])
                         })
                     }
                 };
                 bar.inc(1);
-                bar.set_message(format!("{cni} / {proxy} at {value}"));
+                let t = topology.map_or(String::new(), |t| format!(" / {}", t.id()));
+                bar.set_message(format!("{cni} / {proxy}{t} at {value}"));
                 (i, r)
             })
             .collect()
@@ -317,6 +358,7 @@ pub fn run(
         values: spec.values.clone(),
         proxies: spec.proxies.iter().map(|m| m.id().to_string()).collect(),
         cnis: cnis.iter().map(|c| c.id().to_string()).collect(),
+        bgp_topologies: spec.bgp.iter().map(|t| t.id()).collect(),
         points,
         shard,
         total_points,
@@ -328,11 +370,11 @@ pub fn run(
     })
 }
 
-/// A point in the whole sweep: (value, CNI, proxy mode).
-type Point = (u32, Cni, ProxyMode);
+/// A point in the whole sweep: (value, CNI, proxy mode, BGP topology).
+type Point = (u32, Cni, ProxyMode, Option<BgpTopology>);
 
 /// A point the scenario cannot be set up at: the loader's message, every figure 0.
-fn unset(index: usize, value: u32, cni: Cni, proxy: ProxyMode, message: String) -> SweepPoint {
+fn unset(index: usize, (value, cni, proxy, topology): Point, message: String) -> SweepPoint {
     SweepPoint {
         index,
         proxy: proxy.id().into(),
@@ -361,13 +403,34 @@ fn unset(index: usize, value: u32, cni: Cni, proxy: ProxyMode, message: String) 
         invalid: Some(message),
         data_plane: None,
         policy: None,
+        topology: topology.map(BgpTopology::id),
+        bgp: None,
     }
 }
 
 /// The figures of one point, from its run's summary.
-fn point(s: &Summary, c: &Cluster, index: usize, value: u32, cni: Cni, proxy: ProxyMode) -> SweepPoint {
-    let mut p = unset(index, value, cni, proxy, String::new());
+fn point(s: &Summary, c: &Cluster, index: usize, at: Point) -> SweepPoint {
+    let mut p = unset(index, at, String::new());
     p.invalid = None;
+    p.bgp = s.bgp.as_ref().map(|b| {
+        let again = b.convergence.iter().find(|x| x.cause != "start");
+        BgpPoint {
+            topology: b.topology.clone(),
+            sessions: b.sessions,
+            sessions_established: b.sessions_established,
+            messages: b.messages.values().sum(),
+            message_bytes: b.message_bytes,
+            updates: b.messages.get("UPDATE").copied().unwrap_or(0),
+            convergence_ns: b.convergence.iter().find(|x| x.cause == "start").map(|x| x.duration_ns),
+            reconvergence_ns: again.map(|x| x.duration_ns),
+            reconvergence_drops: again.map_or(0, |x| x.drops.values().sum()),
+            cpu_ns_max: b.max_node_cpu_ns,
+            cpu_ns: b.cpu_ns,
+            memory_bytes_max: b.nodes.iter().map(|n| n.memory_bytes).max().unwrap_or(0),
+            rib_routes_max: b.nodes.iter().map(|n| n.rib_routes).max().unwrap_or(0),
+            fib_routes_max: b.nodes.iter().map(|n| n.fib_routes).max().unwrap_or(0),
+        }
+    });
     p.sent = s.totals.sent;
     p.delivered = s.totals.delivered;
     p.warnings = s.scenario.warnings.clone();
@@ -496,6 +559,7 @@ pub fn merge(shards: &[std::path::PathBuf]) -> Result<SweepResult, Error> {
             && r.values == first.values
             && r.proxies == first.proxies
             && r.cnis == first.cnis
+            && r.bgp_topologies == first.bgp_topologies
             && r.total_points == first.total_points
             && r.run.cnisim_version == first.run.cnisim_version;
         if !same {

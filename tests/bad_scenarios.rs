@@ -1548,3 +1548,27 @@ fn change_errors() {
         "change at 2s is not before the end of the scenario at 2s",
     );
 }
+
+#[test]
+fn bgp_sweep_errors() {
+    check_at(
+        &with_fields("sweep: (parameter: \"nodes\", values: [4], bgp: [\"mesh\"])"),
+        "[\"mesh\"]",
+        "sweeping BGP topologies needs the BGP control plane simulated",
+    );
+    check_at(
+        &with_bgp("()", "sweep: (parameter: \"nodes\", values: [4], bgp: [\"mesh\", \"rr:0\"])"),
+        "\"rr:0\"",
+        "unknown BGP topology 'rr:0': write \"mesh\" or \"rr:N\"",
+    );
+    check_at(
+        &with_bgp("()", "sweep: (parameter: \"nodes\", values: [4], bgp: [\"full-mesh\"])"),
+        "\"full-mesh\"",
+        "unknown BGP topology 'full-mesh'",
+    );
+    let text = with_bgp("()", "sweep: (parameter: \"nodes\", values: [4], bgp: [\"rr:2\", \"rr:2\"])");
+    let at = text.rfind("\"rr:2\"").unwrap();
+    let line = text[..at].matches('\n').count() + 1;
+    let col = text[..at].rsplit('\n').next().unwrap().chars().count() + 1;
+    check(&text, line, col, "topology 'rr:2' is listed twice; keep one");
+}

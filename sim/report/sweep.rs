@@ -139,12 +139,77 @@ const POLICY_CURVES: [Curve; 4] = [
     },
 ];
 
+/// The BGP control plane's curves, for a sweep whose points simulate it (`bgp:`).
+const BGP_CURVES: [Curve; 6] = [
+    Curve {
+        stem: "bgp_sessions",
+        title: "BGP sessions in the cluster",
+        y_desc: "sessions (log)",
+        value: |p| p.bgp.as_ref().map(|b| b.sessions as f64),
+        dashed: Some(("Established at the end", |p| p.bgp.as_ref().map(|b| b.sessions_established as f64))),
+        explain: "One session per pair of nodes in the node-to-node mesh, N(N-1)/2; with route reflectors one \
+                  per client per reflector and one per pair of reflectors. Dashed: the sessions both ends had \
+                  Established when the run ended.",
+    },
+    Curve {
+        stem: "bgp_messages",
+        title: "BGP messages sent, every speaker",
+        y_desc: "messages (log)",
+        value: |p| p.bgp.as_ref().map(|b| b.messages as f64),
+        dashed: Some(("UPDATEs", |p| p.bgp.as_ref().map(|b| b.updates as f64))),
+        explain: "OPEN, KEEPALIVE, UPDATE (End-of-RIB included) and NOTIFICATION messages, each a real \
+                  message on a simulated TCP connection. A reflector sends each client's block to every other \
+                  client in an UPDATE of its own (the next hop and ORIGINATOR_ID differ).",
+    },
+    Curve {
+        stem: "bgp_convergence",
+        title: "Initial convergence: BIRD's start to every kernel route in place",
+        y_desc: "seconds (log)",
+        value: |p| p.bgp.as_ref().and_then(|b| b.convergence_ns).map(|ns| ns as f64 / 1e9),
+        dashed: None,
+        explain: "From t = 0, when every BIRD starts, to the moment the last live node's kernel has a route to \
+                  every block of every other live node. The connect delay (2 s) comes first; what follows is \
+                  handshakes, UPDATEs through reflectors, BIRD's single-threaded CPU and the routes it writes \
+                  to the kernel. A point missing from the curve had not converged by the end of its run.",
+    },
+    Curve {
+        stem: "bgp_reconvergence",
+        title: "After the scenario's first change: time until no node routes through the lost node",
+        y_desc: "seconds (log)",
+        value: |p| p.bgp.as_ref().and_then(|b| b.reconvergence_ns).map(|ns| ns as f64 / 1e9),
+        dashed: None,
+        explain: "For a power-off, the peers learn nothing until their hold timer expires (240 s less BIRD's \
+                  jitter), then withdraw; for a graceful stop, a Cease NOTIFICATION withdraws at once. Traffic \
+                  to the node's pods is black-holed meanwhile. Empty when the scenario has no such change.",
+    },
+    Curve {
+        stem: "bgp_cpu",
+        title: "BIRD CPU on the busiest node",
+        y_desc: "CPU ms (log)",
+        value: |p| p.bgp.as_ref().filter(|b| b.cpu_ns_max > 0).map(|b| b.cpu_ns_max as f64 / 1e6),
+        dashed: None,
+        explain: "CPU BIRD used on the node where it used most, over the whole run: per message read or \
+                  written and per route in it (bird_message, bird_route) and per kernel route written \
+                  (netlink_object), served on one core as BIRD is single-threaded.",
+    },
+    Curve {
+        stem: "bgp_memory",
+        title: "BIRD memory on the largest node",
+        y_desc: "MiB (log)",
+        value: |p| p.bgp.as_ref().filter(|b| b.memory_bytes_max > 0).map(|b| b.memory_bytes_max as f64 / 1048576.0),
+        dashed: None,
+        explain: "An estimate from the sessions and routes the speaker holds (about 12 KiB per session, 200 B \
+                  per route, BIRD 1.6's buffers and structures); a reflector holds every client's session.",
+    },
+];
+
 /// Renders every sweep output file, in a fixed order.
 pub fn render(r: &SweepResult) -> Result<Vec<OutputFile>, RenderError> {
     let x_desc = match r.parameter {
         Parameter::Services => "Services (log)",
         Parameter::Endpoints => "endpoints per Service (log)",
         Parameter::Policies => "NetworkPolicies (log)",
+        Parameter::Nodes => "nodes (log)",
         _ => "",
     };
     let mut files = Vec::new();
@@ -152,7 +217,13 @@ pub fn render(r: &SweepResult) -> Result<Vec<OutputFile>, RenderError> {
     let service = r.parameter.is_service();
     let all_lines = lines(r);
     let policy = r.parameter == Parameter::Policies;
-    for c in CURVES.iter().filter(|_| service).chain(POLICY_CURVES.iter().filter(|_| policy)) {
+    let bgp = r.points.iter().any(|p| p.bgp.is_some());
+    for c in CURVES
+        .iter()
+        .filter(|_| service)
+        .chain(POLICY_CURVES.iter().filter(|_| policy))
+        .chain(BGP_CURVES.iter().filter(|_| bgp))
+    {
         let mut series = Vec::new();
         for (i, line) in all_lines.iter().enumerate() {
             let pts = |f: Metric| -> Vec<(f64, f64)> {
@@ -196,64 +267,79 @@ pub fn render(r: &SweepResult) -> Result<Vec<OutputFile>, RenderError> {
     Ok(out)
 }
 
-/// One line of every chart: a CNI and proxy mode of the sweep.
+/// One line of every chart: a CNI, proxy mode and BGP topology of the sweep.
 pub(super) struct Line {
-    /// The proxy mode when one CNI is swept, the CNI when one proxy is, else "CNI / proxy".
+    /// What varies of the three ("CNI / proxy" when both do), or the proxy mode.
     pub label: String,
     pub cni: String,
     pub proxy: String,
+    pub topology: Option<String>,
 }
 
-/// The sweep's lines, CNI-major.
+/// The sweep's lines, CNI-major, then proxy, then topology.
 pub(super) fn lines(r: &SweepResult) -> Vec<Line> {
+    let topologies: Vec<Option<String>> = if r.bgp_topologies.is_empty() {
+        vec![None]
+    } else {
+        r.bgp_topologies.iter().cloned().map(Some).collect()
+    };
     let mut out = Vec::new();
     for cni in &r.cnis {
         for proxy in &r.proxies {
-            let label = match (r.cnis.len() > 1, r.proxies.len() > 1) {
-                (true, true) => format!("{cni} / {proxy}"),
-                (true, false) => cni.clone(),
-                _ => proxy.clone(),
-            };
-            out.push(Line { label, cni: cni.clone(), proxy: proxy.clone() });
+            for t in &topologies {
+                let label = name(r, cni, proxy, t.as_deref());
+                out.push(Line { label, cni: cni.clone(), proxy: proxy.clone(), topology: t.clone() });
+            }
         }
     }
     out
 }
 
+/// A line's name: the parts the sweep varies, or the proxy mode when none does.
+fn name(r: &SweepResult, cni: &str, proxy: &str, topology: Option<&str>) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    if r.cnis.len() > 1 {
+        parts.push(cni);
+    }
+    if r.proxies.len() > 1 || (parts.is_empty() && topology.is_none()) {
+        parts.push(proxy);
+    }
+    parts.extend(topology);
+    parts.join(" / ")
+}
+
 /// How charts and tables name a point's line.
 pub(super) fn label(r: &SweepResult, p: &SweepPoint) -> String {
-    match (r.cnis.len() > 1, r.proxies.len() > 1) {
-        (true, true) => format!("{} / {}", p.cni, p.proxy),
-        (true, false) => p.cni.clone(),
-        _ => p.proxy.clone(),
-    }
+    name(r, &p.cni, &p.proxy, p.topology.as_deref())
 }
 
 /// The points of one line that could be set up, in value order.
 pub(super) fn of_line<'a>(r: &'a SweepResult, line: &Line) -> Vec<&'a SweepPoint> {
-    r.points.iter().filter(|p| p.proxy == line.proxy && p.cni == line.cni && p.invalid.is_none()).collect()
+    r.points
+        .iter()
+        .filter(|p| {
+            p.proxy == line.proxy && p.cni == line.cni && p.topology == line.topology && p.invalid.is_none()
+        })
+        .collect()
 }
 
-/// The CSV columns naming a point: "proxy," (and "cni," first when CNIs are swept).
-fn key_head(r: &SweepResult) -> &'static str {
-    if r.cnis.len() > 1 {
-        "cni,proxy,"
-    } else {
-        "proxy,"
-    }
+/// The CSV columns naming a point: "proxy," ("cni," first when CNIs are swept, "topology,"
+/// after when BGP topologies are).
+fn key_head(r: &SweepResult) -> String {
+    let cni = if r.cnis.len() > 1 { "cni," } else { "" };
+    let topology = if r.bgp_topologies.is_empty() { "" } else { "topology," };
+    format!("{cni}proxy,{topology}")
 }
 
 fn key(r: &SweepResult, p: &SweepPoint) -> String {
-    if r.cnis.len() > 1 {
-        format!("{},{},", p.cni, p.proxy)
-    } else {
-        format!("{},", p.proxy)
-    }
+    let cni = if r.cnis.len() > 1 { format!("{},", p.cni) } else { String::new() };
+    let topology = p.topology.as_ref().map_or(String::new(), |t| format!("{t},"));
+    format!("{cni}{},{topology}", p.proxy)
 }
 
 /// Every point, one row each.
 pub fn rule_scaling_csv(r: &SweepResult) -> String {
-    let mut s = String::from(key_head(r));
+    let mut s = key_head(r);
     s.push_str(
         "parameter,value,services,endpoints,rules_installed,rules_memory_bytes,rules_evaluated_mean,\
          rules_evaluated_worst,rules_evaluated_all_mean,lookups_mean,first_packet_p50_ns,first_packet_mean_ns,\
@@ -506,10 +592,14 @@ fn findings(out: &mut String, r: &SweepResult) {
 
 /// The header of a column naming lines.
 pub(super) fn line_head(r: &SweepResult) -> &'static str {
-    match (r.cnis.len() > 1, r.proxies.len() > 1) {
-        (true, true) => "CNI / proxy",
-        (true, false) => "CNI",
-        _ => "Proxy",
+    match (r.cnis.len() > 1, r.proxies.len() > 1, !r.bgp_topologies.is_empty()) {
+        (true, true, true) => "CNI / proxy / BGP topology",
+        (true, true, false) => "CNI / proxy",
+        (true, false, true) => "CNI / BGP topology",
+        (true, false, false) => "CNI",
+        (false, true, true) => "Proxy / BGP topology",
+        (false, false, true) => "BGP topology",
+        (false, _, false) => "Proxy",
     }
 }
 
@@ -548,12 +638,17 @@ fn page(r: &SweepResult, figures: &[(&Curve, String)], data: Option<&data::Rende
         let _ = writeln!(
             out,
             "<p>The scenario was simulated {} times: at each value of {what} ({values}) under each CNI ({}) and \
-             each proxy mode ({}). Every point is a full run: packets cross the CNI's devices, tunnels and \
+             each proxy mode ({}){}. Every point is a full run: packets cross the CNI's devices, tunnels and \
              rules as they do in a cluster, and the CPU is the cost profile's per step; nothing below is a \
              formula.</p>",
             r.points.len(),
             esc(&r.cnis.join(", ")),
-            esc(&r.proxies.join(", "))
+            esc(&r.proxies.join(", ")),
+            if r.bgp_topologies.is_empty() {
+                String::new()
+            } else {
+                esc(&format!(" and each BGP topology ({})", r.bgp_topologies.join(", ")))
+            }
         );
     } else {
         let _ = writeln!(
@@ -630,6 +725,9 @@ fn page(r: &SweepResult, figures: &[(&Curve, String)], data: Option<&data::Rende
     if r.parameter.is_service() {
         service_points(&mut out, r);
     }
+    if r.points.iter().any(|p| p.bgp.is_some()) {
+        bgp_points(&mut out, r);
+    }
     // Wall-clock facts stay in sweep.json's `run`, so this page is the same on every machine.
     let _ = writeln!(
         out,
@@ -638,6 +736,39 @@ fn page(r: &SweepResult, figures: &[(&Curve, String)], data: Option<&data::Rende
         r.points.len()
     );
     out
+}
+
+/// The BGP figures of every point that was run, one row each.
+fn bgp_points(out: &mut String, r: &SweepResult) {
+    out.push_str("<h3>BGP control plane</h3>\n");
+    let cols = [
+        (line_head(r), false),
+        ("Value", true),
+        ("Sessions (Established)", true),
+        ("Messages (UPDATEs)", true),
+        ("Bytes", true),
+        ("Convergence", true),
+        ("Reconvergence (drops)", true),
+        ("BIRD CPU, busiest", true),
+        ("BIRD memory, largest", true),
+        ("RIB / FIB, largest", true),
+    ];
+    let rows = r.points.iter().filter_map(|p| Some((p, p.bgp.as_ref()?))).map(|(p, b)| {
+        vec![
+            label(r, p),
+            fmt_count(p.value as u64),
+            format!("{} ({})", fmt_count(b.sessions as u64), fmt_count(b.sessions_established as u64)),
+            format!("{} ({})", fmt_count(b.messages), fmt_count(b.updates)),
+            fmt_count(b.message_bytes),
+            b.convergence_ns.map_or("not by the end".into(), fmt_ns),
+            b.reconvergence_ns
+                .map_or("-".into(), |ns| format!("{} ({})", fmt_ns(ns), fmt_count(b.reconvergence_drops))),
+            fmt_ns(b.cpu_ns_max),
+            format!("{} KiB", fmt_count(b.memory_bytes_max.div_ceil(1024))),
+            format!("{} / {}", fmt_count(b.rib_routes_max as u64), fmt_count(b.fib_routes_max as u64)),
+        ]
+    });
+    table(out, &cols, rows);
 }
 
 /// The Service figures of every point that was run, one row each.
@@ -716,6 +847,8 @@ mod tests {
             invalid: None,
             data_plane: None,
             policy: None,
+            topology: None,
+            bgp: None,
         }
     }
 
@@ -732,6 +865,7 @@ mod tests {
             values,
             proxies: vec!["iptables".into(), "nftables".into()],
             cnis: vec!["flannel-vxlan".into()],
+            bgp_topologies: Vec::new(),
             points,
             shard: None,
             total_points: 10,

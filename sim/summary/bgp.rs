@@ -92,6 +92,8 @@ pub(super) fn bgp_summary(sim: &Simulation) -> Option<BgpSummary> {
     let mut nodes = Vec::new();
     let mut half_sessions = 0;
     let mut established_pairs = 0;
+    let by_id: BTreeMap<std::net::Ipv4Addr, usize> =
+        cp.birds.iter().enumerate().map(|(i, b)| (b.speaker.config.router_id, i)).collect();
     for b in &cp.birds {
         let s = &b.speaker;
         let mut sent = 0;
@@ -112,7 +114,7 @@ pub(super) fn bgp_summary(sim: &Simulation) -> Option<BgpSummary> {
             half_sessions += 1;
             if p.state == State::Established {
                 // Counted from the lower address's side, when the other end agrees.
-                let other = cp.birds.iter().find(|o| o.speaker.config.router_id == p.config.addr);
+                let other = by_id.get(&p.config.addr).map(|&i| &cp.birds[i]);
                 let both = other.is_some_and(|o| {
                     o.speaker
                         .peers

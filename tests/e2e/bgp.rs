@@ -84,3 +84,52 @@ fn power_off_black_holes_for_the_hold_time_and_a_stop_is_withdrawn_at_once() {
     };
     assert_eq!(strip(&s), strip(&again));
 }
+
+/// `scenarios/bgp-mesh-vs-rr.ron` swept over small clusters: the sessions each topology has by
+/// its formula, every node's kernel with every other block, the figures in the report, and the
+/// same sweep.json points on 1 and 2 threads.
+#[test]
+fn the_topology_sweep_counts_sessions_by_topology_and_converges() {
+    let dir = scratch("bgp-sweep");
+    let text = std::fs::read_to_string(repo("scenarios/bgp-mesh-vs-rr.ron")).unwrap();
+    let text = text.replace("values: [10, 25, 50, 100, 150]", "values: [8, 12]");
+    assert!(text.contains("values: [8, 12]") && text.contains("bgp: [\"mesh\", \"rr:2\", \"rr:4\"]"));
+    let path = dir.join("bgp-sweep.ron");
+    std::fs::write(&path, text).unwrap();
+    let (out, one) = app::sweep(&path, Some(dir.join("one")), Some(1), false, None).unwrap();
+    assert_eq!(one.bgp_topologies, ["mesh", "rr:2", "rr:4"]);
+    assert_eq!(one.points.len(), 6);
+    for p in &one.points {
+        let n = p.value as usize;
+        let b = p.bgp.as_ref().expect("every point simulates BGP");
+        let want = match p.topology.as_deref().unwrap() {
+            "mesh" => n * (n - 1) / 2,
+            "rr:2" => 1 + 2 * (n - 2),
+            "rr:4" => 6 + 4 * (n - 4),
+            t => panic!("{t}"),
+        };
+        assert_eq!((b.sessions, b.sessions_established), (want, want), "{:?} at {n}", p.topology);
+        assert_eq!(b.fib_routes_max, n - 1, "{:?} at {n}", p.topology);
+        let c = b.convergence_ns.expect("converged");
+        assert!((2_000_000_000..2_500_000_000).contains(&c), "{c}");
+    }
+    // A reflector's CPU grows with its clients; a mesh node's with its peers.
+    let cpu = |t: &str, v: u32| {
+        one.points
+            .iter()
+            .find(|p| p.value == v && p.topology.as_deref() == Some(t))
+            .unwrap()
+            .bgp
+            .as_ref()
+            .unwrap()
+            .cpu_ns_max
+    };
+    assert!(cpu("rr:2", 12) > cpu("rr:2", 8));
+    assert!(cpu("mesh", 12) > cpu("mesh", 8));
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("BGP sessions in the cluster") && html.contains("<h3>BGP control plane</h3>"));
+    let csv = std::fs::read_to_string(out.join("bgp_sessions.csv")).unwrap();
+    assert!(csv.starts_with("proxy,topology,value,bgp_sessions\niptables,mesh,8,28\n"), "{csv}");
+    let (_, two) = app::sweep(&path, Some(dir.join("two")), Some(2), false, None).unwrap();
+    assert_eq!(one.points, two.points);
+}

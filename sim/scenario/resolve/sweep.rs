@@ -86,9 +86,24 @@ pub(super) fn check_sweep(
         scenario::pick(&scenario::compare::items(&sw.cnis), &Cni::ALL, Cni::id, "CNI")
             .map_err(|(i, m)| loc.err(at!["sweep", "cnis", i], m))?
     };
+    let mut bgp = Vec::new();
+    for (i, t) in sw.bgp.iter().enumerate() {
+        if s.bgp.is_none() {
+            return Err(loc.err(
+                at!["sweep", "bgp"],
+                "sweeping BGP topologies needs the BGP control plane simulated: add a `bgp: ()` section",
+            ));
+        }
+        let topology =
+            t.parse::<crate::cluster::BgpTopology>().map_err(|e| loc.err(at!["sweep", "bgp", i], e))?;
+        if bgp.contains(&topology) {
+            return Err(loc.err(at!["sweep", "bgp", i], format!("topology '{t}' is listed twice; keep one")));
+        }
+        bgp.push(topology);
+    }
     let mut values = sw.values.clone();
     values.sort_unstable();
-    Ok(crate::cluster::SweepSpec { parameter, values, proxies, cnis })
+    Ok(crate::cluster::SweepSpec { parameter, values, proxies, cnis, bgp })
 }
 
 /// Puts a sweep point's value in place of the field it varies, before anything is resolved
@@ -111,6 +126,24 @@ pub(super) fn apply_overrides(s: &mut Scenario, o: &Overrides) {
     }
     if let Some(n) = o.pods_per_node {
         s.pods_per_node = n;
+    }
+    if let (Some(t), Some(b)) = (o.bgp, s.bgp.as_mut()) {
+        // The first N nodes in the file's order; the mesh has no cluster ID to set.
+        let names: Vec<String> = match &s.nodes {
+            scenario::Nodes::Count { count, name_prefix, .. } => {
+                (1..=*count).map(|i| format!("{name_prefix}{i}")).collect()
+            }
+            scenario::Nodes::List(list) => list.iter().map(|n| n.name.clone()).collect(),
+        };
+        match t {
+            crate::cluster::BgpTopology::Mesh => {
+                b.route_reflectors.clear();
+                b.cluster_id = None;
+            }
+            crate::cluster::BgpTopology::Reflectors(n) => {
+                b.route_reflectors = names.into_iter().take(n as usize).collect();
+            }
+        }
     }
     if let (Some(n), Some(g)) = (o.generated_policies, s.generated_policies.as_mut()) {
         g.count = n;
