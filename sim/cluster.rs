@@ -132,6 +132,23 @@ pub struct Bgp {
     pub timers: crate::bgp::Timers,
 }
 
+impl Bgp {
+    /// Sessions in a cluster of `nodes`: one per pair in the mesh; with k reflectors, one per
+    /// pair of reflectors and one per client per reflector.
+    pub fn sessions(&self, nodes: usize) -> usize {
+        let k = self.reflectors.len();
+        if k == 0 {
+            nodes * nodes.saturating_sub(1) / 2
+        } else {
+            k * (k - 1) / 2 + k * nodes.saturating_sub(k)
+        }
+    }
+}
+
+/// The receive and transmit buffer of a BGP session's socket, bytes each (`run/bgp.rs` says
+/// why not Linux's 128 KiB `tcp_rmem` default).
+pub const BGP_SOCKET_BUFFER: usize = 16 * 1024;
+
 /// Address plan of the cluster. Invariant: the three ranges do not overlap.
 #[derive(Clone, Debug, Serialize)]
 pub struct Network {

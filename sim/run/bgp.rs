@@ -35,7 +35,7 @@ const BIRD_HASH: u32 = 179;
 /// KiB, autotuned); smoltcp allocates its buffers whole, so a full mesh of 1,000 nodes would
 /// need 2 x 999 x 256 KiB per node. 16 KiB holds a few hundred routes in flight, more than
 /// any UPDATE burst of a Calico node needs (ARCHITECTURE.md lists this departure).
-const BGP_BUFFER: usize = 16 * 1024;
+const BGP_BUFFER: usize = crate::cluster::BGP_SOCKET_BUFFER;
 
 /// A session's TCP connection.
 #[derive(Debug)]
