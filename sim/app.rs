@@ -155,8 +155,29 @@ pub fn describe(path: &Path, node: &str, at: Option<Duration>, choice: Choice) -
 
 /// `cnisim trace`: one datagram from pod to pod, hop by hop.
 pub fn trace(path: &Path, from: &str, to: &str, payload: u32, choice: Choice) -> Result<trace::Trace, Error> {
+    trace_at(path, from, to, payload, None, choice)
+}
+
+/// [`trace`] with the datagram sent at `at` (`cnisim trace --at`): the scenario runs until
+/// then, its changes and control plane included.
+pub fn trace_at(
+    path: &Path,
+    from: &str,
+    to: &str,
+    payload: u32,
+    at: Option<Duration>,
+    choice: Choice,
+) -> Result<trace::Trace, Error> {
     use crate::cluster::{Client, Target};
     let c = load(path, None, choice)?;
+    if let Some(at) = at.filter(|&at| at > c.duration) {
+        return Err(Error::Usage(format!(
+            "--at {at} is past the end of {} at {}; give a time from 0s to {}",
+            path.display(),
+            c.duration,
+            c.duration
+        )));
+    }
     let usage = |what: String| Error::Usage(format!("{what} in {}", path.display()));
     // `--from`: a pod, or an external host.
     let client = match (c.pod_by_name(from), c.externals.iter().position(|e| e.name == from)) {
@@ -217,7 +238,7 @@ pub fn trace(path: &Path, from: &str, to: &str, payload: u32, choice: Choice) ->
     // The world as built; trace replaces the workloads with its one datagram.
     let world = Cluster { workloads: Vec::new(), ..c.clone() };
     estimate::check_run(&path.display().to_string(), &estimate::estimate(&world, false))?;
-    trace::trace(&c, client, target, payload)
+    trace::trace_at(&c, client, target, payload, at.unwrap_or(Duration::ZERO))
 }
 
 /// What `run` would refuse in a workload from `client` to `target` of `payload` bytes (the

@@ -161,6 +161,10 @@ enum Command {
         /// UDP payload size in bytes.
         #[arg(long, default_value_t = 64)]
         size: u32,
+        /// Simulated time at which to send the datagram [default: 0s]; the scenario runs until
+        /// then (its changes, its BGP speakers), e.g. "15s" during a node's black hole.
+        #[arg(long, value_parser = parse_duration)]
+        at: Option<Duration>,
         /// Trace under another CNI than the scenario's.
         #[arg(long, value_parser = parse_cni)]
         cni: Option<Cni>,
@@ -396,8 +400,8 @@ fn execute(cmd: Command) -> Result<ExitCode, Error> {
             print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Trace { scenario, from, to, size, cni, proxy } => {
-            let t = app::trace(&scenario, &from, &to, size, app::Choice { cni, proxy })?;
+        Command::Trace { scenario, from, to, size, at, cni, proxy } => {
+            let t = app::trace_at(&scenario, &from, &to, size, at, app::Choice { cni, proxy })?;
             cnisim::progress::done();
             print!("{}", t.render());
             Ok(ExitCode::SUCCESS)

@@ -29,13 +29,27 @@ pub struct Trace {
 }
 
 /// Runs `cluster` with no workload but one `payload`-byte UDP datagram from `from` to `to`
-/// at t = 0, for up to 10 simulated seconds (long enough for ARP to give up). A Service
-/// target gets one request/response exchange, and the answer's path is traced too (its
-/// reverse translation).
+/// at `at` (t = 0 unless given), for up to 10 simulated seconds more (long enough for ARP to
+/// give up). Until `at` the cluster runs as the scenario has it: its changes up to then happen
+/// and its control plane (BGP) runs, so a datagram traced during a black hole meets the routes
+/// the speakers left. A Service target gets one request/response exchange, and the answer's
+/// path is traced too (its reverse translation).
 pub fn trace(cluster: &Cluster, from: Client, to: Target, payload: u32) -> Result<Trace, Error> {
+    trace_at(cluster, from, to, payload, Duration::ZERO)
+}
+
+/// [`trace`] of a datagram sent at `at`.
+pub fn trace_at(
+    cluster: &Cluster,
+    from: Client,
+    to: Target,
+    payload: u32,
+    at: Duration,
+) -> Result<Trace, Error> {
     let mut c = cluster.clone();
-    c.duration = Duration::from_secs(10);
-    c.changes.clear();
+    c.duration = at + Duration::from_secs(10);
+    c.changes.retain(|ch| ch.at <= Instant::ZERO + at);
+    let start = Instant::ZERO + at;
     let to_pod = matches!(to, Target::Pod(_));
     c.workloads = vec![Workload {
         name: "trace".into(),
@@ -52,7 +66,7 @@ pub fn trace(cluster: &Cluster, from: Client, to: Target, payload: u32) -> Resul
         },
         flows: vec![(from, to)],
         port: 5201,
-        start: Instant::ZERO,
+        start,
         duration: Duration::from_nanos(1),
         dont_fragment: false,
         new_connection_per_request: false,
@@ -77,7 +91,11 @@ pub fn trace(cluster: &Cluster, from: Client, to: Target, payload: u32) -> Resul
     let mut hops: Vec<(HopOf, Hop)> =
         f.trace.clone().unwrap_or_default().into_iter().map(|h| (HopOf::Data, h)).collect();
     hops.extend(f.reply_trace.clone().unwrap_or_default().into_iter().map(|h| (HopOf::Reply, h)));
-    hops.extend(sim.world.control_hops.iter().cloned().map(|h| (HopOf::Arp, h)));
+    // The control frames the datagram caused (its ARP), not those before it was sent.
+    let from_ns = start.as_nanos();
+    hops.extend(
+        sim.world.control_hops.iter().filter(|h| h.time_ns >= from_ns).cloned().map(|h| (HopOf::Arp, h)),
+    );
     // The last hop of a delivered datagram is the application's `recvmsg` returning: the time
     // the result line gives (what `run` measures as latency), so both read one clock.
     hops.sort_by_key(|(_, h)| h.time_ns); // stable: keeps each packet's own order
@@ -110,8 +128,9 @@ pub fn trace(cluster: &Cluster, from: Client, to: Target, payload: u32) -> Resul
         }
         Target::AnyService { count, .. } => format!("any of {count} services"),
     };
+    let when = if at == Duration::ZERO { String::new() } else { format!(" at {at}") };
     let header = format!(
-        "trace: {src_name} {src_ip} ({src_node}) -> {target}, UDP {payload} B payload, CNI {}, proxy {}",
+        "trace: {src_name} {src_ip} ({src_node}) -> {target}, UDP {payload} B payload{when}, CNI {}, proxy {}",
         c.cni, c.proxy
     );
     Ok(Trace { header, hops, outcome, delivered })

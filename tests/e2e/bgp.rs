@@ -133,3 +133,42 @@ fn the_topology_sweep_counts_sessions_by_topology_and_converges() {
     let (_, two) = app::sweep(&path, Some(dir.join("two")), Some(2), false, None).unwrap();
     assert_eq!(one.points, two.points);
 }
+
+/// A datagram traced during the power-off black hole meets the stale BIRD route through the
+/// dead node and dies there; traced after the hold timer, it finds no route to the block.
+#[test]
+fn a_datagram_traced_in_the_black_hole_shows_the_stale_route() {
+    let path = repo("scenarios/node-failure.ron");
+    let trace = |at: u64| {
+        app::trace_at(
+            &path,
+            "node-1-pod-1",
+            "node-3-pod-1",
+            64,
+            Some(cnisim::time::Duration::from_secs(at)),
+            Choice::default(),
+        )
+        .unwrap()
+    };
+    let during = trace(15);
+    assert!(during.header.contains("at 15s"), "{}", during.header);
+    assert_eq!(during.outcome, "dropped: node_down");
+    assert!(
+        during.hops.iter().any(|(_, h)| h.why.contains("matches 10.244.2.0/26 via 192.168.0.3 dev tunl0")),
+        "{}",
+        during.render()
+    );
+    let after = trace(250);
+    assert!(!after.delivered);
+    assert!(!after.hops.iter().any(|(_, h)| h.why.contains("10.244.2.0/26")), "{}", after.render());
+    assert!(
+        after
+            .hops
+            .iter()
+            .any(|(_, h)| h.why.contains("10.244.2.2 matches default via 192.168.0.254 dev eth0")),
+        "{}",
+        after.render()
+    );
+    // Before the power-off the same datagram is delivered.
+    assert!(trace(8).delivered);
+}
