@@ -293,9 +293,11 @@ fn describe_route(w: &World, r: &Route, dev: DevId, gw: Option<Ipv4Addr>, dst: I
     let name = &w.devices[dev].name;
     let ecmp = if r.ecmp.len() > 1 { format!(" (ECMP, {} paths)", r.ecmp.len()) } else { String::new() };
     let dst_net = if r.dst.prefix() == 0 { "default".to_string() } else { r.dst.to_string() };
+    // A route BIRD installed says so, as `ip route` shows it.
+    let proto = if r.proto == crate::net::route::Proto::Bird { " proto bird" } else { "" };
     match gw {
-        Some(gw) => format!("{dst} matches {dst_net} via {gw} dev {name}{ecmp}"),
-        None => format!("{dst} matches {dst_net} dev {name} (on-link)"),
+        Some(gw) => format!("{dst} matches {dst_net} via {gw} dev {name}{proto}{ecmp}"),
+        None => format!("{dst} matches {dst_net} dev {name}{proto} (on-link)"),
     }
 }
 

@@ -154,7 +154,10 @@ fn a_datagram_traced_in_the_black_hole_shows_the_stale_route() {
     assert!(during.header.contains("at 15s"), "{}", during.header);
     assert_eq!(during.outcome, "dropped: node_down");
     assert!(
-        during.hops.iter().any(|(_, h)| h.why.contains("matches 10.244.2.0/26 via 192.168.0.3 dev tunl0")),
+        during
+            .hops
+            .iter()
+            .any(|(_, h)| h.why.contains("matches 10.244.2.0/26 via 192.168.0.3 dev tunl0 proto bird")),
         "{}",
         during.render()
     );
