@@ -649,7 +649,8 @@ impl Speaker {
                 // initial update even without a restart).
                 self.export(now, out);
                 let all = self.candidates();
-                self.export_to(p, &all, out);
+                let bests = self.bests(&all);
+                self.export_to(p, &all, &bests, out);
                 self.send(p, Message::Update(Update::end_of_rib()), out);
             }
             (State::Established, Message::Keepalive) => self.restart_hold(p, out),
@@ -662,7 +663,8 @@ impl Speaker {
                 self.restart_hold(p, out);
                 self.peers[p].adj_out.clear();
                 let all = self.candidates();
-                self.export_to(p, &all, out);
+                let bests = self.bests(&all);
+                self.export_to(p, &all, &bests, out);
             }
             (_, Message::Notification(n)) => {
                 out.push(Output::Close(p));
@@ -864,7 +866,8 @@ impl Speaker {
     /// route; routes from other peers only when it reflects them (RFC 4456 §6: a client's
     /// route to every peer, a non-client's to clients only), with ORIGINATOR_ID and its
     /// cluster ID added; every accepted path with ADD-PATH, the best one without.
-    fn export_paths(&self, net: Ipv4Net, to: PeerId) -> Vec<(u32, Path)> {
+    /// `best`: the best path's (peer, path ID), as [`Speaker::best`] gives it.
+    fn export_paths(&self, net: Ipv4Net, to: PeerId, best: Option<(PeerId, u32)>) -> Vec<(u32, Path)> {
         if self.config.own.contains(&net) {
             return vec![(0, self.own_path())];
         }
@@ -896,12 +899,17 @@ impl Speaker {
                     }
                 }
             }
-        } else if let Some((i, _, path)) = self.best(net) {
-            if let Some(x) = reflect(i, path) {
+        } else if let Some((i, id)) = best {
+            if let Some(x) = self.peers[i].adj_in.get(&(net, id)).and_then(|path| reflect(i, path)) {
                 out.push((0, x));
             }
         }
         out
+    }
+
+    /// The best path's (peer, path ID) of each of `nets` that has one.
+    fn bests(&self, nets: &BTreeSet<Ipv4Net>) -> BTreeMap<Ipv4Net, (PeerId, u32)> {
+        nets.iter().filter_map(|&n| self.best(n).map(|(p, id, _)| (n, (p, id)))).collect()
     }
 
     /// For every changed prefix: the kernel route and what each established peer is sent.
@@ -930,23 +938,35 @@ impl Speaker {
         if dirty.is_empty() {
             return;
         }
+        let bests = self.bests(&dirty);
         for to in 0..self.peers.len() {
             if self.peers[to].state == State::Established {
-                self.export_to(to, &dirty, out);
+                self.export_to(to, &dirty, &bests, out);
             }
         }
     }
 
     /// Brings what peer `to` has been sent of `nets` up to date: announcements grouped by
     /// attributes, then withdrawals, as few UPDATEs as fit.
-    fn export_to(&mut self, to: PeerId, nets: &BTreeSet<Ipv4Net>, out: &mut Vec<Output>) {
+    fn export_to(
+        &mut self,
+        to: PeerId,
+        nets: &BTreeSet<Ipv4Net>,
+        bests: &BTreeMap<Ipv4Net, (PeerId, u32)>,
+        out: &mut Vec<Output>,
+    ) {
         let s = self.peers[to].session;
         let mut announce: Vec<(Path, Prefix)> = Vec::new();
         let mut withdraw: Vec<Prefix> = Vec::new();
         for &net in nets {
-            let want = self.export_paths(net, to);
+            let want = self.export_paths(net, to, bests.get(&net).copied());
             let peer = &mut self.peers[to];
-            let had: Vec<u32> = peer.adj_out.range((net, 0)..=(net, u32::MAX)).map(|(k, _)| k.1).collect();
+            // Without ADD-PATH every path a peer is sent has ID 0: one lookup, not a range.
+            let had: Vec<u32> = if s.add_path {
+                peer.adj_out.range((net, 0)..=(net, u32::MAX)).map(|(k, _)| k.1).collect()
+            } else {
+                peer.adj_out.contains_key(&(net, 0)).then_some(0).into_iter().collect()
+            };
             for id in had {
                 if !want.iter().any(|w| w.0 == id) {
                     peer.adj_out.remove(&(net, id));
@@ -963,7 +983,7 @@ impl Speaker {
         // One UPDATE (or more, if they do not fit) per set of attributes, as BIRD's buckets,
         // in the order the buckets were first filled.
         let mut buckets: Vec<(PathAttrs, Vec<Prefix>)> = Vec::new();
-        let mut bucket_of: std::collections::HashMap<PathAttrs, usize> = std::collections::HashMap::new();
+        let mut bucket_of: rustc_hash::FxHashMap<PathAttrs, usize> = rustc_hash::FxHashMap::default();
         for (path, prefix) in announce {
             let attrs = self.attrs(&path, to);
             match bucket_of.get(&attrs) {

@@ -191,6 +191,9 @@ pub fn overhead_probe(cluster: &Cluster) -> Result<Vec<crate::summary::OverheadP
     let mut c = cluster.clone();
     c.duration = Duration::from_secs(10);
     c.changes.clear();
+    // The encapsulation does not depend on how the routes got there: the probe runs on the
+    // converged routes (as without `bgp:`), not before BGP has delivered any.
+    c.bgp = None;
     c.workloads = sizes
         .iter()
         .enumerate()
@@ -212,26 +215,23 @@ pub fn overhead_probe(cluster: &Cluster) -> Result<Vec<crate::summary::OverheadP
     let points = sizes
         .iter()
         .enumerate()
-        .map(|(i, &payload)| {
+        // A datagram that never left the node (no route to the peer) shows no overhead.
+        .filter_map(|(i, &payload)| {
             let hops = sim.obs.flows[i].trace.as_deref().unwrap_or_default();
             let pod_frame =
                 hops.iter().find(|h| h.place == client && h.action == "sendmsg").map_or(0, |h| h.size);
             let underlay_frame = hops
                 .iter()
                 .find(|h| &h.place == node && h.device == "eth0" && h.action == "xmit")
-                .map_or(0, |h| h.size);
-            let overhead_pct = if underlay_frame == 0 {
-                0.0
-            } else {
-                (underlay_frame as f64 - payload as f64) / payload as f64 * 100.0
-            };
-            crate::summary::OverheadPoint {
+                .map(|h| h.size)?;
+            let overhead_pct = (underlay_frame as f64 - payload as f64) / payload as f64 * 100.0;
+            Some(crate::summary::OverheadPoint {
                 payload,
                 pod_frame,
                 underlay_frame,
                 overhead_bytes: underlay_frame as i64 - pod_frame as i64,
                 overhead_pct,
-            }
+            })
         })
         .collect();
     Ok(points)
