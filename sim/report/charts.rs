@@ -591,7 +591,10 @@ pub(super) fn scaling(
         let (xlo, xhi) = pts().fold((f64::INFINITY, 0f64), |(lo, hi), p| (lo.min(p.0), hi.max(p.0)));
         let (ylo, yhi) = pts().fold((f64::INFINITY, 0f64), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
         let (xlo, xhi) = (xlo / 1.3, xhi * 1.3);
+        // A log axis is labelled at powers of ten: one must lie in the range.
         let (ylo, yhi) = (ylo / 2.0, yhi * 2.0);
+        let decade = 10f64.powf(ylo.log10().ceil());
+        let ylo = if decade > yhi { decade / 10.0 } else { ylo };
         let mut chart = ChartBuilder::on(root)
             .caption(title, (FONT, 22))
             .margin(15)
