@@ -130,6 +130,8 @@ pub struct Bgp {
     pub reflectors: Vec<NodeId>,
     pub cluster_id: Ipv4Addr,
     pub timers: crate::bgp::Timers,
+    /// Each BIRD starts at a uniform random time in `0..=start_spread`.
+    pub start_spread: crate::time::Duration,
 }
 
 impl Bgp {

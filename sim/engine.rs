@@ -209,6 +209,8 @@ pub enum Component {
     Proxy = 4,
     /// A BGP speaker's timer jitter.
     Bgp = 5,
+    /// When each node's BIRD starts (`bgp.start_spread`).
+    BgpStart = 6,
 }
 
 /// Splits one seed into independent, reproducible random streams.

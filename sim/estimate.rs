@@ -320,6 +320,7 @@ mod tests {
             reflectors: Vec::new(),
             cluster_id: std::net::Ipv4Addr::new(244, 0, 0, 1),
             timers: crate::bgp::Timers::default(),
+            start_spread: crate::time::Duration::ZERO,
         });
         let mesh = estimate(&c, false);
         assert!(mesh.parts[0].what.starts_with("19900 BGP sessions (the full mesh"), "{}", mesh.describe());

@@ -488,6 +488,10 @@ pub struct BgpSpec {
     /// Graceful restart time advertised (BIRD default "120s").
     #[serde(default, deserialize_with = "present")]
     pub graceful_restart: Option<Duration>,
+    /// Each node's BIRD starts at a time drawn uniformly from 0 to this (calico-node pods
+    /// rolled out over a window); default "0s": every BIRD at t = 0.
+    #[serde(default, deserialize_with = "present")]
+    pub start_spread: Option<Duration>,
 }
 
 /// `sweep: (parameter: "services", values: [10, 100, 1000], proxies: ["iptables", "ipvs"])`.

@@ -1572,3 +1572,12 @@ fn bgp_sweep_errors() {
     let col = text[..at].rsplit('\n').next().unwrap().chars().count() + 1;
     check(&text, line, col, "topology 'rr:2' is listed twice; keep one");
 }
+
+#[test]
+fn bgp_start_spread_not_shorter_than_the_run() {
+    check_at(
+        &with_bgp("(start_spread: \"5s\")", ""),
+        "\"5s\")",
+        "start_spread 5s is not shorter than the scenario (2s)",
+    );
+}

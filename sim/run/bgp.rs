@@ -198,13 +198,11 @@ impl Simulation {
         for (n, node) in c.nodes.iter().enumerate() {
             cp.node_of_ip.insert(node.ip, n);
         }
+        let mut start_rng = rngs.stream(Component::BgpStart, 0);
+        let mut starts = Vec::with_capacity(c.nodes.len());
         for n in 0..c.nodes.len() {
             let ns = self.world.nodes[n].ns;
             let h = self.tcp_host(ns);
-            let mut s = TcpHost::bgp_socket(BGP_BUFFER);
-            s.listen(PORT).expect("port 179 is free on a fresh host");
-            let slot = self.tcp[h].add(s);
-            self.tcp[h].listening.push((PORT, slot));
             let config = speaker_config(&cfg, &c, n, cp.blocks[n].clone());
             let conns = (0..config.peers.len()).map(|_| None).collect();
             if cp.bird_of_host.len() <= h {
@@ -227,13 +225,21 @@ impl Simulation {
                 routes_added: 0,
                 routes_removed: 0,
             });
-            self.queue.schedule(Instant::ZERO, Event::Bird { bird: n as u32, work: BirdWork::Start });
+            starts.push(if cfg.start_spread == Duration::ZERO {
+                Instant::ZERO
+            } else {
+                let ns = rand::Rng::random_range(&mut start_rng, 0..=cfg.start_spread.as_nanos());
+                Instant::from_nanos(ns)
+            });
+            self.queue.schedule(starts[n], Event::Bird { bird: n as u32, work: BirdWork::Start });
         }
         let n = c.nodes.len();
         cp.live = vec![true; n];
         cp.via = vec![0; n];
         cp.want = cp.blocks.iter().map(|b| b.len() as u64).sum::<u64>() * (n as u64).saturating_sub(1);
-        cp.incomplete_since = Some((Instant::ZERO, BTreeMap::new()));
+        // The initial convergence runs from the first BIRD's start.
+        let first = starts.iter().copied().min().unwrap_or(Instant::ZERO);
+        cp.incomplete_since = Some((first, BTreeMap::new()));
         self.bgp = Some(Box::new(cp));
     }
 
@@ -245,6 +251,14 @@ impl Simulation {
         }
         match work {
             BirdWork::Start => {
+                // BIRD listens on port 179 from its start; before it, a SYN is answered with
+                // a RST and the peer tries again after its connect retry time.
+                let h = cp.birds[b].host;
+                let mut s = TcpHost::bgp_socket(BGP_BUFFER);
+                s.listen(PORT).expect("port 179 is free until BIRD starts");
+                let slot = self.tcp[h].add(s);
+                self.tcp[h].listening.push((PORT, slot));
+                let cp = self.bgp.as_mut().expect("control plane");
                 let mut out = Vec::new();
                 cp.birds[b].speaker.start(t, &mut out);
                 self.bird_decided(t, b, out);

@@ -178,3 +178,41 @@ fn a_datagram_traced_in_the_black_hole_shows_the_stale_route() {
     // Before the power-off the same datagram is delivered.
     assert!(trace(8).delivered);
 }
+
+/// With BIRD started over a window, a peer that connects before the other end's BIRD listens is
+/// refused and retries: the mesh still converges, from the first start, to complete FIBs, and
+/// the same seed gives the same control plane.
+#[test]
+fn birds_started_over_a_window_converge_from_the_first_start() {
+    let dir = scratch("bgp-spread");
+    let text = std::fs::read_to_string(repo("scenarios/bgp-mesh-vs-rr.ron"))
+        .unwrap()
+        .replace("duration: \"5s\"", "duration: \"30s\"")
+        .replace("    bgp: (\n", "    bgp: (\n        start_spread: \"10s\",\n");
+    assert!(text.contains("start_spread: \"10s\""));
+    let path = dir.join("spread.ron");
+    std::fs::write(&path, text).unwrap();
+    let s = run(path.to_str().unwrap(), dir.join("a"), Vec::new());
+    let b = s.bgp.as_ref().unwrap();
+    assert_eq!(b.sessions_established, 28);
+    assert!(b.nodes.iter().all(|n| n.fib_routes == 7));
+    let start = &b.convergence[0];
+    assert_eq!(start.cause, "start");
+    assert!(start.from_ns > 0 && start.from_ns < 10_000_000_000, "{start:?}");
+    // Some peer connected before the other end's BIRD listened: refused, it tried again.
+    let refused = (1..=8).any(|n| {
+        [3, 5, 8].iter().any(|&at| {
+            app::describe(
+                &path,
+                &format!("node-{n}"),
+                Some(cnisim::time::Duration::from_secs(at)),
+                Choice::default(),
+            )
+            .unwrap()
+            .contains("Active        Socket: Connection refused")
+        })
+    });
+    assert!(refused, "no connection was refused while BIRDs were starting");
+    let again = run(path.to_str().unwrap(), dir.join("b"), Vec::new());
+    assert_eq!(again.bgp, s.bgp);
+}

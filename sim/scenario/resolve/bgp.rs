@@ -148,10 +148,22 @@ pub(super) fn resolve_bgp(
             ),
         ));
     }
+    let start_spread = b.start_spread.unwrap_or(Duration::ZERO);
+    if start_spread >= s.duration {
+        return Err(loc.err(
+            at!["bgp", "start_spread"],
+            format!(
+                "start_spread {start_spread} is not shorter than the scenario ({}), so some BIRDs would never \
+                 start; shorten it or lengthen duration",
+                s.duration
+            ),
+        ));
+    }
     Ok(Some(Bgp {
         as_number,
         reflectors,
         cluster_id,
+        start_spread,
         timers: Timers {
             hold,
             startup_hold: d.startup_hold,
