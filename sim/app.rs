@@ -138,19 +138,25 @@ pub fn describe(path: &Path, node: &str, at: Option<Duration>, choice: Choice) -
         let names: Vec<&str> = c.nodes.iter().map(|n| n.name.as_str()).collect();
         Error::Usage(format!("no node '{node}' in {}; nodes: {}", path.display(), names.join(", ")))
     })?;
-    if let Some(at) = at.filter(|&at| at > c.duration) {
-        return Err(Error::Usage(format!(
-            "--at {at} is past the end of {} at {}; give a time from 0s to {}",
-            path.display(),
-            c.duration,
-            c.duration
-        )));
-    }
+    check_at(path, &c, at)?;
     estimate::check_run(&path.display().to_string(), &estimate::estimate(&c, false))?;
     let until = Instant::ZERO + at.unwrap_or(c.duration);
     let mut sim = Simulation::new(&c);
     sim.run_until(until)?;
     Ok(describe::describe_sim(&sim, n, until))
+}
+
+/// Refuses an `--at` past the end of the scenario.
+fn check_at(path: &Path, c: &Cluster, at: Option<Duration>) -> Result<(), Error> {
+    match at.filter(|&at| at > c.duration) {
+        Some(at) => Err(Error::Usage(format!(
+            "--at {at} is past the end of {} at {}; give a time from 0s to {}",
+            path.display(),
+            c.duration,
+            c.duration
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// `cnisim trace`: one datagram from pod to pod, hop by hop.
@@ -170,14 +176,7 @@ pub fn trace_at(
 ) -> Result<trace::Trace, Error> {
     use crate::cluster::{Client, Target};
     let c = load(path, None, choice)?;
-    if let Some(at) = at.filter(|&at| at > c.duration) {
-        return Err(Error::Usage(format!(
-            "--at {at} is past the end of {} at {}; give a time from 0s to {}",
-            path.display(),
-            c.duration,
-            c.duration
-        )));
-    }
+    check_at(path, &c, at)?;
     let usage = |what: String| Error::Usage(format!("{what} in {}", path.display()));
     // `--from`: a pod, or an external host.
     let client = match (c.pod_by_name(from), c.externals.iter().position(|e| e.name == from)) {

@@ -1137,7 +1137,11 @@ fn with_fields(fields: &str) -> String {
 /// point at that value.
 fn check_at(text: &str, marker: &str, substring: &str) {
     assert_eq!(text.matches(marker).count(), 1, "marker {marker:?} is not unique in:\n{text}");
-    let offset = text.find(marker).unwrap();
+    check_at_offset(text, text.find(marker).unwrap(), substring);
+}
+
+/// [`check`] at byte `offset` of `text`.
+fn check_at_offset(text: &str, offset: usize, substring: &str) {
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
     let col = before.rsplit('\n').next().unwrap().chars().count() + 1;
@@ -1385,9 +1389,7 @@ fn weave_refuses_policies_until_weave_npc_is_built() {
 fn generated_policies_count_out_of_range() {
     let text = with_fields("generated_policies: (count: 0)");
     let at = text.find("(count: 0)").unwrap() + "(count: ".len();
-    let line = text[..at].matches('\n').count() + 1;
-    let col = text[..at].rsplit('\n').next().unwrap().chars().count() + 1;
-    check(&text, line, col, "generated_policies.count 0 is outside 1..=100,000; change it");
+    check_at_offset(&text, at, "generated_policies.count 0 is outside 1..=100,000; change it");
     check_at(
         &with_fields("generated_policies: (count: 100001)"),
         "100001",
@@ -1471,9 +1473,7 @@ fn bgp_route_reflector_errors() {
     );
     let text = with_bgp("(route_reflectors: [\"node-1\", \"node-1\"])", "");
     let at = text.find("\"node-1\"]").unwrap();
-    let line = text[..at].matches('\n').count() + 1;
-    let col = text[..at].rsplit('\n').next().unwrap().chars().count() + 1;
-    check(&text, line, col, "node 'node-1' is listed twice as a route reflector");
+    check_at_offset(&text, at, "node 'node-1' is listed twice as a route reflector");
     check_at(
         &with_bgp("(route_reflectors: [\"node-1\", \"node-2\"])", ""),
         "[\"node-1\", \"node-2\"]",
@@ -1529,9 +1529,7 @@ fn change_errors() {
         "changes: [(at: \"1s\", power_off: \"node-1\"), (at: \"1200ms\", power_off: \"node-1\")]",
     );
     let at = text.rfind("\"node-1\")]").unwrap();
-    let line = text[..at].matches('\n').count() + 1;
-    let col = text[..at].rsplit('\n').next().unwrap().chars().count() + 1;
-    check(&text, line, col, "node 'node-1' is powered off twice");
+    check_at_offset(&text, at, "node 'node-1' is powered off twice");
     check_at(
         &with_fields("changes: [(at: \"1s\", stop_bird: \"node-1\")]"),
         "\"node-1\")]",
@@ -1568,9 +1566,7 @@ fn bgp_sweep_errors() {
     );
     let text = with_bgp("()", "sweep: (parameter: \"nodes\", values: [4], bgp: [\"rr:2\", \"rr:2\"])");
     let at = text.rfind("\"rr:2\"").unwrap();
-    let line = text[..at].matches('\n').count() + 1;
-    let col = text[..at].rsplit('\n').next().unwrap().chars().count() + 1;
-    check(&text, line, col, "topology 'rr:2' is listed twice; keep one");
+    check_at_offset(&text, at, "topology 'rr:2' is listed twice; keep one");
 }
 
 #[test]

@@ -171,7 +171,7 @@ pub struct TcpHost {
     /// Local ports in use or in TIME-WAIT, until when.
     pub(super) ports: Vec<(u16, Instant)>,
     /// Sockets of BGP sessions (`run/bgp.rs`) by (local port, remote address, remote port).
-    pub(super) bgp_socks: std::collections::HashMap<(u16, Ipv4Addr, u16), u32>,
+    pub(super) bgp_socks: rustc_hash::FxHashMap<(u16, Ipv4Addr, u16), u32>,
 }
 
 impl TcpHost {
@@ -194,7 +194,7 @@ impl TcpHost {
             owners: Vec::new(),
             listening: Vec::new(),
             ports: Vec::new(),
-            bgp_socks: std::collections::HashMap::new(),
+            bgp_socks: rustc_hash::FxHashMap::default(),
         }
     }
 
