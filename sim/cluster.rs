@@ -73,8 +73,7 @@ pub struct Cluster {
     /// Hosts outside the cluster on the underlay (NodePort clients).
     pub externals: Vec<ExternalHost>,
     /// Namespaces (`default` always among them) and NetworkPolicy objects. Invariant: every
-    /// pod's namespace is listed; policies are only present with a CNI that does not enforce
-    /// them ([`Cni::enforces_network_policy`] false) until enforcement is built (issue 14).
+    /// pod's namespace is listed.
     pub policy: crate::policy::PolicyWorld,
 }
 
@@ -432,10 +431,10 @@ impl Cni {
         )
     }
 
-    /// The policy engine cnisim runs for this plugin, as summary.json names it; `None`: no
-    /// enforcement (no engine, or not built yet).
+    /// The policy engine cnisim runs for this plugin, as summary.json names it; `None`: the
+    /// plugin has none.
     pub fn policy_engine(self) -> Option<&'static str> {
-        if !self.policy_enforcement_built() {
+        if !self.enforces_network_policy() {
             return None;
         }
         Some(match self {
@@ -445,11 +444,14 @@ impl Cni {
         })
     }
 
-    /// Whether cnisim models this plugin's enforcement yet: a scenario with policies and an
-    /// enforcing plugin whose enforcement is not built is refused rather than run unenforced.
-    pub fn policy_enforcement_built(self) -> bool {
-        // Weave's weave-npc is the one engine not built yet.
-        self.enforces_network_policy() && !matches!(self, Cni::WeaveSleeve | Cni::WeaveFastdp)
+    /// How the plugin reads NetworkPolicy where the API leaves a choice or the plugin departs
+    /// from it (the oracle's [`crate::policy::Semantics`]).
+    pub fn policy_semantics(self) -> crate::policy::Semantics {
+        match self {
+            Cni::CiliumVxlan | Cni::CiliumGeneve | Cni::CiliumNative => crate::policy::Semantics::CILIUM,
+            Cni::WeaveSleeve | Cni::WeaveFastdp => crate::policy::Semantics::WEAVE_NPC,
+            _ => crate::policy::Semantics::API,
+        }
     }
 
     pub const ALL: [Cni; 15] = [

@@ -688,7 +688,7 @@ fn ip_rcv(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
         ip.fill_checksum();
     }
     if w.netns[ns].filter.is_some() {
-        match filter::hook(w, cx, ns, crate::net::filter::FORWARD, Some(dev), Some(route.dev), pkt) {
+        match filter::hook(w, cx, ns, crate::net::filter::FORWARD, Some(dev), Some(route.dev), None, pkt) {
             Some(p) => pkt = p,
             None => return,
         }
@@ -719,7 +719,7 @@ fn ip_local_deliver(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, mut pkt: 
         hop(w, cx, &mut pkt, dev, "reassemble", || "all fragments received".into());
     }
     if w.netns[ns].filter.is_some() {
-        match filter::hook(w, cx, ns, crate::net::filter::INPUT, Some(dev), None, pkt) {
+        match filter::hook(w, cx, ns, crate::net::filter::INPUT, Some(dev), None, None, pkt) {
             Some(p) => pkt = p,
             None => return,
         }

@@ -385,6 +385,15 @@ impl World {
         matches!(self.netns[ns].kind, NsKind::Host(_)) && !self.proxies.is_empty()
     }
 
+    /// Whether `dev` is a bridge with a pod's veth among its ports (flannel's `cni0`, Weave's
+    /// `weave`): a routed packet in or out of it is a pod's.
+    pub fn is_pod_bridge(&self, dev: DevId) -> bool {
+        match &self.devices[dev].kind {
+            DeviceKind::Bridge { ports, .. } => ports.iter().any(|&p| self.is_pod_facing(p)),
+            _ => false,
+        }
+    }
+
     /// Whether `dev` is the host-side end of a pod's veth.
     pub fn is_pod_facing(&self, dev: DevId) -> bool {
         match self.devices[dev].kind {

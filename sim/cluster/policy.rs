@@ -6,8 +6,9 @@
 //! a Service is one connection per endpoint pod at its target port (kube-proxy's DNAT happens
 //! before any plugin's policy hook on the destination). A NodePort flow under
 //! `externalTrafficPolicy: Cluster` is masqueraded by kube-proxy (`KUBE-EXT-*` jumps to
-//! `KUBE-MARK-MASQ`), so its source is the node the client addressed, not the client;
-//! under `Local` the client's address is kept.
+//! `KUBE-MARK-MASQ`), so an endpoint on another node sees the node the client addressed as its
+//! source; an endpoint on that node is policed at its FORWARD hook, before POSTROUTING's
+//! MASQUERADE, with the client's address. Under `Local` the client's address is kept.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -25,7 +26,8 @@ pub enum PolicyPeer {
     External(usize),
 }
 
-/// One connection of a workload and the oracle's verdict on it.
+/// One connection of a workload and the oracle's verdict on it, with the policies read as the
+/// cluster's plugin reads them ([`Cni::policy_semantics`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PolicyFlow {
     /// Index into `Cluster::workloads`.
@@ -71,8 +73,9 @@ impl Cluster {
                     Client::Pod(p) => PolicyPeer::Pod(p),
                     Client::External(e) => PolicyPeer::External(e),
                 };
-                // (service, port) pairs the target reaches, and the source the endpoints see.
-                let (services, src): (Vec<(usize, usize)>, PolicyPeer) = match target {
+                // (service, port) pairs the target reaches, and the node whose masquerade the
+                // endpoints on other nodes see as the source.
+                let (services, masq): (Vec<(usize, usize)>, Option<NodeId>) = match target {
                     Target::Pod(s) => {
                         seen.insert((src, PolicyPeer::Pod(s), pod_protocol, w.port));
                         continue;
@@ -81,17 +84,17 @@ impl Cluster {
                         seen.insert((src, PolicyPeer::External(e), pod_protocol, w.port));
                         continue;
                     }
-                    Target::Service { service, port } => (vec![(service, port)], src),
+                    Target::Service { service, port } => (vec![(service, port)], None),
                     Target::NodePort { service, port, node } => {
                         let masqueraded = self
                             .services
                             .services
                             .get(service)
                             .is_some_and(|s| matches!(s.external_traffic_policy, TrafficPolicy::Cluster));
-                        (vec![(service, port)], if masqueraded { PolicyPeer::Node(node) } else { src })
+                        (vec![(service, port)], masqueraded.then_some(node))
                     }
                     Target::AnyService { first, count } => {
-                        ((first..first + count).map(|s| (s, 0)).collect(), src)
+                        ((first..first + count).map(|s| (s, 0)).collect(), None)
                     }
                 };
                 for (s, port) in services {
@@ -102,6 +105,12 @@ impl Cluster {
                         Protocol::Udp => policy::Protocol::Udp,
                     };
                     for e in &svc.endpoints {
+                        // MASQUERADE is POSTROUTING's: an endpoint on the node the client
+                        // addressed is policed at that node's FORWARD with the client's address.
+                        let src = match masq {
+                            Some(n) if self.pods[e.pod].node != n => PolicyPeer::Node(n),
+                            _ => src,
+                        };
                         seen.insert((src, PolicyPeer::Pod(e.pod), protocol, sp.target_port));
                     }
                 }
@@ -112,8 +121,9 @@ impl Cluster {
                 if src == dst {
                     continue;
                 }
-                let verdict = policy::allowed(
+                let verdict = policy::allowed_with(
                     &self.policy,
+                    self.cni.policy_semantics(),
                     self.policy_endpoint(src),
                     self.policy_endpoint(dst),
                     protocol,

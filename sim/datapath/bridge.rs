@@ -72,6 +72,7 @@ pub(super) fn bridge_forward(
         }
         Some(e) => {
             hop(w, cx, &mut pkt, br, "forward", || format!("FDB: {dst} on {}", w.devices[e.port].name));
+            let Some(pkt) = bridged_filter(w, cx, br, in_port, e.port, pkt) else { return };
             dev_xmit(w, cx, e.port, pkt)
         }
         None => {
@@ -94,7 +95,34 @@ fn bridge_flood(w: &mut World, cx: &mut Ctx, br: DevId, in_port: Option<DevId>, 
     let (last, others) = ports.split_last().expect("checked non-empty");
     for &p in others {
         let copy = pkt.flood_copy();
-        dev_xmit(w, cx, p, copy);
+        if let Some(copy) = bridged_filter(w, cx, br, in_port, p, copy) {
+            dev_xmit(w, cx, p, copy);
+        }
     }
-    dev_xmit(w, cx, *last, pkt);
+    if let Some(pkt) = bridged_filter(w, cx, br, in_port, *last, pkt) {
+        dev_xmit(w, cx, *last, pkt);
+    }
+}
+
+/// br_netfilter's FORWARD hook (`br_nf_forward_ip`, bridge-nf-call-iptables = 1): a bridged
+/// IPv4 frame from port `in_port` to port `out` walks the filter table's FORWARD chain with
+/// the bridge as both `-i` and `-o` and the ports as `--physdev-in` / `--physdev-out` (how
+/// weave-npc sees pod-to-pod traffic on one node). Frames the host sends through the bridge
+/// (`in_port` None) take OUTPUT, which no policy engine here polices.
+fn bridged_filter(
+    w: &mut World,
+    cx: &mut Ctx,
+    br: DevId,
+    in_port: Option<DevId>,
+    out: DevId,
+    pkt: Packet,
+) -> Option<Packet> {
+    let ns = w.devices[br].ns;
+    let Some(in_port) = in_port else { return Some(pkt) };
+    if w.netns[ns].filter.is_none()
+        || EthernetFrame::new_unchecked(&pkt.frame[..]).ethertype() != EthernetProtocol::Ipv4
+    {
+        return Some(pkt);
+    }
+    filter::hook(w, cx, ns, crate::net::filter::FORWARD, Some(br), Some(br), Some((in_port, out)), pkt)
 }

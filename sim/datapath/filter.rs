@@ -19,7 +19,10 @@ use crate::observe::DropReason;
 use crate::world::World;
 
 /// Walks `hook` of `ns`'s filter table for `pkt` arriving on `in_dev` and leaving by
-/// `out_dev`. Returns the packet if accepted; a dropped packet has been accounted.
+/// `out_dev`; `ports` are the bridge ports of a bridged frame (br_netfilter's FORWARD hook,
+/// `br_nf_forward_ip`: `in_dev` and `out_dev` are then the bridge). Returns the packet if
+/// accepted; a dropped packet has been accounted.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn hook(
     w: &mut World,
     cx: &mut Ctx,
@@ -27,6 +30,7 @@ pub(super) fn hook(
     hook: ChainId,
     in_dev: Option<DevId>,
     out_dev: Option<DevId>,
+    ports: Option<(DevId, DevId)>,
     mut pkt: Packet,
 ) -> Option<Packet> {
     let Some(table) = w.netns[ns].filter.as_deref() else { return Some(pkt) };
@@ -43,24 +47,44 @@ pub(super) fn hook(
         _ => None,
     };
     let name = |d: Option<DevId>| d.map_or("", |d| w.devices[d].name.as_str());
+    let dst = ip.dst_addr();
+    let dst_local = table.uses_addrtype
+        && w.netns[ns].local.lookup(dst).is_some_and(|r| r.kind == crate::net::route::RouteKind::Local);
+    // Masquerade is applied with DNAT at PREROUTING here (`nat.rs`), where Linux applies it at
+    // POSTROUTING, after this hook: a new connection's filter walk sees the source it had before
+    // SNAT, the original tuple's (weave-npc matches pod sources by ipset).
+    let node = w.netns[ns].node;
+    let src = match pkt.meta.ct_unconfirmed {
+        Some(id) => w.proxies.get(node).map_or(ip.src_addr(), |p| p.conntrack.get(id).original.src),
+        None => ip.src_addr(),
+    };
     let info = PacketInfo {
         in_dev: name(in_dev),
         out_dev: name(out_dev),
-        src: ip.src_addr(),
-        dst: ip.dst_addr(),
+        src,
+        dst,
         proto: u8::from(proto),
         dport,
         ct: pkt.meta.ct,
+        phys_in: name(ports.map(|p| p.0)),
+        phys_out: name(ports.map(|p| p.1)),
+        bridged: ports.is_some(),
+        dst_local,
     };
     let traced = pkt.meta.trace.is_some();
     let walk = table.walk(hook, &info, traced);
     let cost =
         w.costs.iptables_rule * u64::from(walk.rules) + w.costs.hash_lookup * u64::from(walk.set_lookups);
     cx.charge(Step::Policy, cost);
-    let node = w.netns[ns].node;
     // The counters describe policy work: packets from or to a pod (not, say, the tunnel
     // packets the INPUT hook also sees, whose walk is charged all the same).
-    let workload = in_dev.is_some_and(|d| w.is_pod_facing(d)) || out_dev.is_some_and(|d| w.is_pod_facing(d));
+    let facing = |d: Option<DevId>| d.is_some_and(|d| w.is_pod_facing(d));
+    let workload = facing(in_dev)
+        || facing(out_dev)
+        || facing(ports.map(|p| p.0))
+        || facing(ports.map(|p| p.1))
+        || in_dev.is_some_and(|d| w.is_pod_bridge(d))
+        || out_dev.is_some_and(|d| w.is_pod_bridge(d));
     let s = &mut w.policy_stats[node];
     match (workload, info.ct) {
         (false, _) => {}

@@ -74,6 +74,7 @@ impl CtState {
 pub struct CtStates(u8);
 
 impl CtStates {
+    pub const NEW: CtStates = CtStates(1);
     pub const RELATED_ESTABLISHED: CtStates = CtStates(2 | 4);
     pub const INVALID: CtStates = CtStates(8);
 
@@ -156,6 +157,15 @@ pub enum Match {
     Set { set: SetId, dir: Dir, invert: bool },
     /// `-m conntrack --ctstate STATES`.
     Ct(CtStates),
+    /// `-m state --state STATES` (xt_state: the same conntrack states, the older match).
+    State(CtStates),
+    /// `-m tcp|udp|sctp --dport LO[:HI]` (needs `-p`): one inclusive range.
+    Dport(u16, u16),
+    /// `-m physdev [--physdev-in IFACE] [--physdev-out IFACE] [--physdev-is-bridged]`
+    /// (xt_physdev): the bridge ports a bridged frame came in by and goes out of.
+    Physdev { phys_in: Option<Iface>, phys_out: Option<Iface>, is_bridged: bool },
+    /// `-m addrtype --dst-type LOCAL`: the destination is one of this host's addresses.
+    DstLocal,
     /// `-m mark [!] --mark VALUE/MASK`: `(mark & mask) == value`.
     Mark { value: u32, mask: u32, invert: bool },
 }
@@ -175,6 +185,8 @@ pub enum Target {
     },
     /// No target: the rule only counts packets (Felix writes one to carry a chain's comment).
     Nothing,
+    /// `-j NFLOG --nflog-group N`: logs to userspace and goes on (non-terminating).
+    Nflog(u16),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -204,24 +216,54 @@ pub struct Chain {
     pub policy: Option<Verdict>,
 }
 
-/// An ipset of type `hash:net` (addresses and prefixes); a membership test is one hash lookup
-/// per prefix length present, as `ip_set_hash_net` probes each of the set's CIDR sizes.
+/// The ipset types the policy engines create (`ipset create NAME TYPE`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum SetType {
+    /// Addresses and prefixes; a membership test is one hash lookup per prefix length present,
+    /// as `ip_set_hash_net` probes each of the set's CIDR sizes.
+    #[default]
+    HashNet,
+    /// Addresses only (weave-npc's pod sets).
+    HashIp,
+    /// A list of other sets (weave-npc's namespace-selector sets): a test asks each member
+    /// set in turn until one holds the address (`ip_set_list_set.c` `list_set_ktest`).
+    ListSet(Vec<SetId>),
+}
+
+impl SetType {
+    fn name(&self) -> &'static str {
+        match self {
+            SetType::HashNet => "hash:net",
+            SetType::HashIp => "hash:ip",
+            SetType::ListSet(_) => "list:set",
+        }
+    }
+}
+
+/// An ipset: its name, type and members.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IpSet {
     pub name: String,
-    /// Sorted, without duplicates.
+    pub kind: SetType,
+    /// Sorted, without duplicates (empty for a `list:set`, whose members are sets).
     members: Vec<Ipv4Net>,
     hosts: FxHashSet<Ipv4Addr>,
     nets: Vec<Ipv4Net>,
 }
 
 impl IpSet {
-    pub fn new(name: String, mut members: Vec<Ipv4Net>) -> IpSet {
+    /// A `hash:net` set.
+    pub fn new(name: String, members: Vec<Ipv4Net>) -> IpSet {
+        IpSet::typed(name, SetType::HashNet, members)
+    }
+
+    /// A set of `kind` holding `members` (addresses for `hash:ip`; none for `list:set`).
+    pub fn typed(name: String, kind: SetType, mut members: Vec<Ipv4Net>) -> IpSet {
         members.sort_by_key(|n| (u32::from(n.network()), n.prefix()));
         members.dedup();
         let hosts = members.iter().filter(|n| n.prefix() == 32).map(|n| n.network()).collect();
         let nets = members.iter().copied().filter(|n| n.prefix() < 32).collect();
-        IpSet { name, members, hosts, nets }
+        IpSet { name, kind, members, hosts, nets }
     }
 
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
@@ -246,6 +288,14 @@ pub struct PacketInfo<'a> {
     /// Destination port, for TCP, UDP and SCTP.
     pub dport: Option<u16>,
     pub ct: CtState,
+    /// For a bridged frame (br_netfilter), the bridge ports it came in by and goes out of
+    /// (`in_dev` and `out_dev` are then the bridge itself); empty for a routed packet.
+    pub phys_in: &'a str,
+    pub phys_out: &'a str,
+    /// Whether the frame is being bridged (`--physdev-is-bridged`).
+    pub bridged: bool,
+    /// Whether the destination is one of the host's own addresses (`--dst-type LOCAL`).
+    pub dst_local: bool,
 }
 
 /// The result of walking a hook's chain.
@@ -267,6 +317,9 @@ pub struct Walk {
 pub struct FilterTable {
     pub chains: Vec<Chain>,
     pub sets: Vec<IpSet>,
+    /// Whether a rule appended by [`FilterTable::append`] matches `--dst-type LOCAL` (the
+    /// datapath then looks the destination up in the local table before a walk).
+    pub uses_addrtype: bool,
     chain_index: FxHashMap<String, ChainId>,
     set_index: FxHashMap<String, SetId>,
 }
@@ -287,6 +340,7 @@ impl FilterTable {
         let mut t = FilterTable {
             chains: Vec::new(),
             sets: Vec::new(),
+            uses_addrtype: false,
             chain_index: FxHashMap::default(),
             set_index: FxHashMap::default(),
         };
@@ -313,6 +367,7 @@ impl FilterTable {
 
     /// Appends a rule (`iptables -A`).
     pub fn append(&mut self, chain: ChainId, rule: Rule) {
+        self.uses_addrtype |= rule.matches.contains(&Match::DstLocal);
         self.chains[chain].rules.push(rule);
     }
 
@@ -325,6 +380,32 @@ impl FilterTable {
         self.sets.push(IpSet::new(name.to_string(), members()));
         self.set_index.insert(name.to_string(), self.sets.len() - 1);
         self.sets.len() - 1
+    }
+
+    /// Like [`FilterTable::set`], for a set of any type.
+    pub fn typed_set(&mut self, name: &str, kind: SetType, members: impl FnOnce() -> Vec<Ipv4Net>) -> SetId {
+        if let Some(&id) = self.set_index.get(name) {
+            return id;
+        }
+        self.sets.push(IpSet::typed(name.to_string(), kind, members()));
+        self.set_index.insert(name.to_string(), self.sets.len() - 1);
+        self.sets.len() - 1
+    }
+
+    pub fn find_set(&self, name: &str) -> Option<SetId> {
+        self.set_index.get(name).copied()
+    }
+
+    /// Whether set `set` holds `ip`, counting each set tested (a `list:set` tests its members
+    /// in order until one holds it).
+    fn set_contains(&self, set: SetId, ip: Ipv4Addr, lookups: &mut u32) -> bool {
+        match &self.sets[set].kind {
+            SetType::ListSet(members) => members.iter().any(|&m| self.set_contains(m, ip, lookups)),
+            _ => {
+                *lookups += 1;
+                self.sets[set].contains(ip)
+            }
+        }
     }
 
     /// Rules in all chains.
@@ -390,7 +471,7 @@ impl FilterTable {
                             i += 1;
                             false
                         }
-                        Target::Nothing => {
+                        Target::Nothing | Target::Nflog(_) => {
                             i += 1;
                             false
                         }
@@ -432,12 +513,16 @@ impl FilterTable {
             Match::Dports(ranges) => {
                 p.dport.is_some_and(|d| ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&d)))
             }
-            Match::Set { set, dir, invert } => {
-                *set_lookups += 1;
-                self.sets[*set].contains(addr(p, *dir)) != *invert
-            }
-            Match::Ct(states) => states.contains(p.ct),
+            Match::Set { set, dir, invert } => self.set_contains(*set, addr(p, *dir), set_lookups) != *invert,
+            Match::Ct(states) | Match::State(states) => states.contains(p.ct),
             Match::Mark { value, mask, invert } => ((mark & mask) == *value) != *invert,
+            Match::Dport(lo, hi) => p.dport.is_some_and(|d| (*lo..=*hi).contains(&d)),
+            Match::Physdev { phys_in, phys_out, is_bridged } => {
+                phys_in.as_ref().is_none_or(|i| !p.phys_in.is_empty() && i.matches(p.phys_in))
+                    && phys_out.as_ref().is_none_or(|o| !p.phys_out.is_empty() && o.matches(p.phys_out))
+                    && (!is_bridged || p.bridged)
+            }
+            Match::DstLocal => p.dst_local,
         })
     }
 
@@ -501,6 +586,31 @@ impl FilterTable {
                 Match::Ct(states) => {
                     let _ = write!(s, " -m conntrack --ctstate {}", states.names());
                 }
+                Match::State(states) => {
+                    let _ = write!(s, " -m state --state {}", states.names());
+                }
+                Match::Dport(lo, hi) => {
+                    let proto = rule.matches.iter().find_map(|m| match m {
+                        Match::Proto(n) => Some(proto_name(*n)),
+                        _ => None,
+                    });
+                    let range = if lo == hi { lo.to_string() } else { format!("{lo}:{hi}") };
+                    let _ = write!(s, " -m {} --dport {range}", proto.unwrap_or_default());
+                }
+                Match::Physdev { phys_in, phys_out, is_bridged } => {
+                    // xt_physdev's save order: --physdev-in, --physdev-out, --physdev-is-bridged.
+                    s.push_str(" -m physdev");
+                    if let Some(i) = phys_in {
+                        let _ = write!(s, " --physdev-in {}", i.spelled());
+                    }
+                    if let Some(o) = phys_out {
+                        let _ = write!(s, " --physdev-out {}", o.spelled());
+                    }
+                    if *is_bridged {
+                        s.push_str(" --physdev-is-bridged");
+                    }
+                }
+                Match::DstLocal => s.push_str(" -m addrtype --dst-type LOCAL"),
                 Match::Mark { value, mask, invert } => {
                     let _ =
                         write!(s, " -m mark {}--mark {value:#x}/{mask:#x}", if *invert { "! " } else { "" });
@@ -522,6 +632,9 @@ impl FilterTable {
                 let _ = write!(s, " -j MARK --set-xmark {value:#x}/{mask:#x}");
             }
             Target::Nothing => {}
+            Target::Nflog(group) => {
+                let _ = write!(s, " -j NFLOG --nflog-group {group}");
+            }
         }
         s.trim_start().to_string()
     }
@@ -546,12 +659,21 @@ impl FilterTable {
     pub fn save_sets(&self) -> String {
         let mut s = String::new();
         for set in &self.sets {
+            let entries = match &set.kind {
+                SetType::ListSet(m) => m.len(),
+                _ => set.members.len(),
+            };
             let _ = writeln!(
                 s,
-                "Name: {}\nType: hash:net\nNumber of entries: {}\nMembers:",
+                "Name: {}\nType: {}\nNumber of entries: {entries}\nMembers:",
                 set.name,
-                set.members.len()
+                set.kind.name()
             );
+            if let SetType::ListSet(members) = &set.kind {
+                for &m in members {
+                    let _ = writeln!(s, "{}", self.sets[m].name);
+                }
+            }
             for m in &set.members {
                 if m.prefix() == 32 {
                     let _ = writeln!(s, "{}", m.network());
@@ -609,6 +731,10 @@ mod tests {
             proto: 6,
             dport: Some(dport),
             ct,
+            phys_in: "",
+            phys_out: "",
+            bridged: false,
+            dst_local: false,
         }
     }
 

@@ -29,18 +29,48 @@
 
 use super::{Endpoint, NetworkPolicy, Peer, PolicyType, PolicyWorld, Protocol, Rule};
 
-/// The choices the API leaves to the plugin.
+/// The choices the API leaves to the plugin, and where a plugin departs from the API (so its
+/// enforcement can be tested against what it means to do, and a report can say what it does).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Semantics {
     /// An ipBlock matches pod and node addresses too (true: the packet's address, whatever it
     /// is), or only addresses outside the cluster (false: Cilium's reading).
     pub ip_block_matches_cluster: bool,
+    /// `endPort` is honoured (false: a port range allows its first port only, as weave-npc,
+    /// written before `endPort` existed, reads it).
+    pub end_port: bool,
+    /// Egress policy applies to a pod's traffic to its own node's addresses (false: weave-npc
+    /// returns from its egress chain for `--dst-type LOCAL`).
+    pub egress_to_own_node: bool,
+    /// Rules of a direction count only in policies whose `policyTypes` hold it (false:
+    /// weave-npc provisions every policy's ingress and egress rules whatever its types, so
+    /// they allow traffic of a pod another policy isolates).
+    pub rules_follow_policy_types: bool,
 }
 
 impl Default for Semantics {
     fn default() -> Self {
-        Semantics { ip_block_matches_cluster: true }
+        Semantics::API
     }
+}
+
+impl Semantics {
+    /// The API's definition, as Calico enforces it.
+    pub const API: Semantics = Semantics {
+        ip_block_matches_cluster: true,
+        end_port: true,
+        egress_to_own_node: true,
+        rules_follow_policy_types: true,
+    };
+    /// Cilium: CIDR rules select only addresses outside the cluster.
+    pub const CILIUM: Semantics = Semantics { ip_block_matches_cluster: false, ..Semantics::API };
+    /// weave-npc 2.8 (`cni::weave::policy` cites where each comes from).
+    pub const WEAVE_NPC: Semantics = Semantics {
+        end_port: false,
+        egress_to_own_node: false,
+        rules_follow_policy_types: false,
+        ..Semantics::API
+    };
 }
 
 /// What one direction (the source's egress or the destination's ingress) decided.
@@ -52,6 +82,9 @@ pub enum Side {
     NotIsolated,
     /// Ingress from the destination pod's own node, which the API always allows.
     FromLocalNode,
+    /// Egress to the source pod's own node, which the plugin does not police
+    /// ([`Semantics::egress_to_own_node`] false).
+    ToOwnNode,
     /// Allowed by rule `rule` (from 0, in `ingress` or `egress`) of policy `policy` (index in
     /// [`PolicyWorld::policies`]): the first allowing rule in policy order.
     Allowed { policy: usize, rule: usize },
@@ -88,6 +121,7 @@ impl Verdict {
             Side::NotAPod => format!("{dir}: not a pod"),
             Side::NotIsolated => format!("{dir}: no policy selects the pod"),
             Side::FromLocalNode => format!("{dir}: from the pod's own node (always allowed)"),
+            Side::ToOwnNode => format!("{dir}: to the pod's own node (not policed by the plugin)"),
             Side::Allowed { policy, rule } => format!("{dir}: allowed by {} rule {rule}", name(*policy)),
             Side::Denied { selecting } => format!(
                 "{dir}: denied, selected by {} and no rule of theirs allows it",
@@ -148,14 +182,30 @@ fn side(
     if selecting.is_empty() {
         return Side::NotIsolated;
     }
-    if dir == PolicyType::Ingress {
-        if let Endpoint::Node { node, .. } = peer {
-            if node == pod.node {
+    if let Endpoint::Node { node, .. } = peer {
+        if node == pod.node {
+            if dir == PolicyType::Ingress {
                 return Side::FromLocalNode;
+            }
+            if !sem.egress_to_own_node {
+                return Side::ToOwnNode;
             }
         }
     }
-    for &i in &selecting {
+    // The policies whose rules may allow it: those isolating the pod, or with weave-npc's
+    // reading every policy of its namespace selecting it, whatever its types.
+    let rule_sources: Vec<usize> = if sem.rules_follow_policy_types {
+        selecting.clone()
+    } else {
+        world
+            .policies
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.namespace == pod.namespace && p.pod_selector.matches(pod.labels))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    for &i in &rule_sources {
         let policy = &world.policies[i];
         let rules = if dir == PolicyType::Ingress { &policy.ingress } else { &policy.egress };
         if let Some(rule) =
@@ -178,7 +228,14 @@ fn rule_matches(
     protocol: Protocol,
     port: u16,
 ) -> bool {
-    (rule.ports.is_empty() || rule.ports.iter().any(|p| p.matches(protocol, port)))
+    let port_matches = |p: &super::PolicyPort| {
+        if sem.end_port {
+            p.matches(protocol, port)
+        } else {
+            super::PolicyPort { end_port: None, ..*p }.matches(protocol, port)
+        }
+    };
+    (rule.ports.is_empty() || rule.ports.iter().any(port_matches))
         && (rule.peers.is_empty() || rule.peers.iter().any(|p| peer_matches(world, sem, policy, p, peer)))
 }
 

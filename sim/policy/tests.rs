@@ -337,7 +337,7 @@ fn ip_block_matches_pod_addresses_unless_told_otherwise() {
         vec![],
     )]);
     assert_eq!(allowed(&w, client.e(), web.e(), T, 80).ingress, allowed_by(0, 0));
-    let cilium = Semantics { ip_block_matches_cluster: false };
+    let cilium = Semantics::CILIUM;
     assert_eq!(allowed_with(&w, cilium, client.e(), web.e(), T, 80).ingress, denied(&[0]));
     let node = Endpoint::Node { node: 0, ip: Ipv4Addr::new(10, 244, 0, 1) };
     assert_eq!(allowed_with(&w, cilium, node, web.e(), T, 80).ingress, denied(&[0]));

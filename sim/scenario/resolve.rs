@@ -122,7 +122,7 @@ pub(crate) fn resolve(mut s: Scenario, loc: &Locator, overrides: &Overrides) -> 
         Some(sw) => Some(check_sweep(loc, sw, &s)?),
         None => None,
     };
-    let policies = resolve_policies(loc, &s, &namespaces, chosen)?;
+    let policies = resolve_policies(loc, &s, &namespaces)?;
     let compare = s.compare.as_ref().map(|c| super::compare::resolve(loc.text, loc.path, c)).transpose()?;
     Ok(Cluster {
         sweep,

@@ -1,5 +1,5 @@
-//! NetworkPolicy end to end (`scenarios/network-policy.ron`): Calico's Felix chains drop what
-//! the policies deny with `policy_denied` and let the rest through; flannel, with no policy
+//! NetworkPolicy end to end (`scenarios/network-policy.ron`): Calico's Felix chains and
+//! weave-npc's drop what the policies deny with `policy_denied` and let the rest through; flannel, with no policy
 //! engine, delivers everything and says which connections went through against the policies;
 //! the same seed gives the same bytes.
 
@@ -19,12 +19,19 @@ fn flow<'a>(s: &'a Summary, name: &str) -> &'a cnisim::summary::FlowSummary {
 }
 
 #[test]
-fn calico_drops_what_the_policies_deny() {
+fn calico_and_weave_drop_what_the_policies_deny() {
     let dir = scratch("np-calico");
-    for cni in [Cni::CalicoIpip, Cni::CalicoBgp, Cni::CalicoVxlan] {
+    for (cni, engine) in [
+        (Cni::CalicoIpip, "calico-felix-iptables"),
+        (Cni::CalicoBgp, "calico-felix-iptables"),
+        (Cni::CalicoVxlan, "calico-felix-iptables"),
+        (Cni::WeaveFastdp, "weave-npc-iptables"),
+        (Cni::WeaveSleeve, "weave-npc-iptables"),
+    ] {
         let s = run(dir.join(cni.id()), Some(cni));
         let p = s.policy.as_ref().expect("a policy section");
-        assert_eq!(p.engine, "calico-felix-iptables");
+        assert_eq!(p.engine, engine);
+        assert!(p.connections.iter().filter(|c| !c.allowed).count() == 3, "{cni}: {:?}", p.connections);
         assert_eq!(p.denied_but_not_enforced, 0);
         // Allowed by both ends' policies.
         assert!(flow(&s, "web-to-db").transactions > 1000, "{cni}");
@@ -45,7 +52,9 @@ fn calico_drops_what_the_policies_deny() {
         let crr = flow(&s, "dev-to-db");
         assert_eq!(crr.transactions, 0, "{cni}");
         // The denials happen where the policies are: db's node for dev-to-db (ingress), node-1
-        // for the rest (web's ingress, web's egress).
+        // for the rest (web's ingress, web's egress). weave-npc lets a frame bridged out to the
+        // router port go (`--physdev-out vethwe-bridge -j ACCEPT`): ingress is the destination
+        // node's to enforce.
         let denied: Vec<u64> = p.nodes.iter().map(|n| n.denied_packets).collect();
         assert!(denied[0] > 0 && denied[1] > 0 && denied[2] == 0, "{cni}: {denied:?}");
         assert!(p.nodes[0].rules_per_new_walk > 10.0, "{cni}: {:?}", p.nodes[0]);
@@ -77,15 +86,73 @@ fn flannel_warns_and_delivers_what_the_policies_deny() {
 fn policy_runs_are_byte_identical_for_the_same_seed() {
     let dir = scratch("np-det");
     let json = |d: &str| {
-        run(dir.join(d), None);
+        run(dir.join(d), if d.starts_with('w') { Some(Cni::WeaveFastdp) } else { None });
         let mut v: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join(d).join("summary.json")).unwrap()).unwrap();
         v.as_object_mut().unwrap().remove("run");
         v
     };
     assert_eq!(json("a"), json("b"));
+    assert_eq!(json("wa"), json("wb"));
     let html = |d: &str| std::fs::read(dir.join(d).join("report.html")).unwrap();
     assert!(html("a") == html("b"));
+    assert!(html("wa") == html("wb"));
+}
+
+/// weave-npc's chains and sets in `describe`, its walk in `trace`: a pod-to-pod datagram on one
+/// node is bridged, and br_netfilter walks FORWARD with the ports as physdev.
+#[test]
+fn describe_prints_weave_npc_chains_and_trace_the_bridged_walk() {
+    let path = repo("scenarios/network-policy.ron");
+    let choice = Choice { cni: Some(Cni::WeaveFastdp), ..Choice::default() };
+    let d = app::describe(&path, "node-1", None, choice).unwrap();
+    assert!(d.contains("-A FORWARD -o weave -j DROP"), "{d}");
+    assert!(
+        d.contains("-A WEAVE-NPC -m physdev --physdev-out vethwe-bridge --physdev-is-bridged -j ACCEPT"),
+        "{d}"
+    );
+    assert!(d.contains("DefaultAllow ingress isolation for namespace: prod"), "{d}");
+    assert!(d.contains("Type: hash:ip"), "{d}");
+    let t = app::trace(&path, "dev-client", "web", 64, choice).unwrap();
+    let text = t.render();
+    assert!(text.contains("filter FORWARD (weave -> weave, ctstate NEW)"), "{text}");
+    assert!(text.contains("FORWARD #4: -o weave -j DROP"), "{text}");
+    assert!(text.contains("result: dropped: policy_denied"), "{text}");
+}
+
+/// What weave-npc does differently from the API is said when the scenario asks for it: a port
+/// range it reads as its first port, and it is enforced that way (a connection to the range's
+/// second port is dropped, where Calico lets it in).
+#[test]
+fn weave_warns_of_end_port_and_enforces_the_first_port_only() {
+    let dir = scratch("np-weave-endport");
+    let text = std::fs::read_to_string(repo("scenarios/network-policy.ron")).unwrap();
+    let text = text.replace("ports: [(port: 5432)])]),", "ports: [(port: 5431, end_port: 5432)])]),");
+    assert!(text.contains("end_port: 5432"));
+    let path = dir.join("np.ron");
+    std::fs::write(&path, &text).unwrap();
+    let run = |cni: Cni, d: &str| {
+        let opts = RunOptions { out: Some(dir.join(d)), cni: Some(cni), ..Default::default() };
+        app::run(&path, &opts).unwrap().summary
+    };
+    let w = run(Cni::WeaveFastdp, "w");
+    assert!(
+        w.scenario
+            .warnings
+            .iter()
+            .any(|m| m.contains("policy prod/db-from-web ingress rule 0 allows TCP 5431-5432")
+                && m.contains("only port 5431 is allowed")),
+        "{:?}",
+        w.scenario.warnings
+    );
+    assert_eq!(flow(&w, "web-to-db").transactions, 0);
+    let c = run(Cni::CalicoIpip, "c");
+    assert!(flow(&c, "web-to-db").transactions > 1000);
+    // The summary's verdict is the one the plugin enforces.
+    let verdict = |s: &Summary| {
+        s.policy.as_ref().unwrap().connections.iter().find(|x| x.workload == "web-to-db").unwrap().allowed
+    };
+    assert!(!verdict(&w) && verdict(&c));
 }
 
 #[test]
@@ -120,6 +187,9 @@ fn policy_sweep_calico_grows_cilium_stays_flat() {
     assert!(c10.evaluations_per_denied_packet > 20.0, "{c10:?}");
     assert!(c1k.evaluations_per_denied_packet > 50.0 * c10.evaluations_per_denied_packet, "{c1k:?}");
     assert!(c1k.cpu_ns_per_1000_denied_packets > 50 * c10.cpu_ns_per_1000_denied_packets);
+    // weave-npc: one WEAVE-NPC-INGRESS rule per policy, walked to the end before FORWARD's DROP.
+    let (w10, w1k) = (at("weave-fastdp", 10).unwrap(), at("weave-fastdp", 1000).unwrap());
+    assert!(w1k.evaluations_per_denied_packet > 50.0 * w10.evaluations_per_denied_packet, "{w10:?} {w1k:?}");
     let (l10, l1k) = (at("cilium-vxlan", 10).unwrap(), at("cilium-vxlan", 1000).unwrap());
     assert_eq!((l10.evaluations_per_denied_packet, l1k.evaluations_per_denied_packet), (2.0, 2.0));
     assert_eq!(l10.cpu_ns_per_1000_denied_packets, l1k.cpu_ns_per_1000_denied_packets);

@@ -4,11 +4,10 @@
 //! operators and their values as `metav1` validates them), `policyTypes` defaulted as the API
 //! defaults it, then turned into the `policy` model.
 //!
-//! Until a plugin's NetworkPolicy enforcement is built (issue 14: Weave's weave-npc), a
-//! scenario with policies and that CNI is refused; a CNI without a policy engine accepts them
-//! and enforces nothing, as on a real cluster.
+//! A CNI without a policy engine accepts the policies and enforces nothing, as on a real
+//! cluster (the run warns).
 
-use super::{ChosenCni, Locator, Res};
+use super::{Locator, Res};
 use crate::addr::Ipv4Net;
 use crate::policy::{
     default_types, IpBlock, LabelSelector, Namespace, NetworkPolicy, Operator, Peer, PolicyPort, PolicyType,
@@ -106,7 +105,6 @@ pub(super) fn resolve_policies(
     loc: &Locator,
     s: &Scenario,
     namespaces: &[Namespace],
-    chosen: ChosenCni,
 ) -> Res<Vec<NetworkPolicy>> {
     let mut out: Vec<NetworkPolicy> = Vec::with_capacity(s.network_policies.len());
     for (i, p) in s.network_policies.iter().enumerate() {
@@ -192,18 +190,6 @@ pub(super) fn resolve_policies(
     }
     if let Some(g) = &s.generated_policies {
         generated(loc, g, namespaces, &mut out)?;
-    }
-    if !out.is_empty() && chosen.cni.enforces_network_policy() && !chosen.cni.policy_enforcement_built() {
-        return Err(loc.err(
-            at!["network_policies"],
-            format!(
-                "NetworkPolicy enforcement for {} is not built yet (issue 14); remove network_policies, run \
-                 the scenario with a CNI whose enforcement is built (calico-*, cilium-*), or with one that \
-                 has no policy engine (flannel-udp, flannel-vxlan, flannel-host-gw, macvlan, ipvlan-l3), \
-                 which accepts the policies and enforces none, as on a real cluster",
-                chosen.describe()
-            ),
-        ));
     }
     Ok(out)
 }

@@ -134,24 +134,10 @@ fn cnis_without_a_policy_engine_accept_policies() {
 }
 
 #[test]
-fn enforcing_cnis_refuse_policies_until_enforcement_is_built() {
-    let text = scenario("flannel-vxlan");
-    let (line, col) = text
-        .lines()
-        .enumerate()
-        .find_map(|(i, l)| l.find("network_policies: [").map(|c| (i + 1, c + "network_policies: ".len() + 1)))
-        .unwrap();
-    for cni in Cni::ALL.into_iter().filter(|c| c.enforces_network_policy() && !c.policy_enforcement_built()) {
-        let e = load_str(&scenario(cni.id()), "np.ron").expect_err(cni.id());
-        assert_eq!((e.line, e.col), (line, col), "{e}");
-        assert!(
-            e.message
-                .starts_with(&format!("NetworkPolicy enforcement for {cni} is not built yet (issue 14); ")),
-            "{e}"
-        );
-        let flag = Overrides { cni: Some(cni), ..Overrides::default() };
-        let e = load_str_with(&text, "np.ron", &flag).expect_err(cni.id());
-        assert!(e.message.contains(&format!("for {cni} (--cni {cni}) is not built yet")), "{e}");
+fn every_cni_loads_policies_and_none_loads_without() {
+    for cni in Cni::ALL {
+        let c = ok(load_str(&scenario(cni.id()), "np.ron"));
+        assert_eq!(c.policy.policies.len(), 4, "{cni}");
     }
     // No policies: nothing to enforce, every CNI loads.
     let none = scenario("calico-bgp");

@@ -41,6 +41,10 @@ fn decide(
             proto: protocol.number(),
             dport: Some(port),
             ct: CtState::New,
+            phys_in: "",
+            phys_out: "",
+            bridged: false,
+            dst_local: false,
         };
         tables[node].walk(hook, &p, false).verdict == Verdict::Accept
     };

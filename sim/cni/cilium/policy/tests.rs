@@ -181,7 +181,7 @@ fn decide(
     egress && ingress
 }
 
-const CILIUM: Semantics = Semantics { ip_block_matches_cluster: false };
+const CILIUM: Semantics = Semantics::CILIUM;
 
 #[test]
 fn the_compiled_maps_agree_with_the_oracle() {
