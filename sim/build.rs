@@ -43,6 +43,8 @@ pub fn build(cluster: &Cluster) -> World {
         procs: Vec::new(),
         proxies: Vec::new(),
         policy_stats: vec![Default::default(); cluster.nodes.len()],
+        policy_agents: vec![Default::default(); cluster.nodes.len()],
+        policy_syncs: Vec::new(),
         service_tables: vec![std::sync::Arc::new(cluster.services.clone())],
         service_bpf: false,
         node_ips: cluster.nodes.iter().map(|n| n.ip).collect(),

@@ -73,8 +73,12 @@ pub struct Cluster {
     /// Hosts outside the cluster on the underlay (NodePort clients).
     pub externals: Vec<ExternalHost>,
     /// Namespaces (`default` always among them) and NetworkPolicy objects. Invariant: every
-    /// pod's namespace is listed.
+    /// pod's namespace is listed. The policies in force at the start: those of
+    /// `policy_catalog` no `apply_policy` change creates later, in catalog order.
     pub policy: crate::policy::PolicyWorld,
+    /// Every policy the scenario names (listed, then generated), whether in force at the start
+    /// or created by a change.
+    pub policy_catalog: Vec<crate::policy::NetworkPolicy>,
 }
 
 /// A machine on the node network that is not part of the cluster: no CNI, no proxy, outside
@@ -117,6 +121,11 @@ pub enum ChangeKind {
     PowerOff(NodeId),
     /// BIRD on the node shuts down gracefully: Cease NOTIFICATIONs, routes withdrawn at once.
     StopBird(NodeId),
+    /// NetworkPolicy `Cluster::policy_catalog[i]` is created; each node's policy agent programs
+    /// it when its watch event arrives and its previous work is done.
+    ApplyPolicy(usize),
+    /// NetworkPolicy `Cluster::policy_catalog[i]` is deleted.
+    DeletePolicy(usize),
 }
 
 /// Calico's BGP control plane, simulated (`bgp:` in the scenario). Invariant: only with a

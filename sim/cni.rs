@@ -37,6 +37,34 @@ pub fn build(w: &mut World) {
     unenforced_policies(w);
 }
 
+/// What a node's policy agent programs for a set of policies: a filter table (Felix,
+/// weave-npc) or Cilium's policy maps.
+#[derive(Debug)]
+pub enum NodePolicy {
+    Filter(Box<crate::net::filter::FilterTable>),
+    Cilium(std::sync::Arc<crate::world::cilium_policy::PolicyMaps>),
+}
+
+/// What each node's policy agent programs for the policies of `world`; `None` for a plugin
+/// without a policy engine.
+pub fn policy_states(
+    c: &crate::cluster::Cluster,
+    world: &crate::policy::PolicyWorld,
+) -> Option<Vec<NodePolicy>> {
+    c.cni.policy_engine()?;
+    Some(match c.cni {
+        Cni::CiliumVxlan | Cni::CiliumGeneve | Cni::CiliumNative => {
+            let maps = std::sync::Arc::new(cilium::compile(c, world).maps);
+            (0..c.nodes.len()).map(|_| NodePolicy::Cilium(maps.clone())).collect()
+        }
+        Cni::WeaveSleeve | Cni::WeaveFastdp => {
+            let table = weave::npc_table(c, world);
+            (0..c.nodes.len()).map(|_| NodePolicy::Filter(Box::new(table.clone()))).collect()
+        }
+        _ => calico::felix_tables(c, world).into_iter().map(|t| NodePolicy::Filter(Box::new(t))).collect(),
+    })
+}
+
 /// A plugin with no policy engine: the API server accepts the policies and nothing enforces
 /// them. The run says so, with the connections they deny that will go through.
 fn unenforced_policies(w: &mut World) {

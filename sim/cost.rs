@@ -176,6 +176,34 @@ pub struct CostProfile {
     /// full Internet table (~10^6 routes) from one peer in the order of ten seconds on one
     /// core. Installing the route into the kernel is `netlink_object` on top.
     pub bird_route: Duration,
+    /// The API server's watch event reaching a node's policy agent after a NetworkPolicy is
+    /// created or deleted: a delay, not CPU. ~10 ms, an estimate: Kubernetes has no watch
+    /// latency SLO (sig-scalability `slos/watch_latency.md`: "we would like to provide some
+    /// guarantees on watch latency ... we are not there yet"); on an unloaded API server the
+    /// event is sent once etcd has stored the object.
+    pub policy_watch_delay: Duration,
+    /// Felix's dataplane `apply()` for a policy change, besides the lines it writes: the
+    /// calculation graph's flush (`felix/calc/async_calc_graph.go`), rendering the changed
+    /// chains, starting `iptables-restore --noflush` and `ipset restore`
+    /// (`felix/iptables/table.go` `execIptablesRestore`, `felix/ipsets`). ~10 ms: Felix logs
+    /// `msecToApply` of 12 to 73 ms for the filter table on busy nodes
+    /// (projectcalico/calico#4254), which `iptables_restore_line` and `iptables_replace_rule`
+    /// add to here. Felix admits a burst of 10 applies, then 10 per second
+    /// (`int_dataplane.go`: `applyThrottle: throttle.New(10)`, refilled every 100 ms), which
+    /// a few changes in a run never reach.
+    pub felix_policy_apply: Duration,
+    /// weave-npc running one `iptables` or `ipset` command (fork and exec of the binary, taking
+    /// the xtables lock): it runs one per rule and per ipset entry it adds or removes, in the
+    /// informer's handler (`npc/rule.go`, `net/ipset/ipset.go` `doExec`). ~2 ms, an estimate; an
+    /// `iptables` command also copies the whole table out and back (`iptables_replace_rule`
+    /// per rule), which is what makes a sequence of them O(n^2) (projectcalico/felix#227).
+    pub weave_npc_command: Duration,
+    /// cilium-agent regenerating one endpoint for a policy change: policy recomputed, its
+    /// policy map synced (`bpf_map_update` per entry on top), no BPF recompile
+    /// (`RegenerateWithoutDatapath`: `realizeBPFState` compiles only above that level). ~2 ms,
+    /// an estimate consistent with `policy_implementation_delay`'s p50 of about 10 ms
+    /// (cilium/cilium#47287) for a handful of endpoints.
+    pub cilium_endpoint_regeneration: Duration,
 }
 
 impl Default for CostProfile {
@@ -226,6 +254,10 @@ impl Default for CostProfile {
             cilium_service_update: Duration::from_millis(2),
             bird_message: Duration::from_micros(5),
             bird_route: Duration::from_micros(10),
+            policy_watch_delay: Duration::from_millis(10),
+            felix_policy_apply: Duration::from_millis(10),
+            weave_npc_command: Duration::from_millis(2),
+            cilium_endpoint_regeneration: Duration::from_millis(2),
         }
     }
 }

@@ -9,6 +9,7 @@
 //! events.
 
 pub mod bgp;
+mod policy;
 mod socket;
 mod tcp;
 mod workload;
@@ -68,6 +69,9 @@ pub enum Event {
     SyncDone { node: usize, version: usize, changed_at: Instant, rules: Box<crate::proxy::node::Rules> },
     /// Work of the BIRD process `bird` (`Simulation::bgp`) is due.
     Bird { bird: u32, work: bgp::BirdWork },
+    /// A node's NetworkPolicy agent has written policy version `version` (after change
+    /// `version - 1`): the new state is enforced from now.
+    PolicySync { node: usize, version: usize, state: Box<crate::cni::NodePolicy> },
 }
 
 /// Where a chain of kernel work comes from, which decides the queue it waits in.
@@ -314,6 +318,7 @@ impl Simulation {
                 self.sync_done(t, node, version, changed_at, *rules)
             }
             Event::Bird { bird, work } => self.bird(t, bird as usize, work),
+            Event::PolicySync { node, version, state } => self.policy_sync_done(node, version, *state),
             Event::ArpTimer { ns, ip } => {
                 if let NsKind::Router(_) = self.world.netns[ns].kind {
                     let mut cx = Ctx::hardware(t);
@@ -628,6 +633,7 @@ impl Simulation {
             ChangeKind::DeletePod(pod) => pod,
             ChangeKind::PowerOff(node) => return self.power_off(t, index, node),
             ChangeKind::StopBird(node) => return self.bgp_change(t, index, node, false),
+            ChangeKind::ApplyPolicy(_) | ChangeKind::DeletePolicy(_) => return self.policy_change(t, index),
         };
         let ns = self.world.pod_ns[pod];
         self.world.netns[ns].udp_ports.clear();
@@ -694,7 +700,7 @@ impl Simulation {
             Event::TcpPoll { host, .. } | Event::TcpXmit { host, .. } | Event::TcpApp { host, .. } => {
                 of_ns(self.tcp[*host as usize].ns)
             }
-            Event::SyncDone { node, .. } => Some(*node),
+            Event::SyncDone { node, .. } | Event::PolicySync { node, .. } => Some(*node),
             Event::Bird { bird, .. } => self.bgp.as_ref().map(|cp| cp.birds[*bird as usize].node),
             Event::Enqueue { .. } | Event::Timeout { .. } | Event::Change { .. } => None,
         }
@@ -793,6 +799,7 @@ impl Simulation {
                 | Event::ArpTimer { .. }
                 | Event::Change { .. }
                 | Event::SyncDone { .. }
+                | Event::PolicySync { .. }
                 | Event::DeliverTcp { .. }
                 | Event::TcpPoll { .. }
                 | Event::TcpXmit { .. }

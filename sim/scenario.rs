@@ -430,8 +430,9 @@ pub struct GeneratedServices {
     pub selector: BTreeMap<String, String>,
 }
 
-/// `(at: "500ms", delete_pod: "node-2-pod-1")`, `(at: "10s", power_off: "node-3")` or
-/// `(at: "10s", stop_bird: "node-3")`: exactly one of the three.
+/// `(at: "500ms", delete_pod: "node-2-pod-1")`, `(at: "10s", power_off: "node-3")`,
+/// `(at: "10s", stop_bird: "node-3")`, `(at: "20ms", apply_policy: "prod/db-from-web")` or
+/// `(at: "40ms", delete_policy: "prod/default-deny")`: exactly one of the five.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeSpec {
@@ -447,6 +448,13 @@ pub struct ChangeSpec {
     /// every peer, which withdraw its routes at once. Needs `bgp:`.
     #[serde(default, deserialize_with = "present")]
     pub stop_bird: Option<String>,
+    /// A NetworkPolicy of `network_policies` (`"namespace/name"`, or its name alone when no
+    /// other namespace has one of that name) is created at `at`: it is not in force before.
+    #[serde(default, deserialize_with = "present")]
+    pub apply_policy: Option<String>,
+    /// A NetworkPolicy is deleted at `at`.
+    #[serde(default, deserialize_with = "present")]
+    pub delete_policy: Option<String>,
 }
 
 /// Calico's BGP control plane, simulated: a BIRD speaker on every node of a BGP mode

@@ -15,7 +15,7 @@ use crate::net::packet::Hop;
 mod bgp;
 mod policy;
 pub use bgp::{BgpNode, BgpSummary, ConvergencePeriod};
-pub use policy::{PolicyConnection, PolicyNode, PolicySummary};
+pub use policy::{PolicyChange, PolicyChangeNode, PolicyConnection, PolicyNode, PolicySummary};
 
 /// Version of the summary.json schema.
 pub const SCHEMA_VERSION: u32 = 3;

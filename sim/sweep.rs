@@ -148,6 +148,9 @@ pub struct PolicyPoint {
     /// Rules plus lookups evaluated before a DROP, on average, and their CPU per 1,000 drops.
     pub evaluations_per_denied_packet: f64,
     pub cpu_ns_per_1000_denied_packets: u64,
+    /// The first policy change's time to enforcement on every node, ns; `None` without a
+    /// policy change (or not enforced everywhere by the end of the run).
+    pub update_ns: Option<u64>,
 }
 
 /// What a point's run says about the data path, from its summary.
@@ -445,6 +448,7 @@ fn point(s: &Summary, c: &Cluster, index: usize, at: Point) -> SweepPoint {
         let cpu: u64 = x.nodes.iter().map(|n| n.cpu_ns_per_1000_new_walks * n.new_walks).sum();
         let denied: u64 = x.nodes.iter().map(|n| n.denied_packets).sum();
         PolicyPoint {
+            update_ns: x.changes.first().and_then(|ch| ch.enforced_everywhere_ns),
             engine: x.engine.clone(),
             policies: x.policies,
             installed_max: x.nodes.iter().map(|n| n.filter_rules).max().unwrap_or(0),

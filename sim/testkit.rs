@@ -87,5 +87,6 @@ pub fn cluster(nodes: usize, pods: usize, kind: WorkloadKind, pairs: &[(usize, u
             namespaces: vec![crate::policy::Namespace::new("default", BTreeMap::new())],
             policies: Vec::new(),
         },
+        policy_catalog: Vec::new(),
     }
 }

@@ -66,6 +66,10 @@ pub struct World {
     pub proxies: Vec<crate::proxy::node::NodeProxy>,
     /// Per node: what the policy engine's filter walks cost.
     pub policy_stats: Vec<PolicyStats>,
+    /// Each node's NetworkPolicy agent (policy changes during the run).
+    pub policy_agents: Vec<PolicyAgent>,
+    /// Every node's enforcement of every policy change, in the order the changes came.
+    pub policy_syncs: Vec<PolicySync>,
     /// Every version of the Service table: the scenario's, then one per change.
     pub service_tables: Vec<std::sync::Arc<crate::cluster::ServiceTable>>,
     /// Every node's address.
@@ -91,6 +95,34 @@ pub struct PolicyStats {
     pub denied: u64,
     pub denied_evaluations: u64,
     pub denied_cpu: crate::time::Duration,
+}
+
+/// One node's NetworkPolicy agent (Felix, weave-npc, cilium-agent), for policy changes.
+#[derive(Clone, Debug, Default)]
+pub struct PolicyAgent {
+    /// When its previous work is done.
+    pub busy_until: Instant,
+    /// The newest policy version it has installed (0: the scenario's start).
+    pub installed: usize,
+    pub cpu: crate::time::Duration,
+}
+
+/// When a change was enforced on one node.
+#[derive(Clone, Debug)]
+pub struct PolicySync {
+    /// Index into `Cluster::changes`.
+    pub change: usize,
+    pub node: usize,
+    /// When the agent started and finished the work (the new state in force from `done`).
+    pub start: Instant,
+    pub done: Instant,
+    pub cpu: crate::time::Duration,
+    /// What it wrote: rules (or policy-map entries) added and removed, ipset entries changed,
+    /// commands run (weave-npc), endpoints regenerated (Cilium).
+    pub rules_changed: usize,
+    pub set_entries_changed: usize,
+    pub commands: usize,
+    pub endpoints: usize,
 }
 
 /// One simulated machine: its host namespace and CPU cores.

@@ -1517,7 +1517,8 @@ fn change_errors() {
     check_at(
         &with_fields("changes: [(at: \"1s\", power_off: \"node-1\", delete_pod: \"srv\")]"),
         "(at: \"1s\"",
-        "give exactly one of delete_pod, power_off and stop_bird (this one has delete_pod and power_off)",
+        "give exactly one of delete_pod, power_off, stop_bird, apply_policy and delete_policy (this one has \
+         delete_pod and power_off)",
     );
     check_at(&with_fields("changes: [(at: \"1s\")]"), "(at: \"1s\")", "(this one has none)");
     check_at(
@@ -1545,6 +1546,39 @@ fn change_errors() {
         "\"2s\", power_off",
         "change at 2s is not before the end of the scenario at 2s",
     );
+}
+
+#[test]
+fn policy_change_errors() {
+    let policies = "namespaces: [(name: \"prod\")], network_policies: [(name: \"p\"), (name: \"p\", namespace: \"prod\"), (name: \"q\")]";
+    let with = |changes: &str| with_fields(&format!("{policies}, changes: [{changes}]"));
+    check_at(
+        &with("(at: \"1s\", apply_policy: \"r\")"),
+        "\"r\"",
+        "'r' names no NetworkPolicy; check it against",
+    );
+    check_at(
+        &with("(at: \"1s\", apply_policy: \"p\")"),
+        "\"p\")]",
+        "'p' names policies in 2 namespaces; say which as \"namespace/p\"",
+    );
+    check_at(&with("(at: \"1s\", delete_policy: \"dev/p\")"), "\"dev/p\"", "'dev/p' names no NetworkPolicy");
+    let text = with("(at: \"1s\", apply_policy: \"prod/p\"), (at: \"1500ms\", apply_policy: \"prod/p\")");
+    check_at_offset(
+        &text,
+        text.rfind("\"prod/p\"").unwrap(),
+        "policy 'prod/p' is created twice; create it once",
+    );
+    let text = with("(at: \"1s\", delete_policy: \"q\"), (at: \"1500ms\", delete_policy: \"default/q\")");
+    check_at(&text, "\"default/q\"", "policy 'default/q' is deleted twice; delete it once");
+    // Deleted before it is created: the first of the two says so.
+    let text = with("(at: \"1s\", delete_policy: \"q\"), (at: \"1500ms\", apply_policy: \"q\")");
+    let at = text.find("delete_policy: \"q\"").unwrap() + "delete_policy: ".len();
+    check_at_offset(&text, at, "policy 'q' is deleted no later than it is created");
+    // Created, then deleted: valid; the policy is not in force at the start.
+    let text = with("(at: \"1s\", apply_policy: \"q\"), (at: \"1500ms\", delete_policy: \"q\")");
+    let c = load_str(&text, "ok.ron").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((c.policy.policies.len(), c.policy_catalog.len()), (2, 3));
 }
 
 #[test]

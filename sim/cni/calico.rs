@@ -179,6 +179,17 @@ fn pods(w: &mut World) {
 /// policies: the endpoint chains and profiles are there from the pod's start).
 fn felix_filter(w: &mut World) {
     let c = w.cluster.clone();
+    for (n, table) in felix_tables(&c, &c.policy).into_iter().enumerate() {
+        let ns = w.nodes[n].ns;
+        w.netns[ns].filter = Some(Box::new(table));
+    }
+}
+
+/// Felix's filter table of every node for the policies of `world`.
+pub(super) fn felix_tables(
+    c: &crate::cluster::Cluster,
+    world: &crate::policy::PolicyWorld,
+) -> Vec<crate::net::filter::FilterTable> {
     let ifaces: Vec<String> = c.pods.iter().map(|p| policy::veth_name(&p.namespace, &p.name)).collect();
     let workloads: Vec<policy::Workload> = (0..c.pods.len())
         .map(|p| match c.policy_endpoint(crate::cluster::PolicyPeer::Pod(p)) {
@@ -186,11 +197,7 @@ fn felix_filter(w: &mut World) {
             _ => unreachable!("a pod's policy endpoint is a pod"),
         })
         .collect();
-    for n in 0..c.nodes.len() {
-        let table = policy::filter_table(&c.policy, &workloads, n);
-        let ns = w.nodes[n].ns;
-        w.netns[ns].filter = Some(Box::new(table));
-    }
+    (0..c.nodes.len()).map(|n| policy::filter_table(world, &workloads, n)).collect()
 }
 
 /// The IPAM blocks affine to node `n`: its first block (holding the tunnel address) and every

@@ -19,6 +19,18 @@ use crate::world::{CiliumMaps, EbpfHook, TunnelProto, UdpTunnel, World};
 
 use super::{eth0, install, pod_netns};
 
+/// The agent's compilation of `world`'s policies for the cluster's pods and nodes.
+pub(super) fn compile(c: &crate::cluster::Cluster, world: &crate::policy::PolicyWorld) -> policy::Compiled {
+    let pods: Vec<policy::PodInfo> = c
+        .pods
+        .iter()
+        .map(|p| policy::PodInfo { namespace: &p.namespace, labels: &p.labels, ip: p.ip })
+        .collect();
+    let node_addrs: Vec<Vec<std::net::Ipv4Addr>> =
+        (0..c.nodes.len()).map(|n| vec![c.nodes[n].ip, c.pod_gateway(n)]).collect();
+    policy::compile(world, &pods, &node_addrs)
+}
+
 pub(super) fn build(w: &mut World) {
     let c = w.cluster.clone();
     let tunnel = match c.cni {
@@ -29,14 +41,7 @@ pub(super) fn build(w: &mut World) {
     };
     // Security identities (of the pod's identity-relevant labels, its namespace's among them),
     // the ipcache and the policy maps.
-    let pods: Vec<policy::PodInfo> = c
-        .pods
-        .iter()
-        .map(|p| policy::PodInfo { namespace: &p.namespace, labels: &p.labels, ip: p.ip })
-        .collect();
-    let node_addrs: Vec<Vec<std::net::Ipv4Addr>> =
-        (0..c.nodes.len()).map(|n| vec![c.nodes[n].ip, c.pod_gateway(n)]).collect();
-    let compiled = policy::compile(&c.policy, &pods, &node_addrs);
+    let compiled = compile(&c, &c.policy);
     let identity = compiled.pod_identity;
     let shared = Arc::new(compiled.maps);
     for (n, node) in c.nodes.iter().enumerate() {

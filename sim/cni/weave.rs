@@ -141,28 +141,44 @@ pub(super) fn build(w: &mut World) {
         w.add_route(Route::new(Ipv4Net::DEFAULT, Some(gw), eth0, Proto::Boot))
             .expect("the gateway is on-link");
     }
-    // The bridge's port to the router: `vethwe-bridge` (fastdp); in sleeve mode cnisim's
-    // router captures on its bridge port itself (Weave has the pair vethwe-bridge /
-    // vethwe-pcap there), so the rules name that port.
-    npc_filter(w, if fastdp { "vethwe-bridge" } else { "vethwe-pcap" });
+    npc_filter(w);
+}
+
+/// The bridge's port to the router: `vethwe-bridge` (fastdp); in sleeve mode cnisim's router
+/// captures on its bridge port itself (Weave has the pair vethwe-bridge / vethwe-pcap there),
+/// so the rules name that port.
+fn bridge_port(cni: Cni) -> &'static str {
+    if cni == Cni::WeaveFastdp {
+        "vethwe-bridge"
+    } else {
+        "vethwe-pcap"
+    }
 }
 
 /// weave-npc's filter table on every node (weave-kube runs it in every Weave pod, with or
 /// without policies: its chains guard the bridge from the start).
-fn npc_filter(w: &mut World, bridge_port: &str) {
+fn npc_filter(w: &mut World) {
     let c = w.cluster.clone();
+    for msg in policy::departures(&c.policy_catalog) {
+        w.warn(msg);
+    }
+    let table = npc_table(&c, &c.policy);
+    for n in 0..c.nodes.len() {
+        let ns = w.nodes[n].ns;
+        w.netns[ns].filter = Some(Box::new(table.clone()));
+    }
+}
+
+/// weave-npc's table (the same on every node) for the policies of `world`.
+pub(super) fn npc_table(
+    c: &crate::cluster::Cluster,
+    world: &crate::policy::PolicyWorld,
+) -> crate::net::filter::FilterTable {
     let pods: Vec<crate::policy::PodRef> = (0..c.pods.len())
         .map(|p| match c.policy_endpoint(crate::cluster::PolicyPeer::Pod(p)) {
             crate::policy::Endpoint::Pod(pod) => pod,
             _ => unreachable!("a pod's policy endpoint is a pod"),
         })
         .collect();
-    for msg in policy::departures(&c.policy) {
-        w.warn(msg);
-    }
-    let table = policy::filter_table(&c.policy, &pods, bridge_port);
-    for n in 0..c.nodes.len() {
-        let ns = w.nodes[n].ns;
-        w.netns[ns].filter = Some(Box::new(table.clone()));
-    }
+    policy::filter_table(world, &pods, bridge_port(c.cni))
 }

@@ -298,6 +298,27 @@ pub struct PacketInfo<'a> {
     pub dst_local: bool,
 }
 
+/// What [`FilterTable::diff`] found between two tables.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableDiff {
+    pub rules_added: usize,
+    pub rules_removed: usize,
+    /// Existing chains whose rules changed.
+    pub chains_touched: usize,
+    pub chains_created: usize,
+    pub chains_deleted: usize,
+    pub sets_created: usize,
+    pub sets_deleted: usize,
+    /// Members added to or removed from sets (a new set's members count).
+    pub set_entries_changed: usize,
+}
+
+impl TableDiff {
+    pub fn is_empty(&self) -> bool {
+        *self == TableDiff::default()
+    }
+}
+
 /// The result of walking a hook's chain.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Walk {
@@ -406,6 +427,65 @@ impl FilterTable {
                 self.sets[set].contains(ip)
             }
         }
+    }
+
+    /// What rewriting this table into `new` takes: rules and set entries added and removed,
+    /// chains and sets created or deleted (chains and sets matched by name, rules by their
+    /// iptables-save text, in order: a rule that moves is removed and added).
+    pub fn diff(&self, new: &FilterTable) -> TableDiff {
+        let mut d = TableDiff::default();
+        let texts =
+            |t: &FilterTable, c: &Chain| -> Vec<String> { c.rules.iter().map(|r| t.rule_text(r)).collect() };
+        for c in &new.chains {
+            let after = texts(new, c);
+            let before = self.find(&c.name).map(|id| texts(self, &self.chains[id])).unwrap_or_else(|| {
+                d.chains_created += 1;
+                Vec::new()
+            });
+            // The common prefix and suffix stay; the rest is replaced.
+            let head = before.iter().zip(&after).take_while(|(a, b)| a == b).count();
+            let tail = before[head..]
+                .iter()
+                .rev()
+                .zip(after[head..].iter().rev())
+                .take_while(|(a, b)| a == b)
+                .count();
+            let (removed, added) = (before.len() - head - tail, after.len() - head - tail);
+            d.rules_removed += removed;
+            d.rules_added += added;
+            if removed + added > 0 {
+                d.chains_touched += 1;
+            }
+        }
+        for c in &self.chains {
+            if new.find(&c.name).is_none() {
+                d.chains_deleted += 1;
+                d.rules_removed += c.rules.len();
+            }
+        }
+        let members = |t: &FilterTable, s: &IpSet| -> Vec<String> {
+            match &s.kind {
+                SetType::ListSet(m) => m.iter().map(|&i| t.sets[i].name.clone()).collect(),
+                _ => s.members.iter().map(|n| format!("{}/{}", n.network(), n.prefix())).collect(),
+            }
+        };
+        for set in &new.sets {
+            let after: FxHashSet<String> = members(new, set).into_iter().collect();
+            let before: FxHashSet<String> = match self.find_set(&set.name) {
+                Some(id) => members(self, &self.sets[id]).into_iter().collect(),
+                None => {
+                    d.sets_created += 1;
+                    FxHashSet::default()
+                }
+            };
+            d.set_entries_changed += after.symmetric_difference(&before).count();
+        }
+        for set in &self.sets {
+            if new.find_set(&set.name).is_none() {
+                d.sets_deleted += 1;
+            }
+        }
+        d
     }
 
     /// Rules in all chains.

@@ -287,7 +287,7 @@ fn flow_row(f: &FlowSummary) -> Vec<String> {
 /// in runs with TCP workloads.
 /// Which connections the policies allow, and what the plugin's engine installed and cost.
 fn policy(out: &mut String, s: &Summary) {
-    let Some(p) = s.policy.as_ref().filter(|p| p.policies > 0) else { return };
+    let Some(p) = s.policy.as_ref().filter(|p| p.policies > 0 || !p.changes.is_empty()) else { return };
     out.push_str("<h2 id=\"policy\">NetworkPolicy</h2>\n");
     if p.engine == "none" {
         let _ = writeln!(
@@ -373,6 +373,61 @@ fn policy(out: &mut String, s: &Summary) {
         );
         table(out, &cols, rows);
     }
+    policy_changes(out, p);
+}
+
+/// Each policy change and when each node enforced it.
+fn policy_changes(out: &mut String, p: &crate::summary::PolicySummary) {
+    if p.changes.is_empty() {
+        return;
+    }
+    out.push_str(
+        "<h3>Policy changes</h3>\n<p>When each node's agent had written a created or deleted policy into the \
+         kernel: the API server's watch event, the agent's earlier work, then its own (Felix: one \
+         iptables-restore of the changed rules; weave-npc: one iptables or ipset command per rule or entry; \
+         Cilium: the endpoints whose policy map changes regenerated). Until then the node enforces the old \
+         policies; established connections are kept either way.</p>\n",
+    );
+    let cols = [
+        ("Change", false),
+        ("At", true),
+        ("Node", false),
+        ("Enforced after", true),
+        ("Agent CPU", true),
+        ("Rules / entries changed", true),
+        ("ipset entries", true),
+        ("Commands", true),
+        ("Endpoints", true),
+    ];
+    let mut rows = Vec::new();
+    for ch in &p.changes {
+        let everywhere = ch.enforced_everywhere_ns.map_or_else(|| "not everywhere".to_string(), fmt_ns);
+        rows.push(vec![
+            format!("{} (everywhere after {everywhere})", ch.change),
+            fmt_ns(ch.at_ns),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+        ]);
+        for n in &ch.nodes {
+            rows.push(vec![
+                String::new(),
+                String::new(),
+                n.node.clone(),
+                n.enforced_after_ns.map_or_else(|| "not by the end".to_string(), fmt_ns),
+                fmt_ns(n.cpu_ns),
+                fmt_count(n.rules_changed as u64),
+                fmt_count(n.set_entries_changed as u64),
+                fmt_count(n.commands as u64),
+                fmt_count(n.endpoints as u64),
+            ]);
+        }
+    }
+    table(out, &cols, rows.into_iter());
 }
 
 fn tcp<'a>(out: &mut String, s: &Summary, charts: impl Iterator<Item = &'a Chart>) {

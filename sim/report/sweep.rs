@@ -100,7 +100,7 @@ const CURVES: [Curve; 6] = [
 
 /// A `policies` sweep's curves: what the policy engine installs and what a connection's first
 /// packet costs it.
-const POLICY_CURVES: [Curve; 4] = [
+const POLICY_CURVES: [Curve; 5] = [
     Curve {
         stem: "policy_denied_cpu",
         title: "Policy CPU per 1,000 denied packets",
@@ -136,6 +136,16 @@ const POLICY_CURVES: [Curve; 4] = [
         value: |p| p.policy.as_ref().map(|x| x.installed_max as f64),
         dashed: None,
         explain: "The policy engine's filter rules (or policy-map entries) on the node that has the most.",
+    },
+    Curve {
+        stem: "policy_update_time",
+        title: "Policy change to enforcement on every node",
+        y_desc: "ms (log)",
+        value: |p| p.policy.as_ref().and_then(|x| x.update_ns).map(|ns| ns as f64 / 1e6),
+        dashed: None,
+        explain: "From the scenario's first apply_policy or delete_policy change until the last node's agent \
+                  had written it (Felix's iptables-restore, one iptables command per rule for weave-npc, \
+                  Cilium's endpoint regeneration), watch delay included.",
     },
 ];
 

@@ -100,7 +100,8 @@ pub(crate) fn resolve(mut s: Scenario, loc: &Locator, overrides: &Overrides) -> 
     let externals = resolve_externals(loc, &s, &network, &nodes, &underlay.fabric)?;
     let workloads =
         resolve_workloads(loc, &s, &nodes, &pods, chosen, &cni_options, &services, generated, &externals)?;
-    let changes = resolve_changes(loc, &s, &nodes, &pods)?;
+    let catalog = resolve_policies(loc, &s, &namespaces)?;
+    let changes = resolve_changes(loc, &s, &nodes, &pods, &catalog)?;
     let bgp = resolve_bgp(loc, &s, chosen, &nodes, &underlay.fabric)?;
     let conntrack_max = match s.conntrack_max {
         Some(0) => {
@@ -122,7 +123,13 @@ pub(crate) fn resolve(mut s: Scenario, loc: &Locator, overrides: &Overrides) -> 
         Some(sw) => Some(check_sweep(loc, sw, &s)?),
         None => None,
     };
-    let policies = resolve_policies(loc, &s, &namespaces)?;
+    // In force at the start: every policy no change creates later.
+    let policies: Vec<crate::policy::NetworkPolicy> = catalog
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !changes.iter().any(|c| c.what == crate::cluster::ChangeKind::ApplyPolicy(*i)))
+        .map(|(_, p)| p.clone())
+        .collect();
     let compare = s.compare.as_ref().map(|c| super::compare::resolve(loc.text, loc.path, c)).transpose()?;
     Ok(Cluster {
         sweep,
@@ -147,6 +154,7 @@ pub(crate) fn resolve(mut s: Scenario, loc: &Locator, overrides: &Overrides) -> 
         workloads,
         costs: s.costs,
         policy: crate::policy::PolicyWorld { namespaces, policies },
+        policy_catalog: catalog,
     })
 }
 

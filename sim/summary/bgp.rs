@@ -191,5 +191,11 @@ pub fn describe_change(sim: &Simulation, i: usize) -> String {
         ChangeKind::DeletePod(p) => format!("delete_pod {}", c.pods[p].name),
         ChangeKind::PowerOff(n) => format!("power_off {}", c.nodes[n].name),
         ChangeKind::StopBird(n) => format!("stop_bird {}", c.nodes[n].name),
+        ChangeKind::ApplyPolicy(p) => {
+            format!("apply_policy {}/{}", c.policy_catalog[p].namespace, c.policy_catalog[p].name)
+        }
+        ChangeKind::DeletePolicy(p) => {
+            format!("delete_policy {}/{}", c.policy_catalog[p].namespace, c.policy_catalog[p].name)
+        }
     }
 }

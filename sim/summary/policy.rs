@@ -20,6 +20,37 @@ pub struct PolicySummary {
     pub connections: Vec<PolicyConnection>,
     /// Connections the policies deny that the plugin does not enforce: they go through.
     pub denied_but_not_enforced: usize,
+    /// Every `apply_policy` and `delete_policy` change and how long each node took to enforce
+    /// it; empty without such changes.
+    pub changes: Vec<PolicyChange>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PolicyChange {
+    /// `apply_policy prod/db-from-web` or `delete_policy ...`.
+    pub change: String,
+    pub at_ns: u64,
+    /// From the change until the last node enforced it; `None` if some node had not by the
+    /// end of the run (or the plugin has no engine).
+    pub enforced_everywhere_ns: Option<u64>,
+    pub nodes: Vec<PolicyChangeNode>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PolicyChangeNode {
+    pub node: String,
+    /// From the change until the node's agent had written it (watch delay, queueing behind
+    /// earlier work, the work itself); `None`: not by the end of the run.
+    pub enforced_after_ns: Option<u64>,
+    /// The agent's CPU for it.
+    pub cpu_ns: u64,
+    /// Filter rules (or Cilium policy-map entries) added plus removed, and ipset entries.
+    pub rules_changed: usize,
+    pub set_entries_changed: usize,
+    /// Processes run: iptables-restore/ipset restore (Felix), one per rule or entry (weave-npc).
+    pub commands: usize,
+    /// Endpoints regenerated (Cilium).
+    pub endpoints: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -72,7 +103,7 @@ pub(super) fn policy_summary(sim: &Simulation) -> Option<PolicySummary> {
     let w = &sim.world;
     let c = &w.cluster;
     let engine = c.cni.policy_engine();
-    if c.policy.policies.is_empty() && engine.is_none() {
+    if c.policy_catalog.is_empty() && engine.is_none() {
         return None;
     }
     let nodes = (0..c.nodes.len())
@@ -121,7 +152,50 @@ pub(super) fn policy_summary(sim: &Simulation) -> Option<PolicySummary> {
         .collect();
     let denied_but_not_enforced =
         if engine.is_none() { connections.iter().filter(|c| !c.allowed).count() } else { 0 };
+    let changes = c
+        .changes
+        .iter()
+        .enumerate()
+        .filter(|(_, ch)| {
+            matches!(
+                ch.what,
+                crate::cluster::ChangeKind::ApplyPolicy(_) | crate::cluster::ChangeKind::DeletePolicy(_)
+            )
+        })
+        .map(|(i, ch)| {
+            let nodes: Vec<PolicyChangeNode> = w
+                .policy_syncs
+                .iter()
+                .filter(|s| s.change == i)
+                .map(|s| PolicyChangeNode {
+                    node: c.nodes[s.node].name.clone(),
+                    enforced_after_ns: (s.done <= sim.end).then(|| s.done.saturating_since(ch.at).as_nanos()),
+                    cpu_ns: s.cpu.as_nanos(),
+                    rules_changed: s.rules_changed,
+                    set_entries_changed: s.set_entries_changed,
+                    commands: s.commands,
+                    endpoints: s.endpoints,
+                })
+                .collect();
+            let everywhere = if nodes.is_empty() {
+                None
+            } else {
+                nodes
+                    .iter()
+                    .map(|n| n.enforced_after_ns)
+                    .collect::<Option<Vec<u64>>>()
+                    .and_then(|v| v.into_iter().max())
+            };
+            PolicyChange {
+                change: super::bgp::describe_change(sim, i),
+                at_ns: ch.at.as_nanos(),
+                enforced_everywhere_ns: everywhere,
+                nodes,
+            }
+        })
+        .collect();
     Some(PolicySummary {
+        changes,
         engine: engine.unwrap_or("none").to_string(),
         policies: c.policy.policies.len(),
         namespaces: c.policy.namespaces.len(),

@@ -169,6 +169,61 @@ fn describe_prints_felix_chains_and_trace_the_walk() {
     assert!(text.contains("result: dropped: policy_denied"), "{text}");
 }
 
+/// `scenarios/policy-change.ron` under each engine: dev-to-db is delivered until db's node
+/// enforces the new policy, dropped until the deletion is enforced, delivered again; web-to-db
+/// throughout. Each node's agent takes at least the watch delay; only the nodes with work to
+/// do spend CPU (every node for weave-npc, whose table is the same everywhere). Same seed, same
+/// bytes.
+#[test]
+fn policy_changes_are_enforced_after_each_agents_work() {
+    let dir = scratch("np-change");
+    let path = repo("scenarios/policy-change.ron");
+    for (cni, busy_nodes) in [(Cni::CalicoIpip, 1), (Cni::WeaveFastdp, 3), (Cni::CiliumVxlan, 1)] {
+        let run = |d: &str| {
+            let opts = RunOptions {
+                out: Some(dir.join(format!("{cni}-{d}"))),
+                cni: Some(cni),
+                ..Default::default()
+            };
+            app::run(&path, &opts).unwrap().summary
+        };
+        let s = run("a");
+        let p = s.policy.as_ref().unwrap();
+        assert_eq!(p.changes.len(), 2, "{cni}");
+        for ch in &p.changes {
+            let all = ch.enforced_everywhere_ns.expect("enforced everywhere");
+            assert!((10_000_000..30_000_000).contains(&all), "{cni}: {ch:?}");
+            assert_eq!(ch.nodes.iter().filter(|n| n.cpu_ns > 0).count(), busy_nodes, "{cni}: {ch:?}");
+        }
+        let (apply, delete) = (&p.changes[0], &p.changes[1]);
+        assert!(
+            apply.change == "apply_policy prod/db-from-web"
+                && delete.change == "delete_policy prod/db-from-web"
+        );
+        let web = flow(&s, "web-to-db");
+        assert_eq!(web.delivered, web.sent, "{cni}");
+        // Denied for the window between the two enforcements on db's node (node-2): a send
+        // every 0.4096 ms (a 512 B payload at 10 Mbit/s), so (50 ms + delete - apply) / 0.4096.
+        let dev = flow(&s, "dev-to-db");
+        let denied = *dev.drops_by_reason.get("policy_denied").unwrap_or(&0);
+        let node2 = |ch: &cnisim::summary::PolicyChange| ch.nodes[1].enforced_after_ns.unwrap() as f64;
+        let window_ms = (50e6 + node2(delete) - node2(apply)) / 1e6;
+        let expect = window_ms / (512.0 * 8.0 / 10e6 * 1e3);
+        assert!((denied as f64 - expect).abs() <= 1.5, "{cni}: {denied} denied, {expect:.1} expected");
+        assert_eq!(dev.delivered + denied, dev.sent, "{cni}: {:?}", dev.drops_by_reason);
+        let json = |d: &str| {
+            let mut v: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(dir.join(format!("{cni}-{d}")).join("summary.json")).unwrap(),
+            )
+            .unwrap();
+            v.as_object_mut().unwrap().remove("run");
+            v
+        };
+        run("b");
+        assert_eq!(json("a"), json("b"), "{cni}");
+    }
+}
+
 /// `scenarios/policy-scaling.ron` at 10 and 1,000 policies: Calico's walk before a DROP grows
 /// with the policies selecting the server, Cilium's policy-map lookups stay two; flannel runs no
 /// engine. One thread and two give the same sweep.json.
@@ -193,8 +248,16 @@ fn policy_sweep_calico_grows_cilium_stays_flat() {
     let (l10, l1k) = (at("cilium-vxlan", 10).unwrap(), at("cilium-vxlan", 1000).unwrap());
     assert_eq!((l10.evaluations_per_denied_packet, l1k.evaluations_per_denied_packet), (2.0, 2.0));
     assert_eq!(l10.cpu_ns_per_1000_denied_packets, l1k.cpu_ns_per_1000_denied_packets);
+    // The "late" policy's time to enforcement on every node: Felix's iptables-restore replaces
+    // a table that grows with the policies, weave-npc's command copies it out and back, Cilium
+    // syncs one endpoint's map whatever is installed.
+    let update = |p: &cnisim::sweep::PolicyPoint| p.update_ns.expect("enforced by the end");
+    assert!(update(&c1k) > update(&c10) && update(&w1k) > update(&w10), "{c10:?} {c1k:?} {w10:?} {w1k:?}");
+    assert_eq!(update(&l10), update(&l1k));
+    assert!(update(&c10) >= 10_000_000, "at least the watch delay: {c10:?}");
     assert!(at("flannel-vxlan", 10).is_none());
     assert!(out.join("policy_denied_cpu.png").exists() && out.join("policy_denied_cpu.csv").exists());
+    assert!(out.join("policy_update_time.png").exists());
     let (_, r2) = app::sweep(&path, Some(dir.join("b")), Some(2), false, None).unwrap();
     let json = |d: &str| {
         let mut v: serde_json::Value =

@@ -212,9 +212,9 @@ pub fn filter_table(world: &PolicyWorld, pods: &[PodRef], bridge_port: &str) -> 
 
 /// What the policies ask that weave-npc does differently, one warning each: a port range
 /// (`endPort`) and rules of a direction the policy's `policyTypes` leave out.
-pub fn departures(world: &PolicyWorld) -> Vec<String> {
+pub fn departures(policies: &[NetworkPolicy]) -> Vec<String> {
     let mut out = Vec::new();
-    for p in &world.policies {
+    for p in policies {
         for (ty, rules) in [(PolicyType::Ingress, &p.ingress), (PolicyType::Egress, &p.egress)] {
             let dir = if ty == PolicyType::Ingress { "ingress" } else { "egress" };
             for (i, r) in rules.iter().enumerate() {

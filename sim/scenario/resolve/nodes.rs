@@ -387,6 +387,7 @@ pub(super) fn resolve_changes(
     s: &Scenario,
     nodes: &[NodeSpec],
     pods: &[PodSpec],
+    policies: &[crate::policy::NetworkPolicy],
 ) -> Res<Vec<Change>> {
     let mut out: Vec<Change> = Vec::new();
     for (i, c) in s.changes.iter().enumerate() {
@@ -394,6 +395,8 @@ pub(super) fn resolve_changes(
             c.delete_pod.as_ref().map(|_| "delete_pod"),
             c.power_off.as_ref().map(|_| "power_off"),
             c.stop_bird.as_ref().map(|_| "stop_bird"),
+            c.apply_policy.as_ref().map(|_| "apply_policy"),
+            c.delete_policy.as_ref().map(|_| "delete_policy"),
         ]
         .into_iter()
         .flatten()
@@ -403,8 +406,8 @@ pub(super) fn resolve_changes(
             return Err(loc.err(
                 at!["changes", i],
                 format!(
-                    "a change does one thing: give exactly one of delete_pod, power_off and stop_bird \
-                     (this one has {what}); split it into several changes"
+                    "a change does one thing: give exactly one of delete_pod, power_off, stop_bird, \
+                     apply_policy and delete_policy (this one has {what}); split it into several changes"
                 ),
             ));
         }
@@ -439,6 +442,39 @@ pub(super) fn resolve_changes(
                 ));
             }
             ChangeKind::PowerOff(n)
+        } else if let Some(name) = c.apply_policy.as_deref().or(c.delete_policy.as_deref()) {
+            let apply = c.apply_policy.is_some();
+            let key = if apply { "apply_policy" } else { "delete_policy" };
+            let p = policy_named(loc, policies, name, at!["changes", i, key])?;
+            let kind = if apply { ChangeKind::ApplyPolicy(p) } else { ChangeKind::DeletePolicy(p) };
+            if out.iter().any(|o| o.what == kind) {
+                let verb = if apply { "created" } else { "deleted" };
+                return Err(loc.err(
+                    at!["changes", i, key],
+                    format!(
+                        "policy '{name}' is {verb} twice; {} it once",
+                        if apply { "create" } else { "delete" }
+                    ),
+                ));
+            }
+            // A policy created and deleted: created first.
+            let at = Instant::from_nanos(c.at.as_nanos());
+            let other = if apply { ChangeKind::DeletePolicy(p) } else { ChangeKind::ApplyPolicy(p) };
+            let later = later_changes(s, i, policies, loc);
+            let clash = out.iter().chain(later.iter()).find(|o| o.what == other).map(|o| o.at);
+            if let Some(other_at) = clash {
+                let (created, deleted) = if apply { (at, other_at) } else { (other_at, at) };
+                if created >= deleted {
+                    return Err(loc.err(
+                        at!["changes", i, key],
+                        format!(
+                            "policy '{name}' is deleted no later than it is created; create it (apply_policy) \
+                             before deleting it (delete_policy)"
+                        ),
+                    ));
+                }
+            }
+            kind
         } else {
             let name = c.stop_bird.as_deref().unwrap_or_default();
             let n = node(name, "stop_bird")?;
@@ -470,4 +506,61 @@ pub(super) fn resolve_changes(
     }
     out.sort_by_key(|c| c.at);
     Ok(out)
+}
+
+/// The policy a change names: `namespace/name`, or a name only one namespace has.
+fn policy_named(
+    loc: &Locator,
+    policies: &[crate::policy::NetworkPolicy],
+    name: &str,
+    path: &[crate::scenario::locate::Seg<'static>],
+) -> Res<usize> {
+    let found: Vec<usize> = match name.split_once('/') {
+        Some((ns, n)) => policies
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.namespace == ns && p.name == n)
+            .map(|(i, _)| i)
+            .collect(),
+        None => policies.iter().enumerate().filter(|(_, p)| p.name == name).map(|(i, _)| i).collect(),
+    };
+    match found[..] {
+        [one] => Ok(one),
+        [] => Err(loc.err(
+            path,
+            format!(
+                "'{name}' names no NetworkPolicy; check it against `network_policies` (\"namespace/name\")"
+            ),
+        )),
+        _ => Err(loc.err(
+            path,
+            format!(
+                "'{name}' names policies in {} namespaces; say which as \"namespace/{name}\"",
+                found.len()
+            ),
+        )),
+    }
+}
+
+/// The policy changes listed after change `i`, resolved enough to compare with it (their
+/// errors are reported when their turn comes).
+fn later_changes(
+    s: &Scenario,
+    i: usize,
+    policies: &[crate::policy::NetworkPolicy],
+    loc: &Locator,
+) -> Vec<Change> {
+    let mut out = Vec::new();
+    for (j, c) in s.changes.iter().enumerate().skip(i + 1) {
+        let (name, apply) = match (&c.apply_policy, &c.delete_policy) {
+            (Some(n), None) => (n, true),
+            (None, Some(n)) => (n, false),
+            _ => continue,
+        };
+        let key = if apply { "apply_policy" } else { "delete_policy" };
+        let Ok(p) = policy_named(loc, policies, name, at!["changes", j, key]) else { continue };
+        let what = if apply { ChangeKind::ApplyPolicy(p) } else { ChangeKind::DeletePolicy(p) };
+        out.push(Change { at: Instant::from_nanos(c.at.as_nanos()), what });
+    }
+    out
 }
