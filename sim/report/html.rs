@@ -300,11 +300,16 @@ fn policy(out: &mut String, s: &Summary) {
             p.denied_but_not_enforced
         );
     } else {
+        let changing = if p.changes.is_empty() {
+            String::new()
+        } else {
+            format!(" at the start and {} policy changes during the run (below),", p.changes.len())
+        };
         let _ = writeln!(
             out,
-            "<p>{} policies in {} namespaces, enforced by <code>{}</code>. A denied connection's packets \
-             are dropped with <code>policy_denied</code>; <code>cnisim trace</code> shows the rule walk \
-             and <code>cnisim describe</code> the installed rules.</p>",
+            "<p>{} policies{changing} in {} namespaces, enforced by <code>{}</code>. A denied connection's \
+             packets are dropped with <code>policy_denied</code>; <code>cnisim trace</code> shows the rule \
+             walk and <code>cnisim describe</code> the installed rules.</p>",
             p.policies,
             p.namespaces,
             esc(&p.engine)
@@ -319,6 +324,11 @@ fn policy(out: &mut String, s: &Summary) {
         ("Why", false),
     ];
     let unenforced = p.engine == "none";
+    if !p.connections.is_empty() {
+        out.push_str(
+            "<p>The workloads' connections and what the policies in force at the start say of them.</p>\n",
+        );
+    }
     let _ = writeln!(out, "<table>{}<tbody>", head(&cols));
     for c in &p.connections {
         let verdict = match (c.allowed, unenforced) {
@@ -339,6 +349,11 @@ fn policy(out: &mut String, s: &Summary) {
         let _ = writeln!(out, "<tr{class}>{}</tr>", cells(&cols, &row));
     }
     out.push_str("</tbody></table>\n");
+    if p.connections.is_empty() {
+        // Nothing in force at the start: no verdicts to show.
+        let n = out.rfind("<table>").expect("just written");
+        out.truncate(n);
+    }
     if p.engine != "none" {
         let cols = [
             ("Node", false),
@@ -391,32 +406,23 @@ fn policy_changes(out: &mut String, p: &crate::summary::PolicySummary) {
     let cols = [
         ("Change", false),
         ("At", true),
+        ("Everywhere after", true),
         ("Node", false),
         ("Enforced after", true),
         ("Agent CPU", true),
-        ("Rules / entries changed", true),
-        ("ipset entries", true),
+        ("Rules changed", true),
+        ("Set entries", true),
         ("Commands", true),
         ("Endpoints", true),
     ];
     let mut rows = Vec::new();
     for ch in &p.changes {
-        let everywhere = ch.enforced_everywhere_ns.map_or_else(|| "not everywhere".to_string(), fmt_ns);
-        rows.push(vec![
-            format!("{} (everywhere after {everywhere})", ch.change),
-            fmt_ns(ch.at_ns),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-        ]);
-        for n in &ch.nodes {
+        for (i, n) in ch.nodes.iter().enumerate() {
+            let first = |v: String| if i == 0 { v } else { String::new() };
             rows.push(vec![
-                String::new(),
-                String::new(),
+                first(ch.change.clone()),
+                first(fmt_ns(ch.at_ns)),
+                first(ch.enforced_everywhere_ns.map_or_else(|| "not by the end".to_string(), fmt_ns)),
                 n.node.clone(),
                 n.enforced_after_ns.map_or_else(|| "not by the end".to_string(), fmt_ns),
                 fmt_ns(n.cpu_ns),
