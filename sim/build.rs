@@ -45,6 +45,7 @@ pub fn build(cluster: &Cluster) -> World {
         policy_stats: vec![Default::default(); cluster.nodes.len()],
         policy_agents: vec![Default::default(); cluster.nodes.len()],
         policy_syncs: Vec::new(),
+        cilium_allocated: None,
         service_tables: vec![std::sync::Arc::new(cluster.services.clone())],
         service_bpf: false,
         node_ips: cluster.nodes.iter().map(|n| n.ip).collect(),

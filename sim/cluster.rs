@@ -79,6 +79,8 @@ pub struct Cluster {
     /// Every policy the scenario names (listed, then generated), whether in force at the start
     /// or created by a change.
     pub policy_catalog: Vec<crate::policy::NetworkPolicy>,
+    /// The pod and its new labels of each `label_pod` change.
+    pub label_changes: Vec<(PodId, BTreeMap<String, String>)>,
 }
 
 /// A machine on the node network that is not part of the cluster: no CNI, no proxy, outside
@@ -126,6 +128,9 @@ pub enum ChangeKind {
     ApplyPolicy(usize),
     /// NetworkPolicy `Cluster::policy_catalog[i]` is deleted.
     DeletePolicy(usize),
+    /// `Cluster::label_changes[i]`: a pod's labels are replaced; the policy agents reprogram
+    /// what selects it (Service endpoints stay as they were).
+    LabelPod(usize),
 }
 
 /// Calico's BGP control plane, simulated (`bgp:` in the scenario). Invariant: only with a

@@ -42,20 +42,29 @@ pub fn build(w: &mut World) {
 #[derive(Debug)]
 pub enum NodePolicy {
     Filter(Box<crate::net::filter::FilterTable>),
-    Cilium(std::sync::Arc<crate::world::cilium_policy::PolicyMaps>),
+    /// The maps and each pod's security identity (by pod index), which a label change moves.
+    Cilium {
+        maps: std::sync::Arc<crate::world::cilium_policy::PolicyMaps>,
+        pod_identity: std::sync::Arc<Vec<crate::world::cilium_policy::Identity>>,
+    },
 }
 
 /// What each node's policy agent programs for the policies of `world`; `None` for a plugin
-/// without a policy engine.
+/// without a policy engine. `allocated`: Cilium's identities so far, which keep their numbers.
 pub fn policy_states(
     c: &crate::cluster::Cluster,
     world: &crate::policy::PolicyWorld,
+    allocated: Option<&crate::world::cilium_policy::PolicyMaps>,
 ) -> Option<Vec<NodePolicy>> {
     c.cni.policy_engine()?;
     Some(match c.cni {
         Cni::CiliumVxlan | Cni::CiliumGeneve | Cni::CiliumNative => {
-            let maps = std::sync::Arc::new(cilium::compile(c, world).maps);
-            (0..c.nodes.len()).map(|_| NodePolicy::Cilium(maps.clone())).collect()
+            let compiled = cilium::compile(c, world, allocated);
+            let maps = std::sync::Arc::new(compiled.maps);
+            let pod_identity = std::sync::Arc::new(compiled.pod_identity);
+            (0..c.nodes.len())
+                .map(|_| NodePolicy::Cilium { maps: maps.clone(), pod_identity: pod_identity.clone() })
+                .collect()
         }
         Cni::WeaveSleeve | Cni::WeaveFastdp => {
             let table = weave::npc_table(c, world);

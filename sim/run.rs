@@ -633,7 +633,9 @@ impl Simulation {
             ChangeKind::DeletePod(pod) => pod,
             ChangeKind::PowerOff(node) => return self.power_off(t, index, node),
             ChangeKind::StopBird(node) => return self.bgp_change(t, index, node, false),
-            ChangeKind::ApplyPolicy(_) | ChangeKind::DeletePolicy(_) => return self.policy_change(t, index),
+            ChangeKind::ApplyPolicy(_) | ChangeKind::DeletePolicy(_) | ChangeKind::LabelPod(_) => {
+                return self.policy_change(t, index)
+            }
         };
         let ns = self.world.pod_ns[pod];
         self.world.netns[ns].udp_ports.clear();

@@ -432,7 +432,8 @@ pub struct GeneratedServices {
 
 /// `(at: "500ms", delete_pod: "node-2-pod-1")`, `(at: "10s", power_off: "node-3")`,
 /// `(at: "10s", stop_bird: "node-3")`, `(at: "20ms", apply_policy: "prod/db-from-web")` or
-/// `(at: "40ms", delete_policy: "prod/default-deny")`: exactly one of the five.
+/// `(at: "40ms", delete_policy: "prod/default-deny")` or
+/// `(at: "50ms", label_pod: (pod: "dev-client", labels: {"app": "web"}))`: exactly one of the six.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeSpec {
@@ -455,6 +456,18 @@ pub struct ChangeSpec {
     /// A NetworkPolicy is deleted at `at`.
     #[serde(default, deserialize_with = "present")]
     pub delete_policy: Option<String>,
+    /// A pod's labels are replaced at `at` (what policies select it by).
+    #[serde(default, deserialize_with = "present")]
+    pub label_pod: Option<LabelPodSpec>,
+}
+
+/// `(pod: "dev-client", labels: {"app": "web"})`: the pod's labels become these.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelPodSpec {
+    pub pod: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Calico's BGP control plane, simulated: a BIRD speaker on every node of a BGP mode

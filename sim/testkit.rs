@@ -88,5 +88,6 @@ pub fn cluster(nodes: usize, pods: usize, kind: WorkloadKind, pairs: &[(usize, u
             policies: Vec::new(),
         },
         policy_catalog: Vec::new(),
+        label_changes: Vec::new(),
     }
 }

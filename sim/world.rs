@@ -70,6 +70,8 @@ pub struct World {
     pub policy_agents: Vec<PolicyAgent>,
     /// Every node's enforcement of every policy change, in the order the changes came.
     pub policy_syncs: Vec<PolicySync>,
+    /// Cilium: the identities allocated so far (the latest compiled maps), cluster-wide.
+    pub cilium_allocated: Option<std::sync::Arc<cilium_policy::PolicyMaps>>,
     /// Every version of the Service table: the scenario's, then one per change.
     pub service_tables: Vec<std::sync::Arc<crate::cluster::ServiceTable>>,
     /// Every node's address.

@@ -1517,8 +1517,8 @@ fn change_errors() {
     check_at(
         &with_fields("changes: [(at: \"1s\", power_off: \"node-1\", delete_pod: \"srv\")]"),
         "(at: \"1s\"",
-        "give exactly one of delete_pod, power_off, stop_bird, apply_policy and delete_policy (this one has \
-         delete_pod and power_off)",
+        "give exactly one of delete_pod, power_off, stop_bird, apply_policy, delete_policy and label_pod \
+         (this one has delete_pod and power_off)",
     );
     check_at(&with_fields("changes: [(at: \"1s\")]"), "(at: \"1s\")", "(this one has none)");
     check_at(
@@ -1575,6 +1575,11 @@ fn policy_change_errors() {
     let text = with("(at: \"1s\", delete_policy: \"q\"), (at: \"1500ms\", apply_policy: \"q\")");
     let at = text.find("delete_policy: \"q\"").unwrap() + "delete_policy: ".len();
     check_at_offset(&text, at, "policy 'q' is deleted no later than it is created");
+    check_at(
+        &with("(at: \"1s\", label_pod: (pod: \"nope\", labels: {}))"),
+        "\"nope\"",
+        "label_pod 'nope' names no pod",
+    );
     // Created, then deleted: valid; the policy is not in force at the start.
     let text = with("(at: \"1s\", apply_policy: \"q\"), (at: \"1500ms\", delete_policy: \"q\")");
     let c = load_str(&text, "ok.ron").unwrap_or_else(|e| panic!("{e}"));

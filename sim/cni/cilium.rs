@@ -20,7 +20,11 @@ use crate::world::{CiliumMaps, EbpfHook, TunnelProto, UdpTunnel, World};
 use super::{eth0, install, pod_netns};
 
 /// The agent's compilation of `world`'s policies for the cluster's pods and nodes.
-pub(super) fn compile(c: &crate::cluster::Cluster, world: &crate::policy::PolicyWorld) -> policy::Compiled {
+pub(super) fn compile(
+    c: &crate::cluster::Cluster,
+    world: &crate::policy::PolicyWorld,
+    previous: Option<&crate::world::cilium_policy::PolicyMaps>,
+) -> policy::Compiled {
     let pods: Vec<policy::PodInfo> = c
         .pods
         .iter()
@@ -28,7 +32,7 @@ pub(super) fn compile(c: &crate::cluster::Cluster, world: &crate::policy::Policy
         .collect();
     let node_addrs: Vec<Vec<std::net::Ipv4Addr>> =
         (0..c.nodes.len()).map(|n| vec![c.nodes[n].ip, c.pod_gateway(n)]).collect();
-    policy::compile(world, &pods, &node_addrs)
+    policy::compile_after(world, &pods, &node_addrs, previous)
 }
 
 pub(super) fn build(w: &mut World) {
@@ -41,9 +45,10 @@ pub(super) fn build(w: &mut World) {
     };
     // Security identities (of the pod's identity-relevant labels, its namespace's among them),
     // the ipcache and the policy maps.
-    let compiled = compile(&c, &c.policy);
+    let compiled = compile(&c, &c.policy, None);
     let identity = compiled.pod_identity;
     let shared = Arc::new(compiled.maps);
+    w.cilium_allocated = Some(Arc::clone(&shared));
     for (n, node) in c.nodes.iter().enumerate() {
         let ns = w.nodes[n].ns;
         let router = c.pod_gateway(n);

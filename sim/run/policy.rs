@@ -1,4 +1,4 @@
-//! NetworkPolicy changes during a run (`apply_policy`, `delete_policy`): each node's policy
+//! NetworkPolicy changes during a run (`apply_policy`, `delete_policy`, `label_pod`): each node's policy
 //! agent (Felix, weave-npc, cilium-agent) gets the API server's watch event, works out what
 //! to change, and writes it into the kernel; until it has, the node enforces the old
 //! policies. Connections already established stay as they were (every engine accepts
@@ -30,23 +30,29 @@ use crate::world::{PolicySync, World};
 /// cilium-agent's policy importer batch interval.
 const CILIUM_POLICY_BATCH: Duration = Duration::from_millis(10);
 
-/// The policies in force after the changes up to and including `upto` (indices into
-/// `Cluster::changes`, in order).
-pub fn world_after(c: &Cluster, upto: usize) -> PolicyWorld {
+/// The cluster as the policy agents see it after the changes up to and including `upto`
+/// (indices into `Cluster::changes`, in order): the policies in force, the pods' labels.
+pub fn cluster_after(c: &Cluster, upto: usize) -> Cluster {
     let mut active: Vec<bool> = (0..c.policy_catalog.len())
         .map(|i| !c.changes.iter().any(|ch| ch.what == ChangeKind::ApplyPolicy(i)))
         .collect();
+    let mut after = c.clone();
     for ch in &c.changes[..=upto] {
         match ch.what {
             ChangeKind::ApplyPolicy(i) => active[i] = true,
             ChangeKind::DeletePolicy(i) => active[i] = false,
+            ChangeKind::LabelPod(i) => {
+                let (pod, labels) = &c.label_changes[i];
+                after.pods[*pod].labels = labels.clone();
+            }
             _ => {}
         }
     }
-    PolicyWorld {
+    after.policy = PolicyWorld {
         namespaces: c.policy.namespaces.clone(),
         policies: c.policy_catalog.iter().zip(&active).filter(|(_, &a)| a).map(|(p, _)| p.clone()).collect(),
-    }
+    };
+    after
 }
 
 /// The agent's work to go from what node `n` has to `new`, and its CPU.
@@ -89,23 +95,28 @@ fn work(w: &World, n: usize, new: &NodePolicy) -> (Duration, PolicySync) {
                     + costs.netlink_object * (d.set_entries_changed + d.sets_created + d.sets_deleted) as u64
             }
         }
-        NodePolicy::Cilium(maps) => {
+        NodePolicy::Cilium { maps, pod_identity } => {
             let Some(local) = w.netns[ns].cilium.as_deref() else { return (Duration::ZERO, s) };
-            let mut ids: Vec<u32> = local.endpoints.values().map(|&(_, id)| id).collect();
-            ids.sort_unstable();
-            ids.dedup();
+            // Each local endpoint: its map entries before (under its identity then) and after
+            // (under its identity now); an endpoint whose identity moved is regenerated too.
             let mut entries = 0;
-            for &id in &ids {
-                let key = |m: &crate::world::cilium_policy::PolicyMaps| -> std::collections::BTreeSet<_> {
-                    m.policy(id).sorted().into_iter().map(|(k, e)| (k, e.deny)).collect()
-                };
-                let (before, after) = (key(&local.policy), key(maps));
-                let changed = before.symmetric_difference(&after).count();
-                if changed > 0 {
-                    s.endpoints += local.endpoints.values().filter(|&&(_, i)| i == id).count();
+            let key = |m: &crate::world::cilium_policy::PolicyMaps, id| -> std::collections::BTreeSet<_> {
+                m.policy(id).sorted().into_iter().map(|(k, e)| (k, e.deny)).collect()
+            };
+            for (p, pod) in w.cluster.pods.iter().enumerate().filter(|(_, p)| p.node == n) {
+                let Some(&(_, old_id)) = local.endpoints.get(&pod.ip) else { continue };
+                let new_id = pod_identity[p];
+                let changed = key(&local.policy, old_id).symmetric_difference(&key(maps, new_id)).count();
+                if changed > 0 || old_id != new_id {
+                    s.endpoints += 1;
                     entries += changed;
                 }
             }
+            // A label change moves an identity in every node's ipcache.
+            let moved = w.cluster.pods.iter().enumerate().filter(|(p, q)| {
+                local.policy.ipcache.identity(n, q.ip) != maps.ipcache.identity(n, w.cluster.pods[*p].ip)
+            });
+            entries += moved.count();
             s.rules_changed = entries;
             costs.cilium_endpoint_regeneration * s.endpoints as u64 + costs.bpf_map_update * entries as u64
         }
@@ -118,9 +129,15 @@ impl Simulation {
     /// A policy is created or deleted at `t`: every node's agent works out and writes the
     /// change once the watch event has reached it and its earlier work is done.
     pub(super) fn policy_change(&mut self, t: Instant, index: usize) {
-        let c = self.world.cluster.clone();
-        let world = world_after(&c, index);
-        let Some(states) = crate::cni::policy_states(&c, &world) else { return };
+        let after = cluster_after(&self.world.cluster, index);
+        // Cilium's identities are cluster-wide: the ones allocated so far keep their numbers.
+        let allocated = self.world.cilium_allocated.clone();
+        let Some(states) = crate::cni::policy_states(&after, &after.policy, allocated.as_deref()) else {
+            return;
+        };
+        if let Some(NodePolicy::Cilium { maps, .. }) = states.first() {
+            self.world.cilium_allocated = Some(maps.clone());
+        }
         let version = index + 1;
         for (n, state) in states.into_iter().enumerate() {
             if self.world.nodes[n].down {
@@ -132,7 +149,7 @@ impl Simulation {
                 // The policy importer buffers updates and emits them on a free-running 10 ms
                 // ticker (pkg/policy/cell/policy_importer.go, `stream.Buffer(..., 10ms, ...)`):
                 // the next tick of one started with the agent, at 0.
-                NodePolicy::Cilium(_) => {
+                NodePolicy::Cilium { .. } => {
                     let tick = CILIUM_POLICY_BATCH.as_nanos();
                     Instant::from_nanos(arrived.as_nanos().div_ceil(tick) * tick)
                 }
@@ -159,9 +176,14 @@ impl Simulation {
         let ns = self.world.nodes[node].ns;
         match state {
             NodePolicy::Filter(table) => self.world.netns[ns].filter = Some(table),
-            NodePolicy::Cilium(maps) => {
+            NodePolicy::Cilium { maps, pod_identity } => {
                 if let Some(local) = self.world.netns[ns].cilium.as_deref_mut() {
                     local.policy = maps;
+                    for (p, pod) in self.world.cluster.pods.iter().enumerate() {
+                        if let Some(ep) = local.endpoints.get_mut(&pod.ip) {
+                            ep.1 = pod_identity[p];
+                        }
+                    }
                 }
             }
         }

@@ -101,7 +101,8 @@ pub(crate) fn resolve(mut s: Scenario, loc: &Locator, overrides: &Overrides) -> 
     let workloads =
         resolve_workloads(loc, &s, &nodes, &pods, chosen, &cni_options, &services, generated, &externals)?;
     let catalog = resolve_policies(loc, &s, &namespaces)?;
-    let changes = resolve_changes(loc, &s, &nodes, &pods, &catalog)?;
+    let mut label_changes = Vec::new();
+    let changes = resolve_changes(loc, &s, &nodes, &pods, &catalog, &mut label_changes)?;
     let bgp = resolve_bgp(loc, &s, chosen, &nodes, &underlay.fabric)?;
     let conntrack_max = match s.conntrack_max {
         Some(0) => {
@@ -155,6 +156,7 @@ pub(crate) fn resolve(mut s: Scenario, loc: &Locator, overrides: &Overrides) -> 
         costs: s.costs,
         policy: crate::policy::PolicyWorld { namespaces, policies },
         policy_catalog: catalog,
+        label_changes,
     })
 }
 

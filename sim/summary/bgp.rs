@@ -197,5 +197,10 @@ pub fn describe_change(sim: &Simulation, i: usize) -> String {
         ChangeKind::DeletePolicy(p) => {
             format!("delete_policy {}/{}", c.policy_catalog[p].namespace, c.policy_catalog[p].name)
         }
+        ChangeKind::LabelPod(i) => {
+            let (pod, labels) = &c.label_changes[i];
+            let text: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("label_pod {} {}", c.pods[*pod].name, text.join(","))
+        }
     }
 }

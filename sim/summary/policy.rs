@@ -157,10 +157,8 @@ pub(super) fn policy_summary(sim: &Simulation) -> Option<PolicySummary> {
         .iter()
         .enumerate()
         .filter(|(_, ch)| {
-            matches!(
-                ch.what,
-                crate::cluster::ChangeKind::ApplyPolicy(_) | crate::cluster::ChangeKind::DeletePolicy(_)
-            )
+            use crate::cluster::ChangeKind::{ApplyPolicy, DeletePolicy, LabelPod};
+            matches!(ch.what, ApplyPolicy(_) | DeletePolicy(_) | LabelPod(_))
         })
         .map(|(i, ch)| {
             let nodes: Vec<PolicyChangeNode> = w

@@ -292,6 +292,9 @@ pub struct PolicyMaps {
     pub unrestricted: EndpointPolicy,
     /// What each entry was derived from ([`PolicyEntry::derived_from`]).
     pub origins: Vec<String>,
+    /// The next cluster and local (CIDR) identity the allocator hands out.
+    pub next_cluster: Identity,
+    pub next_local: Identity,
 }
 
 /// [`PolicyMaps::origins`] index of the local host's ingress entry (pkg/policy/mapstate.go
@@ -315,6 +318,8 @@ impl Default for PolicyMaps {
                 "allow-any-ingress".into(),
                 "allow-any-egress".into(),
             ],
+            next_cluster: FIRST_CLUSTER,
+            next_local: FIRST_LOCAL,
         }
     }
 }

@@ -60,7 +60,21 @@ pub struct Compiled {
 
 /// Compiles `world`'s policies for `pods`; `nodes[n]` holds node `n`'s addresses (node IP and
 /// router address), which the ipcache maps to host or remote-node.
+#[cfg(test)]
 pub fn compile(world: &PolicyWorld, pods: &[PodInfo], nodes: &[Vec<Ipv4Addr>]) -> Compiled {
+    compile_after(world, pods, nodes, None)
+}
+
+/// [`compile`], keeping the identities `previous` allocated: a label set or prefix that had an
+/// identity keeps it, a new one gets the next number after every identity allocated so far (the
+/// allocator hands out one ID per label set for as long as it is in use; numbers are not reused
+/// within a run).
+pub fn compile_after(
+    world: &PolicyWorld,
+    pods: &[PodInfo],
+    nodes: &[Vec<Ipv4Addr>],
+    previous: Option<&PolicyMaps>,
+) -> Compiled {
     let mut maps = PolicyMaps::default();
     for (id, labels) in RESERVED {
         maps.identities.insert(id, labels.iter().map(|l| l.to_string()).collect());
@@ -68,8 +82,29 @@ pub fn compile(world: &PolicyWorld, pods: &[PodInfo], nodes: &[Vec<Ipv4Addr>]) -
     // Cluster identities: one per distinct label set, numbered in sorted order.
     let pod_labels: Vec<Labels> = pods.iter().map(|p| identity_labels(world, p)).collect();
     let distinct: BTreeSet<&Labels> = pod_labels.iter().collect();
-    let cluster: BTreeMap<&Labels, Identity> =
-        distinct.into_iter().enumerate().map(|(i, l)| (l, FIRST_CLUSTER + i as Identity)).collect();
+    let known: BTreeMap<&Vec<String>, Identity> =
+        previous.map(|m| m.identities.iter().map(|(id, l)| (l, *id)).collect()).unwrap_or_default();
+    let mut next_cluster = previous
+        .and_then(|m| m.identities.keys().filter(|&&i| (FIRST_CLUSTER..FIRST_LOCAL).contains(&i)).max())
+        .map_or(FIRST_CLUSTER, |&i| i + 1)
+        .max(previous.map_or(FIRST_CLUSTER, |m| m.next_cluster));
+    let mut next_local = previous
+        .and_then(|m| m.identities.keys().filter(|&&i| i >= FIRST_LOCAL).max())
+        .map_or(FIRST_LOCAL, |&i| i + 1)
+        .max(previous.map_or(FIRST_LOCAL, |m| m.next_local));
+    let allocate = |rendered: &Vec<String>, next: &mut Identity| {
+        known.get(rendered).copied().unwrap_or_else(|| {
+            *next += 1;
+            *next - 1
+        })
+    };
+    let cluster: BTreeMap<&Labels, Identity> = distinct
+        .into_iter()
+        .map(|l| {
+            let rendered: Vec<String> = l.iter().map(|(k, v)| format!("k8s:{k}={v}")).collect();
+            (l, allocate(&rendered, &mut next_cluster))
+        })
+        .collect();
     for (labels, &id) in &cluster {
         maps.identities.insert(id, labels.iter().map(|(k, v)| format!("k8s:{k}={v}")).collect());
     }
@@ -95,8 +130,12 @@ pub fn compile(world: &PolicyWorld, pods: &[PodInfo], nodes: &[Vec<Ipv4Addr>]) -
         .flatten()
         .filter(|n| n.prefix() > 0)
         .collect();
-    let cidrs: Vec<(Ipv4Net, Identity)> =
-        prefixes.into_iter().enumerate().map(|(i, n)| (n, FIRST_LOCAL + i as Identity)).collect();
+    let cidrs: Vec<(Ipv4Net, Identity)> = prefixes
+        .into_iter()
+        .map(|n| (n, allocate(&vec![format!("cidr:{n}"), "reserved:world".into()], &mut next_local)))
+        .collect();
+    maps.next_cluster = next_cluster;
+    maps.next_local = next_local;
     for &(net, id) in &cidrs {
         maps.identities.insert(id, vec![format!("cidr:{net}"), "reserved:world".into()]);
     }

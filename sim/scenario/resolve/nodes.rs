@@ -388,6 +388,7 @@ pub(super) fn resolve_changes(
     nodes: &[NodeSpec],
     pods: &[PodSpec],
     policies: &[crate::policy::NetworkPolicy],
+    labels: &mut Vec<(usize, std::collections::BTreeMap<String, String>)>,
 ) -> Res<Vec<Change>> {
     let mut out: Vec<Change> = Vec::new();
     for (i, c) in s.changes.iter().enumerate() {
@@ -397,6 +398,7 @@ pub(super) fn resolve_changes(
             c.stop_bird.as_ref().map(|_| "stop_bird"),
             c.apply_policy.as_ref().map(|_| "apply_policy"),
             c.delete_policy.as_ref().map(|_| "delete_policy"),
+            c.label_pod.as_ref().map(|_| "label_pod"),
         ]
         .into_iter()
         .flatten()
@@ -407,7 +409,8 @@ pub(super) fn resolve_changes(
                 at!["changes", i],
                 format!(
                     "a change does one thing: give exactly one of delete_pod, power_off, stop_bird, \
-                     apply_policy and delete_policy (this one has {what}); split it into several changes"
+                     apply_policy, delete_policy and label_pod (this one has {what}); split it into several \
+                     changes"
                 ),
             ));
         }
@@ -442,6 +445,15 @@ pub(super) fn resolve_changes(
                 ));
             }
             ChangeKind::PowerOff(n)
+        } else if let Some(l) = &c.label_pod {
+            let Some(pod) = pods.iter().position(|p| p.name == l.pod) else {
+                return Err(loc.err(
+                    at!["changes", i, "label_pod", "pod"],
+                    format!("label_pod '{}' names no pod; check the name against `pods:`", l.pod),
+                ));
+            };
+            labels.push((pod, l.labels.clone()));
+            ChangeKind::LabelPod(labels.len() - 1)
         } else if let Some(name) = c.apply_policy.as_deref().or(c.delete_policy.as_deref()) {
             let apply = c.apply_policy.is_some();
             let key = if apply { "apply_policy" } else { "delete_policy" };
