@@ -93,6 +93,7 @@ fn a_broken_forward_drop_is_caught() {
             decide(&t, s, d, p, port)
         })
         .expect_err("a broken table must disagree with the oracle");
+    eprintln!("{err}");
     assert!(err.contains("the enforcement allowed it, the oracle says denied"), "{err}");
 }
 
