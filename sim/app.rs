@@ -161,17 +161,20 @@ fn check_at(path: &Path, c: &Cluster, at: Option<Duration>) -> Result<(), Error>
 
 /// `cnisim trace`: one datagram from pod to pod, hop by hop.
 pub fn trace(path: &Path, from: &str, to: &str, payload: u32, choice: Choice) -> Result<trace::Trace, Error> {
-    trace_at(path, from, to, payload, None, choice)
+    trace_at(path, from, to, payload, None, None, choice)
 }
 
 /// [`trace`] with the datagram sent at `at` (`cnisim trace --at`): the scenario runs until
-/// then, its changes and control plane included.
+/// then, its changes and control plane included; to destination `port` (`--port`, a pod or
+/// outside host target only).
+#[allow(clippy::too_many_arguments)]
 pub fn trace_at(
     path: &Path,
     from: &str,
     to: &str,
     payload: u32,
     at: Option<Duration>,
+    port: Option<u16>,
     choice: Choice,
 ) -> Result<trace::Trace, Error> {
     use crate::cluster::{Client, Target};
@@ -234,10 +237,26 @@ pub fn trace_at(
         }
     };
     check_trace(&c, client, target, payload)?;
+    if port.is_some() && !matches!(target, Target::Pod(_) | Target::External(_)) {
+        return Err(usage(format!(
+            "--port is for a pod or an external host; '{to}' is a Service, whose port is its own \
+             (name one as --to service:port-name)"
+        )));
+    }
+    if port == Some(0) {
+        return Err(Error::Usage("--port 0 is not a port; give 1 to 65535".into()));
+    }
     // The world as built; trace replaces the workloads with its one datagram.
     let world = Cluster { workloads: Vec::new(), ..c.clone() };
     estimate::check_run(&path.display().to_string(), &estimate::estimate(&world, false))?;
-    trace::trace_at(&c, client, target, payload, at.unwrap_or(Duration::ZERO))
+    trace::trace_at(
+        &c,
+        client,
+        target,
+        payload,
+        at.unwrap_or(Duration::ZERO),
+        port.unwrap_or(trace::TRACE_PORT),
+    )
 }
 
 /// What `run` would refuse in a workload from `client` to `target` of `payload` bytes (the

@@ -165,6 +165,10 @@ enum Command {
         /// then (its changes, its BGP speakers), e.g. "15s" during a node's black hole.
         #[arg(long, value_parser = parse_duration)]
         at: Option<Duration>,
+        /// Destination UDP port of a datagram to a pod or an external host [default: 5201], e.g.
+        /// the port a NetworkPolicy names.
+        #[arg(long)]
+        port: Option<u16>,
         /// Trace under another CNI than the scenario's.
         #[arg(long, value_parser = parse_cni)]
         cni: Option<Cni>,
@@ -400,8 +404,8 @@ fn execute(cmd: Command) -> Result<ExitCode, Error> {
             print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Trace { scenario, from, to, size, at, cni, proxy } => {
-            let t = app::trace_at(&scenario, &from, &to, size, at, app::Choice { cni, proxy })?;
+        Command::Trace { scenario, from, to, size, at, port, cni, proxy } => {
+            let t = app::trace_at(&scenario, &from, &to, size, at, port, app::Choice { cni, proxy })?;
             cnisim::progress::done();
             print!("{}", t.render());
             Ok(ExitCode::SUCCESS)

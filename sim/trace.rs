@@ -35,16 +35,21 @@ pub struct Trace {
 /// the speakers left. A Service target gets one request/response exchange, and the answer's
 /// path is traced too (its reverse translation).
 pub fn trace(cluster: &Cluster, from: Client, to: Target, payload: u32) -> Result<Trace, Error> {
-    trace_at(cluster, from, to, payload, Duration::ZERO)
+    trace_at(cluster, from, to, payload, Duration::ZERO, TRACE_PORT)
 }
 
-/// [`trace`] of a datagram sent at `at`.
+/// The destination port of a traced datagram to a pod or an outside host, unless told.
+pub const TRACE_PORT: u16 = 5201;
+
+/// [`trace`] of a datagram sent at `at` to destination `port` (a pod's or an outside host's;
+/// a Service target has its own).
 pub fn trace_at(
     cluster: &Cluster,
     from: Client,
     to: Target,
     payload: u32,
     at: Duration,
+    port: u16,
 ) -> Result<Trace, Error> {
     let mut c = cluster.clone();
     c.duration = at + Duration::from_secs(10);
@@ -65,7 +70,7 @@ pub fn trace_at(
             }
         },
         flows: vec![(from, to)],
-        port: 5201,
+        port,
         start,
         duration: Duration::from_nanos(1),
         dont_fragment: false,

@@ -149,6 +149,7 @@ fn a_datagram_traced_in_the_black_hole_shows_the_stale_route() {
             "node-3-pod-1",
             64,
             Some(cnisim::time::Duration::from_secs(at)),
+            None,
             Choice::default(),
         )
         .unwrap()

@@ -190,6 +190,19 @@ fn trace_size_is_checked_like_a_scenario_payload() {
     let o = cnisim(&["trace", p(&svc), "--from", "client-1", "--to", "web", "--size", "9000"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("exceeds the MTU"), "{}", stderr(&o));
+    // `--port` is a pod's or an outside host's; a Service has its own, and 0 is no port.
+    let o = cnisim(&["trace", p(&svc), "--from", "client-1", "--to", "web", "--port", "80"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).starts_with("error: --port is for a pod or an external host; 'web' is a Service"),
+        "{}",
+        stderr(&o)
+    );
+    let o = cnisim(&["trace", p(&qs), "--from", "node-1-pod-1", "--to", "node-2-pod-1", "--port", "0"]);
+    assert_eq!(
+        (o.status.code(), stderr(&o)),
+        (Some(2), "error: --port 0 is not a port; give 1 to 65535\n".into())
+    );
     assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
 }
 

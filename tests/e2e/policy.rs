@@ -118,6 +118,12 @@ fn describe_prints_weave_npc_chains_and_trace_the_bridged_walk() {
     assert!(text.contains("filter FORWARD (weave -> weave, ctstate NEW)"), "{text}");
     assert!(text.contains("FORWARD #4: -o weave -j DROP"), "{text}");
     assert!(text.contains("result: dropped: policy_denied"), "{text}");
+    // `--port`: web's DNS egress is allowed by the ipBlock rule on UDP 53 only.
+    let dns = app::trace_at(&path, "web", "internet", 64, None, Some(53), choice).unwrap().render();
+    assert!(dns.contains("-m udp --dport 53 -m comment --comment \"pods: namespace: prod, selector: app=web -> cidr: 0.0.0.0/0 except [10.0.0.0/8] (egress)\" -j WEAVE-NPC-EGRESS-ACCEPT"), "{dns}");
+    assert!(!dns.contains("policy_denied"), "{dns}");
+    let other = app::trace_at(&path, "web", "internet", 64, None, Some(54), choice).unwrap();
+    assert_eq!(other.outcome, "dropped: policy_denied");
 }
 
 /// What weave-npc does differently from the API is said when the scenario asks for it: a port
