@@ -231,6 +231,14 @@ fn policy_changes_are_enforced_after_each_agents_work() {
         run("b");
         assert_eq!(json("a"), json("b"), "{cni}");
     }
+    // `describe --at`: Felix's chain for the policy is on db's node once its agent has
+    // written it (at 30 + 20 ms), not before.
+    let at = |ms: u64| {
+        let d =
+            app::describe(&path, "node-2", Some(cnisim::time::Duration::from_millis(ms)), Choice::default());
+        d.unwrap().contains("KubernetesNetworkPolicy prod/db-from-web ingress")
+    };
+    assert!(!at(45) && at(55));
 }
 
 /// `scenarios/policy-scaling.ron` at 10 and 1,000 policies: Calico's walk before a DROP grows
