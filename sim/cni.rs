@@ -78,17 +78,22 @@ pub fn policy_states(
 /// them. The run says so, with the connections they deny that will go through.
 fn unenforced_policies(w: &mut World) {
     let c = &w.cluster;
-    if c.policy.policies.is_empty() || c.cni.policy_engine().is_some() {
+    if c.policy_catalog.is_empty() || c.cni.policy_engine().is_some() {
         return;
     }
     let denied = c.policy_denied_flows();
+    let later = c.policy_catalog.len() - c.policy.policies.len();
+    let created =
+        if later > 0 { format!(" ({later} of them created during the run)") } else { String::new() };
     let mut msg = format!(
-        "{}: no NetworkPolicy engine; {} policies are accepted by the API server and enforced by nothing",
+        "{}: no NetworkPolicy engine; {} policies{created} are accepted by the API server and enforced by nothing",
         c.cni,
-        c.policy.policies.len()
+        c.policy_catalog.len()
     );
-    if denied.is_empty() {
+    if denied.is_empty() && later == 0 {
         msg.push_str(" (no connection of the workloads is one they deny)");
+    } else if denied.is_empty() {
+        msg.push_str(" (the policies in force at the start deny no connection of the workloads)");
     } else {
         let _ = std::fmt::Write::write_fmt(
             &mut msg,

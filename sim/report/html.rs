@@ -393,7 +393,8 @@ fn policy(out: &mut String, s: &Summary) {
 
 /// Each policy change and when each node enforced it.
 fn policy_changes(out: &mut String, p: &crate::summary::PolicySummary) {
-    if p.changes.is_empty() {
+    // No agent on any node (a plugin without a policy engine): nothing to show.
+    if p.changes.iter().all(|c| c.nodes.is_empty()) {
         return;
     }
     out.push_str(

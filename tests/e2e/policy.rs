@@ -239,6 +239,24 @@ fn policy_changes_are_enforced_after_each_agents_work() {
         d.unwrap().contains("KubernetesNetworkPolicy prod/db-from-web ingress")
     };
     assert!(!at(45) && at(55));
+    // flannel: no agent, nothing denied, and the run says the created policy is not enforced.
+    let opts =
+        RunOptions { out: Some(dir.join("flannel")), cni: Some(Cni::FlannelVxlan), ..Default::default() };
+    let s = app::run(&path, &opts).unwrap().summary;
+    assert!(s
+        .policy
+        .as_ref()
+        .unwrap()
+        .changes
+        .iter()
+        .all(|c| c.nodes.is_empty() && c.enforced_everywhere_ns.is_none()));
+    let batch = flow(&s, "batch-to-db");
+    assert_eq!(batch.delivered, batch.sent);
+    assert!(
+        s.scenario.warnings.iter().any(|w| w.contains("1 policies (1 of them created during the run)")),
+        "{:?}",
+        s.scenario.warnings
+    );
 }
 
 /// `scenarios/policy-scaling.ron` at 10 and 1,000 policies: Calico's walk before a DROP grows
