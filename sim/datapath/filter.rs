@@ -54,10 +54,12 @@ pub(super) fn hook(
     // POSTROUTING, after this hook: a new connection's filter walk sees the source it had before
     // SNAT, the original tuple's (weave-npc matches pod sources by ipset).
     let node = w.netns[ns].node;
-    let src = match pkt.meta.ct_unconfirmed {
-        Some(id) => w.proxies.get(node).map_or(ip.src_addr(), |p| p.conntrack.get(id).original.src),
-        None => ip.src_addr(),
-    };
+    // The entry must still be this packet's (its reply goes to the packet's source as it is
+    // now): a flood copy can carry the id of an entry another copy's DROP destroyed, and the
+    // slot may since hold another connection.
+    let own = |id| w.proxies.get(node)?.conntrack.try_get(id).filter(|e| e.reply.dst == ip.src_addr());
+    let entry = pkt.meta.ct_unconfirmed.filter(|&id| own(id).is_some());
+    let src = entry.and_then(own).map_or(ip.src_addr(), |e| e.original.src);
     let info = PacketInfo {
         in_dev: name(in_dev),
         out_dev: name(out_dev),
@@ -122,7 +124,8 @@ pub(super) fn hook(
     s.denied += 1;
     s.denied_evaluations += u64::from(walk.rules + walk.set_lookups);
     s.denied_cpu += cost;
-    if let Some(id) = pkt.meta.ct_unconfirmed.take() {
+    pkt.meta.ct_unconfirmed = None;
+    if let Some(id) = entry {
         w.proxies[node].conntrack.remove(id);
     }
     let table = w.netns[ns].filter.as_deref().expect("walked above");

@@ -353,6 +353,12 @@ impl Conntrack {
         self.slab[id as usize].as_ref().expect("live entry")
     }
 
+    /// The entry `id`, if it is still live (a flood copy may carry the id of an entry another
+    /// copy's DROP destroyed).
+    pub fn try_get(&self, id: EntryId) -> Option<&Entry> {
+        self.slab.get(id as usize).and_then(Option::as_ref)
+    }
+
     /// The connection `t` belongs to, and in which direction. An expired entry is removed
     /// and not returned (the kernel treats the packet as NEW).
     pub fn lookup(&mut self, t: &Tuple, now: Instant) -> Option<(EntryId, Direction)> {
