@@ -41,19 +41,16 @@ pub struct PolicyFlow {
 }
 
 impl Cluster {
+    /// Pod `p` as NetworkPolicy sees it.
+    pub fn pod_ref(&self, p: PodId) -> PodRef<'_> {
+        let pod = &self.pods[p];
+        PodRef { name: &pod.name, namespace: &pod.namespace, labels: &pod.labels, ip: pod.ip, node: pod.node }
+    }
+
     /// The address and identity NetworkPolicy sees for `peer`.
     pub fn policy_endpoint(&self, peer: PolicyPeer) -> Endpoint<'_> {
         match peer {
-            PolicyPeer::Pod(p) => {
-                let pod = &self.pods[p];
-                Endpoint::Pod(PodRef {
-                    name: &pod.name,
-                    namespace: &pod.namespace,
-                    labels: &pod.labels,
-                    ip: pod.ip,
-                    node: pod.node,
-                })
-            }
+            PolicyPeer::Pod(p) => Endpoint::Pod(self.pod_ref(p)),
             PolicyPeer::Node(n) => Endpoint::Node { node: n, ip: self.nodes[n].ip },
             PolicyPeer::External(e) => {
                 Endpoint::External(self.externals.get(e).map_or(Ipv4Addr::UNSPECIFIED, |h| h.ip))

@@ -191,12 +191,8 @@ pub(super) fn felix_tables(
     world: &crate::policy::PolicyWorld,
 ) -> Vec<crate::net::filter::FilterTable> {
     let ifaces: Vec<String> = c.pods.iter().map(|p| policy::veth_name(&p.namespace, &p.name)).collect();
-    let workloads: Vec<policy::Workload> = (0..c.pods.len())
-        .map(|p| match c.policy_endpoint(crate::cluster::PolicyPeer::Pod(p)) {
-            crate::policy::Endpoint::Pod(pod) => policy::Workload { pod, iface: &ifaces[p] },
-            _ => unreachable!("a pod's policy endpoint is a pod"),
-        })
-        .collect();
+    let workloads: Vec<policy::Workload> =
+        (0..c.pods.len()).map(|p| policy::Workload { pod: c.pod_ref(p), iface: &ifaces[p] }).collect();
     (0..c.nodes.len()).map(|n| policy::filter_table(world, &workloads, n)).collect()
 }
 

@@ -174,11 +174,6 @@ pub(super) fn npc_table(
     c: &crate::cluster::Cluster,
     world: &crate::policy::PolicyWorld,
 ) -> crate::net::filter::FilterTable {
-    let pods: Vec<crate::policy::PodRef> = (0..c.pods.len())
-        .map(|p| match c.policy_endpoint(crate::cluster::PolicyPeer::Pod(p)) {
-            crate::policy::Endpoint::Pod(pod) => pod,
-            _ => unreachable!("a pod's policy endpoint is a pod"),
-        })
-        .collect();
+    let pods: Vec<crate::policy::PodRef> = (0..c.pods.len()).map(|p| c.pod_ref(p)).collect();
     policy::filter_table(world, &pods, bridge_port(c.cni))
 }

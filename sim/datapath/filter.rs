@@ -57,9 +57,11 @@ pub(super) fn hook(
     // The entry must still be this packet's (its reply goes to the packet's source as it is
     // now): a flood copy can carry the id of an entry another copy's DROP destroyed, and the
     // slot may since hold another connection.
-    let own = |id| w.proxies.get(node)?.conntrack.try_get(id).filter(|e| e.reply.dst == ip.src_addr());
-    let entry = pkt.meta.ct_unconfirmed.filter(|&id| own(id).is_some());
-    let src = entry.and_then(own).map_or(ip.src_addr(), |e| e.original.src);
+    let own = pkt.meta.ct_unconfirmed.and_then(|id| {
+        let e = w.proxies.get(node)?.conntrack.try_get(id)?;
+        (e.reply.dst == ip.src_addr()).then_some((id, e.original.src))
+    });
+    let (entry, src) = (own.map(|(id, _)| id), own.map_or(ip.src_addr(), |(_, src)| src));
     let info = PacketInfo {
         in_dev: name(in_dev),
         out_dev: name(out_dev),
