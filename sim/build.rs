@@ -233,13 +233,20 @@ fn add_host(w: &mut World, name: String, node: NodeId, kind: NsKind, forward: bo
     w.add_addr(dev, nic.ip.0, nic.ip.1);
     let propagation = w.cluster.underlay.propagation;
     w.attach_to_switch(nic.rack, dev, nic.rates.0, nic.rates.1, propagation);
-    // The NIC's qdisc (pfifo_fast, txqueuelen packets) in front of the cable.
-    let txqueuelen = match kind {
-        NsKind::Host(n) => w.cluster.nodes[n].kernel.txqueuelen,
-        _ => crate::cluster::KernelQueues::default().txqueuelen,
+    // The NIC's qdiscs in front of the cable: `mq` with one pfifo_fast of txqueuelen packets
+    // per transmit queue, and one transmit queue per core (the channel count mlx5, ena and
+    // multiqueue virtio_net default to; XPS maps each core to its own). cnisim keeps one
+    // queue for the cable: it holds txqueuelen packets per core.
+    let (txqueuelen, cores) = match kind {
+        NsKind::Host(n) => (w.cluster.nodes[n].kernel.txqueuelen, w.cluster.nodes[n].cores),
+        // A host outside the cluster has one core (`World::nodes`).
+        _ => (crate::cluster::KernelQueues::default().txqueuelen, 1),
     };
     if let DeviceKind::Nic { tx } = w.devices[dev].kind {
-        w.links[tx].packet_limit = Some(txqueuelen as usize);
+        // pfifo_fast limits packets (skbs), not bytes: a TSO super-packet is one skb. The
+        // underlay's byte budget is the switch ports'.
+        w.links[tx].packet_limit = Some(txqueuelen as usize * cores as usize);
+        w.links[tx].queue_limit = u64::MAX;
     }
     if let Some(gw) = nic.gateway.or_else(|| upstream_gateway(&w.cluster)) {
         w.add_route(Route::new(Ipv4Net::DEFAULT, Some(gw), dev, Proto::Boot))

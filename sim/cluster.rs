@@ -198,9 +198,9 @@ pub struct NodeSpec {
     pub kernel: KernelQueues,
 }
 
-/// The bounded queues of a node's kernel, each with Linux's default. A scenario sets them per
-/// node (`sysctls: {"net.core.rmem_default": 425984}`, `txqueuelen:`, `rx_ring:`); `describe`
-/// prints them.
+/// The bounded queues of a node's kernel and its devices' offloads, each with Linux's default.
+/// A scenario sets them per node (`sysctls: {"net.core.rmem_default": 425984}`, `txqueuelen:`,
+/// `rx_ring:`, `offloads:`); `describe` prints them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KernelQueues {
     /// `net.core.rmem_default`: a socket's receive buffer in bytes, charged per skb truesize
@@ -220,6 +220,52 @@ pub struct KernelQueues {
     /// NIC receive ring, descriptors per queue (`ethtool -g`): 1,024, the default of mlx5
     /// (`MLX5E_PARAMS_DEFAULT_LOG_RQ_SIZE` = 10) and of ena; ixgbe and i40e ship 512.
     pub rx_ring: u32,
+    /// The offloads of the node's devices (`ethtool -k`).
+    pub offloads: Offloads,
+    /// `net.ipv4.tcp_limit_output_bytes`: bytes of one TCP socket's skbs the qdisc and NIC may
+    /// hold (TCP small queues): 4 MiB (`tcp_sk_init`, net/ipv4/tcp_ipv4.c, "Default TSQ limit
+    /// of 4 MB"; 1 MiB before 2025).
+    pub tcp_limit_output_bytes: u32,
+}
+
+/// Segmentation and receive offloads of a node's devices, as `ethtool -K` sets them. The pods'
+/// veths and the node's bridge and tunnel devices pass GSO super-packets whole (veth, bridge,
+/// vxlan and ipip all carry `NETIF_F_GSO_SOFTWARE`: drivers/net/veth.c `VETH_FEATURES`,
+/// net/bridge/br_device.c `COMMON_FEATURES`, drivers/net/vxlan/vxlan_core.c `vxlan_setup`,
+/// net/ipv4/ipip.c `IPIP_FEATURES`); the NIC segments them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offloads {
+    /// `generic-segmentation-offload` (`tx-generic-segmentation`): TCP builds super-packets of
+    /// up to 64 KB (on by default: every device gets `NETIF_F_GSO` in `register_netdevice`).
+    /// Off, it sends one segment at a time.
+    pub gso: bool,
+    /// `tcp-segmentation-offload` (`tx-tcp-segmentation`) on the NIC: the NIC cuts a plain TCP
+    /// super-packet in hardware; off, the kernel does in software (`validate_xmit_skb` ->
+    /// `skb_gso_segment`). On by default: every common server and cloud NIC (mlx5, ixgbe,
+    /// i40e, ena, virtio_net) offers it.
+    pub tso: bool,
+    /// `generic-receive-offload` (`rx-gro`) on the NIC: NAPI merges a flow's consecutive
+    /// segments (`napi_gro_receive`). On by default (`NETIF_F_SOFT_FEATURES`).
+    pub gro: bool,
+    /// `tx-udp_tnl-segmentation`: the NIC segments VXLAN/Geneve super-packets. Off by default:
+    /// Amazon's ena has no such feature (ena_netdev.c `ena_set_dev_offloads`) and virtio_net
+    /// had none before `VIRTIO_NET_F_HOST_UDP_TUNNEL_GSO` (2025); mlx5 and ixgbe have it.
+    pub tx_udp_tnl_segmentation: bool,
+    /// `tx-ipxip4-segmentation`: the NIC segments IPIP super-packets. Off by default, as above
+    /// (ena has none; ixgbe has it through `NETIF_F_GSO_PARTIAL`).
+    pub tx_ipxip4_segmentation: bool,
+}
+
+impl Default for Offloads {
+    fn default() -> Self {
+        Offloads {
+            gso: true,
+            tso: true,
+            gro: true,
+            tx_udp_tnl_segmentation: false,
+            tx_ipxip4_segmentation: false,
+        }
+    }
 }
 
 impl Default for KernelQueues {
@@ -231,6 +277,8 @@ impl Default for KernelQueues {
             txqueuelen: 1_000,
             tun_txqueuelen: 500,
             rx_ring: 1_024,
+            offloads: Offloads::default(),
+            tcp_limit_output_bytes: 4 << 20,
         }
     }
 }
@@ -270,7 +318,8 @@ pub struct Underlay {
     pub propagation: Duration,
     /// Largest frame payload (L3 MTU) the switch forwards; larger frames are dropped.
     pub mtu: u32,
-    /// Drop-tail queue per egress port (switch ports and NIC transmit queues), in bytes.
+    /// Drop-tail queue per switch egress port (ToR and spine ports too), in bytes. A host
+    /// NIC's transmit queue is its qdisc's `txqueuelen` packets instead.
     pub queue: ByteSize,
     /// Independent loss probability per frame per cable, in [0, 1).
     pub loss: f64,

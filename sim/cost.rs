@@ -113,6 +113,23 @@ pub struct CostProfile {
     /// ~250 ns (OVS datapath papers: Pfaff et al., "The Design and Implementation of Open
     /// vSwitch", NSDI 2015, hundreds of ns per packet on a cache hit).
     pub ovs_flow: Duration,
+    /// Software segmentation, per segment produced (`skb_gso_segment` -> `tcp_gso_segment`,
+    /// `skb_udp_tunnel_segment`: an skb head allocated, the headers copied and fixed up, the
+    /// payload shared as page fragments, checksums left to the NIC): what a device without the
+    /// matching offload (`tx-udp_tnl-segmentation` for VXLAN, `tcp-segmentation-offload` on the
+    /// NIC, a tun without `IFF_VNET_HDR`) costs a super-packet. ~200 ns, an estimate: the work
+    /// of producing an IPv4 fragment (`ip_fragment`); no published per-segment figure was found
+    /// (docs/research/offloads.md). The TCP stack, veth, bridge, netfilter and routing are
+    /// charged once per super-packet, their per-packet entries above; the payload's per-byte
+    /// cost is `copy_per_kib`, at the sender's `write()` and the receiver's `read()`.
+    pub gso_segment: Duration,
+    /// GRO, per segment merged into a held packet (`napi_gro_receive` -> `inet_gro_receive` ->
+    /// `tcp_gro_receive`, and `udp_gro_receive`/`vxlan_gro_receive` under a tunnel: the flow
+    /// lookup in `napi->gro_hash`, header compares, the payload appended as a page fragment),
+    /// on top of the driver's `nic_rx` for the segment. ~100 ns, an estimate (no published
+    /// figure found): a few cache-hot header compares; the stack above then runs once for
+    /// the merged packet.
+    pub gro_receive: Duration,
     /// Producing one IPv4 fragment (`ip_do_fragment`: header copy, checksum, skb split). ~200 ns.
     pub ip_fragment: Duration,
     /// Queueing one fragment for reassembly (`ip_defrag`: hash lookup, rbtree insert, the final
@@ -236,6 +253,8 @@ impl Default for CostProfile {
             context_switch: Duration::from_nanos(2_000),
             syscall: Duration::from_nanos(500),
             ovs_flow: Duration::from_nanos(250),
+            gso_segment: Duration::from_nanos(200),
+            gro_receive: Duration::from_nanos(100),
             ip_fragment: Duration::from_nanos(200),
             ip_reassemble: Duration::from_nanos(300),
             conntrack_lookup: Duration::from_nanos(80),
@@ -312,6 +331,8 @@ pub enum Step {
     Macvlan,
     /// IPv4 fragmentation and reassembly.
     Fragment,
+    /// Segmentation in software (GSO) and receive merging (GRO).
+    Offload,
     /// Userspace data planes (flanneld, Weave's router, kube-proxy's userspace mode): context
     /// switches, their syscalls and copies.
     Userspace,
@@ -320,7 +341,7 @@ pub enum Step {
 }
 
 impl Step {
-    pub const COUNT: usize = 20;
+    pub const COUNT: usize = 21;
     pub const ALL: [Step; Step::COUNT] = [
         Step::Socket,
         Step::Copy,
@@ -340,6 +361,7 @@ impl Step {
         Step::Ovs,
         Step::Macvlan,
         Step::Fragment,
+        Step::Offload,
         Step::Userspace,
         Step::ControlPlane,
     ];
@@ -365,6 +387,7 @@ impl Step {
             Step::Ovs => "ovs",
             Step::Macvlan => "macvlan",
             Step::Fragment => "fragment",
+            Step::Offload => "offload",
             Step::Userspace => "userspace",
             Step::ControlPlane => "control_plane",
         }

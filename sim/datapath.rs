@@ -235,6 +235,20 @@ fn ip_finish_output(
     let action = if in_dev.is_some() { "forward" } else { "route" };
     hop(w, cx, &mut pkt, dev, action, || describe_route(w, route, dev, gw, dst));
     let nh = gw.unwrap_or(dst);
+    if let Some(g) = pkt.meta.gso {
+        // ip_finish_output_gso: a super-packet whose segments fit goes on whole
+        // (`skb_gso_validate_network_len`); one whose segments do not is cut in software and
+        // each segment takes the ordinary path (DF: "fragmentation needed").
+        let seg = crate::net::gso::network_header_len(&pkt.frame, g.encap)
+            .map_or(len, |h| (h + g.size as usize) as u32);
+        if seg <= mtu {
+            return dev_output(w, cx, ns, dev, nh, pkt);
+        }
+        for p in software_gso(w, cx, pkt) {
+            ip_finish_output(w, cx, ns, route, dst, p, in_dev);
+        }
+        return;
+    }
     if len <= mtu {
         return dev_output(w, cx, ns, dev, nh, pkt);
     }
@@ -266,10 +280,13 @@ fn dev_output(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, nh: Ipv4Addr, p
         DeviceKind::Ipip => ipip_xmit(w, cx, ns, dev, nh, pkt),
         DeviceKind::IpvlanL3 { lower } => ipvlan_xmit(w, cx, dev, lower, pkt),
         DeviceKind::Tun { proc } => {
-            let mut pkt = pkt;
-            capture(w, cx, dev, &pkt);
-            hop(w, cx, &mut pkt, dev, "to user", || format!("tun: queued for {}", w.procs[proc].name));
-            cx.actions.push(Action::ToUser { proc, input: crate::userspace::Input::Device, pkt });
+            // A tun without IFF_VNET_HDR (flanneld's) takes no GSO: `validate_xmit_skb` cuts a
+            // super-packet in software before `tun_net_xmit`.
+            for mut pkt in software_gso(w, cx, pkt) {
+                capture(w, cx, dev, &pkt);
+                hop(w, cx, &mut pkt, dev, "to user", || format!("tun: queued for {}", w.procs[proc].name));
+                cx.actions.push(Action::ToUser { proc, input: crate::userspace::Input::Device, pkt });
+            }
         }
         _ => neigh_output(w, cx, ns, dev, nh, pkt),
     }
@@ -384,7 +401,13 @@ pub fn arp_timer(w: &mut World, cx: &mut Ctx, ns: NsId, ip: Ipv4Addr) {
 
 /// Transmits a frame on a device (`dev_queue_xmit`).
 fn dev_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
-    capture(w, cx, dev, &pkt);
+    let software_gso_here = matches!(w.devices[dev].kind, DeviceKind::Nic { .. })
+        && pkt.meta.gso.is_some_and(|g| !nic_segments(w.offloads(w.devices[dev].ns), g.encap));
+    // Taps see what the driver is handed (`dev_queue_xmit_nit` in `xmit_one`): a super-packet
+    // the NIC cuts, or the segments software GSO cut before it (`validate_xmit_skb`).
+    if !software_gso_here {
+        capture(w, cx, dev, &pkt);
+    }
     match w.devices[dev].kind {
         DeviceKind::Veth { peer } => {
             if w.service_bpf && w.is_pod_facing(dev) {
@@ -410,8 +433,28 @@ fn dev_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
             bridge_forward(w, cx, dev, None, pkt);
         }
         DeviceKind::Nic { tx } => {
+            if software_gso_here {
+                // validate_xmit_skb: the NIC lacks the offload, the kernel segments.
+                {
+                    for mut seg in software_gso(w, cx, pkt) {
+                        capture(w, cx, dev, &seg);
+                        cx.charge(Step::Nic, w.costs.nic_xmit);
+                        hop(w, cx, &mut seg, dev, "xmit", || {
+                            "NIC transmit to the underlay (GSO in software)".into()
+                        });
+                        cx.actions.push(Action::Transmit { link: tx, pkt: seg });
+                    }
+                    return;
+                }
+            }
             cx.charge(Step::Nic, w.costs.nic_xmit);
-            hop(w, cx, &mut pkt, dev, "xmit", || "NIC transmit to the underlay".into());
+            let gso = pkt.meta.gso;
+            hop(w, cx, &mut pkt, dev, "xmit", || match gso {
+                Some(g) => {
+                    format!("NIC transmit to the underlay (TSO: segments of {} B in hardware)", g.size)
+                }
+                None => "NIC transmit to the underlay".into(),
+            });
             cx.actions.push(Action::Transmit { link: tx, pkt });
         }
         DeviceKind::Loopback => {
@@ -426,10 +469,41 @@ fn dev_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
         }
         DeviceKind::Ovs(_) => unreachable!("the OVS datapath is only entered through its ports"),
         DeviceKind::UserPort { proc } => {
-            hop(w, cx, &mut pkt, dev, "to user", || format!("captured by {}", w.procs[proc].name));
-            cx.actions.push(Action::ToUser { proc, input: crate::userspace::Input::Device, pkt });
+            // Weave's router reads MTU-sized frames: a super-packet is cut first (a departure
+            // from Linux, whose AF_PACKET socket would read it whole; ARCHITECTURE.md).
+            for mut pkt in software_gso(w, cx, pkt) {
+                hop(w, cx, &mut pkt, dev, "to user", || format!("captured by {}", w.procs[proc].name));
+                cx.actions.push(Action::ToUser { proc, input: crate::userspace::Input::Device, pkt });
+            }
         }
     }
+}
+
+/// Whether a NIC with these offloads segments a super-packet wrapped as `encap` in hardware.
+fn nic_segments(o: crate::cluster::Offloads, encap: crate::net::gso::Encap) -> bool {
+    use crate::net::gso::Encap;
+    o.tso
+        && match encap {
+            Encap::Plain => true,
+            Encap::Ipip => o.tx_ipxip4_segmentation,
+            Encap::Udp { .. } => o.tx_udp_tnl_segmentation,
+        }
+}
+
+/// `skb_gso_segment` in software, where a device cannot take a super-packet: its segments,
+/// each charged `gso_segment`; any other packet comes back alone.
+fn software_gso(w: &World, cx: &mut Ctx, mut pkt: Packet) -> Vec<Packet> {
+    let Some(g) = pkt.meta.gso.take() else { return vec![pkt] };
+    let Some(frames) = crate::net::gso::segment(&pkt.frame, g) else { return vec![pkt] };
+    let rest = crate::net::packet::Meta { trace: None, ..pkt.meta.clone() };
+    let mut first = Some(pkt.meta);
+    frames
+        .into_iter()
+        .map(|frame| {
+            cx.add(Step::Offload, w.costs.gso_segment);
+            Packet { frame, meta: first.take().unwrap_or_else(|| rest.clone()) }
+        })
+        .collect()
 }
 
 /// A frame arrives on a device from its wire or peer.
@@ -521,6 +595,13 @@ pub fn user_inject(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
 /// A frame from the underlay reaches a node's NIC (NAPI poll).
 pub fn nic_rx(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
     cx.charge(Step::Nic, w.costs.nic_rx);
+    if let Some(g) = pkt.meta.gso {
+        // A packet GRO merged: the driver received each segment, GRO merged each.
+        let n = crate::net::gso::segment_count(&pkt.frame, g) as u64;
+        cx.add(Step::Nic, w.costs.nic_rx * (n - 1));
+        cx.add(Step::Offload, w.costs.gro_receive * n);
+        hop(w, cx, &mut pkt, dev, "rx", || format!("NIC receive, GRO: {n} segments merged"));
+    }
     hop(w, cx, &mut pkt, dev, "rx", || "NIC receive".into());
     // A runt (shorter than its Ethernet header) never leaves the NIC's MAC; every later step
     // reads the header unchecked. Found by `fuzz/` (datapath target).

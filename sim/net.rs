@@ -7,6 +7,7 @@
 pub mod bridge;
 pub mod conntrack;
 pub mod filter;
+pub mod gso;
 pub mod link;
 pub mod neigh;
 pub mod packet;

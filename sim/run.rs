@@ -9,6 +9,7 @@
 //! events.
 
 pub mod bgp;
+mod gro;
 mod policy;
 mod socket;
 mod tcp;
@@ -72,6 +73,12 @@ pub enum Event {
     /// A node's NetworkPolicy agent has written policy version `version` (after change
     /// `version - 1`): the new state is enforced from now.
     PolicySync { node: usize, version: usize, state: Box<crate::cni::NodePolicy> },
+    /// The NAPI poll of core `core` of `node` reaches the packets GRO holds for it: they go up
+    /// the stack.
+    GroFlush { node: usize, core: usize },
+    /// A NIC has sent `bytes` of TCP socket `sock` of host `host` (TX completion): its TCP
+    /// small queues budget gets them back.
+    TsqFree { host: u32, sock: u32, bytes: u64 },
 }
 
 /// Where a chain of kernel work comes from, which decides the queue it waits in.
@@ -86,6 +93,9 @@ enum Work {
     Timer,
     /// The application's `recvmsg`: no frame is processed, so it is not counted as one.
     Read,
+    /// A packet GRO held or merged in the receive ring: its descriptors were counted when its
+    /// segments arrived.
+    Gro,
 }
 
 /// Per-flow runtime state.
@@ -295,6 +305,14 @@ impl Simulation {
                                 // sees it (rx_missed_errors), at no CPU cost.
                                 return self.drop(pkt, DropReason::RxRingFull);
                             }
+                            let pkt = if self.world.nodes[node].kernel.offloads.gro {
+                                match self.gro_receive(t, node, nic, hash, pkt) {
+                                    Some(p) => p,
+                                    None => return,
+                                }
+                            } else {
+                                pkt
+                            };
                             let flow = pkt.meta.flow();
                             self.chain(node, t, hash, Work::Rx, flow, |w, cx| {
                                 datapath::nic_rx(w, cx, nic, pkt)
@@ -319,6 +337,8 @@ impl Simulation {
             }
             Event::Bird { bird, work } => self.bird(t, bird as usize, work),
             Event::PolicySync { node, version, state } => self.policy_sync_done(node, version, *state),
+            Event::GroFlush { node, core } => self.gro_flush(t, node, core),
+            Event::TsqFree { host, sock, bytes } => self.tcp_tsq(t, host as usize, sock, bytes, false),
             Event::ArpTimer { ns, ip } => {
                 if let NsKind::Router(_) = self.world.netns[ns].kind {
                     let mut cx = Ctx::hardware(t);
@@ -548,9 +568,47 @@ impl Simulation {
         }
     }
 
+    /// A frame the transmitter at `link` takes (the NIC's TX ring, the cable). A TSO
+    /// super-packet is cut here, by the NIC in hardware: its segments go on the wire back to
+    /// back, and what a capture on the sending device showed was the super-packet.
     fn enqueue(&mut self, t: Instant, link: LinkId, mut pkt: Packet) {
+        if let Some(g) = pkt.meta.gso.take() {
+            if let Some(frames) = crate::net::gso::segment(&pkt.frame, g) {
+                let rest = Meta { trace: None, ..pkt.meta.clone() };
+                let mut first = Some(pkt.meta);
+                let mut refused = false;
+                for (i, frame) in frames.into_iter().enumerate() {
+                    let meta = first.take().unwrap_or_else(|| rest.clone());
+                    let seg = Packet { frame, meta };
+                    if refused {
+                        // The qdisc refused the super-packet: every segment goes with it.
+                        self.drop(seg, DropReason::QdiscFull);
+                    } else {
+                        refused = !self.offer_frame(t, link, seg, i == 0);
+                    }
+                }
+                return;
+            }
+            pkt.meta.gso = Some(g);
+        }
+        self.offer_frame(t, link, pkt, true);
+    }
+
+    /// Offers one frame to the transmitter at `link`; `qdisc_slot`: it takes a slot of the
+    /// qdisc (see `Link::offer_frame`). Returns false when the qdisc refused it.
+    fn offer_frame(&mut self, t: Instant, link: LinkId, mut pkt: Packet, qdisc_slot: bool) -> bool {
         let charge = std::mem::take(&mut pkt.meta.sk_wmem);
-        let offered = self.world.links[link].offer(t, pkt.frame.len());
+        let offered = self.world.links[link].offer_frame(t, pkt.frame.len(), qdisc_slot);
+        let accepted = !matches!(offered, Err(LinkDrop::QdiscFull));
+        if let (Some((host, sock)), Ok(arrive), Some(_)) =
+            (pkt.meta.tsq.take(), offered, self.world.links[link].packet_limit)
+        {
+            // A host NIC's queue: the bytes count for the sender's TCP small queues until sent.
+            let left = Instant::from_nanos(arrive.as_nanos() - self.world.links[link].propagation.as_nanos());
+            let bytes = pkt.frame.len() as u64;
+            self.tcp_tsq(t, host as usize, sock, bytes, true);
+            self.queue.schedule(left, Event::TsqFree { host, sock, bytes });
+        }
         if charge > 0 {
             // The skb is freed when the NIC has sent it (TX completion), or at once if refused.
             let tag = pkt.meta.data.expect("only workload datagrams carry a socket charge");
@@ -579,6 +637,7 @@ impl Simulation {
                 self.drop(pkt, reason)
             }
         }
+        accepted
     }
 
     fn drop(&mut self, mut pkt: Packet, reason: DropReason) {
@@ -588,8 +647,9 @@ impl Simulation {
             pkt.meta.tcp.filter(|_| !matches!(reason, DropReason::NotForThisHost | DropReason::SamePort))
         {
             let stream = self.stream_index(tag.flow, tag.conn);
+            let segments = pkt.meta.gso.map_or(1, |g| crate::net::gso::segment_count(&pkt.frame, g)) as u64;
             if let Some(o) = self.obs.flows[tag.flow as usize].tcp.as_mut() {
-                *o.streams[stream].drops.entry(reason).or_default() += 1;
+                *o.streams[stream].drops.entry(reason).or_default() += segments;
             }
             if let Some(t) = pkt.meta.trace.take() {
                 self.world.control_hops.extend(*t);
@@ -699,10 +759,13 @@ impl Simulation {
             | Event::ArpTimer { ns, .. } => of_ns(*ns),
             Event::User { proc, .. } | Event::UserDone { proc, .. } => Some(w.procs[*proc].node),
             Event::Send { flow } => of_ns(self.flows[*flow as usize].client_ns),
-            Event::TcpPoll { host, .. } | Event::TcpXmit { host, .. } | Event::TcpApp { host, .. } => {
-                of_ns(self.tcp[*host as usize].ns)
+            Event::TcpPoll { host, .. }
+            | Event::TcpXmit { host, .. }
+            | Event::TcpApp { host, .. }
+            | Event::TsqFree { host, .. } => of_ns(self.tcp[*host as usize].ns),
+            Event::SyncDone { node, .. } | Event::PolicySync { node, .. } | Event::GroFlush { node, .. } => {
+                Some(*node)
             }
-            Event::SyncDone { node, .. } | Event::PolicySync { node, .. } => Some(*node),
             Event::Bird { bird, .. } => self.bgp.as_ref().map(|cp| cp.birds[*bird as usize].node),
             Event::Enqueue { .. } | Event::Timeout { .. } | Event::Change { .. } => None,
         }
@@ -724,6 +787,14 @@ impl Simulation {
                         }
                         Output::Drop { .. } => {}
                     }
+                }
+            }
+            Event::GroFlush { node, core } => {
+                let c = &mut self.world.nodes[node].cores[core];
+                c.gro_flush_at = None;
+                for g in std::mem::take(&mut c.gro) {
+                    let (frame, gso) = g.held.finish();
+                    self.drop(Packet { frame, meta: Meta { gso, ..g.meta } }, DropReason::NodeDown);
                 }
             }
             _ => {}
@@ -806,6 +877,8 @@ impl Simulation {
                 | Event::TcpPoll { .. }
                 | Event::TcpXmit { .. }
                 | Event::TcpApp { .. }
+                | Event::GroFlush { .. }
+                | Event::TsqFree { .. }
                 | Event::Bird { .. } => {}
             }
         }

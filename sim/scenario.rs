@@ -609,6 +609,9 @@ pub enum Nodes {
         /// NIC receive ring descriptors per queue (`ethtool -G eth0 rx N`; default 1024).
         #[serde(default, deserialize_with = "present")]
         rx_ring: Option<u64>,
+        /// Device offloads of every node (`ethtool -K`); left out, Linux's defaults.
+        #[serde(default)]
+        offloads: OffloadsSpec,
     },
     List(Vec<Node>),
 }
@@ -639,6 +642,27 @@ pub struct Node {
     /// NIC receive ring descriptors per queue (default 1024).
     #[serde(default, deserialize_with = "present")]
     pub rx_ring: Option<u64>,
+    /// Device offloads of this node (see [`OffloadsSpec`]).
+    #[serde(default)]
+    pub offloads: OffloadsSpec,
+}
+
+/// A node's device offloads, as `ethtool -K` sets them on every device of the node and of its
+/// pods: `offloads: (tso: false, tx_udp_tnl_segmentation: true)`. What is left out keeps
+/// Linux's default (`cluster::Offloads`): GSO, TSO and GRO on, tunnel segmentation off.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OffloadsSpec {
+    #[serde(default, deserialize_with = "present")]
+    pub gso: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    pub tso: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    pub gro: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    pub tx_udp_tnl_segmentation: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    pub tx_ipxip4_segmentation: Option<bool>,
 }
 
 /// One named pod: `(name: "client", node: "node-1", labels: {"app": "client"})`.

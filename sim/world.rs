@@ -157,6 +157,20 @@ pub struct Core {
     /// Start times of process-context chains that queued a frame to this core's input
     /// backlog (veth) and have not started yet.
     pub backlog_waiting: VecDeque<Instant>,
+    /// The packets GRO holds for this core's NAPI poll (`napi->gro_hash`, at most
+    /// `MAX_GRO_SKBS`), oldest first, and when the poll reaches them.
+    pub gro: Vec<GroHeld>,
+    pub gro_flush_at: Option<Instant>,
+}
+
+/// A packet GRO holds: the NIC it came in on, its RSS hash, its merged bytes so far and the
+/// metadata of its first segment.
+#[derive(Clone, Debug)]
+pub struct GroHeld {
+    pub nic: DevId,
+    pub hash: u32,
+    pub held: crate::net::gso::Held,
+    pub meta: crate::net::packet::Meta,
 }
 
 impl Core {
@@ -413,6 +427,14 @@ pub struct Switch {
 }
 
 impl World {
+    /// The offloads of the machine namespace `ns` is on (Linux's defaults off the nodes).
+    pub fn offloads(&self, ns: NsId) -> crate::cluster::Offloads {
+        match self.netns[ns].kind {
+            NsKind::Router(_) => Default::default(),
+            _ => self.nodes.get(self.netns[ns].node).map(|n| n.kernel.offloads).unwrap_or_default(),
+        }
+    }
+
     /// Whether netfilter's conntrack and nat hooks run in namespace `ns` (node host
     /// namespaces, where kube-proxy programs them).
     pub fn has_netfilter(&self, ns: NsId) -> bool {

@@ -17,6 +17,10 @@ pub(super) fn ipip_xmit(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, nh: I
     let ident = next_ident(w, ns);
     let outer = encap_ipv4(&pkt.frame[ETH_HEADER..], src, nh, IPPROTO_IPIP, ident, None);
     pkt.frame = outer;
+    // A super-packet stays one (SKB_GSO_IPXIP4): the NIC or software GSO cuts both layers.
+    if let Some(g) = pkt.meta.gso.as_mut() {
+        g.encap = crate::net::gso::Encap::Ipip;
+    }
     hop(w, cx, &mut pkt, dev, "encap", || format!("IPIP {src} -> {nh}"));
     ip_output(w, cx, ns, pkt);
 }
@@ -67,6 +71,9 @@ pub(super) fn ipip_rcv(w: &mut World, cx: &mut Ctx, ns: NsId, mut pkt: Packet) {
     cx.charge(Step::Decap, w.costs.ipip_decap);
     let hl = Ipv4Packet::new_unchecked(pkt.ip()).header_len() as usize;
     pkt.frame.drain(ETH_HEADER..ETH_HEADER + hl);
+    if let Some(g) = pkt.meta.gso.as_mut() {
+        g.encap = crate::net::gso::Encap::Plain;
+    }
     hop(w, cx, &mut pkt, tunl, "decap", || "IPIP: outer header removed".into());
     capture(w, cx, tunl, &pkt);
     ip_rcv(w, cx, tunl, pkt);
@@ -138,6 +145,10 @@ pub(super) fn udp_tunnel_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: 
         ip.fill_checksum();
     }
     pkt.frame = outer;
+    // A super-packet stays one (SKB_GSO_UDP_TUNNEL): the NIC or software GSO cuts both layers.
+    if let Some(g) = pkt.meta.gso.as_mut() {
+        g.encap = crate::net::gso::Encap::Udp { header: tun_hdr as u8 };
+    }
     let name = if proto == TunnelProto::Vxlan { "VXLAN" } else { "Geneve" };
     hop(w, cx, &mut pkt, dev, "encap", || {
         format!("{name} VNI {vni} to {remote}:{port}, UDP source port {sport}")
@@ -174,6 +185,9 @@ pub(super) fn udp_tunnel_rcv(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: P
     pkt.frame.drain(..udp_off + UDP_HEADER + hdr);
     if pkt.frame.len() < ETH_HEADER {
         return cx.drop(pkt, DropReason::Malformed);
+    }
+    if let Some(g) = pkt.meta.gso.as_mut() {
+        g.encap = crate::net::gso::Encap::Plain;
     }
     let (_, inner_src) = eth_dst_src(&pkt.frame);
     if let Some(t) = w.devices[dev].tunnel_mut() {

@@ -41,9 +41,12 @@ pub struct Link {
     rng: ChaCha8Rng,
     /// When the transmitter finishes the last accepted frame.
     busy_until: Instant,
-    /// (time the frame leaves the transmitter, its size) for frames not yet sent.
-    in_queue: VecDeque<(Instant, u32)>,
+    /// (time the frame leaves the transmitter, its size, whether it holds a qdisc slot) for
+    /// frames not yet sent.
+    in_queue: VecDeque<(Instant, u32, bool)>,
     queued_bytes: u64,
+    /// Entries of `in_queue` that hold a qdisc slot.
+    queued_packets: usize,
     /// Frames and bytes accepted, frames dropped by queue and by loss.
     pub tx_frames: u64,
     pub tx_bytes: u64,
@@ -73,6 +76,7 @@ impl Link {
             busy_until: Instant::ZERO,
             in_queue: VecDeque::new(),
             queued_bytes: 0,
+            queued_packets: 0,
             tx_frames: 0,
             tx_bytes: 0,
             drops_queue: 0,
@@ -85,14 +89,22 @@ impl Link {
     /// Offers a frame of `len` bytes at `now`. Returns when its last bit reaches the far end.
     /// Offers must come in non-decreasing time order (the engine guarantees it).
     pub fn offer(&mut self, now: Instant, len: usize) -> Result<Instant, LinkDrop> {
-        while let Some(&(done, bytes)) = self.in_queue.front() {
+        self.offer_frame(now, len, true)
+    }
+
+    /// [`Self::offer`] for one frame of a TSO super-packet the NIC cuts in hardware: the qdisc
+    /// held the super-packet as one skb, so only its first frame (`qdisc_slot`) takes a slot
+    /// of `txqueuelen`.
+    pub fn offer_frame(&mut self, now: Instant, len: usize, qdisc_slot: bool) -> Result<Instant, LinkDrop> {
+        while let Some(&(done, bytes, slot)) = self.in_queue.front() {
             if done > now {
                 break;
             }
             self.in_queue.pop_front();
             self.queued_bytes -= bytes as u64;
+            self.queued_packets -= usize::from(slot);
         }
-        if self.packet_limit.is_some_and(|limit| self.in_queue.len() >= limit) {
+        if qdisc_slot && self.packet_limit.is_some_and(|limit| self.queued_packets >= limit) {
             self.drops_qdisc += 1;
             return Err(LinkDrop::QdiscFull);
         }
@@ -103,8 +115,9 @@ impl Link {
         let start = self.busy_until.max(now);
         let done = start + Duration::serialisation(wire_len(len), self.bandwidth_bps);
         self.busy_until = done;
-        self.in_queue.push_back((done, len as u32));
+        self.in_queue.push_back((done, len as u32, qdisc_slot));
         self.queued_bytes += len as u64;
+        self.queued_packets += usize::from(qdisc_slot);
         self.max_queued_bytes = self.max_queued_bytes.max(self.queued_bytes);
         // The frame occupies the wire either way; loss corrupts it in flight.
         if self.loss > 0.0 && self.rng.random::<f64>() < self.loss {

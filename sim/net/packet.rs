@@ -93,6 +93,14 @@ pub struct Meta {
     /// namespace: a filter DROP destroys it, as the kernel frees an unconfirmed entry with
     /// its skb.
     pub ct_unconfirmed: Option<crate::net::conntrack::EntryId>,
+    /// A TSO/GSO super-packet's segment size and encapsulation (`skb_shinfo(skb)->gso_size`,
+    /// `gso_type`): devices pass it whole and the NIC, or software GSO where a device cannot,
+    /// cuts it into segments (`net::gso`). `None`: an ordinary packet.
+    pub gso: Option<crate::net::gso::Gso>,
+    /// The TCP socket that sent this skb ((TCP host, socket slot) in `run`): while the skb
+    /// waits in a NIC's qdisc or is being sent, its bytes count against that socket's TCP
+    /// small queues budget.
+    pub tsq: Option<(u32, u32)>,
 }
 
 #[derive(Clone, Debug)]

@@ -32,6 +32,7 @@ use super::{Event, Simulation, Work};
 use crate::cluster::{Target, WorkloadKind, TCP_RMEM_MAX, TCP_WMEM_MAX};
 use crate::cost::Step;
 use crate::datapath;
+use crate::net::gso::{Encap, Gso, Held, Merge};
 use crate::net::packet::{tuple_hash, Meta, Packet, TcpTag, ETH_HEADER};
 use crate::net::NsId;
 use crate::time::{Duration, Instant};
@@ -59,6 +60,14 @@ const ATO_MIN: Duration = Duration::from_millis(40);
 const RTO_MIN: Duration = Duration::from_millis(200);
 /// netperf's and iperf3's server read size: the read asks for up to this much.
 const READ_SIZE: usize = crate::cluster::IPERF3_TCP_WRITE as usize;
+/// The largest TSO/GSO super-packet TCP builds, in bytes: `sk_gso_max_size` =
+/// `GSO_LEGACY_MAX_SIZE` - (`MAX_TCP_HEADER` + 1) (`sk_setup_caps`, net/core/sock.c), with
+/// `MAX_TCP_HEADER` = L1_CACHE_ALIGN(128 + `MAX_HEADER`) = 320 on x86-64 distribution kernels
+/// (include/net/tcp.h; `MAX_HEADER` = `LL_MAX_HEADER` 128 + 48, include/linux/netdevice.h).
+/// `tcp_tso_autosize` (net/ipv4/tcp_output.c) grants all of it whenever the minimum RTT is
+/// below 512 us (`tcp_tso_rtt_log` = 9), as every in-cluster RTT is; the congestion and
+/// receive windows bound it further, through what smoltcp may emit.
+const TSO_MAX_BYTES: usize = crate::net::gso::GSO_MAX_SIZE - 321;
 
 fn smol(t: Instant) -> smoltcp::time::Instant {
     smoltcp::time::Instant::from_micros((t.as_nanos() / 1_000) as i64)
@@ -128,13 +137,18 @@ struct Sock {
     frames: VecDeque<Vec<u8>>,
     /// A segment's chain is being served.
     busy: bool,
+    /// Bytes of this socket's skbs waiting in a NIC's qdisc or being sent, for TCP small
+    /// queues: over `tcp_limit_output_bytes` the socket sends nothing until the NIC has sent
+    /// some (`tcp_small_queue_check`, net/ipv4/tcp_output.c; the TSQ handler resumes it on TX
+    /// completion).
+    tsq_queued: u64,
 }
 
 impl Sock {
     fn new(socket: Option<tcp::Socket<'static>>) -> Sock {
         let mut set = SocketSet::new(Vec::new());
         let handle = socket.map(|s| set.add(s));
-        Sock { set, handle, timer: None, frames: VecDeque::new(), busy: false }
+        Sock { set, handle, timer: None, frames: VecDeque::new(), busy: false, tsq_queued: 0 }
     }
 }
 
@@ -172,11 +186,25 @@ pub struct TcpHost {
     pub(super) ports: Vec<(u16, Instant)>,
     /// Sockets of BGP sessions (`run/bgp.rs`) by (local port, remote address, remote port).
     pub(super) bgp_socks: rustc_hash::FxHashMap<(u16, Ipv4Addr, u16), u32>,
+    /// Segments a socket may emit into one super-packet: a TSO/GSO skb's worth of MSS-sized
+    /// segments, or 1 with GSO and TSO off.
+    tso_segs: usize,
+    /// `net.ipv4.tcp_limit_output_bytes` of its machine.
+    tsq_limit: u64,
 }
 
 impl TcpHost {
-    fn new(ns: NsId, ip: Ipv4Addr, prefix: u8, mtu: u32, seed: u64) -> TcpHost {
+    fn new(
+        ns: NsId,
+        ip: Ipv4Addr,
+        prefix: u8,
+        mtu: u32,
+        seed: u64,
+        (gso, tsq_limit): (bool, u64),
+    ) -> TcpHost {
         let mtu = mtu as usize;
+        // smoltcp's MSS: the MTU less the IPv4 and TCP headers.
+        let tso_segs = if gso { (TSO_MAX_BYTES / mtu.saturating_sub(40).max(1)).max(1) } else { 1 };
         let mut wire = Wire { rx: VecDeque::new(), tx: Vec::new(), mtu, budget: 0 };
         let mut config = Config::new(HardwareAddress::Ip);
         config.random_seed = seed;
@@ -195,6 +223,8 @@ impl TcpHost {
             listening: Vec::new(),
             ports: Vec::new(),
             bgp_socks: rustc_hash::FxHashMap::default(),
+            tso_segs,
+            tsq_limit,
         }
     }
 
@@ -337,6 +367,34 @@ pub enum AppOp {
     Read(u32),
 }
 
+/// `tcp_write_xmit` with GSO: the segments smoltcp emitted in one poll, consecutive and of
+/// one MSS each but the last, go down as one super-packet (`tcp_gso_segment` cuts it back into
+/// exactly those bytes, but for the IPv4 IDs). Returns the packet, its GSO state and how many
+/// segments it carries.
+fn coalesce(first: Vec<u8>, rest: &mut VecDeque<Vec<u8>>) -> (Vec<u8>, Option<Gso>, u16) {
+    let mut held = match Held::start(first, Encap::Plain) {
+        Ok(h) => h,
+        Err(frame) => return (frame, None, 1),
+    };
+    while let Some(next) = rest.front() {
+        if !held.same_flow(next) {
+            break;
+        }
+        match held.merge(next) {
+            Merge::Merged { flush } => {
+                rest.pop_front();
+                if flush {
+                    break;
+                }
+            }
+            Merge::Flush => break,
+        }
+    }
+    let segs = held.segments();
+    let (frame, gso) = held.finish();
+    (frame, gso, segs)
+}
+
 fn seq_le(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) <= 0
 }
@@ -402,7 +460,15 @@ impl Simulation {
         let (ip, prefix) = self.world.devices[dev].addrs.first().copied().unwrap_or((Ipv4Addr::LOCALHOST, 8));
         let mtu = self.world.devices[dev].mtu;
         let seed = self.world.cluster.seed ^ ((ns as u64) << 20) ^ 0x7463_7000;
-        self.tcp.push(TcpHost::new(ns, ip, prefix, mtu, seed));
+        let o = self.world.offloads(ns);
+        let tsq = self
+            .world
+            .nodes
+            .get(self.world.netns[ns].node)
+            .map_or(crate::cluster::KernelQueues::default().tcp_limit_output_bytes, |n| {
+                n.kernel.tcp_limit_output_bytes
+            });
+        self.tcp.push(TcpHost::new(ns, ip, prefix, mtu, seed, (o.gso || o.tso, u64::from(tsq))));
         self.world.netns[ns].tcp_stack = true;
         self.tcp_host_of[ns] = Some(self.tcp.len() - 1);
         self.tcp.len() - 1
@@ -493,7 +559,12 @@ impl Simulation {
             (None, Some(slot)) => slot,
             (None, None) => listener.map_or(0, |i| host.listening[i].1),
         };
-        host.wire.rx.push_back(ip);
+        match pkt.meta.gso.and_then(|g| crate::net::gso::segment(&pkt.frame, g)) {
+            // A merged packet: smoltcp reads its segments, in one poll (one ACK for them, as
+            // Linux acknowledges a GRO packet).
+            Some(segs) => host.wire.rx.extend(segs.into_iter().map(|mut s| s.split_off(ETH_HEADER))),
+            None => host.wire.rx.push_back(ip),
+        }
         self.tcp_poll(t, h, slot);
         // A listener that took a connection serves it now; a new one listens in its place.
         if let Some(i) = listener.filter(|&i| self.tcp[h].listening[i].1 == slot) {
@@ -541,14 +612,15 @@ impl Simulation {
     pub(super) fn tcp_poll(&mut self, t: Instant, h: usize, slot: u32) {
         let host = &mut self.tcp[h];
         let Some(sk) = host.socks[slot as usize].as_mut() else { return };
-        host.wire.budget = usize::from(!sk.busy && sk.frames.is_empty());
+        let throttled = sk.tsq_queued > host.tsq_limit;
+        host.wire.budget = if !sk.busy && !throttled && sk.frames.is_empty() { host.tso_segs } else { 0 };
         host.iface.poll(smol(t), &mut host.wire, &mut sk.set);
         sk.frames.extend(host.wire.tx.drain(..));
         let at = host
             .iface
             .poll_at(smol(t), &sk.set)
             .map(|at| Instant::from_nanos((at.total_micros().max(0) as u64).saturating_mul(1_000)));
-        let send = !sk.busy && !sk.frames.is_empty();
+        let send = !sk.busy && !throttled && !sk.frames.is_empty();
         // While a segment is being served, its completion polls again: a timer due before
         // then is that poll's.
         if let Some(at) = at.filter(|&at| !(sk.busy || send) || at > t) {
@@ -567,17 +639,37 @@ impl Simulation {
     /// has been served (`Event::TcpXmit`) the socket is polled for the next.
     fn tcp_xmit_next(&mut self, t: Instant, h: usize, slot: u32) {
         let Some(sk) = self.tcp[h].socks[slot as usize].as_mut() else { return };
-        let Some(frame) = sk.frames.pop_front() else { return };
+        let Some(first) = sk.frames.pop_front() else { return };
         sk.busy = true;
-        let done = self.tcp_transmit(t, h, frame);
+        let (frame, gso, segs) = coalesce(first, &mut sk.frames);
+        let done = self.tcp_transmit(t, h, slot, frame, (gso, segs));
         self.queue.schedule(done, Event::TcpXmit { host: h as u32, sock: slot });
+    }
+
+    /// `bytes` of socket `slot` of host `h` were queued in a NIC (`queued`) or have left it:
+    /// TCP small queues' accounting; a socket the queue held back sends again.
+    pub(super) fn tcp_tsq(&mut self, t: Instant, h: usize, slot: u32, bytes: u64, queued: bool) {
+        let limit = self.tcp[h].tsq_limit;
+        let Some(sk) = self.tcp[h].socks[slot as usize].as_mut() else { return };
+        let was = sk.tsq_queued > limit;
+        if queued {
+            sk.tsq_queued += bytes;
+        } else {
+            sk.tsq_queued = sk.tsq_queued.saturating_sub(bytes);
+            if was && sk.tsq_queued <= limit && !sk.busy {
+                self.tcp_xmit_done(t, h, slot);
+            }
+        }
     }
 
     /// A segment of socket `slot` has gone down the kernel: the next one goes.
     pub(super) fn tcp_xmit_done(&mut self, t: Instant, h: usize, slot: u32) {
+        let limit = self.tcp[h].tsq_limit;
         let Some(sk) = self.tcp[h].socks[slot as usize].as_mut() else { return };
         sk.busy = false;
-        if sk.frames.is_empty() {
+        if sk.tsq_queued > limit {
+            // Held back by TCP small queues: the NIC's TX completion resumes it.
+        } else if sk.frames.is_empty() {
             self.tcp_poll(t, h, slot);
         } else {
             self.tcp_xmit_next(t, h, slot);
@@ -599,8 +691,16 @@ impl Simulation {
         self.tcp[h].owners.iter().rev().find(|o| o.tuple == Some(key)).copied()
     }
 
-    /// A segment smoltcp built in host `h` goes down the kernel.
-    fn tcp_transmit(&mut self, t: Instant, h: usize, frame: Vec<u8>) -> Instant {
+    /// A segment smoltcp built in host `h`, or `segs` of them as one super-packet, goes down
+    /// the kernel.
+    fn tcp_transmit(
+        &mut self,
+        t: Instant,
+        h: usize,
+        slot: u32,
+        frame: Vec<u8>,
+        (gso, segs): (Option<Gso>, u16),
+    ) -> Instant {
         let ns = self.tcp[h].ns;
         let (src, dst, sport, dport, seq, payload, len) = {
             let ip = Ipv4Packet::new_unchecked(&frame[ETH_HEADER..]);
@@ -646,9 +746,9 @@ impl Simulation {
             }
             if let Some(o2) = self.obs.flows[o.flow as usize].tcp.as_mut() {
                 let s = &mut o2.streams[stream];
-                s.segments[side] += 1;
+                s.segments[side] += u64::from(segs);
                 if payload > 0 {
-                    s.data_segments[side] += 1;
+                    s.data_segments[side] += u64::from(segs);
                 }
                 if retransmit {
                     s.retransmits[side] += 1;
@@ -656,6 +756,8 @@ impl Simulation {
                 }
             }
         }
+        meta.gso = gso;
+        meta.tsq = Some((h as u32, slot));
         let pkt = Packet { frame, meta };
         let node = self.world.netns[ns].node;
         let hash = tuple_hash(src, dst, 6, (sport as u32) << 16 | dport as u32);

@@ -17,20 +17,22 @@ const SOCK_MIN_SNDBUF: u64 = 4_608;
 const INT_MAX: u64 = i32::MAX as u64;
 
 /// The sysctls cnisim models, with the range each accepts.
-const KNOWN: [(&str, u64, u64); 3] = [
+const KNOWN: [(&str, u64, u64); 4] = [
     ("net.core.rmem_default", SOCK_MIN_RCVBUF, INT_MAX),
     ("net.core.wmem_default", SOCK_MIN_SNDBUF, INT_MAX),
     // proc_dointvec accepts 0, which drops every backlogged packet; a queue of at least one
     // packet is what a scenario means.
     ("net.core.netdev_max_backlog", 1, INT_MAX),
+    // proc_dointvec_minmax from 0 (ipv4_net_table); 0 would stop every TCP sender.
+    ("net.ipv4.tcp_limit_output_bytes", 1, INT_MAX),
 ];
 
 /// Resolves one node entry's settings (`entry`: its index in a `List`, `None` for a `Count`).
 pub(super) fn resolve(
     loc: &Locator,
     sysctls: &BTreeMap<String, u64>,
-    txqueuelen: Option<u64>,
-    rx_ring: Option<u64>,
+    (txqueuelen, rx_ring): (Option<u64>, Option<u64>),
+    offloads: &crate::scenario::OffloadsSpec,
     entry: Option<usize>,
 ) -> Result<KernelQueues, ScenarioError> {
     fn path<'a>(entry: Option<usize>, field: &'a str, key: Option<&'a str>) -> Vec<Seg<'a>> {
@@ -57,6 +59,7 @@ pub(super) fn resolve(
         match key.as_str() {
             "net.core.rmem_default" => k.rmem_default = value as u32,
             "net.core.wmem_default" => k.wmem_default = value as u32,
+            "net.ipv4.tcp_limit_output_bytes" => k.tcp_limit_output_bytes = value as u32,
             _ => k.netdev_max_backlog = value as u32,
         }
     }
@@ -79,6 +82,19 @@ pub(super) fn resolve(
             ));
         }
         k.rx_ring = r as u32;
+    }
+    let o = &mut k.offloads;
+    let spec = offloads;
+    for (value, field) in [
+        (spec.gso, &mut o.gso),
+        (spec.tso, &mut o.tso),
+        (spec.gro, &mut o.gro),
+        (spec.tx_udp_tnl_segmentation, &mut o.tx_udp_tnl_segmentation),
+        (spec.tx_ipxip4_segmentation, &mut o.tx_ipxip4_segmentation),
+    ] {
+        if let Some(v) = value {
+            *field = v;
+        }
     }
     Ok(k)
 }

@@ -38,18 +38,19 @@ fn tcp_scenario_streams_rr_and_crr() {
     let eight = by("eight-streams").tcp.as_ref().unwrap();
     assert_eq!((one.connections, one.streams.len()), (1, 1));
     assert_eq!((eight.connections, eight.streams.len()), (8, 8));
-    // One stream is served by one core of the receiver: a few Gbit/s on a 40 Gbit/s link.
+    // One stream is served by one core of the receiver (with TSO and GRO: its NIC receive of
+    // every segment and one stack traversal per merged packet): clearly less than the link.
     let g1 = one.streams[0].goodput_bps;
-    assert!(g1 > 1e9 && g1 < 0.5 * 40e9, "one stream {g1}");
+    assert!(g1 > 5e9 && g1 < 0.75 * 40e9, "one stream {g1}");
     // Every stream of the eight moves data; what the applications read is what was written
     // and acknowledged, never more.
     for st in &eight.streams {
         assert!(st.bytes_read > 0 && st.bytes_read <= st.bytes_written, "{st:?}");
         assert!(st.data_segments[0] > 0 && st.segments[1] > 0, "data one way, ACKs back");
     }
-    // Eight streams spread over the cores carry several times what one core lets one carry.
+    // Eight streams spread over the cores fill the link: at least 90% of its 40 Gbit/s.
     let g8: f64 = eight.streams.iter().map(|st| st.goodput_bps).sum();
-    assert!(g8 > 2.0 * g1, "eight streams {g8} vs one {g1}");
+    assert!(g8 >= 0.9 * 40e9 && g8 > 1.3 * g1, "eight streams {g8} vs one {g1}");
     let rr = by("tcp-rr");
     assert!(rr.transactions > 1000, "TCP_RR transactions {}", rr.transactions);
     assert_eq!(rr.tcp.as_ref().unwrap().connections, 1, "TCP_RR keeps one connection");

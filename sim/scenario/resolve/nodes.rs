@@ -32,13 +32,15 @@ pub(super) fn resolve_nodes(
     type Entry = (String, u32, Bandwidth, u32, Option<u32>, Option<usize>);
     // The kernel queue settings of each entry (one for a Count).
     let kernels: Vec<KernelQueues> = match nodes {
-        Nodes::Count { sysctls, txqueuelen, rx_ring, .. } => {
-            vec![scenario::kernel::resolve(loc, sysctls, *txqueuelen, *rx_ring, None)?]
+        Nodes::Count { sysctls, txqueuelen, rx_ring, offloads, .. } => {
+            vec![scenario::kernel::resolve(loc, sysctls, (*txqueuelen, *rx_ring), offloads, None)?]
         }
         Nodes::List(list) => list
             .iter()
             .enumerate()
-            .map(|(i, n)| scenario::kernel::resolve(loc, &n.sysctls, n.txqueuelen, n.rx_ring, Some(i)))
+            .map(|(i, n)| {
+                scenario::kernel::resolve(loc, &n.sysctls, (n.txqueuelen, n.rx_ring), &n.offloads, Some(i))
+            })
             .collect::<Res<_>>()?,
     };
     let entries: Vec<Entry> = match nodes {
