@@ -2,7 +2,8 @@
 //!
 //! Costs are data, not code. Every per-packet step of the data plane charges one of these
 //! fields to the core its flow is pinned to (see `datapath::cpu`). The defaults describe one
-//! modern x86 server core (3 GHz class) with no offloads on the software devices; each carries
+//! modern x86 server core (3 GHz class); with TSO/GSO and GRO a super-packet pays the per-packet
+//! entries once (`gso_segment`, `gro_receive` and `nic_rx` are per segment); each carries
 //! its source or the reasoning behind it. A scenario overrides any subset with a `costs:`
 //! section; fields it leaves out keep these defaults.
 

@@ -40,8 +40,27 @@ fn describe_node_with(w: &World, node: NodeId, now: Instant, after_host: &str) -
         "\n$ sysctl net.core.rmem_default net.core.wmem_default net.core.netdev_max_backlog\n\
          net.core.rmem_default = {}\nnet.core.wmem_default = {}\nnet.core.netdev_max_backlog = {}\n\
          $ ethtool -g eth0   (RX ring in use)\nRX:\t\t{}\n\
-         (eth0 qdisc pfifo_fast, txqueuelen {}; tun devices txqueuelen {})",
+         (eth0 qdisc mq: a pfifo_fast of txqueuelen {} per core's transmit queue; tun devices txqueuelen {})",
         k.rmem_default, k.wmem_default, k.netdev_max_backlog, k.rx_ring, k.txqueuelen, k.tun_txqueuelen
+    );
+    let o = k.offloads;
+    let on = |b: bool| if b { "on" } else { "off" };
+    // As `ethtool -k` prints them (the legacy name of a feature that has one, ethtool.c
+    // `off_flag_def`); only the features cnisim models.
+    let _ = writeln!(s, "$ ethtool -k eth0   (the offloads cnisim models; pods' veths share the node's)");
+    for (name, value) in [
+        ("tcp-segmentation-offload", o.tso),
+        ("generic-segmentation-offload", o.gso),
+        ("generic-receive-offload", o.gro),
+        ("tx-udp_tnl-segmentation", o.tx_udp_tnl_segmentation),
+        ("tx-ipxip4-segmentation", o.tx_ipxip4_segmentation),
+    ] {
+        let _ = writeln!(s, "{name}: {}", on(value));
+    }
+    let _ = writeln!(
+        s,
+        "$ sysctl net.ipv4.tcp_limit_output_bytes\nnet.ipv4.tcp_limit_output_bytes = {}",
+        k.tcp_limit_output_bytes
     );
     describe_ns(w, w.nodes[node].ns, now, &mut s);
     describe_proxy(w, node, now, &mut s);

@@ -987,6 +987,24 @@ fn rx_ring_out_of_range() {
 }
 
 #[test]
+fn unknown_offload() {
+    let text = edit(&[(
+        "nodes: Count(count: 2, mtu: 1500)",
+        "nodes: Count(count: 2, mtu: 1500, offloads: (tso: false, lro: true))",
+    )]);
+    check(&text, 11, 62, "lro");
+}
+
+#[test]
+fn tcp_limit_output_bytes_zero() {
+    let text = edit(&[(
+        "nodes: Count(count: 2, mtu: 1500)",
+        r#"nodes: Count(count: 2, mtu: 1500, sysctls: {"net.ipv4.tcp_limit_output_bytes": 0})"#,
+    )]);
+    check(&text, 11, 84, "net.ipv4.tcp_limit_output_bytes = 0 is outside 1..=2147483647");
+}
+
+#[test]
 fn txqueuelen_zero() {
     let text =
         edit(&[("nodes: Count(count: 2, mtu: 1500)", "nodes: Count(count: 2, mtu: 1500, txqueuelen: 0)")]);

@@ -234,3 +234,69 @@ fn tcp_crr_survives_connections_to_the_client_itself() {
         }
     }
 }
+
+/// `one_stream` on a 10 Gbit/s link with these node offloads (`offloads: (...)`).
+fn one_stream_with(dir: &std::path::Path, name: &str, offloads: &str) -> std::path::PathBuf {
+    let text = format!(
+        r#"Scenario(
+    name: "tcp-offloads", seed: 3, duration: "10ms", cni: "flannel-host-gw",
+    nodes: Count(count: 2, cores: 4, nic: "10Gbit", offloads: ({offloads})),
+    pods_per_node: 1,
+    workloads: [(name: "s", kind: TcpStream(), from: Pod("node-1-pod-1"), to: Pod("node-2-pod-1"))],
+)"#
+    );
+    let path = dir.join(format!("{name}.ron"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// TSO/GSO and GRO, as Linux has them by default, let one core move a stream several times
+/// faster than one segment at a time; a VXLAN stream costs the sender software segmentation
+/// unless the NIC segments tunnels (`tx-udp_tnl-segmentation`); super-packets reach the pod
+/// (GRO) and tshark decodes them with valid checksums; the same seed gives the same bytes.
+#[test]
+fn offloads_decide_what_one_core_carries() {
+    let dir = scratch("tcp-offloads");
+    let on = one_stream_with(&dir, "on", "");
+    let off = one_stream_with(&dir, "off", "gso: false, tso: false, gro: false");
+    let goodput = |s: &Summary| s.flows[0].tcp.as_ref().unwrap().streams[0].goodput_bps;
+    let s_on = run(&on, dir.join("on"), None, vec!["node-2-pod-1/eth0".into()]);
+    let s_off = run(&off, dir.join("off"), None, vec![]);
+    assert!(goodput(&s_on) > 1.5 * goodput(&s_off), "on {} off {}", goodput(&s_on), goodput(&s_off));
+    // What merged: the receiver's NIC spent time in GRO, and without offloads nothing did.
+    let offload = |s: &Summary, n: usize| s.nodes[n].cpu_by_step.get("offload").copied().unwrap_or(0);
+    assert!(offload(&s_on, 1) > 0 && offload(&s_off, 1) == 0);
+    // With TSO the sender's NIC cuts plain TCP in hardware: no software segmentation.
+    assert_eq!(offload(&s_on, 0), 0, "{:?}", s_on.nodes[0].cpu_by_step);
+    if std::env::var_os("CNISIM_SKIP_TSHARK").is_none() {
+        let p = dir.join("on/pcap/node-2-pod-1-eth0.pcap");
+        let p = p.to_str().unwrap();
+        let big = tshark(&["-r", p, "-Y", "ip.len > 1500", "-T", "fields", "-e", "tcp.len"]);
+        assert!(big.lines().count() > 10, "GRO packets reach the pod: {big}");
+        let bad = tshark(&[
+            "-r", p, "-o", "tcp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE", "-Y",
+            "_ws.malformed or tcp.checksum.status == 0 or ip.checksum.status == 0 or tcp.analysis.lost_segment",
+        ]);
+        assert!(bad.trim().is_empty(), "{bad}");
+    }
+    // VXLAN: software GSO on the sender unless the NIC has tunnel segmentation.
+    let sw = run(&on, dir.join("vx-sw"), Some(Cni::FlannelVxlan), vec![]);
+    let hw = one_stream_with(&dir, "hw", "tx_udp_tnl_segmentation: true");
+    let hw = run(&hw, dir.join("vx-hw"), Some(Cni::FlannelVxlan), vec![]);
+    assert!(
+        offload(&sw, 0) > 0 && offload(&hw, 0) == 0,
+        "{:?} {:?}",
+        sw.nodes[0].cpu_by_step,
+        hw.nodes[0].cpu_by_step
+    );
+    // Determinism with super-packets and merges.
+    let again = run(&on, dir.join("on-again"), None, vec!["node-2-pod-1/eth0".into()]);
+    // (summary.json's wall-clock figures aside.)
+    assert_eq!(format!("{:?}", again.flows), format!("{:?}", s_on.flows));
+    assert_eq!(format!("{:?}", again.nodes), format!("{:?}", s_on.nodes));
+    assert_eq!(
+        std::fs::read(dir.join("on/pcap/node-2-pod-1-eth0.pcap")).unwrap(),
+        std::fs::read(dir.join("on-again/pcap/node-2-pod-1-eth0.pcap")).unwrap()
+    );
+    assert_eq!(goodput(&again), goodput(&s_on));
+}
