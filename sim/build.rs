@@ -38,6 +38,7 @@ pub fn build(cluster: &Cluster) -> World {
         control_hops: Vec::new(),
         arp_frames: 0,
         icmp_sent: 0,
+        icmp_filtered: 0,
         warnings: Vec::new(),
         warnings_more: 0,
         procs: Vec::new(),
@@ -103,8 +104,8 @@ pub fn build(cluster: &Cluster) -> World {
         });
         w.external_ns.push(ns);
     }
-    if let Fabric::LeafSpine { racks, spines, uplink, fabric_cidr } = &u.fabric {
-        build_leaf_spine(&mut w, racks, *spines, uplink.0, *fabric_cidr);
+    if let Fabric::LeafSpine { racks, spines, uplink, fabric_cidr, uplink_mtu } = &u.fabric {
+        build_leaf_spine(&mut w, racks, *spines, (uplink.0, *uplink_mtu), *fabric_cidr);
     }
     crate::progress::stage(&format!("{}: devices, routes and tables of every node", cluster.cni), 0);
     cni::build(&mut w);
@@ -271,7 +272,13 @@ fn upstream_gateway(c: &Cluster) -> Option<Ipv4Addr> {
 /// towards ToR N and one route per rack subnet. The ToR-to-rack-switch hop stands for the
 /// ToR's own switching ASIC: a cable with no propagation delay at the uplink rate times the
 /// spine count, so it adds serialisation but never becomes the bottleneck.
-fn build_leaf_spine(w: &mut World, racks: &[Rack], spines: u32, uplink: u64, fabric_cidr: Ipv4Net) {
+fn build_leaf_spine(
+    w: &mut World,
+    racks: &[Rack],
+    spines: u32,
+    (uplink, uplink_mtu): (u64, u32),
+    fabric_cidr: Ipv4Net,
+) {
     let u = w.cluster.underlay.clone();
     let mut tor_uplinks = Vec::new();
     let tors: Vec<NsId> = racks
@@ -303,14 +310,14 @@ fn build_leaf_spine(w: &mut World, racks: &[Rack], spines: u32, uplink: u64, fab
                 tors[r],
                 format!("swp{}", s + 1),
                 Mac::local(0x20, (r * 256 + s) as u32 + 1),
-                u.mtu,
+                uplink_mtu,
                 DeviceKind::Nic { tx: 0 },
             );
             let spine_if = w.add_device(
                 spine,
                 format!("swp{}", r + 1),
                 Mac::local(0x30, (s * 4096 + r) as u32 + 1),
-                u.mtu,
+                uplink_mtu,
                 DeviceKind::Nic { tx: 0 },
             );
             w.add_addr(tor_if, tor_ip, 31);

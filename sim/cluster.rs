@@ -323,6 +323,10 @@ pub struct Underlay {
     pub queue: ByteSize,
     /// Independent loss probability per frame per cable, in [0, 1).
     pub loss: f64,
+    /// The fabric's routers filter ICMP: a packet too big for a ToR-spine link is dropped
+    /// without the "fragmentation needed" that path MTU discovery needs (the black hole of
+    /// RFC 2923 sec. 2.1).
+    pub filter_icmp: bool,
 }
 
 /// The shape of the underlay.
@@ -343,6 +347,8 @@ pub enum Fabric {
         /// Addresses for the ToR-spine point-to-point /31s. Invariant: holds 2 * racks *
         /// spines addresses and overlaps no other range of the cluster.
         fabric_cidr: Ipv4Net,
+        /// MTU of the ToR-spine links. Invariant: 68..=65535.
+        uplink_mtu: u32,
     },
 }
 

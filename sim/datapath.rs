@@ -222,9 +222,9 @@ fn ip_finish_output(
 ) {
     let hash = if route.ecmp.is_empty() { 0 } else { flow_hash(&pkt.frame) };
     let (dev, gw) = route.nexthop(hash);
-    let (len, df) = {
+    let (len, df, tcp) = {
         let ip = Ipv4Packet::new_unchecked(pkt.ip());
-        (ip.total_len() as u32, ip.dont_frag())
+        (ip.total_len() as u32, ip.dont_frag(), ip.next_header() == IpProtocol::Tcp)
     };
     let mut mtu = route.mtu.unwrap_or(w.devices[dev].mtu);
     if in_dev.is_none() {
@@ -260,6 +260,29 @@ fn ip_finish_output(
             });
             send_frag_needed(w, cx, ns, &pkt, mtu);
             cx.drop(pkt, DropReason::MtuExceeded)
+        }
+        // TCP sets DF on every segment and never fragments: once the path MTU is known (an
+        // ICMP "fragmentation needed" lowered `pmtu`), `tcp_mtu_reduced` shrinks the MSS and
+        // what goes out is cut to fit (`tcp_fragment`, net/ipv4/tcp_output.c). smoltcp keeps
+        // its MSS, so the kernel cuts its segment where Linux's TCP would have.
+        None if df && tcp => {
+            let fit = crate::net::gso::network_header_len(&pkt.frame, crate::net::gso::Encap::Plain)
+                .and_then(|h| (mtu as usize).checked_sub(h))
+                .filter(|&size| size > 0)
+                .and_then(|size| {
+                    let g = crate::net::gso::Gso { size: size as u16, encap: crate::net::gso::Encap::Plain };
+                    crate::net::gso::segment(&pkt.frame, g)
+                });
+            let Some(frames) = fit else { return cx.drop(pkt, DropReason::MtuExceeded) };
+            hop(w, cx, &mut pkt, dev, "segment", || {
+                format!("{len} B TCP segment > path MTU {mtu}: {} segments (MSS lowered)", frames.len())
+            });
+            let rest = crate::net::packet::Meta { trace: None, ..pkt.meta.clone() };
+            let mut first = Some(pkt.meta);
+            for frame in frames {
+                let meta = first.take().unwrap_or_else(|| rest.clone());
+                dev_output(w, cx, ns, dev, nh, Packet { frame, meta });
+            }
         }
         // A socket with IP_PMTUDISC_DO: EMSGSIZE, nothing sent.
         None if pkt.meta.pmtudisc_do => {

@@ -330,6 +330,8 @@ mod tests {
                 drops_by_reason: BTreeMap::from([("queue_full".to_string(), 3)]),
                 arp_frames: 8,
                 arp_drops_by_reason: BTreeMap::new(),
+                icmp_frag_needed: 0,
+                icmp_frag_needed_filtered: 0,
                 events: 123_456,
                 packet_hops: 45_678,
                 end_ns: 2_000_000_000,

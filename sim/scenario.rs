@@ -694,6 +694,9 @@ pub struct Underlay {
     pub queue: ByteSize,
     /// Loss probability per frame per cable, in [0, 1).
     pub loss: f64,
+    /// The fabric's routers (ToRs, spines) filter ICMP: they send no "fragmentation needed"
+    /// (default false).
+    pub filter_icmp: bool,
 }
 
 impl Default for Underlay {
@@ -705,6 +708,7 @@ impl Default for Underlay {
             mtu: default_mtu(),
             queue: ByteSize(512 * 1024),
             loss: 0.0,
+            filter_icmp: false,
         }
     }
 }
@@ -731,6 +735,9 @@ pub enum Fabric {
         /// Addresses of the ToR-spine /31 links (default `"172.31.0.0/16"`).
         #[serde(default = "default_fabric_cidr")]
         fabric_cidr: Ipv4Net,
+        /// MTU of each ToR-spine link, 68..=65535 (default: the underlay's `mtu`).
+        #[serde(default, deserialize_with = "present")]
+        uplink_mtu: Option<u32>,
     },
 }
 

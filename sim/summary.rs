@@ -165,6 +165,10 @@ pub struct Totals {
     /// Control frames (ARP) sent and dropped, by reason.
     pub arp_frames: u64,
     pub arp_drops_by_reason: BTreeMap<String, u64>,
+    /// ICMP "fragmentation needed" errors the kernels and routers sent, and those the fabric
+    /// filtered (`underlay.filter_icmp`).
+    pub icmp_frag_needed: u64,
+    pub icmp_frag_needed_filtered: u64,
     /// Events the engine processed.
     pub events: u64,
     /// Device steps taken by packets (veth, bridge, routing, NIC, link, switch ...).
@@ -426,8 +430,8 @@ impl Summary {
                     "one L2 switch, {} ports, {} propagation per cable, MTU {}, {} queues, loss {}",
                     u.bandwidth, u.propagation, u.mtu, u.queue, u.loss
                 ),
-                crate::cluster::Fabric::LeafSpine { racks, spines, uplink, .. } => format!(
-                    "leaf-spine: {} racks (one ToR router each), {spines} spines, {uplink} ToR-spine cables, \
+                crate::cluster::Fabric::LeafSpine { racks, spines, uplink, uplink_mtu, .. } => format!(
+                    "leaf-spine: {} racks (one ToR router each), {spines} spines, {uplink} ToR-spine cables (MTU {uplink_mtu}), \
                      ECMP by flow hash; {} rack ports, {} propagation per cable, MTU {}, {} queues, loss {}",
                     racks.len(),
                     u.bandwidth,
@@ -473,6 +477,8 @@ impl Summary {
             in_flight: sim.in_flight(),
             drops_by_reason,
             arp_frames: sim.world.arp_frames,
+            icmp_frag_needed: sim.world.icmp_sent,
+            icmp_frag_needed_filtered: sim.world.icmp_filtered,
             arp_drops_by_reason: reasons(&sim.obs.arp_drops),
             events: sim.queue.processed(),
             packet_hops: sim.obs.packet_hops,

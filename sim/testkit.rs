@@ -59,6 +59,7 @@ pub fn cluster(nodes: usize, pods: usize, kind: WorkloadKind, pairs: &[(usize, u
             mtu: 1500,
             queue: ByteSize(512 * 1024),
             loss: 0.0,
+            filter_icmp: false,
         },
         workloads: vec![Workload {
             name: "w".into(),

@@ -46,6 +46,11 @@ pub(super) fn fragment_and_send(
 /// `icmp_send(ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, mtu)` for an oversized DF packet: quotes up
 /// to 548 bytes of it, from this node's address towards the sender.
 pub(super) fn send_frag_needed(w: &mut World, cx: &mut Ctx, ns: NsId, pkt: &Packet, mtu: u32) {
+    if w.cluster.underlay.filter_icmp && matches!(w.netns[ns].kind, crate::world::NsKind::Router(_)) {
+        // The fabric filters ICMP: the sender never learns (`underlay.filter_icmp`).
+        w.icmp_filtered += 1;
+        return;
+    }
     let orig_src = Ipv4Packet::new_unchecked(pkt.ip()).src_addr();
     let Some(src) = source_for(w, ns, orig_src) else { return };
     let icmp = crate::wire::icmp_frag::frag_needed_linux(pkt.ip(), mtu.min(u16::MAX as u32) as u16);

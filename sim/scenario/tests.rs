@@ -117,7 +117,7 @@ fn leaf_spine_racks_addresses_and_blocks() {
             nodes: Count(count: 7),
             underlay: (fabric: LeafSpine(racks: 3, spines: 4, uplink: "100Gbit", fabric_cidr: "172.16.0.0/24")))"#;
     let c = ok(load_str(text, "ls.ron"));
-    let Fabric::LeafSpine { racks, spines, uplink, fabric_cidr } = &c.underlay.fabric else {
+    let Fabric::LeafSpine { racks, spines, uplink, fabric_cidr, .. } = &c.underlay.fabric else {
         panic!("expected a leaf-spine fabric, got {:?}", c.underlay.fabric);
     };
     let racks: Vec<_> =
@@ -164,7 +164,7 @@ fn leaf_spine_defaults_and_listed_racks() {
             nodes: List([(name: "a", rack: 2), (name: "b"), (name: "c"), (name: "d", rack: 2)]),
             underlay: (fabric: LeafSpine(racks: 2)))"#;
     let c = ok(load_str(text, "ls.ron"));
-    let Fabric::LeafSpine { racks, spines, uplink, fabric_cidr } = &c.underlay.fabric else {
+    let Fabric::LeafSpine { racks, spines, uplink, fabric_cidr, .. } = &c.underlay.fabric else {
         panic!("expected a leaf-spine fabric");
     };
     assert_eq!(racks.len(), 2);

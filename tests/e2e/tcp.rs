@@ -300,3 +300,33 @@ fn offloads_decide_what_one_core_carries() {
     );
     assert_eq!(goodput(&again), goodput(&s_on));
 }
+
+/// The PMTU black hole (`scenarios/mtu-blackhole-tcp.ron`): a ToR-spine MTU below the pods',
+/// TCP's DF on every segment. With the fabric filtering ICMP the handshake completes and the
+/// stream stalls; with the ICMP let through the sender's kernel learns the path MTU, cuts its
+/// segments to fit and the stream runs.
+#[test]
+fn the_mtu_black_hole_stalls_a_stream_only_with_icmp_filtered() {
+    let dir = scratch("tcp-blackhole");
+    let filtered = repo("scenarios/mtu-blackhole-tcp.ron");
+    let text = std::fs::read_to_string(&filtered).unwrap().replace("filter_icmp: true", "filter_icmp: false");
+    let open = dir.join("open.ron");
+    std::fs::write(&open, text).unwrap();
+    let stream = |s: &Summary| s.flows[0].tcp.as_ref().unwrap().streams[0].clone();
+    let s = run(&filtered, dir.join("filtered"), None, vec!["node-1-pod-1/eth0".into()]);
+    let st = stream(&s);
+    assert_eq!(st.bytes_read, 0, "{st:?}");
+    assert!(st.bytes_written > 0 && st.drops_by_reason.get("mtu_exceeded").copied().unwrap_or(0) > 0);
+    assert!(s.totals.icmp_frag_needed_filtered > 0 && s.totals.icmp_frag_needed == 0);
+    if std::env::var_os("CNISIM_SKIP_TSHARK").is_none() {
+        let p = dir.join("filtered/pcap/node-1-pod-1-eth0.pcap");
+        let flags = tshark(&["-r", p.to_str().unwrap(), "-Y", "tcp", "-T", "fields", "-e", "tcp.flags.str"]);
+        let flags: Vec<&str> = flags.lines().map(str::trim).collect();
+        // SYN, SYN-ACK, ACK: the handshake went through; then full-size segments, unanswered.
+        assert!(flags.len() >= 4 && flags[0].contains('S') && flags[1].contains('S'), "{flags:?}");
+    }
+    let s = run(&open, dir.join("open"), None, vec![]);
+    let st = stream(&s);
+    assert!(s.totals.icmp_frag_needed > 0 && s.totals.icmp_frag_needed_filtered == 0);
+    assert!(st.goodput_bps > 100e6, "the stream recovers once the path MTU is known: {st:?}");
+}

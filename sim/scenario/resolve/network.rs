@@ -70,8 +70,17 @@ pub(super) fn resolve_underlay(loc: &Locator, u: &scenario::Underlay, net: &Netw
     }
     let fabric = match u.fabric {
         scenario::Fabric::L2Switch => Fabric::L2Switch,
-        scenario::Fabric::LeafSpine { racks, spines, uplink, rack_prefix, fabric_cidr } => {
-            resolve_leaf_spine(loc, net, racks, spines, uplink, rack_prefix, fabric_cidr)?
+        scenario::Fabric::LeafSpine { racks, spines, uplink, rack_prefix, fabric_cidr, uplink_mtu } => {
+            let uplink_mtu = uplink_mtu.unwrap_or(u.mtu);
+            if !(68..=65535).contains(&uplink_mtu) {
+                return Err(loc.err(
+                    at!["underlay", "fabric", "uplink_mtu"],
+                    format!(
+                        "uplink_mtu {uplink_mtu} is outside 68..=65535 (RFC 791's minimum to IPv4's largest)"
+                    ),
+                ));
+            }
+            resolve_leaf_spine(loc, net, racks, spines, (uplink, uplink_mtu), rack_prefix, fabric_cidr)?
         }
     };
     Ok(Underlay {
@@ -81,6 +90,7 @@ pub(super) fn resolve_underlay(loc: &Locator, u: &scenario::Underlay, net: &Netw
         mtu: u.mtu,
         queue: u.queue,
         loss: u.loss,
+        filter_icmp: u.filter_icmp,
     })
 }
 
@@ -90,7 +100,7 @@ fn resolve_leaf_spine(
     net: &Network,
     racks: u32,
     spines: u32,
-    uplink: Bandwidth,
+    (uplink, uplink_mtu): (Bandwidth, u32),
     rack_prefix: u8,
     fabric_cidr: Ipv4Net,
 ) -> Res<Fabric> {
@@ -171,5 +181,5 @@ fn resolve_leaf_spine(
         };
         out.push(Rack { name: format!("rack-{}", i + 1), subnet, gateway });
     }
-    Ok(Fabric::LeafSpine { racks: out, spines, uplink, fabric_cidr })
+    Ok(Fabric::LeafSpine { racks: out, spines, uplink, fabric_cidr, uplink_mtu })
 }
