@@ -808,6 +808,17 @@ fn tcp_rcv(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, mut pkt: Packet) {
         hop(w, cx, &mut pkt, dev, "drop", || "no TCP socket in this namespace".into());
         return cx.drop(pkt, DropReason::PortUnreachable);
     }
+    // tcp_v4_rcv's checksum check (`tcp_checksum_complete`); a packet GRO merged was
+    // validated segment by segment before it was (CHECKSUM_UNNECESSARY).
+    if pkt.meta.gso.is_none() {
+        let ip = Ipv4Packet::new_unchecked(pkt.ip());
+        let ok = smoltcp::wire::TcpPacket::new_checked(ip.payload())
+            .is_ok_and(|t| t.verify_checksum(&ip.src_addr().into(), &ip.dst_addr().into()));
+        if !ok {
+            hop(w, cx, &mut pkt, dev, "drop", || "TCP checksum error".into());
+            return cx.drop(pkt, DropReason::BadChecksum);
+        }
+    }
     cx.charge(Step::Tcp, w.costs.tcp_rcv);
     let len = pkt_len(&pkt);
     hop(w, cx, &mut pkt, dev, "deliver", || format!("TCP segment, {len} B"));

@@ -109,6 +109,33 @@ pub fn segment_count(frame: &[u8], gso: Gso) -> usize {
 /// Cuts a super-packet into its segments (`skb_gso_segment`); `None` when the frame is not a
 /// TCP packet wrapped as `gso.encap` says.
 pub fn segment(frame: &[u8], gso: Gso) -> Option<Vec<Vec<u8>>> {
+    segment_with(frame, gso, true)
+}
+
+/// [`segment`] for the receiving TCP stack, which trusts the checksums GRO validated
+/// (`CHECKSUM_UNNECESSARY`): lengths, IDs, sequence numbers and flags as `segment` writes them,
+/// the checksum fields left as they are.
+pub fn segment_for_stack(frame: &[u8], gso: Gso) -> Option<Vec<Vec<u8>>> {
+    segment_with(frame, gso, false)
+}
+
+/// Writes the lengths and the IPv4, TCP (and outer UDP) checksums of a TCP packet wrapped as
+/// `encap`; false when it is not one.
+pub fn fill_checksums(frame: &mut [u8], encap: Encap) -> bool {
+    let Some(l) = Layers::parse(frame, encap) else { return false };
+    finish(frame, &l, 0, true);
+    true
+}
+
+/// Whether the (inner) TCP checksum of a TCP packet wrapped as `encap` is right: what GRO
+/// checks before it merges a segment (`skb_gro_checksum_validate` in `tcp4_gro_receive`).
+pub fn tcp_checksum_ok(frame: &[u8], encap: Encap) -> bool {
+    let Some(l) = Layers::parse(frame, encap) else { return false };
+    let ip = Ipv4Packet::new_unchecked(&frame[l.ip..]);
+    TcpPacket::new_unchecked(&frame[l.tcp..]).verify_checksum(&ip.src_addr().into(), &ip.dst_addr().into())
+}
+
+fn segment_with(frame: &[u8], gso: Gso, checksums: bool) -> Option<Vec<Vec<u8>>> {
     let l = Layers::parse(frame, gso.encap)?;
     let size = gso.size.max(1) as usize;
     let payload = &frame[l.payload..];
@@ -133,15 +160,16 @@ pub fn segment(frame: &[u8], gso: Gso) -> Option<Vec<Vec<u8>>> {
                 tcp.set_psh(false);
             }
         }
-        finish(&mut seg, &l, i as u16);
+        finish(&mut seg, &l, i as u16, checksums);
         out.push(seg);
     }
     Some(out)
 }
 
 /// Writes the lengths and checksums of a packet whose payload ends at the end of `frame`;
-/// `index`: the segment's place in its super-packet, added to each IPv4 ID.
-fn finish(frame: &mut [u8], l: &Layers, index: u16) {
+/// `index`: the segment's place in its super-packet, added to each IPv4 ID; `tcp_checksum`:
+/// the TCP checksum too (the IPv4 header checksums always).
+fn finish(frame: &mut [u8], l: &Layers, index: u16, tcp_checksum: bool) {
     let len = frame.len();
     let (src, dst) = {
         let mut ip = Ipv4Packet::new_unchecked(&mut frame[l.ip..]);
@@ -150,7 +178,9 @@ fn finish(frame: &mut [u8], l: &Layers, index: u16) {
         ip.fill_checksum();
         (ip.src_addr(), ip.dst_addr())
     };
-    TcpPacket::new_unchecked(&mut frame[l.tcp..]).fill_checksum(&src.into(), &dst.into());
+    if tcp_checksum {
+        TcpPacket::new_unchecked(&mut frame[l.tcp..]).fill_checksum(&src.into(), &dst.into());
+    }
     if let Some(outer) = l.outer_ip {
         let (src, dst) = {
             let mut ip = Ipv4Packet::new_unchecked(&mut frame[outer..]);
@@ -213,6 +243,9 @@ impl Held {
             return Err(frame);
         }
         let seq = TcpPacket::new_unchecked(&frame[l.tcp..]).seq_number().0 as u32;
+        // Room for the whole merged packet at once (what `skb_gro_receive` appends to).
+        let mut frame = frame;
+        frame.reserve((GSO_MAX_SIZE + ETH_HEADER).saturating_sub(frame.len()));
         Ok(Held {
             next_seq: seq.wrapping_add(len as u32),
             size: len as u16,
@@ -286,7 +319,7 @@ impl Held {
             return (self.frame, None);
         }
         let l = self.layers;
-        finish(&mut self.frame, &l, 0);
+        finish(&mut self.frame, &l, 0, true);
         (self.frame, Some(Gso { size: self.size, encap: self.encap }))
     }
 }

@@ -33,6 +33,10 @@ impl Simulation {
         pkt: Packet,
     ) -> Option<Packet> {
         let Some(encap) = self.gro_encap(nic, &pkt.frame) else { return Some(pkt) };
+        if !crate::net::gso::tcp_checksum_ok(&pkt.frame, encap) {
+            // Not validated: it goes up alone, and `tcp_v4_rcv` drops it.
+            return Some(pkt);
+        }
         let ncores = self.world.nodes[node].cores.len();
         let ci = hash as usize % ncores;
         let core = &mut self.world.nodes[node].cores[ci];

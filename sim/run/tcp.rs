@@ -76,7 +76,8 @@ fn smol(t: Instant) -> smoltcp::time::Instant {
 /// The device between smoltcp and the simulated kernel: IPv4 packets in, frames out (with a
 /// blank Ethernet header that `neigh_output` fills).
 struct Wire {
-    rx: VecDeque<Vec<u8>>,
+    /// Frames for smoltcp, and where their IPv4 packet starts.
+    rx: VecDeque<(Vec<u8>, usize)>,
     tx: Vec<Vec<u8>>,
     mtu: usize,
     /// Segments the socket being polled may still emit (0 while its previous one's chain is
@@ -85,12 +86,13 @@ struct Wire {
     budget: usize,
 }
 
-struct Rx(Vec<u8>);
+struct Rx((Vec<u8>, usize));
 struct Tx<'a>(&'a mut Vec<Vec<u8>>);
 
 impl RxToken for Rx {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
+        let (frame, at) = &self.0;
+        f(&frame[*at..])
     }
 }
 
@@ -118,6 +120,10 @@ impl Device for Wire {
         let mut c = DeviceCapabilities::default();
         c.medium = Medium::Ip;
         c.max_transmission_unit = self.mtu;
+        // The TCP checksum is the kernel's: written when a segment or super-packet goes down
+        // (`coalesce`; CHECKSUM_PARTIAL, completed by the NIC or GSO), verified by `tcp_v4_rcv`
+        // or by GRO before merging (CHECKSUM_UNNECESSARY above it).
+        c.checksum.tcp = smoltcp::phy::Checksum::None;
         c
     }
 }
@@ -374,7 +380,10 @@ pub enum AppOp {
 fn coalesce(first: Vec<u8>, rest: &mut VecDeque<Vec<u8>>) -> (Vec<u8>, Option<Gso>, u16) {
     let mut held = match Held::start(first, Encap::Plain) {
         Ok(h) => h,
-        Err(frame) => return (frame, None, 1),
+        Err(mut frame) => {
+            crate::net::gso::fill_checksums(&mut frame, Encap::Plain);
+            return (frame, None, 1);
+        }
     };
     while let Some(next) = rest.front() {
         if !held.same_flow(next) {
@@ -391,7 +400,10 @@ fn coalesce(first: Vec<u8>, rest: &mut VecDeque<Vec<u8>>) -> (Vec<u8>, Option<Gs
         }
     }
     let segs = held.segments();
-    let (frame, gso) = held.finish();
+    let (mut frame, gso) = held.finish();
+    if gso.is_none() {
+        crate::net::gso::fill_checksums(&mut frame, Encap::Plain);
+    }
     (frame, gso, segs)
 }
 
@@ -548,8 +560,7 @@ impl Simulation {
     pub(super) fn tcp_input(&mut self, t: Instant, ns: NsId, pkt: Packet) {
         let Some(h) = self.tcp_host_of.get(ns).copied().flatten() else { return };
         let tag = pkt.meta.tcp;
-        let ip = pkt.frame[ETH_HEADER..].to_vec();
-        let (key, owner) = self.tcp_received(t, h, &ip);
+        let (key, owner) = self.tcp_received(t, h, &pkt.frame[ETH_HEADER..]);
         let dport = key.0;
         let host = &mut self.tcp[h];
         let listener = host.listening.iter().position(|l| l.0 == dport);
@@ -559,11 +570,11 @@ impl Simulation {
             (None, Some(slot)) => slot,
             (None, None) => listener.map_or(0, |i| host.listening[i].1),
         };
-        match pkt.meta.gso.and_then(|g| crate::net::gso::segment(&pkt.frame, g)) {
+        match pkt.meta.gso.and_then(|g| crate::net::gso::segment_for_stack(&pkt.frame, g)) {
             // A merged packet: smoltcp reads its segments, in one poll (one ACK for them, as
             // Linux acknowledges a GRO packet).
-            Some(segs) => host.wire.rx.extend(segs.into_iter().map(|mut s| s.split_off(ETH_HEADER))),
-            None => host.wire.rx.push_back(ip),
+            Some(segs) => host.wire.rx.extend(segs.into_iter().map(|s| (s, ETH_HEADER))),
+            None => host.wire.rx.push_back((pkt.frame, ETH_HEADER)),
         }
         self.tcp_poll(t, h, slot);
         // A listener that took a connection serves it now; a new one listens in its place.
