@@ -305,7 +305,7 @@ impl Simulation {
                                 // sees it (rx_missed_errors), at no CPU cost.
                                 return self.drop(pkt, DropReason::RxRingFull);
                             }
-                            let pkt = if self.world.nodes[node].kernel.offloads.gro {
+                            let pkt = if self.gro_may_take(node, t, hash) {
                                 match self.gro_receive(t, node, nic, hash, pkt) {
                                     Some(p) => p,
                                     None => return,

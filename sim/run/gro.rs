@@ -22,6 +22,14 @@ use crate::time::Instant;
 use crate::world::{GroHeld, TunnelProto};
 
 impl Simulation {
+    /// Whether GRO may hold or merge a frame for the core `hash` picks on `node`: GRO is on,
+    /// and the core is busy (the poll comes later) or holds packets already.
+    pub(super) fn gro_may_take(&self, node: usize, t: Instant, hash: u32) -> bool {
+        let n = &self.world.nodes[node];
+        let core = &n.cores[hash as usize % n.cores.len()];
+        n.kernel.offloads.gro && (!core.gro.is_empty() || core.busy_until > t)
+    }
+
     /// GRO for a frame that arrived at `nic` of `node` (its ring had room): `None` when GRO
     /// holds or merged it, else the frame to process now.
     pub(super) fn gro_receive(
@@ -32,13 +40,18 @@ impl Simulation {
         hash: u32,
         pkt: Packet,
     ) -> Option<Packet> {
+        let ncores = self.world.nodes[node].cores.len();
+        let ci = hash as usize % ncores;
+        let core = &self.world.nodes[node].cores[ci];
+        if core.gro.is_empty() && core.busy_until <= t {
+            // The poll runs now and holds nothing to merge with: up at once.
+            return Some(pkt);
+        }
         let Some(encap) = self.gro_encap(nic, &pkt.frame) else { return Some(pkt) };
         if !crate::net::gso::tcp_checksum_ok(&pkt.frame, encap) {
             // Not validated: it goes up alone, and `tcp_v4_rcv` drops it.
             return Some(pkt);
         }
-        let ncores = self.world.nodes[node].cores.len();
-        let ci = hash as usize % ncores;
         let core = &mut self.world.nodes[node].cores[ci];
         if let Some(i) = core.gro.iter().position(|g| g.nic == nic && g.held.same_flow(&pkt.frame)) {
             match core.gro[i].held.merge(&pkt.frame) {
