@@ -152,9 +152,10 @@ fn loss_on_the_cable_costs_the_stream_goodput() {
     assert!(b.goodput_bps < a.goodput_bps, "0.5 %: {} 0.1 %: {}", b.goodput_bps, a.goodput_bps);
 }
 
-/// TCP_CRR to a ClusterIP Service beside 1,000 generated Services: every transaction is a new
+/// TCP_CRR to a ClusterIP Service beside 10,000 generated Services: every transaction is a new
 /// connection through the proxy's first-packet path, so iptables' rule walk makes it slower
-/// than IPVS's and nftables' hash lookups.
+/// than IPVS's and nftables' hash lookups and eBPF's map lookups, and the walk shows in the
+/// flow's CPU.
 #[test]
 fn tcp_crr_to_a_service_is_slowest_with_iptables() {
     let dir = scratch("tcp-svc");
@@ -167,7 +168,7 @@ fn tcp_crr_to_a_service_is_slowest_with_iptables() {
         (name: "web-2", node: "node-3", labels: {"app": "web"}),
     ],
     services: [(name: "web", selector: {"app": "web"}, ports: [(port: 80, target_port: 8080, protocol: "TCP")])],
-    generated_services: (count: 1000, endpoints: 2, protocol: "TCP"),
+    generated_services: (count: 10000, endpoints: 2, protocol: "TCP"),
     workloads: [(name: "crr", kind: TcpCrr(request: 64, response: 1024), from: Pod("node-1-pod-1"), to: Service("web"))],
 )"#;
     let path = dir.join("svc.ron");
@@ -182,14 +183,18 @@ fn tcp_crr_to_a_service_is_slowest_with_iptables() {
         let f = &s.flows[0];
         let sv = s.services.as_ref().unwrap();
         assert!(sv.translated >= f.transactions, "{proxy}: every connection translated");
-        assert!(f.cpu_by_step.get("service_rules").copied().unwrap_or(0) > 0, "{proxy}");
-        (f.transactions, sv.service_rules_evaluated_mean)
+        let rules_cpu = f.cpu_by_step.get("service_rules").copied().unwrap_or(0);
+        assert!(rules_cpu > 0, "{proxy}");
+        (f.transactions, sv.service_rules_evaluated_mean, rules_cpu)
     };
-    let (ipt, ipt_rules) = tx("iptables");
-    let (ipvs, _) = tx("ipvs");
-    let (nft, _) = tx("nftables");
-    assert!(ipt_rules > 100.0, "iptables walks KUBE-SERVICES: {ipt_rules}");
-    assert!(ipt < ipvs && ipt < nft, "iptables {ipt} ipvs {ipvs} nftables {nft}");
+    let (ipt, ipt_rules, ipt_cpu) = tx("iptables");
+    let (ipvs, _, ipvs_cpu) = tx("ipvs");
+    let (nft, _, nft_cpu) = tx("nftables");
+    let (bpf, _, bpf_cpu) = tx("ebpf");
+    assert!(ipt_rules > 9000.0, "iptables walks KUBE-SERVICES: {ipt_rules}");
+    assert!(ipt < ipvs && ipt < nft && ipt < bpf, "iptables {ipt} ipvs {ipvs} nftables {nft} ebpf {bpf}");
+    // The CPU breakdown: the rule walk is where iptables' time goes.
+    assert!(ipt_cpu > 5 * ipvs_cpu.max(nft_cpu).max(bpf_cpu), "{ipt_cpu} {ipvs_cpu} {nft_cpu} {bpf_cpu}");
 }
 
 /// TCP_CRR to generated Services whose endpoints include the client pod itself: with socket LB
