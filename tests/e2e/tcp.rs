@@ -335,3 +335,53 @@ fn the_mtu_black_hole_stalls_a_stream_only_with_icmp_filtered() {
     assert!(s.totals.icmp_frag_needed > 0 && s.totals.icmp_frag_needed_filtered == 0);
     assert!(st.goodput_bps > 100e6, "the stream recovers once the path MTU is known: {st:?}");
 }
+
+/// TCP to and from a host outside the cluster: an external client's TCP_CRR and stream to a
+/// NodePort (kube-proxy's DNAT on the addressed node), a pod's TCP_RR to the external host
+/// (masqueraded by the CNI to its node's address); tshark finds the host's capture clean.
+#[test]
+fn tcp_runs_to_and_from_an_external_host() {
+    let dir = scratch("tcp-external");
+    let text = r#"Scenario(
+    name: "ext", seed: 2, duration: "20ms", cni: "flannel-vxlan",
+    nodes: Count(count: 3),
+    external_hosts: ["internet"],
+    pods: [(name: "web-1", node: "node-2", labels: {"app": "web"}), (name: "app", node: "node-3")],
+    services: [(name: "web", kind: NodePort, selector: {"app": "web"},
+                ports: [(port: 80, target_port: 8080, node_port: 30080, protocol: "TCP")])],
+    workloads: [
+        (name: "in", kind: TcpCrr(request: 100, response: 1000), from: External("internet"), to: NodePort(service: "web", node: "node-1")),
+        (name: "in-stream", kind: TcpStream(), from: External("internet"), to: NodePort(service: "web", node: "node-2")),
+        (name: "out", kind: TcpRr(request: 100, response: 500), from: Pod("app"), to: External("internet"), port: 443),
+    ],
+)"#;
+    let path = dir.join("ext.ron");
+    std::fs::write(&path, text).unwrap();
+    let s = run(&path, dir.join("out"), None, vec!["internet/eth0".into()]);
+    let by = |w: &str| s.flows.iter().find(|f| f.workload == w).unwrap();
+    assert!(by("in").transactions > 10, "{:?}", by("in").transactions);
+    let stream = &by("in-stream").tcp.as_ref().unwrap().streams[0];
+    assert!(stream.goodput_bps > 1e9, "{stream:?}");
+    assert!(by("out").transactions > 10);
+    if std::env::var_os("CNISIM_SKIP_TSHARK").is_none() {
+        let p = dir.join("out/pcap/internet-eth0.pcap");
+        let p = p.to_str().unwrap();
+        let bad = tshark(&[
+            "-r", p, "-o", "tcp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE", "-Y",
+            "_ws.malformed or tcp.checksum.status == 0 or ip.checksum.status == 0 or tcp.analysis.lost_segment",
+        ]);
+        assert!(bad.trim().is_empty(), "{bad}");
+        // The pod's connection reaches the host from its node's address (masquerade).
+        let src = tshark(&[
+            "-r",
+            p,
+            "-Y",
+            "tcp.dstport == 443 and tcp.flags.syn == 1",
+            "-T",
+            "fields",
+            "-e",
+            "ip.src",
+        ]);
+        assert_eq!(src.lines().next().map(str::trim), Some("192.168.0.3"), "{src}");
+    }
+}

@@ -203,18 +203,6 @@ pub(super) fn resolve_workloads(
                 "an external host sends to the cluster (a NodePort); pods send to external hosts",
             ));
         }
-        if kind.is_tcp() && matches!(w.to, Selector::External(_)) {
-            return Err(loc.err(
-                at!["workloads", i, "to"],
-                "TCP workloads run to pods and Services so far (not to external hosts); select pods or a Service",
-            ));
-        }
-        if kind.is_tcp() && matches!(w.from, Selector::External(_)) {
-            return Err(loc.err(
-                at!["workloads", i, "from"],
-                "TCP workloads run from pods so far (not from external hosts); select pods with Pod, Node or Labels",
-            ));
-        }
         let from: Vec<Client> = match &w.from {
             Selector::External(name) => match externals.iter().position(|e| &e.name == name) {
                 Some(e) => vec![Client::External(e)],
