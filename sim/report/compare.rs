@@ -139,7 +139,12 @@ fn throughput(r: &CompareResult) -> Result<Figure, RenderError> {
     let mut values = Vec::new();
     for c in &r.combinations {
         let row_vals: Vec<Option<f64>> = match &c.figures {
-            Some(f) => f.workloads.iter().map(|w| (w.delivered > 0).then_some(w.throughput_bps)).collect(),
+            // A TCP workload delivers no datagrams; its throughput is what its applications read.
+            Some(f) => f
+                .workloads
+                .iter()
+                .map(|w| (w.delivered > 0 || w.throughput_bps > 0.0).then_some(w.throughput_bps))
+                .collect(),
             None => vec![None; r.scenario.workloads.len()],
         };
         for (w, v) in r.scenario.workloads.iter().zip(&row_vals) {
@@ -149,7 +154,7 @@ fn throughput(r: &CompareResult) -> Result<Figure, RenderError> {
     }
     let bars = HBars {
         title,
-        x_desc: "UDP payload delivered, Mbit/s",
+        x_desc: "payload delivered (UDP) or read (TCP goodput), Mbit/s",
         rows: r.combinations.iter().map(|c| c.label.clone()).collect(),
         series: r.scenario.workloads.iter().map(|w| w.name.clone()).collect(),
         values,
