@@ -386,3 +386,36 @@ fn command_line_lists_default_directories_and_errors() {
     assert!(o.status.success());
     assert!(dir.join("reports/quickstart--flannel-host-gw--ipvs/report.html").is_file());
 }
+
+/// The comparison architects make first: one TCP stream and eight under two CNIs. The
+/// throughput chart's CSV carries each TCP workload's goodput, and with Linux's offloads a
+/// host-gw stream outruns a VXLAN one (the software GSO of VXLAN on the sender and its
+/// encapsulation on both ends).
+#[test]
+fn tcp_workloads_are_compared_by_their_goodput() {
+    let dir = scratch("compare-tcp");
+    let text = std::fs::read_to_string(repo("scenarios/tcp.ron"))
+        .unwrap()
+        .replace(r#"duration: "200ms""#, r#"duration: "20ms""#)
+        .replace(r#"duration: "100ms","#, r#"duration: "10ms","#)
+        .replace(r#"start: "100ms","#, r#"start: "10ms","#);
+    let path = dir.join("tcp.ron");
+    std::fs::write(&path, text).unwrap();
+    let (out, r) = app::compare(
+        &path,
+        Some(dir.join("out")),
+        &opts(&[Cni::FlannelHostGw, Cni::FlannelVxlan], None, None, None),
+    )
+    .unwrap();
+    let csv = std::fs::read_to_string(out.join("throughput.csv")).unwrap();
+    let goodput = |combination: &str, workload: &str| -> f64 {
+        let line = csv.lines().find(|l| l.starts_with(&format!("{combination},{workload},"))).unwrap();
+        line.rsplit(',').next().unwrap().parse().unwrap_or_else(|_| panic!("no figure: {line}"))
+    };
+    assert!(goodput("flannel-host-gw", "one-stream") > goodput("flannel-vxlan", "one-stream"), "{csv}");
+    assert!(
+        goodput("flannel-host-gw", "eight-streams") > 2.0 * goodput("flannel-host-gw", "one-stream") / 2.0
+    );
+    assert!(goodput("flannel-vxlan", "tcp-rr") > 0.0);
+    assert!(r.combinations.iter().all(|c| c.figures.is_some()));
+}
