@@ -413,9 +413,7 @@ fn tcp_workloads_are_compared_by_their_goodput() {
         line.rsplit(',').next().unwrap().parse().unwrap_or_else(|_| panic!("no figure: {line}"))
     };
     assert!(goodput("flannel-host-gw", "one-stream") > goodput("flannel-vxlan", "one-stream"), "{csv}");
-    assert!(
-        goodput("flannel-host-gw", "eight-streams") > 2.0 * goodput("flannel-host-gw", "one-stream") / 2.0
-    );
+    assert!(goodput("flannel-host-gw", "eight-streams") > goodput("flannel-host-gw", "one-stream"));
     assert!(goodput("flannel-vxlan", "tcp-rr") > 0.0);
     assert!(r.combinations.iter().all(|c| c.figures.is_some()));
 }
