@@ -77,7 +77,7 @@ fn work(w: &World, n: usize, new: &NodePolicy) -> (Duration, PolicySync) {
             s.rules_changed = d.rules_added + d.rules_removed;
             s.set_entries_changed = d.set_entries_changed;
             let rules = table.rule_count() as u64;
-            if w.cluster.cni.policy_engine() == Some("weave-npc-iptables") {
+            if matches!(w.cluster.cni, crate::cluster::Cni::WeaveSleeve | crate::cluster::Cni::WeaveFastdp) {
                 // One command per rule added or removed, per set created or destroyed, per entry.
                 let iptables = (d.rules_added + d.rules_removed) as u64;
                 let ipset = (d.sets_created + d.sets_deleted + d.set_entries_changed) as u64;
