@@ -277,6 +277,15 @@ fn offloads_decide_what_one_core_carries() {
     let goodput = |s: &Summary| s.flows[0].tcp.as_ref().unwrap().streams[0].goodput_bps;
     let s_on = run(&on, dir.join("on"), None, vec!["node-2-pod-1/eth0".into()]);
     let s_off = run(&off, dir.join("off"), None, vec![]);
+    // `describe` prints them as `ethtool -k` does.
+    let d = app::describe(&off, "node-1", None, Default::default()).unwrap();
+    assert!(d.contains("tcp-segmentation-offload: off\ngeneric-segmentation-offload: off\ngeneric-receive-offload: off\ntx-udp_tnl-segmentation: off"), "{d}");
+    let d = app::describe(&on, "node-2", None, Default::default()).unwrap();
+    assert!(
+        d.contains("tcp-segmentation-offload: on\n")
+            && d.contains("net.ipv4.tcp_limit_output_bytes = 4194304"),
+        "{d}"
+    );
     assert!(goodput(&s_on) > 1.5 * goodput(&s_off), "on {} off {}", goodput(&s_on), goodput(&s_off));
     // What merged: the receiver's NIC spent time in GRO, and without offloads nothing did.
     let offload = |s: &Summary, n: usize| s.nodes[n].cpu_by_step.get("offload").copied().unwrap_or(0);
