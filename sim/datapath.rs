@@ -277,11 +277,8 @@ fn ip_finish_output(
             hop(w, cx, &mut pkt, dev, "segment", || {
                 format!("{len} B TCP segment > path MTU {mtu}: {} segments (MSS lowered)", frames.len())
             });
-            let rest = crate::net::packet::Meta { trace: None, ..pkt.meta.clone() };
-            let mut first = Some(pkt.meta);
-            for frame in frames {
-                let meta = first.take().unwrap_or_else(|| rest.clone());
-                dev_output(w, cx, ns, dev, nh, Packet { frame, meta });
+            for seg in Packet::segments(pkt.meta, frames) {
+                dev_output(w, cx, ns, dev, nh, seg);
             }
         }
         // A socket with IP_PMTUDISC_DO: EMSGSIZE, nothing sent.
@@ -518,15 +515,8 @@ fn nic_segments(o: crate::cluster::Offloads, encap: crate::net::gso::Encap) -> b
 fn software_gso(w: &World, cx: &mut Ctx, mut pkt: Packet) -> Vec<Packet> {
     let Some(g) = pkt.meta.gso.take() else { return vec![pkt] };
     let Some(frames) = crate::net::gso::segment(&pkt.frame, g) else { return vec![pkt] };
-    let rest = crate::net::packet::Meta { trace: None, ..pkt.meta.clone() };
-    let mut first = Some(pkt.meta);
-    frames
-        .into_iter()
-        .map(|frame| {
-            cx.add(Step::Offload, w.costs.gso_segment);
-            Packet { frame, meta: first.take().unwrap_or_else(|| rest.clone()) }
-        })
-        .collect()
+    cx.add(Step::Offload, w.costs.gso_segment * frames.len() as u64);
+    Packet::segments(pkt.meta, frames).collect()
 }
 
 /// A frame arrives on a device from its wire or peer.

@@ -574,12 +574,8 @@ impl Simulation {
     fn enqueue(&mut self, t: Instant, link: LinkId, mut pkt: Packet) {
         if let Some(g) = pkt.meta.gso.take() {
             if let Some(frames) = crate::net::gso::segment(&pkt.frame, g) {
-                let rest = Meta { trace: None, ..pkt.meta.clone() };
-                let mut first = Some(pkt.meta);
                 let mut refused = false;
-                for (i, frame) in frames.into_iter().enumerate() {
-                    let meta = first.take().unwrap_or_else(|| rest.clone());
-                    let seg = Packet { frame, meta };
+                for (i, seg) in Packet::segments(pkt.meta, frames).enumerate() {
                     if refused {
                         // The qdisc refused the super-packet: every segment goes with it.
                         self.drop(seg, DropReason::QdiscFull);

@@ -118,6 +118,17 @@ impl Meta {
 }
 
 impl Packet {
+    /// The packets a segmentation made of one packet with metadata `meta`, one per frame: the
+    /// first keeps `meta` (and the trace), the others carry a copy without the trace, so the
+    /// path is reported once.
+    pub fn segments(meta: Meta, frames: Vec<Vec<u8>>) -> impl Iterator<Item = Packet> {
+        let rest = Meta { trace: None, ..meta.clone() };
+        let mut first = Some(meta);
+        frames
+            .into_iter()
+            .map(move |frame| Packet { frame, meta: first.take().unwrap_or_else(|| rest.clone()) })
+    }
+
     /// A copy made by a flood (bridge or switch). A traced data packet's copy keeps the history
     /// so far (each copy is the packet, as far as its receiver knows); a traced control frame's
     /// copy starts an empty trace, so the shared history is reported once.
