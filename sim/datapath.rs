@@ -454,18 +454,24 @@ fn dev_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
         }
         DeviceKind::Nic { tx } => {
             if software_gso_here {
-                // validate_xmit_skb: the NIC lacks the offload, the kernel segments.
-                {
-                    for mut seg in software_gso(w, cx, pkt) {
-                        capture(w, cx, dev, &seg);
-                        cx.charge(Step::Nic, w.costs.nic_xmit);
-                        hop(w, cx, &mut seg, dev, "xmit", || {
-                            "NIC transmit to the underlay (GSO in software)".into()
-                        });
-                        cx.actions.push(Action::Transmit { link: tx, pkt: seg });
+                // validate_xmit_skb: the NIC lacks the offload, so the kernel cuts the
+                // super-packet when the qdisc hands it to the driver (it held it as one skb):
+                // the segments' CPU is charged here, the bytes are cut where the frames go on
+                // the cable (`enqueue`), as with TSO; taps see the segments.
+                let g = pkt.meta.gso.expect("software_gso_here");
+                let n = crate::net::gso::segment_count(&pkt.frame, g) as u64;
+                cx.add(Step::Offload, w.costs.gso_segment * n);
+                cx.charge(Step::Nic, w.costs.nic_xmit * n);
+                if w.pcaps[dev].is_some() {
+                    for seg in crate::net::gso::segment(&pkt.frame, g).unwrap_or_default() {
+                        capture(w, cx, dev, &Packet { frame: seg, meta: Default::default() });
                     }
-                    return;
                 }
+                hop(w, cx, &mut pkt, dev, "xmit", || {
+                    format!("NIC transmit to the underlay (GSO in software: {n} segments of {} B)", g.size)
+                });
+                cx.actions.push(Action::Transmit { link: tx, pkt });
+                return;
             }
             cx.charge(Step::Nic, w.costs.nic_xmit);
             let gso = pkt.meta.gso;

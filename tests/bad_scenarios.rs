@@ -1142,7 +1142,8 @@ fn tcp_workload_fields_are_checked() {
         ("to: Pod(\"srv\")", "to: External(\"x\")"),
         ("kind: UdpCbr(rate: \"100Mbit\", payload: 1400)", "kind: TcpRr()"),
     ]);
-    check(&text, 18, 69, "TCP workloads run to pods and Services so far");
+    // TCP runs to external hosts too; this one names a host the scenario does not have.
+    check(&text, 18, 69, "External(\"x\") names no external host");
 }
 
 /// BASE with `fields` (top-level fields such as `namespaces: [...]`) on a line of their own

@@ -470,7 +470,11 @@ impl Simulation {
         }
         let dev = self.world.netns[ns].devices.get(1).copied().unwrap_or(0);
         let (ip, prefix) = self.world.devices[dev].addrs.first().copied().unwrap_or((Ipv4Addr::LOCALHOST, 8));
-        let mtu = self.world.devices[dev].mtu;
+        // The MSS follows the route's MTU where it has one (`tcp_sync_mss(sk, dst_mtu(dst))`,
+        // `ipv4_default_advmss`: route MTU - 40), as Cilium's tunnel modes set on the pods'
+        // default route; smoltcp has one MSS for every peer, so the default route's.
+        let route_mtu = self.world.netns[ns].main.lookup(Ipv4Addr::UNSPECIFIED).and_then(|r| r.mtu);
+        let mtu = self.world.devices[dev].mtu.min(route_mtu.unwrap_or(u32::MAX));
         let seed = self.world.cluster.seed ^ ((ns as u64) << 20) ^ 0x7463_7000;
         let o = self.world.offloads(ns);
         let tsq = self
