@@ -129,10 +129,20 @@ fn conservation(out: &mut String, s: &Summary) {
     } else {
         (" broken", "<span class=\"bad\">DOES NOT HOLD</span>")
     };
+    // Path MTU discovery's messages, when there were any: the black hole shows as withheld.
+    let icmp = if t.icmp_frag_needed + t.icmp_frag_needed_filtered > 0 {
+        format!(
+            " ICMP \"fragmentation needed\" sent: {}, withheld by the fabric's routers (filter_icmp): {}.",
+            fmt_count(t.icmp_frag_needed),
+            fmt_count(t.icmp_frag_needed_filtered)
+        )
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         out,
         "<p class=\"conservation{class}\">Packet conservation (data datagrams): sent {} = delivered {} + dropped {} \
-         + in flight at the end {}: {verdict}. ARP frames sent: {}.</p>",
+         + in flight at the end {}: {verdict}. ARP frames sent: {}.{icmp}</p>",
         fmt_count(t.sent),
         fmt_count(t.delivered),
         fmt_count(t.dropped),

@@ -342,6 +342,11 @@ fn the_mtu_black_hole_stalls_a_stream_only_with_icmp_filtered() {
     assert_eq!(st.bytes_read, 0, "{st:?}");
     assert!(st.bytes_written > 0 && st.drops_by_reason.get("mtu_exceeded").copied().unwrap_or(0) > 0);
     assert!(s.totals.icmp_frag_needed_filtered > 0 && s.totals.icmp_frag_needed == 0);
+    // The report says what the fabric withheld.
+    let html = std::fs::read_to_string(dir.join("filtered/report.html")).unwrap();
+    let line =
+        format!("withheld by the fabric's routers (filter_icmp): {}.", s.totals.icmp_frag_needed_filtered);
+    assert!(html.contains(&line), "{line}");
     if std::env::var_os("CNISIM_SKIP_TSHARK").is_none() {
         let p = dir.join("filtered/pcap/node-1-pod-1-eth0.pcap");
         let flags = tshark(&["-r", p.to_str().unwrap(), "-Y", "tcp", "-T", "fields", "-e", "tcp.flags.str"]);
