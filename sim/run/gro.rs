@@ -30,8 +30,8 @@ impl Simulation {
         n.kernel.offloads.gro && (!core.gro.is_empty() || core.busy_until > t)
     }
 
-    /// GRO for a frame that arrived at `nic` of `node` (its ring had room): `None` when GRO
-    /// holds or merged it, else the frame to process now.
+    /// GRO for a frame that arrived at `nic` of `node` (its ring had room; `gro_may_take`
+    /// holds): `None` when GRO holds or merged it, else the frame to process now.
     pub(super) fn gro_receive(
         &mut self,
         t: Instant,
@@ -42,11 +42,6 @@ impl Simulation {
     ) -> Option<Packet> {
         let ncores = self.world.nodes[node].cores.len();
         let ci = hash as usize % ncores;
-        let core = &self.world.nodes[node].cores[ci];
-        if core.gro.is_empty() && core.busy_until <= t {
-            // The poll runs now and holds nothing to merge with: up at once.
-            return Some(pkt);
-        }
         let Some(encap) = self.gro_encap(nic, &pkt.frame) else { return Some(pkt) };
         if !crate::net::gso::tcp_checksum_ok(&pkt.frame, encap) {
             // Not validated: it goes up alone, and `tcp_v4_rcv` drops it.
