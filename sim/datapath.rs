@@ -147,7 +147,18 @@ fn hop(w: &World, cx: &Ctx, pkt: &mut Packet, dev: DevId, action: &str, why: imp
 
 fn capture(w: &mut World, cx: &Ctx, dev: DevId, pkt: &Packet) {
     if let Some(p) = w.pcaps[dev].as_mut() {
-        let bytes = if p.is_raw() { &pkt.frame[ETH_HEADER..] } else { &pkt.frame[..] };
+        // A super-packet's TCP checksum is partial (`net::gso`): the capture gets it complete.
+        let full;
+        let frame = match pkt.meta.gso {
+            Some(g) => {
+                let mut f = pkt.frame.clone();
+                crate::net::gso::fill_checksums(&mut f, g.encap);
+                full = f;
+                &full[..]
+            }
+            None => &pkt.frame[..],
+        };
+        let bytes = if p.is_raw() { &frame[ETH_HEADER..] } else { frame };
         p.record(cx.now(), bytes);
     }
 }
@@ -809,7 +820,7 @@ fn tcp_rcv(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, mut pkt: Packet) {
     if pkt.meta.gso.is_none() {
         let ip = Ipv4Packet::new_unchecked(pkt.ip());
         let ok = smoltcp::wire::TcpPacket::new_checked(ip.payload())
-            .is_ok_and(|t| t.verify_checksum(&ip.src_addr().into(), &ip.dst_addr().into()));
+            .is_ok_and(|t| crate::wire::csum::tcp_ok(t.into_inner(), ip.src_addr(), ip.dst_addr()));
         if !ok {
             hop(w, cx, &mut pkt, dev, "drop", || "TCP checksum error".into());
             return cx.drop(pkt, DropReason::BadChecksum);
@@ -848,7 +859,9 @@ fn ip_local_deliver(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, mut pkt: 
     let Ok(udp) = UdpPacket::new_checked(ip.payload()) else {
         return cx.drop(pkt, DropReason::Malformed);
     };
-    if !udp.verify_checksum(&src.into(), &dst.into()) {
+    // The checksum covers the datagram as its length field gives it (smoltcp's `len()`).
+    let datagram = &ip.payload()[..usize::from(udp.len())];
+    if !crate::wire::csum::udp_ok(datagram, src, dst) {
         return cx.drop(pkt, DropReason::BadChecksum);
     }
     let (port, payload) = (udp.dst_port(), udp.payload().len());

@@ -59,30 +59,38 @@ fn tcp_flags(pkt: &Packet) -> TcpFlags {
     TcpFlags { syn: tcp.syn(), ack: tcp.ack(), fin: tcp.fin(), rst: tcp.rst() }
 }
 
-/// Rewrites a packet's addresses and ports to `t`, fixing the IPv4 checksum and the UDP one
-/// (when the sender filled it: it is optional) or the TCP one (mandatory).
+/// Rewrites a packet's addresses and ports to `t`, updating the IPv4 checksum and the TCP one
+/// (mandatory) or the UDP one (when the sender filled it: it is optional) for the words that
+/// changed, as `nf_nat_ipv4_manip_pkt` and `inet_proto_csum_replace4` do (the pseudo-header's
+/// addresses and the ports), a UDP checksum that comes out zero sent as all ones
+/// (`CSUM_MANGLED_0`, net/netfilter/nf_nat_proto.c).
 pub(super) fn rewrite(pkt: &mut Packet, t: &Tuple) {
+    use crate::wire::csum::replace;
     let mut ip = Ipv4Packet::new_unchecked(pkt.ip_mut());
+    let old = [ip.src_addr().octets(), ip.dst_addr().octets()].concat();
     ip.set_src_addr(t.src);
     ip.set_dst_addr(t.dst);
     ip.fill_checksum();
-    if t.proto == L4::Tcp {
-        let mut tcp = TcpPacket::new_unchecked(ip.payload_mut());
-        tcp.set_src_port(t.sport);
-        tcp.set_dst_port(t.dport);
-        tcp.fill_checksum(&t.src.into(), &t.dst.into());
+    let seg = ip.payload_mut();
+    let mut before = [0u8; 12];
+    before[..8].copy_from_slice(&old);
+    before[8..].copy_from_slice(&seg[..4]);
+    let mut after = [0u8; 12];
+    after[..4].copy_from_slice(&t.src.octets());
+    after[4..8].copy_from_slice(&t.dst.octets());
+    after[8..10].copy_from_slice(&t.sport.to_be_bytes());
+    after[10..].copy_from_slice(&t.dport.to_be_bytes());
+    seg[..4].copy_from_slice(&after[8..]);
+    let at = if t.proto == L4::Tcp { 16 } else { 6 };
+    let check = u16::from_be_bytes([seg[at], seg[at + 1]]);
+    if t.proto == L4::Udp && check == 0 {
         return;
     }
-    let had_csum = {
-        let mut udp = UdpPacket::new_unchecked(ip.payload_mut());
-        udp.set_src_port(t.sport);
-        udp.set_dst_port(t.dport);
-        udp.checksum() != 0
+    let new = match replace(check, &before, &after) {
+        0 if t.proto == L4::Udp => 0xffff,
+        c => c,
     };
-    if had_csum {
-        let mut udp = UdpPacket::new_unchecked(ip.payload_mut());
-        udp.fill_checksum(&t.src.into(), &t.dst.into());
-    }
+    seg[at..at + 2].copy_from_slice(&new.to_be_bytes());
 }
 
 /// Updates entry `id` for a packet seen in `dir`: a UDP entry's timeout, or a TCP entry's state

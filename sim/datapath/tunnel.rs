@@ -133,7 +133,7 @@ pub(super) fn udp_tunnel_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: 
         udp.set_len(udp_len as u16);
         udp.set_checksum(0);
         if csum {
-            udp.fill_checksum(&local.into(), &remote.into());
+            crate::wire::csum::fill_udp(udp.into_inner(), local, remote);
         }
     }
     let ecn = Ipv4Packet::new_unchecked(&pkt.frame[ETH_HEADER..]).ecn();

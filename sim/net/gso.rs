@@ -19,8 +19,12 @@
 //!   (`GRO_LEGACY_MAX_SIZE`). A merged segment shorter than `gso_size`, or with PSH or FIN,
 //!   ends the packet (the caller flushes it).
 //!
-//! Lengths and checksums of a merged packet are written once, when it is completed
-//! ([`Held::finish`]), so that a capture of it decodes with valid checksums.
+//! A super-packet's TCP checksum is `CHECKSUM_PARTIAL`, as Linux keeps every GSO packet's
+//! (`tcp_v4_send_check`, `tcp_gro_complete`): the field holds the pseudo-header's sum only
+//! ([`Held::finish`]), and the full checksum is written per segment when it is cut
+//! ([`segment`]; the NIC's TSO or software GSO). A capture records a super-packet with its
+//! checksum completed ([`fill_checksums`] on a copy), so that tshark validates it; tcpdump on
+//! Linux would show the partial one.
 
 use smoltcp::wire::{IpProtocol, Ipv4Packet, TcpPacket, UdpPacket};
 
@@ -106,24 +110,11 @@ pub fn segment_count(frame: &[u8], gso: Gso) -> usize {
         .map_or(1, |l| (frame.len() - l.payload).div_ceil(gso.size.max(1) as usize))
 }
 
-/// Cuts a super-packet into its segments (`skb_gso_segment`); `None` when the frame is not a
-/// TCP packet wrapped as `gso.encap` says.
-pub fn segment(frame: &[u8], gso: Gso) -> Option<Vec<Vec<u8>>> {
-    segment_with(frame, gso, true)
-}
-
-/// [`segment`] for the receiving TCP stack, which trusts the checksums GRO validated
-/// (`CHECKSUM_UNNECESSARY`): lengths, IDs, sequence numbers and flags as `segment` writes them,
-/// the checksum fields left as they are.
-pub fn segment_for_stack(frame: &[u8], gso: Gso) -> Option<Vec<Vec<u8>>> {
-    segment_with(frame, gso, false)
-}
-
 /// Writes the lengths and the IPv4, TCP (and outer UDP) checksums of a TCP packet wrapped as
 /// `encap`; false when it is not one.
 pub fn fill_checksums(frame: &mut [u8], encap: Encap) -> bool {
     let Some(l) = Layers::parse(frame, encap) else { return false };
-    finish(frame, &l, 0, true);
+    finish(frame, &l, 0, TcpSum::Full);
     true
 }
 
@@ -132,10 +123,12 @@ pub fn fill_checksums(frame: &mut [u8], encap: Encap) -> bool {
 pub fn tcp_checksum_ok(frame: &[u8], encap: Encap) -> bool {
     let Some(l) = Layers::parse(frame, encap) else { return false };
     let ip = Ipv4Packet::new_unchecked(&frame[l.ip..]);
-    TcpPacket::new_unchecked(&frame[l.tcp..]).verify_checksum(&ip.src_addr().into(), &ip.dst_addr().into())
+    crate::wire::csum::tcp_ok(&frame[l.tcp..], ip.src_addr(), ip.dst_addr())
 }
 
-fn segment_with(frame: &[u8], gso: Gso, checksums: bool) -> Option<Vec<Vec<u8>>> {
+/// Cuts a super-packet into its segments (`skb_gso_segment`); `None` when the frame is not a
+/// TCP packet wrapped as `gso.encap` says.
+pub fn segment(frame: &[u8], gso: Gso) -> Option<Vec<Vec<u8>>> {
     let l = Layers::parse(frame, gso.encap)?;
     let size = gso.size.max(1) as usize;
     let payload = &frame[l.payload..];
@@ -160,16 +153,24 @@ fn segment_with(frame: &[u8], gso: Gso, checksums: bool) -> Option<Vec<Vec<u8>>>
                 tcp.set_psh(false);
             }
         }
-        finish(&mut seg, &l, i as u16, checksums);
+        finish(&mut seg, &l, i as u16, TcpSum::Full);
         out.push(seg);
     }
     Some(out)
 }
 
+/// What [`finish`] writes into the TCP checksum field.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TcpSum {
+    /// The checksum.
+    Full,
+    /// The pseudo-header's sum (`CHECKSUM_PARTIAL`).
+    Partial,
+}
+
 /// Writes the lengths and checksums of a packet whose payload ends at the end of `frame`;
-/// `index`: the segment's place in its super-packet, added to each IPv4 ID; `tcp_checksum`:
-/// the TCP checksum too (the IPv4 header checksums always).
-fn finish(frame: &mut [u8], l: &Layers, index: u16, tcp_checksum: bool) {
+/// `index`: the segment's place in its super-packet, added to each IPv4 ID.
+fn finish(frame: &mut [u8], l: &Layers, index: u16, tcp: TcpSum) {
     let len = frame.len();
     let (src, dst) = {
         let mut ip = Ipv4Packet::new_unchecked(&mut frame[l.ip..]);
@@ -178,8 +179,9 @@ fn finish(frame: &mut [u8], l: &Layers, index: u16, tcp_checksum: bool) {
         ip.fill_checksum();
         (ip.src_addr(), ip.dst_addr())
     };
-    if tcp_checksum {
-        TcpPacket::new_unchecked(&mut frame[l.tcp..]).fill_checksum(&src.into(), &dst.into());
+    match tcp {
+        TcpSum::Full => crate::wire::csum::fill_tcp(&mut frame[l.tcp..], src, dst),
+        TcpSum::Partial => crate::wire::csum::fill_tcp_partial(&mut frame[l.tcp..], src, dst),
     }
     if let Some(outer) = l.outer_ip {
         let (src, dst) = {
@@ -193,7 +195,7 @@ fn finish(frame: &mut [u8], l: &Layers, index: u16, tcp_checksum: bool) {
             let mut udp = UdpPacket::new_unchecked(&mut frame[u..]);
             udp.set_len((len - u) as u16);
             if udp.checksum() != 0 {
-                udp.fill_checksum(&src.into(), &dst.into());
+                crate::wire::csum::fill_udp(&mut frame[u..], src, dst);
             }
         }
     }
@@ -312,14 +314,15 @@ impl Held {
         self.segs
     }
 
-    /// The completed packet (`napi_gro_complete`): its frame with lengths and checksums
-    /// written, and its GSO state when it holds more than one segment.
+    /// The completed packet (`napi_gro_complete`): its frame with lengths and IPv4 checksums
+    /// written, and its GSO state when it holds more than one segment (its TCP checksum then
+    /// partial, as `tcp_gro_complete` leaves it; one segment keeps its own).
     pub fn finish(mut self) -> (Vec<u8>, Option<Gso>) {
         if self.segs == 1 {
             return (self.frame, None);
         }
         let l = self.layers;
-        finish(&mut self.frame, &l, 0, true);
+        finish(&mut self.frame, &l, 0, TcpSum::Partial);
         (self.frame, Some(Gso { size: self.size, encap: self.encap }))
     }
 }

@@ -203,7 +203,7 @@ pub fn udp_frame(
         udp.set_src_port(sport);
         udp.set_dst_port(dport);
         udp.set_len(udp_len as u16);
-        udp.fill_checksum(&src.into(), &dst.into());
+        crate::wire::csum::fill_udp(udp.into_inner(), src, dst);
     }
     frame
 }
@@ -224,8 +224,7 @@ pub fn udp_frame_with(
     let mut ip = Ipv4Packet::new_unchecked(&mut frame[ETH_HEADER..]);
     ip.set_dont_frag(df);
     ip.fill_checksum();
-    let mut udp = UdpPacket::new_unchecked(&mut frame[ETH_HEADER + IPV4_HEADER..]);
-    udp.fill_checksum(&src.into(), &dst.into());
+    crate::wire::csum::fill_udp(&mut frame[ETH_HEADER + IPV4_HEADER..], src, dst);
     frame
 }
 

@@ -564,7 +564,8 @@ impl Simulation {
     pub(super) fn tcp_input(&mut self, t: Instant, ns: NsId, pkt: Packet) {
         let Some(h) = self.tcp_host_of.get(ns).copied().flatten() else { return };
         let tag = pkt.meta.tcp;
-        let (key, owner) = self.tcp_received(t, h, &pkt.frame[ETH_HEADER..]);
+        let merged = pkt.meta.gso.map(|g| g.size);
+        let (key, owner) = self.tcp_received(t, h, &pkt.frame[ETH_HEADER..], merged);
         let dport = key.0;
         let host = &mut self.tcp[h];
         let listener = host.listening.iter().position(|l| l.0 == dport);
@@ -574,12 +575,8 @@ impl Simulation {
             (None, Some(slot)) => slot,
             (None, None) => listener.map_or(0, |i| host.listening[i].1),
         };
-        match pkt.meta.gso.and_then(|g| crate::net::gso::segment_for_stack(&pkt.frame, g)) {
-            // A merged packet: smoltcp reads its segments, in one poll (one ACK for them, as
-            // Linux acknowledges a GRO packet).
-            Some(segs) => host.wire.rx.extend(segs.into_iter().map(|s| (s, ETH_HEADER))),
-            None => host.wire.rx.push_back((pkt.frame, ETH_HEADER)),
-        }
+        // A packet GRO merged goes in whole, one segment for smoltcp as for `tcp_v4_rcv`.
+        host.wire.rx.push_back((pkt.frame, ETH_HEADER));
         self.tcp_poll(t, h, slot);
         // A listener that took a connection serves it now; a new one listens in its place.
         if let Some(i) = listener.filter(|&i| self.tcp[h].listening[i].1 == slot) {
@@ -783,9 +780,16 @@ impl Simulation {
     /// A segment arrives at host `h`, before smoltcp sees it: its data sets how the socket
     /// acknowledges it ([`AckMode`]), its ACK acknowledges what this side sent: RTT samples
     /// (Karn's rule: none from retransmitted data) and bytes in flight.
+    /// `merged`: the segment size of a packet GRO merged.
     /// Returns the segment's connection as this host sees it (local port, remote address,
     /// remote port) and the socket's owner, if a connection socket has it.
-    fn tcp_received(&mut self, t: Instant, h: usize, ip: &[u8]) -> ((u16, Ipv4Addr, u16), Option<Owner>) {
+    fn tcp_received(
+        &mut self,
+        t: Instant,
+        h: usize,
+        ip: &[u8],
+        merged: Option<u16>,
+    ) -> ((u16, Ipv4Addr, u16), Option<Owner>) {
         let ip = Ipv4Packet::new_unchecked(ip);
         let tcp = TcpPacket::new_unchecked(ip.payload());
         let key = (tcp.dst_port(), ip.src_addr(), tcp.src_port());
@@ -794,8 +798,17 @@ impl Simulation {
         let side = o.side as usize;
         let c = &mut self.flows[o.flow as usize].tcp.as_mut().expect("TCP flow").conns[o.conn as usize];
         if !tcp.payload().is_empty() {
-            let quick = c.ack[side].on_data(t);
-            self.tcp[h].sock(o.sock).set_ack_delay(if quick { None } else { Some(DELACK) });
+            // More than one full segment unacknowledged is acknowledged at once
+            // (`__tcp_ack_snd_check`); smoltcp does so when a second segment arrives while a
+            // delayed ACK waits, and a merged packet is more than one segment on its own: a
+            // zero delay sends the ACK now whether or not one was waiting.
+            let several = merged.is_some_and(|size| tcp.payload().len() > usize::from(size));
+            let delay = match c.ack[side].on_data(t) {
+                true => None,
+                false if several => Some(smoltcp::time::Duration::ZERO),
+                false => Some(DELACK),
+            };
+            self.tcp[h].sock(o.sock).set_ack_delay(delay);
         }
         if !tcp.ack() {
             return (key, owner);
@@ -1008,10 +1021,17 @@ impl Simulation {
                 let s = self.tcp[h].sock(o.sock);
                 let free = s.send_capacity() - s.send_queue();
                 let n = (n as usize).min(free);
-                let written = s.send_slice(&ZEROS[..n.min(ZEROS.len())]).unwrap_or(0);
-                let mut left = n - written;
+                // The application writes zeros (the bytes do not matter), and a workload
+                // socket's buffer holds nothing but zeros from its allocation on: enqueueing
+                // the bytes without copying them in leaves the same bytes there.
+                let mut left = n;
                 while left > 0 {
-                    let w = s.send_slice(&ZEROS[..left.min(ZEROS.len())]).unwrap_or(0);
+                    let w = s
+                        .send(|buf| {
+                            let k = buf.len().min(left);
+                            (k, k)
+                        })
+                        .unwrap_or(0);
                     if w == 0 {
                         break;
                     }
@@ -1072,6 +1092,3 @@ impl Simulation {
         self.tcp_apps(t, h);
     }
 }
-
-/// What the writers send: zeros, as `iperf3 -Z` would not, but the bytes do not matter.
-static ZEROS: [u8; 64 * 1024] = [0u8; 64 * 1024];

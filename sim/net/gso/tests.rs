@@ -60,12 +60,16 @@ fn gro_merges_the_segments_back_into_the_super_packet() {
     // The last is shorter than gso_size and has PSH: merged, and the packet is complete.
     assert_eq!(held.merge(&segs[2]), Merge::Merged { flush: true });
     assert_eq!(held.segments(), 3);
-    let (frame, gso) = held.finish();
-    // Byte for byte the super-packet, but for the ID: GRO keeps the first segment's.
+    let (mut frame, gso) = held.finish();
+    assert_eq!(gso, Some(PLAIN4));
+    // The TCP checksum is partial (CHECKSUM_PARTIAL): the pseudo-header's sum, 0a f4 + 01 02 +
+    // 0a f4 + 02 03 + 6 + 30 B = 0x1911, computed by hand.
+    assert_eq!(frame[ETH_HEADER + 36..ETH_HEADER + 38], [0x19, 0x11]);
+    // Completed, byte for byte the super-packet, but for the ID: GRO keeps the first segment's.
+    assert!(fill_checksums(&mut frame, Encap::Plain));
     let mut expected = framed(&SUPER);
     expected[ETH_HEADER + 5] = 0x07;
     assert_eq!(frame, expected);
-    assert_eq!(gso, Some(PLAIN4));
 }
 
 #[test]
@@ -124,7 +128,8 @@ fn a_vxlan_super_packet_is_cut_at_both_layers() {
     let mut held = Held::start(segs[0].clone(), gso.encap).unwrap();
     assert_eq!(held.merge(&segs[1]), Merge::Merged { flush: false });
     assert_eq!(held.merge(&segs[2]), Merge::Merged { flush: true });
-    let (frame, _) = held.finish();
+    let (mut frame, _) = held.finish();
+    assert!(fill_checksums(&mut frame, gso.encap));
     let mut expected = f.clone();
     expected[ETH_HEADER + 36 + ETH_HEADER + 5] = 0x07;
     let mut ip = Ipv4Packet::new_unchecked(&mut expected[ETH_HEADER..]);
