@@ -1,6 +1,6 @@
 //! cnisim's own wire formats: the headers smoltcp lacks, written the way smoltcp writes its own.
 //!
-//! - [`csum`]: the Internet checksum (RFC 1071) over a wide accumulator, for TCP and UDP.
+//! - [`csum`]: the Internet checksum (RFC 1071) for TCP and UDP, partial and incremental.
 //! - [`vxlan`]: the VXLAN header (RFC 7348), as flannel, Calico and Cilium put it on UDP.
 //! - [`geneve`]: the Geneve header (RFC 8926), as OVN-Kubernetes and Cilium put it on UDP.
 //! - [`icmp_frag`]: ICMPv4 "fragmentation needed" with the next-hop MTU (RFC 792, RFC 1191),

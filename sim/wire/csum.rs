@@ -1,14 +1,13 @@
-//! The Internet checksum (RFC 1071) over a wide accumulator, and the TCP and UDP checksums over
+//! The Internet checksum (RFC 1071), and the TCP and UDP checksums over
 //! IPv4 (RFC 793 §3.1, RFC 768) computed with it.
 //!
 //! smoltcp sums 16-bit words into a `u32`; this sums 32-bit words into eight `u64` lanes.
 //! The ones' complement sum is the same (2^16 is 1 modulo 2^16 - 1, so a 32-bit word adds
 //! what its two 16-bit halves add, RFC 1071 §2(C)), and a lane cannot overflow before 2^32
-//! words. About a fifth faster than smoltcp's on a 64 KiB buffer; the passes saved matter
-//! more (`replace` for NAT). The result equals smoltcp's to the bit
-//! (tested against RFC 1071's loop over random buffers of every length up to 1,600 and at
-//! 64 KiB, and against smoltcp's TCP and UDP checksums): the checksum of a
-//! 64 KiB TSO super-packet is the step a TCP stream repeats most.
+//! words; it runs at smoltcp's speed (20-30 GB/s here, both vectorised). What it adds is the
+//! API the kernel's paths need: checksums over IPv4 addresses for any buffer, the
+//! `CHECKSUM_PARTIAL` pseudo-header sum, and RFC 1624's incremental update for NAT, which
+//! spares NAT a pass over the packet.
 
 use smoltcp::wire::{IpProtocol, Ipv4Address};
 
@@ -24,19 +23,19 @@ fn wide(data: &[u8]) -> u64 {
     // Native-endian 32-bit words in eight lanes (the compiler turns them into vector adds),
     // byte-swapped once at the end: the ones' complement sum does not depend on byte order
     // (RFC 1071 §2(B)).
-    let (blocks, rest) = data.as_chunks::<32>();
+    let mut blocks = data.chunks_exact(32);
     let mut lanes = [0u64; 8];
-    for block in blocks {
-        let (words, _) = block.as_chunks::<4>();
-        for (lane, w) in lanes.iter_mut().zip(words) {
-            *lane += u64::from(u32::from_ne_bytes(*w));
+    for block in &mut blocks {
+        for (lane, w) in lanes.iter_mut().zip(block.chunks_exact(4)) {
+            *lane += u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
         }
     }
     let mut total = lanes.iter().sum::<u64>();
-    let (words, tail) = rest.as_chunks::<4>();
-    for w in words {
-        total += u64::from(u32::from_ne_bytes(*w));
+    let mut words = blocks.remainder().chunks_exact(4);
+    for w in &mut words {
+        total += u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
     }
+    let tail = words.remainder();
     let mut last = [0u8; 4];
     last[..tail.len()].copy_from_slice(tail);
     total += u64::from(u32::from_ne_bytes(last));
