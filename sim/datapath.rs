@@ -481,6 +481,7 @@ fn dev_xmit(w: &mut World, cx: &mut Ctx, dev: DevId, mut pkt: Packet) {
                 hop(w, cx, &mut pkt, dev, "xmit", || {
                     format!("NIC transmit to the underlay (GSO in software: {n} segments of {} B)", g.size)
                 });
+                pkt.meta.gso_software = true;
                 cx.actions.push(Action::Transmit { link: tx, pkt });
                 return;
             }

@@ -574,6 +574,10 @@ impl Simulation {
     fn enqueue(&mut self, t: Instant, link: LinkId, mut pkt: Packet) {
         if let Some(g) = pkt.meta.gso.take() {
             if let Some(frames) = crate::net::gso::segment(&pkt.frame, g) {
+                // One skb under TSO: its bytes count for TCP small queues until its last
+                // segment has been sent (each of software GSO's segments counts for itself).
+                let skb = if pkt.meta.gso_software { None } else { pkt.meta.tsq.take() };
+                let bytes = pkt.frame.len() as u64;
                 let mut refused = false;
                 for (i, seg) in Packet::segments(pkt.meta, frames).enumerate() {
                     if refused {
@@ -582,6 +586,12 @@ impl Simulation {
                     } else {
                         refused = !self.offer_frame(t, link, seg, i == 0);
                     }
+                }
+                let l = &self.world.links[link];
+                if let (Some((host, sock)), false, Some(_)) = (skb, refused, l.packet_limit) {
+                    let left = l.busy_until();
+                    self.tcp_tsq(t, host as usize, sock, bytes, true);
+                    self.queue.schedule(left, Event::TsqFree { host, sock, bytes });
                 }
                 return;
             }

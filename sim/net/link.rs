@@ -92,6 +92,11 @@ impl Link {
         self.offer_frame(now, len, true)
     }
 
+    /// When the frame last accepted will have left the transmitter.
+    pub fn busy_until(&self) -> Instant {
+        self.busy_until
+    }
+
     /// [`Self::offer`] for one frame of a TSO super-packet the NIC cuts in hardware: the qdisc
     /// held the super-packet as one skb, so only its first frame (`qdisc_slot`) takes a slot
     /// of `txqueuelen`.

@@ -101,6 +101,12 @@ pub struct Meta {
     /// waits in a NIC's qdisc or is being sent, its bytes count against that socket's TCP
     /// small queues budget.
     pub tsq: Option<(u32, u32)>,
+    /// A super-packet software GSO cuts when the driver takes it (`validate_xmit_skb`: the NIC
+    /// lacks the offload): each segment is an skb of its own that keeps the socket's
+    /// destructor (`tcp_gso_segment`), so each gives its TCP small queues bytes back at its
+    /// own TX completion. A super-packet the NIC cuts in hardware is one skb: its bytes come
+    /// back when its last segment has been sent.
+    pub gso_software: bool,
 }
 
 #[derive(Clone, Debug)]
