@@ -221,6 +221,7 @@ pub struct Held {
     /// The first segment's payload: the merged packet's `gso_size`.
     size: u16,
     segs: u16,
+    first_seq: u32,
     next_seq: u32,
 }
 
@@ -231,6 +232,15 @@ pub enum Merge {
     Merged { flush: bool },
     /// Not merged: the held packet goes up now, and the segment is handled on its own.
     Flush,
+}
+
+/// What [`Held::merge_written`] did with a segment written behind the held packet.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Written {
+    /// Merged; `flush`: the held packet is complete.
+    Merged { flush: bool },
+    /// Not merged: the segment, as a frame of its own.
+    Apart(Vec<u8>),
 }
 
 impl Held {
@@ -249,6 +259,7 @@ impl Held {
         let mut frame = frame;
         frame.reserve((GSO_MAX_SIZE + ETH_HEADER).saturating_sub(frame.len()));
         Ok(Held {
+            first_seq: seq,
             next_seq: seq.wrapping_add(len as u32),
             size: len as u16,
             segs: 1,
@@ -277,6 +288,61 @@ impl Held {
 
     /// Offers the next segment of this flow (`same_flow` holds).
     pub fn merge(&mut self, frame: &[u8]) -> Merge {
+        let Some((len, seq, f)) = self.admits(frame) else { return Merge::Flush };
+        self.frame.extend_from_slice(&frame[self.layers.payload..]);
+        Merge::Merged { flush: self.joined(len, seq, f) }
+    }
+
+    /// [`Self::merge`] for a segment a sending stack writes in place: `write` writes its `len`
+    /// bytes (from the IPv4 header on, plain TCP) right behind the held payload, its headers
+    /// over the payload's last bytes (kept aside meanwhile). Merged, its payload has joined
+    /// the held one without a copy; not merged (or not this flow's), the segment comes back
+    /// as a frame of its own and the held packet is as it was. The segment's Ethernet header
+    /// is the held packet's (a stack's frames all have the same blank one).
+    pub fn merge_written<R>(&mut self, len: usize, write: impl FnOnce(&mut [u8]) -> R) -> (R, Written) {
+        let old = self.frame.len();
+        let overlay = self.layers.payload;
+        // The new segment's frame starts `overlay` bytes before the held packet's end, over
+        // payload only (never over the held headers the checks compare with).
+        let mut kept = [0u8; 128];
+        if self.encap != Encap::Plain || overlay > kept.len() || old < 2 * overlay {
+            let mut frame = vec![0u8; ETH_HEADER + len];
+            frame[..ETH_HEADER].copy_from_slice(&self.frame[..ETH_HEADER]);
+            let r = write(&mut frame[ETH_HEADER..]);
+            return match self.same_flow(&frame) {
+                true => match self.merge(&frame) {
+                    Merge::Merged { flush } => (r, Written::Merged { flush }),
+                    Merge::Flush => (r, Written::Apart(frame)),
+                },
+                false => (r, Written::Apart(frame)),
+            };
+        }
+        let at = old - overlay;
+        kept[..overlay].copy_from_slice(&self.frame[at..]);
+        self.frame.copy_within(..ETH_HEADER, at);
+        self.frame.resize(at + ETH_HEADER + len, 0);
+        let r = write(&mut self.frame[at + ETH_HEADER..]);
+        let seg = &self.frame[at..];
+        let admitted = if self.same_flow(seg) { self.admits(seg) } else { None };
+        match admitted {
+            Some((plen, seq, f)) => {
+                // Its headers were exactly as long as the held ones (`same_flow`): its payload
+                // starts where the held one ended.
+                self.frame[at..old].copy_from_slice(&kept[..overlay]);
+                (r, Written::Merged { flush: self.joined(plen, seq, f) })
+            }
+            None => {
+                let apart = self.frame[at..].to_vec();
+                self.frame.truncate(old);
+                self.frame[at..].copy_from_slice(&kept[..overlay]);
+                (r, Written::Apart(apart))
+            }
+        }
+    }
+
+    /// Whether the next segment of this flow in `frame` merges (`tcp_gro_receive`'s checks):
+    /// its payload length, sequence number and flags if so.
+    fn admits(&self, frame: &[u8]) -> Option<(usize, u32, u16)> {
         let l = self.layers;
         let h = &self.frame;
         let len = frame.len() - l.payload;
@@ -298,15 +364,22 @@ impl Held {
             && f & CWR == 0
             && (f ^ hf) & !(CWR | FIN | PSH) == 0
             && len <= self.size as usize
-            && self.frame.len() - ETH_HEADER + len < GSO_MAX_SIZE;
-        if !ok {
-            return Merge::Flush;
-        }
-        self.frame.extend_from_slice(&frame[l.payload..]);
-        self.frame[l.tcp + 13] |= (f & (FIN | PSH)) as u8;
+            && self.merged_len() + len < GSO_MAX_SIZE;
+        ok.then_some((len, seq, f))
+    }
+
+    /// The IPv4 length the held packet has (its payload appended so far).
+    fn merged_len(&self) -> usize {
+        self.next_seq.wrapping_sub(self.first_seq) as usize + self.layers.payload - ETH_HEADER
+    }
+
+    /// A segment of `len` payload bytes from `seq`, with flags `f`, has joined; whether the
+    /// held packet is complete (a short segment, PSH or FIN).
+    fn joined(&mut self, len: usize, seq: u32, f: u16) -> bool {
+        self.frame[self.layers.tcp + 13] |= (f & (FIN | PSH)) as u8;
         self.segs += 1;
         self.next_seq = seq.wrapping_add(len as u32);
-        Merge::Merged { flush: len < self.size as usize || f & (PSH | FIN) != 0 }
+        len < self.size as usize || f & (PSH | FIN) != 0
     }
 
     /// Segments merged so far.

@@ -32,7 +32,7 @@ use super::{Event, Simulation, Work};
 use crate::cluster::{Target, WorkloadKind, TCP_RMEM_MAX, TCP_WMEM_MAX};
 use crate::cost::Step;
 use crate::datapath;
-use crate::net::gso::{Encap, Gso, Held, Merge};
+use crate::net::gso::{Encap, Gso, Held, Written};
 use crate::net::packet::{tuple_hash, Meta, Packet, TcpTag, ETH_HEADER};
 use crate::net::NsId;
 use crate::time::{Duration, Instant};
@@ -78,7 +78,7 @@ fn smol(t: Instant) -> smoltcp::time::Instant {
 struct Wire {
     /// Frames for smoltcp, and where their IPv4 packet starts.
     rx: VecDeque<(Vec<u8>, usize)>,
-    tx: Vec<Vec<u8>>,
+    tx: Out,
     mtu: usize,
     /// Segments the socket being polled may still emit (0 while its previous one's chain is
     /// being served: smoltcp keeps the data and sends it at the next poll, as Linux's
@@ -87,7 +87,45 @@ struct Wire {
 }
 
 struct Rx((Vec<u8>, usize));
-struct Tx<'a>(&'a mut Vec<Vec<u8>>);
+struct Tx<'a>(&'a mut Out);
+
+/// What smoltcp has sent in a poll: `tcp_write_xmit` with GSO. The segments it emits, each of
+/// one MSS but the last, consecutive, go down as one super-packet: a segment that continues
+/// the open one is written behind its payload (`Held::merge_written`: no copy), and
+/// `tcp_gso_segment` cuts it back into exactly those bytes, but for the IPv4 IDs.
+#[derive(Default)]
+struct Out {
+    /// Packets complete: the frame, its GSO state, how many segments it carries.
+    done: Vec<(Vec<u8>, Option<Gso>, u16)>,
+    /// The super-packet being built.
+    open: Option<Held>,
+}
+
+impl Out {
+    /// Completes the open super-packet, if any.
+    fn close(&mut self) {
+        if let Some(held) = self.open.take() {
+            let segs = held.segments();
+            let (mut frame, gso) = held.finish();
+            if gso.is_none() {
+                // One segment: its checksum is the kernel's to write.
+                crate::net::gso::fill_checksums(&mut frame, Encap::Plain);
+            }
+            self.done.push((frame, gso, segs));
+        }
+    }
+
+    /// A segment `frame` smoltcp wrote on its own: it opens a super-packet, or goes alone.
+    fn start(&mut self, frame: Vec<u8>) {
+        match Held::start(frame, Encap::Plain) {
+            Ok(held) => self.open = Some(held),
+            Err(mut frame) => {
+                crate::net::gso::fill_checksums(&mut frame, Encap::Plain);
+                self.done.push((frame, None, 1));
+            }
+        }
+    }
+}
 
 impl RxToken for Rx {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
@@ -98,9 +136,22 @@ impl RxToken for Rx {
 
 impl TxToken for Tx<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut frame = vec![0u8; ETH_HEADER + len];
-        let r = f(&mut frame[ETH_HEADER..]);
-        self.0.push(frame);
+        let out = self.0;
+        let Some(held) = out.open.as_mut() else {
+            let mut frame = vec![0u8; ETH_HEADER + len];
+            let r = f(&mut frame[ETH_HEADER..]);
+            out.start(frame);
+            return r;
+        };
+        let (r, written) = held.merge_written(len, f);
+        match written {
+            Written::Merged { flush: false } => {}
+            Written::Merged { flush: true } => out.close(),
+            Written::Apart(frame) => {
+                out.close();
+                out.start(frame);
+            }
+        }
         r
     }
 }
@@ -121,7 +172,7 @@ impl Device for Wire {
         c.medium = Medium::Ip;
         c.max_transmission_unit = self.mtu;
         // The TCP checksum is the kernel's: written when a segment or super-packet goes down
-        // (`coalesce`; CHECKSUM_PARTIAL, completed by the NIC or GSO), verified by `tcp_v4_rcv`
+        // (`Out`; CHECKSUM_PARTIAL, completed by the NIC or GSO), verified by `tcp_v4_rcv`
         // or by GRO before merging (CHECKSUM_UNNECESSARY above it).
         c.checksum.tcp = smoltcp::phy::Checksum::None;
         c
@@ -140,7 +191,7 @@ struct Sock {
     timer: Option<Instant>,
     /// Segments emitted while the previous one's chain is served (a reply smoltcp makes while
     /// it processes an arriving segment).
-    frames: VecDeque<Vec<u8>>,
+    frames: VecDeque<(Vec<u8>, Option<Gso>, u16)>,
     /// A segment's chain is being served.
     busy: bool,
     /// Bytes of this socket's skbs waiting in a NIC's qdisc or being sent, for TCP small
@@ -211,7 +262,7 @@ impl TcpHost {
         let mtu = mtu as usize;
         // smoltcp's MSS: the MTU less the IPv4 and TCP headers.
         let tso_segs = if gso { (TSO_MAX_BYTES / mtu.saturating_sub(40).max(1)).max(1) } else { 1 };
-        let mut wire = Wire { rx: VecDeque::new(), tx: Vec::new(), mtu, budget: 0 };
+        let mut wire = Wire { rx: VecDeque::new(), tx: Out::default(), mtu, budget: 0 };
         let mut config = Config::new(HardwareAddress::Ip);
         config.random_seed = seed;
         let mut iface = Interface::new(config, &mut wire, smoltcp::time::Instant::ZERO);
@@ -371,40 +422,6 @@ pub enum AppOp {
     Write(u32),
     /// `read()` of this many bytes.
     Read(u32),
-}
-
-/// `tcp_write_xmit` with GSO: the segments smoltcp emitted in one poll, consecutive and of
-/// one MSS each but the last, go down as one super-packet (`tcp_gso_segment` cuts it back into
-/// exactly those bytes, but for the IPv4 IDs). Returns the packet, its GSO state and how many
-/// segments it carries.
-fn coalesce(first: Vec<u8>, rest: &mut VecDeque<Vec<u8>>) -> (Vec<u8>, Option<Gso>, u16) {
-    let mut held = match Held::start(first, Encap::Plain) {
-        Ok(h) => h,
-        Err(mut frame) => {
-            crate::net::gso::fill_checksums(&mut frame, Encap::Plain);
-            return (frame, None, 1);
-        }
-    };
-    while let Some(next) = rest.front() {
-        if !held.same_flow(next) {
-            break;
-        }
-        match held.merge(next) {
-            Merge::Merged { flush } => {
-                rest.pop_front();
-                if flush {
-                    break;
-                }
-            }
-            Merge::Flush => break,
-        }
-    }
-    let segs = held.segments();
-    let (mut frame, gso) = held.finish();
-    if gso.is_none() {
-        crate::net::gso::fill_checksums(&mut frame, Encap::Plain);
-    }
-    (frame, gso, segs)
 }
 
 fn seq_le(a: u32, b: u32) -> bool {
@@ -627,7 +644,8 @@ impl Simulation {
         let throttled = sk.tsq_queued > host.tsq_limit;
         host.wire.budget = if !sk.busy && !throttled && sk.frames.is_empty() { host.tso_segs } else { 0 };
         host.iface.poll(smol(t), &mut host.wire, &mut sk.set);
-        sk.frames.extend(host.wire.tx.drain(..));
+        host.wire.tx.close();
+        sk.frames.extend(host.wire.tx.done.drain(..));
         let at = host
             .iface
             .poll_at(smol(t), &sk.set)
@@ -651,9 +669,8 @@ impl Simulation {
     /// has been served (`Event::TcpXmit`) the socket is polled for the next.
     fn tcp_xmit_next(&mut self, t: Instant, h: usize, slot: u32) {
         let Some(sk) = self.tcp[h].socks[slot as usize].as_mut() else { return };
-        let Some(first) = sk.frames.pop_front() else { return };
+        let Some((frame, gso, segs)) = sk.frames.pop_front() else { return };
         sk.busy = true;
-        let (frame, gso, segs) = coalesce(first, &mut sk.frames);
         let done = self.tcp_transmit(t, h, slot, frame, (gso, segs));
         self.queue.schedule(done, Event::TcpXmit { host: h as u32, sock: slot });
     }

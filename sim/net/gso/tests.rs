@@ -136,3 +136,64 @@ fn a_vxlan_super_packet_is_cut_at_both_layers() {
     ip.fill_checksum();
     assert_eq!(frame, expected);
 }
+
+/// A super-packet with SUPER's headers and `n` payload bytes (lengths and checksums written).
+fn super_of(n: usize) -> Vec<u8> {
+    let mut f = framed(&SUPER[..40]);
+    f.extend((0..n).map(|i| (i * 7) as u8));
+    assert!(fill_checksums(&mut f, Encap::Plain));
+    f
+}
+
+#[test]
+fn segments_written_in_place_merge_as_merge_does() {
+    let gso = Gso { size: 100, encap: Encap::Plain };
+    let segs = segment(&super_of(350), gso).unwrap();
+    assert_eq!(segs.len(), 4);
+    let copy = |seg: &[u8]| {
+        let seg = seg[ETH_HEADER..].to_vec();
+        move |buf: &mut [u8]| buf.copy_from_slice(&seg)
+    };
+    let mut by_copy = Held::start(segs[0].clone(), Encap::Plain).unwrap();
+    let mut in_place = Held::start(segs[0].clone(), Encap::Plain).unwrap();
+    for seg in &segs[1..3] {
+        let want = by_copy.merge(seg);
+        let (_, got) = in_place.merge_written(seg.len() - ETH_HEADER, copy(seg));
+        assert_eq!((want, got), (Merge::Merged { flush: false }, Written::Merged { flush: false }));
+    }
+    // A segment that does not continue the sequence comes back whole; the held packet is
+    // as it was.
+    let (_, apart) = in_place.merge_written(segs[2].len() - ETH_HEADER, copy(&segs[2]));
+    assert_eq!(apart, Written::Apart(segs[2].clone()));
+    // The last one (50 B, PSH) completes it.
+    let (_, last) = in_place.merge_written(segs[3].len() - ETH_HEADER, copy(&segs[3]));
+    assert_eq!(last, Written::Merged { flush: true });
+    assert_eq!(by_copy.merge(&segs[3]), Merge::Merged { flush: true });
+    assert_eq!(in_place.segments(), 4);
+    let (mut a, ga) = in_place.finish();
+    let (b, gb) = by_copy.finish();
+    assert_eq!((&a, ga), (&b, gb));
+    // Completed, it is the super-packet (the first segment's ID, as GRO keeps it).
+    assert!(fill_checksums(&mut a, Encap::Plain));
+    let mut whole = super_of(350);
+    whole[ETH_HEADER + 5] = 0x07;
+    assert_eq!(a, whole);
+}
+
+#[test]
+fn short_segments_written_apart_merge_too() {
+    // 4 B payloads: the headers would not fit over the held payload, so the segment is
+    // written apart and merged by copy.
+    let segs = segment(&framed(&SUPER), PLAIN4).unwrap();
+    let mut held = Held::start(segs[0].clone(), Encap::Plain).unwrap();
+    for (seg, flush) in [(&segs[1], false), (&segs[2], true)] {
+        let bytes = seg[ETH_HEADER..].to_vec();
+        let (_, w) = held.merge_written(bytes.len(), |b| b.copy_from_slice(&bytes));
+        assert_eq!(w, Written::Merged { flush });
+    }
+    let (mut frame, _) = held.finish();
+    assert!(fill_checksums(&mut frame, Encap::Plain));
+    let mut expected = framed(&SUPER);
+    expected[ETH_HEADER + 5] = 0x07;
+    assert_eq!(frame, expected);
+}
