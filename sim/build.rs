@@ -38,6 +38,7 @@ pub fn build(cluster: &Cluster) -> World {
         control_hops: Vec::new(),
         arp_frames: 0,
         icmp_sent: 0,
+        icmp_port_unreachable: 0,
         icmp_filtered: 0,
         warnings: Vec::new(),
         warnings_more: 0,

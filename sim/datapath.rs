@@ -833,6 +833,12 @@ fn tcp_rcv(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, mut pkt: Packet) {
     cx.actions.push(Action::DeliverTcp { ns, pkt });
 }
 
+/// Whether `pkt` is an ICMP port unreachable quoting a TCP segment.
+fn icmp_about_tcp(pkt: &Packet) -> bool {
+    let ip = Ipv4Packet::new_unchecked(pkt.ip());
+    crate::wire::icmp_frag::parse_port_unreachable(ip.payload()).is_some_and(|q| q.len() > 9 && q[9] == 6)
+}
+
 /// `ip_local_deliver` -> `udp_rcv`: checksum, socket lookup, copy to the application.
 fn ip_local_deliver(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, mut pkt: Packet) {
     let ip = Ipv4Packet::new_unchecked(pkt.ip());
@@ -849,7 +855,15 @@ fn ip_local_deliver(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, mut pkt: 
     }
     let ip = Ipv4Packet::new_unchecked(pkt.ip());
     match ip.next_header() {
-        IpProtocol::Icmp => return icmp_rcv(w, ns, pkt),
+        IpProtocol::Icmp => {
+            // A port unreachable about a TCP segment is `tcp_v4_err`'s, in the TCP stack.
+            if w.netns[ns].tcp_stack && icmp_about_tcp(&pkt) {
+                cx.charge(Step::Tcp, w.costs.tcp_rcv);
+                hop(w, cx, &mut pkt, dev, "deliver", || "ICMP port unreachable about a TCP segment".into());
+                return cx.actions.push(Action::DeliverTcp { ns, pkt });
+            }
+            return icmp_rcv(w, ns, pkt);
+        }
         IpProtocol::Udp => {}
         IpProtocol::Tcp => return tcp_rcv(w, cx, ns, dev, pkt),
         IpProtocol::Unknown(4) => return ipip_rcv(w, cx, ns, pkt),

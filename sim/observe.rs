@@ -166,6 +166,9 @@ pub struct TcpObs {
     pub streams: Vec<StreamObs>,
     /// Connections opened.
     pub connections: u64,
+    /// Connections refused before they were established: a RST answering the SYN (no
+    /// listener) or an ICMP port unreachable (a Service without endpoints), `ECONNREFUSED`.
+    pub refused: u64,
     start: Instant,
     /// Length of one time-series interval.
     pub interval: Duration,
@@ -212,6 +215,7 @@ impl TcpObs {
                 })
                 .collect(),
             connections: 0,
+            refused: 0,
             start,
             interval,
         }

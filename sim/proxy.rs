@@ -48,6 +48,10 @@ pub enum Verdict {
     Dnat { service: usize, port: usize, endpoint: usize, masq: bool },
     /// The Service has no usable endpoint: the packet is rejected (ICMP port unreachable).
     Reject { service: usize, port: usize },
+    /// The Service has no usable endpoint here and the packet is dropped without an answer
+    /// (a Local-policy NodePort without local endpoints: kube-proxy's `-j DROP`, nftables'
+    /// `drop` verdict).
+    Drop { service: usize, port: usize },
     /// Userspace mode: REDIRECT to the kube-proxy process's socket on local port `to`.
     Redirect { service: usize, port: usize, to: u16 },
 }

@@ -332,6 +332,7 @@ mod tests {
                 arp_drops_by_reason: BTreeMap::new(),
                 icmp_frag_needed: 0,
                 icmp_frag_needed_filtered: 0,
+                icmp_port_unreachable: 0,
                 events: 123_456,
                 packet_hops: 45_678,
                 end_ns: 2_000_000_000,

@@ -169,6 +169,9 @@ pub struct Totals {
     /// filtered (`underlay.filter_icmp`).
     pub icmp_frag_needed: u64,
     pub icmp_frag_needed_filtered: u64,
+    /// ICMP "port unreachable" errors sent for new connections to Services without endpoints
+    /// (kube-proxy's REJECT, IPVS, Cilium's no-backend response).
+    pub icmp_port_unreachable: u64,
     /// Events the engine processed.
     pub events: u64,
     /// Device steps taken by packets (veth, bridge, routing, NIC, link, switch ...).
@@ -275,6 +278,9 @@ pub struct FlowSummary {
 pub struct TcpSummary {
     /// Connections opened (one per stream, or one per transaction for TCP_CRR).
     pub connections: u64,
+    /// Of them, refused before they were established (`ECONNREFUSED`: a RST answering the SYN,
+    /// or an ICMP port unreachable from a Service without endpoints).
+    pub refused: u64,
     /// Length of one interval of the time series, ns (the flow's active time in 100).
     pub interval_ns: u64,
     /// One per stream of a bulk transfer; request/response flows have one for all their
@@ -479,6 +485,7 @@ impl Summary {
             arp_frames: sim.world.arp_frames,
             icmp_frag_needed: sim.world.icmp_sent,
             icmp_frag_needed_filtered: sim.world.icmp_filtered,
+            icmp_port_unreachable: sim.world.icmp_port_unreachable,
             arp_drops_by_reason: reasons(&sim.obs.arp_drops),
             events: sim.queue.processed(),
             packet_hops: sim.obs.packet_hops,
@@ -739,6 +746,7 @@ fn flow_summary(sim: &Simulation, i: usize, f: &crate::run::Flow) -> FlowSummary
         let secs = t.interval.as_nanos() as f64 / 1e9;
         TcpSummary {
             connections: t.connections,
+            refused: t.refused,
             interval_ns: t.interval.as_nanos(),
             streams: t
                 .streams

@@ -56,6 +56,8 @@ pub struct World {
     pub arp_frames: u64,
     /// ICMP errors the kernels sent (fragmentation needed).
     pub icmp_sent: u64,
+    /// ICMP port unreachable messages sent (REJECT, Cilium's no-backend response).
+    pub icmp_port_unreachable: u64,
     /// "Fragmentation needed" errors the fabric's routers did not send (`filter_icmp`).
     pub icmp_filtered: u64,
     /// What failed while building, as the agent or tool would log it (a route the kernel

@@ -51,9 +51,40 @@ pub(super) fn send_frag_needed(w: &mut World, cx: &mut Ctx, ns: NsId, pkt: &Pack
         w.icmp_filtered += 1;
         return;
     }
-    let orig_src = Ipv4Packet::new_unchecked(pkt.ip()).src_addr();
-    let Some(src) = source_for(w, ns, orig_src) else { return };
     let icmp = crate::wire::icmp_frag::frag_needed_linux(pkt.ip(), mtu.min(u16::MAX as u32) as u16);
+    if send_icmp(w, cx, ns, pkt, icmp, None) {
+        w.icmp_sent += 1;
+    }
+}
+
+/// `icmp_send(ICMP_DEST_UNREACH, ICMP_PORT_UNREACH)` for `pkt`, as a REJECT rule sends it (or
+/// Cilium for a Service without backends, from the Service's address, `from`).
+pub(super) fn send_port_unreachable(
+    w: &mut World,
+    cx: &mut Ctx,
+    ns: NsId,
+    pkt: &Packet,
+    from: Option<Ipv4Addr>,
+) {
+    let icmp = crate::wire::icmp_frag::port_unreachable_linux(pkt.ip());
+    if send_icmp(w, cx, ns, pkt, icmp, from) {
+        w.icmp_port_unreachable += 1;
+    }
+}
+
+/// Sends the ICMP message `icmp` about `pkt` back to its sender, from `src` or, by default,
+/// the address the route towards the sender gives (`__icmp_send` with `saddr` 0 for a
+/// forwarded packet). False when there is no route back.
+fn send_icmp(
+    w: &mut World,
+    cx: &mut Ctx,
+    ns: NsId,
+    pkt: &Packet,
+    icmp: Vec<u8>,
+    src: Option<Ipv4Addr>,
+) -> bool {
+    let orig_src = Ipv4Packet::new_unchecked(pkt.ip()).src_addr();
+    let Some(src) = src.or_else(|| source_for(w, ns, orig_src)) else { return false };
     let ident = next_ident(w, ns);
     let total = IPV4_HEADER + icmp.len();
     let mut frame = vec![0u8; ETH_HEADER + total];
@@ -74,8 +105,8 @@ pub(super) fn send_frag_needed(w: &mut World, cx: &mut Ctx, ns: NsId, pkt: &Pack
         ip.set_dst_addr(orig_src);
         ip.fill_checksum();
     }
-    w.icmp_sent += 1;
     ip_output(w, cx, ns, Packet { frame, meta: control_meta(w) });
+    true
 }
 
 /// An ICMP message for this host: "fragmentation needed" records a path MTU exception for the

@@ -358,7 +358,18 @@ fn translate(
         Verdict::NoService => (reply_plain, None, false),
         Verdict::Reject { service, .. } => {
             let name = w.proxies[node].table.services[service].name.clone();
-            hop(w, cx, &mut pkt, dev, "drop", || format!("service {name} has no endpoints: REJECT"));
+            hop(w, cx, &mut pkt, dev, "drop", || {
+                format!("service {name} has no endpoints: REJECT, ICMP port unreachable to {}", t.src)
+            });
+            // kube-proxy's REJECT answers from the route back to the client; Cilium's
+            // tail_no_service_ipv4 from the Service's own address.
+            super::mtu::send_port_unreachable(w, cx, ns, &pkt, bpf.then_some(t.dst));
+            cx.drop(pkt, DropReason::ServiceNoEndpoints);
+            return None;
+        }
+        Verdict::Drop { service, .. } => {
+            let name = w.proxies[node].table.services[service].name.clone();
+            hop(w, cx, &mut pkt, dev, "drop", || format!("service {name} has no local endpoints: DROP"));
             cx.drop(pkt, DropReason::ServiceNoEndpoints);
             return None;
         }

@@ -519,7 +519,8 @@ impl NatTable {
             tr.push(format!("filter {} [match]", self.rule_text(chain, rule)));
         }
         match rule.target {
-            Target::Reject { service, port, .. } => Verdict::Reject { service, port },
+            Target::Reject { service, port, drop: false } => Verdict::Reject { service, port },
+            Target::Reject { service, port, drop: true } => Verdict::Drop { service, port },
             _ => unreachable!("filter rules are REJECT or DROP"),
         }
     }

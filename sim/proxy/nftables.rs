@@ -243,8 +243,7 @@ impl NftTable {
     /// counted on that path: for OUTPUT `filter-output` runs first (dstnat - 10), for forwarded
     /// traffic `filter-forward` after NAT, for NodePorts `filter-input`. `reject-chain` answers
     /// with ICMP port unreachable ([`Verdict::Reject`]); the `drop` verdict for a Local-policy
-    /// NodePort without local endpoints is also returned as [`Verdict::Reject`], as [`Verdict`]
-    /// has no silent drop. The filter-table checks that every new connection also passes
+    /// NodePort without local endpoints is [`Verdict::Drop`]. The filter-table checks that every new connection also passes
     /// (`firewall-check`, `cluster-ips-check`, the no-endpoint maps on a miss) are not counted.
     pub fn lookup(
         &self,
@@ -750,10 +749,15 @@ impl Walk {
         self.rule(format_args!("{check}: ... vmap @{map}"));
         self.lookup(true, map);
         match v {
-            NoEndpoints::Reject => self.rule("reject-chain: reject"),
-            NoEndpoints::Drop => self.note("verdict drop"),
+            NoEndpoints::Reject => {
+                self.rule("reject-chain: reject");
+                self.done(Verdict::Reject { service, port })
+            }
+            NoEndpoints::Drop => {
+                self.note("verdict drop");
+                self.done(Verdict::Drop { service, port })
+            }
         }
-        self.done(Verdict::Reject { service, port })
     }
     fn done(self, verdict: Verdict) -> Lookup {
         Lookup { verdict, rules: self.rules, lookups: self.lookups, walk: self.walk }

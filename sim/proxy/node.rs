@@ -119,7 +119,7 @@ impl BpfLb {
         }
         if candidates.is_empty() {
             if trace {
-                walk.push("no backend: drop (DROP_NO_SERVICE)".into());
+                walk.push("no backend: ICMP port unreachable (service-no-backend-response: reject)".into());
             }
             return Lookup { verdict: Verdict::Reject { service: si, port: pi }, rules: 0, lookups: 1, walk };
         }
@@ -441,7 +441,7 @@ impl NodeProxy {
                 s.translated_lookups += lookup.lookups as u64;
                 s.translated_cpu += cost;
             }
-            Verdict::Reject { .. } => s.rejected += 1,
+            Verdict::Reject { .. } | Verdict::Drop { .. } => s.rejected += 1,
             Verdict::NoService => {}
         }
         NewConnection { lookup, cost }

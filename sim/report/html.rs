@@ -139,6 +139,12 @@ fn conservation(out: &mut String, s: &Summary) {
     } else {
         String::new()
     };
+    let icmp = match t.icmp_port_unreachable {
+        0 => icmp,
+        n => {
+            format!("{icmp} ICMP \"port unreachable\" sent for Services without endpoints: {}.", fmt_count(n))
+        }
+    };
     let _ = writeln!(
         out,
         "<p class=\"conservation{class}\">Packet conservation (data datagrams): sent {} = delivered {} + dropped {} \

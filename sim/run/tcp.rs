@@ -26,7 +26,7 @@ use std::net::Ipv4Addr;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::tcp;
-use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, Ipv4Packet, TcpPacket};
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpProtocol, Ipv4Packet, TcpPacket};
 
 use super::{Event, Simulation, Work};
 use crate::cluster::{Target, WorkloadKind, TCP_RMEM_MAX, TCP_WMEM_MAX};
@@ -362,6 +362,8 @@ pub struct Conn {
     closed: bool,
     /// Request/response: the client has written a request and waits for its response.
     in_tx: bool,
+    /// The client's socket has been seen established.
+    opened: bool,
     /// Segments each side sent: the highest sequence number sent, the data segments not yet
     /// acknowledged (end sequence, when sent, retransmitted).
     hi: [Option<u32>; 2],
@@ -580,6 +582,9 @@ impl Simulation {
     /// takes it, else a listener on its port, else none (smoltcp answers with a RST).
     pub(super) fn tcp_input(&mut self, t: Instant, ns: NsId, pkt: Packet) {
         let Some(h) = self.tcp_host_of.get(ns).copied().flatten() else { return };
+        if Ipv4Packet::new_unchecked(&pkt.frame[ETH_HEADER..]).next_header() == IpProtocol::Icmp {
+            return self.tcp_unreachable(t, h, &pkt.frame[ETH_HEADER..]);
+        }
         let tag = pkt.meta.tcp;
         let merged = pkt.meta.gso.map(|g| g.size);
         let (key, owner) = self.tcp_received(t, h, &pkt.frame[ETH_HEADER..], merged);
@@ -620,6 +625,45 @@ impl Simulation {
         }
         self.tcp_apps(t, h);
         self.bgp_io(t, h, Some(slot));
+    }
+
+    /// An ICMP port unreachable about a segment host `h` sent (`ip` is the IPv4 packet):
+    /// `tcp_v4_err` aborts a connection in SYN-SENT with `ECONNREFUSED` (a hard error,
+    /// `icmp_err_convert`, net/ipv4/icmp.c), sending nothing (`tcp_done`); a connection past
+    /// the handshake ignores it (a soft error). smoltcp does not read ICMP for TCP, so the
+    /// socket is taken out here.
+    fn tcp_unreachable(&mut self, t: Instant, h: usize, ip: &[u8]) {
+        let ip = Ipv4Packet::new_unchecked(ip);
+        let Some(q) = crate::wire::icmp_frag::parse_port_unreachable(ip.payload()) else { return };
+        let ihl = usize::from(q[0] & 0x0f) * 4;
+        if q.len() < ihl + 4 || ihl < 20 {
+            return;
+        }
+        let dst = Ipv4Addr::new(q[16], q[17], q[18], q[19]);
+        let (sport, dport) =
+            (u16::from_be_bytes([q[ihl], q[ihl + 1]]), u16::from_be_bytes([q[ihl + 2], q[ihl + 3]]));
+        let Some(o) = self.tcp_owner(h, (sport, dst, dport)) else { return };
+        if o.side != Side::Client || self.tcp[h].sock(o.sock).state() != tcp::State::SynSent {
+            return;
+        }
+        self.tcp_refused(t, h, o);
+    }
+
+    /// The client connection `o` of host `h` was refused before it was established: its
+    /// socket goes (its port is free at once: no TIME-WAIT), and the application sees
+    /// `ECONNREFUSED` (a request/response client connects again, [`Self::tcp_retry`]).
+    fn tcp_refused(&mut self, t: Instant, h: usize, o: Owner) {
+        let host = &mut self.tcp[h];
+        host.socks[o.sock as usize] = None;
+        host.owners.retain(|x| x.sock != o.sock);
+        if let Some(p) = host.ports.iter_mut().find(|p| p.0 == o.tuple.map_or(0, |k| k.0)) {
+            p.1 = t;
+        }
+        self.conn_mut(o).closed = true;
+        if let Some(obs) = self.obs.flows[o.flow as usize].tcp.as_mut() {
+            obs.refused += 1;
+        }
+        self.tcp_retry(t, o.flow);
     }
 
     /// A smoltcp timer of socket `sock` of host `host` is due.
@@ -897,6 +941,12 @@ impl Simulation {
             if sk.busy || !sk.frames.is_empty() {
                 continue;
             }
+            if o.side == Side::Client && !self.conn(o).opened {
+                // Closed from SYN-SENT: a RST answered the SYN (no listener on the port).
+                self.tcp_refused(t, h, o);
+                continue;
+            }
+            let host = &mut self.tcp[h];
             let timewait = host.sock(o.sock).state() == tcp::State::TimeWait;
             host.socks[o.sock as usize] = None;
             host.owners.retain(|x| x.sock != o.sock);
@@ -924,6 +974,9 @@ impl Simulation {
         let s = self.tcp[h].sock(o.sock);
         let (state, can_send, queued, capacity, readable) =
             (s.state(), s.may_send(), s.send_queue(), s.send_capacity(), s.recv_queue());
+        if state == tcp::State::Established {
+            self.conn_mut(o).opened = true;
+        }
         let op = match (kind, o.side) {
             (WorkloadKind::TcpStream { write, .. }, Side::Client) => {
                 if t >= end {

@@ -1,5 +1,5 @@
 //! ICMPv4 Destination Unreachable, Fragmentation Needed and DF Set (type 3, code 4), with the
-//! next-hop MTU of RFC 1191 §4:
+//! next-hop MTU of RFC 1191 §4, and Port Unreachable (code 3, bytes 4-7 unused):
 //!
 //! ```text
 //!  0                   1                   2                   3
@@ -46,12 +46,40 @@ pub fn frag_needed_linux(orig_ip_packet: &[u8], next_hop_mtu: u16) -> Vec<u8> {
     frag_needed_quoting(orig_ip_packet, next_hop_mtu, orig_ip_packet.len().min(LINUX_MAX_QUOTE))
 }
 
+/// ICMP Destination Unreachable, Port Unreachable (type 3, code 3) for `orig_ip_packet`, as
+/// Linux sends it (quoting up to [`LINUX_MAX_QUOTE`] bytes; bytes 4-7 unused, zero):
+/// what `-j REJECT` sends by default (`--reject-with icmp-port-unreachable`,
+/// `nf_send_unreach`, net/ipv4/netfilter/nf_reject_ipv4.c) and Cilium's answer for a Service
+/// without backends (`--service-no-backend-response=reject`, cilium/cilium#28157).
+pub fn port_unreachable_linux(orig_ip_packet: &[u8]) -> Vec<u8> {
+    let quote_len = orig_ip_packet.len().min(LINUX_MAX_QUOTE);
+    unreachable(orig_ip_packet, Icmpv4DstUnreachable::PortUnreachable, 0, quote_len)
+}
+
+/// Whether `icmp` is a Port Unreachable with a right checksum; the quoted datagram if so.
+pub fn parse_port_unreachable(icmp: &[u8]) -> Option<&[u8]> {
+    let packet = Icmpv4Packet::new_checked(icmp).ok()?;
+    let ok = packet.msg_type() == Icmpv4Message::DstUnreachable
+        && packet.msg_code() == u8::from(Icmpv4DstUnreachable::PortUnreachable)
+        && packet.verify_checksum();
+    ok.then(|| &icmp[HEADER_LEN..])
+}
+
 fn frag_needed_quoting(orig_ip_packet: &[u8], next_hop_mtu: u16, quote_len: usize) -> Vec<u8> {
+    unreachable(orig_ip_packet, Icmpv4DstUnreachable::FragRequired, next_hop_mtu, quote_len)
+}
+
+fn unreachable(
+    orig_ip_packet: &[u8],
+    code: Icmpv4DstUnreachable,
+    next_hop_mtu: u16,
+    quote_len: usize,
+) -> Vec<u8> {
     let mut bytes = vec![0u8; HEADER_LEN + quote_len];
     bytes[MTU].copy_from_slice(&next_hop_mtu.to_be_bytes());
     let mut icmp = Icmpv4Packet::new_unchecked(&mut bytes[..]);
     icmp.set_msg_type(Icmpv4Message::DstUnreachable);
-    icmp.set_msg_code(Icmpv4DstUnreachable::FragRequired.into());
+    icmp.set_msg_code(code.into());
     icmp.data_mut().copy_from_slice(&orig_ip_packet[..quote_len]);
     icmp.fill_checksum();
     bytes
@@ -104,6 +132,18 @@ mod tests {
         // 64 bits of the original data: the UDP header
         0x9c, 0x40, 0x14, 0x51, 0x00, 0x0c, 0x38, 0x59,
     ];
+
+    #[test]
+    fn port_unreachable_quotes_the_whole_short_datagram() {
+        // Type 3 code 3, bytes 4-7 zero, the 32-byte datagram quoted whole (shorter than 548).
+        // Checksum 0x1406 by hand (python3, RFC 1071).
+        let msg = port_unreachable_linux(&ORIG_PACKET);
+        assert_eq!(msg[..8], [0x03, 0x03, 0x14, 0x06, 0, 0, 0, 0]);
+        assert_eq!(msg[8..], ORIG_PACKET);
+        assert_eq!(parse_port_unreachable(&msg), Some(&ORIG_PACKET[..]));
+        assert_eq!(parse_port_unreachable(&MESSAGE), None, "a fragmentation-needed is not one");
+        assert_eq!(parse_frag_needed(&msg), None);
+    }
 
     #[test]
     fn emit() {

@@ -301,6 +301,13 @@ fn a_service_without_endpoints_rejects() {
             "{mode}: {:?}",
             s.totals.drops_by_reason
         );
+        // Each refused datagram is answered with an ICMP port unreachable; with socket LB
+        // connect() itself fails and nothing is sent.
+        let icmp = s.totals.icmp_port_unreachable;
+        match mode {
+            "ebpf" => assert_eq!(icmp, 0),
+            _ => assert_eq!(icmp, s.totals.drops_by_reason["service_no_endpoints"], "{mode}"),
+        }
     }
 }
 
@@ -356,6 +363,7 @@ fn nodeport_from_outside_cluster_policy_masquerades_local_policy_keeps_the_clien
     // Local policy through node-3: no local endpoint, so the packet is dropped there.
     let (s, _, _) = go("Local", "node-3");
     assert_eq!(s.flows[0].transactions, 0);
+    assert_eq!(s.totals.icmp_port_unreachable, 0, "a Local-policy NodePort drops silently");
     assert!(s.totals.drops_by_reason["service_no_endpoints"] > 0, "{:?}", s.totals.drops_by_reason);
     // Local policy through node-2, which has the endpoint: translated without masquerade, so
     // web-1 sees the client's own address.

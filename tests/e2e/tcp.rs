@@ -409,3 +409,53 @@ fn tcp_runs_to_and_from_an_external_host() {
         assert_eq!(src.lines().next().map(str::trim), Some("192.168.0.3"), "{src}");
     }
 }
+
+/// TCP_CRR to a Service without endpoints: every mode that sends a packet answers the SYN
+/// with an ICMP port unreachable (REJECT, IPVS, Cilium's no-backend response), the client's
+/// connect() fails at once with ECONNREFUSED and it connects again 1 ms later; the capture on
+/// the client shows the ICMP quoting its SYN. To a pod port nobody listens on, the SYN is
+/// answered by a RST, refused the same way.
+#[test]
+fn refused_connections_get_an_icmp_port_unreachable_or_a_rst() {
+    let dir = scratch("tcp-refused");
+    let text = r#"Scenario(
+    name: "tcp-refused", seed: 5, duration: "20ms", cni: "flannel-host-gw",
+    nodes: Count(count: 2),
+    pods_per_node: 1,
+    services: [(name: "gone", selector: {"app": "gone"}, ports: [(port: 80, target_port: 8080, protocol: "TCP")])],
+    workloads: [(name: "crr", kind: TcpCrr(request: 64, response: 64), from: Pod("node-1-pod-1"), to: Service("gone"))],
+)"#;
+    let path = dir.join("refused.ron");
+    std::fs::write(&path, text).unwrap();
+    for proxy in ["iptables", "ipvs", "nftables", "ebpf-no-socket-lb"] {
+        let opts = RunOptions {
+            out: Some(dir.join(proxy)),
+            proxy: Some(proxy.parse().unwrap()),
+            pcap: vec!["node-1-pod-1/eth0".into()],
+            ..Default::default()
+        };
+        let s = app::run(&path, &opts).unwrap().summary;
+        let f = &s.flows[0];
+        let tcp = f.tcp.as_ref().unwrap();
+        assert_eq!(f.transactions, 0, "{proxy}");
+        // One try per millisecond (plus the ICMP's round trip): about 20 in 20 ms.
+        assert!(tcp.refused >= 10 && tcp.refused <= tcp.connections, "{proxy}: {tcp:?}");
+        assert_eq!(s.totals.icmp_port_unreachable, tcp.refused, "{proxy}: one ICMP per SYN");
+        if std::env::var_os("CNISIM_SKIP_TSHARK").is_none() {
+            let pcap = dir.join(proxy).join("pcap/node-1-pod-1-eth0.pcap");
+            let quoted = tshark(&[
+                "-r",
+                pcap.to_str().unwrap(),
+                "-o",
+                "ip.check_checksum:TRUE",
+                "-Y",
+                "icmp.type == 3 && icmp.code == 3 && tcp.flags.syn == 1 && !_ws.expert.severity >= warning",
+                "-T",
+                "fields",
+                "-e",
+                "frame.number",
+            ]);
+            assert_eq!(quoted.lines().count() as u64, tcp.refused, "{proxy}: {quoted}");
+        }
+    }
+}

@@ -336,7 +336,7 @@ fn nodeport_cluster_and_local_policy() {
     let t = NatTable::build(&st, &node(), &[0, 1], true);
     assert!(t.chain_rule_count(&chain_name("KUBE-SVL-", "default/web", "udp")).is_none());
     let l = np(&t, "203.0.113.5", false);
-    assert_eq!(l.verdict, Verdict::Reject { service: 1, port: 0 });
+    assert_eq!(l.verdict, Verdict::Drop { service: 1, port: 0 });
     let l = np(&t, "10.244.0.9", false);
     assert_eq!(l.verdict, Verdict::Dnat { service: 1, port: 0, endpoint: 0, masq: false });
     let l = np(&t, "192.168.1.10", true);

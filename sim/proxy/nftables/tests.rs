@@ -266,7 +266,7 @@ fn nodeport_local_without_local_endpoints_drops() {
     let nft = NftTable::build(&table(vec![s]), &node());
     assert!(nft.list().contains("\t\telements = { udp . 30080 comment \"default/web\" : drop }\n"));
     let l = nft.lookup(Hook::Prerouting, &t("192.168.5.5", "172.18.0.2", 30080), true, &mut zero(), false);
-    assert_eq!(l.verdict, Verdict::Reject { service: 0, port: 0 });
+    assert_eq!(l.verdict, Verdict::Drop { service: 0, port: 0 });
     // A pod on this node still reaches the Service through the short-circuit rule.
     let l = nft.lookup(Hook::Prerouting, &t("10.244.0.9", "172.18.0.2", 30080), true, &mut zero(), false);
     assert_eq!(l.verdict, Verdict::Dnat { service: 0, port: 0, endpoint: 0, masq: false });
