@@ -29,6 +29,17 @@ fn run(scenario: &std::path::Path, out: std::path::PathBuf, cni: Option<Cni>, pc
     app::run(scenario, &opts).unwrap().summary
 }
 
+/// [`run`] in proxy mode `proxy`, capturing on `pcap`.
+fn run_proxy(scenario: &std::path::Path, out: std::path::PathBuf, proxy: &str, pcap: &str) -> Summary {
+    let opts = RunOptions {
+        out: Some(out),
+        proxy: Some(proxy.parse().unwrap()),
+        pcap: vec![pcap.into()],
+        ..Default::default()
+    };
+    app::run(scenario, &opts).unwrap().summary
+}
+
 #[test]
 fn tcp_scenario_streams_rr_and_crr() {
     let dir = scratch("tcp");
@@ -224,13 +235,7 @@ fn tcp_crr_survives_connections_to_the_client_itself() {
     let path = dir.join("hairpin.ron");
     std::fs::write(&path, text).unwrap();
     for proxy in ["iptables", "ebpf", "ebpf-no-socket-lb"] {
-        let opts = RunOptions {
-            out: Some(dir.join(proxy)),
-            proxy: Some(proxy.parse().unwrap()),
-            pcap: vec!["node-1-pod-1/eth0".into()],
-            ..Default::default()
-        };
-        let s = app::run(&path, &opts).unwrap().summary;
+        let s = run_proxy(&path, dir.join(proxy), proxy, "node-1-pod-1/eth0");
         let f = &s.flows[0];
         assert!(f.transactions > 100, "{proxy}: {} transactions", f.transactions);
         if proxy == "ebpf-no-socket-lb" && std::env::var_os("CNISIM_SKIP_TSHARK").is_none() {
@@ -428,13 +433,7 @@ fn refused_connections_get_an_icmp_port_unreachable_or_a_rst() {
     let path = dir.join("refused.ron");
     std::fs::write(&path, text).unwrap();
     for proxy in ["iptables", "ipvs", "nftables", "ebpf-no-socket-lb"] {
-        let opts = RunOptions {
-            out: Some(dir.join(proxy)),
-            proxy: Some(proxy.parse().unwrap()),
-            pcap: vec!["node-1-pod-1/eth0".into()],
-            ..Default::default()
-        };
-        let s = app::run(&path, &opts).unwrap().summary;
+        let s = run_proxy(&path, dir.join(proxy), proxy, "node-1-pod-1/eth0");
         let f = &s.flows[0];
         let tcp = f.tcp.as_ref().unwrap();
         assert_eq!(f.transactions, 0, "{proxy}");
