@@ -284,11 +284,15 @@ fn execute(cmd: Command) -> Result<ExitCode, Error> {
             for f in &s.flows {
                 let what = match (&f.tcp, &f.rtt) {
                     // A request/response flow: its transactions and their times.
-                    (Some(_), Some(rtt)) => format!(
-                        "{} transactions  p50 {}  p99 {}",
+                    (Some(tcp), Some(rtt)) => format!(
+                        "{} transactions  p50 {}  p99 {}{}",
                         f.transactions,
                         Duration::from_nanos(rtt.p50_ns),
-                        Duration::from_nanos(rtt.p99_ns)
+                        Duration::from_nanos(rtt.p99_ns),
+                        match tcp.refused {
+                            0 => String::new(),
+                            n => format!("  {n} connections refused"),
+                        }
                     ),
                     (Some(tcp), None) => {
                         let goodput: f64 = tcp.streams.iter().map(|s| s.goodput_bps).sum();

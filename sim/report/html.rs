@@ -549,7 +549,10 @@ fn tcp<'a>(out: &mut String, s: &Summary, charts: impl Iterator<Item = &'a Chart
                     "TCP_RR (one connection)"
                 }
                 .to_string(),
-                fmt_count(tcp.connections),
+                match tcp.refused {
+                    0 => fmt_count(tcp.connections),
+                    n => format!("{} ({} refused)", fmt_count(tcp.connections), fmt_count(n)),
+                },
                 fmt_count(f.transactions),
                 per_s,
                 fmt_ns(rtt.p50_ns),
