@@ -67,13 +67,14 @@ fn tcp_flags(pkt: &Packet) -> TcpFlags {
 pub(super) fn rewrite(pkt: &mut Packet, t: &Tuple) {
     use crate::wire::csum::replace;
     let mut ip = Ipv4Packet::new_unchecked(pkt.ip_mut());
-    let old = [ip.src_addr().octets(), ip.dst_addr().octets()].concat();
+    // The words that change: both addresses (in the pseudo-header) and both ports.
+    let mut before = [0u8; 12];
+    before[..4].copy_from_slice(&ip.src_addr().octets());
+    before[4..8].copy_from_slice(&ip.dst_addr().octets());
     ip.set_src_addr(t.src);
     ip.set_dst_addr(t.dst);
     ip.fill_checksum();
     let seg = ip.payload_mut();
-    let mut before = [0u8; 12];
-    before[..8].copy_from_slice(&old);
     before[8..].copy_from_slice(&seg[..4]);
     let mut after = [0u8; 12];
     after[..4].copy_from_slice(&t.src.octets());

@@ -333,7 +333,8 @@ impl Held {
             }
             None => {
                 let apart = self.frame[at..].to_vec();
-                self.frame.truncate(old);
+                // Back to the held length (a segment shorter than the overlay shortened it).
+                self.frame.resize(old, 0);
                 self.frame[at..].copy_from_slice(&kept[..overlay]);
                 (r, Written::Apart(apart))
             }

@@ -243,8 +243,8 @@ impl NftTable {
     /// counted on that path: for OUTPUT `filter-output` runs first (dstnat - 10), for forwarded
     /// traffic `filter-forward` after NAT, for NodePorts `filter-input`. `reject-chain` answers
     /// with ICMP port unreachable ([`Verdict::Reject`]); the `drop` verdict for a Local-policy
-    /// NodePort without local endpoints is [`Verdict::Drop`]. The filter-table checks that every new connection also passes
-    /// (`firewall-check`, `cluster-ips-check`, the no-endpoint maps on a miss) are not counted.
+    /// NodePort without local endpoints is [`Verdict::Drop`]. The filter-table checks that
+    /// every new connection also passes (`firewall-check`, `cluster-ips-check`, the no-endpoint maps on a miss) are not counted.
     pub fn lookup(
         &self,
         hook: Hook,
