@@ -25,6 +25,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -32,8 +33,8 @@ use rand_chacha::ChaCha8Rng;
 use crate::addr::Ipv4Net;
 use crate::time::{Duration, Instant};
 use crate::wire::bgp::{
-    error, pack_updates, pack_withdrawals, AsSegment, Capability, Kind, Message, Notification, Open, Origin,
-    PathAttrs, Prefix, Session, Update,
+    error, write_updates, write_withdrawals, AsSegment, Capability, Kind, Message, Notification, Open,
+    Origin, PathAttrs, Prefix, Session, Update,
 };
 
 /// Index of a peer in [`Speaker::peers`].
@@ -171,8 +172,10 @@ pub enum Input {
 pub enum Output {
     /// Open a TCP connection to the peer's port 179.
     Connect(PeerId),
-    /// Write this message on the peer's connection, encoded with the session's parameters.
-    Send(PeerId, Message, Session),
+    /// Write these bytes on the peer's connection: `messages` messages, encoded with the
+    /// session's parameters, announcing or withdrawing `routes` routes in all. Messages to one
+    /// peer that follow each other in the outputs are written as one `Send`.
+    Send { peer: PeerId, bytes: Vec<u8>, messages: u32, routes: u32 },
     /// Close the peer's connection once what was written has gone.
     Close(PeerId),
     /// Arm timer `kind` of the peer to fire after `after`, with generation `gen` (a timer
@@ -189,7 +192,9 @@ pub struct Path {
     pub origin: Origin,
     pub med: u32,
     pub originator_id: Option<Ipv4Addr>,
-    pub cluster_list: Vec<Ipv4Addr>,
+    /// Shared by the copies of a path (an Adj-RIB-Out entry, an export), so copying one does
+    /// not allocate.
+    pub cluster_list: Arc<[Ipv4Addr]>,
     /// Kept after its peer's connection failed, until it comes back or its restart time ends.
     pub stale: bool,
 }
@@ -431,11 +436,40 @@ impl Speaker {
     }
 
     fn send(&mut self, p: PeerId, m: Message, out: &mut Vec<Output>) {
-        let peer = &mut self.peers[p];
-        let s = peer.session;
-        peer.stats.sent[kind_index(m.kind())] += 1;
-        peer.stats.bytes_sent += m.buffer_len(s) as u64;
-        out.push(Output::Send(p, m, s));
+        let s = self.peers[p].session;
+        let routes = match &m {
+            Message::Update(u) => (u.nlri.len() + u.withdrawn.len()) as u32,
+            _ => 0,
+        };
+        self.write(p, m.kind(), routes, out, |buf| {
+            m.write_to(s, buf);
+            1
+        });
+    }
+
+    /// Appends what `write` writes (and says is that many messages of kind `kind`) to the
+    /// bytes for peer `p`: the last output if it is a [`Output::Send`] to `p`, else a new one.
+    fn write(
+        &mut self,
+        p: PeerId,
+        kind: Kind,
+        routes: u32,
+        out: &mut Vec<Output>,
+        write: impl FnOnce(&mut Vec<u8>) -> usize,
+    ) {
+        if !matches!(out.last(), Some(Output::Send { peer, .. }) if *peer == p) {
+            out.push(Output::Send { peer: p, bytes: Vec::new(), messages: 0, routes: 0 });
+        }
+        let Some(Output::Send { bytes, messages, routes: r, .. }) = out.last_mut() else { unreachable!() };
+        let before = bytes.len();
+        let n = write(bytes);
+        *messages += n as u32;
+        if n > 0 {
+            *r += routes;
+        }
+        let st = &mut self.peers[p].stats;
+        st.sent[kind_index(kind)] += n as u64;
+        st.bytes_sent += (bytes.len() - before) as u64;
     }
 
     /// The peer a TCP connection from `addr` belongs to, if the speaker accepts it now: a
@@ -778,7 +812,7 @@ impl Speaker {
             origin: a.origin.unwrap_or(Origin::Incomplete),
             med: a.med.unwrap_or(0),
             originator_id: a.originator_id,
-            cluster_list: a.cluster_list.clone(),
+            cluster_list: a.cluster_list.as_slice().into(),
             stale: false,
         };
         for n in &u.nlri {
@@ -832,7 +866,7 @@ impl Speaker {
             origin: Origin::Igp,
             med: 0,
             originator_id: None,
-            cluster_list: Vec::new(),
+            cluster_list: Arc::new([]),
             stale: false,
         }
     }
@@ -886,7 +920,7 @@ impl Speaker {
             p.stale = false;
             p.originator_id =
                 Some(p.originator_id.unwrap_or(f.remote.as_ref().map_or(f.config.addr, |o| o.bgp_id)));
-            p.cluster_list.insert(0, cluster);
+            p.cluster_list = std::iter::once(cluster).chain(p.cluster_list.iter().copied()).collect();
             Some(p)
         };
         if self.peers[to].session.add_path {
@@ -996,16 +1030,16 @@ impl Speaker {
         }
         let n_withdraw = withdraw.len() as u64;
         if !withdraw.is_empty() {
-            for u in pack_withdrawals(&withdraw, s) {
-                self.send(to, Message::Update(u), out);
-            }
+            self.write(to, Kind::Update, withdraw.len() as u32, out, |buf| {
+                write_withdrawals(&withdraw, s, buf)
+            });
         }
         let mut n_announce = 0;
         for (attrs, prefixes) in buckets {
             n_announce += prefixes.len() as u64;
-            for u in pack_updates(&attrs, &prefixes, s) {
-                self.send(to, Message::Update(u), out);
-            }
+            self.write(to, Kind::Update, prefixes.len() as u32, out, |buf| {
+                write_updates(&attrs, &prefixes, s, buf)
+            });
         }
         let st = &mut self.peers[to].stats;
         st.routes_sent += n_announce;
@@ -1022,7 +1056,7 @@ impl Speaker {
             med: (p.med != 0).then_some(p.med),
             local_pref: Some(p.local_pref),
             originator_id: p.originator_id,
-            cluster_list: p.cluster_list.clone(),
+            cluster_list: p.cluster_list.to_vec(),
         }
     }
 

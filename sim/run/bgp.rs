@@ -299,8 +299,8 @@ impl Simulation {
         let fib = bird.speaker.take_fib_changes();
         let mut cost = Duration::ZERO;
         for o in &out {
-            if let Output::Send(_, m, _) = o {
-                cost += message_cost(&costs, m);
+            if let Output::Send { messages, routes, .. } = o {
+                cost += message_cost(&costs, *messages, *routes);
             }
         }
         cost += (costs.bird_route + costs.netlink_object).saturating_mul(fib.len() as u64);
@@ -333,7 +333,9 @@ impl Simulation {
         let mut cost = Duration::ZERO;
         for i in &inputs {
             cost += match i {
-                Input::Message(_, m) => message_cost(&costs, m),
+                Input::Message(_, Message::Update(u)) => {
+                    message_cost(&costs, 1, (u.nlri.len() + u.withdrawn.len()) as u32)
+                }
                 _ => costs.bird_message,
             };
         }
@@ -355,10 +357,10 @@ impl Simulation {
         for o in outputs {
             match o {
                 Output::Connect(p) => self.bgp_connect(t, b, p),
-                Output::Send(p, m, s) => {
+                Output::Send { peer: p, bytes, .. } => {
                     let bird = &mut self.bgp.as_mut().expect("control plane").birds[b];
                     if let Some(c) = bird.conns[p].as_mut() {
-                        c.tx.extend(m.to_bytes(s));
+                        c.tx.extend(bytes);
                         bird.unsent.insert(p);
                     }
                 }
@@ -654,12 +656,9 @@ impl Simulation {
 
 /// BIRD's CPU for one message it reads or writes: `bird_message`, plus `bird_route` per route
 /// an UPDATE announces or withdraws.
-fn message_cost(costs: &crate::cost::CostProfile, m: &Message) -> Duration {
-    let routes = match m {
-        Message::Update(u) => (u.nlri.len() + u.withdrawn.len()) as u64,
-        _ => 0,
-    };
-    costs.bird_message + costs.bird_route.saturating_mul(routes)
+fn message_cost(costs: &crate::cost::CostProfile, messages: u32, routes: u32) -> Duration {
+    costs.bird_message.saturating_mul(u64::from(messages))
+        + costs.bird_route.saturating_mul(u64::from(routes))
 }
 
 /// The speaker confd would configure on node `n`: the mesh (every other node, `Mesh_<ip>`),

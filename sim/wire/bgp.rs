@@ -900,6 +900,13 @@ impl Message {
     ///
     /// # Panics
     /// As [`Message::emit`].
+    /// Appends the message to `out`, header included.
+    pub fn write_to(&self, s: Session, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.resize(start + self.buffer_len(s), 0);
+        self.emit(s, &mut out[start..]);
+    }
+
     pub fn to_bytes(&self, s: Session) -> Vec<u8> {
         let mut buf = vec![0; self.buffer_len(s)];
         self.emit(s, &mut buf);
@@ -1336,24 +1343,14 @@ impl Capability {
     }
 }
 
-/// An attribute as it goes on the wire: flags, type code, value.
-struct RawAttr {
-    flags: u8,
-    code: u8,
-    value: Vec<u8>,
-}
-
-impl RawAttr {
-    fn header_len(&self) -> usize {
-        if self.value.len() > 255 {
-            4
-        } else {
-            3
-        }
-    }
-
-    fn wire_len(&self) -> usize {
-        self.header_len() + self.value.len()
+/// An attribute's header length: flags, type code and a length of one octet, or two with the
+/// Extended Length flag, which BIRD sets only for values over 255 octets
+/// (`bgp_encode_attr_hdr`: `if (len < 256)`).
+const fn attr_header_len(value_len: usize) -> usize {
+    if value_len > 255 {
+        4
+    } else {
+        3
     }
 }
 
@@ -1389,7 +1386,20 @@ const fn expected_len(code: u8) -> Option<usize> {
     }
 }
 
-fn encode_segments(segments: &[AsSegment], four_octet: bool, out: &mut Vec<u8>) {
+/// The chunks an AS_PATH segment is written as: at most 255 AS numbers each, and an empty
+/// segment kept as one chunk of none, so that it parses back the same.
+fn segment_chunks(asns: &[u32]) -> impl Iterator<Item = &[u32]> {
+    let empty: &[u32] = &[];
+    asns.chunks(255).chain(asns.is_empty().then_some(empty))
+}
+
+/// Octets of an AS_PATH (or AS4_PATH) value.
+fn segments_len(segments: &[AsSegment], four_octet: bool) -> usize {
+    let width = if four_octet { 4 } else { 2 };
+    segments.iter().flat_map(|seg| segment_chunks(seg.asns())).map(|c| 2 + c.len() * width).sum()
+}
+
+fn encode_segments(segments: &[AsSegment], four_octet: bool, w: &mut Writer) {
     for seg in segments {
         let (kind, asns) = match seg {
             AsSegment::Set(v) => {
@@ -1398,64 +1408,131 @@ fn encode_segments(segments: &[AsSegment], four_octet: bool, out: &mut Vec<u8>) 
             }
             AsSegment::Sequence(v) => (SEGMENT_SEQUENCE, v),
         };
-        // An empty segment is kept (one chunk of none) so that it parses back the same.
-        let chunks: Vec<&[u32]> = if asns.is_empty() { vec![&[]] } else { asns.chunks(255).collect() };
-        for chunk in chunks {
-            out.push(kind);
-            out.push(chunk.len() as u8);
+        for chunk in segment_chunks(asns) {
+            w.u8(kind);
+            w.u8(chunk.len() as u8);
             for &asn in chunk {
                 if four_octet {
-                    out.extend_from_slice(&asn.to_be_bytes());
+                    w.u32(asn);
                 } else {
-                    out.extend_from_slice(&u16::try_from(asn).unwrap_or(AS_TRANS as u16).to_be_bytes());
+                    w.u16(u16::try_from(asn).unwrap_or(AS_TRANS as u16));
                 }
             }
         }
     }
 }
 
+/// The value lengths of the attributes [`PathAttrs`] writes, in order (at most eight).
+struct AttrLens {
+    lens: [usize; 8],
+    n: usize,
+}
+
+impl AttrLens {
+    fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.lens[..self.n].iter().copied()
+    }
+
+    /// Octets of the Path Attributes field.
+    fn total(&self) -> usize {
+        self.iter().map(|l| attr_header_len(l) + l).sum()
+    }
+}
+
 impl PathAttrs {
-    /// The attributes in the order and with the flags BIRD's `bgp_encode_attrs` writes them.
-    fn encode(&self, s: Session) -> Vec<RawAttr> {
-        let mut out = Vec::new();
+    /// Whether a 2-octet session needs AS4_PATH for this path (RFC 6793 §4.2.2).
+    fn needs_as4_path(&self, s: Session) -> bool {
+        !s.four_octet_as && self.as_path.iter().flat_map(AsSegment::asns).any(|&asn| asn > 0xffff)
+    }
+
+    /// The value lengths of the attributes [`PathAttrs::encode`] writes, in its order, without
+    /// writing them.
+    fn value_lens(&self, s: Session) -> AttrLens {
+        let mut out = AttrLens { lens: [0; 8], n: 0 };
         if self.is_empty() {
             return out;
         }
-        let mut attr = |flags, code, value| out.push(RawAttr { flags, code, value });
-        if let Some(origin) = self.origin {
-            attr(WELL_KNOWN, attr_type::ORIGIN, vec![origin as u8]);
+        let mut push = |len| {
+            out.lens[out.n] = len;
+            out.n += 1;
+        };
+        if self.origin.is_some() {
+            push(1);
         }
-        let mut path = Vec::new();
-        encode_segments(&self.as_path, s.four_octet_as, &mut path);
-        attr(WELL_KNOWN, attr_type::AS_PATH, path);
-        let needs_as4 = self.as_path.iter().flat_map(AsSegment::asns).any(|&asn| asn > 0xffff);
-        if !s.four_octet_as && needs_as4 {
-            let mut path4 = Vec::new();
-            encode_segments(&self.as_path, true, &mut path4);
-            attr(OPTIONAL_TRANSITIVE, attr_type::AS4_PATH, path4);
+        push(segments_len(&self.as_path, s.four_octet_as));
+        if self.needs_as4_path(s) {
+            push(segments_len(&self.as_path, true));
         }
-        if let Some(nh) = self.next_hop {
-            attr(WELL_KNOWN, attr_type::NEXT_HOP, nh.octets().to_vec());
+        for present in [self.next_hop.is_some(), self.med.is_some(), self.local_pref.is_some()] {
+            if present {
+                push(4);
+            }
         }
-        if let Some(med) = self.med {
-            attr(OPTIONAL_NON_TRANSITIVE, attr_type::MULTI_EXIT_DISC, med.to_be_bytes().to_vec());
-        }
-        if let Some(lp) = self.local_pref {
-            attr(WELL_KNOWN, attr_type::LOCAL_PREF, lp.to_be_bytes().to_vec());
-        }
-        if let Some(id) = self.originator_id {
-            attr(OPTIONAL_NON_TRANSITIVE, attr_type::ORIGINATOR_ID, id.octets().to_vec());
+        if self.originator_id.is_some() {
+            push(4);
         }
         if !self.cluster_list.is_empty() {
-            let value = self.cluster_list.iter().flat_map(|id| id.octets()).collect();
-            attr(OPTIONAL_NON_TRANSITIVE, attr_type::CLUSTER_LIST, value);
+            push(4 * self.cluster_list.len());
         }
         out
     }
 
+    /// Writes the attributes in the order and with the flags BIRD's `bgp_encode_attrs` writes
+    /// them; `lens` are their [`PathAttrs::value_lens`].
+    fn encode(&self, s: Session, lens: &AttrLens, w: &mut Writer) {
+        let mut lens = lens.iter();
+        let mut header = |w: &mut Writer, flags: u8, code: u8| {
+            let len = lens.next().expect("one length per attribute");
+            if len > 255 {
+                w.u8(flags | attr_flag::EXTENDED_LENGTH);
+                w.u8(code);
+                w.u16(len as u16);
+            } else {
+                w.u8(flags);
+                w.u8(code);
+                w.u8(len as u8);
+            }
+        };
+        if self.is_empty() {
+            return;
+        }
+        if let Some(origin) = self.origin {
+            header(w, WELL_KNOWN, attr_type::ORIGIN);
+            w.u8(origin as u8);
+        }
+        header(w, WELL_KNOWN, attr_type::AS_PATH);
+        encode_segments(&self.as_path, s.four_octet_as, w);
+        if self.needs_as4_path(s) {
+            header(w, OPTIONAL_TRANSITIVE, attr_type::AS4_PATH);
+            encode_segments(&self.as_path, true, w);
+        }
+        if let Some(nh) = self.next_hop {
+            header(w, WELL_KNOWN, attr_type::NEXT_HOP);
+            w.ipv4(nh);
+        }
+        if let Some(med) = self.med {
+            header(w, OPTIONAL_NON_TRANSITIVE, attr_type::MULTI_EXIT_DISC);
+            w.u32(med);
+        }
+        if let Some(lp) = self.local_pref {
+            header(w, WELL_KNOWN, attr_type::LOCAL_PREF);
+            w.u32(lp);
+        }
+        if let Some(id) = self.originator_id {
+            header(w, OPTIONAL_NON_TRANSITIVE, attr_type::ORIGINATOR_ID);
+            w.ipv4(id);
+        }
+        if !self.cluster_list.is_empty() {
+            header(w, OPTIONAL_NON_TRANSITIVE, attr_type::CLUSTER_LIST);
+            for &id in &self.cluster_list {
+                w.ipv4(id);
+            }
+        }
+    }
+
     /// Octets of the Path Attributes field.
     pub fn wire_len(&self, s: Session) -> usize {
-        self.encode(s).iter().map(RawAttr::wire_len).sum()
+        self.value_lens(s).total()
     }
 }
 
@@ -1697,28 +1774,7 @@ impl Update {
     }
 
     fn emit(&self, s: Session, w: &mut Writer) {
-        let withdrawn: usize = self.withdrawn.iter().map(|p| p.wire_len(s)).sum();
-        w.u16(withdrawn as u16);
-        for p in &self.withdrawn {
-            emit_prefix(w, p, s);
-        }
-        let attrs = self.attrs.encode(s);
-        w.u16(attrs.iter().map(RawAttr::wire_len).sum::<usize>() as u16);
-        for a in &attrs {
-            if a.value.len() > 255 {
-                w.u8(a.flags | attr_flag::EXTENDED_LENGTH);
-                w.u8(a.code);
-                w.u16(a.value.len() as u16);
-            } else {
-                w.u8(a.flags);
-                w.u8(a.code);
-                w.u8(a.value.len() as u8);
-            }
-            w.bytes(&a.value);
-        }
-        for p in &self.nlri {
-            emit_prefix(w, p, s);
-        }
+        emit_update_body(w, s, &self.withdrawn, &self.attrs, &self.attrs.value_lens(s), &self.nlri);
     }
 
     /// The lengths first (RFC 4271 §6.3: "If the Withdrawn Routes Length or Total Attribute
@@ -1752,30 +1808,100 @@ const BIRD_PREFIX_ROOM: usize = 5 + 4;
 
 /// Whether BIRD's `bgp_encode_attrs` fits the attributes in [`BIRD_ATTRS_ROOM`]: it gives up
 /// when `remains < len + 4` before any attribute.
-fn bird_attrs_fit(attrs: &[RawAttr]) -> bool {
+fn bird_attrs_fit(lens: &AttrLens) -> bool {
     let mut remains = BIRD_ATTRS_ROOM;
-    for a in attrs {
-        if remains < a.value.len() + 4 {
+    for len in lens.iter() {
+        if remains < len + 4 {
             return false;
         }
-        remains -= a.wire_len();
+        remains -= attr_header_len(len) + len;
     }
     true
 }
 
-/// Fill UPDATEs the way BIRD's `bgp_create_update` fills a packet: prefixes in order, each
-/// added while at least [`BIRD_PREFIX_ROOM`] octets remain, so a message can end a few octets
-/// short of [`MAX_LEN`].
-fn pack(attrs: &PathAttrs, routes: &[Prefix], s: Session, withdraw: bool) -> Vec<Update> {
-    let encoded = attrs.encode(s);
-    if !bird_attrs_fit(&encoded) {
-        // BIRD: "Attribute list too long, skipping corresponding routes".
-        return Vec::new();
+/// An UPDATE's body: Withdrawn Routes, Path Attributes (`lens` their value lengths) and NLRI.
+fn emit_update_body(
+    w: &mut Writer,
+    s: Session,
+    withdrawn: &[Prefix],
+    attrs: &PathAttrs,
+    lens: &AttrLens,
+    nlri: &[Prefix],
+) {
+    w.u16(prefixes_len(withdrawn, s) as u16);
+    for p in withdrawn {
+        emit_prefix(w, p, s);
     }
-    let room = BIRD_UPDATE_ROOM - encoded.iter().map(RawAttr::wire_len).sum::<usize>();
-    let mut out = Vec::new();
-    let mut rest = routes;
-    while !rest.is_empty() {
+    w.u16(lens.total() as u16);
+    let start = w.pos;
+    attrs.encode(s, lens, w);
+    debug_assert_eq!(w.pos - start, lens.total(), "PathAttrs::value_lens and encode disagree");
+    for p in nlri {
+        emit_prefix(w, p, s);
+    }
+}
+
+fn prefixes_len(prefixes: &[Prefix], s: Session) -> usize {
+    prefixes.iter().map(|p| p.wire_len(s)).sum()
+}
+
+/// Appends one UPDATE to `out`, header included.
+fn write_update(
+    out: &mut Vec<u8>,
+    s: Session,
+    withdrawn: &[Prefix],
+    attrs: &PathAttrs,
+    lens: &AttrLens,
+    nlri: &[Prefix],
+) {
+    let len = HEADER_LEN + 4 + prefixes_len(withdrawn, s) + lens.total() + prefixes_len(nlri, s);
+    assert!(len <= MAX_LEN, "BGP UPDATE of {len} octets exceeds {MAX_LEN}");
+    let start = out.len();
+    out.resize(start + len, 0);
+    let mut packet = Packet::new_unchecked(&mut out[start..]);
+    packet.set_marker();
+    packet.set_length(len as u16);
+    packet.set_msg_type(Kind::Update.code());
+    let mut w = Writer { buf: packet.body_mut(), pos: 0 };
+    emit_update_body(&mut w, s, withdrawn, attrs, lens, nlri);
+    debug_assert_eq!(w.pos, len - HEADER_LEN);
+}
+
+/// The UPDATEs of [`pack_updates`], appended to `out` as bytes without building them; how
+/// many.
+pub fn write_updates(attrs: &PathAttrs, nlri: &[Prefix], s: Session, out: &mut Vec<u8>) -> usize {
+    let lens = attrs.value_lens(s);
+    let mut n = 0;
+    for chunk in pack_chunks(&lens, nlri, s) {
+        write_update(out, s, &[], attrs, &lens, chunk);
+        n += 1;
+    }
+    n
+}
+
+/// The UPDATEs of [`pack_withdrawals`], appended to `out` as bytes; how many.
+pub fn write_withdrawals(w: &[Prefix], s: Session, out: &mut Vec<u8>) -> usize {
+    let attrs = PathAttrs::default();
+    let lens = attrs.value_lens(s);
+    let mut n = 0;
+    for chunk in pack_chunks(&lens, w, s) {
+        write_update(out, s, chunk, &attrs, &lens, &[]);
+        n += 1;
+    }
+    n
+}
+
+/// The runs of `routes` BIRD's `bgp_create_update` puts in one packet each, with attributes of
+/// value lengths `lens`: prefixes in order, each added while at least [`BIRD_PREFIX_ROOM`]
+/// octets remain. None when the attributes do not fit (BIRD: "Attribute list too long,
+/// skipping corresponding routes").
+fn pack_chunks<'a>(lens: &AttrLens, routes: &'a [Prefix], s: Session) -> impl Iterator<Item = &'a [Prefix]> {
+    let room = if bird_attrs_fit(lens) { BIRD_UPDATE_ROOM - lens.total() } else { 0 };
+    let mut rest = if room > 0 { routes } else { &[] };
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
         let mut remains = room;
         let mut n = 0;
         while n < rest.len() && remains >= BIRD_PREFIX_ROOM {
@@ -1783,14 +1909,24 @@ fn pack(attrs: &PathAttrs, routes: &[Prefix], s: Session, withdraw: bool) -> Vec
             n += 1;
         }
         let (chunk, tail) = rest.split_at(n);
-        out.push(if withdraw {
-            Update { withdrawn: chunk.to_vec(), ..Update::default() }
-        } else {
-            Update { withdrawn: Vec::new(), attrs: attrs.clone(), nlri: chunk.to_vec() }
-        });
         rest = tail;
-    }
-    out
+        Some(chunk)
+    })
+}
+
+/// Fill UPDATEs the way BIRD's `bgp_create_update` fills a packet: prefixes in order, each
+/// added while at least [`BIRD_PREFIX_ROOM`] octets remain, so a message can end a few octets
+/// short of [`MAX_LEN`].
+fn pack(attrs: &PathAttrs, routes: &[Prefix], s: Session, withdraw: bool) -> Vec<Update> {
+    pack_chunks(&attrs.value_lens(s), routes, s)
+        .map(|chunk| {
+            if withdraw {
+                Update { withdrawn: chunk.to_vec(), ..Update::default() }
+            } else {
+                Update { withdrawn: Vec::new(), attrs: attrs.clone(), nlri: chunk.to_vec() }
+            }
+        })
+        .collect()
 }
 
 /// Splits routes into as few UPDATE messages as fit MAX_LEN (the way BIRD's bgp_create_update
