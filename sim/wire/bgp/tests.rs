@@ -1110,3 +1110,39 @@ fn pcap_of_three_sessions() {
         std::fs::write(path, pcap.bytes()).unwrap();
     }
 }
+
+#[test]
+fn write_updates_and_withdrawals_are_the_packed_messages_bytes() {
+    let reflected = PathAttrs {
+        originator_id: Some(ip("10.0.0.5")),
+        cluster_list: vec![ip("244.0.0.1"), ip("244.0.0.2")],
+        as_path: vec![AsSegment::Sequence(vec![64512, 4_200_000_000])],
+        med: Some(7),
+        ..calico_attrs()
+    };
+    // Long enough for the Extended Length flag, short enough for BIRD's 3 KB.
+    let long = PathAttrs { cluster_list: vec![ip("10.0.0.1"); 100], ..calico_attrs() };
+    let huge = PathAttrs { cluster_list: vec![ip("10.0.0.1"); 800], ..calico_attrs() };
+    for s in [PLAIN, ADD_PATH, Session { four_octet_as: false, ..PLAIN }] {
+        for attrs in [calico_attrs(), reflected.clone(), long.clone(), huge.clone()] {
+            let nlri = blocks(s);
+            let mut written = vec![0xaa];
+            let n = write_updates(&attrs, &nlri, s, &mut written);
+            let packed = pack_updates(&attrs, &nlri, s);
+            assert_eq!(n, packed.len());
+            let mut want = vec![0xaa];
+            packed.into_iter().for_each(|u| want.extend(Message::Update(u).to_bytes(s)));
+            assert_eq!(written, want);
+        }
+        let w = blocks(s);
+        let mut written = Vec::new();
+        let n = write_withdrawals(&w, s, &mut written);
+        let packed = pack_withdrawals(&w, s);
+        assert_eq!(n, packed.len());
+        assert_eq!(written, packed.into_iter().flat_map(|u| Message::Update(u).to_bytes(s)).collect::<Vec<u8>>());
+    }
+    // Message::write_to appends what to_bytes returns.
+    let mut buf = vec![1, 2, 3];
+    Message::Keepalive.write_to(PLAIN, &mut buf);
+    assert_eq!(buf[3..], Message::Keepalive.to_bytes(PLAIN)[..]);
+}
