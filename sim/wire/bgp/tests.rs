@@ -1139,7 +1139,10 @@ fn write_updates_and_withdrawals_are_the_packed_messages_bytes() {
         let n = write_withdrawals(&w, s, &mut written);
         let packed = pack_withdrawals(&w, s);
         assert_eq!(n, packed.len());
-        assert_eq!(written, packed.into_iter().flat_map(|u| Message::Update(u).to_bytes(s)).collect::<Vec<u8>>());
+        assert_eq!(
+            written,
+            packed.into_iter().flat_map(|u| Message::Update(u).to_bytes(s)).collect::<Vec<u8>>()
+        );
     }
     // Message::write_to appends what to_bytes returns.
     let mut buf = vec![1, 2, 3];
