@@ -64,6 +64,10 @@ pub struct Timers {
     pub error_wait: (Duration, Duration),
     /// Restart time advertised in the graceful restart capability (BIRD default 120 s).
     pub graceful_restart: Duration,
+    /// How long a restarted BIRD defers its exports and kernel sync for its peers'
+    /// End-of-RIB at most (BIRD `graceful restart wait`, default 240 s:
+    /// `DEFAULT_GR_WAIT` in `nest/protocol.h`, `proto.c:graceful_restart_init`).
+    pub graceful_restart_wait: Duration,
 }
 
 impl Default for Timers {
@@ -76,6 +80,7 @@ impl Default for Timers {
             connect_retry: Duration::from_secs(5),
             error_wait: (Duration::from_secs(5), Duration::from_secs(30)),
             graceful_restart: Duration::from_secs(120),
+            graceful_restart_wait: Duration::from_secs(240),
         }
     }
 }
@@ -149,9 +154,12 @@ pub enum TimerKind {
     ErrorWait,
     /// A restarting peer's restart time is over: its stale routes go.
     Restart,
+    /// The restarted speaker's `graceful restart wait` is over (armed on peer 0): its
+    /// recovery ends whether or not every End-of-RIB has come.
+    RecoveryWait,
 }
 
-const TIMER_KINDS: usize = 5;
+const TIMER_KINDS: usize = 6;
 
 /// What happens to the speaker.
 #[derive(Clone, Debug)]
@@ -287,6 +295,9 @@ pub struct Speaker {
     fib_changed: BTreeSet<Ipv4Net>,
     /// Timer jitter (BIRD `bgp_start_timer`).
     rng: ChaCha8Rng,
+    /// The process was restarted ([`Speaker::restart`]) and is recovering: exports wait for
+    /// every peer's End-of-RIB or the end of `graceful restart wait` (bird-facts.md §2.4).
+    restarted: bool,
 }
 
 /// The best of two candidate paths as `bgp_rte_better` (proto/bgp/attrs.c, BIRD 1.6) orders
@@ -345,6 +356,80 @@ impl Speaker {
             fib: BTreeMap::new(),
             fib_changed: BTreeSet::new(),
             rng,
+            restarted: false,
+        }
+    }
+
+    /// BIRD's process dies and is started again with `-R` (calico-node's runit restarting
+    /// it): everything it knew is gone but its counters; the kernel keeps its routes
+    /// (`persist`), its TCP connections are closed by the kernel. [`Speaker::start`] then
+    /// starts it in graceful-restart recovery: every OPEN carries the Restart State and
+    /// Forwarding State bits, and exports (to peers, and the kernel sync the caller does when
+    /// [`Speaker::recovering`] ends) wait until every peer has sent its End-of-RIB or
+    /// `graceful restart wait` is over (`graceful_restart_init`, `proto.c`; bird-facts.md
+    /// §2.4).
+    pub fn restart(&mut self, now: Instant) {
+        for p in 0..self.peers.len() {
+            self.set_state(p, State::Idle, now);
+            let min = self.config.timers.error_wait.0;
+            let hold = self.config.timers.startup_hold;
+            let peer = &mut self.peers[p];
+            for g in &mut peer.gens {
+                *g = g.wrapping_add(1);
+            }
+            peer.last_error = None;
+            peer.local = None;
+            peer.remote = None;
+            peer.session = Session::default();
+            peer.session_rx = Session::default();
+            peer.hold = hold;
+            peer.keepalive = Duration::ZERO;
+            peer.gr_capable = false;
+            peer.adj_in.clear();
+            peer.adj_out.clear();
+            peer.eor_received = false;
+            peer.error_wait = min;
+            peer.last_error_at = None;
+            peer.recovering = true;
+        }
+        self.running = false;
+        self.dirty.clear();
+        self.holders.clear();
+        self.fib.clear();
+        self.fib_changed.clear();
+        self.restarted = true;
+    }
+
+    /// The restarted speaker has not yet ended its graceful-restart recovery: its kernel
+    /// routes are not to be synced with [`Speaker::fib`] yet.
+    pub fn recovering(&self) -> bool {
+        self.restarted
+    }
+
+    /// Ends a restarted speaker's recovery once every peer has sent its End-of-RIB (a peer
+    /// that cannot restart gracefully releases its lock at Established, `bgp.c:389-395`) or
+    /// `force`d by `graceful restart wait`: the whole table to every established peer, then
+    /// End-of-RIB (the deferred initial feeds, `proto.c:738-765`).
+    fn end_recovery(&mut self, force: bool, out: &mut Vec<Output>) {
+        if !self.restarted {
+            return;
+        }
+        let released = |q: &Peer| q.eor_received || (q.state == State::Established && !q.gr_capable);
+        if !force && !self.peers.iter().all(released) {
+            return;
+        }
+        self.restarted = false;
+        self.cancel(0, TimerKind::RecoveryWait);
+        for q in &mut self.peers {
+            q.recovering = false;
+        }
+        let all = self.candidates();
+        let bests = self.bests(&all);
+        for p in 0..self.peers.len() {
+            if self.peers[p].state == State::Established {
+                self.export_to(p, &all, &bests, out);
+                self.send(p, Message::Update(Update::end_of_rib()), out);
+            }
         }
     }
 
@@ -352,6 +437,10 @@ impl Speaker {
     /// connect delay, a passive one waits in Active for the other side.
     pub fn start(&mut self, now: Instant, out: &mut Vec<Output>) {
         self.running = true;
+        if self.restarted && !self.peers.is_empty() {
+            let wait = self.config.timers.graceful_restart_wait;
+            self.arm(0, TimerKind::RecoveryWait, wait, out);
+        }
         for p in 0..self.peers.len() {
             self.start_peer(p, now, self.config.timers.connect_delay, out);
         }
@@ -403,8 +492,10 @@ impl Speaker {
     /// `v - random() % (v / 4 + 1)` seconds, uniform in [v - v/4, v] (the graceful-restart
     /// timer and the connect delay are not jittered).
     fn arm(&mut self, p: PeerId, kind: TimerKind, after: Duration, out: &mut Vec<Output>) {
+        // The restart timer and `graceful restart wait` are plain timers (`tm_start` in
+        // `bgp.c` and `proto.c`), not `bgp_start_timer`'s jittered ones.
         let after = match kind {
-            TimerKind::Restart => after,
+            TimerKind::Restart | TimerKind::RecoveryWait => after,
             _ => {
                 let v = after.as_nanos() / 1_000_000_000;
                 let jitter = self.rng.random_range(0..=v / 4);
@@ -582,6 +673,7 @@ impl Speaker {
                 // The restarting peer did not come back in time: its stale routes go.
                 self.rib_remove_stale(p);
             }
+            TimerKind::RecoveryWait => self.end_recovery(true, out),
         }
     }
 
@@ -682,15 +774,22 @@ impl Speaker {
                 // feed, `bgp_feed_begin`) and End-of-RIB (RFC 4724 §2: sent after the
                 // initial update even without a restart).
                 self.export(now, out);
-                let all = self.candidates();
-                let bests = self.bests(&all);
-                self.export_to(p, &all, &bests, out);
-                self.send(p, Message::Update(Update::end_of_rib()), out);
+                if self.restarted {
+                    // The feed waits for the recovery's end (`gr_wait`), unless this peer was
+                    // the last lock.
+                    self.end_recovery(false, out);
+                } else {
+                    let all = self.candidates();
+                    let bests = self.bests(&all);
+                    self.export_to(p, &all, &bests, out);
+                    self.send(p, Message::Update(Update::end_of_rib()), out);
+                }
             }
             (State::Established, Message::Keepalive) => self.restart_hold(p, out),
             (State::Established, Message::Update(u)) => {
                 self.restart_hold(p, out);
                 self.update(p, u);
+                self.end_recovery(false, out);
             }
             (State::Established, Message::RouteRefresh(_)) => {
                 // RFC 2918 §4: the Adj-RIB-Out is sent again.
@@ -969,7 +1068,9 @@ impl Speaker {
         if self.config.cluster_id.is_none() {
             dirty.retain(|n| self.config.own.contains(n));
         }
-        if dirty.is_empty() {
+        // A restarted speaker sends nothing before its recovery ends: the deferred feed then
+        // holds everything.
+        if dirty.is_empty() || self.restarted {
             return;
         }
         let bests = self.bests(&dirty);

@@ -123,6 +123,8 @@ pub enum ChangeKind {
     PowerOff(NodeId),
     /// BIRD on the node shuts down gracefully: Cease NOTIFICATIONs, routes withdrawn at once.
     StopBird(NodeId),
+    /// BIRD's process on the node dies and starts again in graceful-restart recovery.
+    RestartBird(NodeId),
     /// NetworkPolicy `Cluster::policy_catalog[i]` is created; each node's policy agent programs
     /// it when its watch event arrives and its previous work is done.
     ApplyPolicy(usize),

@@ -699,6 +699,7 @@ impl Simulation {
             ChangeKind::DeletePod(pod) => pod,
             ChangeKind::PowerOff(node) => return self.power_off(t, index, node),
             ChangeKind::StopBird(node) => return self.bgp_change(t, index, node, false),
+            ChangeKind::RestartBird(node) => return self.bgp_restart(t, index, node),
             ChangeKind::ApplyPolicy(_) | ChangeKind::DeletePolicy(_) | ChangeKind::LabelPod(_) => {
                 return self.policy_change(t, index)
             }

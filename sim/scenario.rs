@@ -431,9 +431,10 @@ pub struct GeneratedServices {
 }
 
 /// `(at: "500ms", delete_pod: "node-2-pod-1")`, `(at: "10s", power_off: "node-3")`,
-/// `(at: "10s", stop_bird: "node-3")`, `(at: "20ms", apply_policy: "prod/db-from-web")` or
+/// `(at: "10s", stop_bird: "node-3")`, `(at: "10s", restart_bird: "node-3")`,
+/// `(at: "20ms", apply_policy: "prod/db-from-web")` or
 /// `(at: "40ms", delete_policy: "prod/default-deny")` or
-/// `(at: "50ms", label_pod: (pod: "dev-client", labels: {"app": "web"}))`: exactly one of the six.
+/// `(at: "50ms", label_pod: (pod: "dev-client", labels: {"app": "web"}))`: exactly one of the seven.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeSpec {
@@ -449,6 +450,11 @@ pub struct ChangeSpec {
     /// every peer, which withdraw its routes at once. Needs `bgp:`.
     #[serde(default, deserialize_with = "present")]
     pub stop_bird: Option<String>,
+    /// BIRD's process on the node dies and is started again at once with `-R`: its
+    /// connections close without a NOTIFICATION, its peers keep its routes as stale (graceful
+    /// restart), the kernel keeps its routes. Needs `bgp:`.
+    #[serde(default, deserialize_with = "present")]
+    pub restart_bird: Option<String>,
     /// A NetworkPolicy of `network_policies` (`"namespace/name"`, or its name alone when no
     /// other namespace has one of that name) is created at `at`: it is not in force before.
     #[serde(default, deserialize_with = "present")]
@@ -509,6 +515,10 @@ pub struct BgpSpec {
     /// Graceful restart time advertised (BIRD default "120s").
     #[serde(default, deserialize_with = "present")]
     pub graceful_restart: Option<Duration>,
+    /// How long a restarted BIRD waits for its peers' End-of-RIB before it exports and syncs
+    /// the kernel anyway (BIRD `graceful restart wait`, default "240s").
+    #[serde(default, deserialize_with = "present")]
+    pub graceful_restart_wait: Option<Duration>,
     /// Each node's BIRD starts at a time drawn uniformly from 0 to this (calico-node pods
     /// rolled out over a window); default "0s": every BIRD at t = 0.
     #[serde(default, deserialize_with = "present")]

@@ -1526,6 +1526,7 @@ fn bgp_numbers_and_timers_out_of_range() {
         ("(connect_retry: \"0s\")", "\"0s\"", "connect_retry is zero"),
         ("(error_wait: (\"30s\", \"5s\"))", "(\"30s\"", "must be (min, max) with 0 < min <= max"),
         ("(graceful_restart: \"4096s\")", "\"4096s\"", "up to 4095s"),
+        ("(graceful_restart_wait: \"0s\")", "\"0s\"", "graceful_restart_wait is zero"),
     ] {
         check_at(&with_bgp(section, ""), marker, message);
     }
@@ -1536,8 +1537,8 @@ fn change_errors() {
     check_at(
         &with_fields("changes: [(at: \"1s\", power_off: \"node-1\", delete_pod: \"srv\")]"),
         "(at: \"1s\"",
-        "give exactly one of delete_pod, power_off, stop_bird, apply_policy, delete_policy and label_pod \
-         (this one has delete_pod and power_off)",
+        "give exactly one of delete_pod, power_off, stop_bird, restart_bird, apply_policy, delete_policy and \
+         label_pod (this one has delete_pod and power_off)",
     );
     check_at(&with_fields("changes: [(at: \"1s\")]"), "(at: \"1s\")", "(this one has none)");
     check_at(
@@ -1559,6 +1560,21 @@ fn change_errors() {
         &with_bgp("()", "changes: [(at: \"1s\", stop_bird: \"node-3\")]"),
         "\"node-3\"",
         "stop_bird 'node-3' names no node",
+    );
+    check_at(
+        &with_fields("changes: [(at: \"1s\", restart_bird: \"node-1\")]"),
+        "\"node-1\")]",
+        "restart_bird needs the BGP control plane simulated",
+    );
+    check_at(
+        &with_bgp("()", "changes: [(at: \"1s\", restart_bird: \"node-9\")]"),
+        "\"node-9\"",
+        "restart_bird 'node-9' names no node",
+    );
+    check_at(
+        &with_bgp("()", "changes: [(at: \"1s\", restart_bird: \"node-1\", stop_bird: \"node-1\")]"),
+        "(at: \"1s\"",
+        "(this one has stop_bird and restart_bird)",
     );
     check_at(
         &with_fields("changes: [(at: \"2s\", power_off: \"node-1\")]"),

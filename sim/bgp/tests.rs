@@ -333,3 +333,70 @@ fn a_wrong_peer_as_is_refused_with_a_notification() {
     assert_eq!(p.last_error.as_deref(), Some("Error: Bad peer AS: 65001"));
     assert!(n.fibs().iter().all(|f| f.is_empty()));
 }
+
+/// Speaker `i`'s process dies and starts again at once: the kernel closes its connections
+/// (its peers see them go down, no NOTIFICATION), then it starts in recovery.
+fn restart(n: &mut Net, i: usize) {
+    let ups: Vec<PeerId> = n.up.iter().filter(|x| x.0 == i).map(|x| x.1).collect();
+    n.up.retain(|x| x.0 != i);
+    for p in ups {
+        let j = n.index_of(n.speakers[i].peers[p].config.addr);
+        let q = n.peer_of(j, i).unwrap();
+        n.at(n.now + DELAY, Ev::Down(j, q));
+    }
+    n.speakers[i].restart(n.now);
+    let mut out = Vec::new();
+    n.speakers[i].start(n.now, &mut out);
+    n.apply(i, out);
+}
+
+#[test]
+fn a_restarted_reflector_keeps_every_route_through_its_recovery() {
+    let mut n = net(5, &[0], Timers::default());
+    n.run_until(secs(5));
+    let before = n.fibs();
+    for (i, fib) in before.iter().enumerate().skip(1) {
+        assert_eq!(*fib, complete(5, i, &[]));
+    }
+    restart(&mut n, 0);
+    assert!(n.speakers[0].recovering());
+    assert!(n.speakers[0].fib.is_empty(), "the new process knows nothing");
+    // Clients keep the reflector's routes as stale until its End-of-RIB: if it sent its
+    // End-of-RIB after a partial feed, a client would drop the routes not yet re-learned.
+    let mut t = secs(5);
+    while t < secs(20) {
+        t += Duration::from_millis(1);
+        n.run_until(t);
+        assert_eq!(n.fibs()[1..], before[1..], "clients at {t:?}");
+    }
+    assert!(!n.speakers[0].recovering(), "every client sent its End-of-RIB");
+    assert_eq!(n.fibs()[0], complete(5, 0, &[]));
+    for i in 1..5 {
+        let p = &n.speakers[i].peers[0];
+        assert_eq!(p.state, State::Established);
+        assert!(p.adj_in.values().all(|r| !r.stale), "client {i}: stale routes left");
+        assert_eq!(p.stats.flaps, 1);
+    }
+    // The reflector's OPENs after the restart said it is restarting (R) with its forwarding
+    // state kept (F).
+    let open = n.speakers[0].peers[0].local.clone().unwrap();
+    assert!(open.capabilities.iter().any(|c| matches!(c,
+        Capability::GracefulRestart { restarting: true, families, .. } if families.iter().all(|f| f.2))));
+}
+
+#[test]
+fn a_restarted_speaker_waiting_for_a_dead_peer_ends_its_recovery_after_the_wait() {
+    let t = Timers { graceful_restart_wait: Duration::from_secs(60), ..Timers::default() };
+    let mut n = net(3, &[], t);
+    n.run_until(secs(5));
+    n.dead[2] = true;
+    restart(&mut n, 0);
+    n.run_until(secs(5 + 59));
+    assert!(n.speakers[0].recovering(), "still waiting for speaker 2's End-of-RIB");
+    let p1 = n.peer_of(1, 0).unwrap();
+    assert!(n.speakers[1].peers[p1].adj_in.values().all(|r| r.stale), "nothing re-sent to 1 yet");
+    n.run_until(secs(5 + 61));
+    assert!(!n.speakers[0].recovering());
+    assert!(n.speakers[1].peers[p1].adj_in.values().all(|r| !r.stale), "the deferred feed came");
+    assert!(n.fibs()[0].contains(&(block(1), addr(1))));
+}

@@ -73,6 +73,23 @@ pub struct Bird {
     /// Kernel routes BIRD added and removed.
     pub routes_added: u64,
     pub routes_removed: u64,
+    /// Where BIRD's kernel protocol is with the kernel's routes.
+    kernel: KernelSync,
+    /// Batches of a process that died while they were served: dropped when they are done.
+    stale_work: u32,
+}
+
+/// BIRD's kernel protocol after a restart: with `graceful restart` it leaves the kernel's
+/// routes alone until the recovery ends (`gr_wait`, `krt.c`), then syncs them with its table
+/// once (bird-facts.md §2.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KernelSync {
+    /// Every change of the table goes to the kernel as it happens.
+    Live,
+    /// A restarted BIRD is recovering: nothing goes to the kernel.
+    Deferred,
+    /// The recovery is over and the sync is being served.
+    Syncing,
 }
 
 /// Work of a BIRD process, when it has been served.
@@ -106,8 +123,10 @@ pub struct ControlPlane {
     pub convergences: Vec<Convergence>,
     /// Since when the routes have been incomplete at the start, with the drop counts then.
     incomplete_since: Option<(Instant, BTreeMap<DropReason, u64>)>,
-    /// Changes whose node some live node still routes to: (change, node, since, drops then).
-    pending: Vec<(usize, usize, Instant, BTreeMap<DropReason, u64>)>,
+    /// Changes not yet converged: (change, node, since, drops then, restart). A change that
+    /// takes a node away waits until no live node routes through the node; a BIRD restart
+    /// until the restarted BIRD's recovery has ended and its kernel routes are synced.
+    pending: Vec<Pending>,
     /// The convergence tally, kept as routes come and go so that checking is O(1): a node is
     /// live while its BIRD runs; `via[m]`: kernel routes of live nodes whose next hop is
     /// node `m`; `valid`: those whose next hop is live; `want`: the routes the live nodes
@@ -116,6 +135,18 @@ pub struct ControlPlane {
     via: Vec<u64>,
     valid: u64,
     want: u64,
+}
+
+/// A change whose convergence is waited for.
+struct Pending {
+    change: usize,
+    node: usize,
+    since: Instant,
+    /// Datagrams to the node's pods dropped by then, by reason.
+    drops: BTreeMap<DropReason, u64>,
+    /// A BIRD restart (converged when its kernel is synced), not a node taken away
+    /// (converged when no live node routes through it).
+    restart: bool,
 }
 
 /// One period from a cause (the start, a change) to every live node's routes being complete.
@@ -179,7 +210,7 @@ impl ControlPlane {
 
     /// Changes not converged by the end: (change, since).
     pub fn unconverged(&self) -> Vec<(usize, Instant)> {
-        self.pending.iter().map(|p| (p.0, p.2)).collect()
+        self.pending.iter().map(|p| (p.change, p.since)).collect()
     }
 }
 
@@ -224,6 +255,8 @@ impl Simulation {
                 dead: false,
                 routes_added: 0,
                 routes_removed: 0,
+                kernel: KernelSync::Live,
+                stale_work: 0,
             });
             starts.push(if cfg.start_spread == Duration::ZERO {
                 Instant::ZERO
@@ -247,6 +280,11 @@ impl Simulation {
     pub(super) fn bird(&mut self, t: Instant, b: usize, work: BirdWork) {
         let Some(cp) = self.bgp.as_mut() else { return };
         if cp.birds[b].dead {
+            return;
+        }
+        if matches!(work, BirdWork::Inputs(_) | BirdWork::Apply { .. }) && cp.birds[b].stale_work > 0 {
+            // The process that took this work on has died.
+            cp.birds[b].stale_work -= 1;
             return;
         }
         match work {
@@ -282,6 +320,9 @@ impl Simulation {
                 self.bird_decided(t, b, out);
             }
             BirdWork::Apply { outputs, fib } => {
+                if cp.birds[b].kernel == KernelSync::Syncing {
+                    cp.birds[b].kernel = KernelSync::Live;
+                }
                 self.bird_apply(t, b, outputs, fib);
                 self.bgp.as_mut().expect("control plane").birds[b].busy = false;
                 let h = self.bgp.as_ref().expect("control plane").birds[b].host;
@@ -296,7 +337,14 @@ impl Simulation {
         let cp = self.bgp.as_mut().expect("control plane");
         let bird = &mut cp.birds[b];
         bird.busy = true;
-        let fib = bird.speaker.take_fib_changes();
+        let fib = match bird.kernel {
+            KernelSync::Live | KernelSync::Syncing => bird.speaker.take_fib_changes(),
+            KernelSync::Deferred if bird.speaker.recovering() => Vec::new(),
+            KernelSync::Deferred => {
+                bird.kernel = KernelSync::Syncing;
+                kernel_sync(bird, &cp.node_of_ip)
+            }
+        };
         let mut cost = Duration::ZERO;
         for o in &out {
             if let Output::Send { messages, routes, .. } = o {
@@ -599,7 +647,16 @@ impl Simulation {
     fn bgp_check_convergence(&mut self, t: Instant) {
         let cp = self.bgp.as_ref().expect("control plane");
         let start_done = cp.incomplete_since.is_some() && cp.valid == cp.want;
-        let done: Vec<usize> = (0..cp.pending.len()).filter(|&i| cp.via[cp.pending[i].1] == 0).collect();
+        let done: Vec<usize> = (0..cp.pending.len())
+            .filter(|&i| {
+                let p = &cp.pending[i];
+                if p.restart {
+                    cp.birds[p.node].kernel == KernelSync::Live
+                } else {
+                    cp.via[p.node] == 0
+                }
+            })
+            .collect();
         if !start_done && done.is_empty() {
             return;
         }
@@ -621,13 +678,13 @@ impl Simulation {
         }
         let now: Vec<BTreeMap<DropReason, u64>> = {
             let cp = self.bgp.as_ref().expect("control plane");
-            done.iter().map(|&i| self.drops_to_node(cp.pending[i].1)).collect()
+            done.iter().map(|&i| self.drops_to_node(cp.pending[i].node)).collect()
         };
         let cp = self.bgp.as_mut().expect("control plane");
         for (&i, now) in done.iter().zip(&now) {
-            let (change, _, from, before) = &cp.pending[i];
-            let drops = since(now, before);
-            cp.convergences.push(Convergence { change: Some(*change), from: *from, to: t, drops });
+            let p = &cp.pending[i];
+            let drops = since(now, &p.drops);
+            cp.convergences.push(Convergence { change: Some(p.change), from: p.since, to: t, drops });
         }
         for &i in done.iter().rev() {
             cp.pending.remove(i);
@@ -649,9 +706,71 @@ impl Simulation {
         }
         let cp = self.bgp.as_mut().expect("control plane");
         if let Some(b) = cp.birds.iter().position(|b| b.node == node) {
-            cp.pending.push((index, b, t, drops_now));
+            cp.pending.push(Pending { change: index, node: b, since: t, drops: drops_now, restart: false });
         }
     }
+}
+
+impl Simulation {
+    /// BIRD's process on `node` dies and is started again at once (`restart_bird`): the
+    /// kernel closes its sockets (a FIN each, or a RST where data was left unread:
+    /// `tcp_close`), so its peers keep its routes as stale for its restart time; port 179 is
+    /// closed until the new process listens; the kernel keeps the routes (`persist`). The
+    /// change has converged when the new BIRD's recovery has ended and its kernel routes are
+    /// synced.
+    pub(super) fn bgp_restart(&mut self, t: Instant, index: usize, node: usize) {
+        let drops_now = self.drops_to_node(node);
+        let Some(cp) = self.bgp.as_mut() else { return };
+        let Some(b) = cp.birds.iter().position(|b| b.node == node) else { return };
+        let bird = &mut cp.birds[b];
+        if bird.dead {
+            return;
+        }
+        let h = bird.host;
+        let conns: Vec<Conn> = bird.conns.iter_mut().filter_map(Option::take).collect();
+        bird.peer_of_slot.clear();
+        bird.unread.clear();
+        bird.unsent.clear();
+        bird.pending.clear();
+        if std::mem::replace(&mut bird.busy, false) {
+            bird.stale_work += 1;
+        }
+        bird.speaker.restart(t);
+        bird.kernel = KernelSync::Deferred;
+        cp.pending.push(Pending { change: index, node: b, since: t, drops: drops_now, restart: true });
+        for c in conns {
+            let s = self.tcp[h].sock(c.slot);
+            if s.recv_queue() > 0 {
+                s.abort();
+            } else {
+                s.close();
+            }
+            self.tcp_poll(t, h, c.slot);
+        }
+        let host = &mut self.tcp[h];
+        let listeners: Vec<u32> = host.listening.iter().filter(|l| l.0 == PORT).map(|l| l.1).collect();
+        host.listening.retain(|l| l.0 != PORT);
+        for l in listeners {
+            host.sock(l).abort();
+        }
+        self.queue.schedule(t, Event::Bird { bird: b as u32, work: BirdWork::Start });
+    }
+}
+
+/// The kernel sync at the end of a restarted BIRD's recovery: each route of its table the
+/// kernel does not have as it is, and a removal for each route BIRD installed before that is
+/// no longer in its table.
+fn kernel_sync(bird: &mut Bird, node_of_ip: &BTreeMap<Ipv4Addr, usize>) -> Vec<(Ipv4Net, Option<Ipv4Addr>)> {
+    bird.speaker.take_fib_changes();
+    let fib = &bird.speaker.fib;
+    let mut out: Vec<(Ipv4Net, Option<Ipv4Addr>)> = fib
+        .iter()
+        .filter(|(net, nh)| bird.installed.get(net).copied() != node_of_ip.get(nh).copied())
+        .map(|(&net, &nh)| (net, Some(nh)))
+        .collect();
+    out.extend(bird.installed.keys().filter(|net| !fib.contains_key(net)).map(|&net| (net, None)));
+    out.sort_by_key(|x| x.0);
+    out
 }
 
 /// BIRD's CPU for one message it reads or writes: `bird_message`, plus `bird_route` per route

@@ -40,7 +40,9 @@ pub struct BgpSummary {
     pub max_node_cpu_ns: u64,
     /// The initial convergence ("start": from BIRD's start to every live node with a route to
     /// every block of every other live node), then per change that takes a node's routes away
-    /// (power_off, stop_bird) the time until no live node routes through that node any more.
+    /// (power_off, stop_bird) the time until no live node routes through that node any more,
+    /// and per restart_bird the time until the new BIRD's recovery has ended and its kernel
+    /// routes are synced.
     pub convergence: Vec<ConvergencePeriod>,
     /// What had not converged by the end: "start" or the change, with since when, ns.
     pub unconverged: Vec<(String, u64)>,
@@ -191,6 +193,7 @@ pub fn describe_change(sim: &Simulation, i: usize) -> String {
         ChangeKind::DeletePod(p) => format!("delete_pod {}", c.pods[p].name),
         ChangeKind::PowerOff(n) => format!("power_off {}", c.nodes[n].name),
         ChangeKind::StopBird(n) => format!("stop_bird {}", c.nodes[n].name),
+        ChangeKind::RestartBird(n) => format!("restart_bird {}", c.nodes[n].name),
         ChangeKind::ApplyPolicy(p) => {
             format!("apply_policy {}/{}", c.policy_catalog[p].namespace, c.policy_catalog[p].name)
         }

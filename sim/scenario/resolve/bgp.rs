@@ -148,6 +148,8 @@ pub(super) fn resolve_bgp(
             ),
         ));
     }
+    let graceful_restart_wait =
+        positive(b.graceful_restart_wait, "graceful_restart_wait", d.graceful_restart_wait)?;
     let start_spread = b.start_spread.unwrap_or(Duration::ZERO);
     if start_spread >= s.duration {
         return Err(loc.err(
@@ -172,6 +174,7 @@ pub(super) fn resolve_bgp(
             connect_retry,
             error_wait,
             graceful_restart,
+            graceful_restart_wait,
         },
     }))
 }

@@ -398,6 +398,7 @@ pub(super) fn resolve_changes(
             c.delete_pod.as_ref().map(|_| "delete_pod"),
             c.power_off.as_ref().map(|_| "power_off"),
             c.stop_bird.as_ref().map(|_| "stop_bird"),
+            c.restart_bird.as_ref().map(|_| "restart_bird"),
             c.apply_policy.as_ref().map(|_| "apply_policy"),
             c.delete_policy.as_ref().map(|_| "delete_policy"),
             c.label_pod.as_ref().map(|_| "label_pod"),
@@ -411,7 +412,7 @@ pub(super) fn resolve_changes(
                 at!["changes", i],
                 format!(
                     "a change does one thing: give exactly one of delete_pod, power_off, stop_bird, \
-                     apply_policy, delete_policy and label_pod (this one has {what}); split it into several \
+                     restart_bird, apply_policy, delete_policy and label_pod (this one has {what}); split it into several \
                      changes"
                 ),
             ));
@@ -490,22 +491,30 @@ pub(super) fn resolve_changes(
             }
             kind
         } else {
-            let name = c.stop_bird.as_deref().unwrap_or_default();
-            let n = node(name, "stop_bird")?;
+            let restart = c.restart_bird.is_some();
+            let key = if restart { "restart_bird" } else { "stop_bird" };
+            let name = c.restart_bird.as_deref().or(c.stop_bird.as_deref()).unwrap_or_default();
+            let n = node(name, key)?;
             if s.bgp.is_none() {
                 return Err(loc.err(
-                    at!["changes", i, "stop_bird"],
-                    "stop_bird needs the BGP control plane simulated: add a `bgp: ()` section (or \
-                     remove this change)",
+                    at!["changes", i, key],
+                    format!(
+                        "{key} needs the BGP control plane simulated: add a `bgp: ()` section (or remove \
+                         this change)"
+                    ),
                 ));
             }
-            if out.iter().any(|o| o.what == ChangeKind::StopBird(n)) {
+            if !restart && out.iter().any(|o| o.what == ChangeKind::StopBird(n)) {
                 return Err(loc.err(
-                    at!["changes", i, "stop_bird"],
+                    at!["changes", i, key],
                     format!("BIRD on node '{name}' is stopped twice; stop it once"),
                 ));
             }
-            ChangeKind::StopBird(n)
+            if restart {
+                ChangeKind::RestartBird(n)
+            } else {
+                ChangeKind::StopBird(n)
+            }
         };
         if c.at >= s.duration {
             return Err(loc.err(
