@@ -277,6 +277,32 @@ pub struct Peer {
     recovering: bool,
 }
 
+/// A path as a speaker exports it, with the attributes it is written with.
+#[derive(Debug)]
+struct Export {
+    path: Path,
+    attrs: PathAttrs,
+}
+
+/// A learned path a reflector can send, with what decides which peers get it.
+#[derive(Debug)]
+struct Candidate {
+    from: PeerId,
+    from_client: bool,
+    /// The best path of its prefix.
+    best: bool,
+    /// The path has been through this reflector's cluster (its CLUSTER_LIST holds it).
+    looped: bool,
+    export: Export,
+}
+
+/// What a speaker can send of one prefix ([`Speaker::exportables`]).
+#[derive(Debug)]
+enum Exportable {
+    Own(Export),
+    Learned(Vec<Candidate>),
+}
+
 /// One BGP speaker (one BIRD process).
 #[derive(Clone, Debug)]
 pub struct Speaker {
@@ -423,11 +449,10 @@ impl Speaker {
         for q in &mut self.peers {
             q.recovering = false;
         }
-        let all = self.candidates();
-        let bests = self.bests(&all);
+        let all = self.exportables(&self.candidates());
         for p in 0..self.peers.len() {
             if self.peers[p].state == State::Established {
-                self.export_to(p, &all, &bests, out);
+                self.export_to(p, &all, out);
                 self.send(p, Message::Update(Update::end_of_rib()), out);
             }
         }
@@ -779,9 +804,8 @@ impl Speaker {
                     // the last lock.
                     self.end_recovery(false, out);
                 } else {
-                    let all = self.candidates();
-                    let bests = self.bests(&all);
-                    self.export_to(p, &all, &bests, out);
+                    let all = self.exportables(&self.candidates());
+                    self.export_to(p, &all, out);
                     self.send(p, Message::Update(Update::end_of_rib()), out);
                 }
             }
@@ -795,9 +819,8 @@ impl Speaker {
                 // RFC 2918 §4: the Adj-RIB-Out is sent again.
                 self.restart_hold(p, out);
                 self.peers[p].adj_out.clear();
-                let all = self.candidates();
-                let bests = self.bests(&all);
-                self.export_to(p, &all, &bests, out);
+                let all = self.exportables(&self.candidates());
+                self.export_to(p, &all, out);
             }
             (_, Message::Notification(n)) => {
                 out.push(Output::Close(p));
@@ -995,54 +1018,42 @@ impl Speaker {
         best
     }
 
-    /// The paths for `net` this speaker sends to peer `to` (path ID, attributes): its own
-    /// route; routes from other peers only when it reflects them (RFC 4456 §6: a client's
-    /// route to every peer, a non-client's to clients only), with ORIGINATOR_ID and its
-    /// cluster ID added; every accepted path with ADD-PATH, the best one without.
-    /// `best`: the best path's (peer, path ID), as [`Speaker::best`] gives it.
-    fn export_paths(&self, net: Ipv4Net, to: PeerId, best: Option<(PeerId, u32)>) -> Vec<(u32, Path)> {
-        if self.config.own.contains(&net) {
-            return vec![(0, self.own_path())];
-        }
-        let Some(cluster) = self.config.cluster_id else { return Vec::new() };
-        let mut out = Vec::new();
-        let reflect = |from: PeerId, path: &Path| -> Option<Path> {
-            if from == to || !(self.peers[from].config.rr_client || self.peers[to].config.rr_client) {
-                return None;
-            }
-            // Never to a client whose cluster (ours) the route has been through.
-            if self.peers[to].config.rr_client && path.cluster_list.contains(&cluster) {
-                return None;
-            }
-            let f = &self.peers[from];
-            let mut p = path.clone();
-            p.stale = false;
-            p.originator_id =
-                Some(p.originator_id.unwrap_or(f.remote.as_ref().map_or(f.config.addr, |o| o.bgp_id)));
-            p.cluster_list = std::iter::once(cluster).chain(p.cluster_list.iter().copied()).collect();
-            Some(p)
-        };
-        if self.peers[to].session.add_path {
-            for &(_, i) in self.holders.range((net, 0)..=(net, PeerId::MAX)) {
-                let p = &self.peers[i];
-                for ((_, _), path) in p.adj_in.range((net, 0)..=(net, u32::MAX)) {
-                    if let Some(x) = reflect(i, path) {
-                        // Path IDs as BIRD gives them: one per route source (the peer).
-                        out.push((i as u32 + 1, x));
-                    }
-                }
-            }
-        } else if let Some((i, id)) = best {
-            if let Some(x) = self.peers[i].adj_in.get(&(net, id)).and_then(|path| reflect(i, path)) {
-                out.push((0, x));
-            }
-        }
-        out
+    /// What this speaker can send of each of `nets`, before the receiving peer's filter
+    /// ([`Speaker::export_to`]): its own route; the routes it learned, in the form it reflects
+    /// them (ORIGINATOR_ID and its cluster ID added), when it is a reflector. Built once per
+    /// export and shared by every peer, so the reflected copies and their attributes are made
+    /// once per prefix, not once per peer.
+    fn exportables(&self, nets: &BTreeSet<Ipv4Net>) -> Vec<(Ipv4Net, Exportable)> {
+        nets.iter().map(|&net| (net, self.exportable(net))).collect()
     }
 
-    /// The best path's (peer, path ID) of each of `nets` that has one.
-    fn bests(&self, nets: &BTreeSet<Ipv4Net>) -> BTreeMap<Ipv4Net, (PeerId, u32)> {
-        nets.iter().filter_map(|&n| self.best(n).map(|(p, id, _)| (n, (p, id)))).collect()
+    fn exportable(&self, net: Ipv4Net) -> Exportable {
+        let export = |path: Path| Export { attrs: self.attrs(&path), path };
+        if self.config.own.contains(&net) {
+            return Exportable::Own(export(self.own_path()));
+        }
+        let Some(cluster) = self.config.cluster_id else { return Exportable::Learned(Vec::new()) };
+        let best = self.best(net).map(|(i, id, _)| (i, id));
+        let mut learned = Vec::new();
+        for &(_, i) in self.holders.range((net, 0)..=(net, PeerId::MAX)) {
+            let f = &self.peers[i];
+            for (&(_, id), path) in f.adj_in.range((net, 0)..=(net, u32::MAX)) {
+                let mut p = path.clone();
+                p.stale = false;
+                p.originator_id =
+                    Some(p.originator_id.unwrap_or(f.remote.as_ref().map_or(f.config.addr, |o| o.bgp_id)));
+                p.cluster_list = std::iter::once(cluster).chain(p.cluster_list.iter().copied()).collect();
+                learned.push(Candidate {
+                    from: i,
+                    from_client: f.config.rr_client,
+                    best: best == Some((i, id)),
+                    // Never to a client whose cluster (ours) the route has been through.
+                    looped: path.cluster_list.contains(&cluster),
+                    export: export(p),
+                });
+            }
+        }
+        Exportable::Learned(learned)
     }
 
     /// For every changed prefix: the kernel route and what each established peer is sent.
@@ -1073,58 +1084,73 @@ impl Speaker {
         if dirty.is_empty() || self.restarted {
             return;
         }
-        let bests = self.bests(&dirty);
+        let exportables = self.exportables(&dirty);
         for to in 0..self.peers.len() {
             if self.peers[to].state == State::Established {
-                self.export_to(to, &dirty, &bests, out);
+                self.export_to(to, &exportables, out);
             }
         }
     }
 
-    /// Brings what peer `to` has been sent of `nets` up to date: announcements grouped by
-    /// attributes, then withdrawals, as few UPDATEs as fit.
-    fn export_to(
-        &mut self,
-        to: PeerId,
-        nets: &BTreeSet<Ipv4Net>,
-        bests: &BTreeMap<Ipv4Net, (PeerId, u32)>,
-        out: &mut Vec<Output>,
-    ) {
+    /// Brings what peer `to` has been sent of `exportables` up to date: announcements grouped
+    /// by attributes, then withdrawals, as few UPDATEs as fit. What a peer is sent: the own
+    /// route; a learned route only when this speaker reflects it (RFC 4456 §6: a client's
+    /// route to every peer, a non-client's to clients only, never back to the peer it came
+    /// from); every such path with ADD-PATH (path IDs as BIRD gives them: one per route
+    /// source, the peer), the best one without.
+    fn export_to(&mut self, to: PeerId, exportables: &[(Ipv4Net, Exportable)], out: &mut Vec<Output>) {
         let s = self.peers[to].session;
-        let mut announce: Vec<(Path, Prefix)> = Vec::new();
+        let to_client = self.peers[to].config.rr_client;
+        let mut announce: Vec<(&PathAttrs, Prefix)> = Vec::new();
         let mut withdraw: Vec<Prefix> = Vec::new();
-        for &net in nets {
-            let want = self.export_paths(net, to, bests.get(&net).copied());
+        let mut want: Vec<(u32, &Export)> = Vec::new();
+        let mut had: Vec<u32> = Vec::new();
+        for (net, e) in exportables {
+            let net = *net;
+            want.clear();
+            match e {
+                Exportable::Own(x) => want.push((0, x)),
+                Exportable::Learned(learned) => {
+                    let sent = |c: &&Candidate| {
+                        c.from != to && (c.from_client || to_client) && !(to_client && c.looped)
+                    };
+                    if s.add_path {
+                        want.extend(learned.iter().filter(sent).map(|c| (c.from as u32 + 1, &c.export)));
+                    } else {
+                        want.extend(learned.iter().filter(|c| c.best).filter(sent).map(|c| (0, &c.export)));
+                    }
+                }
+            }
             let peer = &mut self.peers[to];
             // Without ADD-PATH every path a peer is sent has ID 0: one lookup, not a range.
-            let had: Vec<u32> = if s.add_path {
-                peer.adj_out.range((net, 0)..=(net, u32::MAX)).map(|(k, _)| k.1).collect()
-            } else {
-                peer.adj_out.contains_key(&(net, 0)).then_some(0).into_iter().collect()
-            };
-            for id in had {
+            had.clear();
+            if s.add_path {
+                had.extend(peer.adj_out.range((net, 0)..=(net, u32::MAX)).map(|(k, _)| k.1));
+            } else if peer.adj_out.contains_key(&(net, 0)) {
+                had.push(0);
+            }
+            for &id in &had {
                 if !want.iter().any(|w| w.0 == id) {
                     peer.adj_out.remove(&(net, id));
                     withdraw.push(Prefix { path_id: s.add_path.then_some(id), net });
                 }
             }
-            for (id, path) in want {
-                if peer.adj_out.get(&(net, id)) != Some(&path) {
-                    announce.push((path.clone(), Prefix { path_id: s.add_path.then_some(id), net }));
-                    peer.adj_out.insert((net, id), path);
+            for &(id, x) in &want {
+                if peer.adj_out.get(&(net, id)) != Some(&x.path) {
+                    announce.push((&x.attrs, Prefix { path_id: s.add_path.then_some(id), net }));
+                    peer.adj_out.insert((net, id), x.path.clone());
                 }
             }
         }
         // One UPDATE (or more, if they do not fit) per set of attributes, as BIRD's buckets,
         // in the order the buckets were first filled.
-        let mut buckets: Vec<(PathAttrs, Vec<Prefix>)> = Vec::new();
-        let mut bucket_of: rustc_hash::FxHashMap<PathAttrs, usize> = rustc_hash::FxHashMap::default();
-        for (path, prefix) in announce {
-            let attrs = self.attrs(&path, to);
-            match bucket_of.get(&attrs) {
+        let mut buckets: Vec<(&PathAttrs, Vec<Prefix>)> = Vec::new();
+        let mut bucket_of: rustc_hash::FxHashMap<&PathAttrs, usize> = rustc_hash::FxHashMap::default();
+        for (attrs, prefix) in announce {
+            match bucket_of.get(attrs) {
                 Some(&b) => buckets[b].1.push(prefix),
                 None => {
-                    bucket_of.insert(attrs.clone(), buckets.len());
+                    bucket_of.insert(attrs, buckets.len());
                     buckets.push((attrs, vec![prefix]));
                 }
             }
@@ -1139,7 +1165,7 @@ impl Speaker {
         for (attrs, prefixes) in buckets {
             n_announce += prefixes.len() as u64;
             self.write(to, Kind::Update, prefixes.len() as u32, out, |buf| {
-                write_updates(&attrs, &prefixes, s, buf)
+                write_updates(attrs, &prefixes, s, buf)
             });
         }
         let st = &mut self.peers[to].stats;
@@ -1149,7 +1175,7 @@ impl Speaker {
 
     /// The attributes of a path sent to an internal peer: ORIGIN, an empty AS_PATH, NEXT_HOP,
     /// LOCAL_PREF (and MED when set), ORIGINATOR_ID and CLUSTER_LIST when reflected.
-    fn attrs(&self, p: &Path, _to: PeerId) -> PathAttrs {
+    fn attrs(&self, p: &Path) -> PathAttrs {
         PathAttrs {
             origin: Some(p.origin),
             as_path: Vec::new(),
