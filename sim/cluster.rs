@@ -160,6 +160,24 @@ impl Bgp {
             k * (k - 1) / 2 + k * nodes.saturating_sub(k)
         }
     }
+
+    /// Routes the speakers send one another to converge when every node originates `blocks`
+    /// prefixes: in the mesh, every node's to every other node; with k reflectors, each
+    /// client's to every reflector, and from every reflector every other node's routes to
+    /// every peer but the route's source (with ADD-PATH, as Calico configures BIRD). Each is
+    /// an Adj-RIB-Out entry at its sender and an Adj-RIB-In entry at its receiver: what grows
+    /// with nodes x nodes. A 1,000-node cluster with 2 reflectors sends 1,997,998.
+    pub fn routes_sent(&self, nodes: usize, blocks: u64) -> u64 {
+        let (n, k) = (nodes as u64, self.reflectors.len() as u64);
+        let per_block = if k == 0 {
+            n.saturating_mul(n.saturating_sub(1))
+        } else {
+            let clients = n.saturating_sub(k).saturating_mul(k);
+            let reflected = k.saturating_mul(n.saturating_sub(1)).saturating_mul(n.saturating_sub(1));
+            clients.saturating_add(reflected)
+        };
+        per_block.saturating_mul(blocks)
+    }
 }
 
 /// The receive and transmit buffer of a BGP session's socket, bytes each (`run/bgp.rs` says

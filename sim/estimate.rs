@@ -47,6 +47,13 @@ const PER_CONNECTION: u64 = 300;
 /// peer state and BIRD's connection buffers, measured with a 200-node mesh (19,900 sessions,
 /// 1.71 GB peak resident set: about 84 KiB per session in all).
 const PER_BGP_SESSION: u64 = 20 << 10;
+/// A route one speaker sent another ([`crate::cluster::Bgp::routes_sent`]): its Adj-RIB-Out
+/// entry at the sender, its Adj-RIB-In entry, best-path index and kernel route at the
+/// receiver, and the UPDATE's bytes while they wait for the sender's CPU and socket.
+/// Measured with 1,000 and 2,000 nodes and 2 route reflectors (1,997,998 and 7,995,998
+/// routes; the second run stopped at 7.3 M: 1.56 and 5.34 GB peak resident set, about 650 and
+/// 630 B per route once the other parts are taken away).
+const PER_BGP_ROUTE: u64 = 650;
 
 /// Bytes a node keeps for each other node (routes, neighbours, FDB entries, tunnel maps),
 /// measured at 1,000 nodes.
@@ -173,6 +180,19 @@ pub fn estimate(c: &Cluster, pcap: bool) -> Estimate {
                 crate::cluster::BGP_SOCKET_BUFFER
             ),
             bytes: sessions.saturating_mul(per),
+        });
+        let routes = b.routes_sent(c.nodes.len(), blocks);
+        parts.push(Part {
+            what: format!(
+                "{routes} routes the BIRD speakers send one another (each kept at both ends of its session: \
+                 {})",
+                if b.reflectors.is_empty() {
+                    "every node's blocks to every other node"
+                } else {
+                    "every reflector sends every node's blocks to every peer"
+                }
+            ),
+            bytes: routes.saturating_mul(PER_BGP_ROUTE),
         });
     }
     let connections = connections(c);
@@ -330,6 +350,32 @@ mod tests {
         let part = rr.parts.iter().find(|p| p.what.contains("BGP sessions")).unwrap();
         assert_eq!(part.bytes, (1 + 2 * 198) * (4 * 16384 + (20 << 10)));
         assert!(rr.total * 10 < mesh.total, "{} {}", rr.describe(), mesh.describe());
+    }
+
+    #[test]
+    fn the_routes_bgp_speakers_send_grow_with_nodes_squared_and_reflectors() {
+        let mut b = crate::cluster::Bgp {
+            as_number: 64512,
+            reflectors: Vec::new(),
+            cluster_id: std::net::Ipv4Addr::new(244, 0, 0, 1),
+            timers: crate::bgp::Timers::default(),
+            start_spread: crate::time::Duration::ZERO,
+        };
+        assert_eq!(b.routes_sent(8, 1), 56);
+        assert_eq!(b.routes_sent(8, 3), 168);
+        // What a 1,000-node run with 2 reflectors announced (summary.json `routes_announced`).
+        b.reflectors = vec![0, 1];
+        assert_eq!(b.routes_sent(1000, 1), 1_997_998);
+        // At 5,000 nodes that is 50 M routes: refused on a 24 GB machine, not killed half-way.
+        assert_eq!(b.routes_sent(5000, 1), 49_989_998);
+        assert!(b.routes_sent(5000, 1) * PER_BGP_ROUTE > 24 << 30);
+        let kind = WorkloadKind::UdpCbr { rate: Bandwidth(1_000_000), payload: 100 };
+        let mut c = cluster(250, 1, kind, &[(0, 1)]);
+        c.cni = Cni::CalicoIpip;
+        c.bgp = Some(b);
+        let e = estimate(&c, false);
+        let part = e.parts.iter().find(|p| p.what.contains("routes the BIRD speakers send")).unwrap();
+        assert_eq!(part.bytes, (2 * 248 + 2 * 249 * 249) * PER_BGP_ROUTE, "{}", e.describe());
     }
 
     #[test]

@@ -22,6 +22,8 @@ fn a_mesh_has_a_session_per_pair_and_every_node_routes_every_other_block() {
     assert_eq!(b.topology, "node-to-node mesh");
     assert_eq!(b.sessions, 8 * 7 / 2);
     assert_eq!(b.sessions_established, 28);
+    // Each node's block to each other node once: what the memory estimate counts.
+    assert_eq!(b.routes_announced, 8 * 7);
     // The overhead probe measures IPIP's outer header on the converged routes.
     assert_eq!(s.overhead.len(), 7);
     assert!(s.overhead.iter().all(|o| o.overhead_bytes == 20), "{:?}", s.overhead);
