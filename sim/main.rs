@@ -314,6 +314,30 @@ fn execute(cmd: Command) -> Result<ExitCode, Error> {
                 };
                 println!("  flow {:>3} {:<14} {:<40} {what}", f.id, f.workload, f.describe());
             }
+            if let Some(b) = &s.bgp {
+                println!(
+                    "  bgp {} ({} of {} sessions up): {} messages, {} routes",
+                    b.topology,
+                    b.sessions_established,
+                    b.sessions,
+                    b.messages.values().sum::<u64>(),
+                    b.routes_announced
+                );
+                for c in &b.convergence {
+                    let lost: u64 = c.drops.values().sum();
+                    println!(
+                        "    {:<24} converged after {}  {lost} datagrams lost",
+                        c.cause,
+                        Duration::from_nanos(c.duration_ns)
+                    );
+                }
+                for (cause, since) in &b.unconverged {
+                    println!(
+                        "    {cause:<24} not converged by the end (since {})",
+                        Duration::from_nanos(*since)
+                    );
+                }
+            }
             println!("report: {}", o.out_dir.join("report.html").display());
             Ok(ExitCode::SUCCESS)
         }

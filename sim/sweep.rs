@@ -416,7 +416,7 @@ fn point(s: &Summary, c: &Cluster, index: usize, at: Point) -> SweepPoint {
     let mut p = unset(index, at, String::new());
     p.invalid = None;
     p.bgp = s.bgp.as_ref().map(|b| {
-        let again = b.convergence.iter().find(|x| x.cause != "start");
+        let again = b.convergence.iter().find(|x| x.cause != "start" && !x.cause.starts_with("routes lost"));
         BgpPoint {
             topology: b.topology.clone(),
             sessions: b.sessions,

@@ -49,6 +49,7 @@ pub(super) fn page(summary: &Summary, charts: &[Chart]) -> String {
     services(&mut out, summary);
     tcp(&mut out, summary, charts.iter().filter(|c| c.section == Section::Tcp));
     policy(&mut out, summary);
+    bgp(&mut out, summary);
     overhead(&mut out, summary, charts.iter().filter(|c| c.section == Section::Overhead));
     figures(&mut out, charts.iter().filter(|c| c.section == Section::Charts));
     drops(&mut out, summary);
@@ -74,9 +75,10 @@ fn scenario(out: &mut String, s: &Summary) {
     } else {
         ""
     };
+    let bgp = if s.bgp.is_some() { "<a href=\"#bgp\">BGP</a>" } else { "" };
     let _ = writeln!(
         out,
-        "<nav><a href=\"#flows\">Flows</a>{services}{tcp}{policy}<a href=\"#overhead\">Encapsulation overhead</a>\
+        "<nav><a href=\"#flows\">Flows</a>{services}{tcp}{policy}{bgp}<a href=\"#overhead\">Encapsulation overhead</a>\
          <a href=\"#charts\">Charts</a><a href=\"#drops\">Drops</a>\
          <a href=\"#cpu\">CPU</a><a href=\"#cpu-steps\">Where the CPU goes</a>\
          <a href=\"#paths\">Packet paths</a></nav>",
@@ -408,6 +410,103 @@ fn policy(out: &mut String, s: &Summary) {
 }
 
 /// Each policy change and when each node enforced it.
+/// Calico's BGP control plane: sessions and messages, each convergence period with what it cost
+/// the workloads, and every BIRD's view (the figures of `summary.json` `bgp`).
+fn bgp(out: &mut String, s: &Summary) {
+    let Some(b) = s.bgp.as_ref() else { return };
+    out.push_str("<h2 id=\"bgp\">BGP control plane</h2>\n");
+    let reflectors =
+        if b.reflectors.is_empty() { String::new() } else { format!(" ({})", esc(&b.reflectors.join(", "))) };
+    let messages: Vec<String> =
+        b.messages.iter().map(|(k, n)| format!("{} {}", fmt_count(*n), esc(k))).collect();
+    let _ = writeln!(
+        out,
+        "<p>BIRD on every node, AS {}, {}{reflectors}: {} of {} sessions established at the end; {} \
+         messages ({}, {} B) carried {} routes and {} withdrawals; BIRD's CPU {} in all, {} on the busiest \
+         node. The data plane routes with what the speakers installed: a block without a route is dropped \
+         until its route arrives.</p>",
+        b.as_number,
+        esc(&b.topology),
+        fmt_count(b.sessions_established as u64),
+        fmt_count(b.sessions as u64),
+        fmt_count(b.messages.values().sum()),
+        messages.join(", "),
+        fmt_count(b.message_bytes),
+        fmt_count(b.routes_announced),
+        fmt_count(b.routes_withdrawn),
+        fmt_ns(b.cpu_ns),
+        fmt_ns(b.max_node_cpu_ns),
+    );
+    out.push_str(
+        "<h3>Convergence</h3>\n<p>From the first BIRD's start until every live node has a route to every \
+         block of every other live node, and again whenever live nodes lose routes to one another (\"routes \
+         lost\": every reflector gone, a restart without graceful restart); after a node is taken away, until no live node routes through it \
+         (the black hole: a powered-off node's peers wait for their hold timers); after a BIRD restart, \
+         until its kernel routes are in sync again. Drops are the workload datagrams lost meanwhile: of \
+         every flow for the start and for routes lost, of the flows to that node's pods for a change.</p>\n",
+    );
+    let cols = [("Cause", false), ("From", true), ("Until", true), ("Took", true), ("Datagrams lost", false)];
+    let mut periods: Vec<&crate::summary::ConvergencePeriod> = b.convergence.iter().collect();
+    periods.sort_by_key(|c| c.from_ns);
+    let mut rows: Vec<Vec<String>> = periods
+        .into_iter()
+        .map(|c| {
+            let lost: Vec<String> = c.drops.iter().map(|(r, n)| format!("{} {r}", fmt_count(*n))).collect();
+            vec![
+                c.cause.clone(),
+                fmt_ns(c.from_ns),
+                fmt_ns(c.to_ns),
+                fmt_ns(c.duration_ns),
+                if lost.is_empty() { "none".into() } else { lost.join(", ") },
+            ]
+        })
+        .collect();
+    rows.extend(b.unconverged.iter().map(|(cause, since)| {
+        vec![cause.clone(), fmt_ns(*since), "not by the end".into(), "-".into(), "-".into()]
+    }));
+    table(out, &cols, rows.into_iter());
+    out.push_str(
+        "<h3>Speakers</h3>\n<p>Each BIRD at the end (<code>cnisim describe</code> prints its <code>birdc show \
+         protocols</code> and <code>show route</code>): sessions up, routes in its table (RIB) and in the \
+         kernel (FIB), its messages and its CPU.</p>\n",
+    );
+    let cols = [
+        ("Node", false),
+        ("Role", false),
+        ("Sessions up", true),
+        ("RIB", true),
+        ("FIB", true),
+        ("Messages sent", true),
+        ("Received", true),
+        ("Kernel routes added", true),
+        ("Removed", true),
+        ("CPU", true),
+        ("Memory", true),
+    ];
+    let rows = b.nodes.iter().map(|n| {
+        vec![
+            n.node.clone(),
+            match (n.route_reflector, n.running) {
+                (true, false) => "route reflector, off or stopped".into(),
+                (false, false) => "speaker, off or stopped".into(),
+                (true, true) => "route reflector".into(),
+                (false, true) => "speaker".into(),
+            },
+            // A node that is off keeps the state it had; it has no session up.
+            if n.running { format!("{}/{}", n.established, n.sessions) } else { format!("-/{}", n.sessions) },
+            fmt_count(n.rib_routes as u64),
+            fmt_count(n.fib_routes as u64),
+            fmt_count(n.messages_sent),
+            fmt_count(n.messages_received),
+            fmt_count(n.kernel_routes_added),
+            fmt_count(n.kernel_routes_removed),
+            fmt_ns(n.cpu_ns),
+            crate::memory::fmt_bytes(n.memory_bytes),
+        ]
+    });
+    table(out, &cols, rows);
+}
+
 fn policy_changes(out: &mut String, p: &crate::summary::PolicySummary) {
     // No agent on any node (a plugin without a policy engine): nothing to show.
     if p.changes.iter().all(|c| c.nodes.is_empty()) {

@@ -123,6 +123,10 @@ pub struct ControlPlane {
     pub convergences: Vec<Convergence>,
     /// Since when the routes have been incomplete at the start, with the drop counts then.
     incomplete_since: Option<(Instant, BTreeMap<DropReason, u64>)>,
+    /// After the start: since when some live node has lacked a route to a block of another
+    /// live node (every reflector gone, routes withdrawn by a restart without graceful
+    /// restart), with the drop counts then.
+    lost_since: Option<(Instant, BTreeMap<DropReason, u64>)>,
     /// Changes not yet converged: (change, node, since, drops then, restart). A change that
     /// takes a node away waits until no live node routes through the node; a BIRD restart
     /// until the restarted BIRD's recovery has ended and its kernel routes are synced.
@@ -152,8 +156,11 @@ struct Pending {
 /// One period from a cause (the start, a change) to every live node's routes being complete.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Convergence {
-    /// Index into the scenario's changes; `None`: the cluster's start.
+    /// Index into the scenario's changes; `None`: the cluster's start, or routes lost.
     pub change: Option<usize>,
+    /// Routes between live nodes were lost after the start, and this is how long until they
+    /// were all back (not a change's own convergence).
+    pub lost: bool,
     pub from: Instant,
     pub to: Instant,
     /// Datagrams dropped meanwhile, by reason.
@@ -206,6 +213,12 @@ impl ControlPlane {
     /// Since when the initial convergence has been waited for, if it has not happened.
     pub fn incomplete_since(&self) -> Option<Instant> {
         self.incomplete_since.as_ref().map(|x| x.0)
+    }
+
+    /// Since when routes between live nodes have been missing after the start, if they have
+    /// not come back by the end.
+    pub fn lost_since(&self) -> Option<Instant> {
+        self.lost_since.as_ref().map(|x| x.0)
     }
 
     /// Changes not converged by the end: (change, since).
@@ -647,6 +660,29 @@ impl Simulation {
     fn bgp_check_convergence(&mut self, t: Instant) {
         let cp = self.bgp.as_ref().expect("control plane");
         let start_done = cp.incomplete_since.is_some() && cp.valid == cp.want;
+        // After the start, live nodes that lose routes to one another start a period of
+        // their own, which ends when the routes are all back.
+        let started = cp.incomplete_since.is_none() || start_done;
+        let (lose, regain) =
+            (cp.lost_since.is_none() && cp.valid < cp.want, cp.lost_since.is_some() && cp.valid == cp.want);
+        if started && (lose || regain) {
+            let all_now = self.obs.drops_by_reason();
+            let cp = self.bgp.as_mut().expect("control plane");
+            if lose {
+                cp.lost_since = Some((t, all_now));
+            } else {
+                let (from, before) = cp.lost_since.take().expect("routes were lost");
+                let drops = all_now
+                    .iter()
+                    .filter_map(|(r, n)| {
+                        let d = n - before.get(r).copied().unwrap_or(0);
+                        (d > 0).then(|| (r.name().to_string(), d))
+                    })
+                    .collect();
+                cp.convergences.push(Convergence { change: None, lost: true, from, to: t, drops });
+            }
+        }
+        let cp = self.bgp.as_ref().expect("control plane");
         let done: Vec<usize> = (0..cp.pending.len())
             .filter(|&i| {
                 let p = &cp.pending[i];
@@ -674,7 +710,7 @@ impl Simulation {
             let cp = self.bgp.as_mut().expect("control plane");
             let (from, before) = cp.incomplete_since.take().expect("waiting for the start");
             let drops = since(&all_now, &before);
-            cp.convergences.push(Convergence { change: None, from, to: t, drops });
+            cp.convergences.push(Convergence { change: None, lost: false, from, to: t, drops });
         }
         let now: Vec<BTreeMap<DropReason, u64>> = {
             let cp = self.bgp.as_ref().expect("control plane");
@@ -684,7 +720,13 @@ impl Simulation {
         for (&i, now) in done.iter().zip(&now) {
             let p = &cp.pending[i];
             let drops = since(now, &p.drops);
-            cp.convergences.push(Convergence { change: Some(p.change), from: p.since, to: t, drops });
+            cp.convergences.push(Convergence {
+                change: Some(p.change),
+                lost: false,
+                from: p.since,
+                to: t,
+                drops,
+            });
         }
         for &i in done.iter().rev() {
             cp.pending.remove(i);

@@ -51,7 +51,8 @@ pub struct BgpSummary {
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ConvergencePeriod {
-    /// "start", or the change: "power_off node-3".
+    /// "start", the change: "power_off node-3", or "routes lost after power_off node-2" (live
+    /// nodes lost routes to one another after the start, until they were all back).
     pub cause: String,
     pub from_ns: u64,
     pub to_ns: u64,
@@ -153,9 +154,10 @@ pub(super) fn bgp_summary(sim: &Simulation) -> Option<BgpSummary> {
         .convergences
         .iter()
         .map(|v| ConvergencePeriod {
-            cause: match v.change {
-                None => "start".into(),
-                Some(i) => describe_change(sim, i),
+            cause: match (v.change, v.lost) {
+                (_, true) => routes_lost(sim, v.from),
+                (None, false) => "start".into(),
+                (Some(i), false) => describe_change(sim, i),
             },
             from_ns: v.from.as_nanos(),
             to_ns: v.to.as_nanos(),
@@ -180,10 +182,22 @@ pub(super) fn bgp_summary(sim: &Simulation) -> Option<BgpSummary> {
             .incomplete_since()
             .map(|t| ("start".to_string(), t.as_nanos()))
             .into_iter()
+            .chain(cp.lost_since().map(|t| (routes_lost(sim, t), t.as_nanos())))
             .chain(cp.unconverged().into_iter().map(|(i, t)| (describe_change(sim, i), t.as_nanos())))
             .collect(),
         nodes,
     })
+}
+
+/// "routes lost after power_off node-2": routes between live nodes lost at `at`, named after
+/// the last change before (every reflector powered off, a BIRD restarted without graceful
+/// restart).
+fn routes_lost(sim: &Simulation, at: crate::time::Instant) -> String {
+    let last = sim.world.cluster.changes.iter().rposition(|c| c.at <= at);
+    match last {
+        Some(i) => format!("routes lost after {}", describe_change(sim, i)),
+        None => "routes lost".into(),
+    }
 }
 
 /// "power_off node-3", "stop_bird node-2", "delete_pod web-1".

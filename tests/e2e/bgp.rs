@@ -297,3 +297,65 @@ fn a_bird_restart_loses_nothing_with_graceful_restart_and_loses_datagrams_withou
     assert_eq!(strip(&s), strip(&again));
     assert_eq!(std::fs::read(&pcap).unwrap(), std::fs::read(dir.join("c/pcap/node-4-eth0.pcap")).unwrap());
 }
+
+/// Two route reflectors, three clients: with one reflector powered off the clients keep the
+/// other's paths (ADD-PATH gives them both) and lose nothing; with both off, once the hold
+/// timers expire, the clients have no route to one another: "routes lost", not converged.
+const RR_FAILURE: &str = r#"Scenario(
+    name: "rr-failure",
+    seed: 3,
+    duration: "600s",
+    cni: "calico-ipip",
+    nodes: Count(count: 5, cores: 2),
+    pods_per_node: 1,
+    bgp: (route_reflectors: ["node-1", "node-2"]),
+    changes: [
+        (at: "10s", power_off: "node-1"),
+        (at: "300s", power_off: "node-2"),
+    ],
+    workloads: [
+        (name: "clients", kind: UdpCbr(rate: "20Kbit", payload: 500), from: Pod("node-3-pod-1"), to: Pod("node-5-pod-1"), start: "5s"),
+    ],
+)"#;
+
+#[test]
+fn one_reflector_down_loses_nothing_and_both_down_leave_the_clients_without_routes() {
+    let dir = scratch("bgp-rr-failure");
+    let file = dir.join("rr-failure.ron");
+    std::fs::write(&file, RR_FAILURE).unwrap();
+    let opts = RunOptions { out: Some(dir.join("a")), ..Default::default() };
+    let s = app::run(&file, &opts).unwrap().summary;
+    let b = s.bgp.as_ref().unwrap();
+    let one = b.convergence.iter().find(|c| c.cause == "power_off node-1").expect("first reflector");
+    assert!(one.drops.is_empty(), "{one:?}");
+    // Between the two failures node-3 routes every other live block through node-2's paths.
+    let mid = app::describe(&file, "node-3", Some(cnisim::time::Duration::from_secs(250)), Choice::default())
+        .unwrap();
+    for block in ["10.244.1.0/26", "10.244.3.0/26", "10.244.4.0/26"] {
+        assert!(mid.contains(&format!("{block} via")), "{block}: {mid}");
+    }
+    assert!(!mid.contains("10.244.0.0/26 via"), "node-1's block withdrawn: {mid}");
+    assert!(mid.contains("Error: Hold timer expired"), "{mid}");
+    // With both gone the clients' routes to one another expire with their hold timers.
+    let (cause, since) = b.unconverged.first().expect("routes lost for good");
+    assert_eq!(cause, "routes lost after power_off node-2");
+    let since_s = *since as f64 / 1e9;
+    assert!((300.0 + 180.0 - 80.0..=540.0).contains(&since_s), "routes lost at {since_s} s");
+    for n in b.nodes.iter().filter(|n| !n.route_reflector) {
+        assert_eq!((n.established, n.fib_routes), (0, 0), "{}", n.node);
+    }
+    // 5 datagrams a second: everything sent after the loss (less what is still held for ARP at
+    // the end), nothing before it.
+    let f = &s.flows[0];
+    let lost = (f.sent - f.delivered) as f64;
+    let after = 5.0 * (600.0 - since_s);
+    assert!((after - 20.0..=after + 5.0).contains(&lost), "lost {lost}, {after} sent after {since_s} s");
+    let again =
+        app::run(&file, &RunOptions { out: Some(dir.join("b")), ..Default::default() }).unwrap().summary;
+    let strip = |s: &Summary| {
+        let mut v = serde_json::to_value(s).unwrap();
+        v.as_object_mut().unwrap().remove("run");
+        v
+    };
+    assert_eq!(strip(&s), strip(&again));
+}
