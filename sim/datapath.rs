@@ -54,6 +54,10 @@ const IPPROTO_IPIP: IpProtocol = IpProtocol::Unknown(4);
 pub enum Action {
     /// Put the frame on a cable.
     Transmit { link: LinkId, pkt: Packet },
+    /// A switch's flood: put the frame on each of `links`, in order, the last with `pkt`
+    /// itself and the others with its [`Packet::flood_copy`]. The same as one `Transmit` per
+    /// link; the engine makes the copies only where they are needed (`Simulation::flood`).
+    TransmitFlood { links: Vec<LinkId>, pkt: Packet },
     /// Hand the datagram to the application socket in namespace `ns`.
     Deliver { ns: NsId, pkt: Packet },
     /// The application in namespace `ns` has read the datagram (`recvmsg` returned).

@@ -83,6 +83,12 @@ impl<E> EventQueue<E> {
         self.processed
     }
 
+    /// Counts `n` more events as processed: those the event being handled stands for (the
+    /// copies of a flood travelling as one).
+    pub fn count_processed(&mut self, n: u64) {
+        self.processed += n;
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

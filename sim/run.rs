@@ -44,6 +44,10 @@ pub enum Event {
     Enqueue { link: LinkId, pkt: Packet },
     /// A frame's last bit reaches the far end of a cable.
     Arrive { link: LinkId, pkt: Packet },
+    /// A switch flood's copies reach the far ends of `links` at the same instant: one
+    /// `Arrive` per link, in order, the last with `pkt` and the others with its flood copy
+    /// (made now, not when the switch flooded: see `Simulation::flood`).
+    ArriveFlood { links: Vec<LinkId>, pkt: Packet },
     /// The kernel queues a datagram on the application's socket.
     Deliver { ns: NsId, pkt: Packet },
     /// The application has read a datagram (`recvmsg` returned).
@@ -241,9 +245,12 @@ impl Simulation {
     /// (`memory::check`, every 65,536 events). Reports its progress (`progress`).
     pub fn run_until(&mut self, limit: Instant) -> Result<(), Error> {
         crate::progress::stage("simulating (ms of simulated time)", limit.as_nanos() / 1_000_000);
+        let mut next_check = (self.queue.processed() / 65_536 + 1) * 65_536;
         while let Some((t, ev)) = self.queue.pop_until(limit) {
             self.handle(t, ev);
-            if self.queue.processed() % 65_536 == 0 {
+            // An event may count for several (a flood's copies): check on crossing a multiple.
+            if self.queue.processed() >= next_check {
+                next_check = (self.queue.processed() / 65_536 + 1) * 65_536;
                 crate::memory::check(|| self.memory_growth(t))?;
                 crate::progress::set(t.as_nanos() / 1_000_000);
             }
@@ -281,6 +288,19 @@ impl Simulation {
                 }
             }
             Event::Enqueue { link, pkt } => self.enqueue(t, link, pkt),
+            Event::ArriveFlood { links, pkt } => {
+                // Each copy is an event of its own, as far as anything counts.
+                self.queue.count_processed(links.len() as u64 - 1);
+                let mut pkt = Some(pkt);
+                for (i, &link) in links.iter().enumerate() {
+                    let pkt = if i + 1 == links.len() {
+                        pkt.take().expect("the last copy is the packet")
+                    } else {
+                        pkt.as_ref().expect("the packet is kept until the last copy").flood_copy()
+                    };
+                    self.handle(t, Event::Arrive { link, pkt });
+                }
+            }
             Event::Arrive { link, pkt } => {
                 self.obs.packet_hops += 1;
                 match self.world.link_ends[link] {
@@ -436,6 +456,20 @@ impl Simulation {
                         self.enqueue(at, link, pkt);
                     } else {
                         self.queue.schedule(at, Event::Enqueue { link, pkt });
+                    }
+                }
+                Action::TransmitFlood { links, pkt } => {
+                    if at == self.queue.now() {
+                        self.flood(at, links, pkt);
+                    } else {
+                        let mut pkt = Some(pkt);
+                        for (i, &link) in links.iter().enumerate() {
+                            let pkt = match i + 1 == links.len() {
+                                true => pkt.take().expect("the last copy is the packet"),
+                                false => pkt.as_ref().expect("kept until the last copy").flood_copy(),
+                            };
+                            self.queue.schedule(at, Event::Enqueue { link, pkt });
+                        }
                     }
                 }
                 Action::Deliver { ns, pkt } => self.queue.schedule(at, Event::Deliver { ns, pkt }),
@@ -624,26 +658,92 @@ impl Simulation {
         }
         match offered {
             Ok(arrive) => self.queue.schedule(arrive, Event::Arrive { link, pkt }),
-            Err(e) => {
-                let reason = match e {
-                    LinkDrop::QueueFull => DropReason::QueueFull,
-                    LinkDrop::QdiscFull => DropReason::QdiscFull,
-                    LinkDrop::Loss => DropReason::LinkLoss,
-                };
-                if let Some(tr) = pkt.meta.trace.as_mut() {
-                    tr.push(Hop {
-                        time_ns: t.as_nanos(),
-                        place: "underlay".into(),
-                        device: format!("cable {link}"),
-                        action: "drop".into(),
-                        why: reason.name().into(),
-                        size: pkt.frame.len(),
-                    });
-                }
-                self.drop(pkt, reason)
-            }
+            Err(e) => self.link_drop(t, link, pkt, e),
         }
         accepted
+    }
+
+    /// A switch's flood offered to its egress cables at `t` in port order, each as
+    /// [`Self::offer_frame`] would take it. Consecutive copies that reach their far ends at
+    /// the same instant travel as one [`Event::ArriveFlood`], which hands each its copy then,
+    /// in the same order and at the same place among the other events as separate `Arrive`
+    /// events would (nothing else is scheduled between them, and what they schedule at that
+    /// instant runs after them all either way). The copies are made when they arrive, so a
+    /// flood to 5,000 ports waits in the queue as one frame, not 5,000.
+    fn flood(&mut self, t: Instant, links: Vec<LinkId>, pkt: Packet) {
+        // A frame with a socket's charge, TCP small queues bytes or a super-packet's
+        // segmentation to do takes the general path, copy by copy.
+        if pkt.meta.sk_wmem != 0 || pkt.meta.tsq.is_some() || pkt.meta.gso.is_some() {
+            let n = links.len();
+            let mut pkt = Some(pkt);
+            for (i, &link) in links.iter().enumerate() {
+                let p = if i + 1 == n {
+                    pkt.take().expect("last")
+                } else {
+                    pkt.as_ref().expect("kept").flood_copy()
+                };
+                self.enqueue(t, link, p);
+            }
+            return;
+        }
+        let len = pkt.frame.len();
+        let n = links.len();
+        let mut pkt = Some(pkt);
+        let mut group: Vec<LinkId> = Vec::new();
+        let mut at = t;
+        for (i, &link) in links.iter().enumerate() {
+            match self.world.links[link].offer_frame(t, len, true) {
+                Ok(arrive) => {
+                    if !group.is_empty() && arrive != at {
+                        let copy = pkt.as_ref().expect("kept").flood_copy();
+                        self.queue.schedule(
+                            at,
+                            Event::ArriveFlood { links: std::mem::take(&mut group), pkt: copy },
+                        );
+                    }
+                    at = arrive;
+                    group.push(link);
+                }
+                Err(e) => {
+                    if !group.is_empty() {
+                        let copy = pkt.as_ref().expect("kept").flood_copy();
+                        self.queue.schedule(
+                            at,
+                            Event::ArriveFlood { links: std::mem::take(&mut group), pkt: copy },
+                        );
+                    }
+                    let p = if i + 1 == n {
+                        pkt.take().expect("last")
+                    } else {
+                        pkt.as_ref().expect("kept").flood_copy()
+                    };
+                    self.link_drop(t, link, p, e);
+                }
+            }
+        }
+        if let (false, Some(pkt)) = (group.is_empty(), pkt) {
+            self.queue.schedule(at, Event::ArriveFlood { links: group, pkt });
+        }
+    }
+
+    /// A frame the transmitter at `link` refused (`e`): dropped, with a hop when traced.
+    fn link_drop(&mut self, t: Instant, link: LinkId, mut pkt: Packet, e: LinkDrop) {
+        let reason = match e {
+            LinkDrop::QueueFull => DropReason::QueueFull,
+            LinkDrop::QdiscFull => DropReason::QdiscFull,
+            LinkDrop::Loss => DropReason::LinkLoss,
+        };
+        if let Some(tr) = pkt.meta.trace.as_mut() {
+            tr.push(Hop {
+                time_ns: t.as_nanos(),
+                place: "underlay".into(),
+                device: format!("cable {link}"),
+                action: "drop".into(),
+                why: reason.name().into(),
+                size: pkt.frame.len(),
+            });
+        }
+        self.drop(pkt, reason)
     }
 
     fn drop(&mut self, mut pkt: Packet, reason: DropReason) {
@@ -774,7 +874,11 @@ impl Simulation {
                 Some(*node)
             }
             Event::Bird { bird, .. } => self.bgp.as_ref().map(|cp| cp.birds[*bird as usize].node),
-            Event::Enqueue { .. } | Event::Timeout { .. } | Event::Change { .. } => None,
+            // Each copy of a flood is checked when it arrives.
+            Event::Enqueue { .. }
+            | Event::ArriveFlood { .. }
+            | Event::Timeout { .. }
+            | Event::Change { .. } => None,
         }
     }
 
@@ -861,6 +965,7 @@ impl Simulation {
             match ev {
                 Event::Enqueue { pkt, .. }
                 | Event::Arrive { pkt, .. }
+                | Event::ArriveFlood { pkt, .. }
                 | Event::Deliver { pkt, .. }
                 | Event::Read { pkt, .. }
                 | Event::User { pkt, .. } => count(pkt),
@@ -952,6 +1057,51 @@ mod tests {
         // The kernel queues it on the socket, then the application reads it.
         let last: Vec<&str> = hops.iter().rev().take(2).map(|h| h.action.as_str()).collect();
         assert_eq!(last, ["recvmsg", "deliver"]);
+    }
+
+    #[test]
+    fn a_switch_flood_waits_as_one_event_per_instant_and_arrives_as_copies() {
+        use crate::addr::Mac;
+        use smoltcp::wire::ArpOperation;
+        let c = cluster(4, 1, cbr(), &[]);
+        let mut sim = Simulation::new(&c);
+        let ports = sim.world.switches[0].ports.clone();
+        // Port 3's cable is sending a 1500 B frame: its copy waits behind it.
+        sim.world.links[ports[3]].offer_frame(Instant::ZERO, 1500, true).unwrap();
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let frame = crate::net::packet::arp_frame(
+            ArpOperation::Request,
+            Mac([2, 0, 0, 0, 0, 9]),
+            ip("192.168.0.200"),
+            Mac::BROADCAST,
+            ip("192.168.0.201"),
+        );
+        sim.flood(
+            Instant::ZERO,
+            vec![ports[1], ports[2], ports[3]],
+            Packet { frame, meta: Default::default() },
+        );
+        let mut floods: Vec<Vec<LinkId>> = sim
+            .queue
+            .pending()
+            .filter_map(|e| match e {
+                Event::ArriveFlood { links, .. } => Some(links.clone()),
+                _ => None,
+            })
+            .collect();
+        floods.sort();
+        assert_eq!(floods, [vec![ports[1], ports[2]], vec![ports[3]]]);
+        assert_eq!(sim.queue.pending().count(), 2, "nothing but the two groups is queued");
+        let before = sim.queue.processed();
+        sim.run_until(Instant::from_nanos(1_000_000)).unwrap();
+        // Nodes 2 to 4 each took the request up their stack (and ignored it: it asks for no
+        // one's address), node 1 did not see it; the copies count as three events.
+        let packets: Vec<u64> = sim.world.nodes.iter().map(|n| n.packets).collect();
+        assert_eq!(packets, [0, 1, 1, 1]);
+        assert!(sim.queue.processed() - before >= 3);
+        for (p, frames) in [(1, 1), (2, 1), (3, 2)] {
+            assert_eq!(sim.world.links[ports[p]].tx_frames, frames, "port {p}");
+        }
     }
 
     #[test]

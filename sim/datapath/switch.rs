@@ -56,14 +56,11 @@ pub fn switch_input(
             push(&mut pkt, "flood", &|| format!("{dst} unknown or broadcast"));
             let links: Vec<LinkId> =
                 switch.ports.iter().enumerate().filter(|&(p, _)| p != port).map(|(_, l)| *l).collect();
-            let Some((&last, rest)) = links.split_last() else {
+            if links.is_empty() {
                 return out.push(Action::Drop { pkt, reason: DropReason::NotForThisHost });
-            };
-            stamp_flood(w, &mut pkt, links.len(), out);
-            for &l in rest {
-                out.push(Action::Transmit { link: l, pkt: pkt.flood_copy() });
             }
-            out.push(Action::Transmit { link: last, pkt });
+            stamp_flood(w, &mut pkt, links.len(), out);
+            out.push(Action::TransmitFlood { links, pkt });
         }
     }
 }
