@@ -159,7 +159,8 @@ pub enum TimerKind {
     RecoveryWait,
 }
 
-const TIMER_KINDS: usize = 6;
+/// How many kinds of [`TimerKind`] there are.
+pub const TIMER_KINDS: usize = 6;
 
 /// What happens to the speaker.
 #[derive(Clone, Debug)]

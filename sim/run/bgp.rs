@@ -77,6 +77,23 @@ pub struct Bird {
     kernel: KernelSync,
     /// Batches of a process that died while they were served: dropped when they are done.
     stale_work: u32,
+    /// Each peer's timers, by [`TimerKind`].
+    timers: Vec<[TimerSlot; crate::bgp::TIMER_KINDS]>,
+}
+
+/// One of a speaker's timers as BIRD keeps it: `tm_start` on a running timer moves it
+/// (`lib/timer.c`), it does not add another. The speaker restarts its hold timer on every
+/// message received and its keepalive timer on every message sent; an event per restart
+/// would leave millions of dead events in the queue (and charge BIRD for handling each) where
+/// BIRD has one timer. So one event per timer is queued at a time, at `queued`: when it comes
+/// and the timer has been moved later, it is queued again for `due`; a timer moved earlier
+/// queues a new event, and the later one is ignored when it comes.
+#[derive(Clone, Copy, Debug, Default)]
+struct TimerSlot {
+    /// When the timer fires, and the speaker's generation of it then (`None`: fired).
+    due: Option<(Instant, u32)>,
+    /// When the one event that counts for this timer is due.
+    queued: Option<Instant>,
 }
 
 /// BIRD's kernel protocol after a restart: with `graceful restart` it leaves the kernel's
@@ -97,8 +114,8 @@ enum KernelSync {
 pub enum BirdWork {
     /// calico-node starts BIRD.
     Start,
-    /// A timer of the speaker fires.
-    Timer { peer: PeerId, kind: TimerKind, gen: u32 },
+    /// A timer of the speaker may be due (see [`TimerSlot`]).
+    Timer { peer: PeerId, kind: TimerKind },
     /// A batch of inputs has been read and parsed: the speaker acts on it.
     Inputs(Vec<Input>),
     /// What the speaker decided has been served: it takes effect.
@@ -249,6 +266,7 @@ impl Simulation {
             let h = self.tcp_host(ns);
             let config = speaker_config(&cfg, &c, n, cp.blocks[n].clone());
             let conns = (0..config.peers.len()).map(|_| None).collect();
+            let cfg_peers = config.peers.len();
             if cp.bird_of_host.len() <= h {
                 cp.bird_of_host.resize(h + 1, None);
             }
@@ -270,6 +288,7 @@ impl Simulation {
                 routes_removed: 0,
                 kernel: KernelSync::Live,
                 stale_work: 0,
+                timers: vec![[TimerSlot::default(); crate::bgp::TIMER_KINDS]; cfg_peers],
             });
             starts.push(if cfg.start_spread == Duration::ZERO {
                 Instant::ZERO
@@ -321,9 +340,26 @@ impl Simulation {
                 cp.set_down(n);
                 self.bird_decided(t, b, out);
             }
-            BirdWork::Timer { peer, kind, gen } => {
-                cp.birds[b].pending.push(Input::Timer(peer, kind, gen));
-                self.bird_kick(t, b);
+            BirdWork::Timer { peer, kind } => {
+                let slot = &mut cp.birds[b].timers[peer][kind as usize];
+                if slot.queued != Some(t) {
+                    // An event for a time the timer was moved away from.
+                    return;
+                }
+                slot.queued = None;
+                match slot.due {
+                    Some((due, _)) if due > t => {
+                        slot.queued = Some(due);
+                        let work = BirdWork::Timer { peer, kind };
+                        self.queue.schedule(due, Event::Bird { bird: b as u32, work });
+                    }
+                    Some((_, gen)) => {
+                        slot.due = None;
+                        cp.birds[b].pending.push(Input::Timer(peer, kind, gen));
+                        self.bird_kick(t, b);
+                    }
+                    None => {}
+                }
             }
             BirdWork::Inputs(inputs) => {
                 let mut out = Vec::new();
@@ -434,10 +470,20 @@ impl Simulation {
                         self.tcp_poll(t, h, c.slot);
                     }
                 }
-                Output::Timer { peer, kind, after, gen } => self.queue.schedule(
-                    t + after,
-                    Event::Bird { bird: b as u32, work: BirdWork::Timer { peer, kind, gen } },
-                ),
+                Output::Timer { peer, kind, after, gen } => {
+                    let due = t + after;
+                    let slot =
+                        &mut self.bgp.as_mut().expect("control plane").birds[b].timers[peer][kind as usize];
+                    slot.due = Some((due, gen));
+                    // The event already queued comes first and queues the timer again.
+                    if slot.queued.is_none_or(|q| q > due) {
+                        slot.queued = Some(due);
+                        self.queue.schedule(
+                            due,
+                            Event::Bird { bird: b as u32, work: BirdWork::Timer { peer, kind } },
+                        );
+                    }
+                }
             }
         }
         let n = self.bgp.as_ref().expect("control plane").birds[b].node;

@@ -359,3 +359,34 @@ fn one_reflector_down_loses_nothing_and_both_down_leave_the_clients_without_rout
     };
     assert_eq!(strip(&s), strip(&again));
 }
+
+/// BIRD moves a running timer when it restarts it (`tm_start`): the queue holds one event per
+/// timer, not one per restart (the hold timer restarts on every message received, the
+/// keepalive timer on every message sent).
+#[test]
+fn a_restarted_timer_is_moved_not_queued_again() {
+    let text = std::fs::read_to_string(repo("scenarios/bgp-mesh-vs-rr.ron")).unwrap();
+    let c = cnisim::scenario::load_str(&text, "bgp-mesh-vs-rr.ron").unwrap();
+    let mut sim = cnisim::run::Simulation::new(&c);
+    sim.run().unwrap();
+    let timers = sim
+        .queue
+        .pending()
+        .filter(|e| {
+            matches!(e, cnisim::run::Event::Bird { work: cnisim::run::bgp::BirdWork::Timer { .. }, .. })
+        })
+        .count();
+    // 8 speakers with 7 peers each: hold and keepalive on each session, at least, plus an event
+    // left behind each time a jittered restart moved a timer earlier (rare: a new low).
+    let b = sim.bgp.as_ref().unwrap();
+    let messages: u64 = b
+        .birds
+        .iter()
+        .flat_map(|x| x.speaker.peers.iter())
+        .map(|p| p.stats.received.iter().sum::<u64>() + p.stats.sent.iter().sum::<u64>())
+        .sum();
+    assert!(
+        (8 * 7 * 2..messages as usize / 2).contains(&timers),
+        "{timers} timer events for {messages} messages"
+    );
+}
