@@ -98,6 +98,10 @@ pub struct PeerConfig {
     pub passive: bool,
     /// `rr client`: this speaker reflects routes to and from the peer.
     pub rr_client: bool,
+    /// The neighbour is in bird.cfg. `false`: its node joins the cluster later; confd adds the
+    /// protocol when the node's resource appears in the datastore ([`Input::Configure`]).
+    /// Until then the speaker neither connects to it nor accepts it, nor waits for it.
+    pub configured: bool,
 }
 
 /// What the speaker is configured with.
@@ -174,6 +178,11 @@ pub enum Input {
     /// A message could not be parsed: the speaker sends this NOTIFICATION and closes.
     Malformed(PeerId, Notification),
     Timer(PeerId, TimerKind, u32),
+    /// confd has added the peer to bird.cfg and reconfigured BIRD (`birdcl configure`): the
+    /// new protocol starts as any does at BIRD's start (`protos_commit` starts a protocol
+    /// new in the configuration). The caller marks the peer configured at once
+    /// ([`Speaker::configure`]), so a BIRD restarted meanwhile starts it too.
+    Configure(PeerId),
 }
 
 /// What the speaker asks of its surroundings.
@@ -441,7 +450,9 @@ impl Speaker {
         if !self.restarted {
             return;
         }
-        let released = |q: &Peer| q.eor_received || (q.state == State::Established && !q.gr_capable);
+        let released = |q: &Peer| {
+            !q.config.configured || q.eor_received || (q.state == State::Established && !q.gr_capable)
+        };
         if !force && !self.peers.iter().all(released) {
             return;
         }
@@ -468,8 +479,16 @@ impl Speaker {
             self.arm(0, TimerKind::RecoveryWait, wait, out);
         }
         for p in 0..self.peers.len() {
-            self.start_peer(p, now, self.config.timers.connect_delay, out);
+            if self.peers[p].config.configured {
+                self.start_peer(p, now, self.config.timers.connect_delay, out);
+            }
         }
+    }
+
+    /// Peer `p` is now in the configuration (its node joined); [`Input::Configure`] starts
+    /// it in a running speaker.
+    pub fn configure(&mut self, p: PeerId) {
+        self.peers[p].config.configured = true;
     }
 
     fn start_peer(&mut self, p: PeerId, now: Instant, delay: Duration, out: &mut Vec<Output>) {
@@ -631,6 +650,11 @@ impl Speaker {
             Input::Timer(p, kind, gen) => {
                 if self.peers[p].gens[kind as usize] == gen {
                     self.timer(p, kind, now, out);
+                }
+            }
+            Input::Configure(p) => {
+                if self.peers[p].config.configured && self.peers[p].state == State::Idle {
+                    self.start_peer(p, now, self.config.timers.connect_delay, out);
                 }
             }
         }
@@ -897,7 +921,7 @@ impl Speaker {
             peer.eor_received = true;
             // Every peer has sent its End-of-RIB: the restart recovery is over
             // (`graceful_restart_done`).
-            if self.peers.iter().all(|q| q.eor_received) {
+            if self.peers.iter().all(|q| q.eor_received || !q.config.configured) {
                 for q in &mut self.peers {
                     q.recovering = false;
                 }

@@ -125,6 +125,10 @@ pub enum ChangeKind {
     StopBird(NodeId),
     /// BIRD's process on the node dies and starts again in graceful-restart recovery.
     RestartBird(NodeId),
+    /// The node joins the cluster: off until then (its pods unreachable, nothing on it
+    /// running), it powers on with calico-node starting BIRD, and every peer's confd adds it
+    /// to bird.cfg and reconfigures BIRD.
+    JoinNode(NodeId),
     /// NetworkPolicy `Cluster::policy_catalog[i]` is created; each node's policy agent programs
     /// it when its watch event arrives and its previous work is done.
     ApplyPolicy(usize),
@@ -634,6 +638,11 @@ impl Serialize for Cni {
 }
 
 impl Cluster {
+    /// When node `n` joins the cluster (`join_node`), if it is not there from the start.
+    pub fn joins_at(&self, n: NodeId) -> Option<Instant> {
+        self.changes.iter().find(|c| c.what == ChangeKind::JoinNode(n)).map(|c| c.at)
+    }
+
     pub fn node_by_name(&self, name: &str) -> Option<NodeId> {
         self.nodes.iter().position(|n| n.name == name)
     }

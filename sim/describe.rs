@@ -511,7 +511,7 @@ fn describe_bird(sim: &crate::run::Simulation, b: &crate::run::bgp::Bird, now: I
         sp.config.router_id,
         sp.config.local_as,
         sp.config.cluster_id.map(|c| format!(", route reflector (cluster id {c})")).unwrap_or_default(),
-        sp.peers.len(),
+        sp.peers.iter().filter(|p| p.config.configured).count(),
         sp.rib_len()
     );
     let _ = writeln!(s, "$ birdc show protocols");
@@ -528,7 +528,8 @@ fn describe_bird(sim: &crate::run::Simulation, b: &crate::run::bgp::Bird, now: I
             let _ =
                 writeln!(s, "{n:<8} {proto:<8} {:<8} {:<5}  {:<10}  ", "master", "up", clock(Instant::ZERO));
         }
-        for p in &sp.peers {
+        // A peer whose node has not joined yet is not in bird.cfg.
+        for p in sp.peers.iter().filter(|p| p.config.configured) {
             let state = if p.state == State::Established { "up" } else { "start" };
             let err = if p.state == State::Established { "" } else { p.last_error.as_deref().unwrap_or("") };
             let info = format!("{:<14}{err}", p.state.name());
@@ -602,6 +603,7 @@ fn describe_bird(sim: &crate::run::Simulation, b: &crate::run::bgp::Bird, now: I
     let rows: Vec<[String; 5]> = sp
         .peers
         .iter()
+        .filter(|p| p.config.configured)
         .map(|p| {
             let kind = if p.config.name.starts_with("Mesh_") { "node-to-node mesh" } else { "node specific" };
             let state = if p.state == State::Established { "up" } else { "start" };

@@ -330,6 +330,16 @@ fn execute(cmd: Command) -> Result<ExitCode, Error> {
                         c.cause,
                         Duration::from_nanos(c.duration_ns)
                     );
+                    if let Some(r) = &c.reached {
+                        println!(
+                            "    {:<24} its pods reachable from {} nodes after {} (first), {} (median), {} (last)",
+                            "",
+                            r.peers,
+                            Duration::from_nanos(r.first_ns),
+                            Duration::from_nanos(r.median_ns),
+                            Duration::from_nanos(r.last_ns)
+                        );
+                    }
                 }
                 for (cause, since) in &b.unconverged {
                     println!(

@@ -230,6 +230,13 @@ impl Simulation {
             any_down: false,
         };
         sim.tcp_setup();
+        // A node that joins later is off until it does.
+        for n in 0..sim.world.nodes.len() {
+            if sim.world.cluster.joins_at(n).is_some() {
+                sim.world.nodes[n].down = true;
+                sim.any_down = true;
+            }
+        }
         sim.bgp_setup();
         sim
     }
@@ -800,6 +807,7 @@ impl Simulation {
             ChangeKind::PowerOff(node) => return self.power_off(t, index, node),
             ChangeKind::StopBird(node) => return self.bgp_change(t, index, node, false),
             ChangeKind::RestartBird(node) => return self.bgp_restart(t, index, node),
+            ChangeKind::JoinNode(node) => return self.bgp_join(t, index, node),
             ChangeKind::ApplyPolicy(_) | ChangeKind::DeletePolicy(_) | ChangeKind::LabelPod(_) => {
                 return self.policy_change(t, index)
             }

@@ -432,9 +432,9 @@ pub struct GeneratedServices {
 
 /// `(at: "500ms", delete_pod: "node-2-pod-1")`, `(at: "10s", power_off: "node-3")`,
 /// `(at: "10s", stop_bird: "node-3")`, `(at: "10s", restart_bird: "node-3")`,
-/// `(at: "20ms", apply_policy: "prod/db-from-web")` or
+/// `(at: "10s", join_node: "node-9")`, `(at: "20ms", apply_policy: "prod/db-from-web")` or
 /// `(at: "40ms", delete_policy: "prod/default-deny")` or
-/// `(at: "50ms", label_pod: (pod: "dev-client", labels: {"app": "web"}))`: exactly one of the seven.
+/// `(at: "50ms", label_pod: (pod: "dev-client", labels: {"app": "web"}))`: exactly one of the eight.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeSpec {
@@ -455,6 +455,11 @@ pub struct ChangeSpec {
     /// restart), the kernel keeps its routes. Needs `bgp:`.
     #[serde(default, deserialize_with = "present")]
     pub restart_bird: Option<String>,
+    /// The node joins the cluster at `at`: until then it is off (frames to it are lost, its
+    /// pods unreachable, none of its workloads may start); then calico-node starts BIRD on it
+    /// and every peer's confd adds it to bird.cfg. Needs `bgp:`.
+    #[serde(default, deserialize_with = "present")]
+    pub join_node: Option<String>,
     /// A NetworkPolicy of `network_policies` (`"namespace/name"`, or its name alone when no
     /// other namespace has one of that name) is created at `at`: it is not in force before.
     #[serde(default, deserialize_with = "present")]

@@ -14,7 +14,7 @@ use crate::net::packet::Hop;
 
 mod bgp;
 mod policy;
-pub use bgp::{BgpNode, BgpSummary, ConvergencePeriod};
+pub use bgp::{BgpNode, BgpSummary, ConvergencePeriod, Reached};
 pub use policy::{PolicyChange, PolicyChangeNode, PolicyConnection, PolicyNode, PolicySummary};
 
 /// Version of the summary.json schema.

@@ -139,7 +139,7 @@ pub struct Node {
     pub kernel: crate::cluster::KernelQueues,
     /// Frames whose processing this node's kernel started.
     pub packets: u64,
-    /// Powered off (a `power_off` change): nothing on it runs.
+    /// Powered off (a `power_off` change, or not yet joined): nothing on it runs.
     pub down: bool,
 }
 

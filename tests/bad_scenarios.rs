@@ -1471,10 +1471,53 @@ fn bgp_sections_valid_as_written() {
              error_wait: (\"1s\", \"10s\"), graceful_restart: \"60s\")",
             "changes: [(at: \"1s\", stop_bird: \"node-1\"), (at: \"1500ms\", power_off: \"node-2\")]",
         ),
+        with_bgp(
+            "()",
+            "changes: [(at: \"1s\", join_node: \"node-2\"), (at: \"1500ms\", restart_bird: \"node-2\")]",
+        ),
     ] {
         let c = load_str(&text, "ok.ron").unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert!(c.bgp.is_some());
     }
+}
+
+#[test]
+fn join_node_errors() {
+    check_at(
+        &with_fields("changes: [(at: \"1s\", join_node: \"node-2\")]"),
+        "\"node-2\")]",
+        "join_node needs the BGP control plane simulated",
+    );
+    check_at(
+        &with_bgp("()", "changes: [(at: \"1s\", join_node: \"node-9\")]"),
+        "\"node-9\"",
+        "join_node 'node-9' names no node",
+    );
+    let text = with_bgp(
+        "()",
+        "changes: [(at: \"1s\", join_node: \"node-2\"), (at: \"1500ms\", join_node: \"node-2\")]",
+    );
+    check_at_offset(&text, text.rfind("\"node-2\")]").unwrap(), "node 'node-2' joins twice");
+    // Nothing happens to a node before it joins.
+    let text = with_bgp(
+        "()",
+        "changes: [(at: \"1s\", join_node: \"node-2\"), (at: \"500ms\", power_off: \"node-2\")]",
+    );
+    check_at_offset(
+        &text,
+        text.find("power_off: ").unwrap() + "power_off: ".len(),
+        "this change at 500ms is not after node 'node-2' joins at 1s; make it later or the join earlier",
+    );
+    let text =
+        with_bgp("()", "changes: [(at: \"1s\", delete_pod: \"srv\"), (at: \"1s\", join_node: \"node-2\")]");
+    check_at(&text, "\"srv\"), (at", "this change at 1s is not after node 'node-2' joins at 1s");
+    // A joining node's clients start after it joins.
+    let text = with_bgp("()", "changes: [(at: \"1s\", join_node: \"node-1\")]");
+    check_at(
+        &text,
+        "(name: \"cbr\"",
+        "workload 'cbr' has clients on node 'node-1', which joins at 1s, but starts at 0ns; start it after the join",
+    );
 }
 
 #[test]
@@ -1537,8 +1580,8 @@ fn change_errors() {
     check_at(
         &with_fields("changes: [(at: \"1s\", power_off: \"node-1\", delete_pod: \"srv\")]"),
         "(at: \"1s\"",
-        "give exactly one of delete_pod, power_off, stop_bird, restart_bird, apply_policy, delete_policy and \
-         label_pod (this one has delete_pod and power_off)",
+        "give exactly one of delete_pod, power_off, stop_bird, restart_bird, join_node, apply_policy, \
+         delete_policy and label_pod (this one has delete_pod and power_off)",
     );
     check_at(&with_fields("changes: [(at: \"1s\")]"), "(at: \"1s\")", "(this one has none)");
     check_at(

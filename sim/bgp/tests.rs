@@ -37,6 +37,12 @@ fn block(i: usize) -> Ipv4Net {
 
 /// A mesh of `n` speakers, or reflectors `rr` (the others their clients).
 fn net(n: usize, rr: &[usize], timers: Timers) -> Net {
+    net_joining(n, rr, timers, &[])
+}
+
+/// [`net`] where the speakers `joining` are not started, nor in the others' configuration,
+/// until [`join`].
+fn net_joining(n: usize, rr: &[usize], timers: Timers, joining: &[usize]) -> Net {
     let speakers = (0..n)
         .map(|i| {
             let is_rr = rr.contains(&i);
@@ -48,6 +54,7 @@ fn net(n: usize, rr: &[usize], timers: Timers) -> Net {
                     peer_as: 64512,
                     passive: addr(m).to_string() > addr(i).to_string(),
                     rr_client: is_rr && !rr.contains(&m),
+                    configured: !joining.contains(&m),
                 })
                 .collect();
             let config = Config {
@@ -68,9 +75,9 @@ fn net(n: usize, rr: &[usize], timers: Timers) -> Net {
         seq: 0,
         now: Instant::ZERO,
         up: Vec::new(),
-        dead: vec![false; n],
+        dead: (0..n).map(|i| joining.contains(&i)).collect(),
     };
-    for i in 0..n {
+    for i in (0..n).filter(|i| !joining.contains(i)) {
         let mut out = Vec::new();
         net.speakers[i].start(Instant::ZERO, &mut out);
         net.apply(i, out);
@@ -178,6 +185,42 @@ impl Net {
     /// Each live speaker's kernel routes: prefix -> next hop.
     fn fibs(&self) -> Vec<Vec<(Ipv4Net, Ipv4Addr)>> {
         self.speakers.iter().map(|s| s.fib.iter().map(|(k, v)| (*k, *v)).collect()).collect()
+    }
+}
+
+/// Speaker `j` joins now: it starts, and every other speaker has it configured and starts
+/// the protocol.
+fn join(n: &mut Net, j: usize) {
+    n.dead[j] = false;
+    let mut out = Vec::new();
+    n.speakers[j].start(n.now, &mut out);
+    n.apply(j, out);
+    for i in (0..n.speakers.len()).filter(|&i| i != j) {
+        let Some(p) = n.peer_of(i, j) else { continue };
+        n.speakers[i].configure(p);
+        let mut out = Vec::new();
+        n.speakers[i].handle(n.now, Input::Configure(p), &mut out);
+        n.apply(i, out);
+    }
+}
+
+#[test]
+fn a_peer_not_yet_configured_is_neither_connected_nor_accepted_until_it_joins() {
+    let mut n = net_joining(4, &[], Timers::default(), &[3]);
+    n.run_until(secs(9));
+    for i in 0..3 {
+        assert_eq!(n.fibs()[i], complete(4, i, &[3]), "speaker {i}");
+        let p = n.peer_of(i, 3).unwrap();
+        assert_eq!(n.speakers[i].peers[p].state, State::Idle);
+        assert_eq!(n.speakers[i].accepts(addr(3)), None, "not in bird.cfg");
+    }
+    n.now = secs(10);
+    join(&mut n, 3);
+    n.run_until(Instant::from_nanos(11_900_000_000));
+    assert!(n.fibs()[..3].iter().all(|f| !f.iter().any(|r| r.0 == block(3))), "within the connect delay");
+    n.run_until(secs(13));
+    for i in 0..4 {
+        assert_eq!(n.fibs()[i], complete(4, i, &[]), "speaker {i}");
     }
 }
 

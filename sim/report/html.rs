@@ -442,7 +442,7 @@ fn bgp(out: &mut String, s: &Summary) {
          block of every other live node, and again whenever live nodes lose routes to one another (\"routes \
          lost\": every reflector gone, a restart without graceful restart); after a node is taken away, until no live node routes through it \
          (the black hole: a powered-off node's peers wait for their hold timers); after a BIRD restart, \
-         until its kernel routes are in sync again. Drops are the workload datagrams lost meanwhile: of \
+         until its kernel routes are in sync again; after a node joins, until the routes to and from it are complete. Drops are the workload datagrams lost meanwhile: of \
          every flow for the start and for routes lost, of the flows to that node's pods for a change.</p>\n",
     );
     let cols = [("Cause", false), ("From", true), ("Until", true), ("Took", true), ("Datagrams lost", false)];
@@ -465,6 +465,26 @@ fn bgp(out: &mut String, s: &Summary) {
         vec![cause.clone(), fmt_ns(*since), "not by the end".into(), "-".into(), "-".into()]
     }));
     table(out, &cols, rows.into_iter());
+    let joins: Vec<(&String, &crate::summary::Reached)> =
+        b.convergence.iter().filter_map(|c| c.reached.as_ref().map(|r| (&c.cause, r))).collect();
+    if !joins.is_empty() {
+        out.push_str(
+            "<h3>Joins</h3>\n<p>How long after a node joined its pods became reachable from each other live \
+             node: the first instant that node had a route to each of the new node's blocks. In a full mesh \
+             the new node's own UPDATEs bring them; with reflectors, the reflectors pass them on.</p>\n",
+        );
+        let cols = [("Change", false), ("Nodes", true), ("First", true), ("Median", true), ("Last", true)];
+        let rows = joins.into_iter().map(|(cause, r)| {
+            vec![
+                cause.clone(),
+                fmt_count(r.peers as u64),
+                fmt_ns(r.first_ns),
+                fmt_ns(r.median_ns),
+                fmt_ns(r.last_ns),
+            ]
+        });
+        table(out, &cols, rows);
+    }
     out.push_str(
         "<h3>Speakers</h3>\n<p>Each BIRD at the end (<code>cnisim describe</code> prints its <code>birdc show \
          protocols</code> and <code>show route</code>): sessions up, routes in its table (RIB) and in the \

@@ -165,9 +165,19 @@ struct Pending {
     since: Instant,
     /// Datagrams to the node's pods dropped by then, by reason.
     drops: BTreeMap<DropReason, u64>,
-    /// A BIRD restart (converged when its kernel is synced), not a node taken away
-    /// (converged when no live node routes through it).
-    restart: bool,
+    kind: PendingKind,
+}
+
+/// What a change waits for.
+enum PendingKind {
+    /// A node taken away: no live node routes through it.
+    Away,
+    /// A BIRD restart: its recovery has ended and its kernel routes are synced.
+    Restart,
+    /// A node joined: every live node routes to each of its blocks through it, and it routes
+    /// to every block of every live node. `reached[m]`: when live node `m` first had a route
+    /// to each of the new node's blocks (its pods became reachable from `m`).
+    Join { reached: Vec<Option<Instant>> },
 }
 
 /// One period from a cause (the start, a change) to every live node's routes being complete.
@@ -182,6 +192,9 @@ pub struct Convergence {
     pub to: Instant,
     /// Datagrams dropped meanwhile, by reason.
     pub drops: BTreeMap<String, u64>,
+    /// A node joined: for each other live node, how long after the join it had a route to
+    /// each of the new node's blocks, by node (the new node's pods unreachable from it).
+    pub reached: Vec<(usize, Duration)>,
 }
 
 impl ControlPlane {
@@ -198,10 +211,50 @@ impl ControlPlane {
             }
         }
         self.valid -= self.via[n];
+        self.count_wanted();
+    }
+
+    /// Node `n` joined: its BIRD's routes count, routes through it are valid, its blocks are
+    /// wanted by every other live node.
+    fn set_up(&mut self, n: usize) {
+        if std::mem::replace(&mut self.live[n], true) {
+            return;
+        }
+        for &m in self.birds[n].installed.values() {
+            self.via[m] += 1;
+            if self.live[m] {
+                self.valid += 1;
+            }
+        }
+        self.valid += self.via[n];
+        self.count_wanted();
+    }
+
+    /// The routes the live nodes need: every block of every other live node.
+    fn count_wanted(&mut self) {
         let blocks: u64 =
             (0..self.birds.len()).filter(|&m| self.live[m]).map(|m| self.blocks[m].len() as u64).sum();
         let live = self.live.iter().filter(|&&l| l).count() as u64;
         self.want = blocks * live.saturating_sub(1);
+    }
+
+    /// A joined node `n`'s routes are complete both ways: every other live node routes to its
+    /// blocks through it, and it routes to every block of theirs.
+    fn joined(&self, n: usize) -> bool {
+        let others = self.live.iter().enumerate().filter(|&(m, &l)| l && m != n).count() as u64;
+        if self.via[n] != self.blocks[n].len() as u64 * others {
+            return false;
+        }
+        let theirs: u64 = (0..self.birds.len())
+            .filter(|&m| m != n && self.live[m])
+            .map(|m| self.blocks[m].len() as u64)
+            .sum();
+        self.birds[n].installed.values().filter(|&&m| self.live[m]).count() as u64 == theirs
+    }
+
+    /// Node `n` routes to every block of node `x` through `x`.
+    fn routes_to(&self, n: usize, x: usize) -> bool {
+        self.blocks[x].iter().all(|net| self.birds[n].installed.get(net) == Some(&x))
     }
 
     /// Node `n`'s kernel route to `net` now goes through node `via` (`None`: it went).
@@ -261,10 +314,11 @@ impl Simulation {
         }
         let mut start_rng = rngs.stream(Component::BgpStart, 0);
         let mut starts = Vec::with_capacity(c.nodes.len());
+        let joining: Vec<bool> = (0..c.nodes.len()).map(|n| c.joins_at(n).is_some()).collect();
         for n in 0..c.nodes.len() {
             let ns = self.world.nodes[n].ns;
             let h = self.tcp_host(ns);
-            let config = speaker_config(&cfg, &c, n, cp.blocks[n].clone());
+            let config = speaker_config(&cfg, &c, n, cp.blocks[n].clone(), &joining);
             let conns = (0..config.peers.len()).map(|_| None).collect();
             let cfg_peers = config.peers.len();
             if cp.bird_of_host.len() <= h {
@@ -283,7 +337,8 @@ impl Simulation {
                 pending: Vec::new(),
                 busy: false,
                 cpu: Duration::ZERO,
-                dead: false,
+                // A node that joins later is off until it does (`bgp_join`).
+                dead: joining[n],
                 routes_added: 0,
                 routes_removed: 0,
                 kernel: KernelSync::Live,
@@ -296,14 +351,16 @@ impl Simulation {
                 let ns = rand::Rng::random_range(&mut start_rng, 0..=cfg.start_spread.as_nanos());
                 Instant::from_nanos(ns)
             });
-            self.queue.schedule(starts[n], Event::Bird { bird: n as u32, work: BirdWork::Start });
+            if !joining[n] {
+                self.queue.schedule(starts[n], Event::Bird { bird: n as u32, work: BirdWork::Start });
+            }
         }
         let n = c.nodes.len();
-        cp.live = vec![true; n];
+        cp.live = joining.iter().map(|&j| !j).collect();
         cp.via = vec![0; n];
-        cp.want = cp.blocks.iter().map(|b| b.len() as u64).sum::<u64>() * (n as u64).saturating_sub(1);
+        cp.count_wanted();
         // The initial convergence runs from the first BIRD's start.
-        let first = starts.iter().copied().min().unwrap_or(Instant::ZERO);
+        let first = (0..n).filter(|&m| !joining[m]).map(|m| starts[m]).min().unwrap_or(Instant::ZERO);
         cp.incomplete_since = Some((first, BTreeMap::new()));
         self.bgp = Some(Box::new(cp));
     }
@@ -508,6 +565,17 @@ impl Simulation {
                 }
             }
         }
+        // A joined node's pods are reachable from this node once it routes to all its blocks.
+        let cp = self.bgp.as_mut().expect("control plane");
+        for i in 0..cp.pending.len() {
+            let x = cp.pending[i].node;
+            let has = x != n && cp.live[n] && cp.routes_to(n, x);
+            if let PendingKind::Join { reached } = &mut cp.pending[i].kind {
+                if has && reached[n].is_none() {
+                    reached[n] = Some(t);
+                }
+            }
+        }
         let unsent = std::mem::take(&mut self.bgp.as_mut().expect("control plane").birds[b].unsent);
         for p in unsent {
             self.bgp_flush(t, b, p);
@@ -708,7 +776,9 @@ impl Simulation {
         let start_done = cp.incomplete_since.is_some() && cp.valid == cp.want;
         // After the start, live nodes that lose routes to one another start a period of
         // their own, which ends when the routes are all back.
-        let started = cp.incomplete_since.is_none() || start_done;
+        // A node joining is not a loss: its routes are its change's own period.
+        let joining = cp.pending.iter().any(|p| matches!(p.kind, PendingKind::Join { .. }));
+        let started = (cp.incomplete_since.is_none() || start_done) && !joining;
         let (lose, regain) =
             (cp.lost_since.is_none() && cp.valid < cp.want, cp.lost_since.is_some() && cp.valid == cp.want);
         if started && (lose || regain) {
@@ -725,17 +795,24 @@ impl Simulation {
                         (d > 0).then(|| (r.name().to_string(), d))
                     })
                     .collect();
-                cp.convergences.push(Convergence { change: None, lost: true, from, to: t, drops });
+                cp.convergences.push(Convergence {
+                    change: None,
+                    lost: true,
+                    from,
+                    to: t,
+                    drops,
+                    reached: Vec::new(),
+                });
             }
         }
         let cp = self.bgp.as_ref().expect("control plane");
         let done: Vec<usize> = (0..cp.pending.len())
             .filter(|&i| {
                 let p = &cp.pending[i];
-                if p.restart {
-                    cp.birds[p.node].kernel == KernelSync::Live
-                } else {
-                    cp.via[p.node] == 0
+                match p.kind {
+                    PendingKind::Away => cp.via[p.node] == 0,
+                    PendingKind::Restart => cp.birds[p.node].kernel == KernelSync::Live,
+                    PendingKind::Join { .. } => cp.joined(p.node),
                 }
             })
             .collect();
@@ -756,7 +833,14 @@ impl Simulation {
             let cp = self.bgp.as_mut().expect("control plane");
             let (from, before) = cp.incomplete_since.take().expect("waiting for the start");
             let drops = since(&all_now, &before);
-            cp.convergences.push(Convergence { change: None, lost: false, from, to: t, drops });
+            cp.convergences.push(Convergence {
+                change: None,
+                lost: false,
+                from,
+                to: t,
+                drops,
+                reached: Vec::new(),
+            });
         }
         let now: Vec<BTreeMap<DropReason, u64>> = {
             let cp = self.bgp.as_ref().expect("control plane");
@@ -766,12 +850,21 @@ impl Simulation {
         for (&i, now) in done.iter().zip(&now) {
             let p = &cp.pending[i];
             let drops = since(now, &p.drops);
+            let reached = match &p.kind {
+                PendingKind::Join { reached } => reached
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(m, r)| r.filter(|_| cp.live[m] && m != p.node).map(|r| (m, r - p.since)))
+                    .collect(),
+                _ => Vec::new(),
+            };
             cp.convergences.push(Convergence {
                 change: Some(p.change),
                 lost: false,
                 from: p.since,
                 to: t,
                 drops,
+                reached,
             });
         }
         for &i in done.iter().rev() {
@@ -794,7 +887,13 @@ impl Simulation {
         }
         let cp = self.bgp.as_mut().expect("control plane");
         if let Some(b) = cp.birds.iter().position(|b| b.node == node) {
-            cp.pending.push(Pending { change: index, node: b, since: t, drops: drops_now, restart: false });
+            cp.pending.push(Pending {
+                change: index,
+                node: b,
+                since: t,
+                drops: drops_now,
+                kind: PendingKind::Away,
+            });
         }
     }
 }
@@ -825,7 +924,13 @@ impl Simulation {
         }
         bird.speaker.restart(t);
         bird.kernel = KernelSync::Deferred;
-        cp.pending.push(Pending { change: index, node: b, since: t, drops: drops_now, restart: true });
+        cp.pending.push(Pending {
+            change: index,
+            node: b,
+            since: t,
+            drops: drops_now,
+            kind: PendingKind::Restart,
+        });
         for c in conns {
             let s = self.tcp[h].sock(c.slot);
             if s.recv_queue() > 0 {
@@ -842,6 +947,46 @@ impl Simulation {
             host.sock(l).abort();
         }
         self.queue.schedule(t, Event::Bird { bird: b as u32, work: BirdWork::Start });
+    }
+}
+
+impl Simulation {
+    /// Node `node` joins (`join_node`): it powers on and calico-node starts BIRD on it; the
+    /// node's resource is in the datastore, so every other node's confd adds it to bird.cfg
+    /// and reconfigures its BIRD, which starts the new protocol (a running BIRD does so as
+    /// work of its process; a stopped or not yet started one when it starts). The change has
+    /// converged when the routes are complete both ways; each live node's first instant with
+    /// a route to all the new node's blocks is when its pods became reachable from there.
+    /// The datastore's watch latency and confd's render are not modelled: every peer learns
+    /// of the node at the join (ARCHITECTURE.md).
+    pub(super) fn bgp_join(&mut self, t: Instant, index: usize, node: usize) {
+        self.world.nodes[node].down = false;
+        let drops_now = self.drops_to_node(node);
+        let Some(cp) = self.bgp.as_mut() else { return };
+        let ip = self.world.cluster.nodes[node].ip;
+        let mut kick = Vec::new();
+        for (m, bird) in cp.birds.iter_mut().enumerate() {
+            let Some(p) = bird.speaker.peers.iter().position(|q| q.config.addr == ip) else { continue };
+            bird.speaker.configure(p);
+            if !bird.dead && bird.speaker.running {
+                bird.pending.push(Input::Configure(p));
+                kick.push(m);
+            }
+        }
+        cp.birds[node].dead = false;
+        cp.set_up(node);
+        let n = cp.birds.len();
+        cp.pending.push(Pending {
+            change: index,
+            node,
+            since: t,
+            drops: drops_now,
+            kind: PendingKind::Join { reached: vec![None; n] },
+        });
+        self.queue.schedule(t, Event::Bird { bird: node as u32, work: BirdWork::Start });
+        for m in kick {
+            self.bird_kick(t, m);
+        }
     }
 }
 
@@ -873,7 +1018,15 @@ fn message_cost(costs: &crate::cost::CostProfile, messages: u32, routes: u32) ->
 /// with every reflector; a reflector's clients are the nodes that are not reflectors (a peer
 /// with the same cluster ID is not a client, confd `bgp_processor.go`). The peer whose
 /// address is the lexically greater string is the passive end.
-fn speaker_config(b: &Bgp, c: &crate::cluster::Cluster, n: usize, own: Vec<Ipv4Net>) -> Config {
+///
+/// A peer whose node joins later (`joining[m]`) is not in the configuration until it does.
+fn speaker_config(
+    b: &Bgp,
+    c: &crate::cluster::Cluster,
+    n: usize,
+    own: Vec<Ipv4Net>,
+    joining: &[bool],
+) -> Config {
     let me = &c.nodes[n];
     let is_rr = b.reflectors.contains(&n);
     let peers = c
@@ -891,6 +1044,7 @@ fn speaker_config(b: &Bgp, c: &crate::cluster::Cluster, n: usize, own: Vec<Ipv4N
             peer_as: b.as_number,
             passive: o.ip.to_string() > me.ip.to_string(),
             rr_client: is_rr && !b.reflectors.contains(&m),
+            configured: !joining[m],
         })
         .collect();
     Config {

@@ -103,6 +103,7 @@ pub(crate) fn resolve(mut s: Scenario, loc: &Locator, overrides: &Overrides) -> 
     let catalog = resolve_policies(loc, &s, &namespaces)?;
     let mut label_changes = Vec::new();
     let changes = resolve_changes(loc, &s, &nodes, &pods, &catalog, &mut label_changes)?;
+    check_joining_clients(loc, &workloads, &changes, &nodes, &pods)?;
     let bgp = resolve_bgp(loc, &s, chosen, &nodes, &underlay.fabric)?;
     let conntrack_max = match s.conntrack_max {
         Some(0) => {
@@ -158,6 +159,39 @@ pub(crate) fn resolve(mut s: Scenario, loc: &Locator, overrides: &Overrides) -> 
         policy_catalog: catalog,
         label_changes,
     })
+}
+
+/// A node that joins later runs nothing before: a workload with clients on it starts after.
+fn check_joining_clients(
+    loc: &Locator,
+    workloads: &[crate::cluster::Workload],
+    changes: &[crate::cluster::Change],
+    nodes: &[crate::cluster::NodeSpec],
+    pods: &[crate::cluster::PodSpec],
+) -> Res<()> {
+    for c in changes {
+        let crate::cluster::ChangeKind::JoinNode(n) = c.what else { continue };
+        for (i, w) in workloads.iter().enumerate() {
+            let on_node = w
+                .flows
+                .iter()
+                .any(|(from, _)| matches!(from, crate::cluster::Client::Pod(p) if pods[*p].node == n));
+            if on_node && w.start <= c.at {
+                return Err(loc.err(
+                    at!["workloads", i, "start"],
+                    format!(
+                        "workload '{}' has clients on node '{}', which joins at {}, but starts at {}; \
+                         start it after the join (or pick clients on other nodes)",
+                        w.name,
+                        nodes[n].name,
+                        c.at - crate::time::Instant::ZERO,
+                        w.start - crate::time::Instant::ZERO
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Names become directory and file names: lowercase letters, digits, `-`, `_`.

@@ -41,8 +41,9 @@ pub struct BgpSummary {
     /// The initial convergence ("start": from BIRD's start to every live node with a route to
     /// every block of every other live node), then per change that takes a node's routes away
     /// (power_off, stop_bird) the time until no live node routes through that node any more,
-    /// and per restart_bird the time until the new BIRD's recovery has ended and its kernel
-    /// routes are synced.
+    /// per restart_bird the time until the new BIRD's recovery has ended and its kernel
+    /// routes are synced, and per join_node the time until the routes to and from the new
+    /// node are complete.
     pub convergence: Vec<ConvergencePeriod>,
     /// What had not converged by the end: "start" or the change, with since when, ns.
     pub unconverged: Vec<(String, u64)>,
@@ -60,6 +61,34 @@ pub struct ConvergencePeriod {
     /// Workload datagrams dropped meanwhile, by reason: of every flow for the start, of the
     /// flows to the node's pods for a change.
     pub drops: BTreeMap<String, u64>,
+    /// A join_node: from each other live node, when the new node's pods became reachable
+    /// (it had a route to each of the node's blocks), after the join.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reached: Option<Reached>,
+}
+
+/// How long after a node joined its pods became reachable from the other live nodes.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Reached {
+    /// Live nodes with a route to each of the new node's blocks by the period's end.
+    pub peers: usize,
+    pub first_ns: u64,
+    /// The lower median.
+    pub median_ns: u64,
+    pub last_ns: u64,
+}
+
+impl Reached {
+    fn of(reached: &[(usize, crate::time::Duration)]) -> Option<Reached> {
+        let mut d: Vec<u64> = reached.iter().map(|r| r.1.as_nanos()).collect();
+        d.sort_unstable();
+        Some(Reached {
+            peers: d.len(),
+            first_ns: *d.first()?,
+            median_ns: d[(d.len() - 1) / 2],
+            last_ns: *d.last()?,
+        })
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -163,6 +192,9 @@ pub(super) fn bgp_summary(sim: &Simulation) -> Option<BgpSummary> {
             to_ns: v.to.as_nanos(),
             duration_ns: (v.to - v.from).as_nanos(),
             drops: v.drops.clone(),
+            reached: matches!(v.change.map(|i| c.changes[i].what), Some(ChangeKind::JoinNode(_)))
+                .then(|| Reached::of(&v.reached))
+                .flatten(),
         })
         .collect();
     Some(BgpSummary {
@@ -208,6 +240,7 @@ pub fn describe_change(sim: &Simulation, i: usize) -> String {
         ChangeKind::PowerOff(n) => format!("power_off {}", c.nodes[n].name),
         ChangeKind::StopBird(n) => format!("stop_bird {}", c.nodes[n].name),
         ChangeKind::RestartBird(n) => format!("restart_bird {}", c.nodes[n].name),
+        ChangeKind::JoinNode(n) => format!("join_node {}", c.nodes[n].name),
         ChangeKind::ApplyPolicy(p) => {
             format!("apply_policy {}/{}", c.policy_catalog[p].namespace, c.policy_catalog[p].name)
         }

@@ -390,3 +390,72 @@ fn a_restarted_timer_is_moved_not_queued_again() {
         "{timers} timer events for {messages} messages"
     );
 }
+
+/// A node joins a converged cluster (`scenarios/node-join.ron`), in the mesh and with two
+/// reflectors: a session to every mesh peer (or to each reflector), no route to its block
+/// anywhere before the join nor within the peers' connect delay after it, every node's
+/// routes complete after it, the new node's pods unreachable until then and its own client
+/// served once it has the routes back; the same bytes for the same seed.
+#[test]
+fn a_joining_node_is_reachable_once_its_peers_have_its_route() {
+    let shipped = std::fs::read_to_string(repo("scenarios/node-join.ron")).unwrap();
+    for (rr, sessions) in [(false, 8 * 7 / 2), (true, 1 + 2 * 6)] {
+        let dir = scratch(if rr { "bgp-join-rr" } else { "bgp-join-mesh" });
+        let file = dir.join("node-join.ron");
+        let text =
+            if rr { shipped.replace("// route_reflectors", "route_reflectors") } else { shipped.clone() };
+        std::fs::write(&file, &text).unwrap();
+        let s =
+            app::run(&file, &RunOptions { out: Some(dir.join("a")), ..Default::default() }).unwrap().summary;
+        let b = s.bgp.as_ref().unwrap();
+        assert_eq!((b.sessions, b.sessions_established), (sessions, sessions), "rr {rr}");
+        assert!(b.unconverged.is_empty(), "{:?}", b.unconverged);
+        for n in &b.nodes {
+            assert_eq!(n.fib_routes, 7, "{}: every other node's block", n.node);
+        }
+        let join = b.convergence.iter().find(|c| c.cause == "join_node node-8").expect("join converged");
+        assert_eq!(join.from_ns, 10_000_000_000);
+        let r = join.reached.as_ref().expect("reachability");
+        assert_eq!(r.peers, 7);
+        // Each peer's new session opens after its 2 s connect delay (a reflector's, for the
+        // clients), then one OPEN/KEEPALIVE round trip and an UPDATE on a LAN.
+        assert!(r.first_ns >= 2_000_000_000 && r.last_ns < 2_050_000_000, "{r:?}");
+        assert!(r.first_ns <= r.median_ns && r.median_ns <= r.last_ns);
+        assert!(join.duration_ns >= r.last_ns, "{join:?}");
+        // node-3's datagrams to node-8's pod: 250 a second from 5 s, none through before
+        // node-3 has the route (12 s), all of them after.
+        let to_new = &s.flows[0];
+        let lost = to_new.sent - to_new.delivered;
+        assert!((7 * 250..7 * 250 + 10).contains(&lost), "lost {lost} of {}", to_new.sent);
+        assert!(join.drops.values().sum::<u64>() > 0, "{join:?}");
+        // The request/response client on node-8 starts at 11 s: its SYN is lost until node-8
+        // has node-4's route, then retransmitted.
+        let from_new = &s.flows[1];
+        assert!(from_new.transactions > 100_000, "{from_new:?}");
+        let syn = &from_new.tcp.as_ref().unwrap().streams[0];
+        assert!(
+            syn.retransmits[0] > 0 && syn.drops_by_reason.contains_key("unresolved_neighbour"),
+            "{syn:?}"
+        );
+        // What node-3's kernel and BIRD show before the join, in the connect delay, after.
+        let at = |secs| {
+            app::describe(&file, "node-3", Some(cnisim::time::Duration::from_secs(secs)), Choice::default())
+                .unwrap()
+        };
+        let before = at(5);
+        assert!(!before.contains("10.244.7.0/26") && !before.contains("192_168_0_8"), "{before}");
+        let waiting = at(11);
+        assert!(!waiting.contains("10.244.7.0/26 via"), "{waiting}");
+        let peer = if rr { "Node_192_168_0_1" } else { "Mesh_192_168_0_8" };
+        assert!(waiting.contains(peer), "{waiting}");
+        let after = at(13);
+        assert!(after.contains("10.244.7.0/26 via 192.168.0.8 dev tunl0 proto bird onlink"), "{after}");
+        let again = app::run(&file, &RunOptions { out: Some(dir.join("b")), ..Default::default() }).unwrap();
+        let strip = |s: &Summary| {
+            let mut v = serde_json::to_value(s).unwrap();
+            v.as_object_mut().unwrap().remove("run");
+            v
+        };
+        assert_eq!(strip(&s), strip(&again.summary));
+    }
+}

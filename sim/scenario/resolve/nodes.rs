@@ -399,6 +399,7 @@ pub(super) fn resolve_changes(
             c.power_off.as_ref().map(|_| "power_off"),
             c.stop_bird.as_ref().map(|_| "stop_bird"),
             c.restart_bird.as_ref().map(|_| "restart_bird"),
+            c.join_node.as_ref().map(|_| "join_node"),
             c.apply_policy.as_ref().map(|_| "apply_policy"),
             c.delete_policy.as_ref().map(|_| "delete_policy"),
             c.label_pod.as_ref().map(|_| "label_pod"),
@@ -412,8 +413,8 @@ pub(super) fn resolve_changes(
                 at!["changes", i],
                 format!(
                     "a change does one thing: give exactly one of delete_pod, power_off, stop_bird, \
-                     restart_bird, apply_policy, delete_policy and label_pod (this one has {what}); split it into several \
-                     changes"
+                     restart_bird, join_node, apply_policy, delete_policy and label_pod (this one has {what}); \
+                     split it into several changes"
                 ),
             ));
         }
@@ -448,6 +449,22 @@ pub(super) fn resolve_changes(
                 ));
             }
             ChangeKind::PowerOff(n)
+        } else if let Some(name) = &c.join_node {
+            let n = node(name, "join_node")?;
+            if s.bgp.is_none() {
+                return Err(loc.err(
+                    at!["changes", i, "join_node"],
+                    "join_node needs the BGP control plane simulated (the joining node's routes come \
+                     from BIRD): add a `bgp: ()` section (or remove this change)",
+                ));
+            }
+            if out.iter().any(|o| o.what == ChangeKind::JoinNode(n)) {
+                return Err(loc.err(
+                    at!["changes", i, "join_node"],
+                    format!("node '{name}' joins twice; let it join once"),
+                ));
+            }
+            ChangeKind::JoinNode(n)
         } else if let Some(l) = &c.label_pod {
             let Some(pod) = pods.iter().position(|p| p.name == l.pod) else {
                 return Err(loc.err(
@@ -527,8 +544,41 @@ pub(super) fn resolve_changes(
         }
         out.push(Change { at: Instant::from_nanos(c.at.as_nanos()), what });
     }
+    // `out[i]` is `s.changes[i]` until sorted: a joining node has nothing done to it before.
+    for (j, join) in out.iter().enumerate() {
+        let ChangeKind::JoinNode(n) = join.what else { continue };
+        let on_node = |k: &ChangeKind| match *k {
+            ChangeKind::PowerOff(m) | ChangeKind::StopBird(m) | ChangeKind::RestartBird(m) => {
+                Some((m, c_key(k)))
+            }
+            ChangeKind::DeletePod(p) => Some((pods[p].node, "delete_pod")),
+            _ => None,
+        };
+        if let Some(k) =
+            out.iter().position(|o| o.at <= join.at && on_node(&o.what).is_some_and(|(m, _)| m == n))
+        {
+            let key = on_node(&out[k].what).expect("a change on the node").1;
+            return Err(loc.err(
+                at!["changes", k, key],
+                format!(
+                    "this change at {} is not after node '{}' joins at {}; make it later or the join \
+                     earlier",
+                    s.changes[k].at, nodes[n].name, s.changes[j].at
+                ),
+            ));
+        }
+    }
     out.sort_by_key(|c| c.at);
     Ok(out)
+}
+
+/// The scenario key of a change to a node.
+fn c_key(k: &ChangeKind) -> &'static str {
+    match k {
+        ChangeKind::PowerOff(_) => "power_off",
+        ChangeKind::StopBird(_) => "stop_bird",
+        _ => "restart_bird",
+    }
 }
 
 /// The policy a change names: `namespace/name`, or a name only one namespace has.
