@@ -154,6 +154,22 @@ pub struct Bgp {
 }
 
 impl Bgp {
+    /// The receive and transmit buffer of each BGP socket, bytes each. Linux's `tcp_rmem`
+    /// default (128 KiB) is taken only as data waits; smoltcp allocates its buffers whole, so
+    /// they are sized to what a session carries. In the mesh a peer sends its own blocks only,
+    /// a few UPDATEs: 4 KiB, what BIRD 1.6 itself buffers per connection
+    /// (`BGP_TX_BUFFER_SIZE`, `BGP_RX_BUFFER_SIZE`, proto/bgp/bgp.h), and a mesh of N nodes
+    /// has N(N-1) sockets. A reflector sends every other node's routes to each client, and a
+    /// client's BIRD reads a batch per wakeup: 16 KiB keeps the next batch waiting in the
+    /// socket, as Linux's larger buffer does, for the k(N-1) sessions there are.
+    pub fn socket_buffer(&self) -> usize {
+        if self.reflectors.is_empty() {
+            4 * 1024
+        } else {
+            16 * 1024
+        }
+    }
+
     /// Sessions in a cluster of `nodes`: one per pair in the mesh; with k reflectors, one per
     /// pair of reflectors and one per client per reflector.
     pub fn sessions(&self, nodes: usize) -> usize {
@@ -183,10 +199,6 @@ impl Bgp {
         per_block.saturating_mul(blocks)
     }
 }
-
-/// The receive and transmit buffer of a BGP session's socket, bytes each (`run/bgp.rs` says
-/// why not Linux's 128 KiB `tcp_rmem` default).
-pub const BGP_SOCKET_BUFFER: usize = 16 * 1024;
 
 /// Address plan of the cluster. Invariant: the three ranges do not overlap.
 #[derive(Clone, Debug, Serialize)]

@@ -44,9 +44,11 @@ const PER_FLOW: u64 = 512 << 10;
 /// A tracked connection (conntrack entry indexed both ways).
 const PER_CONNECTION: u64 = 300;
 /// A BGP session beyond its two sockets' buffers: both ends' smoltcp sockets, the speakers'
-/// peer state and BIRD's connection buffers, measured with a 200-node mesh (19,900 sessions,
-/// 1.71 GB peak resident set: about 84 KiB per session in all).
-const PER_BGP_SESSION: u64 = 20 << 10;
+/// peer state, BIRD's connection buffers and timers, and what a mesh still connecting holds
+/// (SYNs and ARP queues): measured with 4 KiB socket buffers on meshes of 200 nodes (19,900
+/// sessions, converged: 744 MB peak resident set, 37 KiB per session in all) and 300 nodes
+/// (44,850 sessions, 15 s, still connecting: 2.44 GB, 54 KiB per session); the larger is kept.
+const PER_BGP_SESSION: u64 = 40 << 10;
 /// A route one speaker sent another ([`crate::cluster::Bgp::routes_sent`]): its Adj-RIB-Out
 /// entry at the sender, its Adj-RIB-In entry, best-path index and kernel route at the
 /// receiver, and the UPDATE's bytes while they wait for the sender's CPU and socket.
@@ -172,12 +174,12 @@ pub fn estimate(c: &Cluster, pcap: bool) -> Estimate {
     }
     if let Some(b) = &c.bgp {
         let sessions = b.sessions(c.nodes.len()) as u64;
-        let per = 4 * crate::cluster::BGP_SOCKET_BUFFER as u64 + PER_BGP_SESSION;
+        let per = 4 * b.socket_buffer() as u64 + PER_BGP_SESSION;
         parts.push(Part {
             what: format!(
                 "{sessions} BGP sessions ({}: two sockets with two buffers of {} B each, and the speakers' state)",
                 if b.reflectors.is_empty() { "the full mesh, one per pair of nodes" } else { "route reflectors" },
-                crate::cluster::BGP_SOCKET_BUFFER
+                b.socket_buffer()
             ),
             bytes: sessions.saturating_mul(per),
         });
@@ -344,11 +346,11 @@ mod tests {
         });
         let mesh = estimate(&c, false);
         assert!(mesh.parts[0].what.starts_with("19900 BGP sessions (the full mesh"), "{}", mesh.describe());
-        assert_eq!(mesh.parts[0].bytes, 19_900 * (4 * 16384 + (20 << 10)));
+        assert_eq!(mesh.parts[0].bytes, 19_900 * (4 * 4096 + (40 << 10)));
         c.bgp.as_mut().unwrap().reflectors = vec![0, 1];
         let rr = estimate(&c, false);
         let part = rr.parts.iter().find(|p| p.what.contains("BGP sessions")).unwrap();
-        assert_eq!(part.bytes, (1 + 2 * 198) * (4 * 16384 + (20 << 10)));
+        assert_eq!(part.bytes, (1 + 2 * 198) * (4 * 16384 + (40 << 10)));
         assert!(rr.total * 10 < mesh.total, "{} {}", rr.describe(), mesh.describe());
     }
 

@@ -31,11 +31,6 @@ use crate::wire::bgp::{Message, PORT};
 
 /// Which core of its node BIRD runs on: the core this hash selects (BIRD is one thread).
 const BIRD_HASH: u32 = 179;
-/// Socket buffers of a BGP connection. BIRD leaves the kernel's defaults (`tcp_rmem` 128
-/// KiB, autotuned); smoltcp allocates its buffers whole, so a full mesh of 1,000 nodes would
-/// need 2 x 999 x 256 KiB per node. 16 KiB holds a few hundred routes in flight, more than
-/// any UPDATE burst of a Calico node needs (ARCHITECTURE.md lists this departure).
-const BGP_BUFFER: usize = crate::cluster::BGP_SOCKET_BUFFER;
 
 /// A session's TCP connection.
 #[derive(Debug)]
@@ -381,7 +376,7 @@ impl Simulation {
                 // BIRD listens on port 179 from its start; before it, a SYN is answered with
                 // a RST and the peer tries again after its connect retry time.
                 let h = cp.birds[b].host;
-                let mut s = TcpHost::bgp_socket(BGP_BUFFER);
+                let mut s = TcpHost::bgp_socket(self.bgp_buffer());
                 s.listen(PORT).expect("port 179 is free until BIRD starts");
                 let slot = self.tcp[h].add(s);
                 self.tcp[h].listening.push((PORT, slot));
@@ -583,9 +578,16 @@ impl Simulation {
         self.bgp_check_convergence(t);
     }
 
+    /// Each BGP socket's buffers ([`Bgp::socket_buffer`]; ARCHITECTURE.md lists the departure
+    /// from Linux's).
+    fn bgp_buffer(&self) -> usize {
+        self.world.cluster.bgp.as_ref().map_or(16 * 1024, Bgp::socket_buffer)
+    }
+
     /// Opens the TCP connection of session `p`: from the node's address and an ephemeral
     /// port to the peer's port 179.
     fn bgp_connect(&mut self, t: Instant, b: usize, p: PeerId) {
+        let buffer = self.bgp_buffer();
         let cp = self.bgp.as_mut().expect("control plane");
         let bird = &mut cp.birds[b];
         let h = bird.host;
@@ -601,7 +603,7 @@ impl Simulation {
             sport = rand::Rng::random_range(&mut self.rng, 32768..=60999u16);
         }
         host.ports.push((sport, t + Duration::from_secs(60)));
-        let mut s = TcpHost::bgp_socket(BGP_BUFFER);
+        let mut s = TcpHost::bgp_socket(buffer);
         let cx = host.iface.context();
         if s.connect(cx, (IpAddress::Ipv4(addr), PORT), sport).is_err() {
             return;
@@ -616,7 +618,7 @@ impl Simulation {
     /// A listener on port 179 of host `h` took a connection from `remote`: it is a session's
     /// if the speaker expects that peer, else BIRD closes it. A new listener takes its place.
     pub(super) fn bgp_accepted(&mut self, t: Instant, h: usize, slot: u32, key: (u16, Ipv4Addr, u16)) {
-        let mut s = TcpHost::bgp_socket(BGP_BUFFER);
+        let mut s = TcpHost::bgp_socket(self.bgp_buffer());
         s.listen(PORT).expect("a fresh socket listens on a non-zero port");
         let listener = self.tcp[h].add(s);
         self.tcp[h].listening.push((PORT, listener));
