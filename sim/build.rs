@@ -107,6 +107,8 @@ pub fn build(cluster: &Cluster) -> World {
     }
     if let Fabric::LeafSpine { racks, spines, uplink, fabric_cidr, uplink_mtu } = &u.fabric {
         build_leaf_spine(&mut w, racks, *spines, (uplink.0, *uplink_mtu), *fabric_cidr);
+    } else if let Some(gw) = upstream_gateway(&w.cluster) {
+        build_upstream(&mut w, gw);
     }
     crate::progress::stage(&format!("{}: devices, routes and tables of every node", cluster.cni), 0);
     cni::build(&mut w);
@@ -258,13 +260,26 @@ fn add_host(w: &mut World, name: String, node: NodeId, kind: NsKind, forward: bo
 }
 
 /// On one L2 switch, the nodes' default gateway: the last host address of `node_cidr` when no
-/// node holds it. It stands for the site's upstream router, which is not simulated (traffic to
-/// it finds no neighbour); Linux hosts always have one, and Calico's proxy ARP for
-/// 169.254.1.1 relies on the host having a route to it.
+/// node holds it, the site's upstream router ([`build_upstream`]). Linux hosts always have
+/// one, and Calico's proxy ARP for 169.254.1.1 relies on the host having a route to it.
 fn upstream_gateway(c: &Cluster) -> Option<Ipv4Addr> {
     let net = c.network.node_cidr;
     let gw = net.nth(net.size().checked_sub(2)?)?;
     (net.hosts() >= 2 && c.nodes.iter().all(|n| n.ip != gw)).then_some(gw)
+}
+
+/// The site's upstream router on a single L2 switch: `eth0` with the nodes' gateway address,
+/// a route to the node subnet and nothing else. What the nodes send it for an address they
+/// have no route of their own to (a pod block whose BGP route has not arrived or was
+/// withdrawn) is dropped there as `no_route`, as a site router that is not a BGP peer of the
+/// cluster (Calico's node-to-node mesh or reflectors) has no route to pod blocks; it sends no
+/// ICMP unreachable (ARCHITECTURE.md).
+fn build_upstream(w: &mut World, gw: Ipv4Addr) {
+    let u = w.cluster.underlay.clone();
+    let ns = w.add_router("upstream".into());
+    let port = w.add_device(ns, "eth0".into(), Mac::local(0x50, 1), u.mtu, DeviceKind::Nic { tx: 0 });
+    w.add_addr(port, gw, w.cluster.network.node_cidr.prefix());
+    w.attach_to_switch(0, port, u.bandwidth.0, u.bandwidth.0, u.propagation);
 }
 
 /// The routers of a leaf-spine fabric. Each ToR is a router with `eth0` on its rack's switch
