@@ -184,13 +184,16 @@ const BGP_CURVES: [Curve; 6] = [
     },
     Curve {
         stem: "bgp_reconvergence",
-        title: "After the scenario's first change: time until no node routes through the lost node",
+        title: "After the scenario's first change: time until the routes have converged again",
         y_desc: "seconds (log)",
         value: |p| p.bgp.as_ref().and_then(|b| b.reconvergence_ns).map(|ns| ns as f64 / 1e9),
         dashed: None,
-        explain: "For a power-off, the peers learn nothing until their hold timer expires (240 s less BIRD's \
-                  jitter), then withdraw; for a graceful stop, a Cease NOTIFICATION withdraws at once. Traffic \
-                  to the node's pods is black-holed meanwhile. Empty when the scenario has no such change.",
+        explain: "For a power-off, until no live node routes through the lost node: the peers learn nothing \
+                  until their hold timer expires (240 s less BIRD's jitter), then withdraw; for a graceful stop, \
+                  a Cease NOTIFICATION withdraws at once; traffic to the node's pods is black-holed meanwhile. \
+                  For a BIRD restart, until its kernel routes are synced; for a node joining, until the routes \
+                  to and from it are complete (its pods unreachable meanwhile). Empty when the scenario has no \
+                  such change.",
     },
     Curve {
         stem: "bgp_cpu",

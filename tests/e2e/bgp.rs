@@ -458,3 +458,28 @@ fn a_joining_node_is_reachable_once_its_peers_have_its_route() {
         assert_eq!(strip(&s), strip(&again.summary));
     }
 }
+
+/// The join sweep (`cnisim sweep scenarios/node-join.ron`, cut to 8 and 12 nodes): every point
+/// measures the join's period and what it lost, the same points on 1 and 2 threads.
+#[test]
+fn the_join_sweep_measures_each_join_the_same_on_any_thread_count() {
+    let dir = scratch("bgp-join-sweep");
+    let text = std::fs::read_to_string(repo("scenarios/node-join.ron")).unwrap();
+    let text = text.replace("values: [8, 25, 50, 100]", "values: [8, 12]");
+    assert!(text.contains("values: [8, 12]"));
+    let path = dir.join("node-join.ron");
+    std::fs::write(&path, text).unwrap();
+    let (out, one) = app::sweep(&path, Some(dir.join("one")), Some(1), false, None).unwrap();
+    assert_eq!(one.points.len(), 4);
+    for p in &one.points {
+        let b = p.bgp.as_ref().unwrap();
+        let join = b.reconvergence_ns.expect("the join converged");
+        // The peers' connect delay, then a round of messages.
+        assert!((2_000_000_000..2_100_000_000).contains(&join), "{join} at {} {:?}", p.value, p.topology);
+        assert!(b.reconvergence_drops > 0, "{:?}", p.topology);
+    }
+    let png = std::fs::metadata(out.join("bgp_reconvergence.png")).unwrap();
+    assert!(png.len() > 1000);
+    let (_, two) = app::sweep(&path, Some(dir.join("two")), Some(2), false, None).unwrap();
+    assert_eq!(one.points, two.points);
+}
