@@ -48,7 +48,7 @@ pub fn build(cluster: &Cluster) -> World {
         policy_agents: vec![Default::default(); cluster.nodes.len()],
         policy_syncs: Vec::new(),
         cilium_allocated: None,
-        service_tables: vec![std::sync::Arc::new(cluster.services.clone())],
+        service_tables: vec![std::sync::Arc::new(start_services(&cluster))],
         service_bpf: false,
         node_ips: cluster.nodes.iter().map(|n| n.ip).collect(),
         rngs: RngFactory::new(cluster.seed),
@@ -117,6 +117,19 @@ pub fn build(cluster: &Cluster) -> World {
     w
 }
 
+/// The Services as the proxies first see them: without the endpoints on nodes that join later
+/// (the endpoint controller adds a pod once its node is there and the pod is ready).
+fn start_services(c: &Cluster) -> crate::cluster::ServiceTable {
+    let mut t = c.services.clone();
+    let joining: Vec<bool> = (0..c.nodes.len()).map(|n| c.joins_at(n).is_some()).collect();
+    if joining.contains(&true) {
+        for s in &mut t.services {
+            s.endpoints.retain(|e| !joining[e.node]);
+        }
+    }
+    t
+}
+
 /// Each node's proxy, programmed from the scenario's Services, and the server sockets of every
 /// endpoint.
 fn build_proxies(w: &mut World) {
@@ -181,7 +194,10 @@ fn build_proxies(w: &mut World) {
             w.proxies[node].proc = Some(proc);
         }
     }
-    let binds: Vec<(PodId, u16)> = table
+    // Every endpoint's pod listens, also one on a node that joins later.
+    let binds: Vec<(PodId, u16)> = w
+        .cluster
+        .services
         .services
         .iter()
         .flat_map(|s| {

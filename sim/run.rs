@@ -807,7 +807,7 @@ impl Simulation {
             ChangeKind::PowerOff(node) => return self.power_off(t, index, node),
             ChangeKind::StopBird(node) => return self.bgp_change(t, index, node, false),
             ChangeKind::RestartBird(node) => return self.bgp_restart(t, index, node),
-            ChangeKind::JoinNode(node) => return self.bgp_join(t, index, node),
+            ChangeKind::JoinNode(node) => return self.join(t, index, node),
             ChangeKind::ApplyPolicy(_) | ChangeKind::DeletePolicy(_) | ChangeKind::LabelPod(_) => {
                 return self.policy_change(t, index)
             }
@@ -824,6 +824,33 @@ impl Simulation {
             s.endpoints.retain(|e| e.pod != pod);
             removed += (before - s.endpoints.len()) * s.ports.len();
         }
+        self.services_changed(t, next, removed);
+    }
+
+    /// Node `node` joins: the endpoint controller adds its pods to their Services (each in
+    /// its place in IP order, as EndpointSlices list them) and every proxy syncs; then its
+    /// BIRD starts and its peers add it (`bgp_join`).
+    fn join(&mut self, t: Instant, index: usize, node: usize) {
+        let full = &self.world.cluster.services.services;
+        let mut next = (**self.world.service_tables.last().expect("the scenario's table")).clone();
+        let mut added = 0;
+        for (s, all) in next.services.iter_mut().zip(full) {
+            for e in all.endpoints.iter().filter(|e| e.node == node) {
+                if let Err(at) = s.endpoints.binary_search_by_key(&e.ip, |x| x.ip) {
+                    s.endpoints.insert(at, e.clone());
+                    added += s.ports.len();
+                }
+            }
+        }
+        if added > 0 {
+            self.services_changed(t, next, added);
+        }
+        self.bgp_join(t, index, node);
+    }
+
+    /// The Services now have table `next` (`changed` endpoint ports added or removed): every
+    /// node's proxy syncs to it when its sync runner allows.
+    fn services_changed(&mut self, t: Instant, next: crate::cluster::ServiceTable, changed: usize) {
         let next = std::sync::Arc::new(next);
         self.world.service_tables.push(next.clone());
         let version = self.world.service_tables.len() - 1;
@@ -834,7 +861,7 @@ impl Simulation {
             let start = p.sync_start(t);
             let order = p.next_order();
             let rules = builder.for_node(&p.node, &order, &p.proxy_ports);
-            let cost = p.sync_cost(&costs, &rules, removed);
+            let cost = p.sync_cost(&costs, &rules, changed);
             p.busy_until = start + cost;
             p.stats.sync_cpu += cost;
             let rules = Box::new(rules);

@@ -483,3 +483,39 @@ fn the_join_sweep_measures_each_join_the_same_on_any_thread_count() {
     let (_, two) = app::sweep(&path, Some(dir.join("two")), Some(2), false, None).unwrap();
     assert_eq!(one.points, two.points);
 }
+
+/// A Service with a pod on a joining node: the pod is no endpoint until the join, then every
+/// proxy syncs it in at once, before the peers have the node's route (2 s later): what the
+/// proxies send it meanwhile is lost at the site's router, as when a pod is ready before its
+/// node's BGP routes have spread.
+#[test]
+fn a_joining_nodes_pods_become_endpoints_at_the_join_before_their_routes() {
+    const SVC: &str = r#"Scenario(
+    name: "join-svc", seed: 3, duration: "20s", cni: "calico-ipip",
+    nodes: Count(count: 4, cores: 2),
+    pods_per_node: 1,
+    pods: [(name: "web-a", node: "node-2", labels: {"app": "web"}), (name: "web-b", node: "node-4", labels: {"app": "web"})],
+    services: [(name: "web", selector: {"app": "web"}, ports: [(port: 80, target_port: 5201)])],
+    bgp: (),
+    changes: [(at: "10s", join_node: "node-4")],
+    workloads: [
+        (name: "rr", kind: UdpRr(request: 64, response: 256, think: "1ms", timeout: "50ms"), from: Pod("node-1-pod-1"), to: Service("web"), start: "1s", new_connection_per_request: true),
+    ],
+)"#;
+    let dir = scratch("bgp-join-svc");
+    let file = dir.join("join-svc.ron");
+    std::fs::write(&file, SVC).unwrap();
+    let s = app::run(&file, &RunOptions { out: Some(dir.join("a")), ..Default::default() }).unwrap().summary;
+    let sv = s.services.as_ref().unwrap();
+    // Every node's proxy syncs once, for the join.
+    assert_eq!(sv.syncs.len(), 4, "{:?}", sv.syncs);
+    assert!(sv.syncs.iter().all(|y| y.changed_at_ns == 10_000_000_000), "{:?}", sv.syncs);
+    let share = &sv.endpoint_share["web"];
+    let (a, b) = (share["web-a"], share["web-b"]);
+    // About 1,000 requests a second: 9 s to web-a alone, then 10 s shared.
+    assert!(a > 8 * 1000 && b > 1000 && a > 2 * b, "{share:?}");
+    // Lost from the sync (10.002 s) until node-1 has node-4's route (12 s): web-b's share.
+    let f = &s.flows[0];
+    assert_eq!(f.drops_by_reason.keys().collect::<Vec<_>>(), ["no_route"], "{:?}", f.drops_by_reason);
+    assert!((30..=100).contains(&f.timeouts), "{} timeouts", f.timeouts);
+}
