@@ -837,7 +837,7 @@ impl Simulation {
         for (s, all) in next.services.iter_mut().zip(full) {
             for e in all.endpoints.iter().filter(|e| e.node == node) {
                 if let Err(at) = s.endpoints.binary_search_by_key(&e.ip, |x| x.ip) {
-                    s.endpoints.insert(at, e.clone());
+                    s.endpoints.insert(at, *e);
                     added += s.ports.len();
                 }
             }
