@@ -48,7 +48,7 @@ pub fn build(cluster: &Cluster) -> World {
         policy_agents: vec![Default::default(); cluster.nodes.len()],
         policy_syncs: Vec::new(),
         cilium_allocated: None,
-        service_tables: vec![std::sync::Arc::new(start_services(&cluster))],
+        service_tables: vec![std::sync::Arc::new(start_services(cluster))],
         service_bpf: false,
         node_ips: cluster.nodes.iter().map(|n| n.ip).collect(),
         rngs: RngFactory::new(cluster.seed),
