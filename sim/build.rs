@@ -121,7 +121,7 @@ pub fn build(cluster: &Cluster) -> World {
 /// (the endpoint controller adds a pod once its node is there and the pod is ready).
 fn start_services(c: &Cluster) -> crate::cluster::ServiceTable {
     let mut t = c.services.clone();
-    let joining: Vec<bool> = (0..c.nodes.len()).map(|n| c.joins_at(n).is_some()).collect();
+    let joining = c.joining();
     if joining.contains(&true) {
         for s in &mut t.services {
             s.endpoints.retain(|e| !joining[e.node]);

@@ -650,9 +650,15 @@ impl Serialize for Cni {
 }
 
 impl Cluster {
-    /// When node `n` joins the cluster (`join_node`), if it is not there from the start.
-    pub fn joins_at(&self, n: NodeId) -> Option<Instant> {
-        self.changes.iter().find(|c| c.what == ChangeKind::JoinNode(n)).map(|c| c.at)
+    /// Whether each node joins later (`join_node`) rather than being there from the start.
+    pub fn joining(&self) -> Vec<bool> {
+        let mut j = vec![false; self.nodes.len()];
+        for c in &self.changes {
+            if let ChangeKind::JoinNode(n) = c.what {
+                j[n] = true;
+            }
+        }
+        j
     }
 
     pub fn node_by_name(&self, name: &str) -> Option<NodeId> {

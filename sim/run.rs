@@ -231,8 +231,8 @@ impl Simulation {
         };
         sim.tcp_setup();
         // A node that joins later is off until it does.
-        for n in 0..sim.world.nodes.len() {
-            if sim.world.cluster.joins_at(n).is_some() {
+        for (n, joins) in sim.world.cluster.joining().into_iter().enumerate() {
+            if joins {
                 sim.world.nodes[n].down = true;
                 sim.any_down = true;
             }

@@ -187,9 +187,9 @@ pub struct Convergence {
     pub to: Instant,
     /// Datagrams dropped meanwhile, by reason.
     pub drops: BTreeMap<String, u64>,
-    /// A node joined: for each other live node, how long after the join it had a route to
-    /// each of the new node's blocks, by node (the new node's pods unreachable from it).
-    pub reached: Vec<(usize, Duration)>,
+    /// A node joined: for each other live node, in node order, how long after the join it had
+    /// a route to each of the new node's blocks (the new node's pods unreachable from it).
+    pub reached: Vec<Duration>,
 }
 
 impl ControlPlane {
@@ -309,7 +309,7 @@ impl Simulation {
         }
         let mut start_rng = rngs.stream(Component::BgpStart, 0);
         let mut starts = Vec::with_capacity(c.nodes.len());
-        let joining: Vec<bool> = (0..c.nodes.len()).map(|n| c.joins_at(n).is_some()).collect();
+        let joining = c.joining();
         for n in 0..c.nodes.len() {
             let ns = self.world.nodes[n].ns;
             let h = self.tcp_host(ns);
@@ -564,9 +564,10 @@ impl Simulation {
         let cp = self.bgp.as_mut().expect("control plane");
         for i in 0..cp.pending.len() {
             let x = cp.pending[i].node;
-            let has = x != n && cp.live[n] && cp.routes_to(n, x);
-            if let PendingKind::Join { reached } = &mut cp.pending[i].kind {
-                if has && reached[n].is_none() {
+            let waiting =
+                matches!(&cp.pending[i].kind, PendingKind::Join { reached } if reached[n].is_none());
+            if waiting && x != n && cp.live[n] && cp.routes_to(n, x) {
+                if let PendingKind::Join { reached } = &mut cp.pending[i].kind {
                     reached[n] = Some(t);
                 }
             }
@@ -856,7 +857,7 @@ impl Simulation {
                 PendingKind::Join { reached } => reached
                     .iter()
                     .enumerate()
-                    .filter_map(|(m, r)| r.filter(|_| cp.live[m] && m != p.node).map(|r| (m, r - p.since)))
+                    .filter_map(|(m, r)| r.filter(|_| cp.live[m] && m != p.node).map(|r| r - p.since))
                     .collect(),
                 _ => Vec::new(),
             };

@@ -79,8 +79,9 @@ pub struct Reached {
 }
 
 impl Reached {
-    fn of(reached: &[(usize, crate::time::Duration)]) -> Option<Reached> {
-        let mut d: Vec<u64> = reached.iter().map(|r| r.1.as_nanos()).collect();
+    /// Empty `reached` (no join, or no other live node): `None`.
+    fn of(reached: &[crate::time::Duration]) -> Option<Reached> {
+        let mut d: Vec<u64> = reached.iter().map(|r| r.as_nanos()).collect();
         d.sort_unstable();
         Some(Reached {
             peers: d.len(),
@@ -192,9 +193,7 @@ pub(super) fn bgp_summary(sim: &Simulation) -> Option<BgpSummary> {
             to_ns: v.to.as_nanos(),
             duration_ns: (v.to - v.from).as_nanos(),
             drops: v.drops.clone(),
-            reached: matches!(v.change.map(|i| c.changes[i].what), Some(ChangeKind::JoinNode(_)))
-                .then(|| Reached::of(&v.reached))
-                .flatten(),
+            reached: Reached::of(&v.reached),
         })
         .collect();
     Some(BgpSummary {

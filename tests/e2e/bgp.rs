@@ -7,7 +7,7 @@
 use cnisim::app::{self, Choice, RunOptions};
 use cnisim::summary::Summary;
 
-use crate::{repo, scratch, tshark};
+use crate::{repo, scratch, tshark, without_run};
 
 fn run(file: &str, out: std::path::PathBuf, pcap: Vec<String>) -> Summary {
     let opts = RunOptions { out: Some(out), pcap, ..Default::default() };
@@ -82,11 +82,7 @@ fn power_off_black_holes_for_the_hold_time_and_a_stop_is_withdrawn_at_once() {
     assert_eq!(n4.kernel_routes_removed, 0, "BIRD's `persist`: the kernel keeps its routes");
     // Same seed, same bytes.
     let again = run("scenarios/node-failure.ron", dir.join("b"), Vec::new());
-    let strip = |s: &Summary| {
-        let mut v = serde_json::to_value(s).unwrap();
-        v.as_object_mut().unwrap().remove("run");
-        v
-    };
+    let strip = |s: &Summary| without_run(serde_json::to_value(s).unwrap());
     assert_eq!(strip(&s), strip(&again));
 }
 
@@ -289,11 +285,7 @@ fn a_bird_restart_loses_nothing_with_graceful_restart_and_loses_datagrams_withou
     assert!(lost >= 25, "two seconds at 25 datagrams/s lost to node-4, got {lost}");
     // Same seed, same bytes.
     let again = run("scenarios/bird-restart.ron", dir.join("c"), vec!["node-4/eth0".into()]);
-    let strip = |s: &Summary| {
-        let mut v = serde_json::to_value(s).unwrap();
-        v.as_object_mut().unwrap().remove("run");
-        v
-    };
+    let strip = |s: &Summary| without_run(serde_json::to_value(s).unwrap());
     assert_eq!(strip(&s), strip(&again));
     assert_eq!(std::fs::read(&pcap).unwrap(), std::fs::read(dir.join("c/pcap/node-4-eth0.pcap")).unwrap());
 }
@@ -352,11 +344,7 @@ fn one_reflector_down_loses_nothing_and_both_down_leave_the_clients_without_rout
     assert!((after - 20.0..=after + 5.0).contains(&lost), "lost {lost}, {after} sent after {since_s} s");
     let again =
         app::run(&file, &RunOptions { out: Some(dir.join("b")), ..Default::default() }).unwrap().summary;
-    let strip = |s: &Summary| {
-        let mut v = serde_json::to_value(s).unwrap();
-        v.as_object_mut().unwrap().remove("run");
-        v
-    };
+    let strip = |s: &Summary| without_run(serde_json::to_value(s).unwrap());
     assert_eq!(strip(&s), strip(&again));
 }
 
@@ -450,11 +438,7 @@ fn a_joining_node_is_reachable_once_its_peers_have_its_route() {
         let after = at(13);
         assert!(after.contains("10.244.7.0/26 via 192.168.0.8 dev tunl0 proto bird onlink"), "{after}");
         let again = app::run(&file, &RunOptions { out: Some(dir.join("b")), ..Default::default() }).unwrap();
-        let strip = |s: &Summary| {
-            let mut v = serde_json::to_value(s).unwrap();
-            v.as_object_mut().unwrap().remove("run");
-            v
-        };
+        let strip = |s: &Summary| without_run(serde_json::to_value(s).unwrap());
         assert_eq!(strip(&s), strip(&again.summary));
     }
 }

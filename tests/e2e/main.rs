@@ -31,6 +31,13 @@ pub fn tshark(args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// A summary.json or sweep.json without its `run` key (wall-clock times, versions): what two
+/// runs of the same scenario and seed must agree on byte for byte.
+pub fn without_run(mut v: serde_json::Value) -> serde_json::Value {
+    v.as_object_mut().expect("a JSON object").remove("run");
+    v
+}
+
 /// A fresh, empty scratch directory for one test.
 pub fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("cnisim-e2e-{}-{name}", std::process::id()));

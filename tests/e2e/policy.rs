@@ -7,7 +7,7 @@ use cnisim::app::{self, Choice, RunOptions};
 use cnisim::cluster::Cni;
 use cnisim::summary::Summary;
 
-use crate::{repo, scratch};
+use crate::{repo, scratch, without_run};
 
 fn run(out: std::path::PathBuf, cni: Option<Cni>) -> Summary {
     let opts = RunOptions { out: Some(out), cni, ..Default::default() };
@@ -87,10 +87,9 @@ fn policy_runs_are_byte_identical_for_the_same_seed() {
     let dir = scratch("np-det");
     let json = |d: &str| {
         run(dir.join(d), if d.starts_with('w') { Some(Cni::WeaveFastdp) } else { None });
-        let mut v: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.join(d).join("summary.json")).unwrap()).unwrap();
-        v.as_object_mut().unwrap().remove("run");
-        v
+        without_run(
+            serde_json::from_slice(&std::fs::read(dir.join(d).join("summary.json")).unwrap()).unwrap(),
+        )
     };
     assert_eq!(json("a"), json("b"));
     assert_eq!(json("wa"), json("wb"));
@@ -221,12 +220,8 @@ fn policy_changes_are_enforced_after_each_agents_work() {
         assert!((denied as f64 - expect).abs() <= 1.5, "{cni}: {denied} denied, {expect:.1} expected");
         assert_eq!(batch.delivered + denied, batch.sent, "{cni}: {:?}", batch.drops_by_reason);
         let json = |d: &str| {
-            let mut v: serde_json::Value = serde_json::from_slice(
-                &std::fs::read(dir.join(format!("{cni}-{d}")).join("summary.json")).unwrap(),
-            )
-            .unwrap();
-            v.as_object_mut().unwrap().remove("run");
-            v
+            let path = dir.join(format!("{cni}-{d}")).join("summary.json");
+            without_run(serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap())
         };
         run("b");
         assert_eq!(json("a"), json("b"), "{cni}");
@@ -295,10 +290,7 @@ fn policy_sweep_calico_grows_cilium_stays_flat() {
     assert!(out.join("policy_update_time.png").exists());
     let (_, r2) = app::sweep(&path, Some(dir.join("b")), Some(2), false, None).unwrap();
     let json = |d: &str| {
-        let mut v: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.join(d).join("sweep.json")).unwrap()).unwrap();
-        v.as_object_mut().unwrap().remove("run");
-        v
+        without_run(serde_json::from_slice(&std::fs::read(dir.join(d).join("sweep.json")).unwrap()).unwrap())
     };
     assert_eq!(r2.points.len(), r.points.len());
     assert_eq!(json("a"), json("b"));

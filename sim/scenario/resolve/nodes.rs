@@ -547,10 +547,11 @@ pub(super) fn resolve_changes(
     // `out[i]` is `s.changes[i]` until sorted: a joining node has nothing done to it before.
     for (j, join) in out.iter().enumerate() {
         let ChangeKind::JoinNode(n) = join.what else { continue };
+        // The node a change is done to, and the change's scenario key.
         let on_node = |k: &ChangeKind| match *k {
-            ChangeKind::PowerOff(m) | ChangeKind::StopBird(m) | ChangeKind::RestartBird(m) => {
-                Some((m, c_key(k)))
-            }
+            ChangeKind::PowerOff(m) => Some((m, "power_off")),
+            ChangeKind::StopBird(m) => Some((m, "stop_bird")),
+            ChangeKind::RestartBird(m) => Some((m, "restart_bird")),
             ChangeKind::DeletePod(p) => Some((pods[p].node, "delete_pod")),
             _ => None,
         };
@@ -570,15 +571,6 @@ pub(super) fn resolve_changes(
     }
     out.sort_by_key(|c| c.at);
     Ok(out)
-}
-
-/// The scenario key of a change to a node.
-fn c_key(k: &ChangeKind) -> &'static str {
-    match k {
-        ChangeKind::PowerOff(_) => "power_off",
-        ChangeKind::StopBird(_) => "stop_bird",
-        _ => "restart_bird",
-    }
 }
 
 /// The policy a change names: `namespace/name`, or a name only one namespace has.
