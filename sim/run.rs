@@ -11,6 +11,7 @@
 pub mod bgp;
 mod gro;
 mod policy;
+mod relay;
 mod socket;
 mod tcp;
 mod workload;
@@ -68,7 +69,7 @@ pub enum Event {
     /// next one goes.
     TcpXmit { host: u32, sock: u32 },
     /// A TCP application's `write()` or `read()` has been served: the socket sees it.
-    TcpApp { host: u32, flow: u32, conn: u32, server: bool, op: tcp::AppOp },
+    TcpApp { host: u32, flow: u32, conn: u32, side: tcp::Side, op: tcp::AppOp },
     /// A node's proxy finished syncing to Service table `version` for a change made at
     /// `changed_at`: the new rules take effect.
     SyncDone { node: usize, version: usize, changed_at: Instant, rules: Box<crate::proxy::node::Rules> },
@@ -356,8 +357,8 @@ impl Simulation {
             Event::Change { index } => self.change(t, index),
             Event::TcpPoll { host, sock } => self.tcp_timer(t, host, sock),
             Event::TcpXmit { host, sock } => self.tcp_xmit_done(t, host as usize, sock),
-            Event::TcpApp { host, flow, conn, server, op } => {
-                self.tcp_app_done(t, host as usize, flow, conn, server, op)
+            Event::TcpApp { host, flow, conn, side, op } => {
+                self.tcp_app_done(t, host as usize, flow, conn, side, op)
             }
             Event::SyncDone { node, version, changed_at, rules } => {
                 self.sync_done(t, node, version, changed_at, *rules)
@@ -537,6 +538,16 @@ impl Simulation {
             });
         }
         let (mut outputs, cost) = p.handle(costs, t, input, pkt);
+        if let crate::userspace::ProcKind::KubeProxy(k) = &p.kind {
+            if k.opened {
+                // The proxy's handling of a datagram that opened a backend connection is part of
+                // what a new connection to a Service costs in this mode.
+                let stats = &mut self.world.proxies[p.node].stats;
+                stats.translated_cpu += cost;
+                stats.new_connection_cpu += cost;
+            }
+        }
+        let p = &mut self.world.procs[proc];
         let start = p.busy_until.max(t);
         p.busy_until = start + cost;
         if start + cost <= self.end {

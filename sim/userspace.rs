@@ -93,6 +93,8 @@ pub struct KubeProxy {
     /// Round-robin position per (service, port).
     rr: HashMap<(usize, usize), usize>,
     next_port: u16,
+    /// The datagram handled last opened a backend connection.
+    pub opened: bool,
     /// Connections opened per (service, endpoint pod).
     pub per_endpoint: std::collections::BTreeMap<(usize, crate::cluster::PodId), u64>,
 }
@@ -117,6 +119,7 @@ impl KubeProxy {
             by_port: HashMap::new(),
             rr: HashMap::new(),
             next_port: 32768,
+            opened: false,
             per_endpoint: Default::default(),
         }
     }
@@ -134,7 +137,23 @@ impl KubeProxy {
         None
     }
 
+    /// The backend a new connection to port `pi` of Service `si` goes to: the next ready
+    /// endpoint round robin (`LoadBalancerRR.NextEndpoint`), counted; `None` without one.
+    pub fn next_endpoint(&mut self, si: usize, pi: usize) -> Option<(Ipv4Addr, u16)> {
+        let svc = &self.table.services[si];
+        let n = svc.ready().count();
+        if n == 0 {
+            return None;
+        }
+        let i = self.rr.entry((si, pi)).or_insert(0);
+        let (_, e) = svc.ready().nth(*i % n).expect("fewer than n");
+        *i = (*i + 1) % n;
+        *self.per_endpoint.entry((si, e.pod)).or_default() += 1;
+        Some((e.ip, svc.ports[pi].target_port))
+    }
+
     fn handle(&mut self, now: Instant, pkt: Packet) -> Vec<Output> {
+        self.opened = false;
         let ip = Ipv4Packet::new_unchecked(&pkt.frame[ETH_HEADER..]);
         let (src, dst) = (ip.src_addr(), ip.dst_addr());
         let udp = smoltcp::wire::UdpPacket::new_unchecked(ip.payload());
@@ -150,25 +169,14 @@ impl KubeProxy {
                 }
             }
             if !self.clients.contains_key(&key) {
-                let table = self.table.clone();
-                let svc = &table.services[si];
-                let ready: Vec<_> = svc.ready().map(|(_, e)| *e).collect();
-                if ready.is_empty() {
+                let Some(backend) = self.next_endpoint(si, pi) else {
                     return vec![Output::Drop { pkt, reason: DropReason::ServiceNoEndpoints }];
-                }
-                let i = self.rr.entry((si, pi)).or_insert(0);
-                let e = ready[*i % ready.len()];
-                *i = (*i + 1) % ready.len();
+                };
                 let Some(local_port) = self.alloc_port() else {
                     return vec![Output::Drop { pkt, reason: DropReason::NoEphemeralPort }];
                 };
-                *self.per_endpoint.entry((si, e.pod)).or_default() += 1;
-                let conn = BackendConn {
-                    backend: (e.ip, svc.ports[pi].target_port),
-                    local_port,
-                    local_addr: dst,
-                    last: now,
-                };
+                let conn = BackendConn { backend, local_port, local_addr: dst, last: now };
+                self.opened = true;
                 self.by_port.insert(local_port, key);
                 self.clients.insert(key, conn);
             }

@@ -199,33 +199,58 @@ struct Sock {
     /// some (`tcp_small_queue_check`, net/ipv4/tcp_output.c; the TSQ handler resumes it on TX
     /// completion).
     tsq_queued: u64,
+    /// The window scale the peer announced in its SYN (`None` before it, or without one).
+    peer_shift: Option<u8>,
 }
 
 impl Sock {
     fn new(socket: Option<tcp::Socket<'static>>) -> Sock {
         let mut set = SocketSet::new(Vec::new());
         let handle = socket.map(|s| set.add(s));
-        Sock { set, handle, timer: None, frames: VecDeque::new(), busy: false, tsq_queued: 0 }
+        Sock {
+            set,
+            handle,
+            timer: None,
+            frames: VecDeque::new(),
+            busy: false,
+            tsq_queued: 0,
+            peer_shift: None,
+        }
     }
 }
 
-/// Which end of a connection a socket is.
+/// Which end of a connection a socket is. A connection kube-proxy's userspace mode relays is
+/// two TCP connections (`run/relay.rs`): the client's to the proxy (`ProxyFront` is the
+/// proxy's end) and the proxy's to the server (`ProxyBack`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Side {
+pub enum Side {
     Client = 0,
     Server = 1,
+    ProxyFront = 2,
+    ProxyBack = 3,
+}
+
+impl Side {
+    /// The direction the side sends in: 0 towards the server (the client's requests), 1
+    /// towards the client.
+    fn dir(self) -> usize {
+        match self {
+            Side::Client | Side::ProxyBack => 0,
+            Side::Server | Side::ProxyFront => 1,
+        }
+    }
 }
 
 /// A socket of a host and the connection it serves.
 #[derive(Clone, Copy, Debug)]
-struct Owner {
+pub(super) struct Owner {
     /// Its slot in the host's sockets.
-    sock: u32,
-    flow: u32,
-    conn: u32,
-    side: Side,
+    pub(super) sock: u32,
+    pub(super) flow: u32,
+    pub(super) conn: u32,
+    pub(super) side: Side,
     /// (local port, remote address, remote port) once known, to attribute emitted segments.
-    tuple: Option<(u16, Ipv4Addr, u16)>,
+    pub(super) tuple: Option<(u16, Ipv4Addr, u16)>,
 }
 
 /// The TCP stack of one namespace.
@@ -236,7 +261,7 @@ pub struct TcpHost {
     /// Sockets by slot; a slot is not reused (`None` once its socket has gone), so an event
     /// for a socket that has gone finds nothing.
     socks: Vec<Option<Sock>>,
-    owners: Vec<Owner>,
+    pub(super) owners: Vec<Owner>,
     /// Listening sockets waiting for a SYN: (port, slot).
     pub(super) listening: Vec<(u16, u32)>,
     /// Local ports in use or in TIME-WAIT, until when.
@@ -248,6 +273,8 @@ pub struct TcpHost {
     tso_segs: usize,
     /// `net.ipv4.tcp_limit_output_bytes` of its machine.
     tsq_limit: u64,
+    /// kube-proxy's userspace portals on this node's stack, by proxy port (`run/relay.rs`).
+    pub(super) relays: rustc_hash::FxHashMap<u16, super::relay::Portal>,
 }
 
 impl TcpHost {
@@ -282,6 +309,7 @@ impl TcpHost {
             bgp_socks: rustc_hash::FxHashMap::default(),
             tso_segs,
             tsq_limit,
+            relays: rustc_hash::FxHashMap::default(),
         }
     }
 
@@ -311,7 +339,7 @@ impl TcpHost {
     /// A socket with Linux's defaults; `bulk`: buffers of the autotuning maxima (a stream's),
     /// else of `tcp_rmem`'s default for both (a request/response connection, whose messages
     /// autotuning would not grow them for).
-    fn socket(bulk: bool) -> tcp::Socket<'static> {
+    pub(super) fn socket(bulk: bool) -> tcp::Socket<'static> {
         let (r, w) = if bulk { (TCP_RMEM_MAX, TCP_WMEM_MAX) } else { (TCP_RMEM_DEFAULT, TCP_RMEM_DEFAULT) };
         let s = Self::linux_socket(r as usize, w as usize, Some(DELACK));
         // No timestamps: smoltcp sizes a segment by the MSS without its options (Linux's
@@ -321,7 +349,7 @@ impl TcpHost {
         s
     }
 
-    fn listen(&mut self, port: u16, bulk: bool) {
+    pub(super) fn listen(&mut self, port: u16, bulk: bool) {
         let mut s = Self::socket(bulk);
         s.listen(port).expect("a fresh socket listens on a non-zero port");
         let slot = self.add(s);
@@ -352,10 +380,10 @@ pub struct TcpFlow {
 /// One connection of a flow.
 #[derive(Clone, Debug, Default)]
 pub struct Conn {
-    /// The side's thread is in a syscall.
-    busy: [bool; 2],
+    /// The side's thread is in a syscall (indexed by [`Side`]).
+    pub(super) busy: [bool; 4],
     /// Request/response: bytes of the current message each side has read so far.
-    got: [u32; 2],
+    got: [u32; 4],
     /// Request/response: when the current transaction started.
     started: Instant,
     /// The client has closed its socket.
@@ -366,10 +394,12 @@ pub struct Conn {
     opened: bool,
     /// Segments each side sent: the highest sequence number sent, the data segments not yet
     /// acknowledged (end sequence, when sent, retransmitted).
-    hi: [Option<u32>; 2],
-    unacked: [VecDeque<(u32, Instant, bool)>; 2],
+    hi: [Option<u32>; 4],
+    unacked: [VecDeque<(u32, Instant, bool)>; 4],
     /// Each side's receiver ACK policy, as Linux's `icsk_ack`.
-    ack: [AckMode; 2],
+    ack: [AckMode; 4],
+    /// kube-proxy's userspace mode relays the connection (`run/relay.rs`).
+    pub(super) relay: Option<Box<super::relay::Relay>>,
 }
 
 /// When a receiver acknowledges at once and when it delays, as Linux decides it
@@ -424,6 +454,61 @@ pub enum AppOp {
     Write(u32),
     /// `read()` of this many bytes.
     Read(u32),
+    /// kube-proxy's userspace mode (`run/relay.rs`): `accept()` and the `connect()` to a backend.
+    Accept,
+    /// The connection to the backend is up: the dialing goroutine wakes.
+    Dialed,
+    /// The dial timeout of this attempt expires.
+    DialTimeout(u8),
+    /// A `splice()` round from this side's socket into the other proxy socket.
+    Splice,
+}
+
+/// A sender's guard against smoltcp's receiver shrinking its window. smoltcp advertises its
+/// free space rounded down to its window scale (`scaled_window`) and, since smoltcp PR #1079,
+/// trims what arrives beyond the edge it advertised last, so the right edge can move back by
+/// up to one scale unit: a sender that filled the window it was offered before loses the tail
+/// of a segment and, its later ACKs all carrying new windows (no duplicate ACKs), waits for the
+/// RTO (1 s in smoltcp). Linux never shrinks the window (`tcp_select_window` rounds up to the
+/// scale instead, net/ipv4/tcp_output.c). Each edge smoltcp advertises is less than one unit
+/// behind every earlier one (the free space's edge only moves forward), so a sender that stays
+/// one unit short of the edge it was offered never meets a shrink: the window of every segment
+/// after the handshake reaches smoltcp one unit smaller (its bytes on every capture are the
+/// sender's own). `ip` is the IPv4 packet; `shift` the peer's scale, learnt from its SYN.
+fn keep_off_the_edge(ip: &mut [u8], shift: &mut Option<u8>) {
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let Some(seg) = ip.get_mut(ihl..) else { return };
+    let Ok(read) = TcpPacket::new_checked(&*seg) else { return };
+    if read.syn() {
+        *shift = window_scale(read.options());
+        return;
+    }
+    let mut tcp = TcpPacket::new_unchecked(seg);
+    if shift.is_some_and(|s| s > 0) && tcp.window_len() > 0 {
+        let w = tcp.window_len();
+        tcp.set_window_len(w - 1);
+    }
+}
+
+/// The shift of a window scale option (RFC 7323: kind 3, length 3) in TCP `options`.
+fn window_scale(mut options: &[u8]) -> Option<u8> {
+    while let [kind, rest @ ..] = options {
+        match *kind {
+            0 => return None,
+            1 => options = rest,
+            _ => {
+                let len = usize::from(*rest.first()?);
+                if len < 2 || len > options.len() {
+                    return None;
+                }
+                if *kind == 3 && len == 3 {
+                    return Some(options[2]);
+                }
+                options = &options[len..];
+            }
+        }
+    }
+    None
 }
 
 fn seq_le(a: u32, b: u32) -> bool {
@@ -479,6 +564,7 @@ impl Simulation {
             self.obs.flows[fi].tcp =
                 Some(crate::observe::TcpObs::new(streams, self.flows[fi].start, self.flows[fi].end));
         }
+        self.relay_setup();
     }
 
     /// The TCP stack of namespace `ns`, made on first use: smoltcp on the address of its
@@ -590,15 +676,29 @@ impl Simulation {
         let (key, owner) = self.tcp_received(t, h, &pkt.frame[ETH_HEADER..], merged);
         let dport = key.0;
         let host = &mut self.tcp[h];
-        let listener = host.listening.iter().position(|l| l.0 == dport);
         let bgp = host.bgp_socks.get(&key).copied();
+        if owner.is_none() && bgp.is_none() && host.relays.contains_key(&dport) {
+            // kube-proxy's listening socket on a portal's proxy port: made when its first
+            // SYN comes (it exists from the sync on; made earlier it would only cost memory).
+            if !host.listening.iter().any(|l| l.0 == dport) {
+                let bulk = tag.is_some_and(|g| {
+                    matches!(self.flows[g.flow as usize].kind, WorkloadKind::TcpStream { .. })
+                });
+                host.listen(dport, bulk);
+            }
+        }
+        let listener = host.listening.iter().position(|l| l.0 == dport);
         let slot = match (owner, bgp) {
             (Some(o), _) => o.sock,
             (None, Some(slot)) => slot,
             (None, None) => listener.map_or(0, |i| host.listening[i].1),
         };
+        let mut frame = pkt.frame;
+        if let Some(sk) = host.socks[slot as usize].as_mut() {
+            keep_off_the_edge(&mut frame[ETH_HEADER..], &mut sk.peer_shift);
+        }
         // A packet GRO merged goes in whole, one segment for smoltcp as for `tcp_v4_rcv`.
-        host.wire.rx.push_back((pkt.frame, ETH_HEADER));
+        host.wire.rx.push_back((frame, ETH_HEADER));
         self.tcp_poll(t, h, slot);
         // A listener that took a connection serves it now; a new one listens in its place.
         if let Some(i) = listener.filter(|&i| self.tcp[h].listening[i].1 == slot) {
@@ -610,14 +710,14 @@ impl Simulation {
                 if tag.is_some() || dport != crate::wire::bgp::PORT {
                     self.tcp[h].listen(dport, bulk);
                 }
+                let relayed = self.tcp[h].relays.contains_key(&dport);
                 if let Some(tag) = tag {
-                    self.tcp[h].owners.push(Owner {
-                        sock: slot,
-                        flow: tag.flow,
-                        conn: tag.conn,
-                        side: Side::Server,
-                        tuple: Some(key),
-                    });
+                    let side = if relayed { Side::ProxyFront } else { Side::Server };
+                    let o = Owner { sock: slot, flow: tag.flow, conn: tag.conn, side, tuple: Some(key) };
+                    self.tcp[h].owners.push(o);
+                    if relayed {
+                        self.relay_accepted(t, h, o);
+                    }
                 } else if dport == crate::wire::bgp::PORT {
                     self.bgp_accepted(t, h, slot, key);
                 }
@@ -643,27 +743,37 @@ impl Simulation {
         let (sport, dport) =
             (u16::from_be_bytes([q[ihl], q[ihl + 1]]), u16::from_be_bytes([q[ihl + 2], q[ihl + 3]]));
         let Some(o) = self.tcp_owner(h, (sport, dst, dport)) else { return };
-        if o.side != Side::Client || self.tcp[h].sock(o.sock).state() != tcp::State::SynSent {
+        if self.tcp[h].sock(o.sock).state() != tcp::State::SynSent {
             return;
         }
-        self.tcp_refused(t, h, o);
+        match o.side {
+            Side::Client => self.tcp_refused(t, h, o),
+            Side::ProxyBack => self.relay_dial_failed(t, h, o),
+            Side::Server | Side::ProxyFront => {}
+        }
     }
 
     /// The client connection `o` of host `h` was refused before it was established: its
     /// socket goes (its port is free at once: no TIME-WAIT), and the application sees
     /// `ECONNREFUSED` (a request/response client connects again, [`Self::tcp_retry`]).
     fn tcp_refused(&mut self, t: Instant, h: usize, o: Owner) {
+        self.tcp_drop_socket(t, h, o);
+        self.conn_mut(o).closed = true;
+        if let Some(obs) = self.obs.flows[o.flow as usize].tcp.as_mut() {
+            obs.refused += 1;
+        }
+        self.tcp_retry(t, o.flow);
+    }
+
+    /// Socket `o` of host `h` goes without a word (from SYN-SENT: no TIME-WAIT, its port free
+    /// at once).
+    pub(super) fn tcp_drop_socket(&mut self, t: Instant, h: usize, o: Owner) {
         let host = &mut self.tcp[h];
         host.socks[o.sock as usize] = None;
         host.owners.retain(|x| x.sock != o.sock);
         if let Some(p) = host.ports.iter_mut().find(|p| p.0 == o.tuple.map_or(0, |k| k.0)) {
             p.1 = t;
         }
-        self.conn_mut(o).closed = true;
-        if let Some(obs) = self.obs.flows[o.flow as usize].tcp.as_mut() {
-            obs.refused += 1;
-        }
-        self.tcp_retry(t, o.flow);
     }
 
     /// A smoltcp timer of socket `sock` of host `host` is due.
@@ -759,6 +869,11 @@ impl Simulation {
         }
     }
 
+    /// The socket of host `h` that serves `side` of connection `conn` of `flow`.
+    pub(super) fn tcp_owner_of(&self, h: usize, flow: u32, conn: u32, side: Side) -> Option<Owner> {
+        self.tcp[h].owners.iter().find(|o| o.flow == flow && o.conn == conn && o.side == side).copied()
+    }
+
     /// Which flow, connection and side sent a segment of host `h` from `(sport, dst, dport)`.
     fn tcp_owner(&self, h: usize, key: (u16, Ipv4Addr, u16)) -> Option<Owner> {
         self.tcp[h].owners.iter().rev().find(|o| o.tuple == Some(key)).copied()
@@ -819,12 +934,13 @@ impl Simulation {
             }
             if let Some(o2) = self.obs.flows[o.flow as usize].tcp.as_mut() {
                 let s = &mut o2.streams[stream];
-                s.segments[side] += u64::from(segs);
+                let dir = o.side.dir();
+                s.segments[dir] += u64::from(segs);
                 if payload > 0 {
-                    s.data_segments[side] += u64::from(segs);
+                    s.data_segments[dir] += u64::from(segs);
                 }
                 if retransmit {
-                    s.retransmits[side] += 1;
+                    s.retransmits[dir] += 1;
                     s.retransmitted_bytes += u64::from(payload);
                 }
             }
@@ -887,7 +1003,8 @@ impl Simulation {
         let in_flight = c.hi[side].map_or(0, |hi| hi.wrapping_sub(ack).min(u32::MAX / 2));
         if let Some(obs) = self.obs.flows[o.flow as usize].tcp.as_mut() {
             let s = &mut obs.streams[stream];
-            if let Some(rtt) = sample {
+            // The application's ends only: a relayed connection's RTT is its client's.
+            if let Some(rtt) = sample.filter(|_| side <= Side::Server as usize) {
                 s.rtt.saturating_record(rtt.as_nanos().max(1));
             }
             if side == Side::Client as usize {
@@ -908,7 +1025,7 @@ impl Simulation {
 
     /// Runs the applications of every connection host `h` serves: each side that is not in a
     /// syscall decides its next one from its socket's state.
-    fn tcp_apps(&mut self, t: Instant, h: usize) {
+    pub(super) fn tcp_apps(&mut self, t: Instant, h: usize) {
         let owners: Vec<Owner> = self.tcp[h].owners.clone();
         for o in owners {
             self.tcp_app(t, h, o);
@@ -946,11 +1063,15 @@ impl Simulation {
                 self.tcp_refused(t, h, o);
                 continue;
             }
+            if o.side == Side::ProxyBack && !self.relay_dialed(o) {
+                self.relay_dial_failed(t, h, o);
+                continue;
+            }
             let host = &mut self.tcp[h];
             let timewait = host.sock(o.sock).state() == tcp::State::TimeWait;
             host.socks[o.sock as usize] = None;
             host.owners.retain(|x| x.sock != o.sock);
-            if o.side == Side::Client {
+            if matches!(o.side, Side::Client | Side::ProxyBack) {
                 let until = if timewait { t + TIMEWAIT_LEN } else { t };
                 if let Some(p) = host.ports.iter_mut().find(|p| p.0 == o.tuple.map_or(0, |k| k.0)) {
                     p.1 = until;
@@ -961,6 +1082,9 @@ impl Simulation {
 
     /// One side of one connection: start its next syscall if it has one to make.
     fn tcp_app(&mut self, t: Instant, h: usize, o: Owner) {
+        if matches!(o.side, Side::ProxyFront | Side::ProxyBack) {
+            return self.relay_app(t, h, o);
+        }
         let fi = o.flow as usize;
         let side = o.side as usize;
         let kind = self.flows[fi].kind.clone();
@@ -1034,11 +1158,11 @@ impl Simulation {
         self.tcp_syscall(t, h, o, op);
     }
 
-    fn conn(&self, o: Owner) -> &Conn {
+    pub(super) fn conn(&self, o: Owner) -> &Conn {
         &self.flows[o.flow as usize].tcp.as_ref().expect("TCP flow").conns[o.conn as usize]
     }
 
-    fn conn_mut(&mut self, o: Owner) -> &mut Conn {
+    pub(super) fn conn_mut(&mut self, o: Owner) -> &mut Conn {
         &mut self.flows[o.flow as usize].tcp.as_mut().expect("TCP flow").conns[o.conn as usize]
     }
 
@@ -1055,34 +1179,24 @@ impl Simulation {
         let (call, copy) = match op {
             AppOp::Write(n) => (costs.tcp_sendmsg, costs.copy(n as usize)),
             AppOp::Read(n) => (costs.tcp_recvmsg, costs.copy(n as usize)),
+            _ => unreachable!("the relay's calls are its process's (run/relay.rs)"),
         };
         let cx = self.run_chain(node, t, hash, Work::Read, Some(o.flow), |_, cx| {
             cx.add(Step::Socket, call);
             cx.add(Step::Copy, copy);
         });
         let done = cx.now();
-        self.queue.schedule(
-            done,
-            Event::TcpApp { host: h as u32, flow: o.flow, conn: o.conn, server: o.side == Side::Server, op },
-        );
+        self.queue
+            .schedule(done, Event::TcpApp { host: h as u32, flow: o.flow, conn: o.conn, side: o.side, op });
     }
 
     /// A `write()` or `read()` returns: the socket takes or gives the bytes.
-    pub(super) fn tcp_app_done(
-        &mut self,
-        t: Instant,
-        h: usize,
-        flow: u32,
-        conn: u32,
-        server: bool,
-        op: AppOp,
-    ) {
-        let side = if server { Side::Server } else { Side::Client };
-        let Some(o) =
-            self.tcp[h].owners.iter().find(|o| o.flow == flow && o.conn == conn && o.side == side).copied()
-        else {
-            return;
-        };
+    pub(super) fn tcp_app_done(&mut self, t: Instant, h: usize, flow: u32, conn: u32, side: Side, op: AppOp) {
+        if matches!(side, Side::ProxyFront | Side::ProxyBack) {
+            return self.relay_done(t, h, (flow, conn, side), op);
+        }
+        let server = side == Side::Server;
+        let Some(o) = self.tcp_owner_of(h, flow, conn, side) else { return };
         self.conn_mut(o).busy[side as usize] = false;
         let stream = self.stream_index(flow, conn);
         let kind = self.flows[flow as usize].kind.clone();
@@ -1110,6 +1224,9 @@ impl Simulation {
                 if let Some(obs) = self.obs.flows[flow as usize].tcp.as_mut() {
                     obs.streams[stream].bytes_written += (n - left) as u64;
                 }
+            }
+            AppOp::Accept | AppOp::Dialed | AppOp::DialTimeout(_) | AppOp::Splice => {
+                unreachable!("a relay's op")
             }
             AppOp::Read(n) => {
                 let s = self.tcp[h].sock(o.sock);

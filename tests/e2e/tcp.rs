@@ -458,3 +458,103 @@ fn refused_connections_get_an_icmp_port_unreachable_or_a_rst() {
         }
     }
 }
+
+/// Two nodes, a TCP Service with its one endpoint on node-2, a client pod on node-1: TCP_RR,
+/// TCP_CRR and a short stream to the Service.
+const RELAYED: &str = r#"Scenario(
+    name: "tcp-userspace", seed: 9, duration: "20ms", cni: "flannel-host-gw", proxy: "userspace",
+    nodes: Count(count: 2, cores: 4, nic: "10Gbit"),
+    pods: [(name: "web-1", node: "node-2", labels: {"app": "web"}), (name: "client", node: "node-1")],
+    services: [(name: "web", selector: {"app": "web"}, ports: [(port: 80, target_port: 8080, protocol: "TCP")])],
+    workloads: [
+        (name: "rr", kind: TcpRr(request: 64, response: 1024), from: Pod("client"), to: Service("web"), port: 5201),
+        (name: "crr", kind: TcpCrr(request: 64, response: 1024), from: Pod("client"), to: Service("web"), port: 5202),
+        (name: "stream", kind: TcpStream(), from: Pod("client"), to: Service("web"), start: "10ms"),
+    ],
+)"#;
+
+/// kube-proxy's userspace mode relays a TCP connection through its own process: the client's
+/// connection ends at the proxy's socket on the node (REDIRECTed by the portal rule, answered
+/// from the Service's address), and the proxy connects to the endpoint from the node's own
+/// address. Every workload completes; the proxy's CPU is counted as the userspace step; each
+/// new connection costs a second handshake and the proxy's accept and dial, so TCP_CRR is
+/// slower than with iptables.
+#[test]
+fn userspace_proxy_relays_tcp_over_a_connection_of_its_own() {
+    let dir = scratch("tcp-userspace");
+    let path = dir.join("relay.ron");
+    std::fs::write(&path, RELAYED).unwrap();
+    let s = run_proxy(&path, dir.join("userspace"), "userspace", "*");
+    let by = |s: &Summary, w: &str| s.flows.iter().find(|f| f.workload == w).unwrap().clone();
+    let (rr, crr, stream) = (by(&s, "rr"), by(&s, "crr"), by(&s, "stream"));
+    assert!(rr.transactions > 200, "TCP_RR through the proxy: {}", rr.transactions);
+    assert!(crr.transactions > 50, "TCP_CRR through the proxy: {}", crr.transactions);
+    let st = &stream.tcp.as_ref().unwrap().streams[0];
+    assert!(st.goodput_bps > 1e9 && st.bytes_read <= st.bytes_written, "{st:?}");
+    for f in [&rr, &crr, &stream] {
+        assert!(f.cpu_by_step.get("userspace").copied().unwrap_or(0) > 0, "{}: the proxy's CPU", f.workload);
+    }
+    let ipt = run_proxy(&path, dir.join("iptables"), "iptables", "node-1/eth0");
+    let crr_ipt = by(&ipt, "crr");
+    assert!(crr.transactions < crr_ipt.transactions, "{} vs {}", crr.transactions, crr_ipt.transactions);
+    assert!(crr.rtt.as_ref().unwrap().p50_ns > crr_ipt.rtt.as_ref().unwrap().p50_ns);
+    assert_eq!(by(&ipt, "crr").cpu_by_step.get("userspace"), None);
+    if std::env::var_os("CNISIM_SKIP_TSHARK").is_some() {
+        return;
+    }
+    let pcap = |name: &str| dir.join("userspace/pcap").join(name).to_str().unwrap().to_string();
+    let fields = |file: &str, filter: &str, field: &str| {
+        tshark(&["-r", &pcap(file), "-Y", filter, "-T", "fields", "-e", field])
+    };
+    // The endpoint's connections all come from node-1 itself, none from the client pod.
+    let srcs = fields("web-1-eth0.pcap", "tcp.flags.syn == 1 && tcp.flags.ack == 0", "ip.src");
+    assert!(srcs.lines().count() > 50 && srcs.lines().all(|l| l == "192.168.0.1"), "{srcs}");
+    // The client sees its SYN-ACKs from the Service's address and port: the REDIRECT undone.
+    let synacks = fields("client-eth0.pcap", "tcp.flags.syn == 1 && tcp.flags.ack == 1", "ip.src");
+    assert!(synacks.lines().count() > 50 && synacks.lines().all(|l| l == "10.96.0.2"), "{synacks}");
+    // Both connections are whole: tshark finds no malformed or lost segment on either side.
+    for file in ["web-1-eth0.pcap", "client-eth0.pcap"] {
+        let bad = fields(
+            file,
+            "_ws.malformed || tcp.analysis.lost_segment || tcp.checksum.status == 0",
+            "frame.number",
+        );
+        assert_eq!(bad.trim(), "", "{file}");
+    }
+}
+
+/// The relayed connections are byte-identical for the same seed, and a comparison of proxy
+/// modes gives the same bytes on one and two threads.
+#[test]
+fn userspace_tcp_relay_is_byte_identical() {
+    use cnisim::compare::Options;
+    let dir = scratch("tcp-userspace-det");
+    let path = dir.join("relay.ron");
+    std::fs::write(&path, RELAYED).unwrap();
+    run_proxy(&path, dir.join("a"), "userspace", "node-1/*");
+    run_proxy(&path, dir.join("b"), "userspace", "node-1/*");
+    let summary = |d: &str| {
+        crate::without_run(
+            serde_json::from_slice(&std::fs::read(dir.join(d).join("summary.json")).unwrap()).unwrap(),
+        )
+    };
+    assert_eq!(summary("a"), summary("b"));
+    for p in std::fs::read_dir(dir.join("a/pcap")).unwrap() {
+        let n = p.unwrap().file_name();
+        let a = std::fs::read(dir.join("a/pcap").join(&n)).unwrap();
+        assert!(a == std::fs::read(dir.join("b/pcap").join(&n)).unwrap(), "{n:?}");
+    }
+    let opts = |threads| Options {
+        cnis: Some(vec![Cni::FlannelHostGw, Cni::CalicoIpip]),
+        proxies: Some(vec!["userspace".parse().unwrap(), "iptables".parse().unwrap()]),
+        threads: Some(threads),
+        progress: false,
+        shard: None,
+    };
+    let one = app::compare(&path, Some(dir.join("one")), &opts(1)).unwrap().0;
+    let two = app::compare(&path, Some(dir.join("two")), &opts(2)).unwrap().0;
+    let json = |d: &std::path::Path| {
+        crate::without_run(serde_json::from_slice(&std::fs::read(d.join("compare.json")).unwrap()).unwrap())
+    };
+    assert_eq!(json(&one), json(&two));
+}
