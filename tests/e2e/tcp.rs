@@ -558,3 +558,33 @@ fn userspace_tcp_relay_is_byte_identical() {
     };
     assert_eq!(json(&one), json(&two));
 }
+
+/// A dial to an endpoint on a node that has been powered off gets no answer: after
+/// `EndpointDialTimeouts`' first 250 ms the proxy gives up on it and dials the next endpoint,
+/// which answers, so each connection round robin sends to the dead one waits 250 ms.
+#[test]
+fn userspace_proxy_dials_the_next_endpoint_after_a_timeout() {
+    let dir = scratch("tcp-userspace-dial");
+    let text = r#"Scenario(
+    name: "dial", seed: 2, duration: "700ms", cni: "flannel-host-gw", proxy: "userspace",
+    nodes: Count(count: 3),
+    pods: [
+        (name: "web-2", node: "node-2", labels: {"app": "web"}),
+        (name: "web-3", node: "node-3", labels: {"app": "web"}),
+        (name: "client", node: "node-1"),
+    ],
+    services: [(name: "web", selector: {"app": "web"}, ports: [(port: 80, target_port: 8080, protocol: "TCP")])],
+    workloads: [(name: "crr", kind: TcpCrr(request: 64, response: 1024), from: Pod("client"), to: Service("web"))],
+    changes: [(at: "100ms", power_off: "node-3")],
+)"#;
+    let path = dir.join("dial.ron");
+    std::fs::write(&path, text).unwrap();
+    let s = run(&path, dir.join("out"), None, vec![]);
+    let f = &s.flows[0];
+    assert!(f.transactions > 500, "transactions: {}", f.transactions);
+    // Two connections after the power-off wait out a dial timeout each (at 350 and 600 ms).
+    let max = f.rtt.as_ref().unwrap().max_ns;
+    assert!((250_000_000..251_000_000).contains(&max), "the slowest transaction waited one timeout: {max}");
+    let tcp = f.tcp.as_ref().unwrap();
+    assert_eq!(tcp.refused, 0, "the client's connections were all accepted");
+}
