@@ -1279,3 +1279,57 @@ impl Simulation {
         self.tcp_apps(t, h);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IPv4 header (20 B, no options) and a TCP header with `flags`, window `window` and
+    /// `options`.
+    fn segment(flags: u8, window: u16, options: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+        let doff = (20 + options.len()) / 4;
+        p.extend_from_slice(&[0x9c, 0x40, 0x00, 0x50, 0, 0, 0, 1, 0, 0, 0, 1]);
+        p.extend_from_slice(&[(doff as u8) << 4, flags]);
+        p.extend_from_slice(&window.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 0]);
+        p.extend_from_slice(options);
+        let len = p.len() as u16;
+        p[2..4].copy_from_slice(&len.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn window_scale_is_read_from_the_options() {
+        // MSS 1460, NOP, window scale 7, SACK permitted, EOL: smoltcp's SYN options.
+        let opts = [2, 4, 0x05, 0xb4, 1, 3, 3, 7, 4, 2, 0, 0];
+        assert_eq!(window_scale(&opts), Some(7));
+        assert_eq!(window_scale(&[2, 4, 0x05, 0xb4]), None);
+        // A length running past the options, or below 2, ends the parse.
+        assert_eq!(window_scale(&[2, 9, 0x05, 0xb4]), None);
+        assert_eq!(window_scale(&[8, 0, 3, 3, 7]), None);
+    }
+
+    #[test]
+    fn a_sender_stays_one_scale_unit_short_of_the_edge() {
+        let mut shift = None;
+        // The peer's SYN-ACK announces scale 7: its window field passes unchanged.
+        let mut syn = segment(0x12, 65535, &[1, 3, 3, 7]);
+        keep_off_the_edge(&mut syn, &mut shift);
+        assert_eq!(shift, Some(7));
+        assert_eq!(&syn[34..36], &[0xff, 0xff]);
+        // After it, every window reaches smoltcp one unit (128 B) smaller; a zero window stays.
+        let mut ack = segment(0x10, 57, &[]);
+        keep_off_the_edge(&mut ack, &mut shift);
+        assert_eq!(&ack[34..36], &[0, 56]);
+        let mut zero = segment(0x10, 0, &[]);
+        keep_off_the_edge(&mut zero, &mut shift);
+        assert_eq!(&zero[34..36], &[0, 0]);
+        // Without scaling (shift 0) nothing is rounded, so nothing changes.
+        let mut plain = None;
+        keep_off_the_edge(&mut segment(0x02, 4096, &[1, 3, 3, 0]), &mut plain);
+        let mut ack = segment(0x10, 4096, &[]);
+        keep_off_the_edge(&mut ack, &mut plain);
+        assert_eq!(u16::from_be_bytes([ack[34], ack[35]]), 4096);
+    }
+}
