@@ -104,10 +104,23 @@ pub struct ScenarioFacts {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct WorkloadFacts {
     pub name: String,
-    /// "udp_cbr" or "udp_rr".
+    /// The workload kind's key (`summary::kind_name`): "udp_cbr", "udp_rr", "tcp_crr" ...
     pub kind: String,
     pub params: String,
     pub flows: usize,
+}
+
+impl WorkloadFacts {
+    /// A request/response workload (UDP or TCP): its figures are round trips (`rtt`) and
+    /// transactions per second, not one-way latencies.
+    pub fn is_request_response(&self) -> bool {
+        matches!(self.kind.as_str(), "udp_rr" | "tcp_rr" | "tcp_crr")
+    }
+
+    /// A TCP stream: no datagrams, so no one-way latency; its figure is its goodput.
+    pub fn is_stream(&self) -> bool {
+        self.kind == "tcp_stream"
+    }
 }
 
 /// One (CNI, proxy mode) of the comparison.

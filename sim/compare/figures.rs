@@ -208,7 +208,10 @@ fn workload(sim: &Simulation, s: &Summary, wi: usize, w: &crate::cluster::Worklo
     }
     let cpu_ns = sum(|f| f.cpu_ns);
     let (sent, delivered, dropped) = (sum(|f| f.sent), sum(|f| f.delivered), sum(|f| f.dropped));
-    let rr = matches!(w.kind, WorkloadKind::UdpRr { .. });
+    let rr = matches!(
+        w.kind,
+        WorkloadKind::UdpRr { .. } | WorkloadKind::TcpRr { .. } | WorkloadKind::TcpCrr { .. }
+    );
     let transactions = sum(|f| f.transactions);
     WorkloadFigures {
         name: w.name.clone(),

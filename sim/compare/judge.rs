@@ -206,7 +206,7 @@ fn measures(ctx: &Ctx) -> Vec<Measure> {
     for (wi, w) in ctx.facts.workloads.iter().enumerate() {
         let n = &w.name;
         let s = |f: &str| format!("/workloads/{wi}/{f}");
-        let mut per = if w.kind == "udp_rr" {
+        let mut per = if w.is_request_response() {
             vec![
                 m(
                     format!("{n}.rtt_p50"),
@@ -551,7 +551,7 @@ fn works(ctx: &Ctx, figures: Vec<Figure>) -> Verdict {
 }
 
 fn latency(ctx: &Ctx, wi: usize, w: &super::WorkloadFacts) -> Option<Verdict> {
-    let rr = w.kind == "udp_rr";
+    let rr = w.is_request_response();
     let (what, stats) = if rr { ("RTT", "rtt") } else { ("one-way latency", "latency") };
     let p50 = format!("/workloads/{wi}/{stats}/p50_ns");
     let p99 = format!("/workloads/{wi}/{stats}/p99_ns");
@@ -830,7 +830,10 @@ fn proxy_mechanism(cni: &str, proxy: &str) -> &'static str {
         return "Cilium's program on the pod's veth translates with its own service maps, whatever kube-proxy programs";
     }
     match proxy {
-        "userspace" => "the userspace kube-proxy relays every datagram through its own socket",
+        "userspace" => {
+            "the userspace kube-proxy relays every connection through its own process (a socket of its own \
+             per UDP client; for TCP it accepts, dials the endpoint and splices the two)"
+        }
         "iptables" => "the first packet walks KUBE-SERVICES rule by rule until its Service",
         "ipvs" | "ipvs-lc" | "ipvs-sh" | "ipvs-sed" => {
             "one hash lookup of the IPVS virtual server, then its scheduler"

@@ -33,7 +33,10 @@ struct Figure {
 pub fn render(r: &CompareResult) -> Result<Vec<OutputFile>, RenderError> {
     let mut figures = Vec::new();
     for wi in 0..r.scenario.workloads.len() {
-        figures.push(latency_cdf(r, wi, &stem_for(r, wi))?);
+        // A TCP stream has no datagram latencies: its goodput is in the throughput chart.
+        if !r.scenario.workloads[wi].is_stream() {
+            figures.push(latency_cdf(r, wi, &stem_for(r, wi))?);
+        }
     }
     figures.push(throughput(r)?);
     figures.push(cpu_per_packet(r)?);
@@ -82,7 +85,7 @@ fn ran(r: &CompareResult) -> impl Iterator<Item = (usize, &Combination, &crate::
 
 fn latency_cdf(r: &CompareResult, wi: usize, stem: &str) -> Result<Figure, RenderError> {
     let w = &r.scenario.workloads[wi];
-    let rr = w.kind == "udp_rr";
+    let rr = w.is_request_response();
     let what = if rr { "round-trip time" } else { "one-way latency" };
     let title = format!("{}: {what} CDF per combination", w.name);
     let mut csv = header(&["combination", "quantile", "latency_ns"]);
