@@ -348,6 +348,12 @@ fn execute(cmd: Command) -> Result<ExitCode, Error> {
                     );
                 }
             }
+            // What the scenario asks for that the cluster cannot do (a CNI and proxy that do not
+            // fit, ports that ran out): the report says so too, but a flow with nothing
+            // delivered needs its reason where the figure is read.
+            for w in &s.scenario.warnings {
+                eprintln!("warning: {w}");
+            }
             println!("report: {}", o.out_dir.join("report.html").display());
             Ok(ExitCode::SUCCESS)
         }

@@ -67,3 +67,26 @@ fn validate_and_usage_errors() {
     assert_eq!(o.status.code(), Some(2));
     assert!(!out.exists());
 }
+
+/// A run whose scenario asks for what the cluster cannot do says why on stderr, next to the
+/// figures it explains (a ClusterIP Service behind macvlan gets nothing delivered).
+#[test]
+fn run_prints_the_scenario_warnings() {
+    let dir = scratch("cli-warnings");
+    let out = dir.join("out");
+    let o = cnisim(&[
+        "run",
+        repo("scenarios/services.ron").to_str().unwrap(),
+        "--cni",
+        "macvlan",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("warning: macvlan: pod traffic bypasses the host namespace"), "{stderr}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let n = summary["scenario"]["warnings"].as_array().unwrap().len();
+    assert_eq!(stderr.lines().filter(|l| l.starts_with("warning: ")).count(), n);
+}
