@@ -114,6 +114,10 @@ pub fn build(cluster: &Cluster) -> World {
     cni::build(&mut w);
     crate::progress::stage("the proxies' rules on every node", cluster.nodes.len() as u64);
     build_proxies(&mut w);
+    for ns in &mut w.netns {
+        ns.main.shrink_to_fit();
+        ns.local.shrink_to_fit();
+    }
     w
 }
 
@@ -365,7 +369,10 @@ fn build_leaf_spine(
             tor_uplinks.iter().filter(|(rr, ..)| *rr == r).map(|&(_, ip, dev)| (ip, dev)).collect();
         let (gw, dev) = ecmp[0];
         debug_assert_eq!(w.devices[dev].ns, tor);
-        let route = Route { ecmp, ..Route::new(Ipv4Net::DEFAULT, Some(gw), dev, Proto::Static) };
+        let route = Route {
+            ecmp: ecmp.into_boxed_slice(),
+            ..Route::new(Ipv4Net::DEFAULT, Some(gw), dev, Proto::Static)
+        };
         w.add_route(route).expect("connected /31s");
     }
 }

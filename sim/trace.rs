@@ -193,30 +193,11 @@ pub fn overhead_probe(cluster: &Cluster) -> Result<Vec<crate::summary::OverheadP
     };
     let Some((from, to)) = from_flows.or_else(any_pair) else { return Ok(Vec::new()) };
     let sizes: Vec<u32> = PROBE_PAYLOADS.into_iter().filter(|p| p + 28 <= pods[from].mtu).collect();
-    let mut c = cluster.clone();
-    c.duration = Duration::from_secs(10);
-    c.changes.clear();
-    // The encapsulation does not depend on how the routes got there: the probe runs on the
-    // converged routes (as without `bgp:`), not before BGP has delivered any.
-    c.bgp = None;
-    c.workloads = sizes
-        .iter()
-        .enumerate()
-        .map(|(i, &payload)| Workload {
-            name: format!("probe-{payload}"),
-            // One datagram: the next would leave after payload * 8 seconds.
-            kind: WorkloadKind::UdpCbr { rate: Bandwidth(1), payload },
-            flows: vec![(crate::cluster::Client::Pod(from), Target::Pod(to))],
-            port: 5201 + i as u16,
-            start: Instant::ZERO + Duration::from_millis(i as u64),
-            duration: Duration::from_nanos(1),
-            dont_fragment: false,
-            new_connection_per_request: false,
-        })
-        .collect();
+    let c = probe_cluster(cluster, from, to, &sizes);
     let mut sim = Simulation::new(&c);
     sim.run()?;
-    let (client, node) = (format!("pod/{}", pods[from].name), &cluster.nodes[pods[from].node].name);
+    // In the probe's cluster the client is pod 0, on node 0.
+    let (client, node) = (format!("pod/{}", c.pods[0].name), &c.nodes[0].name);
     let points = sizes
         .iter()
         .enumerate()
@@ -240,4 +221,65 @@ pub fn overhead_probe(cluster: &Cluster) -> Result<Vec<crate::summary::OverheadP
         })
         .collect();
     Ok(points)
+}
+
+/// The cluster the overhead probe runs in: the two pods' nodes and those two pods alone, with
+/// one workload per payload size from the first to the second. What a packet between two pods
+/// carries on the wire is the CNI's encapsulation and depends on nothing else of the cluster:
+/// no Services, NetworkPolicies, changes or BGP (the probe runs on converged routes, as without
+/// `bgp:`), so at 5,000 nodes its build is two nodes' instead of a second build of them all.
+fn probe_cluster(
+    cluster: &Cluster,
+    from: crate::cluster::PodId,
+    to: crate::cluster::PodId,
+    sizes: &[u32],
+) -> Cluster {
+    let (a, b) = (cluster.pods[from].node, cluster.pods[to].node);
+    let pod = |p: crate::cluster::PodId, node| crate::cluster::PodSpec { node, ..cluster.pods[p].clone() };
+    // Every field named, so that a new one has to say whether the probe needs it.
+    let mut c = Cluster {
+        name: cluster.name.clone(),
+        description: String::new(),
+        seed: cluster.seed,
+        duration: Duration::from_secs(10),
+        cni: cluster.cni,
+        cni_options: cluster.cni_options.clone(),
+        network: cluster.network.clone(),
+        nodes: vec![cluster.nodes[a].clone(), cluster.nodes[b].clone()],
+        pods: vec![pod(from, 0), pod(to, 1)],
+        underlay: cluster.underlay.clone(),
+        workloads: Vec::new(),
+        costs: cluster.costs.clone(),
+        proxy: cluster.proxy,
+        services: crate::cluster::ServiceTable {
+            services: Vec::new(),
+            cluster_cidr: cluster.services.cluster_cidr,
+        },
+        generated: (0, 0),
+        changes: Vec::new(),
+        bgp: None,
+        conntrack_max: cluster.conntrack_max,
+        sweep: None,
+        compare: None,
+        externals: cluster.externals.clone(),
+        policy: Default::default(),
+        policy_catalog: Vec::new(),
+        label_changes: Vec::new(),
+    };
+    c.workloads = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &payload)| Workload {
+            name: format!("probe-{payload}"),
+            // One datagram: the next would leave after payload * 8 seconds.
+            kind: WorkloadKind::UdpCbr { rate: Bandwidth(1), payload },
+            flows: vec![(Client::Pod(0), Target::Pod(1))],
+            port: 5201 + i as u16,
+            start: Instant::ZERO + Duration::from_millis(i as u64),
+            duration: Duration::from_nanos(1),
+            dont_fragment: false,
+            new_connection_per_request: false,
+        })
+        .collect();
+    c
 }

@@ -688,7 +688,7 @@ impl World {
         let hops: Vec<(Ipv4Addr, DevId)> = if route.ecmp.is_empty() {
             route.gateway.map(|g| (g, route.dev)).into_iter().collect()
         } else {
-            route.ecmp.clone()
+            route.ecmp.to_vec()
         };
         if !route.onlink {
             for (gw, dev) in hops {

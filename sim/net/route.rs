@@ -57,7 +57,7 @@ pub struct Route {
     pub mtu: Option<u32>,
     /// Equal-cost next hops (`nexthop via A dev X nexthop via B dev Y`); when non-empty,
     /// `gateway`/`dev` are the first one and a flow hash picks among them.
-    pub ecmp: Vec<(Ipv4Addr, DevId)>,
+    pub ecmp: Box<[(Ipv4Addr, DevId)]>,
 }
 
 impl Route {
@@ -74,7 +74,7 @@ impl Route {
             src: None,
             onlink: false,
             mtu: None,
-            ecmp: Vec::new(),
+            ecmp: Box::default(),
         }
     }
     pub fn onlink(mut self) -> Route {
@@ -105,7 +105,7 @@ impl Route {
 pub struct RouteTable {
     routes: Vec<Route>,
     /// (prefix length, network -> index into `routes`), longest prefix first.
-    by_len: Vec<(u8, FxHashMap<u32, usize>)>,
+    by_len: Vec<(u8, FxHashMap<u32, u32>)>,
 }
 
 impl RouteTable {
@@ -121,9 +121,10 @@ impl RouteTable {
             }
         };
         match self.by_len[pos].1.get(&key) {
-            Some(&i) => self.routes[i] = route,
+            Some(&i) => self.routes[i as usize] = route,
             None => {
-                self.by_len[pos].1.insert(key, self.routes.len());
+                let i = u32::try_from(self.routes.len()).expect("fewer than 2^32 routes in a table");
+                self.by_len[pos].1.insert(key, i);
                 self.routes.push(route);
             }
         }
@@ -137,7 +138,7 @@ impl RouteTable {
         if self.by_len[pos].1.is_empty() {
             self.by_len.remove(pos);
         }
-        let route = self.routes.remove(i);
+        let route = self.routes.remove(i as usize);
         for (_, map) in &mut self.by_len {
             for j in map.values_mut() {
                 if *j > i {
@@ -153,8 +154,14 @@ impl RouteTable {
         let a = u32::from(addr);
         self.by_len.iter().find_map(|(len, map)| {
             let m = if *len == 0 { 0 } else { u32::MAX << (32 - len) };
-            map.get(&(a & m)).map(|&i| &self.routes[i])
+            map.get(&(a & m)).map(|&i| &self.routes[i as usize])
         })
+    }
+
+    /// Gives back the spare capacity of the route list (a node's tables are built once and
+    /// rarely change afterwards: at 5,000 host-gw nodes, 25 M routes).
+    pub fn shrink_to_fit(&mut self) {
+        self.routes.shrink_to_fit();
     }
 
     pub fn routes(&self) -> &[Route] {
