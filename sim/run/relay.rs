@@ -114,7 +114,7 @@ impl Simulation {
 
     /// The proxy's listener on a portal took connection `o` (its SYN): it is accepted once
     /// established.
-    pub(super) fn relay_accepted(&mut self, _t: Instant, h: usize, o: Owner) {
+    pub(super) fn relay_accepted(&mut self, h: usize, o: Owner) {
         let portal = o.tuple.map_or(0, |k| k.0);
         self.conn_mut(o).relay = Some(Box::new(Relay { portal, parked: [true; 2], ..Default::default() }));
         debug_assert!(self.tcp[h].relays.contains_key(&portal));
@@ -165,9 +165,11 @@ impl Simulation {
     }
 
     /// The portal (its process and Service port) of relayed connection `o` on host `h`.
-    fn relay_portal(&self, h: usize, o: Owner) -> Option<(u16, Portal)> {
+    /// Returns its proxy port, the process, and the Service and port index it serves.
+    fn relay_portal(&self, h: usize, o: Owner) -> Option<(u16, usize, usize, usize)> {
         let port = self.conn(o).relay.as_ref()?.portal;
-        Some((port, self.tcp[h].relays.get(&port)?.clone()))
+        let p = self.tcp[h].relays.get(&port)?;
+        Some((port, p.proc, p.service, p.port))
     }
 
     /// A relay's step is done: `op` of `side` of connection `conn` of `flow` on host `h`.
@@ -228,16 +230,16 @@ impl Simulation {
     /// Dials the next endpoint for relayed connection `o` (its ProxyFront socket): a socket
     /// of the node connects to it from an ephemeral port, with this attempt's timeout.
     fn relay_dial(&mut self, t: Instant, h: usize, o: Owner) {
-        let Some((port, portal)) = self.relay_portal(h, o) else { return };
+        let Some((port, proc, service, service_port)) = self.relay_portal(h, o) else { return };
         let attempt = {
             let r = self.conn_mut(o).relay.as_mut().expect("a relay");
             r.attempts += 1;
             r.attempts
         };
-        let crate::userspace::ProcKind::KubeProxy(k) = &mut self.world.procs[portal.proc].kind else {
+        let crate::userspace::ProcKind::KubeProxy(k) = &mut self.world.procs[proc].kind else {
             unreachable!("a portal's process is kube-proxy")
         };
-        let Some((ip, dport)) = k.next_endpoint(portal.service, portal.port) else {
+        let Some((ip, dport)) = k.next_endpoint(service, service_port) else {
             // "Couldn't find an endpoint for service": the client's connection is closed.
             self.relay_close(t, h, o);
             return self.relay_free_loop(t, h, port);
@@ -300,7 +302,7 @@ impl Simulation {
     /// "Dial failed": the goroutine wakes with the error and dials the next endpoint, or,
     /// after the last timeout, closes the client's connection and accepts the next.
     fn relay_redial(&mut self, t: Instant, h: usize, o: Owner) {
-        let Some((port, portal)) = self.relay_portal(h, o) else { return };
+        let Some((port, proc, ..)) = self.relay_portal(h, o) else { return };
         let Some(r) = self.conn(o).relay.as_ref() else { return };
         if r.closed {
             return;
@@ -312,7 +314,7 @@ impl Simulation {
         }
         let costs = &self.world.costs;
         let cost = costs.context_switch + costs.syscall;
-        let done = self.relay_connection_work(t, portal.proc, cost, o.flow);
+        let done = self.relay_connection_work(t, proc, cost, o.flow);
         let (host, flow, conn, side) = (h as u32, o.flow, o.conn, Side::ProxyFront);
         self.queue.schedule(done, Event::TcpApp { host, flow, conn, side, op: AppOp::Accept });
     }

@@ -716,7 +716,7 @@ impl Simulation {
                     let o = Owner { sock: slot, flow: tag.flow, conn: tag.conn, side, tuple: Some(key) };
                     self.tcp[h].owners.push(o);
                     if relayed {
-                        self.relay_accepted(t, h, o);
+                        self.relay_accepted(h, o);
                     }
                 } else if dport == crate::wire::bgp::PORT {
                     self.bgp_accepted(t, h, slot, key);
