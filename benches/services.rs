@@ -45,7 +45,7 @@ fn table(n: usize) -> ServiceTable {
 }
 
 fn node() -> NodeView {
-    NodeView { id: 0, name: "node-1".into(), ip: [192, 168, 0, 1].into() }
+    NodeView { id: 0, name: "node-1".into(), ip: [192, 168, 0, 1].into(), random_fully: true }
 }
 
 /// New connections from a pod to uniformly random Services.

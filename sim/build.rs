@@ -152,7 +152,12 @@ fn build_proxies(w: &mut World) {
     let mut proxies = Vec::with_capacity(c.nodes.len());
     let mut rules = crate::proxy::node::NodeRules::new(mode, &table);
     for (i, n) in c.nodes.iter().enumerate() {
-        let view = NodeView { id: i, name: n.name.clone(), ip: n.ip };
+        let view = NodeView {
+            id: i,
+            name: n.name.clone(),
+            ip: n.ip,
+            random_fully: c.masquerade_random_fully.unwrap_or(true),
+        };
         let max = c.conntrack_max.unwrap_or_else(|| crate::net::conntrack::kube_proxy_max(n.cores));
         let rng = w.rngs.stream(Component::Proxy, i as u64);
         proxies.push(NodeProxy::new(view, table.clone(), &mut rules, max, rng));

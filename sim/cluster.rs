@@ -66,6 +66,8 @@ pub struct Cluster {
     pub bgp: Option<Bgp>,
     /// `nf_conntrack_max` per node; `None`: kube-proxy's max(32768 * cores, 131072).
     pub conntrack_max: Option<usize>,
+    /// `masquerade_random_fully` of the scenario: `None` keeps each component's own choice.
+    pub masquerade_random_fully: Option<bool>,
     /// The sweep `cnisim sweep` runs over this scenario.
     pub sweep: Option<SweepSpec>,
     /// The CNIs and proxy modes `cnisim compare` runs this scenario under.
@@ -604,6 +606,27 @@ impl Cni {
     /// through their own interface, unmasqueraded.
     pub fn masquerades_outgoing(self) -> bool {
         !matches!(self, Cni::Macvlan | Cni::IpvlanL3)
+    }
+
+    /// Whether that MASQUERADE rule has `--random-fully`, as the plugin writes it on a node
+    /// whose iptables has it (1.6.2 and later): flannel since v0.11.0 (`masqRules`,
+    /// pkg/trafficmngr/iptables/iptables.go: `ipt.HasRandomFully()`); Calico's Felix when
+    /// `MASQFullyRandom` is detected (iptables >= 1.6.2, kernel >= 3.14:
+    /// felix/environment/feature_detect_linux.go); not Weave (plain `-j MASQUERADE` in the
+    /// WEAVE chain, net/expose.go) nor Cilium's iptables masquerading
+    /// (`--iptables-random-fully` defaults to false, pkg/datapath/iptables).
+    pub fn masquerade_random_fully(self) -> bool {
+        match self {
+            Cni::FlannelUdp | Cni::FlannelVxlan | Cni::FlannelHostGw => true,
+            Cni::CalicoBgp
+            | Cni::CalicoIpip
+            | Cni::CalicoIpipCrossSubnet
+            | Cni::CalicoVxlan
+            | Cni::CalicoVxlanCrossSubnet => true,
+            Cni::WeaveSleeve | Cni::WeaveFastdp => false,
+            Cni::CiliumVxlan | Cni::CiliumGeneve | Cni::CiliumNative => false,
+            Cni::Macvlan | Cni::IpvlanL3 => false,
+        }
     }
 
     /// The pod MTU the plugin configures by default on a node whose `eth0` has `node_mtu`.

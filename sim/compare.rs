@@ -36,7 +36,7 @@ use crate::sweep::Shard;
 pub use judge::mechanism;
 
 /// Version of the compare.json schema (`docs/compare-schema.md`).
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Measures the overhead per payload size of a cluster (`trace::overhead_probe`, passed down
 /// by the caller: `compare` sits below the tools layer).
@@ -207,10 +207,21 @@ pub struct Figures {
     pub encap_overhead_bytes: Option<i64>,
     pub overhead: Vec<OverheadFigure>,
     pub services: Option<ServiceFigures>,
+    /// MASQUERADE at POSTROUTING (summary.json's `masquerade`); `None` when nothing was
+    /// masqueraded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masquerade: Option<MasqueradeFigures>,
     /// The first traced datagram of each workload.
     pub paths: Vec<PathFigure>,
     pub events: u64,
     pub packet_hops: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MasqueradeFigures {
+    pub connections: u64,
+    /// Connections dropped at confirmation (`conntrack -S` insert_failed).
+    pub insert_failed: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -237,6 +237,14 @@ fn ip_finish_output(
 ) {
     let hash = if route.ecmp.is_empty() { 0 } else { flow_hash(&pkt.frame) };
     let (dev, gw) = route.nexthop(hash);
+    // POSTROUTING, on the route already chosen (ip_output -> NF_INET_POST_ROUTING ->
+    // ip_finish_output).
+    if pkt.meta.ct_unconfirmed.is_some() && w.has_netfilter(ns) {
+        match nat::postrouting(w, cx, ns, dev, pkt) {
+            Some(p) => pkt = p,
+            None => return,
+        }
+    }
     let (len, df, tcp) = {
         let ip = Ipv4Packet::new_unchecked(pkt.ip());
         (ip.total_len() as u32, ip.dont_frag(), ip.next_header() == IpProtocol::Tcp)
@@ -856,6 +864,9 @@ fn ip_local_deliver(w: &mut World, cx: &mut Ctx, ns: NsId, dev: DevId, mut pkt: 
             Some(p) => pkt = p,
             None => return,
         }
+    }
+    if pkt.meta.ct_unconfirmed.is_some() {
+        nat::confirm_local(w, cx, ns, &mut pkt);
     }
     let ip = Ipv4Packet::new_unchecked(pkt.ip());
     match ip.next_header() {

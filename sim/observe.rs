@@ -57,6 +57,10 @@ pub enum DropReason {
     ServiceNoEndpoints,
     /// The conntrack table was full and no entry could be evicted for a new connection.
     ConntrackFull,
+    /// A new connection's entry could not be confirmed: another connection held its reply
+    /// tuple (`insert_failed`: MASQUERADE picked a tuple a connection on another core had not
+    /// confirmed yet, or found no free one).
+    InsertFailed,
     /// A reply reached a connected socket from an address it is not connected to (the
     /// reverse translation did not happen).
     UnexpectedSource,
@@ -101,6 +105,7 @@ impl DropReason {
             DropReason::WrongVni => "wrong_vni",
             DropReason::ServiceNoEndpoints => "service_no_endpoints",
             DropReason::ConntrackFull => "conntrack_full",
+            DropReason::InsertFailed => "conntrack_insert_failed",
             DropReason::UnexpectedSource => "unexpected_source",
             DropReason::NoEphemeralPort => "no_ephemeral_port",
             DropReason::Reassembly => "reassembly_failed",
@@ -122,6 +127,7 @@ impl DropReason {
             DropReason::RcvbufFull => "/proc/net/snmp Udp: RcvbufErrors",
             DropReason::TunQueueFull => "ip -s link show flannel0: TX dropped",
             DropReason::QueueFull => "switch port output drops",
+            DropReason::InsertFailed => "conntrack -S: insert_failed",
             _ => return None,
         })
     }

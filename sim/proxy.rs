@@ -27,6 +27,9 @@ pub struct NodeView {
     pub name: String,
     /// The node's primary address (NodePorts listen on it).
     pub ip: Ipv4Addr,
+    /// The node's iptables has `--random-fully` (1.6.2 and later; `HasRandomFully()`), so
+    /// kube-proxy's KUBE-POSTROUTING MASQUERADE gets it (scenario `masquerade_random_fully`).
+    pub random_fully: bool,
 }
 
 /// Where the lookup runs: the nat PREROUTING hook (packets arriving at the node, from pods or

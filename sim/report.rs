@@ -361,6 +361,7 @@ mod tests {
             services: None,
             policy: None,
             bgp: None,
+            masquerade: None,
             run: RunInfo { cnisim_version: "0.1.0".into(), wall_seconds: 0.5, events_per_second: 246_912.0 },
         }
     }

@@ -186,6 +186,12 @@ pub struct Scenario {
     /// `nf_conntrack_max` on every node (default: kube-proxy's max(32768 x cores, 131072)).
     #[serde(default, deserialize_with = "present")]
     pub conntrack_max: Option<u64>,
+    /// Whether every MASQUERADE rule (kube-proxy's KUBE-POSTROUTING, the CNI's for traffic
+    /// leaving the cluster) has `--random-fully`: `false` is a node whose iptables is older
+    /// than 1.6.2. Default: as each component writes it on a current node (kube-proxy,
+    /// flannel and Calico with it; Weave and Cilium's iptables masquerading without).
+    #[serde(default, deserialize_with = "present")]
+    pub masquerade_random_fully: Option<bool>,
     /// A sweep `cnisim sweep` runs over this scenario.
     #[serde(default, deserialize_with = "present")]
     pub sweep: Option<SweepSpec>,

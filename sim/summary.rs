@@ -13,12 +13,14 @@ use serde::{Deserialize, Serialize};
 use crate::net::packet::Hop;
 
 mod bgp;
+mod masquerade;
 mod policy;
 pub use bgp::{BgpNode, BgpSummary, ConvergencePeriod, Reached};
+pub use masquerade::{MasqueradeNode, MasqueradeSummary};
 pub use policy::{PolicyChange, PolicyChangeNode, PolicyConnection, PolicyNode, PolicySummary};
 
 /// Version of the summary.json schema.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Summary {
@@ -43,6 +45,9 @@ pub struct Summary {
     /// Calico's BGP control plane, when the scenario simulates it (`bgp:`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bgp: Option<BgpSummary>,
+    /// Source NAT at POSTROUTING and `insert_failed`; left out when nothing was masqueraded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masquerade: Option<MasqueradeSummary>,
     /// Wall-clock facts about this run (the only non-deterministic part).
     pub run: RunInfo,
 }
@@ -563,6 +568,7 @@ impl Summary {
             services,
             policy: policy::policy_summary(sim),
             bgp: bgp::bgp_summary(sim),
+            masquerade: masquerade::masquerade_summary(sim),
             run,
         }
     }

@@ -81,6 +81,7 @@ pub fn cluster(nodes: usize, pods: usize, kind: WorkloadKind, pairs: &[(usize, u
         changes: Vec::new(),
         bgp: None,
         conntrack_max: None,
+        masquerade_random_fully: None,
         sweep: None,
         compare: None,
         externals: Vec::new(),

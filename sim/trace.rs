@@ -259,6 +259,7 @@ fn probe_cluster(
         changes: Vec::new(),
         bgp: None,
         conntrack_max: cluster.conntrack_max,
+        masquerade_random_fully: cluster.masquerade_random_fully,
         sweep: None,
         compare: None,
         externals: cluster.externals.clone(),

@@ -177,6 +177,10 @@ pub(super) fn figures(sim: &Simulation, s: &Summary, facts: &ScenarioFacts) -> F
         encap_overhead_bytes: overhead.iter().rfind(|p| p.underlay_frame > 0).map(|p| p.encap_bytes),
         overhead,
         services,
+        masquerade: s
+            .masquerade
+            .as_ref()
+            .map(|m| super::MasqueradeFigures { connections: m.connections, insert_failed: m.insert_failed }),
         paths,
         events: t.events,
         packet_hops: t.packet_hops,

@@ -322,6 +322,16 @@ fn measures(ctx: &Ctx) -> Vec<Measure> {
     }
     out.push(m(s("pod_mtu"), s("Pod MTU"), "B", Better::Higher, s("/pod_mtu"), None));
     out.push(m(s("dropped"), s("Datagrams dropped"), "count", Better::Lower, s("/dropped"), None));
+    if ctx.combos.iter().any(|c| c.figures.as_ref().is_some_and(|f| f.masquerade.is_some())) {
+        out.push(m(
+            s("insert_failed"),
+            s("Connections lost to a masquerade clash (insert_failed)"),
+            "count",
+            Better::Lower,
+            s("/masquerade/insert_failed"),
+            None,
+        ));
+    }
     if ctx.facts.services > 0 {
         out.push(m(
             s("rules"),

@@ -50,9 +50,10 @@ pub(super) fn hook(
     let dst = ip.dst_addr();
     let dst_local = table.uses_addrtype
         && w.netns[ns].local.lookup(dst).is_some_and(|r| r.kind == crate::net::route::RouteKind::Local);
-    // Masquerade is applied with DNAT at PREROUTING here (`nat.rs`), where Linux applies it at
-    // POSTROUTING, after this hook: a new connection's filter walk sees the source it had before
-    // SNAT, the original tuple's (weave-npc matches pod sources by ipset).
+    // Masquerade comes at POSTROUTING, after this hook (`nat::postrouting`): a new
+    // connection's filter walk sees the source it had before SNAT, the original tuple's
+    // (weave-npc matches pod sources by ipset); so does an established one's (Cilium's BPF
+    // SNAT has rewritten it already).
     let node = w.netns[ns].node;
     // The entry must still be this packet's (its reply goes to the packet's source as it is
     // now): a flood copy can carry the id of an entry another copy's DROP destroyed, and the

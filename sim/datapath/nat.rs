@@ -4,9 +4,12 @@
 //! Every UDP and TCP packet through a hook is looked up in the node's conntrack table. A hit
 //! is rewritten from the entry (DNAT for the original direction, the reverse for replies); a
 //! miss is a new connection: the proxy's rules decide, and an entry records the decision, so
-//! the rules run once per connection (`nf_nat_inet_fn`). Masquerade is applied at the same time
-//! as DNAT, with the address routing picks for the new destination (POSTROUTING's MASQUERADE
-//! target uses the outgoing device's address, which is that one).
+//! the rules run once per connection (`nf_nat_inet_fn`). Masquerade waits for POSTROUTING
+//! ([`postrouting`]), with the address of the route to the new destination and a port chosen
+//! as `get_unique_tuple` does, among the connections already confirmed: an entry goes into the
+//! hash table only at the end of POSTROUTING (or INPUT), so NAT on another core cannot see it
+//! until then, and a clash is found only at confirmation (`insert_failed`). Cilium's BPF SNAT
+//! of NodePort connections is set up with the DNAT (its map insert is atomic).
 //!
 //! TCP segments also drive the entry's state machine ([`Conntrack::track_tcp`]) on every hit
 //! and on the insert. A segment conntrack finds INVALID (one that cannot open a connection,
@@ -23,7 +26,7 @@ use smoltcp::wire::{IpProtocol, Ipv4Packet, TcpPacket, UdpPacket};
 use super::{hop, Ctx, Step};
 use crate::cluster::Cni;
 use crate::net::conntrack::{Conntrack, Direction, Dnat, TableFull, TcpFlags, TcpState, TcpVerdict};
-use crate::net::conntrack::{Tuple, L4};
+use crate::net::conntrack::{Taken, Tuple, L4};
 use crate::net::filter::CtState;
 use crate::net::packet::Packet;
 use crate::net::route::{DevId, RouteKind};
@@ -182,6 +185,116 @@ pub(super) fn netfilter(
         return Some(pkt);
     };
     translate(w, cx, ns, dev, hook, pkt, t, false)
+}
+
+/// The connection `pkt` created in `ns`, if it is still this packet's (a flood copy can carry
+/// the id of an entry another copy's DROP destroyed, and the slot may since hold another
+/// connection): the packet is its original tuple after DNAT.
+fn own_entry(w: &World, ns: NsId, pkt: &Packet) -> Option<(usize, crate::net::conntrack::EntryId, Tuple)> {
+    let id = pkt.meta.ct_unconfirmed?;
+    let node = w.netns[ns].node;
+    let t = tuple_of(pkt)?;
+    let e = w.proxies.get(node)?.conntrack.try_get(id)?;
+    let o = &e.original;
+    let ours = (o.src, o.sport, o.proto) == (t.src, t.sport, t.proto)
+        && (e.reply.src, e.reply.sport) == (t.dst, t.dport);
+    ours.then_some((node, id, t))
+}
+
+/// The end of INPUT for a packet delivered locally: `ipv4_confirm` puts the connection it
+/// created into the hash table.
+pub(super) fn confirm_local(w: &mut World, cx: &Ctx, ns: NsId, pkt: &mut Packet) {
+    if let Some((node, id, _)) = own_entry(w, ns, pkt) {
+        w.proxies[node].conntrack.confirm(id, cx.now());
+    }
+    pkt.meta.ct_unconfirmed = None;
+}
+
+/// Whether the MASQUERADE rule that took a connection has `--random-fully`: kube-proxy's
+/// (`KUBE-POSTROUTING`, a connection the Service rules marked) has it where iptables does
+/// (`proxier.iptables.HasRandomFully()`; the nftables proxier's `masquerade fully-random`
+/// always), the CNI's as [`Cni::masquerade_random_fully`] says; the scenario can set both.
+fn random_fully(w: &World, by_kube_proxy: bool) -> bool {
+    if by_kube_proxy && w.cluster.proxy == crate::cluster::ProxyMode::Nftables {
+        return true;
+    }
+    w.cluster.masquerade_random_fully.unwrap_or(by_kube_proxy || w.cluster.cni.masquerade_random_fully())
+}
+
+/// nat POSTROUTING for a packet routed out of `dev`, then the confirmation of the connection
+/// it created (`ipv4_confirm`, the hook's last entry). A connection the rules marked for
+/// masquerade gets the source address of the route and a port chosen as the kernel does
+/// ([`crate::proxy::node::NodeProxy::nat_source_port`]); the entry goes into the table a
+/// rewrite later. If another connection holds the reply tuple by then (one that another core
+/// had not confirmed when the port was chosen, or the last port tried when none was free),
+/// `__nf_conntrack_confirm` drops the packet and counts `insert_failed`: a TCP or UDP clash
+/// of reply tuples with different original ones is not resolved (`nf_ct_resolve_clash`:
+/// TCP has no `allow_clash`; for UDP `__nf_ct_resolve_clash` accepts only a NAT-less winner
+/// or identical tuples).
+pub(super) fn postrouting(
+    w: &mut World,
+    cx: &mut Ctx,
+    ns: NsId,
+    dev: DevId,
+    mut pkt: Packet,
+) -> Option<Packet> {
+    let own = own_entry(w, ns, &pkt);
+    pkt.meta.ct_unconfirmed = None;
+    let Some((node, id, t)) = own else { return Some(pkt) };
+    let e = w.proxies[node].conntrack.get(id);
+    if !e.masq_pending {
+        w.proxies[node].conntrack.confirm(id, cx.now());
+        return Some(pkt);
+    }
+    let (reply, by_kube_proxy) = (e.reply, e.dnat.is_some());
+    let random_fully = random_fully(w, by_kube_proxy);
+    let src = super::source_for(w, ns, t.dst).unwrap_or(t.src);
+    let at = cx.now();
+    let p = &mut w.proxies[node];
+    let choice = p.nat_source_port(id, Tuple { dst: src, ..reply }, t.sport, random_fully, at);
+    let m = &mut p.stats.masquerade;
+    m.connections += 1;
+    m.source_port_kept += u64::from(choice.kept);
+    m.tuples_tried += u64::from(choice.tried);
+    cx.charge(Step::Netfilter, w.costs.hash_lookup * u64::from(choice.tried) + w.costs.nat_rewrite);
+    let out = Tuple { src, sport: choice.port, ..t };
+    if choice.taken != Taken::Free {
+        let p = &mut w.proxies[node];
+        p.conntrack.insert_failed += 1;
+        p.conntrack.remove(id);
+        let race = choice.taken == Taken::Unconfirmed;
+        if race {
+            p.stats.masquerade.insert_failed_race += 1;
+        } else {
+            p.stats.masquerade.insert_failed_no_port += 1;
+        }
+        hop(w, cx, &mut pkt, dev, "drop", || {
+            let why = if race {
+                "held by a connection not yet confirmed when the port was chosen"
+            } else {
+                "every port tried is in use"
+            };
+            format!(
+                "MASQUERADE {}:{} to {}:{}: {why}; nf_conntrack confirm: insert_failed",
+                t.src, t.sport, out.src, out.sport
+            )
+        });
+        cx.drop(pkt, DropReason::InsertFailed);
+        return None;
+    }
+    let p = &mut w.proxies[node];
+    p.conntrack.set_snat(id, (src, choice.port), at);
+    p.conntrack.confirm(id, cx.now());
+    rewrite(&mut pkt, &out);
+    hop(w, cx, &mut pkt, dev, "snat", || {
+        let how = match (choice.kept, random_fully) {
+            (true, _) => " (its own port was free)",
+            (false, true) => " (--random-fully)",
+            (false, false) => " (its own port was taken)",
+        };
+        format!("{}:{} masqueraded to {}:{}{how}", t.src, t.sport, out.src, out.sport)
+    });
+    Some(pkt)
 }
 
 /// Cilium's service loopback address, the source of a pod's connection to a Service that picked
@@ -416,16 +529,16 @@ fn translate(
         // it appear from an outside address" (cilium bpf/lib/lb.h, `lb4_local`): the source
         // becomes IPV4_LOOPBACK, the agent's `--ipv4-service-loopback-address` (169.254.42.1
         // by default); the reply to it is reverse-translated by the same entry.
-        table(&mut w.proxies[node], bpf).set_snat(id, (CILIUM_SERVICE_LOOPBACK, t.sport));
+        table(&mut w.proxies[node], bpf).set_snat(id, (CILIUM_SERVICE_LOOPBACK, t.sport), now);
         out.src = CILIUM_SERVICE_LOOPBACK;
     }
-    if masq {
-        // MASQUERADE --random-fully: the source the route to the endpoint would use.
+    if masq && bpf {
+        // Cilium's BPF SNAT of a NodePort connection to a remote backend, in the same program.
         let src = super::source_for(w, ns, out.dst).unwrap_or(t.src);
         let base = Tuple { dst: src, ..reply };
         match w.proxies[node].masquerade_port(base) {
             Some(port) => {
-                table(&mut w.proxies[node], bpf).set_snat(id, (src, port));
+                table(&mut w.proxies[node], bpf).set_snat(id, (src, port), now);
                 out.src = src;
                 out.sport = port;
             }
@@ -444,8 +557,11 @@ fn translate(
             });
         } else {
             hop(w, cx, &mut pkt, dev, "dnat", || {
-                let snat =
-                    if masq { format!(", masquerade to {}:{}", out.src, out.sport) } else { String::new() };
+                let snat = if masq && bpf {
+                    format!(", masquerade to {}:{}", out.src, out.sport)
+                } else {
+                    String::new()
+                };
                 format!("{}:{} -> DNAT to {}:{}{snat}", t.dst, t.dport, out.dst, out.dport)
             });
         }

@@ -292,6 +292,15 @@ pub struct Entry {
     /// The rules marked the connection for masquerade (0x4000); POSTROUTING has not run yet.
     pub masq_pending: bool,
     pub created: Instant,
+    /// When the entry went into the hash table (`__nf_conntrack_confirm`, at the end of
+    /// POSTROUTING or INPUT for the packet that created it): before then no other packet sees
+    /// it, and NAT on another core can pick its reply tuple ([`Conntrack::tuple_taken`]).
+    /// `None`: never confirmed (its packet left the namespace some other way); it counts as
+    /// confirmed at `created`.
+    pub confirmed: Option<Instant>,
+    /// When the reply tuple took its last value: `created`, or when MASQUERADE chose the
+    /// port ([`Conntrack::set_snat`]).
+    pub reply_since: Instant,
     pub expires: Instant,
     pub seen_reply: bool,
     pub assured: bool,
@@ -301,6 +310,17 @@ pub struct Entry {
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct TableFull;
+
+/// What [`Conntrack::tuple_taken`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Taken {
+    Free,
+    /// Held by an entry in the hash table.
+    Confirmed,
+    /// Held by an entry whose packet is still on its way to confirmation on another core:
+    /// not seen, so picked, and the later confirmation fails.
+    Unconfirmed,
+}
 
 /// One network namespace's conntrack table.
 #[derive(Clone, Debug)]
@@ -316,6 +336,9 @@ pub struct Conntrack {
     pub created: u64,
     pub early_dropped: u64,
     pub refused: u64,
+    /// `conntrack -S`'s `insert_failed`: new connections dropped at confirmation because
+    /// another entry already held their reply tuple.
+    pub insert_failed: u64,
     /// Largest number of live entries seen.
     pub peak: usize,
 }
@@ -331,6 +354,7 @@ impl Conntrack {
             created: 0,
             early_dropped: 0,
             refused: 0,
+            insert_failed: 0,
             peak: 0,
         }
     }
@@ -482,6 +506,8 @@ impl Conntrack {
             snat: false,
             masq_pending,
             created: now,
+            confirmed: None,
+            reply_since: now,
             expires: now + UDP_TIMEOUT,
             seen_reply: false,
             assured: false,
@@ -509,12 +535,13 @@ impl Conntrack {
         Ok(id)
     }
 
-    /// POSTROUTING masqueraded the connection: its replies now come back to `to`.
-    pub fn set_snat(&mut self, id: EntryId, to: (Ipv4Addr, u16)) {
+    /// POSTROUTING masqueraded the connection at `at`: its replies now come back to `to`.
+    pub fn set_snat(&mut self, id: EntryId, to: (Ipv4Addr, u16), at: Instant) {
         let e = self.slab[id as usize].as_mut().expect("live entry");
         let old = e.reply;
         e.reply.dst = to.0;
         e.reply.dport = to.1;
+        e.reply_since = at;
         e.snat = true;
         e.masq_pending = false;
         let new = e.reply;
@@ -522,9 +549,39 @@ impl Conntrack {
         self.index.insert(new, (id, Direction::Reply));
     }
 
-    /// Whether a tuple is already some connection's reply tuple (a masquerade port clash).
+    /// Whether a tuple is already some connection's reply tuple (a masquerade port clash),
+    /// confirmed or not.
     pub fn reply_taken(&self, t: &Tuple) -> bool {
         self.index.contains_key(t)
+    }
+
+    /// `nf_conntrack_tuple_taken` at `at` for connection `own`: whether another entry holds
+    /// `t` in the hash table. An expired one is collected and does not count
+    /// (`nf_ct_gc_expired`); one that had its tuple but was not yet confirmed at `at` is
+    /// invisible ([`Taken::Unconfirmed`]): the table only holds confirmed entries. One that
+    /// took the tuple after `at` (a longer chain, started earlier, processed first) counts as
+    /// taken: in Linux it would have seen this connection's and taken another.
+    pub fn tuple_taken(&mut self, t: &Tuple, at: Instant, own: EntryId) -> Taken {
+        let Some(&(id, _)) = self.index.get(t) else { return Taken::Free };
+        if id == own {
+            return Taken::Free;
+        }
+        let e = self.get(id);
+        if e.expires <= at {
+            self.remove(id);
+            return Taken::Free;
+        }
+        match e.confirmed {
+            Some(c) if c > at && e.reply_since <= at => Taken::Unconfirmed,
+            _ => Taken::Confirmed,
+        }
+    }
+
+    /// `__nf_conntrack_confirm` at `at`: the entry goes into the hash table.
+    pub fn confirm(&mut self, id: EntryId, at: Instant) {
+        if let Some(e) = self.slab[id as usize].as_mut() {
+            e.confirmed.get_or_insert(at);
+        }
     }
 
     /// Removes every entry expired at `now` (the kernel's GC pass; run only when the table is
@@ -889,7 +946,7 @@ mod tests {
         let mut ct = Conntrack::new(10);
         let (o, r) = conn(40000);
         let id = ct.insert(o, r, None, true, at(0)).unwrap();
-        ct.set_snat(id, (ip("192.168.0.1"), 61000));
+        ct.set_snat(id, (ip("192.168.0.1"), 61000), at(0));
         assert!(ct.lookup(&r, at(0)).is_none());
         let masq = Tuple { dst: ip("192.168.0.1"), dport: 61000, ..r };
         assert_eq!(ct.lookup(&masq, at(0)), Some((id, Direction::Reply)));

@@ -40,7 +40,7 @@ pub fn svc(
 }
 
 pub fn node() -> NodeView {
-    NodeView { id: 0, name: "node-0".into(), ip: ip("172.18.0.2") }
+    NodeView { id: 0, name: "node-0".into(), ip: ip("172.18.0.2"), random_fully: true }
 }
 
 pub fn table(services: Vec<Service>) -> ServiceTable {

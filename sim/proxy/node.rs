@@ -19,7 +19,7 @@ use super::userspace::Portals;
 use super::{Hook, Lookup, NodeView, Verdict};
 use crate::cluster::{ProxyMode, ServiceTable};
 use crate::cost::CostProfile;
-use crate::net::conntrack::Conntrack;
+use crate::net::conntrack::{Conntrack, EntryId, Taken};
 use crate::net::conntrack::{Tuple, L4};
 use crate::time::{Duration, Instant};
 
@@ -161,7 +161,9 @@ impl Rules {
     ) -> Rules {
         match mode {
             ProxyMode::Userspace => Rules::Userspace(Portals::build(table, node, proxy_ports)),
-            ProxyMode::Iptables => Rules::Iptables(Arc::new(NatTable::build(table, node, order, true))),
+            ProxyMode::Iptables => {
+                Rules::Iptables(Arc::new(NatTable::build(table, node, order, node.random_fully)))
+            }
             ProxyMode::Ipvs(s) => Rules::Ipvs(Box::new(Ipvs::build(table, node, s))),
             ProxyMode::Nftables => Rules::Nftables(Arc::new(NftTable::build(table, node))),
             ProxyMode::Ebpf { .. } => Rules::Ebpf(Arc::new(BpfLb::build(table, node))),
@@ -254,6 +256,38 @@ impl<'a> NodeRules<'a> {
     }
 }
 
+/// What [`NodeProxy::nat_source_port`] chose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortChoice {
+    pub port: u16,
+    /// The connection's own source port was free.
+    pub kept: bool,
+    /// Whether another entry holds the chosen tuple: [`Taken::Free`] unless every port tried
+    /// was in use ([`Taken::Confirmed`]) or one was picked that a connection not yet
+    /// confirmed holds ([`Taken::Unconfirmed`]); either way its confirmation fails.
+    pub taken: Taken,
+    /// Tuples looked up in the table.
+    pub tried: u32,
+}
+
+/// `NF_NAT_MAX_ATTEMPTS` (include/net/netfilter/nf_nat.h): tuples tried in a first round.
+pub const NF_NAT_MAX_ATTEMPTS: u32 = 128;
+
+/// Connections POSTROUTING's MASQUERADE set up on a node.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MasqStats {
+    pub connections: u64,
+    /// Of them, kept their own source port (MASQUERADE without `--random-fully`).
+    pub source_port_kept: u64,
+    /// Tuples looked up choosing ports.
+    pub tuples_tried: u64,
+    /// Dropped at confirmation (counted in the table's `insert_failed`): the tuple was taken
+    /// by a connection not yet confirmed when the port was chosen (a race between cores), or
+    /// every port tried was in use.
+    pub insert_failed_race: u64,
+    pub insert_failed_no_port: u64,
+}
+
 /// Counters of one node's proxy.
 #[derive(Clone, Debug, Default)]
 pub struct ProxyStats {
@@ -276,6 +310,7 @@ pub struct ProxyStats {
     pub translated_cpu: Duration,
     pub rejected: u64,
     pub conntrack_full: u64,
+    pub masquerade: MasqStats,
     /// CPU spent on new connections (rules, lookups, conntrack creation, NAT set-up).
     pub new_connection_cpu: Duration,
     /// Packets that hit an existing conntrack entry, and the CPU spent on them.
@@ -447,8 +482,66 @@ impl NodeProxy {
         NewConnection { lookup, cost }
     }
 
-    /// A masquerade source port, as `--random-fully` picks it: a random offset into
-    /// 1024-65535 (`nf_nat_l4proto_unique_tuple`), then the next free one.
+    /// MASQUERADE's source port for connection `own`, chosen at `at`: `reply_base` is its
+    /// reply tuple with the new source address as destination, `sport` its source port.
+    /// As `get_unique_tuple` and `nf_nat_l4proto_unique_tuple` (net/netfilter/nf_nat_core.c,
+    /// Linux 6.x) do it for a MASQUERADE range of one address and no ports: without
+    /// `--random-fully` the source port is kept if no connection in the hash table holds the
+    /// tuple; else (and always with it) a random offset (`get_random_u16`) into the port's
+    /// class (1-511, 600-1023 or 1024-65535) and the next ports, at most 128
+    /// (`NF_NAT_MAX_ATTEMPTS`); failing that, rounds from new random offsets, each half as long,
+    /// down to 8 (128 + 64 + 32 + 16 + 8 = 248 tuples in all). When every one tried is taken
+    /// the last stays, and the confirmation fails. Entries not yet confirmed are not seen
+    /// ([`Conntrack::tuple_taken`]). Not modelled: `find_appropriate_src` (reusing the
+    /// mapping of another connection from the same source address and port) and
+    /// `nf_nat_used_tuple_harder`'s eviction of closing TCP entries in the last attempts.
+    pub fn nat_source_port(
+        &mut self,
+        own: EntryId,
+        reply_base: Tuple,
+        sport: u16,
+        random_fully: bool,
+        at: Instant,
+    ) -> PortChoice {
+        let mut tried = 0u32;
+        let mut taken = |ct: &mut Conntrack, port: u16| {
+            tried += 1;
+            ct.tuple_taken(&Tuple { dport: port, ..reply_base }, at, own)
+        };
+        let mut last = (sport, Taken::Free);
+        if !random_fully {
+            let t = taken(&mut self.conntrack, sport);
+            if t != Taken::Confirmed {
+                return PortChoice { port: sport, kept: true, taken: t, tried };
+            }
+        }
+        let (min, size): (u32, u32) = match sport {
+            0..=511 => (1, 511),
+            512..=1023 => (600, 424),
+            _ => (1024, 64512),
+        };
+        let mut off: u16 = self.rng.random();
+        let mut attempts = size.min(NF_NAT_MAX_ATTEMPTS);
+        loop {
+            for _ in 0..attempts {
+                let port = (min + u32::from(off) % size) as u16;
+                off = off.wrapping_add(1);
+                last = (port, taken(&mut self.conntrack, port));
+                if last.1 != Taken::Confirmed {
+                    return PortChoice { port, kept: false, taken: last.1, tried };
+                }
+            }
+            if attempts >= size || attempts < 16 {
+                return PortChoice { port: last.0, kept: false, taken: last.1, tried };
+            }
+            attempts /= 2;
+            off = self.rng.random();
+        }
+    }
+
+    /// Cilium's BPF SNAT port for a NodePort connection (`snat_v4_new_mapping`): a random
+    /// offset into 1024-65535, then the next free one. The map insert is atomic, so no
+    /// confirmation race.
     pub fn masquerade_port(&mut self, reply_base: crate::net::conntrack::Tuple) -> Option<u16> {
         let start: u32 = self.rng.random_range(0..64512);
         (0..64512u32)
@@ -562,5 +655,100 @@ mod tests {
         assert_eq!(verdict(&tcp("10.244.1.2", "10.96.0.20", 80)), dnat(1));
         assert_eq!(verdict(&tcp("10.244.1.2", "10.96.0.10", 53)), Verdict::NoService);
         assert_eq!(verdict(&t("10.244.1.2", "10.96.0.20", 80)), Verdict::NoService);
+    }
+
+    use crate::net::conntrack::L4;
+    use rand::SeedableRng;
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    /// A node proxy without Services, and a connection from pod `src`:`sport` to
+    /// 203.0.113.7:443 waiting for MASQUERADE to 192.168.0.1 (its entry id, the reply tuple
+    /// with the node's address as destination).
+    fn masquerading(p: &mut NodeProxy, src: &str, sport: u16, at: Instant) -> (EntryId, Tuple) {
+        let o = Tuple { src: ip(src), sport, dst: ip("203.0.113.7"), dport: 443, proto: L4::Tcp };
+        let id = p.conntrack.insert(o, o.inverse(), None, true, at).unwrap();
+        (id, Tuple { dst: ip("192.168.0.1"), ..o.inverse() })
+    }
+
+    fn proxy() -> NodeProxy {
+        let tbl = Arc::new(table(Vec::new()));
+        let mut rules = NodeRules::new(ProxyMode::Iptables, &tbl);
+        NodeProxy::new(node(), tbl.clone(), &mut rules, 1 << 20, ChaCha8Rng::seed_from_u64(7))
+    }
+
+    #[test]
+    fn masquerade_keeps_a_free_source_port_without_random_fully() {
+        let mut p = proxy();
+        let t0 = Instant::ZERO;
+        let (a, base) = masquerading(&mut p, "10.244.0.2", 40000, t0);
+        let c = p.nat_source_port(a, base, 40000, false, t0);
+        assert_eq!((c.port, c.kept, c.taken, c.tried), (40000, true, Taken::Free, 1));
+        p.conntrack.set_snat(a, (ip("192.168.0.1"), 40000), t0);
+        p.conntrack.confirm(a, t0);
+        // Another pod with the same port, later: the tuple is taken, so a random one in
+        // 1024-65535 is drawn (the first tried is free).
+        let t1 = t0 + Duration::from_micros(10);
+        let (b, base) = masquerading(&mut p, "10.244.0.3", 40000, t1);
+        let c = p.nat_source_port(b, base, 40000, false, t1);
+        assert!(!c.kept && c.port != 40000 && c.port >= 1024 && c.taken == Taken::Free, "{c:?}");
+        assert_eq!(c.tried, 2);
+        // With --random-fully the port is drawn even when its own is free; a port under 1024
+        // stays in its class (600-1023).
+        let (d, base) = masquerading(&mut p, "10.244.0.4", 700, t1);
+        let c = p.nat_source_port(d, base, 700, true, t1);
+        assert!(!c.kept && (600..=1023).contains(&c.port) && c.tried == 1, "{c:?}");
+    }
+
+    #[test]
+    fn a_connection_not_yet_confirmed_is_not_seen() {
+        let mut p = proxy();
+        let t0 = Instant::ZERO;
+        let (a, base) = masquerading(&mut p, "10.244.0.2", 40000, t0);
+        let c = p.nat_source_port(a, base, 40000, false, t0);
+        p.conntrack.set_snat(a, (ip("192.168.0.1"), c.port), t0);
+        // Its chain confirms it 500 ns later; another core chooses 100 ns after it took the
+        // port: the same port, and that confirmation fails.
+        p.conntrack.confirm(a, t0 + Duration::from_nanos(500));
+        let t1 = t0 + Duration::from_nanos(100);
+        let (b, base) = masquerading(&mut p, "10.244.0.3", 40000, t1);
+        let c = p.nat_source_port(b, base, 40000, false, t1);
+        assert_eq!((c.port, c.kept, c.taken), (40000, true, Taken::Unconfirmed));
+        // After the confirmation it is seen, and another port is chosen.
+        let t2 = t0 + Duration::from_nanos(600);
+        let c = p.nat_source_port(b, base, 40000, false, t2);
+        assert!(!c.kept && c.taken == Taken::Free, "{c:?}");
+        // An entry that took the tuple after the chooser's time counts as taken: in Linux it
+        // would have seen the chooser's.
+        let (e, base) = masquerading(&mut p, "10.244.0.5", 50000, t0);
+        let (f, _) = masquerading(&mut p, "10.244.0.6", 50001, t0);
+        p.conntrack.set_snat(f, (ip("192.168.0.1"), 50000), t2);
+        p.conntrack.confirm(f, t2 + Duration::from_nanos(100));
+        let c = p.nat_source_port(e, base, 50000, false, t1);
+        assert!(!c.kept && c.taken == Taken::Free, "{c:?}");
+    }
+
+    #[test]
+    fn masquerade_gives_up_after_248_tuples() {
+        // Every port of 600-1023 in use: 128 + 64 + 32 + 16 + 8 tuples tried, the last kept, and
+        // it is taken (the confirmation will fail).
+        let mut p = proxy();
+        let t0 = Instant::ZERO;
+        for (i, port) in (600..=1023u16).enumerate() {
+            let src = format!("10.244.{}.{}", 1 + i / 200, 2 + i % 200);
+            let (id, _) = masquerading(&mut p, &src, port, t0);
+            p.conntrack.set_snat(id, (ip("192.168.0.1"), port), t0);
+            p.conntrack.confirm(id, t0);
+        }
+        let (id, base) = masquerading(&mut p, "10.244.9.9", 800, t0);
+        let c = p.nat_source_port(id, base, 800, true, t0);
+        assert_eq!((c.taken, c.tried), (Taken::Confirmed, 248));
+        assert!((600..=1023).contains(&c.port));
+        // Expired entries are collected on the way and free their tuple.
+        let later = t0 + Duration::from_secs(200);
+        let c = p.nat_source_port(id, base, 800, true, later);
+        assert_eq!((c.taken, c.tried), (Taken::Free, 1));
     }
 }

@@ -198,7 +198,7 @@ mod tests {
     }
 
     fn node() -> NodeView {
-        NodeView { id: 0, name: "node-1".into(), ip: [192, 168, 0, 1].into() }
+        NodeView { id: 0, name: "node-1".into(), ip: [192, 168, 0, 1].into(), random_fully: true }
     }
 
     #[test]

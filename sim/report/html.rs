@@ -47,6 +47,7 @@ pub(super) fn page(summary: &Summary, charts: &[Chart]) -> String {
     scenario(&mut out, summary);
     flows(&mut out, summary);
     services(&mut out, summary);
+    masquerade(&mut out, summary);
     tcp(&mut out, summary, charts.iter().filter(|c| c.section == Section::Tcp));
     policy(&mut out, summary);
     bgp(&mut out, summary);
@@ -76,9 +77,10 @@ fn scenario(out: &mut String, s: &Summary) {
         ""
     };
     let bgp = if s.bgp.is_some() { "<a href=\"#bgp\">BGP</a>" } else { "" };
+    let masq = if s.masquerade.is_some() { "<a href=\"#masquerade\">Masquerade</a>" } else { "" };
     let _ = writeln!(
         out,
-        "<nav><a href=\"#flows\">Flows</a>{services}{tcp}{policy}{bgp}<a href=\"#overhead\">Encapsulation overhead</a>\
+        "<nav><a href=\"#flows\">Flows</a>{services}{masq}{tcp}{policy}{bgp}<a href=\"#overhead\">Encapsulation overhead</a>\
          <a href=\"#charts\">Charts</a><a href=\"#drops\">Drops</a>\
          <a href=\"#cpu\">CPU</a><a href=\"#cpu-steps\">Where the CPU goes</a>\
          <a href=\"#paths\">Packet paths</a></nav>",
@@ -930,6 +932,50 @@ fn services(out: &mut String, s: &Summary) {
             rows,
         );
     }
+}
+
+fn masquerade(out: &mut String, s: &Summary) {
+    let Some(m) = &s.masquerade else { return };
+    out.push_str("<h2 id=\"masquerade\">Masquerade (source NAT)</h2>\n");
+    out.push_str(
+        "<p>Connections masqueraded to a node's address at POSTROUTING. The kernel keeps the client's \
+         own source port when the rule has no <code>--random-fully</code> and the port is free, and \
+         otherwise tries up to 248 ports from random offsets. A connection enters the conntrack table \
+         only when its first packet has passed POSTROUTING: a port chosen while the connection \
+         holding it was not yet confirmed on another core, or when every port tried was in use, \
+         fails the confirmation, and the packet is dropped (<code>conntrack -S</code>: \
+         insert_failed; a TCP client retransmits its SYN a second later).</p>\n",
+    );
+    let lost =
+        |n: u64| if n > 0 { format!("<span class=\"bad\">{}</span>", fmt_count(n)) } else { fmt_count(n) };
+    let _ = writeln!(
+        out,
+        "<table class=\"kv\"><tbody>\n<tr><th>Connections masqueraded</th><td class=\"num\">{}</td></tr>\n\
+         <tr><th>Kept their own source port</th><td class=\"num\">{}</td></tr>\n\
+         <tr><th>Tuples tried per connection, mean</th><td class=\"num\">{}</td></tr>\n\
+         <tr><th>Lost at confirmation (insert_failed)</th><td class=\"num\">{}</td></tr>\n\
+         <tr><th>&nbsp;&nbsp;racing an unconfirmed connection</th><td class=\"num\">{}</td></tr>\n\
+         <tr><th>&nbsp;&nbsp;no free port among those tried</th><td class=\"num\">{}</td></tr>\n</tbody></table>",
+        fmt_count(m.connections),
+        fmt_count(m.source_port_kept),
+        crate::fmt::decimal(m.tuples_tried_mean, 1),
+        lost(m.insert_failed),
+        fmt_count(m.insert_failed_race),
+        fmt_count(m.insert_failed_no_port),
+    );
+    let rows = m.nodes.iter().map(|n| {
+        vec![
+            n.node.clone(),
+            fmt_count(n.connections),
+            fmt_count(n.insert_failed),
+            fmt_count(n.conntrack_peak_entries as u64),
+        ]
+    });
+    table(
+        out,
+        &[("Node", false), ("Masqueraded", true), ("insert_failed", true), ("Conntrack entries, peak", true)],
+        rows,
+    );
 }
 
 fn drops(out: &mut String, s: &Summary) {

@@ -143,6 +143,7 @@ pub(crate) fn resolve(mut s: Scenario, loc: &Locator, overrides: &Overrides) -> 
         changes,
         bgp,
         conntrack_max,
+        masquerade_random_fully: s.masquerade_random_fully,
         cni: chosen.cni,
         cni_options,
         name: s.name,

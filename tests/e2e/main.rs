@@ -8,6 +8,7 @@ mod cli_safety;
 mod cni;
 mod compare;
 mod determinism;
+mod masquerade;
 mod pcap;
 mod policy;
 mod quickstart;

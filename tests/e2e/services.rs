@@ -347,30 +347,32 @@ fn nodeport_from_outside_cluster_policy_masquerades_local_policy_keeps_the_clien
         let s = run(&p, &dir.join(format!("{policy}-{node}")), None, None);
         let t = app::trace(&p, "internet", &format!("web@{node}"), 64, Choice::default()).unwrap();
         let dnat = t.hops.iter().find(|(_, h)| h.action == "dnat").map(|(_, h)| h.why.clone());
-        (s, dnat, t.render())
+        let snat = t.hops.iter().find(|(_, h)| h.action == "snat").map(|(_, h)| h.why.clone());
+        (s, dnat, snat, t.render())
     };
     // Cluster policy through node-3, which has no endpoint: DNAT to web-1 on node-2 and
     // masquerade to node-3's address, so the reply comes back through node-3 (the extra hop).
-    let (s, dnat, text) = go("Cluster", "node-3");
+    // kube-proxy's KUBE-POSTROUTING has --random-fully: a random port, not the client's.
+    let (s, dnat, snat, text) = go("Cluster", "node-3");
     assert!(s.flows[0].transactions > 50, "{:?}", s.totals.drops_by_reason);
     assert_eq!(s.totals.dropped, 0);
     let dnat = dnat.unwrap_or_else(|| panic!("{text}"));
-    assert!(
-        dnat.contains("192.168.0.3:30080 -> DNAT to 10.244.1.2:8080, masquerade to 192.168.0.3:"),
-        "{dnat}"
-    );
+    assert!(dnat.ends_with("192.168.0.3:30080 -> DNAT to 10.244.1.2:8080"), "{dnat}");
+    let snat = snat.unwrap_or_else(|| panic!("{text}"));
+    assert!(snat.contains(" masqueraded to 192.168.0.3:") && snat.ends_with("(--random-fully)"), "{snat}");
     assert!(text.contains("rewritten to 192.168.0.3:30080 -> 192.168.0.4:"), "{text}");
     // Local policy through node-3: no local endpoint, so the packet is dropped there.
-    let (s, _, _) = go("Local", "node-3");
+    let (s, _, _, _) = go("Local", "node-3");
     assert_eq!(s.flows[0].transactions, 0);
     assert_eq!(s.totals.icmp_port_unreachable, 0, "a Local-policy NodePort drops silently");
     assert!(s.totals.drops_by_reason["service_no_endpoints"] > 0, "{:?}", s.totals.drops_by_reason);
     // Local policy through node-2, which has the endpoint: translated without masquerade, so
     // web-1 sees the client's own address.
-    let (s, dnat, text) = go("Local", "node-2");
+    let (s, dnat, snat, text) = go("Local", "node-2");
     assert!(s.flows[0].transactions > 50, "{:?}", s.totals.drops_by_reason);
     let dnat = dnat.unwrap_or_else(|| panic!("{text}"));
     assert!(dnat.ends_with("-> DNAT to 10.244.1.2:8080"), "{dnat}");
+    assert_eq!(snat, None, "{text}");
 }
 
 #[test]

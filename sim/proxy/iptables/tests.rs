@@ -32,7 +32,7 @@ fn svc(ns: &str, name: &str, port_name: &str, vip: &str, port: u16, eps: Vec<End
 }
 
 fn node() -> NodeView {
-    NodeView { id: 0, name: "node-a".into(), ip: ip("192.168.1.10") }
+    NodeView { id: 0, name: "node-a".into(), ip: ip("192.168.1.10"), random_fully: true }
 }
 
 fn tuple(src: &str, dst: &str, dport: u16) -> Tuple {

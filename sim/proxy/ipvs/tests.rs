@@ -51,7 +51,7 @@ fn ipvsadm_sort_wraps_like_libipvs() {
     // 10.96.0.10 - 192.168.0.1 wraps to a positive int: libipvs sorts the node address first.
     let mut s = svc("web", "10.96.0.100", 80, Some(30080), vec![], TrafficPolicy::Cluster);
     s.cluster_ip = Some(ip("10.96.0.100"));
-    let n = NodeView { id: 0, name: "n".into(), ip: ip("192.168.0.1") };
+    let n = NodeView { id: 0, name: "n".into(), ip: ip("192.168.0.1"), random_fully: true };
     let out = Ipvs::build(&table(vec![s]), &n, IpvsScheduler::Rr).ipvsadm_ln();
     let services: Vec<&str> = out.lines().filter(|l| l.starts_with("UDP")).collect();
     assert_eq!(services, ["UDP  192.168.0.1:30080 rr", "UDP  10.96.0.100:80 rr"]);
@@ -212,7 +212,12 @@ fn nodes_sharing_one_table_keep_their_own_state() {
     let tbl = table(vec![web, dns]);
     let shared = Ipvs::shared(&tbl);
     let views: Vec<NodeView> = (0..3)
-        .map(|i| NodeView { id: i, name: format!("node-{i}"), ip: Ipv4Addr::new(172, 18, 0, 2 + i as u8) })
+        .map(|i| NodeView {
+            id: i,
+            name: format!("node-{i}"),
+            ip: Ipv4Addr::new(172, 18, 0, 2 + i as u8),
+            random_fully: true,
+        })
         .collect();
     let mut nodes: Vec<Ipvs> =
         views.iter().map(|n| Ipvs::for_node(shared.clone(), &tbl, n, IpvsScheduler::Rr)).collect();
