@@ -68,6 +68,8 @@ pub struct Cluster {
     pub conntrack_max: Option<usize>,
     /// `masquerade_random_fully` of the scenario: `None` keeps each component's own choice.
     pub masquerade_random_fully: Option<bool>,
+    /// The kernels' NAT port search is the one with rovers (before February 2022).
+    pub nat_port_rovers: bool,
     /// The sweep `cnisim sweep` runs over this scenario.
     pub sweep: Option<SweepSpec>,
     /// The CNIs and proxy modes `cnisim compare` runs this scenario under.

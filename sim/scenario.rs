@@ -192,6 +192,11 @@ pub struct Scenario {
     /// flannel and Calico with it; Weave and Cilium's iptables masquerading without).
     #[serde(default, deserialize_with = "present")]
     pub masquerade_random_fully: Option<bool>,
+    /// The nodes' kernels choose NAT ports as before the February 2022 fix ("netfilter: nat:
+    /// remove l4 protocol port rovers"): from a rover shared by every core, through the whole
+    /// range (default false: a current kernel).
+    #[serde(default)]
+    pub nat_port_rovers: bool,
     /// A sweep `cnisim sweep` runs over this scenario.
     #[serde(default, deserialize_with = "present")]
     pub sweep: Option<SweepSpec>,

@@ -82,6 +82,7 @@ pub fn cluster(nodes: usize, pods: usize, kind: WorkloadKind, pairs: &[(usize, u
         bgp: None,
         conntrack_max: None,
         masquerade_random_fully: None,
+        nat_port_rovers: false,
         sweep: None,
         compare: None,
         externals: Vec::new(),

@@ -260,6 +260,7 @@ fn probe_cluster(
         bgp: None,
         conntrack_max: cluster.conntrack_max,
         masquerade_random_fully: cluster.masquerade_random_fully,
+        nat_port_rovers: cluster.nat_port_rovers,
         sweep: None,
         compare: None,
         externals: cluster.externals.clone(),

@@ -251,7 +251,8 @@ pub(super) fn postrouting(
     let src = super::source_for(w, ns, t.dst).unwrap_or(t.src);
     let at = cx.now();
     let p = &mut w.proxies[node];
-    let choice = p.nat_source_port(id, Tuple { dst: src, ..reply }, t.sport, random_fully, at);
+    let rovers = w.cluster.nat_port_rovers;
+    let choice = p.nat_source_port(id, Tuple { dst: src, ..reply }, t.sport, random_fully, rovers, at);
     let m = &mut p.stats.masquerade;
     m.connections += 1;
     m.source_port_kept += u64::from(choice.kept);

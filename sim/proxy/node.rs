@@ -349,6 +349,9 @@ pub struct NodeProxy {
     /// bpf_lxc translates pod traffic itself (built on first use, rebuilt after each sync).
     pod_lb: Option<Arc<BpfLb>>,
     rng: ChaCha8Rng,
+    /// The NAT port rovers of kernels before the February 2022 fix, TCP's and UDP's (one
+    /// `static u16` per protocol in nf_nat_proto_tcp.c / _udp.c, shared by every core).
+    rovers: [u16; 2],
 }
 
 /// What a new connection's lookup produced, with its CPU cost.
@@ -399,6 +402,7 @@ impl NodeProxy {
             proc: None,
             pod_lb: None,
             rng,
+            rovers: [0; 2],
         }
     }
 
@@ -495,12 +499,22 @@ impl NodeProxy {
     /// ([`Conntrack::tuple_taken`]). Not modelled: `find_appropriate_src` (reusing the
     /// mapping of another connection from the same source address and port) and
     /// `nf_nat_used_tuple_harder`'s eviction of closing TCP entries in the last attempts.
+    ///
+    /// With `rovers`, as kernels before the February 2022 fix ("netfilter: nat: remove l4
+    /// protocol port rovers", 6ed5943f8735, and "limit port clash resolution attempts", both
+    /// backported to every stable series): without `--random-fully` the search starts at the
+    /// protocol's rover, the offset the last search ended on, and the rover is left on the port
+    /// chosen; with it at `prandom_u32()`; either way it goes on through the whole range. Two
+    /// searches close together start from the same rover and, the first not yet confirmed,
+    /// end on the same port ("inherently racy and cause packet drops/delays", the fix's cover
+    /// letter).
     pub fn nat_source_port(
         &mut self,
         own: EntryId,
         reply_base: Tuple,
         sport: u16,
         random_fully: bool,
+        rovers: bool,
         at: Instant,
     ) -> PortChoice {
         let mut tried = 0u32;
@@ -520,6 +534,23 @@ impl NodeProxy {
             512..=1023 => (600, 424),
             _ => (1024, 64512),
         };
+        if rovers {
+            let rover = usize::from(reply_base.proto == crate::net::conntrack::L4::Udp);
+            let mut off: u16 =
+                if random_fully { self.rng.random::<u32>() as u16 } else { self.rovers[rover] };
+            for i in 1..=size {
+                let port = (min + u32::from(off) % size) as u16;
+                let t = taken(&mut self.conntrack, port);
+                if i != size && t == Taken::Confirmed {
+                    off = off.wrapping_add(1);
+                    continue;
+                }
+                if !random_fully {
+                    self.rovers[rover] = off;
+                }
+                return PortChoice { port, kept: false, taken: t, tried };
+            }
+        }
         let mut off: u16 = self.rng.random();
         let mut attempts = size.min(NF_NAT_MAX_ATTEMPTS);
         loop {
@@ -684,7 +715,7 @@ mod tests {
         let mut p = proxy();
         let t0 = Instant::ZERO;
         let (a, base) = masquerading(&mut p, "10.244.0.2", 40000, t0);
-        let c = p.nat_source_port(a, base, 40000, false, t0);
+        let c = p.nat_source_port(a, base, 40000, false, false, t0);
         assert_eq!((c.port, c.kept, c.taken, c.tried), (40000, true, Taken::Free, 1));
         p.conntrack.set_snat(a, (ip("192.168.0.1"), 40000), t0);
         p.conntrack.confirm(a, t0);
@@ -692,13 +723,13 @@ mod tests {
         // 1024-65535 is drawn (the first tried is free).
         let t1 = t0 + Duration::from_micros(10);
         let (b, base) = masquerading(&mut p, "10.244.0.3", 40000, t1);
-        let c = p.nat_source_port(b, base, 40000, false, t1);
+        let c = p.nat_source_port(b, base, 40000, false, false, t1);
         assert!(!c.kept && c.port != 40000 && c.port >= 1024 && c.taken == Taken::Free, "{c:?}");
         assert_eq!(c.tried, 2);
         // With --random-fully the port is drawn even when its own is free; a port under 1024
         // stays in its class (600-1023).
         let (d, base) = masquerading(&mut p, "10.244.0.4", 700, t1);
-        let c = p.nat_source_port(d, base, 700, true, t1);
+        let c = p.nat_source_port(d, base, 700, true, false, t1);
         assert!(!c.kept && (600..=1023).contains(&c.port) && c.tried == 1, "{c:?}");
     }
 
@@ -707,18 +738,18 @@ mod tests {
         let mut p = proxy();
         let t0 = Instant::ZERO;
         let (a, base) = masquerading(&mut p, "10.244.0.2", 40000, t0);
-        let c = p.nat_source_port(a, base, 40000, false, t0);
+        let c = p.nat_source_port(a, base, 40000, false, false, t0);
         p.conntrack.set_snat(a, (ip("192.168.0.1"), c.port), t0);
         // Its chain confirms it 500 ns later; another core chooses 100 ns after it took the
         // port: the same port, and that confirmation fails.
         p.conntrack.confirm(a, t0 + Duration::from_nanos(500));
         let t1 = t0 + Duration::from_nanos(100);
         let (b, base) = masquerading(&mut p, "10.244.0.3", 40000, t1);
-        let c = p.nat_source_port(b, base, 40000, false, t1);
+        let c = p.nat_source_port(b, base, 40000, false, false, t1);
         assert_eq!((c.port, c.kept, c.taken), (40000, true, Taken::Unconfirmed));
         // After the confirmation it is seen, and another port is chosen.
         let t2 = t0 + Duration::from_nanos(600);
-        let c = p.nat_source_port(b, base, 40000, false, t2);
+        let c = p.nat_source_port(b, base, 40000, false, false, t2);
         assert!(!c.kept && c.taken == Taken::Free, "{c:?}");
         // An entry that took the tuple after the chooser's time counts as taken: in Linux it
         // would have seen the chooser's.
@@ -726,8 +757,35 @@ mod tests {
         let (f, _) = masquerading(&mut p, "10.244.0.6", 50001, t0);
         p.conntrack.set_snat(f, (ip("192.168.0.1"), 50000), t2);
         p.conntrack.confirm(f, t2 + Duration::from_nanos(100));
-        let c = p.nat_source_port(e, base, 50000, false, t1);
+        let c = p.nat_source_port(e, base, 50000, false, false, t1);
         assert!(!c.kept && c.taken == Taken::Free, "{c:?}");
+    }
+
+    #[test]
+    fn searches_from_one_rover_pick_one_port() {
+        // Two pods' connections from port 40000, the first's kept; a third pod's and a fourth's
+        // also from 40000 search from the rover (0: port 1024) and, the third's not yet
+        // confirmed, both end on 1024.
+        let mut p = proxy();
+        let t0 = Instant::ZERO;
+        let (a, base) = masquerading(&mut p, "10.244.0.2", 40000, t0);
+        assert!(p.nat_source_port(a, base, 40000, false, true, t0).kept);
+        p.conntrack.set_snat(a, (ip("192.168.0.1"), 40000), t0);
+        p.conntrack.confirm(a, t0);
+        let t1 = t0 + Duration::from_micros(1);
+        let (b, base) = masquerading(&mut p, "10.244.0.3", 40000, t1);
+        let c = p.nat_source_port(b, base, 40000, false, true, t1);
+        assert_eq!((c.port, c.taken, c.tried), (1024, Taken::Free, 2));
+        p.conntrack.set_snat(b, (ip("192.168.0.1"), 1024), t1);
+        p.conntrack.confirm(b, t1 + Duration::from_nanos(300));
+        let t2 = t1 + Duration::from_nanos(100);
+        let (d, base) = masquerading(&mut p, "10.244.0.4", 40000, t2);
+        let c = p.nat_source_port(d, base, 40000, false, true, t2);
+        assert_eq!((c.port, c.taken), (1024, Taken::Unconfirmed));
+        // Once it is confirmed, the search goes on past it (the rover stays on it).
+        let t3 = t1 + Duration::from_nanos(400);
+        let c = p.nat_source_port(d, base, 40000, false, true, t3);
+        assert_eq!((c.port, c.taken, c.tried), (1025, Taken::Free, 3));
     }
 
     #[test]
@@ -743,12 +801,12 @@ mod tests {
             p.conntrack.confirm(id, t0);
         }
         let (id, base) = masquerading(&mut p, "10.244.9.9", 800, t0);
-        let c = p.nat_source_port(id, base, 800, true, t0);
+        let c = p.nat_source_port(id, base, 800, true, false, t0);
         assert_eq!((c.taken, c.tried), (Taken::Confirmed, 248));
         assert!((600..=1023).contains(&c.port));
         // Expired entries are collected on the way and free their tuple.
         let later = t0 + Duration::from_secs(200);
-        let c = p.nat_source_port(id, base, 800, true, later);
+        let c = p.nat_source_port(id, base, 800, true, false, later);
         assert_eq!((c.taken, c.tried), (Taken::Free, 1));
     }
 }

@@ -144,6 +144,7 @@ pub(crate) fn resolve(mut s: Scenario, loc: &Locator, overrides: &Overrides) -> 
         bgp,
         conntrack_max,
         masquerade_random_fully: s.masquerade_random_fully,
+        nat_port_rovers: s.nat_port_rovers,
         cni: chosen.cni,
         cni_options,
         name: s.name,

@@ -65,6 +65,33 @@ fn masquerade_runs_out_of_ports_for_one_destination() {
     );
 }
 
+/// Kernels before the February 2022 fix searched from a rover shared by every core: two
+/// connections masqueraded close together on two cores, the first not yet confirmed, start at
+/// the same rover and pick the same port, and the second is dropped (insert_failed). That is
+/// what `--random-fully` was added for: with it the search starts at random and the races go.
+/// A current kernel draws a random start either way. 400 ms of the scenario: ports in use, but
+/// far from all.
+#[test]
+fn port_rovers_race_without_random_fully() {
+    let dir = scratch("snat-rover");
+    let text = std::fs::read_to_string(repo("scenarios/snat-exhaustion.ron"))
+        .unwrap()
+        .replace("\"1s\"", "\"400ms\"");
+    let go = |name: &str, knobs: &str| {
+        let path = dir.join(format!("{name}.ron"));
+        std::fs::write(&path, text.replace("seed: 1,", &format!("seed: 1, {knobs}"))).unwrap();
+        let s = run(&path, dir.join(name), None);
+        s.masquerade.expect("masqueraded")
+    };
+    let old = go("rovers", "nat_port_rovers: true, masquerade_random_fully: false,");
+    assert!(old.insert_failed_race > 0 && old.insert_failed_no_port == 0, "{old:?}");
+    let fixed = go("rovers-random-fully", "nat_port_rovers: true,");
+    assert_eq!(fixed.insert_failed, 0, "{fixed:?}");
+    let current = go("current", "masquerade_random_fully: false,");
+    assert_eq!(current.insert_failed, 0, "{current:?}");
+    assert!(current.source_port_kept > 0 && old.source_port_kept > 0);
+}
+
 /// The same seed gives the same bytes, through both port-choice algorithms (Weave's rule has
 /// no `--random-fully`), on one and two threads.
 #[test]
