@@ -101,6 +101,10 @@ fn describe_proxy(w: &World, node: NodeId, now: Instant, s: &mut String) {
     use crate::proxy::node::Rules;
     let Some(p) = w.proxies.get(node) else { return };
     if w.cluster.services.services.is_empty() {
+        // No Service rules, but a table masquerade or policy filled.
+        if p.conntrack.created > 0 {
+            describe_conntrack(p, now, s);
+        }
         return;
     }
     let _ = writeln!(s, "# Services: proxy {}, {} rules installed", p.mode, p.rules.installed());
@@ -154,6 +158,11 @@ fn describe_proxy(w: &World, node: NodeId, now: Instant, s: &mut String) {
             }
         }
     }
+    describe_conntrack(p, now, s);
+}
+
+/// `conntrack -L` (the first entries) and `conntrack -S` for the node's table.
+fn describe_conntrack(p: &crate::proxy::node::NodeProxy, now: Instant, s: &mut String) {
     let entries = p.conntrack.list(now);
     // `-p udp` while the table holds UDP entries only (what every UDP scenario printed).
     let filter = if entries.iter().any(|e| !e.starts_with("udp ")) { "" } else { " -p udp" };
@@ -171,6 +180,18 @@ fn describe_proxy(w: &World, node: NodeId, now: Instant, s: &mut String) {
     if entries.len() > SHOWN {
         let _ = writeln!(s, "... {} more", entries.len() - SHOWN);
     }
+    // conntrack -S prints one line per CPU with more counters; these are the ones kept, summed
+    // over the node's cores: entries confirmed, refused at confirmation, packets dropped for
+    // either reason or a full table, entries evicted to make room.
+    let ct = &p.conntrack;
+    let _ = writeln!(
+        s,
+        "$ conntrack -S   (all cores)\ninsert={} insert_failed={} drop={} early_drop={}",
+        ct.inserted,
+        ct.insert_failed,
+        ct.insert_failed + ct.refused,
+        ct.early_dropped
+    );
 }
 
 /// Cilium's identities and the node's endpoints' policy maps, as `cilium-dbg identity list` and

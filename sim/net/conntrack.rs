@@ -336,6 +336,9 @@ pub struct Conntrack {
     pub created: u64,
     pub early_dropped: u64,
     pub refused: u64,
+    /// `conntrack -S`'s `insert`: entries confirmed (a bridged connection's, never
+    /// confirmed, is not counted).
+    pub inserted: u64,
     /// `conntrack -S`'s `insert_failed`: new connections dropped at confirmation because
     /// another entry already held their reply tuple.
     pub insert_failed: u64,
@@ -354,6 +357,7 @@ impl Conntrack {
             created: 0,
             early_dropped: 0,
             refused: 0,
+            inserted: 0,
             insert_failed: 0,
             peak: 0,
         }
@@ -579,8 +583,9 @@ impl Conntrack {
 
     /// `__nf_conntrack_confirm` at `at`: the entry goes into the hash table.
     pub fn confirm(&mut self, id: EntryId, at: Instant) {
-        if let Some(e) = self.slab[id as usize].as_mut() {
-            e.confirmed.get_or_insert(at);
+        if let Some(e) = self.slab[id as usize].as_mut().filter(|e| e.confirmed.is_none()) {
+            e.confirmed = Some(at);
+            self.inserted += 1;
         }
     }
 

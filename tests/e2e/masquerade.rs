@@ -47,6 +47,12 @@ fn masquerade_runs_out_of_ports_for_one_destination() {
     // Every flow stalled on a lost SYN: its retransmission (1 s) falls outside the run.
     let done: u64 = s.flows.iter().map(|f| f.transactions).sum();
     assert!(done < m.connections, "{done} transactions, {} connections", m.connections);
+    // describe shows the table at the end: TIME_WAIT entries and conntrack -S's counters.
+    let end = Some(cnisim::time::Duration::from_secs(1));
+    let d = app::describe(&path, "node-1", end, cnisim::app::Choice::default()).unwrap();
+    assert!(d.contains(" TIME_WAIT src=10.244.0."), "{d}");
+    let counters = format!("insert_failed={} drop={} early_drop=0\n", m.insert_failed, m.insert_failed);
+    assert!(d.contains(&counters), "{counters}: {d}");
 
     let plain = dir.join("plain.ron");
     let text = std::fs::read_to_string(&path)
@@ -137,5 +143,6 @@ fn describe_shows_the_masquerade_rule_as_configured() {
         std::fs::write(&path, services.replacen("Scenario(", &format!("Scenario({flag}"), 1)).unwrap();
         let d = app::describe(&path, "node-1", None, Choice::default()).unwrap();
         assert!(d.contains(&format!("{rule}{tail}")), "{flag}: {d}");
+        assert!(d.contains(" insert_failed=0 drop=0 early_drop=0\n"), "{d}");
     }
 }
