@@ -240,7 +240,7 @@ fn ip_finish_output(
     // POSTROUTING, on the route already chosen (ip_output -> NF_INET_POST_ROUTING ->
     // ip_finish_output).
     if pkt.meta.ct_unconfirmed.is_some() && w.has_netfilter(ns) {
-        match nat::postrouting(w, cx, ns, dev, pkt) {
+        match nat::postrouting(w, cx, ns, route, dev, pkt) {
             Some(p) => pkt = p,
             None => return,
         }

@@ -50,19 +50,11 @@ pub(super) fn hook(
     let dst = ip.dst_addr();
     let dst_local = table.uses_addrtype
         && w.netns[ns].local.lookup(dst).is_some_and(|r| r.kind == crate::net::route::RouteKind::Local);
-    // Masquerade comes at POSTROUTING, after this hook (`nat::postrouting`): a new
-    // connection's filter walk sees the source it had before SNAT, the original tuple's
-    // (weave-npc matches pod sources by ipset); so does an established one's (Cilium's BPF
-    // SNAT has rewritten it already).
+    // Masquerade comes at POSTROUTING, after this hook (`nat::postrouting`): the walk sees the
+    // source the packet had before SNAT (weave-npc matches pod sources by ipset).
     let node = w.netns[ns].node;
-    // The entry must still be this packet's (its reply goes to the packet's source as it is
-    // now): a flood copy can carry the id of an entry another copy's DROP destroyed, and the
-    // slot may since hold another connection.
-    let own = pkt.meta.ct_unconfirmed.and_then(|id| {
-        let e = w.proxies.get(node)?.conntrack.try_get(id)?;
-        (e.reply.dst == ip.src_addr()).then_some((id, e.original.src))
-    });
-    let (entry, src) = (own.map(|(id, _)| id), own.map_or(ip.src_addr(), |(_, src)| src));
+    let entry = super::nat::own_entry(w, ns, &pkt).map(|(_, id, _)| id);
+    let src = ip.src_addr();
     let info = PacketInfo {
         in_dev: name(in_dev),
         out_dev: name(out_dev),

@@ -190,7 +190,11 @@ pub(super) fn netfilter(
 /// The connection `pkt` created in `ns`, if it is still this packet's (a flood copy can carry
 /// the id of an entry another copy's DROP destroyed, and the slot may since hold another
 /// connection): the packet is its original tuple after DNAT.
-fn own_entry(w: &World, ns: NsId, pkt: &Packet) -> Option<(usize, crate::net::conntrack::EntryId, Tuple)> {
+pub(super) fn own_entry(
+    w: &World,
+    ns: NsId,
+    pkt: &Packet,
+) -> Option<(usize, crate::net::conntrack::EntryId, Tuple)> {
     let id = pkt.meta.ct_unconfirmed?;
     let node = w.netns[ns].node;
     let t = tuple_of(pkt)?;
@@ -221,9 +225,10 @@ fn random_fully(w: &World, by_kube_proxy: bool) -> bool {
     w.cluster.masquerade_random_fully.unwrap_or(by_kube_proxy || w.cluster.cni.masquerade_random_fully())
 }
 
-/// nat POSTROUTING for a packet routed out of `dev`, then the confirmation of the connection
+/// nat POSTROUTING for a packet routed out of `dev` by `route`, then the confirmation of the connection
 /// it created (`ipv4_confirm`, the hook's last entry). A connection the rules marked for
-/// masquerade gets the source address of the route and a port chosen as the kernel does
+/// masquerade gets the source address of the route (its `src`, else `dev`'s first address,
+/// as MASQUERADE's `inet_select_addr` on the outgoing device) and a port chosen as the kernel does
 /// ([`crate::proxy::node::NodeProxy::nat_source_port`]); the entry goes into the table a
 /// rewrite later. If another connection holds the reply tuple by then (one that another core
 /// had not confirmed when the port was chosen, or the last port tried when none was free),
@@ -235,6 +240,7 @@ pub(super) fn postrouting(
     w: &mut World,
     cx: &mut Ctx,
     ns: NsId,
+    route: &crate::net::route::Route,
     dev: DevId,
     mut pkt: Packet,
 ) -> Option<Packet> {
@@ -248,7 +254,7 @@ pub(super) fn postrouting(
     }
     let (reply, by_kube_proxy) = (e.reply, e.dnat.is_some());
     let random_fully = random_fully(w, by_kube_proxy);
-    let src = super::source_for(w, ns, t.dst).unwrap_or(t.src);
+    let src = route.src.or_else(|| w.devices[dev].addrs.first().map(|a| a.0)).unwrap_or(t.src);
     let at = cx.now();
     let p = &mut w.proxies[node];
     let rovers = w.cluster.nat_port_rovers;

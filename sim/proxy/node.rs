@@ -522,7 +522,6 @@ impl NodeProxy {
             tried += 1;
             ct.tuple_taken(&Tuple { dport: port, ..reply_base }, at, own)
         };
-        let mut last = (sport, Taken::Free);
         if !random_fully {
             let t = taken(&mut self.conntrack, sport);
             if t != Taken::Confirmed {
@@ -535,7 +534,7 @@ impl NodeProxy {
             _ => (1024, 64512),
         };
         if rovers {
-            let rover = usize::from(reply_base.proto == crate::net::conntrack::L4::Udp);
+            let rover = usize::from(reply_base.proto == L4::Udp);
             let mut off: u16 =
                 if random_fully { self.rng.random::<u32>() as u16 } else { self.rovers[rover] };
             for i in 1..=size {
@@ -553,6 +552,7 @@ impl NodeProxy {
         }
         let mut off: u16 = self.rng.random();
         let mut attempts = size.min(NF_NAT_MAX_ATTEMPTS);
+        let mut last = (0, Taken::Free);
         loop {
             for _ in 0..attempts {
                 let port = (min + u32::from(off) % size) as u16;
@@ -688,7 +688,6 @@ mod tests {
         assert_eq!(verdict(&t("10.244.1.2", "10.96.0.20", 80)), Verdict::NoService);
     }
 
-    use crate::net::conntrack::L4;
     use rand::SeedableRng;
 
     fn ip(s: &str) -> Ipv4Addr {

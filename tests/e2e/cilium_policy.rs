@@ -7,7 +7,6 @@ use std::path::Path;
 
 use cnisim::app::{self, RunOptions};
 use cnisim::cluster::Cni;
-use cnisim::compare::Options;
 use cnisim::summary::{FlowSummary, Summary};
 
 use crate::scratch;
@@ -158,15 +157,8 @@ fn cilium_policy_outputs_are_byte_identical() {
             }
         }
     }
-    let opts = |threads| Options {
-        cnis: Some(vec![Cni::CiliumVxlan, Cni::CiliumGeneve, Cni::CiliumNative]),
-        proxies: None,
-        threads: Some(threads),
-        progress: false,
-        shard: None,
-    };
-    let one = app::compare(&path, Some(dir.join("one")), &opts(1)).unwrap().0;
-    let two = app::compare(&path, Some(dir.join("two")), &opts(2)).unwrap().0;
+    let cnis = vec![Cni::CiliumVxlan, Cni::CiliumGeneve, Cni::CiliumNative];
+    let (one, two) = crate::compare_on_one_and_two_threads(&path, &dir, cnis, None);
     assert_eq!(files(&one), files(&two));
     for f in files(&one) {
         if f == "compare.json" {

@@ -39,6 +39,26 @@ pub fn without_run(mut v: serde_json::Value) -> serde_json::Value {
     v
 }
 
+/// `cnisim compare` of `path` over `cnis` (and `proxies`) on one thread into `dir/one` and on
+/// two into `dir/two`: the two output directories, which must hold the same bytes.
+pub fn compare_on_one_and_two_threads(
+    path: &Path,
+    dir: &Path,
+    cnis: Vec<cnisim::cluster::Cni>,
+    proxies: Option<Vec<cnisim::cluster::ProxyMode>>,
+) -> (PathBuf, PathBuf) {
+    let opts = |threads| cnisim::compare::Options {
+        cnis: Some(cnis.clone()),
+        proxies: proxies.clone(),
+        threads: Some(threads),
+        progress: false,
+        shard: None,
+    };
+    let one = cnisim::app::compare(path, Some(dir.join("one")), &opts(1)).unwrap().0;
+    let two = cnisim::app::compare(path, Some(dir.join("two")), &opts(2)).unwrap().0;
+    (one, two)
+}
+
 /// A fresh, empty scratch directory for one test.
 pub fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("cnisim-e2e-{}-{name}", std::process::id()));

@@ -102,18 +102,10 @@ fn port_rovers_race_without_random_fully() {
 /// no `--random-fully`), on one and two threads.
 #[test]
 fn masquerade_races_are_deterministic() {
-    use cnisim::compare::Options;
     let dir = scratch("snat-det");
     let path = repo("scenarios/snat-exhaustion.ron");
-    let opts = |threads| Options {
-        cnis: Some(vec![Cni::FlannelVxlan, Cni::WeaveFastdp]),
-        proxies: None,
-        threads: Some(threads),
-        progress: false,
-        shard: None,
-    };
-    let one = app::compare(&path, Some(dir.join("one")), &opts(1)).unwrap().0;
-    let two = app::compare(&path, Some(dir.join("two")), &opts(2)).unwrap().0;
+    let cnis = vec![Cni::FlannelVxlan, Cni::WeaveFastdp];
+    let (one, two) = crate::compare_on_one_and_two_threads(&path, &dir, cnis, None);
     let json = |d: &std::path::Path, f: &str| {
         crate::without_run(serde_json::from_slice(&std::fs::read(d.join(f)).unwrap()).unwrap())
     };

@@ -527,7 +527,6 @@ fn userspace_proxy_relays_tcp_over_a_connection_of_its_own() {
 /// modes gives the same bytes on one and two threads.
 #[test]
 fn userspace_tcp_relay_is_byte_identical() {
-    use cnisim::compare::Options;
     let dir = scratch("tcp-userspace-det");
     let path = dir.join("relay.ron");
     std::fs::write(&path, RELAYED).unwrap();
@@ -544,15 +543,9 @@ fn userspace_tcp_relay_is_byte_identical() {
         let a = std::fs::read(dir.join("a/pcap").join(&n)).unwrap();
         assert!(a == std::fs::read(dir.join("b/pcap").join(&n)).unwrap(), "{n:?}");
     }
-    let opts = |threads| Options {
-        cnis: Some(vec![Cni::FlannelHostGw, Cni::CalicoIpip]),
-        proxies: Some(vec!["userspace".parse().unwrap(), "iptables".parse().unwrap()]),
-        threads: Some(threads),
-        progress: false,
-        shard: None,
-    };
-    let one = app::compare(&path, Some(dir.join("one")), &opts(1)).unwrap().0;
-    let two = app::compare(&path, Some(dir.join("two")), &opts(2)).unwrap().0;
+    let cnis = vec![Cni::FlannelHostGw, Cni::CalicoIpip];
+    let proxies = Some(vec!["userspace".parse().unwrap(), "iptables".parse().unwrap()]);
+    let (one, two) = crate::compare_on_one_and_two_threads(&path, &dir, cnis, proxies);
     let json = |d: &std::path::Path| {
         crate::without_run(serde_json::from_slice(&std::fs::read(d.join("compare.json")).unwrap()).unwrap())
     };
